@@ -1,0 +1,1057 @@
+/*
+ * Tests of the configuration module (include/duet/config.h, docs/configuration.md).
+ *
+ * Bad files live in tests/configs/ and are found through $DUET_TEST_SRCDIR (the top of the
+ * source tree; "." when unset). Each is checked for its whole message, whose "FILE:LINE: KEY:"
+ * prefix names the path given to load. Runs with CK_FORK=no and under valgrind: every test frees
+ * what it made.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <duet/config.h>
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Every key of the schema, as docs/configuration.md lists them. */
+static const char *const all_keys[] = {
+    "model",
+    "plugin_dir",
+    "log_level",
+    "target.worker",
+    "target.device",
+    "target.dtype",
+    "target.weights",
+    "target.threads",
+    "target.tensor_parallel",
+    "speculative.draft_model",
+    "speculative.worker",
+    "speculative.device",
+    "speculative.dtype",
+    "speculative.weights",
+    "speculative.threads",
+    "speculative.tensor_parallel",
+    "speculative.num_tokens",
+    "speculative.acceptance",
+    "speculative.typical_posterior_threshold",
+    "speculative.typical_posterior_alpha",
+    "speculative.disable_by_batch_size",
+    "speculative.overlap",
+    "speculative.adaptive",
+    "cache.block_size",
+    "cache.memory_fraction",
+    "cache.swap_space_gib",
+    "cache.prefix_caching",
+    "cache.cpu_kv_space_gib",
+    "scheduler.max_num_seqs",
+    "scheduler.max_num_batched_tokens",
+    "scheduler.max_model_len",
+    "scheduler.preemption",
+    "scheduler.chunked_prefill",
+    "scheduler.policy",
+};
+#define N_ALL_KEYS (sizeof(all_keys) / sizeof(all_keys[0]))
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+static char *concat(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    char *s = malloc(la + lb + 1);
+
+    ck_assert_ptr_nonnull(s);
+    memcpy(s, a, la);
+    memcpy(s + la, b, lb + 1);
+    return s;
+}
+
+/* The path of tests/configs/NAME under $DUET_TEST_SRCDIR; the caller frees it. */
+static char *config_path(const char *name)
+{
+    const char *top = getenv("DUET_TEST_SRCDIR");
+    char *dir = concat(top && *top ? top : ".", "/tests/configs/");
+    char *path = concat(dir, name);
+
+    free(dir);
+    return path;
+}
+
+static duet_config *new_config(void)
+{
+    duet_config *cfg = NULL;
+
+    ck_assert_int_eq(duet_config_create(&cfg), DUET_STATUS_OK);
+    ck_assert_ptr_nonnull(cfg);
+    return cfg;
+}
+
+/* A configuration loaded from tests/configs/NAME, which must load. */
+static duet_config *load_good(const char *name)
+{
+    duet_config *cfg = new_config();
+    char *path = config_path(name);
+    duet_status st = duet_config_load_file(cfg, path);
+
+    ck_assert_msg(st == DUET_STATUS_OK, "%s: %s", path, duet_config_error(cfg));
+    free(path);
+    return cfg;
+}
+
+/* Loads tests/configs/NAME, expecting status want and the message PATH followed by rest. */
+static void expect_load_error(const char *name, duet_status want, const char *rest)
+{
+    duet_config *cfg = new_config();
+    char *path = config_path(name);
+    char *expected = concat(path, rest);
+
+    ck_assert_int_eq(duet_config_load_file(cfg, path), want);
+    ck_assert_str_eq(duet_config_error(cfg), expected);
+    free(expected);
+    free(path);
+    duet_config_destroy(cfg);
+}
+
+/* Loads tests/configs/NAME, which loads, then expects validate to fail with PATH then rest. */
+static void expect_validate_error(const char *name, const char *rest)
+{
+    duet_config *cfg = load_good(name);
+    char *path = config_path(name);
+    char *expected = concat(path, rest);
+
+    ck_assert_int_eq(duet_config_validate(cfg), DUET_STATUS_BAD_CONFIG);
+    ck_assert_str_eq(duet_config_error(cfg), expected);
+    free(expected);
+    free(path);
+    duet_config_destroy(cfg);
+}
+
+/* Applies assignment to a fresh configuration, expecting want and the message expected. */
+static void expect_set_error(const char *assignment, duet_status want, const char *expected)
+{
+    duet_config *cfg = new_config();
+
+    ck_assert_int_eq(duet_config_set(cfg, assignment), want);
+    ck_assert_str_eq(duet_config_error(cfg), expected);
+    ck_assert(!duet_config_is_set(cfg, "cache.block_size"));
+    duet_config_destroy(cfg);
+}
+
+static void expect_int(const duet_config *cfg, const char *key, int64_t want)
+{
+    int64_t got = -12345;
+
+    ck_assert_int_eq(duet_config_get_int(cfg, key, &got), DUET_STATUS_OK);
+    ck_assert_msg(got == want, "%s: got %lld, want %lld", key, (long long)got, (long long)want);
+}
+
+static void expect_float(const duet_config *cfg, const char *key, double want)
+{
+    double got = -1.0;
+
+    ck_assert_int_eq(duet_config_get_float(cfg, key, &got), DUET_STATUS_OK);
+    ck_assert_msg(got == want, "%s: got %.17g, want %.17g", key, got, want);
+}
+
+static void expect_string(const duet_config *cfg, const char *key, const char *want)
+{
+    const char *got = NULL;
+
+    ck_assert_int_eq(duet_config_get_string(cfg, key, &got), DUET_STATUS_OK);
+    ck_assert_str_eq(got, want);
+}
+
+static void expect_bool(const duet_config *cfg, const char *key, bool want)
+{
+    bool got = !want;
+
+    ck_assert_int_eq(duet_config_get_bool(cfg, key, &got), DUET_STATUS_OK);
+    ck_assert_msg(got == want, "%s: got %d, want %d", key, got, want);
+}
+
+/* Asserts that a and b give the same status and value for key. */
+static void expect_same_value(const duet_config *a, const duet_config *b, const char *key)
+{
+    duet_config_type type;
+    const char *sa = NULL, *sb = NULL;
+    int64_t ia = 0, ib = 0;
+    double fa = 0, fb = 0;
+    bool ba = false, bb = false;
+
+    ck_assert_int_eq(duet_config_key_type(key, &type), DUET_STATUS_OK);
+    switch (type) {
+    case DUET_CONFIG_TYPE_STRING:
+        ck_assert_int_eq(duet_config_get_string(a, key, &sa), duet_config_get_string(b, key, &sb));
+        ck_assert_msg(sa == sb || (sa && sb && strcmp(sa, sb) == 0), "%s differs", key);
+        break;
+    case DUET_CONFIG_TYPE_INT:
+        ck_assert_int_eq(duet_config_get_int(a, key, &ia), duet_config_get_int(b, key, &ib));
+        ck_assert_msg(ia == ib, "%s differs", key);
+        break;
+    case DUET_CONFIG_TYPE_FLOAT:
+        ck_assert_int_eq(duet_config_get_float(a, key, &fa), duet_config_get_float(b, key, &fb));
+        ck_assert_msg(fa == fb, "%s differs: %.17g vs %.17g", key, fa, fb);
+        break;
+    case DUET_CONFIG_TYPE_BOOL:
+        ck_assert_int_eq(duet_config_get_bool(a, key, &ba), duet_config_get_bool(b, key, &bb));
+        ck_assert_msg(ba == bb, "%s differs", key);
+        break;
+    }
+}
+
+/* Prints cfg into a malloc'd string; the caller frees it. */
+static char *print_to_string(const duet_config *cfg)
+{
+    char *text = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&text, &size);
+
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(duet_config_print(cfg, f), DUET_STATUS_OK);
+    ck_assert_int_eq(fclose(f), 0);
+    return text;
+}
+
+/* Prints cfg, loads the text into a new configuration and checks every key reads the same. */
+static void expect_round_trip(const duet_config *cfg)
+{
+    char *text = print_to_string(cfg);
+    duet_config *again = new_config();
+
+    ck_assert_msg(duet_config_load_string(again, text, "printed") == DUET_STATUS_OK, "%s\n%s",
+                  duet_config_error(again), text);
+    for (size_t i = 0; i < N_ALL_KEYS; i++)
+        expect_same_value(cfg, again, all_keys[i]);
+    ck_assert_int_eq(duet_config_has_group(again, "speculative"),
+                     duet_config_has_group(cfg, "speculative"));
+    duet_config_destroy(again);
+    free(text);
+}
+
+/* ---- defaults and readers ---------------------------------------------------------------- */
+
+START_TEST(test_defaults_are_returned_for_unset_keys)
+{
+    duet_config *cfg = new_config();
+
+    expect_string(cfg, "log_level", "warn");
+    expect_string(cfg, "target.worker", "cpu");
+    expect_string(cfg, "target.device", "auto");
+    expect_string(cfg, "target.dtype", "bf16");
+    expect_string(cfg, "target.weights", "auto");
+    expect_int(cfg, "target.threads", 0);
+    expect_int(cfg, "target.tensor_parallel", 1);
+    expect_string(cfg, "speculative.worker", "cpu");
+    expect_int(cfg, "speculative.num_tokens", 4);
+    expect_string(cfg, "speculative.acceptance", "rejection");
+    expect_float(cfg, "speculative.typical_posterior_threshold", 0.09);
+    expect_float(cfg, "speculative.typical_posterior_alpha", 0.3);
+    expect_int(cfg, "speculative.disable_by_batch_size", 0);
+    expect_bool(cfg, "speculative.overlap", true);
+    expect_bool(cfg, "speculative.adaptive", false);
+    expect_int(cfg, "cache.block_size", 16);
+    expect_float(cfg, "cache.memory_fraction", 0.9);
+    expect_float(cfg, "cache.swap_space_gib", 4.0);
+    expect_bool(cfg, "cache.prefix_caching", false);
+    expect_float(cfg, "cache.cpu_kv_space_gib", 4.0);
+    expect_int(cfg, "scheduler.max_num_seqs", 256);
+    expect_int(cfg, "scheduler.max_num_batched_tokens", 0);
+    expect_int(cfg, "scheduler.max_model_len", 0);
+    expect_string(cfg, "scheduler.preemption", "auto");
+    expect_bool(cfg, "scheduler.chunked_prefill", false);
+    expect_string(cfg, "scheduler.policy", "fcfs");
+    for (size_t i = 0; i < N_ALL_KEYS; i++) {
+        ck_assert(!duet_config_is_set(cfg, all_keys[i]));
+        ck_assert_str_eq(duet_config_source(cfg, all_keys[i]), "default");
+    }
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_keys_without_value_are_not_found)
+{
+    duet_config *cfg = load_good("good-minimal.cfg");
+    const char *s = "untouched";
+
+    ck_assert_int_eq(duet_config_get_string(cfg, "plugin_dir", &s), DUET_STATUS_NOT_FOUND);
+    ck_assert_int_eq(duet_config_get_string(cfg, "speculative.draft_model", &s),
+                     DUET_STATUS_NOT_FOUND);
+    ck_assert_str_eq(s, "untouched");
+    duet_config_destroy(cfg);
+    cfg = new_config();
+    ck_assert_int_eq(duet_config_get_string(cfg, "model", &s), DUET_STATUS_NOT_FOUND);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_unknown_key_is_not_found_by_readers)
+{
+    duet_config *cfg = new_config();
+    duet_config_type type;
+    int64_t i;
+
+    ck_assert_int_eq(duet_config_get_int(cfg, "cache.block_sz", &i), DUET_STATUS_NOT_FOUND);
+    ck_assert_int_eq(duet_config_get_int(cfg, "cache", &i), DUET_STATUS_NOT_FOUND);
+    ck_assert_int_eq(duet_config_key_type("cache.block_sz", &type), DUET_STATUS_NOT_FOUND);
+    ck_assert(!duet_config_is_set(cfg, "cache.block_sz"));
+    ck_assert(!duet_config_has_group(cfg, "cach"));
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_get_with_wrong_type_is_invalid_argument)
+{
+    duet_config *cfg = load_good("good-full.cfg");
+    const char *s;
+    int64_t i;
+    double f;
+    bool b;
+
+    ck_assert_int_eq(duet_config_get_string(cfg, "cache.block_size", &s),
+                     DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_int_eq(duet_config_get_int(cfg, "cache.memory_fraction", &i),
+                     DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_int_eq(duet_config_get_float(cfg, "cache.block_size", &f),
+                     DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_int_eq(duet_config_get_bool(cfg, "model", &b), DUET_STATUS_INVALID_ARGUMENT);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_key_type_reports_every_schema_key)
+{
+    duet_config_type type;
+
+    for (size_t i = 0; i < N_ALL_KEYS; i++)
+        ck_assert_int_eq(duet_config_key_type(all_keys[i], &type), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_config_key_type("cache.block_size", &type), DUET_STATUS_OK);
+    ck_assert_int_eq(type, DUET_CONFIG_TYPE_INT);
+    ck_assert_int_eq(duet_config_key_type("cache.memory_fraction", &type), DUET_STATUS_OK);
+    ck_assert_int_eq(type, DUET_CONFIG_TYPE_FLOAT);
+    ck_assert_int_eq(duet_config_key_type("speculative.overlap", &type), DUET_STATUS_OK);
+    ck_assert_int_eq(type, DUET_CONFIG_TYPE_BOOL);
+    ck_assert_int_eq(duet_config_key_type("target.worker", &type), DUET_STATUS_OK);
+    ck_assert_int_eq(type, DUET_CONFIG_TYPE_STRING);
+    ck_assert_int_eq(duet_config_key_type("cache", &type), DUET_STATUS_NOT_FOUND);
+}
+END_TEST
+
+/* ---- good files -------------------------------------------------------------------------- */
+
+START_TEST(test_minimal_file_loads_and_validates)
+{
+    duet_config *cfg = load_good("good-minimal.cfg");
+    char *path = config_path("good-minimal.cfg");
+    char *where = concat(path, ":2");
+
+    ck_assert_int_eq(duet_config_validate(cfg), DUET_STATUS_OK);
+    ck_assert_str_eq(duet_config_error(cfg), "");
+    expect_string(cfg, "model", "models/tiny-llama");
+    ck_assert(duet_config_is_set(cfg, "model"));
+    ck_assert_str_eq(duet_config_source(cfg, "model"), where);
+    ck_assert(!duet_config_is_set(cfg, "cache.block_size"));
+    ck_assert(!duet_config_has_group(cfg, "target"));
+    ck_assert(!duet_config_has_group(cfg, "speculative"));
+    free(where);
+    free(path);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_full_file_sets_every_key)
+{
+    duet_config *cfg = load_good("good-full.cfg");
+
+    ck_assert_msg(duet_config_validate(cfg) == DUET_STATUS_OK, "%s", duet_config_error(cfg));
+    for (size_t i = 0; i < N_ALL_KEYS; i++)
+        ck_assert_msg(duet_config_is_set(cfg, all_keys[i]), "%s not set", all_keys[i]);
+    expect_string(cfg, "model", "models/llama-2-7b");
+    expect_string(cfg, "plugin_dir", "/opt/duet/plugins");
+    expect_string(cfg, "log_level", "debug");
+    expect_string(cfg, "target.worker", "gpu");
+    expect_string(cfg, "target.device", "cuda:1");
+    expect_string(cfg, "target.dtype", "f16");
+    expect_string(cfg, "target.weights", "int8");
+    expect_int(cfg, "target.threads", 12);
+    expect_int(cfg, "target.tensor_parallel", 2);
+    expect_string(cfg, "speculative.draft_model", "models/llama-68m");
+    expect_string(cfg, "speculative.worker", "./build/duet_cpu_worker.so");
+    expect_string(cfg, "speculative.device", "cpu");
+    expect_string(cfg, "speculative.dtype", "f32");
+    expect_string(cfg, "speculative.weights", "int4");
+    expect_int(cfg, "speculative.threads", 8);
+    expect_int(cfg, "speculative.tensor_parallel", 4);
+    expect_int(cfg, "speculative.num_tokens", 7);
+    expect_string(cfg, "speculative.acceptance", "typical");
+    expect_float(cfg, "speculative.typical_posterior_threshold", 0.25);
+    expect_float(cfg, "speculative.typical_posterior_alpha", 0.5);
+    expect_int(cfg, "speculative.disable_by_batch_size", 32);
+    expect_bool(cfg, "speculative.overlap", false);
+    expect_bool(cfg, "speculative.adaptive", true);
+    expect_int(cfg, "cache.block_size", 32);
+    expect_float(cfg, "cache.memory_fraction", 0.75);
+    expect_float(cfg, "cache.swap_space_gib", 8.0);
+    expect_bool(cfg, "cache.prefix_caching", true);
+    expect_float(cfg, "cache.cpu_kv_space_gib", 16.5);
+    expect_int(cfg, "scheduler.max_num_seqs", 128);
+    expect_int(cfg, "scheduler.max_num_batched_tokens", 8192);
+    expect_int(cfg, "scheduler.max_model_len", 4096);
+    expect_string(cfg, "scheduler.preemption", "swap");
+    expect_bool(cfg, "scheduler.chunked_prefill", true);
+    expect_string(cfg, "scheduler.policy", "priority");
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_has_group_reports_groups_of_the_file)
+{
+    duet_config *cfg = load_good("good-full.cfg");
+
+    ck_assert(duet_config_has_group(cfg, "target"));
+    ck_assert(duet_config_has_group(cfg, "speculative"));
+    ck_assert(duet_config_has_group(cfg, "cache"));
+    ck_assert(duet_config_has_group(cfg, "scheduler"));
+    ck_assert(!duet_config_has_group(cfg, "model"));
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_source_names_file_and_line_of_each_key)
+{
+    duet_config *cfg = load_good("good-full.cfg");
+    char *path = config_path("good-full.cfg");
+    char *block_size = concat(path, ":36");
+    char *draft = concat(path, ":18");
+
+    ck_assert_str_eq(duet_config_source(cfg, "cache.block_size"), block_size);
+    ck_assert_str_eq(duet_config_source(cfg, "speculative.draft_model"), draft);
+    ck_assert_str_eq(duet_config_source(cfg, "no.such_key"), "");
+    free(draft);
+    free(block_size);
+    free(path);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_load_string_names_messages_after_the_given_name)
+{
+    duet_config *cfg = new_config();
+
+    ck_assert_int_eq(
+        duet_config_load_string(cfg, "model = \"m\";\ncache: { block_sise = 8; };\n", "inline.cfg"),
+        DUET_STATUS_BAD_CONFIG);
+    ck_assert_str_eq(
+        duet_config_error(cfg),
+        "inline.cfg:2: cache.block_sise: unknown key; did you mean 'cache.block_size'?");
+    ck_assert_int_eq(
+        duet_config_load_string(cfg, "model = \"m\";\nlog_level = \"info\";\n", "inline.cfg"),
+        DUET_STATUS_OK);
+    ck_assert_str_eq(duet_config_source(cfg, "log_level"), "inline.cfg:2");
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+/* ---- bad files: parsing ------------------------------------------------------------------ */
+
+START_TEST(test_syntax_error_names_file_and_line)
+{
+    expect_load_error("bad-syntax.cfg", DUET_STATUS_BAD_CONFIG, ":5: syntax error: syntax error");
+}
+END_TEST
+
+START_TEST(test_duplicate_setting_is_a_syntax_error)
+{
+    expect_load_error("bad-duplicate-setting.cfg", DUET_STATUS_BAD_CONFIG,
+                      ":5: syntax error: duplicate setting name");
+}
+END_TEST
+
+START_TEST(test_missing_file_is_an_io_error)
+{
+    expect_load_error("no-such-file.cfg", DUET_STATUS_IO,
+                      ": cannot read: No such file or directory");
+}
+END_TEST
+
+/* ---- bad files: unknown keys ------------------------------------------------------------- */
+
+START_TEST(test_unknown_top_level_key_suggests_close_name)
+{
+    expect_load_error("bad-unknown-top-level-key.cfg", DUET_STATUS_BAD_CONFIG,
+                      ":2: log_levle: unknown key; did you mean 'log_level'?");
+}
+END_TEST
+
+START_TEST(test_unknown_key_in_group_suggests_close_name)
+{
+    expect_load_error("bad-unknown-key-in-group.cfg", DUET_STATUS_BAD_CONFIG,
+                      ":5: cache.blok_size: unknown key; did you mean 'cache.block_size'?");
+}
+END_TEST
+
+START_TEST(test_key_in_wrong_place_suggests_its_full_path)
+{
+    expect_load_error("bad-key-in-wrong-place.cfg", DUET_STATUS_BAD_CONFIG,
+                      ":2: block_size: unknown key; did you mean 'cache.block_size'?");
+}
+END_TEST
+
+START_TEST(test_unknown_key_without_close_match_has_no_suggestion)
+{
+    expect_load_error("bad-unknown-key-no-match.cfg", DUET_STATUS_BAD_CONFIG,
+                      ":5: scheduler.frobnicate: unknown key");
+}
+END_TEST
+
+START_TEST(test_unknown_group_is_rejected)
+{
+    expect_load_error("bad-unknown-group.cfg", DUET_STATUS_BAD_CONFIG, ":3: draft: unknown group");
+    expect_load_error("bad-misspelt-group.cfg", DUET_STATUS_BAD_CONFIG,
+                      ":2: schedular: unknown group; did you mean 'scheduler'?");
+}
+END_TEST
+
+/* ---- bad files: types and values --------------------------------------------------------- */
+
+START_TEST(test_string_where_int_is_due_is_rejected)
+{
+    expect_load_error("bad-string-for-int.cfg", DUET_STATUS_BAD_CONFIG,
+                      ":5: target.threads: must be an integer, got a string");
+}
+END_TEST
+
+START_TEST(test_float_where_int_is_due_is_rejected)
+{
+    expect_load_error("bad-float-for-int.cfg", DUET_STATUS_BAD_CONFIG,
+                      ":4: scheduler.max_num_seqs: must be an integer, got a float");
+}
+END_TEST
+
+START_TEST(test_int_where_bool_is_due_is_rejected)
+{
+    expect_load_error(
+        "bad-int-for-bool.cfg", DUET_STATUS_BAD_CONFIG,
+        ":4: cache.prefix_caching: must be a boolean (true or false), got an integer");
+}
+END_TEST
+
+START_TEST(test_int_out_of_range_is_rejected)
+{
+    expect_load_error("bad-int-out-of-range.cfg", DUET_STATUS_BAD_CONFIG,
+                      ":5: speculative.num_tokens: must be an integer in 1..32, got 64");
+}
+END_TEST
+
+START_TEST(test_float_out_of_range_is_rejected)
+{
+    expect_load_error("bad-float-out-of-range.cfg", DUET_STATUS_BAD_CONFIG,
+                      ":5: cache.memory_fraction: must be a number in (0, 1], got 1.5");
+}
+END_TEST
+
+START_TEST(test_string_outside_allowed_set_lists_allowed_values)
+{
+    expect_load_error("bad-string-not-allowed.cfg", DUET_STATUS_BAD_CONFIG,
+                      ":4: target.dtype: must be one of \"bf16\", \"f16\", \"f32\", got \"fp8\"");
+}
+END_TEST
+
+START_TEST(test_block_size_must_be_a_power_of_two)
+{
+    expect_load_error("bad-block-size-not-power-of-two.cfg", DUET_STATUS_BAD_CONFIG,
+                      ":4: cache.block_size: must be a power of two in 1..256, got 12");
+}
+END_TEST
+
+START_TEST(test_group_given_as_scalar_is_rejected)
+{
+    expect_load_error("bad-group-as-scalar.cfg", DUET_STATUS_BAD_CONFIG,
+                      ":2: cache: must be a group, got an integer");
+}
+END_TEST
+
+START_TEST(test_scalar_given_as_group_list_or_array_is_rejected)
+{
+    expect_load_error("bad-scalar-as-group.cfg", DUET_STATUS_BAD_CONFIG,
+                      ":2: log_level: must be a string, got a group");
+    expect_load_error("bad-scalar-as-list.cfg", DUET_STATUS_BAD_CONFIG,
+                      ":4: target.threads: must be an integer, got a list");
+    expect_load_error("bad-scalar-as-array.cfg", DUET_STATUS_BAD_CONFIG,
+                      ":4: cache.block_size: must be an integer, got an array");
+}
+END_TEST
+
+START_TEST(test_worker_must_be_a_plugin_name_or_a_path)
+{
+    expect_load_error("bad-worker-name.cfg", DUET_STATUS_BAD_CONFIG,
+                      ":4: target.worker: must be a plugin name ([a-z0-9_]+) or a path containing "
+                      "'/', got \"GPU Worker\"");
+}
+END_TEST
+
+START_TEST(test_failed_load_leaves_configuration_unchanged)
+{
+    duet_config *cfg = new_config();
+    char *path = config_path("bad-float-out-of-range.cfg");
+
+    ck_assert_int_eq(duet_config_load_file(cfg, path), DUET_STATUS_BAD_CONFIG);
+    ck_assert(!duet_config_is_set(cfg, "model"));
+    ck_assert(!duet_config_is_set(cfg, "cache.block_size"));
+    ck_assert(!duet_config_has_group(cfg, "cache"));
+    free(path);
+    path = config_path("good-minimal.cfg");
+    ck_assert_int_eq(duet_config_load_file(cfg, path), DUET_STATUS_OK);
+    ck_assert_str_eq(duet_config_error(cfg), "");
+    free(path);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_second_load_is_refused)
+{
+    duet_config *cfg = load_good("good-minimal.cfg");
+    char *path = config_path("good-full.cfg");
+
+    ck_assert_int_eq(duet_config_load_file(cfg, path), DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(duet_config_error(cfg), "loaded only once"));
+    ck_assert_int_eq(duet_config_load_string(cfg, "model = \"x\";", "x.cfg"),
+                     DUET_STATUS_INVALID_ARGUMENT);
+    expect_string(cfg, "model", "models/tiny-llama");
+    free(path);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+/* ---- validation -------------------------------------------------------------------------- */
+
+START_TEST(test_missing_model_fails_validation_without_a_line)
+{
+    expect_validate_error("bad-missing-model.cfg", ": model: required key is missing");
+}
+END_TEST
+
+START_TEST(test_speculative_group_without_draft_model_fails_at_the_group_line)
+{
+    expect_validate_error(
+        "bad-speculative-without-draft-model.cfg",
+        ":4: speculative.draft_model: required when the speculative group is present");
+}
+END_TEST
+
+START_TEST(test_batched_tokens_below_model_len_fails_validation)
+{
+    expect_validate_error("bad-batched-below-model-len.cfg",
+                          ":5: scheduler.max_num_batched_tokens: must be >= "
+                          "scheduler.max_model_len (4096) unless scheduler.chunked_prefill is "
+                          "true, got 2048");
+}
+END_TEST
+
+START_TEST(test_batched_tokens_below_model_len_is_allowed_with_chunked_prefill)
+{
+    duet_config *cfg = load_good("bad-batched-below-model-len.cfg");
+
+    ck_assert_int_eq(duet_config_set(cfg, "scheduler.chunked_prefill=true"), DUET_STATUS_OK);
+    ck_assert_msg(duet_config_validate(cfg) == DUET_STATUS_OK, "%s", duet_config_error(cfg));
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_batched_tokens_below_num_seqs_fails_validation)
+{
+    expect_validate_error("bad-batched-below-num-seqs.cfg",
+                          ":5: scheduler.max_num_batched_tokens: must be >= "
+                          "scheduler.max_num_seqs (256), got 128");
+}
+END_TEST
+
+START_TEST(test_missing_model_without_file_has_no_location)
+{
+    duet_config *cfg = new_config();
+
+    ck_assert_int_eq(duet_config_validate(cfg), DUET_STATUS_BAD_CONFIG);
+    ck_assert_str_eq(duet_config_error(cfg), "model: required key is missing");
+    ck_assert_int_eq(duet_config_set(cfg, "model=models/x"), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_config_validate(cfg), DUET_STATUS_OK);
+    ck_assert_str_eq(duet_config_error(cfg), "");
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+/* ---- overrides --------------------------------------------------------------------------- */
+
+START_TEST(test_override_applied_after_file_wins)
+{
+    duet_config *cfg = load_good("good-full.cfg");
+
+    ck_assert_int_eq(duet_config_set(cfg, "cache.block_size=64"), DUET_STATUS_OK);
+    expect_int(cfg, "cache.block_size", 64);
+    ck_assert_str_eq(duet_config_source(cfg, "cache.block_size"), "--set");
+    ck_assert(duet_config_is_set(cfg, "cache.block_size"));
+    ck_assert_int_eq(duet_config_validate(cfg), DUET_STATUS_OK);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_override_applied_before_file_still_wins)
+{
+    duet_config *cfg = new_config();
+    char *path = config_path("good-full.cfg");
+
+    ck_assert_int_eq(duet_config_set(cfg, "cache.block_size=128"), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_config_load_file(cfg, path), DUET_STATUS_OK);
+    expect_int(cfg, "cache.block_size", 128);
+    ck_assert_str_eq(duet_config_source(cfg, "cache.block_size"), "--set");
+    expect_float(cfg, "cache.memory_fraction", 0.75);
+    free(path);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_override_creates_speculative_group_and_validate_requires_draft_model)
+{
+    duet_config *cfg = load_good("good-minimal.cfg");
+
+    ck_assert(!duet_config_has_group(cfg, "speculative"));
+    ck_assert_int_eq(duet_config_set(cfg, "speculative.num_tokens=8"), DUET_STATUS_OK);
+    ck_assert(duet_config_has_group(cfg, "speculative"));
+    ck_assert_int_eq(duet_config_validate(cfg), DUET_STATUS_BAD_CONFIG);
+    ck_assert_str_eq(duet_config_error(cfg),
+                     "--set speculative.num_tokens=8: speculative.draft_model: required when the "
+                     "speculative group is present");
+    ck_assert_int_eq(duet_config_set(cfg, "speculative.draft_model=models/llama-68m"),
+                     DUET_STATUS_OK);
+    ck_assert_int_eq(duet_config_validate(cfg), DUET_STATUS_OK);
+    expect_int(cfg, "speculative.num_tokens", 8);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_override_unknown_key_suggests_close_name)
+{
+    expect_set_error("cache.block_sz=32", DUET_STATUS_BAD_CONFIG,
+                     "--set cache.block_sz=32: cache.block_sz: unknown key; did you mean "
+                     "'cache.block_size'?");
+    expect_set_error("block_size=32", DUET_STATUS_BAD_CONFIG,
+                     "--set block_size=32: block_size: unknown key; did you mean "
+                     "'cache.block_size'?");
+    expect_set_error("speculative.workers=gpu", DUET_STATUS_BAD_CONFIG,
+                     "--set speculative.workers=gpu: speculative.workers: unknown key; did you "
+                     "mean 'speculative.worker'?");
+    expect_set_error("zzzzzz.qqqqqq=1", DUET_STATUS_BAD_CONFIG,
+                     "--set zzzzzz.qqqqqq=1: zzzzzz.qqqqqq: unknown key");
+    expect_set_error("cache=4", DUET_STATUS_BAD_CONFIG,
+                     "--set cache=4: cache: is a group; set one of its keys (cache.NAME=VALUE)");
+}
+END_TEST
+
+START_TEST(test_override_without_equals_is_rejected)
+{
+    expect_set_error("cache.block_size", DUET_STATUS_BAD_CONFIG,
+                     "--set cache.block_size: cache.block_size: missing '=' (expected KEY=VALUE)");
+    expect_set_error("=32", DUET_STATUS_BAD_CONFIG,
+                     "--set =32: missing key before '=' (expected KEY=VALUE)");
+}
+END_TEST
+
+START_TEST(test_override_rejects_malformed_numbers)
+{
+    expect_set_error("cache.block_size=12abc", DUET_STATUS_BAD_CONFIG,
+                     "--set cache.block_size=12abc: cache.block_size: must be an integer, got "
+                     "\"12abc\"");
+    expect_set_error("cache.block_size=", DUET_STATUS_BAD_CONFIG,
+                     "--set cache.block_size=: cache.block_size: must be an integer, got \"\"");
+    expect_set_error("cache.block_size=16.0", DUET_STATUS_BAD_CONFIG,
+                     "--set cache.block_size=16.0: cache.block_size: must be an integer, got "
+                     "\"16.0\"");
+    expect_set_error("cache.block_size=99999999999999999999", DUET_STATUS_BAD_CONFIG,
+                     "--set cache.block_size=99999999999999999999: cache.block_size: out of "
+                     "range for an integer, got \"99999999999999999999\"");
+    expect_set_error("cache.swap_space_gib=1e999", DUET_STATUS_BAD_CONFIG,
+                     "--set cache.swap_space_gib=1e999: cache.swap_space_gib: out of range for a "
+                     "number, got \"1e999\"");
+    expect_set_error("cache.swap_space_gib=nan", DUET_STATUS_BAD_CONFIG,
+                     "--set cache.swap_space_gib=nan: cache.swap_space_gib: must be a number, got "
+                     "\"nan\"");
+    expect_set_error("cache.swap_space_gib=4.0x", DUET_STATUS_BAD_CONFIG,
+                     "--set cache.swap_space_gib=4.0x: cache.swap_space_gib: must be a number, "
+                     "got \"4.0x\"");
+    expect_set_error("cache.prefix_caching=maybe", DUET_STATUS_BAD_CONFIG,
+                     "--set cache.prefix_caching=maybe: cache.prefix_caching: must be a boolean "
+                     "(true or false), got \"maybe\"");
+}
+END_TEST
+
+START_TEST(test_override_rejects_out_of_range_values)
+{
+    expect_set_error("cache.block_size=32768", DUET_STATUS_BAD_CONFIG,
+                     "--set cache.block_size=32768: cache.block_size: must be a power of two in "
+                     "1..256, got 32768");
+    expect_set_error("target.tensor_parallel=0", DUET_STATUS_BAD_CONFIG,
+                     "--set target.tensor_parallel=0: target.tensor_parallel: must be an integer "
+                     "in 1..64, got 0");
+    expect_set_error("cache.memory_fraction=0", DUET_STATUS_BAD_CONFIG,
+                     "--set cache.memory_fraction=0: cache.memory_fraction: must be a number in "
+                     "(0, 1], got 0");
+    expect_set_error("cache.swap_space_gib=-1", DUET_STATUS_BAD_CONFIG,
+                     "--set cache.swap_space_gib=-1: cache.swap_space_gib: must be a number in "
+                     "[0, 1024], got -1");
+    expect_set_error("scheduler.policy=lifo", DUET_STATUS_BAD_CONFIG,
+                     "--set scheduler.policy=lifo: scheduler.policy: must be one of \"fcfs\", "
+                     "\"priority\", got \"lifo\"");
+    expect_set_error("target.worker=", DUET_STATUS_BAD_CONFIG,
+                     "--set target.worker=: target.worker: must not be empty");
+}
+END_TEST
+
+START_TEST(test_failed_override_keeps_the_previous_value)
+{
+    duet_config *cfg = load_good("good-full.cfg");
+
+    ck_assert_int_eq(duet_config_set(cfg, "cache.block_size=33"), DUET_STATUS_BAD_CONFIG);
+    expect_int(cfg, "cache.block_size", 32);
+    ck_assert_str_ne(duet_config_source(cfg, "cache.block_size"), "--set");
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_override_reads_libconfig_integer_forms)
+{
+    duet_config *cfg = new_config();
+
+    ck_assert_int_eq(duet_config_set(cfg, "cache.block_size=0x20"), DUET_STATUS_OK);
+    expect_int(cfg, "cache.block_size", 32);
+    ck_assert_int_eq(duet_config_set(cfg, "scheduler.max_model_len=8192L"), DUET_STATUS_OK);
+    expect_int(cfg, "scheduler.max_model_len", 8192);
+    ck_assert_int_eq(duet_config_set(cfg, " target.threads = +8 "), DUET_STATUS_OK);
+    expect_int(cfg, "target.threads", 8);
+    ck_assert_int_eq(duet_config_set(cfg, "cache.swap_space_gib=16"), DUET_STATUS_OK);
+    expect_float(cfg, "cache.swap_space_gib", 16.0);
+    ck_assert_int_eq(duet_config_set(cfg, "cache.memory_fraction=.5e0"), DUET_STATUS_OK);
+    expect_float(cfg, "cache.memory_fraction", 0.5);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_override_reads_booleans_in_every_spelling)
+{
+    static const char *const yes[] = {"true", "TRUE", "yes", "on", "1"};
+    static const char *const no[] = {"false", "False", "no", "off", "0"};
+    duet_config *cfg = new_config();
+    char buf[64];
+
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+        snprintf(buf, sizeof(buf), "cache.prefix_caching=%s", yes[i]);
+        ck_assert_int_eq(duet_config_set(cfg, buf), DUET_STATUS_OK);
+        expect_bool(cfg, "cache.prefix_caching", true);
+        snprintf(buf, sizeof(buf), "cache.prefix_caching=%s", no[i]);
+        ck_assert_int_eq(duet_config_set(cfg, buf), DUET_STATUS_OK);
+        expect_bool(cfg, "cache.prefix_caching", false);
+    }
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_override_reads_quoted_and_bare_strings)
+{
+    duet_config *cfg = new_config();
+
+    ck_assert_int_eq(duet_config_set(cfg, "model=models/llama 7b"), DUET_STATUS_OK);
+    expect_string(cfg, "model", "models/llama 7b");
+    ck_assert_int_eq(duet_config_set(cfg, "model=\"a \\\"quoted\\\" \\\\ path\""), DUET_STATUS_OK);
+    expect_string(cfg, "model", "a \"quoted\" \\ path");
+    ck_assert_int_eq(duet_config_set(cfg, "target.dtype=\"f32\""), DUET_STATUS_OK);
+    expect_string(cfg, "target.dtype", "f32");
+    ck_assert_int_eq(duet_config_set(cfg, "model=\"unterminated"), DUET_STATUS_BAD_CONFIG);
+    ck_assert_str_eq(duet_config_error(cfg), "--set model=\"unterminated: model: the quoted "
+                                             "string has no closing quote");
+    ck_assert_int_eq(duet_config_set(cfg, "model=\"a\" b"), DUET_STATUS_BAD_CONFIG);
+    ck_assert_int_eq(duet_config_set(cfg, "model=\"a\\n\""), DUET_STATUS_BAD_CONFIG);
+    expect_string(cfg, "model", "a \"quoted\" \\ path");
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_error_is_empty_after_a_successful_call)
+{
+    duet_config *cfg = new_config();
+
+    ck_assert_str_eq(duet_config_error(cfg), "");
+    ck_assert_int_eq(duet_config_set(cfg, "cache.block_size=3"), DUET_STATUS_BAD_CONFIG);
+    ck_assert_str_ne(duet_config_error(cfg), "");
+    ck_assert_int_eq(duet_config_set(cfg, "cache.block_size=4"), DUET_STATUS_OK);
+    ck_assert_str_eq(duet_config_error(cfg), "");
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_null_arguments_are_refused)
+{
+    duet_config *cfg = new_config();
+    int64_t i;
+
+    ck_assert_int_eq(duet_config_create(NULL), DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_int_eq(duet_config_load_file(NULL, "x"), DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_int_eq(duet_config_load_file(cfg, NULL), DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_int_eq(duet_config_set(cfg, NULL), DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_int_eq(duet_config_get_int(cfg, NULL, &i), DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_int_eq(duet_config_get_int(cfg, "target.threads", NULL),
+                     DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_int_eq(duet_config_print(cfg, NULL), DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_str_eq(duet_config_error(NULL), "");
+    duet_config_destroy(NULL);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+/* ---- printing ---------------------------------------------------------------------------- */
+
+START_TEST(test_print_round_trips_to_an_equal_configuration)
+{
+    duet_config *cfg = load_good("good-full.cfg");
+
+    ck_assert_int_eq(duet_config_set(cfg, "cache.memory_fraction=0.1"), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_config_set(cfg, "speculative.typical_posterior_alpha=1e-5"),
+                     DUET_STATUS_OK);
+    ck_assert_int_eq(duet_config_set(cfg, "cache.swap_space_gib=1024"), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_config_set(cfg, "model=\"we\\\"ird\\\\ \ttab\""), DUET_STATUS_OK);
+    expect_round_trip(cfg);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_print_round_trips_defaults_and_minimal_files)
+{
+    duet_config *cfg = new_config();
+
+    expect_round_trip(cfg);
+    duet_config_destroy(cfg);
+    cfg = load_good("good-minimal.cfg");
+    expect_round_trip(cfg);
+    ck_assert_int_eq(duet_config_set(cfg, "model=line one\nline two"), DUET_STATUS_OK);
+    expect_round_trip(cfg);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_print_names_the_source_of_each_value)
+{
+    duet_config *cfg = load_good("good-minimal.cfg");
+    char *path = config_path("good-minimal.cfg");
+    char *model_line = concat("model = \"models/tiny-llama\"; # ", path);
+    char *text;
+
+    ck_assert_int_eq(duet_config_set(cfg, "cache.block_size=32"), DUET_STATUS_OK);
+    text = print_to_string(cfg);
+    ck_assert_ptr_nonnull(strstr(text, model_line));
+    ck_assert_ptr_nonnull(strstr(text, "    block_size = 32; # --set\n"));
+    ck_assert_ptr_nonnull(strstr(text, "    memory_fraction = 0.90000000000000002; # default\n"));
+    ck_assert_ptr_nonnull(strstr(text, "    swap_space_gib = 4.0; # default\n"));
+    ck_assert_ptr_nonnull(strstr(text, "log_level = \"warn\"; # default\n"));
+    ck_assert_ptr_null(strstr(text, "plugin_dir"));
+    ck_assert_ptr_null(strstr(text, "speculative"));
+    ck_assert_ptr_nonnull(strstr(text, "\ntarget = {\n"));
+    ck_assert_ptr_nonnull(strstr(text, "\nscheduler = {\n"));
+    free(text);
+    free(model_line);
+    free(path);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_print_to_a_failing_stream_is_an_io_error)
+{
+    duet_config *cfg = new_config();
+    FILE *f = fopen("/dev/full", "w");
+
+    if (!f) {
+        duet_config_destroy(cfg);
+        return; /* no /dev/full here: nothing to check */
+    }
+    ck_assert_int_eq(duet_config_print(cfg, f), DUET_STATUS_IO);
+    fclose(f);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+/* ---- suite ------------------------------------------------------------------------------- */
+
+static void add(Suite *s, const char *name, const TTest *test)
+{
+    TCase *tc = tcase_create(name);
+
+    tcase_add_test(tc, test);
+    suite_add_tcase(s, tc);
+}
+#define ADD(s, test) add(s, #test, test)
+
+static Suite *config_suite(void)
+{
+    Suite *s = suite_create("config");
+
+    ADD(s, test_defaults_are_returned_for_unset_keys);
+    ADD(s, test_keys_without_value_are_not_found);
+    ADD(s, test_unknown_key_is_not_found_by_readers);
+    ADD(s, test_get_with_wrong_type_is_invalid_argument);
+    ADD(s, test_key_type_reports_every_schema_key);
+    ADD(s, test_minimal_file_loads_and_validates);
+    ADD(s, test_full_file_sets_every_key);
+    ADD(s, test_has_group_reports_groups_of_the_file);
+    ADD(s, test_source_names_file_and_line_of_each_key);
+    ADD(s, test_load_string_names_messages_after_the_given_name);
+    ADD(s, test_syntax_error_names_file_and_line);
+    ADD(s, test_duplicate_setting_is_a_syntax_error);
+    ADD(s, test_missing_file_is_an_io_error);
+    ADD(s, test_unknown_top_level_key_suggests_close_name);
+    ADD(s, test_unknown_key_in_group_suggests_close_name);
+    ADD(s, test_key_in_wrong_place_suggests_its_full_path);
+    ADD(s, test_unknown_key_without_close_match_has_no_suggestion);
+    ADD(s, test_unknown_group_is_rejected);
+    ADD(s, test_string_where_int_is_due_is_rejected);
+    ADD(s, test_float_where_int_is_due_is_rejected);
+    ADD(s, test_int_where_bool_is_due_is_rejected);
+    ADD(s, test_int_out_of_range_is_rejected);
+    ADD(s, test_float_out_of_range_is_rejected);
+    ADD(s, test_string_outside_allowed_set_lists_allowed_values);
+    ADD(s, test_block_size_must_be_a_power_of_two);
+    ADD(s, test_group_given_as_scalar_is_rejected);
+    ADD(s, test_scalar_given_as_group_list_or_array_is_rejected);
+    ADD(s, test_worker_must_be_a_plugin_name_or_a_path);
+    ADD(s, test_failed_load_leaves_configuration_unchanged);
+    ADD(s, test_second_load_is_refused);
+    ADD(s, test_missing_model_fails_validation_without_a_line);
+    ADD(s, test_speculative_group_without_draft_model_fails_at_the_group_line);
+    ADD(s, test_batched_tokens_below_model_len_fails_validation);
+    ADD(s, test_batched_tokens_below_model_len_is_allowed_with_chunked_prefill);
+    ADD(s, test_batched_tokens_below_num_seqs_fails_validation);
+    ADD(s, test_missing_model_without_file_has_no_location);
+    ADD(s, test_override_applied_after_file_wins);
+    ADD(s, test_override_applied_before_file_still_wins);
+    ADD(s, test_override_creates_speculative_group_and_validate_requires_draft_model);
+    ADD(s, test_override_unknown_key_suggests_close_name);
+    ADD(s, test_override_without_equals_is_rejected);
+    ADD(s, test_override_rejects_malformed_numbers);
+    ADD(s, test_override_rejects_out_of_range_values);
+    ADD(s, test_failed_override_keeps_the_previous_value);
+    ADD(s, test_override_reads_libconfig_integer_forms);
+    ADD(s, test_override_reads_booleans_in_every_spelling);
+    ADD(s, test_override_reads_quoted_and_bare_strings);
+    ADD(s, test_error_is_empty_after_a_successful_call);
+    ADD(s, test_null_arguments_are_refused);
+    ADD(s, test_print_round_trips_to_an_equal_configuration);
+    ADD(s, test_print_round_trips_defaults_and_minimal_files);
+    ADD(s, test_print_names_the_source_of_each_value);
+    ADD(s, test_print_to_a_failing_stream_is_an_io_error);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(config_suite());
+    int failed;
+
+    srunner_run_all(sr, CK_ENV);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

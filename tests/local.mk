@@ -1,0 +1,103 @@
+# Tests: Check suites (one per part), fixtures, and the test-only plugins.
+EXTRA_DIST += tests/fixtures/duet_notelf_worker.so tests/configs tests/run_check.sh
+
+# ---- test-only plugins (never installed) ------------------------------------------------
+check_LTLIBRARIES += tests/duet_mock_worker.la
+tests_duet_mock_worker_la_SOURCES = tests/fixtures/mock_worker.c
+tests_duet_mock_worker_la_LDFLAGS = $(TEST_PLUGIN_LDFLAGS)
+tests_duet_mock_worker_la_LIBADD = -lm
+
+check_LTLIBRARIES += tests/duet_badmajor_worker.la tests/duet_badfingerprint_worker.la \
+	tests/duet_small_worker.la tests/duet_nullexecute_worker.la tests/duet_nullname_worker.la \
+	tests/duet_querynull_worker.la tests/duet_nosymbol_worker.la
+tests_duet_badmajor_worker_la_SOURCES = tests/fixtures/broken_worker.c
+tests_duet_badmajor_worker_la_CPPFLAGS = $(AM_CPPFLAGS) -DBROKEN_MAJOR
+tests_duet_badmajor_worker_la_LDFLAGS = $(TEST_PLUGIN_LDFLAGS)
+tests_duet_badfingerprint_worker_la_SOURCES = tests/fixtures/broken_worker.c
+tests_duet_badfingerprint_worker_la_CPPFLAGS = $(AM_CPPFLAGS) -DBROKEN_FINGERPRINT
+tests_duet_badfingerprint_worker_la_LDFLAGS = $(TEST_PLUGIN_LDFLAGS)
+tests_duet_small_worker_la_SOURCES = tests/fixtures/broken_worker.c
+tests_duet_small_worker_la_CPPFLAGS = $(AM_CPPFLAGS) -DBROKEN_SMALL
+tests_duet_small_worker_la_LDFLAGS = $(TEST_PLUGIN_LDFLAGS)
+tests_duet_nullexecute_worker_la_SOURCES = tests/fixtures/broken_worker.c
+tests_duet_nullexecute_worker_la_CPPFLAGS = $(AM_CPPFLAGS) -DBROKEN_NULL_EXECUTE
+tests_duet_nullexecute_worker_la_LDFLAGS = $(TEST_PLUGIN_LDFLAGS)
+tests_duet_nullname_worker_la_SOURCES = tests/fixtures/broken_worker.c
+tests_duet_nullname_worker_la_CPPFLAGS = $(AM_CPPFLAGS) -DBROKEN_NULL_NAME
+tests_duet_nullname_worker_la_LDFLAGS = $(TEST_PLUGIN_LDFLAGS)
+tests_duet_querynull_worker_la_SOURCES = tests/fixtures/broken_worker.c
+tests_duet_querynull_worker_la_CPPFLAGS = $(AM_CPPFLAGS) -DBROKEN_QUERY_NULL
+tests_duet_querynull_worker_la_LDFLAGS = $(TEST_PLUGIN_LDFLAGS)
+tests_duet_nosymbol_worker_la_SOURCES = tests/fixtures/broken_worker.c
+tests_duet_nosymbol_worker_la_CPPFLAGS = $(AM_CPPFLAGS) -DBROKEN_NO_SYMBOL
+tests_duet_nosymbol_worker_la_LDFLAGS = $(TEST_PLUGIN_LDFLAGS)
+
+# Plugins whose dynamic symbol table check_exports inspects (the installable workers join it).
+EXPORT_CHECKED_PLUGINS = $(abs_top_builddir)/tests/.libs/duet_mock_worker.so
+
+AM_TESTS_ENVIRONMENT = \
+	DUET_TEST_SRCDIR='$(abs_top_srcdir)'; export DUET_TEST_SRCDIR; \
+	DUET_TEST_BUILDDIR='$(abs_top_builddir)'; export DUET_TEST_BUILDDIR; \
+	DUET_TEST_PLUGIN_DIR='$(abs_top_builddir)/tests/.libs'; export DUET_TEST_PLUGIN_DIR; \
+	DUET_TEST_PLUGINS='$(EXPORT_CHECKED_PLUGINS)'; export DUET_TEST_PLUGINS; \
+	DUET_TEST_LIBDUET='$(abs_top_builddir)/.libs/libduet.so'; export DUET_TEST_LIBDUET; \
+	unset DUET_PLUGIN_PATH;
+
+# ---- Check suites -----------------------------------------------------------------------
+if HAVE_CHECK
+TEST_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+TEST_LIBS = libduet.la $(CHECK_LIBS)
+
+check_PROGRAMS += tests/check_config tests/check_loader tests/check_exports tests/check_abi
+tests_check_config_SOURCES = tests/check_config.c
+tests_check_config_CFLAGS = $(TEST_CFLAGS)
+tests_check_config_LDADD = $(TEST_LIBS)
+
+tests_check_loader_SOURCES = tests/check_loader.c
+tests_check_loader_CFLAGS = $(TEST_CFLAGS)
+tests_check_loader_LDADD = $(TEST_LIBS)
+
+tests_check_exports_SOURCES = tests/check_exports.c
+tests_check_exports_CFLAGS = $(TEST_CFLAGS)
+tests_check_exports_LDADD = $(CHECK_LIBS)
+
+# Each public header compiled first in its own C file, and all of them from C++.
+tests_check_abi_SOURCES = tests/check_abi.c tests/headers/types.c tests/headers/plugin.c \
+	tests/headers/config.c tests/headers/loader.c tests/headers/all.cc tests/headers/headers.h
+tests_check_abi_CFLAGS = $(TEST_CFLAGS)
+tests_check_abi_CXXFLAGS = $(AM_CXXFLAGS) -std=c++11
+tests_check_abi_LDADD = $(TEST_LIBS)
+
+CHECK_TESTS = tests/check_config tests/check_loader tests/check_exports tests/check_abi
+TESTS += $(CHECK_TESTS)
+endif
+
+if HAVE_CUDA
+if HAVE_CHECK
+check_PROGRAMS += tests/check_gpu_probe
+tests_check_gpu_probe_SOURCES = tests/check_gpu_probe.c
+tests_check_gpu_probe_CFLAGS = $(TEST_CFLAGS)
+tests_check_gpu_probe_LDADD = gpu_worker/libduet_gpu_kernels.la $(TEST_LIBS) $(CUDA_LDFLAGS) \
+	$(CUDA_LIBS)
+TESTS += tests/check_gpu_probe
+endif
+endif
+
+# duet-run end to end: --check against the mock plugin, errors and exit codes.
+TESTS += tests/run_check.sh
+EXTRA_DIST += tests/fixtures/broken_worker.c
+
+# The installed tree: duet-run from $(DESTDIR)$(bindir) against the mock plugin of this build.
+installcheck-local: $(check_LTLIBRARIES)
+	LD_LIBRARY_PATH='$(DESTDIR)$(libdir)' DUET_PLUGIN_PATH='$(abs_top_builddir)/tests/.libs' \
+	  '$(DESTDIR)$(bindir)/duet-run' --config '$(abs_top_srcdir)/examples/mock.cfg' --check
+
+# The Check suites under valgrind, without Check's fork so that leaks are seen.
+check-valgrind:
+	@test -n "$(VALGRIND)" || { echo "valgrind not found"; exit 1; }
+	CK_FORK=no $(MAKE) $(AM_MAKEFLAGS) check TESTS='$(CHECK_TESTS)' \
+	  LOG_COMPILER='$(LIBTOOL) --mode=execute $(VALGRIND) --error-exitcode=99 --quiet \
+	  --leak-check=full --errors-for-leak-kinds=definite \
+	  --suppressions=$(abs_top_srcdir)/tests/valgrind.supp'
+.PHONY: check-valgrind
+EXTRA_DIST += tests/valgrind.supp
