@@ -182,7 +182,7 @@ static const struct key keys[N_KEYS] = {
     [K_SCHED_POLICY] = STR("scheduler.policy", GROUP_SCHEDULER, 0, policies, "fcfs"),
 };
 
-/* Longest path in keys[] plus one; sizes the edit-distance row (checked by an assertion). */
+/* Bounds the length of every path in keys[]; sizes the edit-distance row (asserted). */
 #define MAX_KEY_PATH 48
 
 static int key_find(const char *path)
@@ -746,6 +746,7 @@ static void commit_staged(duet_config *cfg, struct table *staged)
 static duet_status parse_failed(duet_config *cfg, const config_t *lc, const char *name, int err)
 {
     const char *file = config_error_file(lc) ? config_error_file(lc) : name;
+    const char *text;
     char *where;
     duet_status st;
 
@@ -755,7 +756,12 @@ static duet_status parse_failed(duet_config *cfg, const config_t *lc, const char
     where = format("%s:%d", file, config_error_line(lc));
     if (!where)
         return fail_oom(cfg);
-    st = fail(cfg, DUET_STATUS_BAD_CONFIG, where, NULL, "syntax error: %s", config_error_text(lc));
+    text = config_error_text(lc) ? config_error_text(lc) : "syntax error";
+    /* libconfig's text is often just "syntax error": do not say it twice. */
+    if (strcmp(text, "syntax error") == 0)
+        st = fail(cfg, DUET_STATUS_BAD_CONFIG, where, NULL, "syntax error");
+    else
+        st = fail(cfg, DUET_STATUS_BAD_CONFIG, where, NULL, "syntax error: %s", text);
     free(where);
     return st;
 }
@@ -1294,12 +1300,17 @@ static void print_string(FILE *f, const char *s)
     fputc('"', f);
 }
 
-/* Writes x with %.17g, adding ".0" when that alone would read back as an integer. */
+/* Writes x with the fewest digits that read back as x (at most %.17g), adding ".0" when that
+ * alone would read back as an integer. */
 static void print_float(FILE *f, double x)
 {
     char buf[32];
 
-    snprintf(buf, sizeof(buf), "%.17g", x);
+    for (int digits = 1; digits <= 17; digits++) {
+        snprintf(buf, sizeof(buf), "%.*g", digits, x);
+        if (strtod(buf, NULL) == x)
+            break;
+    }
     fputs(buf, f);
     if (!strpbrk(buf, ".eEn"))
         fputs(".0", f);

@@ -25,9 +25,9 @@
 #endif
 
 struct duet_plugin {
-    void *handle;                     /* from dlopen */
-    const duet_worker_plugin *table;  /* from duet_plugin_query, checked */
-    char *path;                       /* as loaded; malloc'd */
+    void *handle;                    /* from dlopen */
+    const duet_worker_plugin *table; /* from duet_plugin_query, checked */
+    char *path;                      /* as loaded; malloc'd */
 };
 
 /* Size of the table as minor 0 of this major defines it: every field up to last_error. */
@@ -156,14 +156,10 @@ static duet_status check_members(const duet_worker_plugin *t, const char *path, 
         const char *name;
         bool present;
     } required[] = {
-        {"name", t->name && *t->name},
-        {"version", t->version && *t->version},
-        {"create", t->create != NULL},
-        {"destroy", t->destroy != NULL},
-        {"describe", t->describe != NULL},
-        {"cache_geometry", t->cache_geometry != NULL},
-        {"init_cache", t->init_cache != NULL},
-        {"execute", t->execute != NULL},
+        {"name", t->name && *t->name},         {"version", t->version && *t->version},
+        {"create", t->create != NULL},         {"destroy", t->destroy != NULL},
+        {"describe", t->describe != NULL},     {"cache_geometry", t->cache_geometry != NULL},
+        {"init_cache", t->init_cache != NULL}, {"execute", t->execute != NULL},
         {"last_error", t->last_error != NULL},
     };
 
@@ -206,7 +202,8 @@ static duet_status open_and_query(const char *path, const duet_host_services *ho
     memcpy(&query, &sym, sizeof(query));
     *table_out = query(DUET_ABI_MAJOR, host);
     if (!*table_out) {
-        duet__errf(errbuf, n, "%s: %s() returned NULL for host ABI major %u (expected a plugin "
+        duet__errf(errbuf, n,
+                   "%s: %s() returned NULL for host ABI major %u (expected a plugin "
                    "table; the plugin does not serve this ABI)",
                    path, DUET_PLUGIN_QUERY_SYMBOL, DUET_ABI_MAJOR);
         return DUET_STATUS_ABI_MISMATCH;
@@ -274,9 +271,8 @@ const char *duet_plugin_path(const duet_plugin *plugin)
 
 size_t duet_caps_str(uint64_t caps, char *buf, size_t size)
 {
-    static const char *const names[] = {"target", "draft", "swap",   "tp",
-                                        "f32",    "bf16",  "f16",    "int8",
-                                        "int4",   "verify", "prefix-cache"};
+    static const char *const names[] = {"target", "draft", "swap", "tp",     "f32",         "bf16",
+                                        "f16",    "int8",  "int4", "verify", "prefix-cache"};
     const size_t n_names = sizeof(names) / sizeof(names[0]);
     size_t len = 0;
 
@@ -306,8 +302,11 @@ static uint64_t cap_of_type(const char *type)
     static const struct {
         const char *name;
         uint64_t cap;
-    } map[] = {{"f32", DUET_CAP_F32},   {"bf16", DUET_CAP_BF16}, {"f16", DUET_CAP_F16},
-               {"int8", DUET_CAP_INT8}, {"int4", DUET_CAP_INT4}};
+    } map[] = {{"f32", DUET_CAP_F32},
+               {"bf16", DUET_CAP_BF16},
+               {"f16", DUET_CAP_F16},
+               {"int8", DUET_CAP_INT8},
+               {"int4", DUET_CAP_INT4}};
 
     for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
         if (strcmp(type, map[i].name) == 0)
@@ -340,8 +339,7 @@ duet_status duet_plugin_check_settings(const duet_plugin *plugin, const duet_con
 
     snprintf(key, sizeof(key), "%s.worker", section);
     st = need_cap(plugin, cfg, key, role == DUET_ROLE_TARGET ? "be a target" : "be a draft",
-                  role == DUET_ROLE_TARGET ? DUET_CAP_TARGET : DUET_CAP_DRAFT, errbuf,
-                  errbuf_size);
+                  role == DUET_ROLE_TARGET ? DUET_CAP_TARGET : DUET_CAP_DRAFT, errbuf, errbuf_size);
     for (int i = 0; !st && i < 2; i++) {
         const char *field = i == 0 ? "dtype" : "weights";
 

@@ -67,8 +67,8 @@ START_TEST(test_batch_seq_uses_the_hosts_stride)
         duet_seq seq;
         uint64_t appended_by_a_newer_host;
     } seqs[3];
-    duet_batch b = {.struct_size = sizeof(b), .n_seqs = 3, .seq_size = sizeof(seqs[0]),
-                    .seqs = &seqs[0].seq};
+    duet_batch b = {
+        .struct_size = sizeof(b), .n_seqs = 3, .seq_size = sizeof(seqs[0]), .seqs = &seqs[0].seq};
 
     for (int i = 0; i < 3; i++)
         seqs[i].seq.seq_id = 100u + (unsigned)i;

@@ -17,8 +17,8 @@
 #define MAX_NAMES 4096
 
 struct exports {
-    size_t n;                      /* defined global or weak symbols */
-    char names[MAX_NAMES][128];    /* their names, truncated */
+    size_t n;                   /* defined global or weak symbols */
+    char names[MAX_NAMES][128]; /* their names, truncated */
 };
 
 static struct exports ex;
@@ -79,8 +79,8 @@ START_TEST(test_each_plugin_exports_only_duet_plugin_query)
     for (char *path = strtok_r(copy, " ", &save); path; path = strtok_r(NULL, " ", &save)) {
         read_exports(path);
         ck_assert_msg(ex.n == 1 && exported("duet_plugin_query"),
-                      "%s exports %zu symbols (first: %s); expected only duet_plugin_query",
-                      path, ex.n, ex.n ? ex.names[0] : "none");
+                      "%s exports %zu symbols (first: %s); expected only duet_plugin_query", path,
+                      ex.n, ex.n ? ex.names[0] : "none");
         checked++;
     }
     free(copy);

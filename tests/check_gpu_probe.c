@@ -34,8 +34,8 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("gpu_probe");
-    TCase *tc = tcase_create("kernel");
+    Suite *s;
+    TCase *tc;
     SRunner *sr;
     int failed;
 
@@ -43,6 +43,8 @@ int main(void)
         printf("SKIP: no CUDA device\n");
         return 77;
     }
+    s = suite_create("gpu_probe");
+    tc = tcase_create("kernel");
     tcase_add_test(tc, test_saxpy_on_the_device_matches_the_host);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);

@@ -68,9 +68,9 @@ START_TEST(test_missing_file_is_refused_with_its_path)
 {
     duet_plugin *p;
 
-    ck_assert_int_eq(duet_plugin_load("/nonexistent/duet_x_worker.so", NULL, NULL, &p, err,
-                                      sizeof(err)),
-                     DUET_STATUS_NOT_FOUND);
+    ck_assert_int_eq(
+        duet_plugin_load("/nonexistent/duet_x_worker.so", NULL, NULL, &p, err, sizeof(err)),
+        DUET_STATUS_NOT_FOUND);
     ck_assert_ptr_null(p);
     ck_assert_str_eq(err, "plugin /nonexistent/duet_x_worker.so: No such file or directory");
 }
@@ -82,9 +82,9 @@ START_TEST(test_unknown_name_lists_every_directory_tried)
 
     setenv("DUET_PLUGIN_PATH", "/first:/second", 1);
     ck_assert_int_eq(load_named("nosuch", &p), DUET_STATUS_NOT_FOUND);
-    ck_assert_msg(strstr(err, "plugin 'nosuch': duet_nosuch_worker.so not found (tried "
-                              "/first/duet_nosuch_worker.so, /second/duet_nosuch_worker.so, ") ==
-                      err,
+    ck_assert_msg(strstr(err,
+                         "plugin 'nosuch': duet_nosuch_worker.so not found (tried "
+                         "/first/duet_nosuch_worker.so, /second/duet_nosuch_worker.so, ") == err,
                   "%s", err);
     ck_assert_ptr_nonnull(strstr(err, duet_plugin_install_dir()));
     ck_assert_ptr_nonnull(strstr(err, plugin_dir));
@@ -126,9 +126,9 @@ START_TEST(test_value_with_slash_is_a_path)
     char path[4200];
 
     path_of("mock", path, sizeof(path));
-    ck_assert_int_eq(duet_plugin_load(path, "/nonexistent", duet_host_services_of(host), &p, err,
-                                      sizeof(err)),
-                     DUET_STATUS_OK);
+    ck_assert_int_eq(
+        duet_plugin_load(path, "/nonexistent", duet_host_services_of(host), &p, err, sizeof(err)),
+        DUET_STATUS_OK);
     ck_assert_str_eq(duet_plugin_path(p), path);
     ck_assert_str_eq(duet_plugin_table(p)->name, "mock");
     duet_plugin_unload(p);
@@ -226,20 +226,20 @@ START_TEST(test_settings_the_plugin_lacks_are_refused)
     duet_plugin *p;
 
     ck_assert_int_eq(load_named("mock", &p), DUET_STATUS_OK);
-    ck_assert_int_eq(duet_plugin_check_settings(p, cfg, "target", DUET_ROLE_TARGET, err,
-                                                sizeof(err)),
-                     DUET_STATUS_UNSUPPORTED); /* dtype defaults to bf16; the mock has f32 */
+    ck_assert_int_eq(
+        duet_plugin_check_settings(p, cfg, "target", DUET_ROLE_TARGET, err, sizeof(err)),
+        DUET_STATUS_UNSUPPORTED); /* dtype defaults to bf16; the mock has f32 */
     ck_assert_msg(strstr(err, "default: target.dtype: plugin ") == err, "%s", err);
     ck_assert_ptr_nonnull(strstr(err, "cannot use dtype bf16 (its capabilities: "
                                       "target,draft,swap,f32)"));
     ck_assert_int_eq(duet_config_set(cfg, "target.dtype=f32"), DUET_STATUS_OK);
-    ck_assert_int_eq(duet_plugin_check_settings(p, cfg, "target", DUET_ROLE_TARGET, err,
-                                                sizeof(err)),
-                     DUET_STATUS_OK);
+    ck_assert_int_eq(
+        duet_plugin_check_settings(p, cfg, "target", DUET_ROLE_TARGET, err, sizeof(err)),
+        DUET_STATUS_OK);
     ck_assert_int_eq(duet_config_set(cfg, "target.tensor_parallel=2"), DUET_STATUS_OK);
-    ck_assert_int_eq(duet_plugin_check_settings(p, cfg, "target", DUET_ROLE_TARGET, err,
-                                                sizeof(err)),
-                     DUET_STATUS_UNSUPPORTED);
+    ck_assert_int_eq(
+        duet_plugin_check_settings(p, cfg, "target", DUET_ROLE_TARGET, err, sizeof(err)),
+        DUET_STATUS_UNSUPPORTED);
     ck_assert_msg(strstr(err, "--set") == err && strstr(err, "cannot run tensor parallel"), "%s",
                   err);
     duet_plugin_unload(p);
@@ -250,9 +250,9 @@ START_TEST(test_caps_are_named_and_truncated_safely)
 {
     char buf[16];
 
-    ck_assert_uint_eq(duet_caps_str(DUET_CAP_TARGET | DUET_CAP_INT4 | (1ull << 40), buf,
-                                    sizeof(buf)),
-                      strlen("target,int4,bit40"));
+    ck_assert_uint_eq(
+        duet_caps_str(DUET_CAP_TARGET | DUET_CAP_INT4 | (1ull << 40), buf, sizeof(buf)),
+        strlen("target,int4,bit40"));
     ck_assert_str_eq(buf, "target,int4,bit");
     ck_assert_uint_eq(duet_caps_str(0, buf, sizeof(buf)), 0);
     ck_assert_str_eq(buf, "");
@@ -275,8 +275,8 @@ static void mock_open(struct mock_round *m, duet_worker_role role, uint32_t bloc
                                  .model_dir = "models/mock",
                                  .section = "target",
                                  .host = duet_host_services_of(host)};
-    duet_cache_config cc = {.struct_size = sizeof(cc), .block_size = 4, .num_blocks = blocks,
-                            .num_swap_blocks = 4};
+    duet_cache_config cc = {
+        .struct_size = sizeof(cc), .block_size = 4, .num_blocks = blocks, .num_swap_blocks = 4};
 
     ck_assert_int_eq(load_named("mock", &m->plugin), DUET_STATUS_OK);
     m->t = duet_plugin_table(m->plugin);
@@ -303,8 +303,8 @@ static duet_status run_one(struct mock_round *m, const duet_seq *s, const duet_b
                     .seq_size = sizeof(duet_seq),
                     .copy = copy,
                     .seqs = s};
-    duet_batch_output o = {.struct_size = sizeof(o), .n_rows = n_rows, .tokens = out_tokens,
-                           .probs = probs};
+    duet_batch_output o = {
+        .struct_size = sizeof(o), .n_rows = n_rows, .tokens = out_tokens, .probs = probs};
 
     return m->t->execute(m->w, &b, &o);
 }
@@ -315,8 +315,13 @@ START_TEST(test_mock_worker_runs_prefill_decode_and_drafting)
     const int32_t prompt[6] = {1, 5, 9, 13, 17, 21};
     const uint32_t table[3] = {2, 0, 1};
     duet_cache_geometry g = {.struct_size = sizeof(g), .block_size = 4, .budget_bytes = 1 << 20};
-    duet_seq s = {.seq_id = 7, .tokens = prompt, .n_tokens = 6, .pos = 0,
-                  .block_table = table, .n_blocks = 3, .n_outputs = 1};
+    duet_seq s = {.seq_id = 7,
+                  .tokens = prompt,
+                  .n_tokens = 6,
+                  .pos = 0,
+                  .block_table = table,
+                  .n_blocks = 3,
+                  .n_outputs = 1};
     int32_t first[1], again[1], drafted[3];
     float probs[3 * 97];
 
@@ -345,8 +350,8 @@ START_TEST(test_mock_worker_reads_kv_through_block_table_and_copies)
     const int32_t prompt[4] = {3, 4, 5, 6}, last = 6;
     const uint32_t table_a[1] = {0}, table_b[2] = {5, 1};
     const duet_block_pair copy = {.src = 0, .dst = 5};
-    duet_seq s = {.tokens = prompt, .n_tokens = 4, .block_table = table_a, .n_blocks = 1,
-                  .n_outputs = 1};
+    duet_seq s = {
+        .tokens = prompt, .n_tokens = 4, .block_table = table_a, .n_blocks = 1, .n_outputs = 1};
     int32_t a[1], b[1], c[1];
 
     mock_open(&m, DUET_ROLE_TARGET, 8);
@@ -368,8 +373,8 @@ START_TEST(test_mock_worker_reports_bad_batches)
     const int32_t bad_token[1] = {97};
     const int32_t ok_token[1] = {5};
     const uint32_t table[1] = {0};
-    duet_seq s = {.tokens = bad_token, .n_tokens = 1, .block_table = table, .n_blocks = 1,
-                  .n_outputs = 1};
+    duet_seq s = {
+        .tokens = bad_token, .n_tokens = 1, .block_table = table, .n_blocks = 1, .n_outputs = 1};
     int32_t out[1];
 
     mock_open(&m, DUET_ROLE_TARGET, 2);
@@ -395,7 +400,10 @@ START_TEST(test_mock_sampling_depends_on_seed_and_position_only)
     struct mock_round m;
     const int32_t prompt[3] = {8, 9, 10};
     const uint32_t table[1] = {0};
-    duet_seq s = {.tokens = prompt, .n_tokens = 3, .block_table = table, .n_blocks = 1,
+    duet_seq s = {.tokens = prompt,
+                  .n_tokens = 3,
+                  .block_table = table,
+                  .n_blocks = 1,
                   .n_outputs = 3,
                   .sampling = {.temperature = 0.8f, .top_p = 0.9f, .top_k = 20, .seed = 42}};
     int32_t x[3], y[3];

@@ -28,8 +28,8 @@ struct options {
     const char **sets; /* [n_sets] "key.path=value" */
     int n_sets;
     bool check;
-    const char *prompt_ids;  /* "1,2,3" */
-    const char *prompts;     /* file, one comma-separated prompt per line */
+    const char *prompt_ids; /* "1,2,3" */
+    const char *prompts;    /* file, one comma-separated prompt per line */
     long max_tokens;
     double temperature;
     long top_k;
@@ -237,8 +237,7 @@ static int parse_args(int argc, char **argv, struct options *o)
             return EXIT_USAGE;
         default:
             if (!parse_run_option(c, optarg, o)) {
-                fprintf(stderr, "duet-run: invalid value for --%s: '%s'\n", option_name(c),
-                        optarg);
+                fprintf(stderr, "duet-run: invalid value for --%s: '%s'\n", option_name(c), optarg);
                 return EXIT_USAGE;
             }
         }
@@ -270,10 +269,10 @@ static duet_status load_config(const struct options *o, duet_config *cfg)
 
 /* The worker roles a configuration asks for. */
 struct role {
-    const char *section;   /* "target" or "speculative" */
-    const char *label;     /* "target" or "draft" */
+    const char *section; /* "target" or "speculative" */
+    const char *label;   /* "target" or "draft" */
     duet_worker_role role;
-    duet_plugin *plugin;   /* loaded */
+    duet_plugin *plugin; /* loaded */
 };
 
 static void print_plugin(const struct role *r, const duet_config *cfg)
@@ -329,8 +328,8 @@ static int run(const struct options *o)
 
         snprintf(key, sizeof(key), "%s.worker", roles[i].section);
         duet_config_get_string(cfg, key, &worker);
-        if (duet_plugin_load(worker, plugin_dir, duet_host_services_of(host), &roles[i].plugin,
-                             err, sizeof(err)) ||
+        if (duet_plugin_load(worker, plugin_dir, duet_host_services_of(host), &roles[i].plugin, err,
+                             sizeof(err)) ||
             duet_plugin_check_settings(roles[i].plugin, cfg, roles[i].section, roles[i].role, err,
                                        sizeof(err))) {
             fprintf(stderr, "duet-run: %s: %s\n", key, err);

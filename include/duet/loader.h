@@ -46,8 +46,8 @@ DUET_API const char *duet_plugin_install_dir(void);
 
 /* Finds the file for name_or_path without loading it. plugin_dir may be NULL. On success *out is
  * a malloc'd path the caller frees with free(). On failure errbuf lists what was tried. */
-DUET_API duet_status duet_plugin_find(const char *name_or_path, const char *plugin_dir,
-                                      char **out, char *errbuf, size_t errbuf_size);
+DUET_API duet_status duet_plugin_find(const char *name_or_path, const char *plugin_dir, char **out,
+                                      char *errbuf, size_t errbuf_size);
 
 /* Finds, loads and checks a plugin. host may be NULL only for inspection (a plugin may need it
  * in its query). The caller owns *out and releases it with duet_plugin_unload() after destroying

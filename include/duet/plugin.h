@@ -90,16 +90,16 @@ typedef struct duet_host_services {
 /* ------------------------------------------------------------------------------------------ */
 
 /* Capability bits of a plugin (duet_worker_plugin.caps). */
-#define DUET_CAP_TARGET (1ull << 0)      /* can be the target model */
-#define DUET_CAP_DRAFT (1ull << 1)       /* can be the draft: multi-step drafting in one execute */
-#define DUET_CAP_SWAP (1ull << 2)        /* has swap space: swap_in / swap_out cache operations */
-#define DUET_CAP_TP (1ull << 3)          /* tensor parallelism (tensor_parallel > 1) */
-#define DUET_CAP_F32 (1ull << 4)         /* f32 compute */
-#define DUET_CAP_BF16 (1ull << 5)        /* bf16 compute */
-#define DUET_CAP_F16 (1ull << 6)         /* f16 compute */
-#define DUET_CAP_INT8 (1ull << 7)        /* weight-only int8 */
-#define DUET_CAP_INT4 (1ull << 8)        /* weight-only int4 */
-#define DUET_CAP_VERIFY (1ull << 9)      /* runs the rejection sampler itself (DUET_BATCH_VERIFY) */
+#define DUET_CAP_TARGET (1ull << 0) /* can be the target model */
+#define DUET_CAP_DRAFT (1ull << 1)  /* can be the draft: multi-step drafting in one execute */
+#define DUET_CAP_SWAP (1ull << 2)   /* has swap space: swap_in / swap_out cache operations */
+#define DUET_CAP_TP (1ull << 3)     /* tensor parallelism (tensor_parallel > 1) */
+#define DUET_CAP_F32 (1ull << 4)    /* f32 compute */
+#define DUET_CAP_BF16 (1ull << 5)   /* bf16 compute */
+#define DUET_CAP_F16 (1ull << 6)    /* f16 compute */
+#define DUET_CAP_INT8 (1ull << 7)   /* weight-only int8 */
+#define DUET_CAP_INT4 (1ull << 8)   /* weight-only int4 */
+#define DUET_CAP_VERIFY (1ull << 9) /* runs the rejection sampler itself (DUET_BATCH_VERIFY) */
 #define DUET_CAP_PREFIX_CACHE (1ull << 10) /* prefill may start after a cached prefix (pos > 0) */
 
 /* The role a worker is created for. */
@@ -111,25 +111,25 @@ typedef enum duet_worker_role {
 /* Parameters of create(). Owned by the host; read during create() only, except `host`, which
  * lives as duet_host_services says. */
 typedef struct duet_worker_params {
-    uint32_t struct_size;             /* sizeof(duet_worker_params) as the host was built */
-    uint32_t role;                    /* duet_worker_role */
-    const char *model_dir;            /* Hugging Face model folder: config.json, *.safetensors */
-    const char *section;              /* config group of this worker: "target" or "speculative" */
-    const duet_host_services *host;   /* settings and logging */
+    uint32_t struct_size;           /* sizeof(duet_worker_params) as the host was built */
+    uint32_t role;                  /* duet_worker_role */
+    const char *model_dir;          /* Hugging Face model folder: config.json, *.safetensors */
+    const char *section;            /* config group of this worker: "target" or "speculative" */
+    const duet_host_services *host; /* settings and logging */
 } duet_worker_params;
 
 /* What a created worker tells the host about its model (describe()). */
 typedef struct duet_model_info {
-    uint32_t struct_size;    /* in: sizeof(duet_model_info) as the host was built */
-    uint32_t vocab_size;     /* rows of the lm_head: length of every probability row */
-    uint32_t max_position;   /* positions the model supports (max_position_embeddings) */
-    uint32_t num_layers;     /* transformer layers */
-    uint32_t num_kv_heads;   /* key/value heads (grouped-query attention) */
-    uint32_t head_dim;       /* elements per head */
-    int32_t bos_token_id;    /* -1 when the model has none */
-    uint32_t n_eos;          /* valid entries of eos_token_ids */
+    uint32_t struct_size;     /* in: sizeof(duet_model_info) as the host was built */
+    uint32_t vocab_size;      /* rows of the lm_head: length of every probability row */
+    uint32_t max_position;    /* positions the model supports (max_position_embeddings) */
+    uint32_t num_layers;      /* transformer layers */
+    uint32_t num_kv_heads;    /* key/value heads (grouped-query attention) */
+    uint32_t head_dim;        /* elements per head */
+    int32_t bos_token_id;     /* -1 when the model has none */
+    uint32_t n_eos;           /* valid entries of eos_token_ids */
     int32_t eos_token_ids[8]; /* end-of-sequence ids (generation_config.json may list several) */
-    uint64_t weight_bytes;   /* bytes the weights occupy where they live */
+    uint64_t weight_bytes;    /* bytes the weights occupy where they live */
 } duet_model_info;
 
 /* KV-cache sizing (cache_geometry()). */
@@ -164,11 +164,11 @@ typedef struct duet_block_pair {
  * each scored position, each drafting step (vllm-semantics §4.7: the request's own settings at
  * every position). */
 typedef struct duet_sampling_params {
-    float temperature; /* 0 = greedy (argmax; its probability row is one-hot) */
-    float top_p;       /* keep the smallest set with mass >= top_p; 1 = off */
-    float min_p;       /* drop tokens below min_p × the top probability; 0 = off */
-    int32_t top_k;     /* keep the k most likely tokens; 0 = off */
-    uint64_t seed;     /* every random draw comes from (seed, position, draw index) */
+    float temperature;          /* 0 = greedy (argmax; its probability row is one-hot) */
+    float top_p;                /* keep the smallest set with mass >= top_p; 1 = off */
+    float min_p;                /* drop tokens below min_p × the top probability; 0 = off */
+    int32_t top_k;              /* keep the k most likely tokens; 0 = off */
+    uint64_t seed;              /* every random draw comes from (seed, position, draw index) */
     uint32_t n_logprobs;        /* top-N log-probabilities per output row; 0 = none */
     uint32_t n_prompt_logprobs; /* top-N per fed position (DUET_BATCH_WANT_PROMPT_LOGPROBS) */
 } duet_sampling_params;
@@ -193,26 +193,26 @@ typedef struct duet_sampling_params {
  * The block table must cover every position written: pos + n_tokens + n_draft_steps - 1.
  */
 typedef struct duet_seq {
-    uint64_t seq_id;              /* the host's id, for messages */
-    const int32_t *tokens;        /* [n_tokens] */
-    uint32_t n_tokens;            /* >= 1 */
-    uint32_t pos;                 /* position of tokens[0] */
-    const uint32_t *block_table;  /* [n_blocks] physical device block ids */
+    uint64_t seq_id;             /* the host's id, for messages */
+    const int32_t *tokens;       /* [n_tokens] */
+    uint32_t n_tokens;           /* >= 1 */
+    uint32_t pos;                /* position of tokens[0] */
+    const uint32_t *block_table; /* [n_blocks] physical device block ids */
     uint32_t n_blocks;
-    uint32_t n_outputs;           /* 0 .. n_tokens */
-    uint32_t n_draft_steps;       /* extra autoregressive steps; draft role only; needs n_outputs */
-    uint32_t reserved;            /* zero */
+    uint32_t n_outputs;     /* 0 .. n_tokens */
+    uint32_t n_draft_steps; /* extra autoregressive steps; draft role only; needs n_outputs */
+    uint32_t reserved;      /* zero */
     duet_sampling_params sampling;
-    const int32_t *draft_tokens;  /* VERIFY: [n_outputs - 1] proposals x1..xk; else NULL */
-    const float *draft_probs;     /* VERIFY: [n_outputs - 1][vocab_size] the rows they were
-                                     sampled from; else NULL */
+    const int32_t *draft_tokens; /* VERIFY: [n_outputs - 1] proposals x1..xk; else NULL */
+    const float *draft_probs;    /* VERIFY: [n_outputs - 1][vocab_size] the rows they were
+                                    sampled from; else NULL */
 } duet_seq;
 
 /* Batch flags. */
-#define DUET_BATCH_WANT_PROBS (1u << 0)          /* fill duet_batch_output.probs */
-#define DUET_BATCH_WANT_LOGPROBS (1u << 1)       /* fill the top-N log-probabilities */
+#define DUET_BATCH_WANT_PROBS (1u << 0)           /* fill duet_batch_output.probs */
+#define DUET_BATCH_WANT_LOGPROBS (1u << 1)        /* fill the top-N log-probabilities */
 #define DUET_BATCH_WANT_PROMPT_LOGPROBS (1u << 2) /* fill prompt_logprobs for fed positions */
-#define DUET_BATCH_VERIFY (1u << 3)              /* run rejection sampling (DUET_CAP_VERIFY) */
+#define DUET_BATCH_VERIFY (1u << 3)               /* run rejection sampling (DUET_CAP_VERIFY) */
 
 /*
  * The input of execute(). The cache operations run first, in the order swap_in, swap_out, copy
@@ -221,16 +221,16 @@ typedef struct duet_seq {
  * (const char *)seqs + i * seq_size (duet_batch_seq()).
  */
 typedef struct duet_batch {
-    uint32_t struct_size;  /* sizeof(duet_batch) as the host was built */
-    uint32_t flags;        /* DUET_BATCH_* */
-    uint32_t n_swap_in;    /* entries of swap_in */
-    uint32_t n_swap_out;   /* entries of swap_out */
-    uint32_t n_copy;       /* entries of copy */
-    uint32_t n_seqs;       /* entries of seqs */
-    uint32_t seq_size;     /* sizeof(duet_seq) as the host was built: the stride of seqs */
-    uint32_t max_logprobs; /* stride of the logprob arrays: >= every n_logprobs and
-                              n_prompt_logprobs in the batch */
-    const duet_block_pair *swap_in;  /* src = swap block, dst = device block */
+    uint32_t struct_size;           /* sizeof(duet_batch) as the host was built */
+    uint32_t flags;                 /* DUET_BATCH_* */
+    uint32_t n_swap_in;             /* entries of swap_in */
+    uint32_t n_swap_out;            /* entries of swap_out */
+    uint32_t n_copy;                /* entries of copy */
+    uint32_t n_seqs;                /* entries of seqs */
+    uint32_t seq_size;              /* sizeof(duet_seq) as the host was built: the stride of seqs */
+    uint32_t max_logprobs;          /* stride of the logprob arrays: >= every n_logprobs and
+                                       n_prompt_logprobs in the batch */
+    const duet_block_pair *swap_in; /* src = swap block, dst = device block */
     const duet_block_pair *swap_out; /* src = device block, dst = swap block */
     const duet_block_pair *copy;     /* device src -> device dst (copy on write): K and V of
                                         every layer */
@@ -250,28 +250,29 @@ typedef struct duet_logprob {
  * P = total fed tokens = sum of n_tokens).
  */
 typedef struct duet_batch_output {
-    uint32_t struct_size;        /* sizeof(duet_batch_output) as the host was built */
-    uint32_t n_rows;             /* in: R, the capacity of the row arrays (checked) */
-    int32_t *tokens;             /* [R] the sampled token of each row; for VERIFY, the emitted
-                                    tokens (n_accepted[i] + 1 of them) from the sequence's first
-                                    row on, -1 after them */
-    float *probs;                /* [R][vocab_size] WANT_PROBS: the distribution each token was
-                                    sampled from, after temperature, top-k, top-p and min-p
-                                    (one-hot for greedy); NULL otherwise */
-    float *token_logprobs;       /* [R] WANT_LOGPROBS: log-probability of the sampled token */
-    duet_logprob *logprobs;      /* [R][max_logprobs] WANT_LOGPROBS: top-n_logprobs, most likely
-                                    first */
+    uint32_t struct_size;          /* sizeof(duet_batch_output) as the host was built */
+    uint32_t n_rows;               /* in: R, the capacity of the row arrays (checked) */
+    int32_t *tokens;               /* [R] the sampled token of each row; for VERIFY, the emitted
+                                      tokens (n_accepted[i] + 1 of them) from the sequence's first
+                                      row on, -1 after them */
+    float *probs;                  /* [R][vocab_size] WANT_PROBS: the distribution each token was
+                                      sampled from, after temperature, top-k, top-p and min-p
+                                      (one-hot for greedy); NULL otherwise */
+    float *token_logprobs;         /* [R] WANT_LOGPROBS: log-probability of the sampled token */
+    duet_logprob *logprobs;        /* [R][max_logprobs] WANT_LOGPROBS: top-n_logprobs, most likely
+                                      first */
     duet_logprob *prompt_logprobs; /* [P][max_logprobs] WANT_PROMPT_LOGPROBS: at fed position j,
                                       the top-n_prompt_logprobs for the token after it */
-    float *prompt_next_logprobs; /* [P] WANT_PROMPT_LOGPROBS: log-probability of the next fed
-                                    token (NAN for the last fed token of a sequence) */
-    uint32_t *n_accepted;        /* [n_seqs] VERIFY: draft tokens accepted, 0..k */
+    float *prompt_next_logprobs;   /* [P] WANT_PROMPT_LOGPROBS: log-probability of the next fed
+                                      token (NAN for the last fed token of a sequence) */
+    uint32_t *n_accepted;          /* [n_seqs] VERIFY: draft tokens accepted, 0..k */
 } duet_batch_output;
 
 /* Sequence i of a batch, honouring the host's seq_size. */
 static inline const duet_seq *duet_batch_seq(const duet_batch *batch, uint32_t i)
 {
-    return (const duet_seq *)(const void *)((const char *)batch->seqs + (size_t)i * batch->seq_size);
+    return (const duet_seq *)(const void *)((const char *)batch->seqs +
+                                            (size_t)i * batch->seq_size);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -308,8 +309,7 @@ typedef struct duet_worker_plugin {
     /* Allocates the KV cache (zero-filled) and the swap space; once per worker. */
     duet_status (*init_cache)(duet_worker *worker, const duet_cache_config *config);
     /* Runs the cache operations, then one forward step (see duet_batch). */
-    duet_status (*execute)(duet_worker *worker, const duet_batch *batch,
-                           duet_batch_output *out);
+    duet_status (*execute)(duet_worker *worker, const duet_batch *batch, duet_batch_output *out);
     /* The message of the last failed call on worker; "" if none. Owned by the worker, valid until
      * its next call. */
     const char *(*last_error)(const duet_worker *worker);
@@ -325,44 +325,49 @@ typedef const duet_worker_plugin *(*duet_plugin_query_fn)(uint32_t host_abi_majo
  * they were in minor 0 of this major, and the sizes of the basic types they use, each weighted by
  * its own odd 64-bit constant (arithmetic is modulo 2^64). Whole-struct sizes enter only for
  * structs that can never grow (array elements, embedded structs); the others may gain fields in
- * a minor version. Host and plugin each evaluate it with
- * their own compiler; a difference means the two lay the structs out differently. Being a
- * constant, it can initialise a static plugin table.
+ * a minor version. Host and plugin each evaluate it with their own compiler; a difference means
+ * the two lay the structs out differently. Being a constant, it can initialise a static plugin
+ * table.
  */
 #define DUET__FP_FIELD(type, field, m_off, m_size)                                                 \
     ((uint64_t)offsetof(type, field) * (m_off) + (uint64_t)sizeof(((type *)0)->field) * (m_size))
 
-#define DUET_ABI_FINGERPRINT \
-   ((uint64_t)DUET_ABI_MAJOR * 0x9362da5cc13da58bull + \
-    (uint64_t)sizeof(void *) * 0xf6fadfa7e5c15b63ull + \
-    (uint64_t)sizeof(void (*)(void)) * 0x7e6ddce7a7ace733ull + \
-    (uint64_t)sizeof(duet_status) * 0x2c63888f28f00481ull + \
-    (uint64_t)sizeof(bool) * 0x8f7b7676d015b0ddull + \
-    (uint64_t)sizeof(duet_block_pair) * 0x8a119b9e16bc1733ull + \
-    (uint64_t)sizeof(duet_logprob) * 0x609e467ada679f81ull + \
-    (uint64_t)sizeof(duet_sampling_params) * 0xac8efe121c5989f1ull + \
-    DUET__FP_FIELD(duet_host_services, ctx, 0x0d9782bfcdc83011ull, 0x5796a670482c590full) + \
-    DUET__FP_FIELD(duet_host_services, log, 0xa93258ef7777682dull, 0x0b80a25553a12945ull) + \
-    DUET__FP_FIELD(duet_worker_params, host, 0x0f8a7abff2e91ac7ull, 0x45ac16b9c20dbc21ull) + \
-    DUET__FP_FIELD(duet_model_info, eos_token_ids, 0x789c1af40ce8fcc9ull, 0xdd2ee150d2840277ull) + \
-    DUET__FP_FIELD(duet_model_info, weight_bytes, 0x90b401a6c1cc0affull, 0x3c3ae353fb14628full) + \
-    DUET__FP_FIELD(duet_cache_geometry, num_blocks, 0xd419c7723226db95ull, 0xb9c8b9ffe46ed627ull) + \
-    DUET__FP_FIELD(duet_cache_config, num_swap_blocks, 0x96f0da847a2a3b87ull, 0xbbeeb6361d33bc6dull) + \
-    DUET__FP_FIELD(duet_sampling_params, seed, 0x525a56c9a30f4301ull, 0x68e58909ccb2b417ull) + \
-    DUET__FP_FIELD(duet_sampling_params, n_prompt_logprobs, 0x84c4b877678537a3ull, 0xff53a46f5ead703bull) + \
-    DUET__FP_FIELD(duet_seq, tokens, 0x9514b7dde2ad0479ull, 0xe179f773a6e0f3c1ull) + \
-    DUET__FP_FIELD(duet_seq, block_table, 0x64b936976b4b76b1ull, 0x0c28cec1b94722afull) + \
-    DUET__FP_FIELD(duet_seq, sampling, 0x8322905089933837ull, 0xa398d022d4351df5ull) + \
-    DUET__FP_FIELD(duet_seq, draft_probs, 0x4372a2a784a67245ull, 0x4c8b1eb44f1eaccfull) + \
-    DUET__FP_FIELD(duet_batch, max_logprobs, 0x0e3a655f20731ab3ull, 0xac9130f4547c17d3ull) + \
-    DUET__FP_FIELD(duet_batch, swap_out, 0x7e9bf77c6519a9d5ull, 0xca3ab343ac333b69ull) + \
-    DUET__FP_FIELD(duet_batch, seqs, 0x38d889d2b47a5c1dull, 0x03c472ca4495f8b5ull) + \
-    DUET__FP_FIELD(duet_batch_output, probs, 0x6c2386e5cc86ba65ull, 0x77dde229df88ae4dull) + \
-    DUET__FP_FIELD(duet_batch_output, n_accepted, 0xec925f09a227f039ull, 0xc3dd75f6808578e7ull) + \
-    DUET__FP_FIELD(duet_worker_plugin, fingerprint, 0xaa0336d98b8c82f1ull, 0xbb262a934ce15c61ull) + \
-    DUET__FP_FIELD(duet_worker_plugin, caps, 0x307a6fc42fd7b23bull, 0xb183256ea16ec121ull) + \
-    DUET__FP_FIELD(duet_worker_plugin, create, 0x7891da33e83a9d41ull, 0x8f39aaa5729ad53dull) + \
-    DUET__FP_FIELD(duet_worker_plugin, last_error, 0xadf438f7b27c1c75ull, 0xe5a9f6b1a29709bfull))
+#define DUET_ABI_FINGERPRINT                                                                       \
+    ((uint64_t)DUET_ABI_MAJOR * 0x9362da5cc13da58bull +                                            \
+     (uint64_t)sizeof(void *) * 0xf6fadfa7e5c15b63ull +                                            \
+     (uint64_t)sizeof(void (*)(void)) * 0x7e6ddce7a7ace733ull +                                    \
+     (uint64_t)sizeof(duet_status) * 0x2c63888f28f00481ull +                                       \
+     (uint64_t)sizeof(bool) * 0x8f7b7676d015b0ddull +                                              \
+     (uint64_t)sizeof(duet_block_pair) * 0x8a119b9e16bc1733ull +                                   \
+     (uint64_t)sizeof(duet_logprob) * 0x609e467ada679f81ull +                                      \
+     (uint64_t)sizeof(duet_sampling_params) * 0xac8efe121c5989f1ull +                              \
+     DUET__FP_FIELD(duet_host_services, ctx, 0x0d9782bfcdc83011ull, 0x5796a670482c590full) +       \
+     DUET__FP_FIELD(duet_host_services, log, 0xa93258ef7777682dull, 0x0b80a25553a12945ull) +       \
+     DUET__FP_FIELD(duet_worker_params, host, 0x0f8a7abff2e91ac7ull, 0x45ac16b9c20dbc21ull) +      \
+     DUET__FP_FIELD(duet_model_info, eos_token_ids, 0x789c1af40ce8fcc9ull,                         \
+                    0xdd2ee150d2840277ull) +                                                       \
+     DUET__FP_FIELD(duet_model_info, weight_bytes, 0x90b401a6c1cc0affull, 0x3c3ae353fb14628full) + \
+     DUET__FP_FIELD(duet_cache_geometry, num_blocks, 0xd419c7723226db95ull,                        \
+                    0xb9c8b9ffe46ed627ull) +                                                       \
+     DUET__FP_FIELD(duet_cache_config, num_swap_blocks, 0x96f0da847a2a3b87ull,                     \
+                    0xbbeeb6361d33bc6dull) +                                                       \
+     DUET__FP_FIELD(duet_sampling_params, seed, 0x525a56c9a30f4301ull, 0x68e58909ccb2b417ull) +    \
+     DUET__FP_FIELD(duet_sampling_params, n_prompt_logprobs, 0x84c4b877678537a3ull,                \
+                    0xff53a46f5ead703bull) +                                                       \
+     DUET__FP_FIELD(duet_seq, tokens, 0x9514b7dde2ad0479ull, 0xe179f773a6e0f3c1ull) +              \
+     DUET__FP_FIELD(duet_seq, block_table, 0x64b936976b4b76b1ull, 0x0c28cec1b94722afull) +         \
+     DUET__FP_FIELD(duet_seq, sampling, 0x8322905089933837ull, 0xa398d022d4351df5ull) +            \
+     DUET__FP_FIELD(duet_seq, draft_probs, 0x4372a2a784a67245ull, 0x4c8b1eb44f1eaccfull) +         \
+     DUET__FP_FIELD(duet_batch, max_logprobs, 0x0e3a655f20731ab3ull, 0xac9130f4547c17d3ull) +      \
+     DUET__FP_FIELD(duet_batch, swap_out, 0x7e9bf77c6519a9d5ull, 0xca3ab343ac333b69ull) +          \
+     DUET__FP_FIELD(duet_batch, seqs, 0x38d889d2b47a5c1dull, 0x03c472ca4495f8b5ull) +              \
+     DUET__FP_FIELD(duet_batch_output, probs, 0x6c2386e5cc86ba65ull, 0x77dde229df88ae4dull) +      \
+     DUET__FP_FIELD(duet_batch_output, n_accepted, 0xec925f09a227f039ull, 0xc3dd75f6808578e7ull) + \
+     DUET__FP_FIELD(duet_worker_plugin, fingerprint, 0xaa0336d98b8c82f1ull,                        \
+                    0xbb262a934ce15c61ull) +                                                       \
+     DUET__FP_FIELD(duet_worker_plugin, caps, 0x307a6fc42fd7b23bull, 0xb183256ea16ec121ull) +      \
+     DUET__FP_FIELD(duet_worker_plugin, create, 0x7891da33e83a9d41ull, 0x8f39aaa5729ad53dull) +    \
+     DUET__FP_FIELD(duet_worker_plugin, last_error, 0xadf438f7b27c1c75ull, 0xe5a9f6b1a29709bfull))
 
 #ifdef __cplusplus
 }

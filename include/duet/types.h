@@ -39,8 +39,8 @@ typedef enum duet_status {
     DUET_STATUS_ABI_MISMATCH = -7,     /* a plugin was built against another ABI */
     DUET_STATUS_UNSUPPORTED = -8,      /* valid, but this build, worker or device cannot do it */
     DUET_STATUS_DEVICE = -9,           /* a device runtime (CUDA, cuBLAS, NCCL) reported an error */
-    DUET_STATUS_CAPACITY = -10,        /* does not fit: more blocks, tokens or sequences than exist */
-    DUET_STATUS_INTERNAL = -11,        /* a broken invariant inside duet: a bug, please report */
+    DUET_STATUS_CAPACITY = -10, /* does not fit: more blocks, tokens or sequences than exist */
+    DUET_STATUS_INTERNAL = -11, /* a broken invariant inside duet: a bug, please report */
 } duet_status;
 
 /* A short constant name for a status ("invalid argument"); never NULL, even for unknown values. */

@@ -1,0 +1,46 @@
+#!/bin/sh
+# The whole test suite, from nothing, as CI runs it (.ci/run): packages, formatting, a -Werror
+# build with `make check`, `make distcheck`, the installed tree, the Check suites under valgrind,
+# and the suite again under AddressSanitizer + UndefinedBehaviorSanitizer.
+set -eu
+cd "$(dirname "$0")/.."
+top=$PWD
+jobs=$(nproc)
+step() { printf '\n==== %s\n' "$*"; }
+
+step "packages"
+sh scripts/install-deps.sh
+
+step "format (clang-format --dry-run --Werror)"
+git ls-files '*.c' '*.h' '*.cc' '*.cu' | xargs clang-format --dry-run --Werror
+echo "format: clean"
+
+step "autogen"
+./autogen.sh
+
+step "build with -Werror, make check"
+rm -rf build-ci && mkdir build-ci && cd build-ci
+../configure --enable-werror
+make -j"$jobs"
+make -j"$jobs" check || { cat tests/*.log; exit 1; }
+
+step "install to a staging tree and run the installed duet-run"
+rm -rf "$top/build-ci/stage"
+make install DESTDIR="$top/build-ci/stage"
+make installcheck DESTDIR="$top/build-ci/stage"
+
+step "Check suites under valgrind"
+make check-valgrind || { cat tests/check_*.log; exit 1; }
+
+step "make distcheck"
+make -j"$jobs" distcheck DISTCHECK_CONFIGURE_FLAGS=--enable-werror
+cd "$top"
+
+step "AddressSanitizer + UndefinedBehaviorSanitizer build, make check"
+rm -rf build-asan && mkdir build-asan && cd build-asan
+../configure --enable-werror --enable-asan --enable-ubsan
+make -j"$jobs"
+make -j"$jobs" check || { cat tests/*.log; exit 1; }
+cd "$top"
+
+step "all tests passed"
