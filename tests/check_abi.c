@@ -7,6 +7,8 @@
 
 #include "headers/headers.h"
 
+#include "check_util.h"
+
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +72,7 @@ START_TEST(test_batch_seq_uses_the_hosts_stride)
     duet_batch b = {
         .struct_size = sizeof(b), .n_seqs = 3, .seq_size = sizeof(seqs[0]), .seqs = &seqs[0].seq};
 
+    memset(seqs, 0, sizeof(seqs));
     for (int i = 0; i < 3; i++)
         seqs[i].seq.seq_id = 100u + (unsigned)i;
     for (uint32_t i = 0; i < 3; i++)
@@ -100,8 +103,6 @@ int main(void)
 {
     Suite *s = suite_create("abi");
     TCase *tc = tcase_create("headers and layout");
-    SRunner *sr;
-    int failed;
 
     tcase_add_test(tc, test_each_header_compiles_on_its_own);
     tcase_add_test(tc, test_cxx_sees_the_same_layout_as_c);
@@ -110,9 +111,5 @@ int main(void)
     tcase_add_test(tc, test_batch_seq_uses_the_hosts_stride);
     tcase_add_test(tc, test_every_status_has_a_distinct_name);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return duet_test_run(s);
 }

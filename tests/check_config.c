@@ -9,6 +9,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include <duet/config.h>
 
+#include "check_util.h"
+
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1047,11 +1049,5 @@ static Suite *config_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(config_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_ENV);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return duet_test_run(config_suite());
 }

@@ -4,6 +4,8 @@
  * The ELF file is read directly (what `nm -D --defined-only` would print), so the test needs no
  * external tool.
  */
+#include "check_util.h"
+
 #include <check.h>
 #include <elf.h>
 #include <fcntl.h>
@@ -109,15 +111,9 @@ int main(void)
 {
     Suite *s = suite_create("exports");
     TCase *tc = tcase_create("dynamic symbols");
-    SRunner *sr;
-    int failed;
 
     tcase_add_test(tc, test_each_plugin_exports_only_duet_plugin_query);
     tcase_add_test(tc, test_libduet_exports_its_api_and_hides_internals);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return duet_test_run(s);
 }

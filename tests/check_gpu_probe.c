@@ -5,6 +5,8 @@
  */
 #include "gpu_worker/gpu_worker-int.h"
 
+#include "check_util.h"
+
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,8 +38,6 @@ int main(void)
 {
     Suite *s;
     TCase *tc;
-    SRunner *sr;
-    int failed;
 
     if (duet__gpu_device_count() == 0) {
         printf("SKIP: no CUDA device\n");
@@ -47,9 +47,5 @@ int main(void)
     tc = tcase_create("kernel");
     tcase_add_test(tc, test_saxpy_on_the_device_matches_the_host);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return duet_test_run(s);
 }

@@ -6,11 +6,14 @@
 #include <duet/loader.h>
 #include <duet/plugin.h>
 
+#include "check_util.h"
+
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static char plugin_dir[4096]; /* the build's tests/.libs */
 static char srcdir[4096];     /* the source tree's top */
@@ -259,6 +262,48 @@ START_TEST(test_caps_are_named_and_truncated_safely)
 }
 END_TEST
 
+START_TEST(test_host_services_read_the_config_and_filter_logs)
+{
+    const duet_host_services *hs = duet_host_services_of(host);
+    const char *str = NULL;
+    int64_t threads = 0;
+    double fraction = 0;
+    bool prefix = true;
+    char logged[512] = "";
+    FILE *capture = tmpfile();
+    int saved = dup(STDERR_FILENO);
+
+    ck_assert_uint_eq(hs->struct_size, sizeof(duet_host_services));
+    ck_assert_uint_eq(hs->abi_major, DUET_ABI_MAJOR);
+    ck_assert_int_eq(hs->config_get_string(hs->ctx, "target.worker", &str), DUET_STATUS_OK);
+    ck_assert_str_eq(str, "cpu"); /* the default */
+    ck_assert_int_eq(hs->config_get_int(hs->ctx, "target.threads", &threads), DUET_STATUS_OK);
+    ck_assert_int_eq(threads, 3); /* set in setup() */
+    ck_assert_int_eq(hs->config_get_float(hs->ctx, "cache.memory_fraction", &fraction),
+                     DUET_STATUS_OK);
+    ck_assert_double_eq(fraction, 0.9);
+    ck_assert_int_eq(hs->config_get_bool(hs->ctx, "cache.prefix_caching", &prefix), DUET_STATUS_OK);
+    ck_assert(!prefix);
+    ck_assert_int_eq(hs->config_get_int(hs->ctx, "target.worker", &threads),
+                     DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_int_eq(hs->config_get_int(hs->ctx, "target.no_such_key", &threads),
+                     DUET_STATUS_NOT_FOUND);
+    /* The host was created at level error: a warning is dropped, an error is written. */
+    ck_assert_ptr_nonnull(capture);
+    fflush(stderr);
+    dup2(fileno(capture), STDERR_FILENO);
+    hs->log(hs->ctx, DUET_LOG_WARN, "mock", "dropped");
+    hs->log(hs->ctx, DUET_LOG_ERROR, "mock", "kept");
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    rewind(capture);
+    ck_assert_uint_gt(fread(logged, 1, sizeof(logged) - 1, capture), 0);
+    fclose(capture);
+    ck_assert_str_eq(logged, "duet: error: [mock] kept\n");
+}
+END_TEST
+
 /* ---- a full round through the ABI with the mock worker ---------------------------------- */
 
 struct mock_round {
@@ -452,6 +497,7 @@ static Suite *loader_suite(void)
         {"accept", test_mock_table_is_accepted_and_unloads},
         {"settings", test_settings_the_plugin_lacks_are_refused},
         {"caps", test_caps_are_named_and_truncated_safely},
+        {"host services", test_host_services_read_the_config_and_filter_logs},
         {"mock round", test_mock_worker_runs_prefill_decode_and_drafting},
         {"mock kv", test_mock_worker_reads_kv_through_block_table_and_copies},
         {"mock errors", test_mock_worker_reports_bad_batches},
@@ -469,11 +515,5 @@ static Suite *loader_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(loader_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return duet_test_run(loader_suite());
 }

@@ -63,7 +63,8 @@ tests_check_exports_LDADD = $(CHECK_LIBS)
 
 # Each public header compiled first in its own C file, and all of them from C++.
 tests_check_abi_SOURCES = tests/check_abi.c tests/headers/types.c tests/headers/plugin.c \
-	tests/headers/config.c tests/headers/loader.c tests/headers/all.cc tests/headers/headers.h
+	tests/headers/config.c tests/headers/loader.c tests/headers/all.cc tests/headers/headers.h \
+	tests/check_util.h
 tests_check_abi_CFLAGS = $(TEST_CFLAGS)
 tests_check_abi_CXXFLAGS = $(AM_CXXFLAGS) -std=c++11
 tests_check_abi_LDADD = $(TEST_LIBS)
