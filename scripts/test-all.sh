@@ -43,4 +43,6 @@ make -j"$jobs"
 make -j"$jobs" check || { cat tests/*.log; exit 1; }
 cd "$top"
 
-step "all tests passed"
+step "summary"
+count() { cat build-ci/tests/*.trs build-asan/tests/*.trs | grep -cE "^:test-result: ($1)" || true; }
+echo "tests: $(count PASS) passed, $(count 'FAIL|ERROR|XPASS') failed, $(count SKIP) skipped"
