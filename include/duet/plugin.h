@@ -198,10 +198,10 @@ typedef struct duet_seq {
     uint32_t n_tokens;           /* >= 1 */
     uint32_t pos;                /* position of tokens[0] */
     const uint32_t *block_table; /* [n_blocks] physical device block ids */
-    uint32_t n_blocks;
-    uint32_t n_outputs;     /* 0 .. n_tokens */
-    uint32_t n_draft_steps; /* extra autoregressive steps; draft role only; needs n_outputs */
-    uint32_t reserved;      /* zero */
+    uint32_t n_blocks;           /* entries of block_table */
+    uint32_t n_outputs;          /* 0 .. n_tokens */
+    uint32_t n_draft_steps;      /* extra autoregressive steps; draft role only; needs n_outputs */
+    uint32_t reserved;           /* zero */
     duet_sampling_params sampling;
     const int32_t *draft_tokens; /* VERIFY: [n_outputs - 1] proposals x1..xk; else NULL */
     const float *draft_probs;    /* VERIFY: [n_outputs - 1][vocab_size] the rows they were
