@@ -1,5 +1,6 @@
 // Every public header compiled as C++ (-std=c++11 -Wall -Wextra -pedantic): the extern "C"
 // wrappers must hold and the ABI layout must be the same as C's.
+#include <duet/block_manager.h>
 #include <duet/config.h>
 #include <duet/loader.h>
 #include <duet/plugin.h>
@@ -34,4 +35,13 @@ extern "C" size_t duet_test_cxx_sizeof(int which)
 extern "C" const char *duet_test_cxx_status_str(int status)
 {
     return duet_status_str(static_cast<duet_status>(status));
+}
+
+// The block manager's C API through C++: links only if its extern "C" wrapper is right.
+extern "C" uint32_t duet_test_cxx_block_size_default(void)
+{
+    duet_block_manager_params p;
+
+    duet_block_manager_params_init(&p);
+    return p.block_size;
 }

@@ -1,0 +1,48 @@
+/*
+ * bench.h — the harness duet-bench's benchmarks share: a timer that repeats an operation until a
+ * time budget is spent and reports the median over repetitions, and JSON output (jansson).
+ */
+#ifndef DUET_BENCH_H
+#define DUET_BENCH_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Options every benchmark receives. */
+struct duet_bench_opts {
+    double seconds; /* time budget of one measurement, split over `repeats` */
+    int repeats;    /* repetitions; the median is reported */
+    bool quick;     /* smaller sizes, for the test suite */
+};
+
+/* One measured operation: median and best nanoseconds per operation over the repetitions. */
+struct duet_bench_result {
+    const char *name; /* "append_1_token_256_seqs" */
+    double ns_median; /* per operation */
+    double ns_best;
+    uint64_t ops; /* operations timed in all repetitions */
+};
+
+/* Monotonic time in nanoseconds. */
+uint64_t duet__bench_now_ns(void);
+
+/* Adds a result to the JSON array `results`: name, ns_per_op (median), ns_per_op_best,
+ * ops_per_s (from the median), operations; `extra` (may be NULL) is merged in and stolen. */
+void duet__bench_report(json_t *results, const struct duet_bench_result *r, json_t *extra);
+
+/* Per-repetition sample collection: record the time of each repetition (ns for `ops` ops). */
+struct duet_bench_samples {
+    double ns_per_op[64]; /* per repetition */
+    int n;
+    uint64_t ops;
+};
+void duet__bench_sample(struct duet_bench_samples *s, uint64_t ns, uint64_t ops);
+void duet__bench_finish(const struct duet_bench_samples *s, const char *name,
+                        struct duet_bench_result *out);
+
+/* The benchmarks: each appends its results to `results` and returns 0, or prints an error and
+ * returns nonzero. */
+int duet__bench_block_manager(const struct duet_bench_opts *opts, json_t *results);
+
+#endif /* DUET_BENCH_H */
