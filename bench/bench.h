@@ -44,5 +44,6 @@ void duet__bench_finish(const struct duet_bench_samples *s, const char *name,
 /* The benchmarks: each appends its results to `results` and returns 0, or prints an error and
  * returns nonzero. */
 int duet__bench_block_manager(const struct duet_bench_opts *opts, json_t *results);
+int duet__bench_scheduler(const struct duet_bench_opts *opts, json_t *results);
 
 #endif /* DUET_BENCH_H */

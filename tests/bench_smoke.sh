@@ -16,5 +16,19 @@ for name in allocate_2048_prefix_caching_cold allocate_2048_prefix_caching_cache
     }
 done
 [ "$results" -ge 12 ] || { echo "FAIL: $results results, want 12"; exit 1; }
+out=$("$top_builddir/tools/duet-bench" --quick --repeats 1 scheduler) || {
+    echo "FAIL: duet-bench scheduler exited $?"
+    exit 1
+}
+for name in scheduler_decode_step_64_seqs scheduler_decode_step_256_seqs \
+    scheduler_decode_step_1024_seqs scheduler_decode_step_4096_seqs \
+    scheduler_decode_step_256_seqs_lookahead4 scheduler_burst_1000_prompts; do
+    printf '%s\n' "$out" | grep -q "\"name\": \"$name\"" || {
+        echo "FAIL: no result named $name"
+        printf '%s\n' "$out"
+        exit 1
+    }
+done
+printf '%s\n' "$out" | grep -q '"step_ns"' || { echo "FAIL: no step_ns"; exit 1; }
 "$top_builddir/tools/duet-bench" --quick nosuch >/dev/null 2>&1 && { echo "FAIL: unknown name"; exit 1; }
 echo "1 passed, 0 failed"

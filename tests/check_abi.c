@@ -18,8 +18,8 @@ START_TEST(test_each_header_compiles_on_its_own)
     /* Linking proves each tests/headers/<name>.c compiled with its header first. */
     ck_assert_int_eq(duet_test_header_types() + duet_test_header_plugin() +
                          duet_test_header_config() + duet_test_header_loader() +
-                         duet_test_header_block_manager(),
-                     5);
+                         duet_test_header_block_manager() + duet_test_header_scheduler(),
+                     6);
 }
 END_TEST
 
@@ -33,6 +33,7 @@ START_TEST(test_cxx_sees_the_same_layout_as_c)
         ck_assert_uint_eq(duet_test_cxx_sizeof(i), sizes[i]);
     ck_assert_str_eq(duet_test_cxx_status_str(DUET_STATUS_ABI_MISMATCH), "ABI mismatch");
     ck_assert_uint_eq(duet_test_cxx_block_size_default(), 16);
+    ck_assert_uint_eq(duet_test_cxx_max_num_seqs_default(), 256);
 }
 END_TEST
 

@@ -25,6 +25,8 @@ static const struct {
 } benches[] = {
     {"block-manager", "paged-KV block manager: allocate, decode-step appends, fork, swap",
      duet__bench_block_manager},
+    {"scheduler", "continuous batching: decode steps at 64..4096 sequences, 1000-prompt burst",
+     duet__bench_scheduler},
 };
 
 #define N_BENCHES (sizeof(benches) / sizeof(benches[0]))

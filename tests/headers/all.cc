@@ -4,6 +4,7 @@
 #include <duet/config.h>
 #include <duet/loader.h>
 #include <duet/plugin.h>
+#include <duet/scheduler.h>
 #include <duet/types.h>
 
 #include "headers.h"
@@ -44,4 +45,13 @@ extern "C" uint32_t duet_test_cxx_block_size_default(void)
 
     duet_block_manager_params_init(&p);
     return p.block_size;
+}
+
+// The scheduler's C API through C++: links only if its extern "C" wrapper is right.
+extern "C" uint32_t duet_test_cxx_max_num_seqs_default(void)
+{
+    duet_scheduler_params p;
+
+    duet_scheduler_params_init(&p);
+    return p.max_num_seqs;
 }

@@ -14,12 +14,14 @@ int duet_test_header_plugin(void);
 int duet_test_header_config(void);
 int duet_test_header_loader(void);
 int duet_test_header_block_manager(void);
+int duet_test_header_scheduler(void);
 
 /* From C++: the fingerprint and struct sizes as g++ sees them. */
 uint64_t duet_test_cxx_fingerprint(void);
 size_t duet_test_cxx_sizeof(int which);
 const char *duet_test_cxx_status_str(int status);
 uint32_t duet_test_cxx_block_size_default(void);
+uint32_t duet_test_cxx_max_num_seqs_default(void);
 
 #ifdef __cplusplus
 }

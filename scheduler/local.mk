@@ -1,0 +1,30 @@
+# scheduler: continuous batching over the block manager (DESIGN §6), part of libduet.
+# Included after block_manager/local.mk: its suite joins CHECK_TESTS (which TESTS already
+# expands), its header the per-header compile checks of check_abi.
+duet_include_HEADERS += include/duet/scheduler.h
+
+SCHEDULER_SOURCES = \
+	scheduler/scheduler-int.h \
+	scheduler/budget.c \
+	scheduler/group.c \
+	scheduler/map.c \
+	scheduler/policy.c \
+	scheduler/queue.c \
+	scheduler/scheduler.c \
+	scheduler/step.c \
+	scheduler/update.c
+libduet_la_SOURCES += $(SCHEDULER_SOURCES)
+
+if HAVE_CHECK
+# The suite compiles the sources itself (internals, test hooks, fault injection) and takes the
+# block manager from libduet.
+check_PROGRAMS += tests/check_scheduler
+tests_check_scheduler_SOURCES = tests/check_scheduler.c tests/check_util.h $(SCHEDULER_SOURCES)
+tests_check_scheduler_CFLAGS = $(TEST_CFLAGS)
+tests_check_scheduler_CPPFLAGS = $(AM_CPPFLAGS) -Dmalloc=duet_test_malloc \
+	-Dcalloc=duet_test_calloc -Drealloc=duet_test_realloc
+tests_check_scheduler_LDADD = $(TEST_LIBS)
+CHECK_TESTS += tests/check_scheduler
+
+tests_check_abi_SOURCES += tests/headers/scheduler.c
+endif
