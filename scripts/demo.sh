@@ -1,8 +1,10 @@
 #!/bin/sh
 # The main job on a fresh Debian 12 machine: install what is needed, build, and run duet-run on
 # an example configuration. This version of duet has no engine yet, so the job is
-# `duet-run --check`: load and validate the configuration, load the worker plugins (the test
-# mock worker, which needs no model files) and print what would run.
+# `duet-run --check` (load and validate the configuration, load the worker plugins — the test
+# mock worker, which needs no model files — and print what would run), after generating a
+# llama-68m-shaped target and a derived 1-layer draft with duet-mkmodel and validating them with
+# duet-model-info.
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/install-deps.sh
@@ -12,4 +14,8 @@ cd build
 [ -f Makefile ] || ../configure
 make -j"$(nproc)"
 make -j"$(nproc)" tests/duet_mock_worker.la
+mkdir -p models
+./tools/duet-mkmodel --preset llama-68m --tail-from 1 --tail-scale 0.0625 --out models/llama-68m
+./tools/duet-mkmodel --draft-of models/llama-68m --layers 1 --noise 0.02 --out models/llama-68m-draft
+./tools/duet-model-info models/llama-68m-draft | sed -n '1,16p'
 DUET_PLUGIN_PATH="$PWD/tests/.libs" ./tools/duet-run --config ../examples/mock-speculative.cfg --check

@@ -3,6 +3,7 @@
 #include <duet/block_manager.h>
 #include <duet/config.h>
 #include <duet/loader.h>
+#include <duet/model.h>
 #include <duet/plugin.h>
 #include <duet/scheduler.h>
 #include <duet/types.h>

@@ -15,6 +15,7 @@ int duet_test_header_config(void);
 int duet_test_header_loader(void);
 int duet_test_header_block_manager(void);
 int duet_test_header_scheduler(void);
+int duet_test_header_model(void);
 
 /* From C++: the fingerprint and struct sizes as g++ sees them. */
 uint64_t duet_test_cxx_fingerprint(void);

@@ -1,0 +1,109 @@
+# model: Hugging Face folders (config.json, safetensors) and the test-model generator
+# (docs/models.md). Included after tests/local.mk: its suite joins CHECK_TESTS.
+#
+#   model/libduet_model.la      the reader: linked into libduet (which exports the duet_model_*
+#                               API of include/duet/model.h) and into each worker plugin (where
+#                               the plugin's version script hides it)
+#   model/libduet_model_gen.la  the generator: duet-mkmodel and the tests only
+duet_include_HEADERS += include/duet/model.h
+
+MODEL_SOURCES = \
+	model/model-int.h \
+	model/config.c \
+	model/dtype.c \
+	model/index.c \
+	model/layout.c \
+	model/model.c \
+	model/safetensors.c \
+	model/util.c
+MODEL_GEN_SOURCES = \
+	model/draft.c \
+	model/generate.c \
+	model/presets.c \
+	model/write.c
+
+noinst_LTLIBRARIES += model/libduet_model.la model/libduet_model_gen.la
+model_libduet_model_la_SOURCES = $(MODEL_SOURCES)
+model_libduet_model_la_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
+model_libduet_model_la_LIBADD = $(JANSSON_LIBS) -lm
+model_libduet_model_gen_la_SOURCES = $(MODEL_GEN_SOURCES)
+model_libduet_model_gen_la_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
+
+libduet_la_LIBADD += model/libduet_model.la
+
+# ---- tools -------------------------------------------------------------------------------
+bin_PROGRAMS += tools/duet-mkmodel tools/duet-model-info
+tools_duet_mkmodel_SOURCES = tools/duet-mkmodel.c
+tools_duet_mkmodel_LDADD = model/libduet_model_gen.la model/libduet_model.la $(JANSSON_LIBS) -lm
+tools_duet_model_info_SOURCES = tools/duet-model-info.c
+tools_duet_model_info_LDADD = libduet.la
+
+# ---- tests -------------------------------------------------------------------------------
+if HAVE_CHECK
+# The suite compiles the sources itself: it reads internals (model-int.h) and injects
+# allocation failures (malloc, calloc, realloc renamed to its wrappers; jansson's through
+# json_set_alloc_funcs).
+check_PROGRAMS += tests/check_model
+tests_check_model_SOURCES = tests/check_model.c tests/check_model_cxx.cc tests/check_util.h \
+	tests/reference_forward.c tests/reference_forward.h $(MODEL_SOURCES) $(MODEL_GEN_SOURCES)
+tests_check_model_CFLAGS = $(TEST_CFLAGS) $(JANSSON_CFLAGS)
+tests_check_model_CXXFLAGS = $(AM_CXXFLAGS) -std=c++11
+tests_check_model_CPPFLAGS = $(AM_CPPFLAGS) -Dmalloc=duet_test_malloc -Dcalloc=duet_test_calloc \
+	-Drealloc=duet_test_realloc
+tests_check_model_LDADD = $(CHECK_LIBS) $(JANSSON_LIBS) -lm
+CHECK_TESTS += tests/check_model
+tests_check_abi_SOURCES += tests/headers/model.c
+
+# Greedy agreement of a draft with its target (docs/models.md): a measuring tool, not a test.
+check_PROGRAMS += tests/model_agreement
+tests_model_agreement_SOURCES = tests/model_agreement.c tests/reference_forward.c \
+	tests/reference_forward.h
+tests_model_agreement_LDADD = model/libduet_model.la $(JANSSON_LIBS) -lm
+endif
+
+# duet-mkmodel and duet-model-info end to end: flags, exit codes, messages.
+TESTS += tests/model_tools.sh
+EXTRA_DIST += tests/model_tools.sh
+
+# ---- fuzzing -----------------------------------------------------------------------------
+# make check replays the seed corpus through the fuzz targets, built with the normal compiler.
+check_PROGRAMS += fuzz/replay_safetensors fuzz/replay_config
+fuzz_replay_safetensors_SOURCES = fuzz/replay.c fuzz/fuzz_safetensors.c
+fuzz_replay_safetensors_CPPFLAGS = $(AM_CPPFLAGS) -DFUZZ_TARGET='"safetensors"'
+fuzz_replay_safetensors_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
+fuzz_replay_safetensors_LDADD = model/libduet_model.la $(JANSSON_LIBS) -lm
+fuzz_replay_config_SOURCES = fuzz/replay.c fuzz/fuzz_config.c
+fuzz_replay_config_CPPFLAGS = $(AM_CPPFLAGS) -DFUZZ_TARGET='"config"'
+fuzz_replay_config_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
+fuzz_replay_config_LDADD = model/libduet_model.la $(JANSSON_LIBS) -lm
+TESTS += fuzz/replay_safetensors fuzz/replay_config
+EXTRA_DIST += fuzz/corpus fuzz/safetensors.dict fuzz/config.dict
+
+# make fuzz: libFuzzer builds (clang, ASan + UBSan) run FUZZ_SECONDS each; new inputs go to
+# fuzz/work/TARGET in the build tree, crashes to fuzz/artifacts/.
+FUZZ_SECONDS = 60
+FUZZ_CC = clang
+FUZZ_CFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_MODEL_C = $(patsubst %,$(top_srcdir)/%,$(filter %.c,$(MODEL_SOURCES)))
+FUZZ_BUILD = $(MKDIR_P) fuzz && $(FUZZ_CC) $(FUZZ_CFLAGS) -DHAVE_CONFIG_H -I$(top_builddir) \
+	$(AM_CPPFLAGS) $(JANSSON_CFLAGS) -o $@
+
+fuzz/fuzz-safetensors: $(top_srcdir)/fuzz/fuzz_safetensors.c $(FUZZ_MODEL_C)
+	$(AM_V_CC)$(FUZZ_BUILD) $(top_srcdir)/fuzz/fuzz_safetensors.c $(FUZZ_MODEL_C) \
+	  $(JANSSON_LIBS) -lm
+fuzz/fuzz-config: $(top_srcdir)/fuzz/fuzz_config.c $(FUZZ_MODEL_C)
+	$(AM_V_CC)$(FUZZ_BUILD) $(top_srcdir)/fuzz/fuzz_config.c $(FUZZ_MODEL_C) $(JANSSON_LIBS) -lm
+
+fuzz: fuzz/fuzz-safetensors fuzz/fuzz-config
+	@for t in safetensors config; do \
+	  $(MKDIR_P) fuzz/work/$$t fuzz/artifacts && \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s" && \
+	  ./fuzz/fuzz-$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -dict=$(top_srcdir)/fuzz/$$t.dict -artifact_prefix=fuzz/artifacts/$$t- \
+	    fuzz/work/$$t $(top_srcdir)/fuzz/corpus/$$t \
+	    || exit 1; \
+	done
+clean-fuzz:
+	rm -rf fuzz/work fuzz/artifacts fuzz/fuzz-safetensors fuzz/fuzz-config
+clean-local: clean-fuzz
+.PHONY: fuzz clean-fuzz

@@ -1,0 +1,565 @@
+/*
+ * duet-mkmodel — writes a deterministic random-weight model in Hugging Face layout (DESIGN §9,
+ * docs/models.md): config.json, generation_config.json, and model.safetensors or shards with
+ * model.safetensors.index.json. Either the shapes of a public model (--preset), explicit shapes,
+ * or a draft derived from an existing target (--draft-of). Weights are streamed to disk.
+ */
+#include "config.h"
+
+#include "../model/model-int.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { EXIT_USAGE = 2 };
+
+struct options {
+    const char *out;                /* --out DIR */
+    const char *preset;             /* --preset NAME, or NULL */
+    const char *draft_of;           /* --draft-of DIR, or NULL */
+    duet_model_desc desc;           /* shapes given on the command line (0: not given) */
+    bool has_arch;                  /* --arch */
+    bool tie, post_ln;              /* --tie-embeddings, --post-layer-norm */
+    bool has_dtype;                 /* --dtype */
+    duet_dtype dtype;               /* --dtype */
+    unsigned long long seed;        /* --seed */
+    unsigned long long shard_bytes; /* --shard-size, bytes; 0: one file */
+    long tail_from;                 /* --tail-from; -1: not given */
+    double tail_scale;              /* --tail-scale; 0: not given */
+    double noise;                   /* --noise; -1: not given */
+    bool spread;                    /* --draft-layers spread */
+    bool force, quiet;              /* --force, --quiet */
+};
+
+static void usage(FILE *f)
+{
+    fprintf(
+        f, "Usage: duet-mkmodel --out DIR (--preset NAME | --arch llama|opt SHAPE) [options]\n"
+           "       duet-mkmodel --out DIR --draft-of TARGET --layers N [--noise X] [options]\n"
+           "       duet-mkmodel --list-presets\n"
+           "\n"
+           "Writes a deterministic random-weight model in Hugging Face layout: config.json,\n"
+           "generation_config.json and model.safetensors (or shards and an index).\n"
+           "\n"
+           "Model:\n"
+           "      --preset NAME          shapes of a public model (--list-presets); the shape\n"
+           "                             options below override single values\n"
+           "      --arch llama|opt       architecture for explicit shapes\n"
+           "      --hidden N             hidden size\n"
+           "      --layers N             transformer layers (with --draft-of: layers kept)\n"
+           "      --heads N              attention heads\n"
+           "      --kv-heads N           key/value heads (llama; default: --heads)\n"
+           "      --intermediate N       MLP width (llama intermediate_size, OPT ffn_dim)\n"
+           "      --vocab N              vocabulary size\n"
+           "      --max-positions N      max_position_embeddings (default 2048)\n"
+           "      --tie-embeddings       llama: lm_head shares embed_tokens\n"
+           "      --word-embed-proj-dim N  opt: embedding width (adds project_in/out)\n"
+           "      --post-layer-norm      opt: LayerNorm after each block (OPT-350m style)\n"
+           "Weights:\n"
+           "      --dtype f32|f16|bf16   file dtype (default bf16; drafts: the target's);\n"
+           "                             one seed gives the same values in every dtype\n"
+           "      --seed S               random seed (default 0)\n"
+           "      --tail-from N          from layer N on, scale the output projections\n"
+           "      --tail-scale S         ... by S, a power of two in [2^-16, 1]: a target whose\n"
+           "                             deep layers contribute little, so that an N-layer draft\n"
+           "                             agrees with it (docs/models.md)\n"
+           "Draft:\n"
+           "      --draft-of DIR         derive a draft from the model in DIR: same embeddings\n"
+           "                             and vocabulary, --layers N of its layers\n"
+           "      --noise X              relative noise on every other weight (0 .. 1, default 0)\n"
+           "      --draft-layers first|spread  the first N layers (default) or N evenly spaced\n"
+           "Output:\n"
+           "      --out DIR              output folder (created if needed)\n"
+           "      --shard-size SIZE      shards of at most SIZE bytes (suffix K, M, G) and\n"
+           "                             model.safetensors.index.json; default one file\n"
+           "      --force                replace a model already in DIR\n"
+           "      --quiet                no progress, no summary\n"
+           "  -h, --help                 this text\n"
+           "  -V, --version              the version\n"
+           "\n"
+           "Exit status: 0 success, 1 an error writing or reading a model, 2 bad usage\n"
+           "(including a model already in DIR without --force).\n");
+}
+
+static void list_presets(void)
+{
+    for (size_t i = 0; i < duet__preset_count(); i++) {
+        const struct duet__preset *p = duet__preset_at(i);
+
+        printf("%-16s %-36s %6.2fB params  %s, %u layers, hidden %u\n", p->name, p->source,
+               (double)p->params / 1e9, duet_arch_name(p->desc.arch), p->desc.num_layers,
+               p->desc.hidden_size);
+    }
+}
+
+enum {
+    OPT_PRESET = 256,
+    OPT_ARCH,
+    OPT_HIDDEN,
+    OPT_LAYERS,
+    OPT_HEADS,
+    OPT_KV_HEADS,
+    OPT_INTERMEDIATE,
+    OPT_VOCAB,
+    OPT_MAX_POSITIONS,
+    OPT_TIE,
+    OPT_WORD_EMBED,
+    OPT_POST_LN,
+    OPT_DTYPE,
+    OPT_SEED,
+    OPT_TAIL_FROM,
+    OPT_TAIL_SCALE,
+    OPT_DRAFT_OF,
+    OPT_NOISE,
+    OPT_DRAFT_LAYERS,
+    OPT_OUT,
+    OPT_SHARD_SIZE,
+    OPT_FORCE,
+    OPT_QUIET,
+    OPT_LIST,
+};
+
+static const struct option long_options[] = {
+    {"preset", required_argument, NULL, OPT_PRESET},
+    {"arch", required_argument, NULL, OPT_ARCH},
+    {"hidden", required_argument, NULL, OPT_HIDDEN},
+    {"layers", required_argument, NULL, OPT_LAYERS},
+    {"heads", required_argument, NULL, OPT_HEADS},
+    {"kv-heads", required_argument, NULL, OPT_KV_HEADS},
+    {"intermediate", required_argument, NULL, OPT_INTERMEDIATE},
+    {"vocab", required_argument, NULL, OPT_VOCAB},
+    {"max-positions", required_argument, NULL, OPT_MAX_POSITIONS},
+    {"tie-embeddings", no_argument, NULL, OPT_TIE},
+    {"word-embed-proj-dim", required_argument, NULL, OPT_WORD_EMBED},
+    {"post-layer-norm", no_argument, NULL, OPT_POST_LN},
+    {"dtype", required_argument, NULL, OPT_DTYPE},
+    {"seed", required_argument, NULL, OPT_SEED},
+    {"tail-from", required_argument, NULL, OPT_TAIL_FROM},
+    {"tail-scale", required_argument, NULL, OPT_TAIL_SCALE},
+    {"draft-of", required_argument, NULL, OPT_DRAFT_OF},
+    {"noise", required_argument, NULL, OPT_NOISE},
+    {"draft-layers", required_argument, NULL, OPT_DRAFT_LAYERS},
+    {"out", required_argument, NULL, OPT_OUT},
+    {"shard-size", required_argument, NULL, OPT_SHARD_SIZE},
+    {"force", no_argument, NULL, OPT_FORCE},
+    {"quiet", no_argument, NULL, OPT_QUIET},
+    {"list-presets", no_argument, NULL, OPT_LIST},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {NULL, 0, NULL, 0},
+};
+
+static const char *option_name(int val)
+{
+    for (const struct option *opt = long_options; opt->name; opt++)
+        if (opt->val == val)
+            return opt->name;
+    return "?";
+}
+
+static bool takes_value(int val)
+{
+    for (const struct option *opt = long_options; opt->name; opt++)
+        if (opt->val == val)
+            return opt->has_arg == required_argument;
+    return false;
+}
+
+/* A whole decimal number in [lo, hi]. */
+static bool parse_u64(const char *s, unsigned long long lo, unsigned long long hi,
+                      unsigned long long *out)
+{
+    char *end;
+    unsigned long long v;
+
+    errno = 0;
+    if (*s == '-')
+        return false;
+    v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_u32(const char *s, uint32_t hi, uint32_t *out)
+{
+    unsigned long long v;
+
+    if (!parse_u64(s, 1, hi, &v))
+        return false;
+    *out = (uint32_t)v;
+    return true;
+}
+
+static bool parse_double(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    double v;
+
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi))
+        return false;
+    *out = v;
+    return true;
+}
+
+/* "1000", "500K", "64M", "2G" (powers of 1024). */
+static bool parse_size(const char *s, unsigned long long *out)
+{
+    char *end;
+    unsigned long long v, mul = 1;
+
+    errno = 0;
+    if (*s < '0' || *s > '9')
+        return false;
+    v = strtoull(s, &end, 10);
+    if (*end == 'K' || *end == 'k')
+        mul = 1ull << 10;
+    else if (*end == 'M' || *end == 'm')
+        mul = 1ull << 20;
+    else if (*end == 'G' || *end == 'g')
+        mul = 1ull << 30;
+    if (mul > 1)
+        end++;
+    if (errno || end == s || *end || v == 0 || v > UINT64_MAX / mul)
+        return false;
+    *out = v * mul;
+    return true;
+}
+
+static bool parse_dtype(const char *s, duet_dtype *out)
+{
+    if (strcmp(s, "f32") == 0)
+        *out = DUET_DTYPE_F32;
+    else if (strcmp(s, "f16") == 0)
+        *out = DUET_DTYPE_F16;
+    else if (strcmp(s, "bf16") == 0)
+        *out = DUET_DTYPE_BF16;
+    else
+        return false;
+    return true;
+}
+
+/* A shape option into o->desc. */
+static bool parse_shape(int c, const char *arg, struct options *o)
+{
+    duet_model_desc *d = &o->desc;
+
+    switch (c) {
+    case OPT_HIDDEN:
+        return parse_u32(arg, DUET__MAX_DIM, &d->hidden_size);
+    case OPT_LAYERS:
+        return parse_u32(arg, DUET__MAX_LAYERS, &d->num_layers);
+    case OPT_HEADS:
+        return parse_u32(arg, DUET__MAX_HEADS, &d->num_heads);
+    case OPT_KV_HEADS:
+        return parse_u32(arg, DUET__MAX_HEADS, &d->num_kv_heads);
+    case OPT_INTERMEDIATE:
+        return parse_u32(arg, DUET__MAX_DIM, &d->intermediate_size);
+    case OPT_VOCAB:
+        return parse_u32(arg, DUET__MAX_DIM, &d->vocab_size);
+    case OPT_MAX_POSITIONS:
+        return parse_u32(arg, DUET__MAX_DIM - 2, &d->max_position);
+    case OPT_WORD_EMBED:
+        return parse_u32(arg, DUET__MAX_DIM, &d->word_embed_proj_dim);
+    }
+    return false;
+}
+
+/* Any option with a value; false when the value is bad. */
+static bool parse_value(int c, const char *arg, struct options *o)
+{
+    unsigned long long value;
+    int exponent;
+
+    switch (c) {
+    case OPT_PRESET:
+        o->preset = arg;
+        return duet__preset_find(arg) != NULL;
+    case OPT_ARCH:
+        o->has_arch = true;
+        o->desc.arch = strcmp(arg, "opt") == 0 ? DUET_ARCH_OPT : DUET_ARCH_LLAMA;
+        return strcmp(arg, "opt") == 0 || strcmp(arg, "llama") == 0;
+    case OPT_DTYPE:
+        o->has_dtype = true;
+        return parse_dtype(arg, &o->dtype);
+    case OPT_SEED:
+        return parse_u64(arg, 0, INT64_MAX, &o->seed);
+    case OPT_TAIL_FROM:
+        if (!parse_u64(arg, 0, DUET__MAX_LAYERS, &value))
+            return false;
+        o->tail_from = (long)value;
+        return true;
+    case OPT_TAIL_SCALE:
+        return parse_double(arg, ldexp(1.0, DUET__MIN_TAIL_LOG2), 1.0, &o->tail_scale) &&
+               frexp(o->tail_scale, &exponent) == 0.5;
+    case OPT_NOISE:
+        return parse_double(arg, 0.0, DUET__MAX_NOISE, &o->noise);
+    case OPT_DRAFT_LAYERS:
+        o->spread = strcmp(arg, "spread") == 0;
+        return o->spread || strcmp(arg, "first") == 0;
+    case OPT_SHARD_SIZE:
+        return parse_size(arg, &o->shard_bytes);
+    }
+    return parse_shape(c, arg, o);
+}
+
+/* Flags and the options that take no parser; returns -1 to go on, or an exit status. */
+static int parse_flag(int c, struct options *o)
+{
+    switch (c) {
+    case OPT_TIE:
+        o->tie = true;
+        return -1;
+    case OPT_POST_LN:
+        o->post_ln = true;
+        return -1;
+    case OPT_FORCE:
+        o->force = true;
+        return -1;
+    case OPT_QUIET:
+        o->quiet = true;
+        return -1;
+    case OPT_LIST:
+        list_presets();
+        return EXIT_SUCCESS;
+    case 'h':
+        usage(stdout);
+        return EXIT_SUCCESS;
+    case 'V':
+        printf("duet-mkmodel %s\n", PACKAGE_VERSION);
+        return EXIT_SUCCESS;
+    }
+    fprintf(stderr, "Try 'duet-mkmodel --help'.\n");
+    return EXIT_USAGE;
+}
+
+static int parse_args(int argc, char **argv, struct options *o)
+{
+    int c;
+
+    *o = (struct options){.tail_from = -1, .noise = -1};
+    while ((c = getopt_long(argc, argv, "hV", long_options, NULL)) != -1) {
+        int rc;
+
+        if (c == OPT_OUT) {
+            o->out = optarg;
+        } else if (c == OPT_DRAFT_OF) {
+            o->draft_of = optarg;
+        } else if (takes_value(c)) {
+            if (!parse_value(c, optarg, o)) {
+                fprintf(stderr, "duet-mkmodel: invalid value for --%s: '%s'\n", option_name(c),
+                        optarg);
+                return EXIT_USAGE;
+            }
+        } else if ((rc = parse_flag(c, o)) >= 0) {
+            return rc;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "duet-mkmodel: unexpected argument '%s'\nTry 'duet-mkmodel --help'.\n",
+                argv[optind]);
+        return EXIT_USAGE;
+    }
+    return -1;
+}
+
+static int usage_error(const char *what)
+{
+    fprintf(stderr, "duet-mkmodel: %s\nTry 'duet-mkmodel --help'.\n", what);
+    return EXIT_USAGE;
+}
+
+/* Overrides of a preset or defaults by the shape options that were given. */
+static void apply_shapes(const struct options *o, duet_model_desc *d)
+{
+    const duet_model_desc *g = &o->desc;
+
+    if (g->hidden_size)
+        d->hidden_size = g->hidden_size;
+    if (g->num_layers)
+        d->num_layers = g->num_layers;
+    if (g->num_heads)
+        d->num_heads = d->num_kv_heads = g->num_heads;
+    if (g->num_kv_heads)
+        d->num_kv_heads = g->num_kv_heads;
+    if (g->intermediate_size)
+        d->intermediate_size = g->intermediate_size;
+    if (g->vocab_size)
+        d->vocab_size = g->vocab_size;
+    if (g->max_position)
+        d->max_position = g->max_position;
+    if (g->word_embed_proj_dim)
+        d->word_embed_proj_dim = g->word_embed_proj_dim;
+    if (o->tie)
+        d->tie_word_embeddings = true;
+    if (o->post_ln)
+        d->do_layer_norm_before = d->final_layer_norm = false;
+}
+
+/* Explicit shapes: defaults of the architecture, ids like the Llama / OPT tokenizers. */
+static int explicit_desc(const struct options *o, duet_model_desc *d)
+{
+    const duet_model_desc *g = &o->desc;
+
+    if (!g->hidden_size || !g->num_layers || !g->num_heads || !g->intermediate_size ||
+        !g->vocab_size)
+        return usage_error("explicit shapes need --hidden, --layers, --heads, --intermediate "
+                           "and --vocab");
+    duet__desc_defaults(d, g->arch);
+    if (g->arch == DUET_ARCH_OPT) {
+        d->bos_token_id = g->vocab_size > 2 ? 2 : 0;
+        d->pad_token_id = g->vocab_size > 1 ? 1 : -1;
+        d->eos_token_ids[0] = d->bos_token_id;
+        d->word_embed_proj_dim = g->hidden_size;
+    } else {
+        d->bos_token_id = g->vocab_size > 1 ? 1 : 0;
+        d->eos_token_ids[0] = g->vocab_size > 2 ? 2 : 0;
+    }
+    d->n_eos = 1;
+    return -1;
+}
+
+/* The description of the model to generate; -1 to go on, or an exit status. */
+static int target_desc(const struct options *o, duet_model_desc *d)
+{
+    int rc = -1;
+
+    if (o->preset) {
+        *d = duet__preset_find(o->preset)->desc;
+        if (o->has_arch && o->desc.arch != d->arch)
+            return usage_error("--arch contradicts --preset");
+    } else if (o->has_arch) {
+        rc = explicit_desc(o, d);
+    } else {
+        return usage_error("give --preset NAME, --arch with shapes, or --draft-of DIR");
+    }
+    if (rc >= 0)
+        return rc;
+    apply_shapes(o, d);
+    if (d->hidden_size % d->num_heads)
+        return usage_error("the hidden size must be a multiple of the number of heads");
+    if (d->arch == DUET_ARCH_OPT)
+        d->num_kv_heads = d->num_heads;
+    d->head_dim = d->hidden_size / d->num_heads;
+    d->torch_dtype = o->has_dtype ? o->dtype : DUET_DTYPE_BF16;
+    return -1;
+}
+
+/* Prints the message of a failure; returns rc. */
+static int report(const struct duet__msg *msg, int rc)
+{
+    fprintf(stderr, "duet-mkmodel: %s\n", msg->buf);
+    return rc;
+}
+
+static int generate(const struct options *o, struct duet__msg *msg)
+{
+    struct duet__gen_params p = {.dir = o->out,
+                                 .seed = o->seed,
+                                 .shard_bytes = o->shard_bytes,
+                                 .flags = o->quiet ? DUET_MODEL_QUIET : 0,
+                                 .force = o->force};
+    int rc = target_desc(o, &p.desc), exponent;
+    duet_status st;
+
+    if (rc >= 0)
+        return rc;
+    p.tail_from = o->tail_from >= 0 ? (uint32_t)o->tail_from : p.desc.num_layers;
+    if (o->tail_scale > 0) {
+        frexp(o->tail_scale, &exponent); /* scale = 0.5 × 2^exponent */
+        p.tail_log2 = exponent - 1;
+    }
+    if (duet__gen_check(&p, msg))
+        return report(msg, EXIT_USAGE);
+    st = duet__gen_model(&p, msg);
+    if (st)
+        return report(msg, st == DUET_STATUS_INVALID_ARGUMENT ? EXIT_USAGE : EXIT_FAILURE);
+    return EXIT_SUCCESS;
+}
+
+static int derive(const struct options *o, struct duet__msg *msg)
+{
+    struct duet__draft_params p = {.target_dir = o->draft_of,
+                                   .dir = o->out,
+                                   .num_layers = o->desc.num_layers,
+                                   .noise = o->noise > 0 ? o->noise : 0,
+                                   .spread = o->spread,
+                                   .has_dtype = o->has_dtype,
+                                   .dtype = o->dtype,
+                                   .seed = o->seed,
+                                   .shard_bytes = o->shard_bytes,
+                                   .flags = o->quiet ? DUET_MODEL_QUIET : 0,
+                                   .force = o->force};
+    duet_status st = duet__gen_draft(&p, msg);
+
+    if (st)
+        return report(msg, st == DUET_STATUS_INVALID_ARGUMENT ? EXIT_USAGE : EXIT_FAILURE);
+    return EXIT_SUCCESS;
+}
+
+/* Mode rules that getopt cannot express; -1 to go on, or an exit status. */
+static int check_modes(const struct options *o)
+{
+    const duet_model_desc *g = &o->desc;
+    bool shapes = g->hidden_size || g->num_heads || g->num_kv_heads || g->intermediate_size ||
+                  g->vocab_size || g->max_position || g->word_embed_proj_dim || o->tie ||
+                  o->post_ln;
+
+    if (!o->out)
+        return usage_error("--out DIR is required");
+    if ((o->tail_from >= 0) != (o->tail_scale > 0))
+        return usage_error("--tail-from N and --tail-scale S go together");
+    if (!o->draft_of) {
+        if (o->noise >= 0 || o->spread)
+            return usage_error("--noise and --draft-layers need --draft-of");
+        return -1;
+    }
+    if (o->preset || o->has_arch || shapes || o->tail_from >= 0)
+        return usage_error("--draft-of takes its shapes from the target: give only --layers N "
+                           "(and --noise, --draft-layers, --dtype, --seed)");
+    if (!g->num_layers)
+        return usage_error("--draft-of needs --layers N");
+    return -1;
+}
+
+static void summary(const struct options *o, double seconds)
+{
+    duet_model *m;
+    char err[512];
+
+    if (o->quiet || duet_model_create(o->out, DUET_MODEL_QUIET, &m, err, sizeof(err)))
+        return;
+    printf("duet-mkmodel: wrote %s: %s, %u layers, %zu tensors, %.1f MB of %s in %.1f s\n", o->out,
+           duet_model_describe(m)->architecture, duet_model_describe(m)->num_layers,
+           duet_model_num_tensors(m), (double)duet_model_weight_bytes(m) / 1e6,
+           duet_dtype_name(duet_model_tensor_at(m, 0)->dtype), seconds);
+    duet_model_destroy(m);
+}
+
+int main(int argc, char **argv)
+{
+    struct options o;
+    char err[1024] = "";
+    struct duet__msg msg = {err, sizeof(err)};
+    struct timespec t0, t1;
+    int rc = parse_args(argc, argv, &o);
+
+    if (rc < 0)
+        rc = check_modes(&o);
+    if (rc >= 0)
+        return rc;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    rc = o.draft_of ? derive(&o, &msg) : generate(&o, &msg);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (rc == EXIT_SUCCESS)
+        summary(&o, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+    return rc;
+}
