@@ -18,6 +18,7 @@ if HAVE_CHECK
 # The suite compiles the sources itself (with the test-only checker): libduet hides internals.
 check_PROGRAMS += tests/check_block_manager
 tests_check_block_manager_SOURCES = tests/check_block_manager.c tests/check_util.h \
+	tests/fault.c tests/fault.h \
 	$(BLOCK_MANAGER_SOURCES) block_manager/check.c
 tests_check_block_manager_CFLAGS = $(TEST_CFLAGS)
 # Fault injection: the suite's copy of the sources allocates through the suite's wrappers.

@@ -19,7 +19,9 @@ if HAVE_CHECK
 # The suite compiles the sources itself (internals, test hooks, fault injection) and takes the
 # block manager from libduet.
 check_PROGRAMS += tests/check_scheduler
-tests_check_scheduler_SOURCES = tests/check_scheduler.c tests/check_util.h $(SCHEDULER_SOURCES)
+tests_check_scheduler_SOURCES = tests/check_scheduler.c tests/check_util.h \
+	tests/fault.c tests/fault.h \
+	$(SCHEDULER_SOURCES)
 tests_check_scheduler_CFLAGS = $(TEST_CFLAGS)
 tests_check_scheduler_CPPFLAGS = $(AM_CPPFLAGS) -Dmalloc=duet_test_malloc \
 	-Dcalloc=duet_test_calloc -Drealloc=duet_test_realloc

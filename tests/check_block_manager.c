@@ -10,6 +10,7 @@
 #include "../block_manager/block_manager-int.h"
 
 #include "check_util.h"
+#include "fault.h"
 
 #include <check.h>
 #include <math.h>
@@ -21,40 +22,14 @@ static duet_block_manager *bm;
 static char err[512];
 
 /* Fault injection. block_manager/local.mk compiles this program with malloc, calloc and realloc
- * renamed to the duet_test_ functions below, so the block manager's allocations come here;
- * fail_countdown = N makes the Nth from now fail (-1: none). */
+ * renamed to the duet_test_ functions of tests/fault.c, so the block manager's allocations come
+ * here; duet_test_fail_countdown = N makes the Nth from now fail (-1: none). */
 #undef malloc
 #undef calloc
 #undef realloc
 void *malloc(size_t size);
 void *calloc(size_t n, size_t size);
 void *realloc(void *p, size_t size);
-
-static long fail_countdown = -1;
-static bool injected; /* a failure was injected since the flag was cleared */
-
-static bool inject(void)
-{
-    if (fail_countdown < 0 || fail_countdown-- > 0)
-        return false;
-    injected = true;
-    return true;
-}
-
-void *duet_test_malloc(size_t size)
-{
-    return inject() ? NULL : malloc(size);
-}
-
-void *duet_test_calloc(size_t n, size_t size)
-{
-    return inject() ? NULL : calloc(n, size);
-}
-
-void *duet_test_realloc(void *p, size_t size)
-{
-    return inject() ? NULL : realloc(p, size);
-}
 
 static void make_bm(uint32_t bs, uint32_t g, uint32_t c, double watermark, bool caching,
                     uint32_t sliding_window)
@@ -82,11 +57,11 @@ static void teardown(void)
 
 static void check_invariants(void)
 {
-    long countdown = fail_countdown;
+    long countdown = duet_test_fail_countdown;
 
-    fail_countdown = -1;
+    duet_test_fail_countdown = -1;
     ck_assert_msg(duet__block_manager_check(bm, err, sizeof(err)), "%s", err);
-    fail_countdown = countdown;
+    duet_test_fail_countdown = countdown;
 }
 
 /* Tokens start, start+1, ... (vLLM's dummy prompts are 0..n-1, so they share prefixes). */
@@ -1343,13 +1318,13 @@ static bool fault_run(long nth)
     p.max_seqs = 2;
     p.prefix_caching = nth % 2;
     memset(fault_len, 0, sizeof(fault_len));
-    injected = false;
-    fail_countdown = nth;
+    duet_test_injected = false;
+    duet_test_fail_countdown = nth;
     st = duet_block_manager_create(&p, &bm, err, sizeof(err));
     if (st) {
         ck_assert_int_eq(st, DUET_STATUS_OUT_OF_MEMORY);
         ck_assert_ptr_null(bm);
-        fail_countdown = -1;
+        duet_test_fail_countdown = -1;
         return false;
     }
     for (uint64_t s = 1; s <= 20; s++) /* tables and the seq map grow past the hint */
@@ -1370,9 +1345,9 @@ static bool fault_run(long nth)
         st = duet_block_manager_swap_out(bm, group, 6, &buf);
         fault_expect(group[0], st, 30);
     }
-    fail_countdown = -1;
+    duet_test_fail_countdown = -1;
     teardown();
-    return !injected;
+    return !duet_test_injected;
 }
 
 START_TEST(test_every_failed_allocation_is_reported_and_changes_nothing)

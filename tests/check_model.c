@@ -13,6 +13,7 @@
 
 #include "../model/model-int.h"
 #include "check_util.h"
+#include "fault.h"
 #include "reference_forward.h"
 
 #include <check.h>
@@ -30,44 +31,15 @@
 
 /* ---- allocation failures ------------------------------------------------------------------
  * model/local.mk compiles this program with malloc, calloc and realloc renamed to the
- * duet_test_ functions below; jansson allocates through json_alloc when a test installs it.
- * fail_countdown = N makes the Nth allocation from now fail (-1: none). */
+ * duet_test_ functions of tests/fault.c; jansson allocates through json_alloc when a test installs
+ * it. duet_test_fail_countdown = N makes the Nth allocation from now fail (-1: none). */
 #undef malloc
 #undef calloc
 #undef realloc
 void *malloc(size_t size);
 void *calloc(size_t n, size_t size);
 void *realloc(void *p, size_t size);
-void *duet_test_malloc(size_t size);
-void *duet_test_calloc(size_t n, size_t size);
-void *duet_test_realloc(void *p, size_t size);
 const char *duet_test_cxx_model_dtype_name(int dtype);
-
-static long fail_countdown = -1;
-static bool injected;
-
-static bool inject(void)
-{
-    if (fail_countdown < 0 || fail_countdown-- > 0)
-        return false;
-    injected = true;
-    return true;
-}
-
-void *duet_test_malloc(size_t size)
-{
-    return inject() ? NULL : malloc(size);
-}
-
-void *duet_test_calloc(size_t n, size_t size)
-{
-    return inject() ? NULL : calloc(n, size);
-}
-
-void *duet_test_realloc(void *p, size_t size)
-{
-    return inject() ? NULL : realloc(p, size);
-}
 
 /* jansson absorbs a few of its allocation failures (its parser then still succeeds), so
  * failures injected there are counted apart from ours. */
@@ -75,11 +47,11 @@ static bool injected_json;
 
 static void *json_alloc(size_t size)
 {
-    bool before = injected;
-    bool fail = inject();
+    bool before = duet_test_injected;
+    bool fail = duet_test_inject();
 
     if (fail && !before) {
-        injected = false;
+        duet_test_injected = false;
         injected_json = true;
     }
     return fail ? NULL : malloc(size);
@@ -99,7 +71,7 @@ static void setup(void)
     snprintf(tmpdir, sizeof(tmpdir), "%s/model-test-XXXXXX", build ? build : "/tmp");
     ck_assert_ptr_nonnull(mkdtemp(tmpdir));
     err[0] = '\0';
-    fail_countdown = -1;
+    duet_test_fail_countdown = -1;
     dir_next = 0;
 }
 
@@ -835,12 +807,12 @@ START_TEST(test_create_survives_every_allocation_failure)
     do {
         duet_model *m = NULL;
 
-        injected = injected_json = false;
-        fail_countdown = n++;
+        duet_test_injected = injected_json = false;
+        duet_test_fail_countdown = n++;
         st = duet_model_create(p.dir, DUET_MODEL_QUIET, &m, err, sizeof(err));
-        fail_countdown = -1;
-        ck_assert_msg(st != DUET_STATUS_OK || !injected, "failure %ld was ignored", n);
-        ck_assert_msg(st == DUET_STATUS_OK || injected || injected_json,
+        duet_test_fail_countdown = -1;
+        ck_assert_msg(st != DUET_STATUS_OK || !duet_test_injected, "failure %ld was ignored", n);
+        ck_assert_msg(st == DUET_STATUS_OK || duet_test_injected || injected_json,
                       "failure without injection: %s", err);
         ck_assert_msg(st == DUET_STATUS_OK || m == NULL, "failed create returned a model");
         duet_model_destroy(m);

@@ -15,6 +15,7 @@
 #include "../scheduler/scheduler-int.h"
 
 #include "check_util.h"
+#include "fault.h"
 
 #include <check.h>
 #include <inttypes.h>
@@ -27,44 +28,14 @@ static duet_scheduler *s;
 static char err[512];
 
 /* Fault injection. scheduler/local.mk compiles this program with malloc, calloc and realloc
- * renamed to the duet_test_ functions below, so the scheduler's allocations come here;
- * fail_countdown = N makes the Nth from now fail (-1: none). */
+ * renamed to the duet_test_ functions of tests/fault.c, so the scheduler's allocations come here;
+ * duet_test_fail_countdown = N makes the Nth from now fail (-1: none). */
 #undef malloc
 #undef calloc
 #undef realloc
 void *malloc(size_t size);
 void *calloc(size_t n, size_t size);
 void *realloc(void *p, size_t size);
-
-static long fail_countdown = -1;
-static bool injected;
-
-static bool inject(void)
-{
-    if (fail_countdown < 0 || fail_countdown-- > 0)
-        return false;
-    injected = true;
-    return true;
-}
-
-void *duet_test_malloc(size_t size);
-void *duet_test_calloc(size_t n, size_t size);
-void *duet_test_realloc(void *p, size_t size);
-
-void *duet_test_malloc(size_t size)
-{
-    return inject() ? NULL : malloc(size);
-}
-
-void *duet_test_calloc(size_t n, size_t size)
-{
-    return inject() ? NULL : calloc(n, size);
-}
-
-void *duet_test_realloc(void *p, size_t size)
-{
-    return inject() ? NULL : realloc(p, size);
-}
 
 /* ---- fixtures ---------------------------------------------------------------------------- */
 
@@ -126,7 +97,7 @@ static void teardown(void)
     bm = NULL;
     n_no_append = 0;
     alloc_answer = swap_in_answer = -1;
-    fail_countdown = -1;
+    duet_test_fail_countdown = -1;
 }
 
 static void make(const struct cfg *c)
@@ -1733,10 +1704,10 @@ START_TEST(test_allocation_failures_leave_the_scheduler_unchanged)
         make(&c);
         p = s->p;
         duet_scheduler_destroy(s), s = NULL;
-        injected = false;
-        fail_countdown = n;
+        duet_test_injected = false;
+        duet_test_fail_countdown = n;
         if (duet_scheduler_create(&p, bm, &s, err, sizeof(err)) != DUET_STATUS_OK) {
-            ck_assert(injected && s == NULL);
+            ck_assert(duet_test_injected && s == NULL);
             continue;
         }
         for (uint64_t id = 1; id <= 3; id++)
@@ -1751,7 +1722,7 @@ START_TEST(test_allocation_failures_leave_the_scheduler_unchanged)
         for (int i = 0; i < 3; i++)
             ck_assert(duet_scheduler_take_finished(s, &r) && r.finish == DUET_SCHED_FINISH_LENGTH);
         ck_assert_uint_eq(free_dev(), 64);
-        if (!injected)
+        if (!duet_test_injected)
             break;
     }
 }
