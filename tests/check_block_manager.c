@@ -1702,10 +1702,7 @@ END_TEST
 static Suite *block_manager_suite(void)
 {
     Suite *s = suite_create("block_manager");
-    struct {
-        const char *name;
-        const TTest *test;
-    } cases[] = {
+    const struct duet_test_case cases[] = {
         {"5.2.1 refcounts", test_fork_and_free_count_references_up_and_down},
         {"5.2.2 naive oom", test_naive_pool_runs_out_and_reuses_the_freed_block},
         {"5.2.2 swap count", test_swap_counts_each_distinct_block_once},
@@ -1758,14 +1755,7 @@ static Suite *block_manager_suite(void)
         {"property bs 1", test_random_operations_keep_every_invariant_with_one_token_blocks},
     };
 
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        TCase *tc = tcase_create(cases[i].name);
-
-        tcase_add_checked_fixture(tc, NULL, teardown);
-        tcase_add_test(tc, cases[i].test);
-        tcase_set_timeout(tc, 120);
-        suite_add_tcase(s, tc);
-    }
+    duet_test_add_cases(s, cases, sizeof(cases) / sizeof(cases[0]), NULL, teardown, 120);
     return s;
 }
 

@@ -477,10 +477,7 @@ END_TEST
 static Suite *loader_suite(void)
 {
     Suite *s = suite_create("loader");
-    struct {
-        const char *name;
-        const TTest *test;
-    } cases[] = {
+    const struct duet_test_case cases[] = {
         {"missing file", test_missing_file_is_refused_with_its_path},
         {"search", test_unknown_name_lists_every_directory_tried},
         {"bad name", test_name_with_bad_characters_is_refused},
@@ -504,12 +501,7 @@ static Suite *loader_suite(void)
         {"mock sampling", test_mock_sampling_depends_on_seed_and_position_only},
     };
 
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        TCase *tc = tcase_create(cases[i].name);
-        tcase_add_checked_fixture(tc, setup, teardown);
-        tcase_add_test(tc, cases[i].test);
-        suite_add_tcase(s, tc);
-    }
+    duet_test_add_cases(s, cases, sizeof(cases) / sizeof(cases[0]), setup, teardown, 0);
     return s;
 }
 

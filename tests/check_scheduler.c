@@ -2193,10 +2193,7 @@ END_TEST
 static Suite *scheduler_suite(void)
 {
     Suite *su = suite_create("scheduler");
-    struct {
-        const char *name;
-        const TTest *test;
-    } cases[] = {
+    const struct duet_test_case cases[] = {
 #define CASE(t) {#t, t}
         CASE(test_four_prompts_prefill_together_then_decode_together),
         CASE(test_new_prompt_is_scheduled_before_pending_decodes),
@@ -2255,14 +2252,7 @@ static Suite *scheduler_suite(void)
 #undef CASE
     };
 
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        TCase *tc = tcase_create(cases[i].name);
-
-        tcase_add_checked_fixture(tc, NULL, teardown);
-        tcase_add_test(tc, cases[i].test);
-        tcase_set_timeout(tc, 300);
-        suite_add_tcase(su, tc);
-    }
+    duet_test_add_cases(su, cases, sizeof(cases) / sizeof(cases[0]), NULL, teardown, 300);
     return su;
 }
 
