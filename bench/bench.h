@@ -9,11 +9,29 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#define DUET_BENCH_MAX_LIST 16 /* entries of each list option */
+
+/* Options of the cpu-worker benchmark; an empty list means its default. */
+struct duet_bench_worker_opts {
+    const char *plugin;                       /* --plugin NAME|PATH: "cpu" */
+    const char *models;                       /* --models DIR: generated models, "bench-models" */
+    const char *presets[DUET_BENCH_MAX_LIST]; /* --preset: llama-68m, tinyllama-1.1b */
+    int n_presets;
+    const char *dtypes[DUET_BENCH_MAX_LIST]; /* --dtype: f32, bf16 */
+    int n_dtypes;
+    uint32_t batches[DUET_BENCH_MAX_LIST]; /* --batch: 1, 4, 16 */
+    int n_batches;
+    uint32_t threads;    /* --threads: 0 = every online CPU */
+    uint32_t prompt_len; /* --prompt-len: 0 = 512 (64 with --quick) */
+    uint32_t context;    /* --context: 0 = 128 (32 with --quick) */
+};
+
 /* Options every benchmark receives. */
 struct duet_bench_opts {
-    double seconds; /* time budget of one measurement, split over `repeats` */
-    int repeats;    /* repetitions; the median is reported */
-    bool quick;     /* smaller sizes, for the test suite */
+    double seconds;                       /* time budget of one measurement, split over `repeats` */
+    int repeats;                          /* repetitions; the median is reported */
+    bool quick;                           /* smaller sizes, for the test suite */
+    struct duet_bench_worker_opts worker; /* cpu-worker only */
 };
 
 /* One measured operation: median and best nanoseconds per operation over the repetitions. */
@@ -45,5 +63,6 @@ void duet__bench_finish(const struct duet_bench_samples *s, const char *name,
  * returns nonzero. */
 int duet__bench_block_manager(const struct duet_bench_opts *opts, json_t *results);
 int duet__bench_scheduler(const struct duet_bench_opts *opts, json_t *results);
+int duet__bench_cpu_worker(const struct duet_bench_opts *opts, json_t *results);
 
 #endif /* DUET_BENCH_H */

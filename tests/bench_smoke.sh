@@ -31,4 +31,65 @@ for name in scheduler_decode_step_64_seqs scheduler_decode_step_256_seqs \
 done
 printf '%s\n' "$out" | grep -q '"step_ns"' || { echo "FAIL: no step_ns"; exit 1; }
 "$top_builddir/tools/duet-bench" --quick nosuch >/dev/null 2>&1 && { echo "FAIL: unknown name"; exit 1; }
+
+# cpu-worker: a tiny generated model through the mock plugin (the harness: bandwidth probe, model
+# generation and reuse, prefill, decode, the bandwidth model), then through the real CPU worker
+# when it was built.
+models=$(mktemp -d "${TMPDIR:-/tmp}/duet-bench-models.XXXXXX") || exit 1
+trap 'rm -rf "$models"' EXIT
+cpu_worker_run() { # PLUGIN DTYPES
+    "$top_builddir/tools/duet-bench" --quick --repeats 1 --plugin "$1" --models "$models" \
+        --preset tiny --dtype "$2" --batch 1,4 cpu-worker
+}
+cpu_worker_check() { # OUTPUT DTYPE...
+    o=$1
+    shift
+    for name in memory_read_bandwidth; do
+        printf '%s\n' "$o" | grep -q "\"name\": \"$name\"" || {
+            echo "FAIL: no result named $name"
+            printf '%s\n' "$o"
+            exit 1
+        }
+    done
+    for dtype in "$@"; do
+        for name in tiny_${dtype}_prefill_64 tiny_${dtype}_decode_batch_1 \
+            tiny_${dtype}_decode_batch_4; do
+            printf '%s\n' "$o" | grep -q "\"name\": \"$name\"" || {
+                echo "FAIL: no result named $name"
+                printf '%s\n' "$o"
+                exit 1
+            }
+        done
+    done
+    for field in gb_per_s_best tokens_per_s limit_tokens_per_s fraction_of_limit; do
+        printf '%s\n' "$o" | grep -q "\"$field\"" || { echo "FAIL: no $field"; exit 1; }
+    done
+}
+mock=${DUET_TEST_PLUGIN_DIR:-$top_builddir/tests/.libs}/duet_mock_worker.so
+if [ -f "$mock" ]; then
+    out=$(cpu_worker_run "$mock" f32) || { echo "FAIL: cpu-worker with the mock exited $?"; exit 1; }
+    cpu_worker_check "$out" f32
+    [ -f "$models/tiny-bf16/config.json" ] || { echo "FAIL: no generated model"; exit 1; }
+    # the second run reuses the generated model
+    cpu_worker_run "$mock" f32 2>&1 >/dev/null | grep -q generating && {
+        echo "FAIL: the model was generated again"
+        exit 1
+    }
+    cpu_worker_run "$mock" bf16 >/dev/null 2>&1 && { echo "FAIL: mock accepted bf16"; exit 1; }
+else
+    echo "SKIP: cpu-worker with the mock: $mock not built"
+fi
+if [ -n "${DUET_TEST_CPU_WORKER:-}" ] && [ -f "$DUET_TEST_CPU_WORKER" ]; then
+    out=$(cpu_worker_run "$DUET_TEST_CPU_WORKER" f32,bf16) || {
+        echo "FAIL: cpu-worker with $DUET_TEST_CPU_WORKER exited $?"
+        exit 1
+    }
+    cpu_worker_check "$out" f32 bf16
+    printf '%s\n' "$out" | grep -q '"weight_bytes_source": "worker"' || {
+        echo "FAIL: the CPU worker reports no weight bytes"
+        exit 1
+    }
+else
+    echo "SKIP: cpu-worker with the CPU worker: not built (DUET_TEST_CPU_WORKER)"
+fi
 echo "1 passed, 0 failed"

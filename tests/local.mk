@@ -41,6 +41,8 @@ AM_TESTS_ENVIRONMENT = \
 	DUET_TEST_PLUGIN_DIR='$(abs_top_builddir)/tests/.libs'; export DUET_TEST_PLUGIN_DIR; \
 	DUET_TEST_PLUGINS='$(EXPORT_CHECKED_PLUGINS)'; export DUET_TEST_PLUGINS; \
 	DUET_TEST_LIBDUET='$(abs_top_builddir)/.libs/libduet.so'; export DUET_TEST_LIBDUET; \
+	DUET_TEST_CPU_WORKER='$(abs_top_builddir)/cpu_worker/.libs/duet_cpu_worker.so'; \
+	export DUET_TEST_CPU_WORKER; \
 	unset DUET_PLUGIN_PATH;
 
 # ---- Check suites -----------------------------------------------------------------------
@@ -96,7 +98,7 @@ installcheck-local: $(check_LTLIBRARIES)
 # The Check suites under valgrind, without Check's fork so that leaks are seen.
 check-valgrind:
 	@test -n "$(VALGRIND)" || { echo "valgrind not found"; exit 1; }
-	CK_FORK=no $(MAKE) $(AM_MAKEFLAGS) check TESTS='$(CHECK_TESTS)' \
+	CK_FORK=no DUET_TEST_VALGRIND=1 $(MAKE) $(AM_MAKEFLAGS) check TESTS='$(CHECK_TESTS)' \
 	  LOG_COMPILER='$(LIBTOOL) --mode=execute $(VALGRIND) --error-exitcode=99 --quiet \
 	  --leak-check=full --errors-for-leak-kinds=definite \
 	  --suppressions=$(abs_top_srcdir)/tests/valgrind.supp'

@@ -27,6 +27,8 @@ static const struct {
      duet__bench_block_manager},
     {"scheduler", "continuous batching: decode steps at 64..4096 sequences, 1000-prompt burst",
      duet__bench_scheduler},
+    {"cpu-worker", "worker plugin: prefill and decode tokens/s, memory bandwidth, its limit",
+     duet__bench_cpu_worker},
 };
 
 #define N_BENCHES (sizeof(benches) / sizeof(benches[0]))
@@ -46,36 +48,186 @@ static void usage(FILE *f)
                "  -h, --help        this text\n"
                "  -V, --version     the version\n"
                "\n"
+               "cpu-worker options (lists: comma-separated or the option repeated):\n"
+               "  --plugin NAME|PATH  worker plugin (default cpu: $DUET_PLUGIN_PATH, the build\n"
+               "                      tree, then the install directory)\n"
+               "  --models DIR        where generated models are kept and reused\n"
+               "                      (default bench-models)\n"
+               "  --preset NAME,...   model shapes (duet-mkmodel --list, or tiny; default\n"
+               "                      llama-68m,tinyllama-1.1b; tiny with --quick)\n"
+               "  --dtype f32|bf16,...  compute dtypes (default f32,bf16)\n"
+               "  --batch N,...       decode batch sizes (default 1,4,16)\n"
+               "  --threads N         worker and bandwidth-probe threads (default: all CPUs)\n"
+               "  --prompt-len N      prefill tokens (default 512; 64 with --quick)\n"
+               "  --context N         decode context before the timed steps (default 128;\n"
+               "                      32 with --quick)\n"
+               "\n"
                "Benchmarks:\n");
     for (size_t i = 0; i < N_BENCHES; i++)
         fprintf(f, "  %-15s %s\n", benches[i].name, benches[i].what);
 }
 
+/* The first "model name" of /proc/cpuinfo, or "" where there is none. */
+static void cpu_model(char *buf, size_t size)
+{
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+
+    buf[0] = '\0';
+    while (f && fgets(line, sizeof(line), f)) {
+        char *colon = strchr(line, ':');
+
+        if (strncmp(line, "model name", 10) != 0 || !colon)
+            continue;
+        colon += strspn(colon + 1, " \t") + 1;
+        colon[strcspn(colon, "\n")] = '\0';
+        snprintf(buf, size, "%s", colon);
+        break;
+    }
+    if (f)
+        fclose(f);
+}
+
 static json_t *machine_info(void)
 {
     struct utsname u;
+    char model[256];
 
     if (uname(&u) != 0)
         return json_object();
-    return json_pack("{s:s, s:s, s:I}", "system", u.sysname, "machine", u.machine, "cpus",
-                     (json_int_t)sysconf(_SC_NPROCESSORS_ONLN));
+    cpu_model(model, sizeof(model));
+    return json_pack("{s:s, s:s, s:s, s:I, s:I}", "system", u.sysname, "machine", u.machine,
+                     "cpu_model", model, "cpus", (json_int_t)sysconf(_SC_NPROCESSORS_ONLN),
+                     "memory_bytes",
+                     (json_int_t)sysconf(_SC_PHYS_PAGES) * (json_int_t)sysconf(_SC_PAGESIZE));
+}
+
+enum {
+    OPT_PLUGIN = 256,
+    OPT_MODELS,
+    OPT_PRESET,
+    OPT_DTYPE,
+    OPT_BATCH,
+    OPT_THREADS,
+    OPT_PROMPT_LEN,
+    OPT_CONTEXT,
+};
+
+static bool parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
+{
+    char *end;
+    unsigned long v;
+
+    errno = 0;
+    v = strtoul(s, &end, 10);
+    if (errno || end == s || *end || *s == '-' || v < lo || v > hi)
+        return false;
+    *out = (uint32_t)v;
+    return true;
+}
+
+/* Appends the comma-separated items of arg (modified in place) to list[*n]. */
+static bool parse_list(char *arg, const char **list, int *n)
+{
+    char *save = NULL;
+
+    for (char *item = strtok_r(arg, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        if (*n >= DUET_BENCH_MAX_LIST)
+            return false;
+        list[(*n)++] = item;
+    }
+    return true;
+}
+
+static bool parse_batches(char *arg, struct duet_bench_worker_opts *w)
+{
+    const char *items[DUET_BENCH_MAX_LIST];
+    int n = 0;
+
+    if (!parse_list(arg, items, &n) || w->n_batches + n > DUET_BENCH_MAX_LIST)
+        return false;
+    for (int i = 0; i < n; i++)
+        if (!parse_u32(items[i], 1, 4096, &w->batches[w->n_batches++]))
+            return false;
+    return true;
+}
+
+static bool parse_dtypes(char *arg, struct duet_bench_worker_opts *w)
+{
+    int first = w->n_dtypes;
+
+    if (!parse_list(arg, w->dtypes, &w->n_dtypes))
+        return false;
+    for (int i = first; i < w->n_dtypes; i++)
+        if (strcmp(w->dtypes[i], "f32") && strcmp(w->dtypes[i], "bf16") &&
+            strcmp(w->dtypes[i], "f16"))
+            return false;
+    return true;
+}
+
+/* The cpu-worker options; false for an invalid value. */
+static bool parse_worker_opt(int c, char *arg, struct duet_bench_worker_opts *w)
+{
+    switch (c) {
+    case OPT_PLUGIN:
+        w->plugin = arg;
+        return *arg != '\0';
+    case OPT_MODELS:
+        w->models = arg;
+        return *arg != '\0';
+    case OPT_PRESET:
+        return parse_list(arg, w->presets, &w->n_presets);
+    case OPT_DTYPE:
+        return parse_dtypes(arg, w);
+    case OPT_BATCH:
+        return parse_batches(arg, w);
+    case OPT_THREADS:
+        return parse_u32(arg, 1, 1024, &w->threads);
+    case OPT_PROMPT_LEN:
+        return parse_u32(arg, 1, 1u << 20, &w->prompt_len);
+    case OPT_CONTEXT:
+        return parse_u32(arg, 1, 1u << 20, &w->context);
+    }
+    return false;
 }
 
 /* Returns -1 to go on, or the exit status. */
 static int parse_args(int argc, char **argv, struct duet_bench_opts *o)
 {
-    static const struct option longopts[] = {{"seconds", required_argument, NULL, 't'},
-                                             {"repeats", required_argument, NULL, 'r'},
-                                             {"quick", no_argument, NULL, 'q'},
-                                             {"list", no_argument, NULL, 'l'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {"version", no_argument, NULL, 'V'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        {"seconds", required_argument, NULL, 't'},
+        {"repeats", required_argument, NULL, 'r'},
+        {"quick", no_argument, NULL, 'q'},
+        {"list", no_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {"plugin", required_argument, NULL, OPT_PLUGIN},
+        {"models", required_argument, NULL, OPT_MODELS},
+        {"preset", required_argument, NULL, OPT_PRESET},
+        {"dtype", required_argument, NULL, OPT_DTYPE},
+        {"batch", required_argument, NULL, OPT_BATCH},
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"prompt-len", required_argument, NULL, OPT_PROMPT_LEN},
+        {"context", required_argument, NULL, OPT_CONTEXT},
+        {NULL, 0, NULL, 0}};
     char *end;
     int c;
 
-    *o = (struct duet_bench_opts){.seconds = 1.0, .repeats = 5};
+    *o = (struct duet_bench_opts){
+        .seconds = 1.0, .repeats = 5, .worker = {.plugin = "cpu", .models = "bench-models"}};
     while ((c = getopt_long(argc, argv, "t:r:qlhV", longopts, NULL)) != -1) {
+        if (c >= OPT_PLUGIN) {
+            char shown[256];
+            size_t i = 0;
+
+            snprintf(shown, sizeof(shown), "%s", optarg); /* parsing splits optarg */
+            if (parse_worker_opt(c, optarg, &o->worker))
+                continue;
+            while (longopts[i].val != c)
+                i++;
+            fprintf(stderr, "duet-bench: invalid value '%s' for --%s\n", shown, longopts[i].name);
+            return 2;
+        }
         switch (c) {
         case 't':
             errno = 0;

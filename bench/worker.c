@@ -1,0 +1,859 @@
+/*
+ * Worker plugin benchmark (cpu-worker): prefill and decode tokens per second of a worker plugin
+ * (the CPU worker by default) on generated models with public models' shapes, beside the
+ * machine's measured memory bandwidth and the fraction of the bandwidth limit that decode
+ * reaches.
+ *
+ *   1. Memory bandwidth: threads (as many as the worker's) each sum their share of a 1 GiB
+ *      buffer (far beyond the L3 cache), in GB/s (10^9 bytes). A probe of several passes runs
+ *      before each (preset, dtype) and once at the end: on a shared machine the bandwidth a
+ *      probe sees moves with the neighbours' load, and the limit below uses the best pass of
+ *      the whole run (the highest bandwidth the machine showed, so the smallest fraction).
+ *   2. For each preset, a model folder is generated once into the models directory
+ *      (<models>/<preset>-bf16: bf16 files; a worker computing in f32 converts at load) and
+ *      reused by later runs.
+ *   3. For each (preset, dtype): the plugin is loaded, a target worker created with
+ *      target.dtype and target.threads, a KV cache of block size 16 allocated, then
+ *      - prefill: one sequence of prompt_len tokens in one execute (1 output row);
+ *      - decode at batch B: B sequences whose first `context` positions hold a prompt (prefilled
+ *        once, copied into each sequence's own blocks), then steps of one token per sequence,
+ *        greedy, feeding back the sampled token. Positions run from context to
+ *        context + WINDOW - 1 and start again, so the attended context stays near `context`.
+ *
+ * Only execute() is timed. The bandwidth model of a decode step (reported as "model" in each
+ * decode result): the step reads every weight the worker keeps resident (its describe()
+ * weight_bytes: the CPU worker's packed projections and lm_head in the compute dtype and its
+ * norms; the embedding table stays in the file mapping, of which only B rows are read), and each
+ * sequence's K and V of every attended position:
+ *
+ *   bytes_per_step = weight_bytes_read + B × mean_context × block_bytes / block_size
+ *   limit_tokens_per_s = B × bandwidth / bytes_per_step,   fraction = measured / limit
+ */
+#define _GNU_SOURCE
+#include "bench.h"
+
+#include "../model/model-int.h"
+
+#include <duet/config.h>
+#include <duet/loader.h>
+#include <duet/plugin.h>
+
+#include <errno.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#ifndef DUET_BENCH_PLUGIN_DIR
+#define DUET_BENCH_PLUGIN_DIR NULL /* the build tree's cpu_worker/.libs, set by bench/local.mk */
+#endif
+
+#define BLOCK_SIZE 16
+#define WINDOW 64      /* decode positions before starting again at `context` */
+#define QUICK_WINDOW 8 /* the same with --quick */
+#define BW_BYTES (1ull << 30)
+#define BW_QUICK_BYTES (64ull << 20)
+#define BW_PASSES 20
+#define MAX_THREADS 1024
+
+static const char *const default_presets[] = {"llama-68m", "tinyllama-1.1b"};
+static const char *const default_dtypes[] = {"f32", "bf16"};
+static const uint32_t default_batches[] = {1, 4, 16};
+
+static const char bw_model[] =
+    "limit_tokens_per_s = batch * bandwidth / (weight_bytes_read + batch * mean_context * "
+    "block_bytes / block_size); weight_bytes_read = the worker's duet_model_info.weight_bytes "
+    "(the weights it keeps resident and reads every step; weight_bytes_source = worker), or when "
+    "it reports 0, every parameter but the embedding tables times the element size of the "
+    "compute dtype (f32 4, bf16 2; weight_bytes_source = parameters); fraction = tokens_per_s / "
+    "limit_tokens_per_s";
+static const char flop_model[] =
+    "gflop_per_s = (2 * layer_params * tokens + 2 * lm_head_params + 2 * num_layers * num_heads "
+    "* head_dim * tokens * (tokens + 1)) / time";
+
+/* ---- memory bandwidth -------------------------------------------------------------------- */
+
+typedef uint64_t bw_vec __attribute__((vector_size(16)));
+
+struct bw_part {
+    const bw_vec *p; /* this thread's share of the buffer */
+    size_t n;        /* vectors in it (a multiple of 4) */
+    uint64_t sum;    /* what it read, so that the reads are not optimised away */
+};
+
+static void *bw_read(void *arg)
+{
+    struct bw_part *part = arg;
+    bw_vec a = {0}, b = {0}, c = {0}, d = {0};
+
+    for (size_t i = 0; i < part->n; i += 4) {
+        a += part->p[i];
+        b += part->p[i + 1];
+        c += part->p[i + 2];
+        d += part->p[i + 3];
+    }
+    a += b + c + d;
+    part->sum = a[0] + a[1];
+    return NULL;
+}
+
+/* One pass over the buffer by `threads` threads (the calling one included); ns of the pass. */
+static int bw_pass(const void *buf, size_t bytes, uint32_t threads, uint64_t *ns, uint64_t *sink)
+{
+    struct bw_part parts[MAX_THREADS] = {{0}};
+    pthread_t tids[MAX_THREADS];
+    size_t per = bytes / sizeof(bw_vec) / threads / 4 * 4;
+    uint64_t t0 = duet__bench_now_ns();
+    uint32_t started = 1;
+    int rc = 0;
+
+    for (uint32_t t = 0; t < threads; t++)
+        parts[t] = (struct bw_part){.p = (const bw_vec *)buf + t * per, .n = per};
+    for (; started < threads; started++)
+        if (pthread_create(&tids[started], NULL, bw_read, &parts[started]) != 0) {
+            rc = 1;
+            break;
+        }
+    bw_read(&parts[0]);
+    for (uint32_t t = 1; t < started; t++)
+        pthread_join(tids[t], NULL);
+    *ns = duet__bench_now_ns() - t0;
+    for (uint32_t t = 0; t < started; t++)
+        *sink += parts[t].sum;
+    if (rc)
+        fprintf(stderr, "duet-bench: cpu-worker: cannot start %u threads\n", threads);
+    return rc;
+}
+
+/* Measures the read bandwidth and reports it; *best (bytes/s) is raised to the best pass. */
+static int bench_bandwidth(const struct duet_bench_opts *o, uint32_t threads, const char *when,
+                           json_t *results, double *best)
+{
+    size_t bytes = o->quick ? BW_QUICK_BYTES : BW_BYTES;
+    int passes = o->quick ? 3 : BW_PASSES;
+    struct duet_bench_samples s = {0};
+    struct duet_bench_result r;
+    volatile uint64_t keep;
+    uint64_t sink = 0, ns;
+    void *buf = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    if (buf == MAP_FAILED) {
+        fprintf(stderr, "duet-bench: cpu-worker: cannot map %zu bytes: %s\n", bytes,
+                strerror(errno));
+        return 1;
+    }
+    madvise(buf, bytes, MADV_HUGEPAGE);
+    memset(buf, 1, bytes); /* fault every page in before timing */
+    for (int i = 0; i < passes; i++) {
+        if (bw_pass(buf, bytes, threads, &ns, &sink)) {
+            munmap(buf, bytes);
+            return 1;
+        }
+        duet__bench_sample(&s, ns, 1);
+    }
+    keep = sink;
+    (void)keep;
+    munmap(buf, bytes);
+    duet__bench_finish(&s, "memory_read_bandwidth", &r);
+    if ((double)bytes * 1e9 / r.ns_best > *best)
+        *best = (double)bytes * 1e9 / r.ns_best;
+    duet__bench_report(results, &r,
+                       json_pack("{s:s, s:s, s:I, s:i, s:i, s:f, s:f}", "what",
+                                 "read-only sum over a buffer (GB = 1e9 bytes); one operation is "
+                                 "one pass over the buffer",
+                                 "when", when, "buffer_bytes", (json_int_t)bytes, "threads",
+                                 threads, "passes", passes, "gb_per_s", (double)bytes / r.ns_median,
+                                 "gb_per_s_best", (double)bytes / r.ns_best));
+    return 0;
+}
+
+/* ---- model folders ------------------------------------------------------------------------ */
+
+/* A preset's shapes, or "tiny": a 2-layer Llama for smoke tests. false for an unknown name. */
+static bool preset_desc(const char *name, duet_model_desc *out)
+{
+    const struct duet__preset *p;
+
+    if (strcmp(name, "tiny") == 0) {
+        *out = duet__preset_find("llama-68m")->desc;
+        out->hidden_size = 64;
+        out->intermediate_size = 128;
+        out->num_heads = 4;
+        out->num_kv_heads = 2;
+        out->head_dim = 16;
+        out->vocab_size = 512;
+    } else if ((p = duet__preset_find(name)) != NULL) {
+        *out = p->desc;
+    } else {
+        return false;
+    }
+    out->torch_dtype = DUET_DTYPE_BF16;
+    return true;
+}
+
+/* mkdir -p */
+static int make_dirs(const char *path)
+{
+    char buf[4096];
+    size_t n = strlen(path);
+
+    if (n >= sizeof(buf))
+        return -1;
+    memcpy(buf, path, n + 1);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* True when dir holds a readable model of desc's shapes. */
+static bool model_usable(const char *dir, const duet_model_desc *desc)
+{
+    duet_model *m;
+    const duet_model_desc *d;
+    char err[512];
+    bool ok;
+
+    if (duet_model_create(dir, DUET_MODEL_QUIET, &m, err, sizeof(err)))
+        return false;
+    d = duet_model_describe(m);
+    ok = d->hidden_size == desc->hidden_size && d->num_layers == desc->num_layers &&
+         d->intermediate_size == desc->intermediate_size && d->vocab_size == desc->vocab_size &&
+         d->num_kv_heads == desc->num_kv_heads;
+    duet_model_destroy(m);
+    return ok;
+}
+
+/* Bytes the generated files will take: every element of the layout in bf16. */
+static uint64_t model_file_bytes(const duet_model_desc *desc)
+{
+    struct duet__slot *slots;
+    uint64_t numel = 0;
+    size_t n;
+
+    if (duet__layout_build(desc, &slots, &n))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        numel += duet__slot_numel(&slots[i]);
+    free(slots);
+    return numel * 2;
+}
+
+/* Generates the preset into dir unless a usable model is there already. */
+static int ensure_model(const char *root, const char *preset, const duet_model_desc *desc,
+                        const char *dir)
+{
+    struct duet__gen_params p = {.desc = *desc, .dir = dir, .seed = 1, .force = true};
+    uint64_t bytes = model_file_bytes(desc), need = bytes + (64ull << 20);
+    char err[1024];
+    struct duet__msg msg = {err, sizeof(err)};
+    struct statvfs fs;
+
+    if (model_usable(dir, desc))
+        return 0;
+    if (make_dirs(root) != 0 || statvfs(root, &fs) != 0) {
+        fprintf(stderr, "duet-bench: cpu-worker: %s: %s\n", root, strerror(errno));
+        return 1;
+    }
+    if ((uint64_t)fs.f_bavail * fs.f_frsize < need) {
+        fprintf(stderr, "duet-bench: cpu-worker: %s needs %.1f GB for %s, %.1f GB free\n", root,
+                need / 1e9, preset, (double)fs.f_bavail * fs.f_frsize / 1e9);
+        return 1;
+    }
+    fprintf(stderr, "duet-bench: cpu-worker: generating %s (%.1f MB of bf16) in %s\n", preset,
+            bytes / 1e6, dir);
+    p.tail_from = desc->num_layers;
+    if (duet__gen_check(&p, &msg) || duet__gen_model(&p, &msg)) {
+        fprintf(stderr, "duet-bench: cpu-worker: %s\n", err);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- one worker ---------------------------------------------------------------------------- */
+
+/* Parameter counts of a model folder, by what a forward step does with them. */
+struct params {
+    uint64_t embed;  /* embedding tables not used as lm_head: only the fed rows are read */
+    uint64_t head;   /* lm_head (or the tied embeddings) */
+    uint64_t layers; /* everything else: the layers and the final norm */
+    uint32_t num_layers, num_heads, head_dim;
+};
+
+static int count_params(const char *dir, struct params *out)
+{
+    const duet_model_desc *d;
+    duet_model *m;
+    char err[512];
+
+    if (duet_model_create(dir, DUET_MODEL_QUIET, &m, err, sizeof(err))) {
+        fprintf(stderr, "duet-bench: cpu-worker: %s\n", err);
+        return 1;
+    }
+    d = duet_model_describe(m);
+    *out = (struct params){
+        .num_layers = d->num_layers, .num_heads = d->num_heads, .head_dim = d->head_dim};
+    for (size_t i = 0; i < duet_model_num_tensors(m); i++) {
+        const duet_tensor *t = duet_model_tensor_at(m, i);
+        uint64_t numel = t->nbytes / duet_dtype_size(t->dtype);
+        bool tok = strstr(t->name, "embed_tokens") != NULL;
+
+        if (strncmp(t->name, "lm_head", 7) == 0 || (tok && d->tie_word_embeddings))
+            out->head += numel;
+        else if (tok || strstr(t->name, "embed_positions"))
+            out->embed += numel;
+        else
+            out->layers += numel;
+    }
+    duet_model_destroy(m);
+    return 0;
+}
+
+/* A created worker with its cache, and what it runs on. */
+struct bench_worker {
+    duet_config *cfg;
+    duet_host *host;
+    duet_plugin *plugin;
+    const duet_worker_plugin *tbl; /* owned by plugin */
+    duet_worker *w;
+    duet_model_info info;
+    uint64_t block_bytes; /* one block: every layer, K and V */
+    uint32_t num_blocks;  /* allocated */
+};
+
+static int config_setf(duet_config *cfg, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int config_setf(duet_config *cfg, const char *fmt, ...)
+{
+    char buf[4200];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    if (duet_config_set(cfg, buf)) {
+        fprintf(stderr, "duet-bench: cpu-worker: %s\n", duet_config_error(cfg));
+        return 1;
+    }
+    return 0;
+}
+
+/* Configuration, host services and the loaded, checked plugin. */
+static int worker_load(struct bench_worker *wk, const struct duet_bench_opts *o, const char *dir,
+                       const char *dtype, uint32_t threads)
+{
+    char err[1024];
+
+    if (duet_config_create(&wk->cfg) || config_setf(wk->cfg, "model=\"%s\"", dir) ||
+        config_setf(wk->cfg, "target.dtype=%s", dtype) ||
+        config_setf(wk->cfg, "target.threads=%u", threads))
+        return 1;
+    if (duet_config_validate(wk->cfg)) {
+        fprintf(stderr, "duet-bench: cpu-worker: %s\n", duet_config_error(wk->cfg));
+        return 1;
+    }
+    if (duet_host_create(wk->cfg, DUET_LOG_WARN, &wk->host))
+        return 1;
+    if (duet_plugin_load(o->worker.plugin, DUET_BENCH_PLUGIN_DIR, duet_host_services_of(wk->host),
+                         &wk->plugin, err, sizeof(err)) ||
+        duet_plugin_check_settings(wk->plugin, wk->cfg, "target", DUET_ROLE_TARGET, err,
+                                   sizeof(err))) {
+        fprintf(stderr, "duet-bench: cpu-worker: %s\n", err);
+        return 1;
+    }
+    wk->tbl = duet_plugin_table(wk->plugin);
+    return 0;
+}
+
+static int worker_fail(const struct bench_worker *wk, const char *what, duet_status st)
+{
+    fprintf(stderr, "duet-bench: cpu-worker: %s: %s: %s\n", what, duet_status_str(st),
+            wk->tbl->last_error(wk->w));
+    return 1;
+}
+
+/* Creates the worker and a cache of num_blocks blocks. */
+static int worker_open(struct bench_worker *wk, const char *dir, uint32_t num_blocks)
+{
+    duet_worker_params params = {.struct_size = sizeof(params),
+                                 .role = DUET_ROLE_TARGET,
+                                 .model_dir = dir,
+                                 .section = "target",
+                                 .host = duet_host_services_of(wk->host)};
+    duet_cache_geometry geom = {.struct_size = sizeof(geom), .block_size = BLOCK_SIZE};
+    duet_cache_config cc = {
+        .struct_size = sizeof(cc), .block_size = BLOCK_SIZE, .num_blocks = num_blocks};
+    duet_status st;
+    char err[1024];
+
+    if ((st = wk->tbl->create(&params, &wk->w, err, sizeof(err))) != DUET_STATUS_OK) {
+        fprintf(stderr, "duet-bench: cpu-worker: create: %s: %s\n", duet_status_str(st), err);
+        return 1;
+    }
+    wk->info.struct_size = sizeof(wk->info);
+    if ((st = wk->tbl->describe(wk->w, &wk->info)) != DUET_STATUS_OK)
+        return worker_fail(wk, "describe", st);
+    if ((st = wk->tbl->cache_geometry(wk->w, &geom)) != DUET_STATUS_OK)
+        return worker_fail(wk, "cache_geometry", st);
+    wk->block_bytes = geom.block_bytes;
+    if ((st = wk->tbl->init_cache(wk->w, &cc)) != DUET_STATUS_OK)
+        return worker_fail(wk, "init_cache", st);
+    wk->num_blocks = num_blocks;
+    return 0;
+}
+
+static void worker_close(struct bench_worker *wk)
+{
+    if (wk->tbl)
+        wk->tbl->destroy(wk->w);
+    duet_plugin_unload(wk->plugin);
+    duet_host_destroy(wk->host);
+    duet_config_destroy(wk->cfg);
+}
+
+static int worker_run(struct bench_worker *wk, const duet_batch *b, duet_batch_output *out,
+                      const char *what)
+{
+    duet_status st = wk->tbl->execute(wk->w, b, out);
+
+    return st ? worker_fail(wk, what, st) : 0;
+}
+
+/* ---- the measurements ---------------------------------------------------------------------- */
+
+/* One (preset, dtype): its worker, its sizes and the block ranges of each phase. */
+struct run {
+    const struct duet_bench_opts *o;
+    json_t *results;
+    const char *preset, *dtype;
+    uint32_t threads;
+    uint32_t elem_bytes; /* of the compute dtype */
+    struct params params;
+    struct bench_worker wk;
+    uint32_t prompt_len, context, window, max_batch;
+    uint32_t prefill_blocks; /* blocks 0 .. prefill_blocks - 1: the prefill sequence */
+    uint32_t tmpl_blocks;    /* the next ones: the decode prompt, prefilled once */
+    uint32_t seq_blocks;     /* then max_batch sequences of seq_blocks each */
+    int32_t first_token;     /* sampled after the decode prompt */
+};
+
+static uint32_t ceil_div(uint32_t a, uint32_t b)
+{
+    return (a + b - 1) / b;
+}
+
+static const duet_sampling_params greedy = {.temperature = 0, .top_p = 1.0f};
+
+/* Deterministic prompt tokens in 3 .. vocab - 1. */
+static void fill_tokens(int32_t *t, uint32_t n, uint32_t vocab, uint32_t salt)
+{
+    for (uint32_t i = 0; i < n; i++)
+        t[i] = (int32_t)(3 + (i * 2654435761u + salt * 40503u) % (vocab > 4 ? vocab - 3 : 1));
+}
+
+/* Times fn over o->repeats repetitions of o->seconds / repeats each (at least one call). */
+static int measure(struct run *r, int (*fn)(struct run *, void *), void *arg,
+                   struct duet_bench_samples *s)
+{
+    for (int rep = 0; rep < r->o->repeats; rep++) {
+        uint64_t ns = 0, ops = 0;
+        uint64_t end = duet__bench_now_ns() + (uint64_t)(r->o->seconds / r->o->repeats * 1e9);
+
+        do {
+            uint64_t t0 = duet__bench_now_ns();
+            if (fn(r, arg))
+                return 1;
+            ns += duet__bench_now_ns() - t0;
+            ops++;
+        } while (duet__bench_now_ns() < end);
+        duet__bench_sample(s, ns, ops);
+    }
+    return 0;
+}
+
+/* A single-sequence execute: tokens at positions pos.., the last one producing a row. */
+struct one_seq {
+    duet_seq seq;
+    duet_batch batch;
+    duet_batch_output out;
+    int32_t token; /* the output row's token */
+};
+
+static void one_seq_init(struct one_seq *q, const int32_t *tokens, uint32_t n,
+                         const uint32_t *table, uint32_t n_blocks)
+{
+    q->seq = (duet_seq){.tokens = tokens,
+                        .n_tokens = n,
+                        .block_table = table,
+                        .n_blocks = n_blocks,
+                        .n_outputs = 1,
+                        .sampling = greedy};
+    q->batch = (duet_batch){.struct_size = sizeof(q->batch),
+                            .n_seqs = 1,
+                            .seq_size = sizeof(duet_seq),
+                            .seqs = &q->seq};
+    q->out = (duet_batch_output){.struct_size = sizeof(q->out), .n_rows = 1, .tokens = &q->token};
+}
+
+static int prefill_step(struct run *r, void *arg)
+{
+    struct one_seq *q = arg;
+
+    return worker_run(&r->wk, &q->batch, &q->out, "prefill");
+}
+
+static json_t *prefill_extra(const struct run *r, const struct duet_bench_result *res)
+{
+    const struct params *p = &r->params;
+    double n = r->prompt_len;
+    double flop = 2.0 * p->layers * n + 2.0 * p->head +
+                  2.0 * p->num_layers * p->num_heads * p->head_dim * n * (n + 1);
+
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:f, s:f, s:f, s:s}", "preset", r->preset,
+                     "dtype", r->dtype, "phase", "prefill", "plugin",
+                     duet_plugin_path(r->wk.plugin), "plugin_version", r->wk.tbl->version,
+                     "threads", r->threads, "tokens", r->prompt_len, "tokens_per_s",
+                     n * 1e9 / res->ns_median, "tokens_per_s_best", n * 1e9 / res->ns_best,
+                     "gflop_per_s", flop / res->ns_median, "flop_model", flop_model);
+}
+
+/* One prompt of prompt_len tokens per execute, in blocks 0... */
+static int bench_prefill(struct run *r)
+{
+    uint32_t n = r->prompt_len, nb = r->prefill_blocks;
+    int32_t *tokens = malloc(n * sizeof(*tokens));
+    uint32_t *table = malloc(nb * sizeof(*table));
+    struct duet_bench_samples s = {0};
+    struct duet_bench_result res;
+    struct one_seq q;
+    char name[160];
+    int rc = 1;
+
+    if (!tokens || !table)
+        goto out;
+    fill_tokens(tokens, n, r->wk.info.vocab_size, 1);
+    for (uint32_t i = 0; i < nb; i++)
+        table[i] = i;
+    one_seq_init(&q, tokens, n, table, nb);
+    if (prefill_step(r, &q) || measure(r, prefill_step, &q, &s)) /* the first call warms up */
+        goto out;
+    snprintf(name, sizeof(name), "%s_%s_prefill_%u", r->preset, r->dtype, n);
+    duet__bench_finish(&s, name, &res);
+    duet__bench_report(r->results, &res, prefill_extra(r, &res));
+    rc = 0;
+out:
+    free(tokens);
+    free(table);
+    return rc;
+}
+
+/* Prefills the decode prompt once into the template blocks; its sampled token is first_token. */
+static int prefill_template(struct run *r)
+{
+    uint32_t n = r->context, nb = r->tmpl_blocks;
+    int32_t *tokens = malloc(n * sizeof(*tokens));
+    uint32_t *table = malloc(nb * sizeof(*table));
+    struct one_seq q;
+    int rc = 1;
+
+    if (tokens && table) {
+        fill_tokens(tokens, n, r->wk.info.vocab_size, 2);
+        for (uint32_t i = 0; i < nb; i++)
+            table[i] = r->prefill_blocks + i;
+        one_seq_init(&q, tokens, n, table, nb);
+        rc = worker_run(&r->wk, &q.batch, &q.out, "decode prompt");
+        r->first_token = q.token;
+    }
+    free(tokens);
+    free(table);
+    return rc;
+}
+
+/* B sequences decoding together. */
+struct decode {
+    uint32_t batch;
+    duet_seq *seqs;   /* [batch] */
+    int32_t *fed;     /* [batch] the token each sequence is fed */
+    int32_t *sampled; /* [batch] output rows */
+    uint32_t *tables; /* [batch][seq_blocks] */
+    uint32_t step;    /* position context + step is fed next */
+    uint64_t ctx_sum; /* attended positions, summed over timed sequence steps */
+    uint64_t ctx_n;   /* sequence steps in ctx_sum */
+    duet_batch b;
+    duet_batch_output out;
+};
+
+static int decode_step(struct run *r, void *arg)
+{
+    struct decode *d = arg;
+    uint32_t pos = r->context + d->step;
+
+    for (uint32_t i = 0; i < d->batch; i++) {
+        d->fed[i] = d->step == 0 ? r->first_token : d->sampled[i];
+        d->seqs[i].pos = pos;
+    }
+    if (worker_run(&r->wk, &d->b, &d->out, "decode step"))
+        return 1;
+    d->ctx_sum += (uint64_t)(pos + 1) * d->batch;
+    d->ctx_n += d->batch;
+    d->step = (d->step + 1) % r->window;
+    return 0;
+}
+
+/* Copies the template blocks into each sequence's first blocks (a batch of cache operations). */
+static int copy_template(struct run *r, const struct decode *d)
+{
+    uint32_t n = d->batch * r->tmpl_blocks;
+    duet_block_pair *pairs = malloc(n * sizeof(*pairs));
+    duet_batch b = {.struct_size = sizeof(b), .n_copy = n, .seq_size = sizeof(duet_seq)};
+    duet_batch_output out = {.struct_size = sizeof(out)};
+    int rc;
+
+    if (!pairs)
+        return 1;
+    for (uint32_t i = 0; i < d->batch; i++)
+        for (uint32_t k = 0; k < r->tmpl_blocks; k++)
+            pairs[i * r->tmpl_blocks + k] = (duet_block_pair){
+                .src = r->prefill_blocks + k, .dst = d->tables[i * r->seq_blocks + k]};
+    b.copy = pairs;
+    rc = worker_run(&r->wk, &b, &out, "copy the decode prompt");
+    free(pairs);
+    return rc;
+}
+
+static int decode_init(struct run *r, struct decode *d, uint32_t batch)
+{
+    uint32_t base = r->prefill_blocks + r->tmpl_blocks;
+
+    *d = (struct decode){.batch = batch,
+                         .seqs = calloc(batch, sizeof(duet_seq)),
+                         .fed = calloc(batch, sizeof(int32_t)),
+                         .sampled = calloc(batch, sizeof(int32_t)),
+                         .tables = calloc((size_t)batch * r->seq_blocks, sizeof(uint32_t))};
+    if (!d->seqs || !d->fed || !d->sampled || !d->tables)
+        return 1;
+    for (uint32_t i = 0; i < batch; i++) {
+        for (uint32_t k = 0; k < r->seq_blocks; k++)
+            d->tables[i * r->seq_blocks + k] = base + i * r->seq_blocks + k;
+        d->seqs[i] = (duet_seq){.seq_id = i,
+                                .tokens = &d->fed[i],
+                                .n_tokens = 1,
+                                .block_table = &d->tables[i * r->seq_blocks],
+                                .n_blocks = r->seq_blocks,
+                                .n_outputs = 1,
+                                .sampling = greedy};
+    }
+    d->b = (duet_batch){.struct_size = sizeof(d->b),
+                        .n_seqs = batch,
+                        .seq_size = sizeof(duet_seq),
+                        .seqs = d->seqs};
+    d->out =
+        (duet_batch_output){.struct_size = sizeof(d->out), .n_rows = batch, .tokens = d->sampled};
+    return copy_template(r, d);
+}
+
+static void decode_fini(struct decode *d)
+{
+    free(d->seqs);
+    free(d->fed);
+    free(d->sampled);
+    free(d->tables);
+}
+
+static json_t *decode_extra(const struct run *r, const struct decode *d,
+                            const struct duet_bench_result *res)
+{
+    double b = d->batch, ctx = d->ctx_n ? (double)d->ctx_sum / d->ctx_n : 0;
+    bool from_worker = r->wk.info.weight_bytes > 0;
+    double weights = from_worker ? (double)r->wk.info.weight_bytes
+                                 : (double)(r->params.layers + r->params.head) * r->elem_bytes;
+
+    return json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:I, s:s, s:I, s:f}", "preset",
+                     r->preset, "dtype", r->dtype, "phase", "decode", "threads", r->threads,
+                     "batch", d->batch, "prompt_context", r->context, "mean_context", ctx,
+                     "tokens_per_s", b * 1e9 / res->ns_median, "tokens_per_s_best",
+                     b * 1e9 / res->ns_best, "weight_bytes_read", (json_int_t)weights,
+                     "weight_bytes_source", from_worker ? "worker" : "parameters", "block_bytes",
+                     (json_int_t)r->wk.block_bytes, "kv_bytes_read",
+                     b * ctx * (double)r->wk.block_bytes / BLOCK_SIZE);
+}
+
+static double number(const json_t *o, const char *key)
+{
+    return json_number_value(json_object_get(o, key));
+}
+
+/* Adds the bandwidth limit and the fractions to every decode result from index `from` on. */
+static void add_limits(json_t *results, size_t from, double bandwidth)
+{
+    for (size_t i = from; i < json_array_size(results); i++) {
+        json_t *o = json_array_get(results, i);
+        double b = number(o, "batch"), limit;
+        json_t *add;
+
+        if (!json_is_string(json_object_get(o, "phase")) ||
+            strcmp(json_string_value(json_object_get(o, "phase")), "decode") != 0)
+            continue;
+        limit = b * bandwidth / (number(o, "weight_bytes_read") + number(o, "kv_bytes_read"));
+        add = json_pack("{s:f, s:f, s:f, s:f, s:s}", "bandwidth_gb_per_s", bandwidth / 1e9,
+                        "limit_tokens_per_s", limit, "fraction_of_limit",
+                        number(o, "tokens_per_s") / limit, "fraction_of_limit_best",
+                        number(o, "tokens_per_s_best") / limit, "model", bw_model);
+        if (add)
+            json_object_update(o, add);
+        json_decref(add);
+    }
+}
+
+static int bench_decode(struct run *r, uint32_t batch)
+{
+    struct duet_bench_samples s = {0};
+    struct duet_bench_result res;
+    struct decode d;
+    char name[160];
+    int rc = 1;
+
+    if (decode_init(r, &d, batch) || decode_step(r, &d)) /* one untimed step warms up */
+        goto out;
+    d.ctx_sum = d.ctx_n = 0;
+    if (measure(r, decode_step, &d, &s))
+        goto out;
+    snprintf(name, sizeof(name), "%s_%s_decode_batch_%u", r->preset, r->dtype, batch);
+    duet__bench_finish(&s, name, &res);
+    duet__bench_report(r->results, &res, decode_extra(r, &d, &res));
+    rc = 0;
+out:
+    decode_fini(&d);
+    return rc;
+}
+
+/* Sizes of the run from the options; the cache takes every phase's blocks side by side. */
+static void run_sizes(struct run *r)
+{
+    const struct duet_bench_worker_opts *w = &r->o->worker;
+
+    r->prompt_len = w->prompt_len ? w->prompt_len : r->o->quick ? 64 : 512;
+    r->context = w->context ? w->context : r->o->quick ? 32 : 128;
+    r->window = r->o->quick ? QUICK_WINDOW : WINDOW;
+    r->max_batch = 0;
+    for (int i = 0; i < w->n_batches; i++)
+        r->max_batch = w->batches[i] > r->max_batch ? w->batches[i] : r->max_batch;
+    r->prefill_blocks = ceil_div(r->prompt_len, BLOCK_SIZE);
+    r->tmpl_blocks = ceil_div(r->context, BLOCK_SIZE);
+    r->seq_blocks = ceil_div(r->context + r->window, BLOCK_SIZE);
+    r->elem_bytes = strcmp(r->dtype, "f32") == 0 ? 4 : 2;
+}
+
+static int check_positions(const struct run *r)
+{
+    uint32_t max = r->wk.info.max_position;
+
+    if (r->prompt_len <= max && r->context + r->window <= max)
+        return 0;
+    fprintf(stderr,
+            "duet-bench: cpu-worker: %s: prompt %u or context %u + %u beyond the model's %u "
+            "positions\n",
+            r->preset, r->prompt_len, r->context, r->window, max);
+    return 1;
+}
+
+static int run_one(struct run *r, const char *dir)
+{
+    const struct duet_bench_worker_opts *w = &r->o->worker;
+    uint32_t blocks;
+    int rc = 1;
+
+    run_sizes(r);
+    blocks = r->prefill_blocks + r->tmpl_blocks + r->max_batch * r->seq_blocks;
+    fprintf(stderr, "duet-bench: cpu-worker: %s %s, %u threads\n", r->preset, r->dtype, r->threads);
+    if (count_params(dir, &r->params) || worker_load(&r->wk, r->o, dir, r->dtype, r->threads) ||
+        worker_open(&r->wk, dir, blocks) || check_positions(r) || bench_prefill(r) ||
+        prefill_template(r))
+        goto out;
+    for (int i = 0; i < w->n_batches; i++)
+        if (bench_decode(r, w->batches[i]))
+            goto out;
+    rc = 0;
+out:
+    worker_close(&r->wk);
+    return rc;
+}
+
+/* Fills in the defaults of the lists left empty (--quick: the tiny model only). */
+static void default_lists(struct duet_bench_worker_opts *w, bool quick)
+{
+    if (!w->n_presets && quick)
+        w->presets[w->n_presets++] = "tiny";
+    if (!w->n_presets)
+        for (size_t i = 0; i < sizeof(default_presets) / sizeof(default_presets[0]); i++)
+            w->presets[w->n_presets++] = default_presets[i];
+    if (!w->n_dtypes)
+        for (size_t i = 0; i < sizeof(default_dtypes) / sizeof(default_dtypes[0]); i++)
+            w->dtypes[w->n_dtypes++] = default_dtypes[i];
+    if (!w->n_batches)
+        for (size_t i = 0; i < sizeof(default_batches) / sizeof(default_batches[0]); i++)
+            w->batches[w->n_batches++] = default_batches[i];
+}
+
+static int bench_preset(const struct duet_bench_opts *o, const char *preset, uint32_t threads,
+                        double *bandwidth, json_t *results)
+{
+    duet_model_desc desc;
+    char dir[4200];
+
+    if (!preset_desc(preset, &desc)) {
+        fprintf(stderr,
+                "duet-bench: cpu-worker: unknown preset '%s' (duet-mkmodel --list, or "
+                "tiny)\n",
+                preset);
+        return 1;
+    }
+    snprintf(dir, sizeof(dir), "%s/%s-bf16", o->worker.models, preset);
+    if (ensure_model(o->worker.models, preset, &desc, dir))
+        return 1;
+    for (int i = 0; i < o->worker.n_dtypes; i++) {
+        char when[160];
+        struct run r = {.o = o,
+                        .results = results,
+                        .preset = preset,
+                        .dtype = o->worker.dtypes[i],
+                        .threads = threads};
+        snprintf(when, sizeof(when), "before %s %s", preset, r.dtype);
+        if (bench_bandwidth(o, threads, when, results, bandwidth) || run_one(&r, dir))
+            return 1;
+    }
+    return 0;
+}
+
+int duet__bench_cpu_worker(const struct duet_bench_opts *opts, json_t *results)
+{
+    struct duet_bench_opts o = *opts;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    uint32_t threads = o.worker.threads ? o.worker.threads : (uint32_t)(cpus > 0 ? cpus : 1);
+    double bandwidth = 0;
+    size_t first = json_array_size(results);
+
+    if (threads > MAX_THREADS) {
+        fprintf(stderr, "duet-bench: cpu-worker: at most %d threads\n", MAX_THREADS);
+        return 1;
+    }
+    default_lists(&o.worker, o.quick);
+    for (int i = 0; i < o.worker.n_presets; i++)
+        if (bench_preset(&o, o.worker.presets[i], threads, &bandwidth, results))
+            return 1;
+    if (bench_bandwidth(&o, threads, "end", results, &bandwidth))
+        return 1;
+    add_limits(results, first, bandwidth);
+    return 0;
+}

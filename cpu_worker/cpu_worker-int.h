@@ -1,0 +1,241 @@
+/*
+ * cpu_worker-int.h — the CPU worker's internal interfaces (docs/cpu-worker.md).
+ *
+ *   worker.c    the plugin table: create / describe / cache_geometry / init_cache / execute
+ *   forward.c   one forward pass over a batch of segments (llama2.c's run.c, paged)
+ *   linear.c    weight GEMMs through oneDNN matmul, weights pre-packed once at load
+ *   kernels.c   norms, RoPE, activations, the paged KV cache and paged attention
+ *   ../sampling the sampler shared with the engine
+ *
+ * The KV cache is one host pool of num_blocks blocks. A block holds block_size positions of every
+ * layer, K and V, so that copy and swap move one contiguous range per block:
+ *
+ *   block b ─► [layer][kind: 0 = K, 1 = V][kv_head][slot][head_dim]   elements f32 or bf16
+ *
+ * Activations are row-major f32 with an explicit row stride (elements); row r of a batch is one
+ * fed token. Kernels with OpenMP loops run on the calling thread's team (omp_set_num_threads is
+ * called by the worker before each execute).
+ */
+#ifndef DUET_CPU_WORKER_INT_H
+#define DUET_CPU_WORKER_INT_H
+
+#include <duet/types.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- bf16 --------------------------------------------------------------------------------- */
+
+static inline float duet__cpu_bf16_to_f32(uint16_t h)
+{
+    union {
+        uint32_t u;
+        float f;
+    } v = {(uint32_t)h << 16};
+    return v.f;
+}
+
+/* Round to nearest, ties to even; NaN stays NaN. */
+static inline uint16_t duet__cpu_f32_to_bf16(float f)
+{
+    union {
+        float f;
+        uint32_t u;
+    } v = {f};
+    if ((v.u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((v.u >> 16) | 0x40u);
+    return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
+}
+
+void duet__cpu_f32_to_bf16_rows(const float *in, uint16_t *out, size_t n);
+
+/* ---- the paged KV cache (kernels.c) -------------------------------------------------------- */
+
+/* Attention keeps a head's state on the stack: the worker refuses models with larger heads. */
+#define DUET_CPU_MAX_HEAD_DIM 512
+
+typedef struct duet_cpu_kv {
+    void *base;            /* [num_blocks][block_elems] elements, 64-byte aligned */
+    uint32_t num_blocks;   /* blocks in the pool */
+    uint32_t block_size;   /* positions per block */
+    uint32_t num_layers;   /* layers per block */
+    uint32_t num_kv_heads; /* key/value heads */
+    uint32_t head_dim;     /* elements per head */
+    bool bf16;             /* elements are bf16 (else f32) */
+    size_t block_elems;    /* num_layers × 2 × num_kv_heads × block_size × head_dim */
+    size_t block_bytes;    /* block_elems × element size */
+} duet_cpu_kv;
+
+/* Fills the geometry fields of kv (base NULL, num_blocks 0). */
+void duet__cpu_kv_layout(duet_cpu_kv *kv, uint32_t block_size, uint32_t num_layers,
+                         uint32_t num_kv_heads, uint32_t head_dim, bool bf16);
+
+/* One sequence's share of a batch: its fed tokens are rows row0 .. row0 + n - 1, at positions
+ * pos .. pos + n - 1, stored through block_table (long enough for every position: checked by
+ * the caller). */
+typedef struct duet_cpu_seg {
+    const uint32_t *block_table; /* physical block ids */
+    uint32_t pos;                /* position of row row0 */
+    uint32_t n;                  /* rows (fed tokens) */
+    uint32_t row0;               /* first row in the batch's activations */
+} duet_cpu_seg;
+
+/* Stores K and V of every row of every segment in layer `layer`: row r's K is
+ * k[r × stride .. + num_kv_heads × head_dim) (heads back to back), V likewise from v. */
+void duet__cpu_kv_write(const duet_cpu_kv *kv, uint32_t layer, const duet_cpu_seg *segs,
+                        uint32_t n_segs, const float *k, const float *v, size_t stride);
+
+/*
+ * Causal paged attention of layer `layer` for every row of every segment: row r at position p
+ * attends to positions 0 .. p of its own sequence, read from the cache (so the layer's K and V
+ * for the rows must have been written first). q: row r's heads at q + r × q_stride
+ * ([num_heads][head_dim], RoPE applied); out likewise at out + r × out_stride. Query head h reads
+ * kv head h / (num_heads / num_kv_heads). softmax(scale × q·k) weights V. Online softmax over
+ * blocks: no scratch, any block size, any context length.
+ */
+void duet__cpu_attention(const duet_cpu_kv *kv, uint32_t layer, const duet_cpu_seg *segs,
+                         uint32_t n_segs, uint32_t num_heads, float scale, const float *q,
+                         size_t q_stride, float *out, size_t out_stride);
+
+/* Copies block src to dst (both in kv), or between kv and a swap pool of the same layout. */
+void duet__cpu_kv_copy_block(const duet_cpu_kv *from, uint32_t src, const duet_cpu_kv *to,
+                             uint32_t dst);
+
+/* ---- element-wise kernels (kernels.c) ------------------------------------------------------ */
+
+/* y[r] = x[r] / sqrt(mean(x[r]²) + eps) × w, for n_rows rows of dim (strides in elements;
+ * y may equal x). */
+void duet__cpu_rmsnorm(const float *x, size_t x_stride, const float *w, float eps, float *y,
+                       size_t y_stride, uint32_t n_rows, uint32_t dim);
+/* y[r] = (x[r] − mean) / sqrt(var + eps) × w + b (biased variance; y may equal x). */
+void duet__cpu_layernorm(const float *x, size_t x_stride, const float *w, const float *b,
+                         float eps, float *y, size_t y_stride, uint32_t n_rows, uint32_t dim);
+
+/* Rotates n_heads heads of head_dim in each row (Hugging Face rotate_half: element i pairs with
+ * i + head_dim / 2) by row r's angles: cos_sin[r × head_dim + i] = cos(pos_r × inv_freq[i]) and
+ * cos_sin[r × head_dim + head_dim / 2 + i] = the sine, for i < head_dim / 2. */
+void duet__cpu_rope(float *x, size_t stride, uint32_t n_rows, uint32_t n_heads,
+                    uint32_t head_dim, const float *cos_sin);
+/* cos_sin[n][head_dim] for positions pos[n] (angles computed in double). */
+void duet__cpu_rope_angles(const double *inv_freq, uint32_t head_dim, const uint32_t *pos,
+                           uint32_t n, float *cos_sin);
+
+/* out[r][i] = silu(gu[r][i]) × gu[r][inter + i]   (gate then up in one row of 2 × inter) */
+void duet__cpu_silu_mul(const float *gu, size_t gu_stride, float *out, size_t out_stride,
+                        uint32_t n_rows, uint32_t inter);
+/* x[r][i] = max(x[r][i], 0) */
+void duet__cpu_relu(float *x, size_t stride, uint32_t n_rows, uint32_t dim);
+/* y[r][i] += x[r][i] */
+void duet__cpu_add(float *y, size_t y_stride, const float *x, size_t x_stride, uint32_t n_rows,
+                   uint32_t dim);
+
+/* ---- weight GEMMs through oneDNN (linear.c) ------------------------------------------------ */
+
+typedef struct duet_cpu_dnn duet_cpu_dnn;       /* engine, stream, scratch: one per worker */
+typedef struct duet_cpu_linear duet_cpu_linear; /* one packed weight matrix */
+
+/* The oneDNN CPU engine and stream of one worker. The caller owns *out (duet_cpu_dnn_destroy).
+ * On failure a message is written to err[err_size]. */
+duet_status duet__cpu_dnn_create(duet_cpu_dnn **out, char *err, size_t err_size);
+void duet__cpu_dnn_destroy(duet_cpu_dnn *dnn);
+
+/*
+ * Packs W[n][k] (row-major f32, as Hugging Face stores out × in) and optional bias[n] for
+ * y = x·Wᵀ + bias, in bf16 (bf16 = true: bf16 weights and activations, f32 accumulation and
+ * output) or f32. The layout is the one oneDNN's matmul picks for any M (the weights are read
+ * once, not kept). The caller owns *out (duet_cpu_linear_destroy). `name` is used in messages.
+ */
+duet_status duet__cpu_linear_create(duet_cpu_dnn *dnn, const char *name, const float *w,
+                                    const float *bias, uint32_t n, uint32_t k, bool bf16,
+                                    duet_cpu_linear **out, char *err, size_t err_size);
+void duet__cpu_linear_destroy(duet_cpu_linear *lin);
+/* Bytes of the packed weights and bias. */
+size_t duet__cpu_linear_bytes(const duet_cpu_linear *lin);
+
+/* y[m][n] = x[m][k]·Wᵀ + bias for m rows: x rows at x + r × x_stride (f32; converted to bf16 in
+ * the dnn's scratch when the linear is bf16), y contiguous ([m][n]). */
+duet_status duet__cpu_linear_run(duet_cpu_dnn *dnn, const duet_cpu_linear *lin, const float *x,
+                                 size_t x_stride, uint32_t m, float *y, char *err,
+                                 size_t err_size);
+
+/* ---- the worker and its forward pass (worker.c, forward.c) ---------------------------------- */
+
+#include <duet/model.h>
+
+#include "sampling.h"
+
+/* One transformer layer's weights. Linear maps are NULL where the architecture has none; norm
+ * vectors are f32 copies. */
+typedef struct duet_cpu_layer {
+    duet_cpu_linear *qkv;     /* [q | k | v] fused: (heads + 2 × kv_heads) × head_dim outputs */
+    duet_cpu_linear *o;       /* attention output projection (o_proj / out_proj) */
+    duet_cpu_linear *gate_up; /* Llama: [gate | up] fused, 2 × intermediate outputs */
+    duet_cpu_linear *down;    /* Llama: down_proj */
+    duet_cpu_linear *fc1;     /* OPT */
+    duet_cpu_linear *fc2;     /* OPT */
+    float *norm1_w, *norm1_b; /* input_layernorm / self_attn_layer_norm ([hidden]) */
+    float *norm2_w, *norm2_b; /* post_attention_layernorm / final_layer_norm of the layer */
+} duet_cpu_layer;
+
+/* Per-step scratch, grown (never shrunk) to the largest step seen. */
+typedef struct duet_cpu_scratch {
+    size_t rows;      /* rows every buffer below holds */
+    size_t out_rows;  /* rows of logits */
+    float *x;         /* [rows][hidden] residual stream */
+    float *h;         /* [rows][max(hidden, word_embed_proj_dim)] normed input / projections */
+    float *qkv;       /* [rows][(heads + 2 kv_heads) × head_dim] */
+    float *att;       /* [rows][heads × head_dim] */
+    float *mlp;       /* [rows][2 × intermediate] */
+    float *act;       /* [rows][intermediate] */
+    float *cos_sin;   /* [rows][head_dim] */
+    uint32_t *pos;    /* [rows] */
+    float *final;     /* [out_rows][max(hidden, word_embed_proj_dim)] */
+    float *logits;    /* [out_rows][vocab] */
+    /* execute.c's bookkeeping, grown like the rest */
+    size_t n_segs_cap;        /* entries of segs and seq_index */
+    duet_cpu_seg *segs;       /* [n_segs_cap] */
+    uint64_t *row_base;       /* [n_segs_cap] first output row of each sequence */
+    size_t n_tok_cap;         /* entries of tokens, logit_rows, logit_seq */
+    int32_t *tokens;          /* [n_tok_cap] fed tokens, all sequences back to back */
+    uint32_t *logit_rows;     /* [n_tok_cap] rows whose logits a step needs */
+    void *dest;               /* [n_tok_cap] execute.c's struct row_dest of each of those rows */
+} duet_cpu_scratch;
+
+struct duet_worker {
+    const duet_host_services *host; /* settings and logging */
+    char section[16];               /* "target" or "speculative" */
+    duet_model *model;              /* the mapped model folder */
+    const duet_model_desc *d;       /* its architecture */
+    bool bf16;                      /* bf16 weights and GEMMs (else f32) */
+    uint32_t threads;               /* OpenMP threads of every step */
+    duet_cpu_dnn *dnn;              /* oneDNN engine, stream, scratch */
+    const duet_tensor *embed;       /* [vocab][width] read row by row from the mapping */
+    const duet_tensor *positions;   /* OPT learned positions [max_position + 2][hidden] */
+    duet_cpu_linear *project_in;    /* OPT, width != hidden */
+    duet_cpu_linear *project_out;   /* OPT, width != hidden */
+    duet_cpu_linear *lm_head;       /* [vocab][width] (the embeddings when tied) */
+    float *final_w, *final_b;       /* final norm (NULL for OPT without one) */
+    duet_cpu_layer *layers;         /* [num_layers] */
+    double *inv_freq;               /* Llama: rotary frequencies [head_dim / 2] */
+    uint64_t weight_bytes;          /* resident packed weights */
+    duet_cpu_kv kv;                 /* the KV pool (base NULL before init_cache) */
+    duet_cpu_kv swap;               /* swap pool, same layout */
+    duet_cpu_scratch s;             /* per-step buffers */
+    duet_sampler **samplers;        /* [threads] one per OpenMP thread */
+    char err[1024];                 /* last_error() */
+};
+
+/* Runs the model over rows of tokens (segments as duet__cpu_kv_write describes, rows numbered
+ * 0 .. n_rows - 1 in segment order) and writes the logits of rows out_rows[0 .. n_out - 1] into
+ * w->s.logits ([n_out][vocab]). Every token, position and block id has been checked. Grows the
+ * scratch first; OUT_OF_MEMORY (with w->err) when it cannot. */
+duet_status duet__cpu_forward(duet_worker *w, const duet_cpu_seg *segs, uint32_t n_segs,
+                              const int32_t *tokens, uint32_t n_rows, const uint32_t *out_rows,
+                              uint32_t n_out);
+/* The plugin's execute() (execute.c). */
+duet_status duet__cpu_execute(duet_worker *w, const duet_batch *batch, duet_batch_output *out);
+/* Rotary frequencies of a Llama description, scaling applied ([head_dim / 2]). */
+void duet__cpu_rope_freqs(const duet_model_desc *d, double *inv_freq);
+
+#endif /* DUET_CPU_WORKER_INT_H */

@@ -1,0 +1,373 @@
+/*
+ * execute() of the CPU worker (plugin.h: duet_batch, duet_batch_output).
+ *
+ *   check ─► every pointer, count, id, token, position and sampling value; nothing is touched
+ *            before the whole batch is known to be valid
+ *   cache ─► swap_in (swap → KV), swap_out (KV → swap), copy (KV → KV), in that order
+ *   feed  ─► one forward over every fed token of every sequence; logits for the output rows
+ *            (and for every fed row when prompt log-probabilities are asked)
+ *   rows  ─► sample each output row at the position of the token it chooses
+ *   draft ─► step s = 1 .. max n_draft_steps: one row per sequence still drafting, fed the token
+ *            its previous row sampled, at the next position
+ *
+ * Output row o of sequence i is row_base(i) + o; its token is sampled at position
+ * pos + (fed index) + 1, so a request draws the same numbers in any batch.
+ */
+#include "config.h"
+
+#include "cpu_worker-int.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static duet_status fail(duet_worker *w, duet_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static duet_status fail(duet_worker *w, duet_status st, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(w->err, sizeof(w->err), fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+/* ---- checks ------------------------------------------------------------------------------ */
+
+static duet_status check_pairs(duet_worker *w, const char *what, const duet_block_pair *pairs,
+                               uint32_t n, uint32_t src_limit, uint32_t dst_limit)
+{
+    if (n && !pairs)
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT, "cpu worker: %s: %u pairs but no array",
+                    what, n);
+    for (uint32_t i = 0; i < n; i++)
+        if (pairs[i].src >= src_limit || pairs[i].dst >= dst_limit)
+            return fail(w, DUET_STATUS_INVALID_ARGUMENT,
+                        "cpu worker: %s[%u] = (%u, %u): ids must be below (%u, %u)", what, i,
+                        pairs[i].src, pairs[i].dst, src_limit, dst_limit);
+    return DUET_STATUS_OK;
+}
+
+static duet_status check_sampling(duet_worker *w, const duet_batch *b, const duet_seq *q)
+{
+    const duet_sampling_params *sp = &q->sampling;
+    unsigned long long id = (unsigned long long)q->seq_id;
+
+    if (!isfinite(sp->temperature) || sp->temperature < 0)
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
+                    "cpu worker: sequence %llu: temperature %g must be finite and >= 0", id,
+                    (double)sp->temperature);
+    if (!(sp->top_p > 0 && sp->top_p <= 1))
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
+                    "cpu worker: sequence %llu: top_p %g must be in (0, 1]", id,
+                    (double)sp->top_p);
+    if (!(sp->min_p >= 0 && sp->min_p <= 1))
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
+                    "cpu worker: sequence %llu: min_p %g must be in [0, 1]", id,
+                    (double)sp->min_p);
+    if ((b->flags & DUET_BATCH_WANT_LOGPROBS) && sp->n_logprobs > b->max_logprobs)
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
+                    "cpu worker: sequence %llu: n_logprobs %u exceeds the batch's max_logprobs %u",
+                    id, sp->n_logprobs, b->max_logprobs);
+    if ((b->flags & DUET_BATCH_WANT_PROMPT_LOGPROBS) && sp->n_prompt_logprobs > b->max_logprobs)
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
+                    "cpu worker: sequence %llu: n_prompt_logprobs %u exceeds the batch's "
+                    "max_logprobs %u",
+                    id, sp->n_prompt_logprobs, b->max_logprobs);
+    return DUET_STATUS_OK;
+}
+
+/* One sequence: counts, tokens, positions, block table. */
+static duet_status check_seq(duet_worker *w, const duet_batch *b, const duet_seq *q)
+{
+    const duet_model_desc *d = w->d;
+    unsigned long long id = (unsigned long long)q->seq_id;
+    uint64_t last = (uint64_t)q->pos + q->n_tokens - 1 + q->n_draft_steps, need;
+
+    if (!q->tokens || q->n_tokens == 0)
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT, "cpu worker: sequence %llu: no tokens", id);
+    if (q->n_outputs > q->n_tokens)
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
+                    "cpu worker: sequence %llu: n_outputs %u exceeds n_tokens %u", id,
+                    q->n_outputs, q->n_tokens);
+    if (q->n_draft_steps && !q->n_outputs)
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
+                    "cpu worker: sequence %llu: n_draft_steps %u needs n_outputs >= 1", id,
+                    q->n_draft_steps);
+    for (uint32_t j = 0; j < q->n_tokens; j++)
+        if (q->tokens[j] < 0 || (uint32_t)q->tokens[j] >= d->vocab_size)
+            return fail(w, DUET_STATUS_INVALID_ARGUMENT,
+                        "cpu worker: sequence %llu: token %d at index %u is outside the "
+                        "vocabulary (0 .. %u)",
+                        id, q->tokens[j], j, d->vocab_size - 1);
+    if (last >= d->max_position)
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
+                    "cpu worker: sequence %llu: position %llu is beyond the model's limit of %u "
+                    "positions",
+                    id, (unsigned long long)last, d->max_position);
+    need = last / w->kv.block_size + 1;
+    if (!q->block_table || q->n_blocks < need)
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
+                    "cpu worker: sequence %llu: position %llu needs %llu blocks, the block table "
+                    "has %u",
+                    id, (unsigned long long)last, (unsigned long long)need,
+                    q->block_table ? q->n_blocks : 0);
+    for (uint64_t i = 0; i < need; i++)
+        if (q->block_table[i] >= w->kv.num_blocks)
+            return fail(w, DUET_STATUS_INVALID_ARGUMENT,
+                        "cpu worker: sequence %llu: block_table[%llu] = %u is not a block (the "
+                        "cache has %u)",
+                        id, (unsigned long long)i, q->block_table[i], w->kv.num_blocks);
+    return check_sampling(w, b, q);
+}
+
+/* The output arrays the batch's flags and sizes call for. */
+static duet_status check_output(duet_worker *w, const duet_batch *b, const duet_batch_output *o,
+                                uint64_t rows, uint64_t fed)
+{
+    bool lp = b->flags & DUET_BATCH_WANT_LOGPROBS, plp = b->flags & DUET_BATCH_WANT_PROMPT_LOGPROBS;
+
+    if (o->struct_size < sizeof(*o))
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT, "cpu worker: output struct_size %u < %zu",
+                    o->struct_size, sizeof(*o));
+    if (rows > o->n_rows)
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
+                    "cpu worker: the batch produces %llu rows, the output holds %u",
+                    (unsigned long long)rows, o->n_rows);
+    if ((rows && !o->tokens) || (rows && (b->flags & DUET_BATCH_WANT_PROBS) && !o->probs) ||
+        (rows && lp && (!o->token_logprobs || (b->max_logprobs && !o->logprobs))) ||
+        (fed && plp && (!o->prompt_next_logprobs || (b->max_logprobs && !o->prompt_logprobs))))
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
+                    "cpu worker: an output array the batch's flags ask for is NULL");
+    return DUET_STATUS_OK;
+}
+
+static duet_status check_batch(duet_worker *w, const duet_batch *b, const duet_batch_output *o,
+                               uint64_t *rows, uint64_t *fed)
+{
+    duet_status st;
+
+    if (b->struct_size < sizeof(*b) || (b->n_seqs && (!b->seqs || b->seq_size < sizeof(duet_seq))))
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
+                    "cpu worker: batch struct_size %u / seq_size %u too small, or no seqs",
+                    b->struct_size, b->seq_size);
+    if (b->flags & DUET_BATCH_VERIFY)
+        return fail(w, DUET_STATUS_UNSUPPORTED,
+                    "cpu worker: DUET_BATCH_VERIFY: this worker returns probability rows; the "
+                    "engine verifies");
+    if (!w->kv.base)
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT, "cpu worker: execute before init_cache");
+    st = check_pairs(w, "swap_in", b->swap_in, b->n_swap_in, w->swap.num_blocks,
+                     w->kv.num_blocks);
+    if (!st)
+        st = check_pairs(w, "swap_out", b->swap_out, b->n_swap_out, w->kv.num_blocks,
+                         w->swap.num_blocks);
+    if (!st)
+        st = check_pairs(w, "copy", b->copy, b->n_copy, w->kv.num_blocks, w->kv.num_blocks);
+    *rows = *fed = 0;
+    for (uint32_t i = 0; !st && i < b->n_seqs; i++) {
+        const duet_seq *q = duet_batch_seq(b, i);
+
+        st = check_seq(w, b, q);
+        *rows += (uint64_t)q->n_outputs + q->n_draft_steps;
+        *fed += q->n_tokens;
+    }
+    if (!st && *fed > UINT32_MAX / 2)
+        st = fail(w, DUET_STATUS_CAPACITY, "cpu worker: %llu tokens in one batch is too many",
+                  (unsigned long long)*fed);
+    return st ? st : check_output(w, b, o, *rows, *fed);
+}
+
+/* ---- steps -------------------------------------------------------------------------------- */
+
+static void cache_ops(duet_worker *w, const duet_batch *b)
+{
+    for (uint32_t i = 0; i < b->n_swap_in; i++)
+        duet__cpu_kv_copy_block(&w->swap, b->swap_in[i].src, &w->kv, b->swap_in[i].dst);
+    for (uint32_t i = 0; i < b->n_swap_out; i++)
+        duet__cpu_kv_copy_block(&w->kv, b->swap_out[i].src, &w->swap, b->swap_out[i].dst);
+    for (uint32_t i = 0; i < b->n_copy; i++)
+        duet__cpu_kv_copy_block(&w->kv, b->copy[i].src, &w->kv, b->copy[i].dst);
+}
+
+#define GROW(ptr, count) (free(ptr), (ptr) = malloc((count) * sizeof(*(ptr))))
+
+/* Where the rows of one logit row go. */
+struct row_dest {
+    const duet_seq *q;
+    int64_t out_row; /* output row, -1 when the row only serves prompt log-probabilities */
+    int64_t fed_row; /* global fed index for prompt log-probabilities, -1 for none */
+    int32_t next;    /* the next fed token (prompt log-probabilities), -1 for the last */
+    uint64_t pos;    /* position of the token this row chooses */
+};
+
+static duet_status grow_book(duet_worker *w, size_t n_segs, size_t n_tok)
+{
+    duet_cpu_scratch *s = &w->s;
+
+    if (n_segs > s->n_segs_cap) {
+        if (!GROW(s->segs, n_segs) || !GROW(s->row_base, n_segs)) {
+            s->n_segs_cap = 0;
+            return fail(w, DUET_STATUS_OUT_OF_MEMORY, "cpu worker: out of memory");
+        }
+        s->n_segs_cap = n_segs;
+    }
+    if (n_tok > s->n_tok_cap) {
+        free(s->dest);
+        s->dest = NULL;
+        s->n_tok_cap = 0;
+        if (!GROW(s->tokens, n_tok) || !GROW(s->logit_rows, n_tok) ||
+            !(s->dest = malloc(n_tok * sizeof(struct row_dest))))
+            return fail(w, DUET_STATUS_OUT_OF_MEMORY, "cpu worker: out of memory");
+        s->n_tok_cap = n_tok;
+    }
+    return DUET_STATUS_OK;
+}
+
+static void emit_row(duet_worker *w, const duet_batch *b, duet_batch_output *o,
+                     const struct row_dest *r, const float *logits)
+{
+    duet_sampler *s = w->samplers[omp_get_thread_num() % (int)w->threads];
+    const duet_sampling_params *sp = &r->q->sampling;
+    size_t V = w->d->vocab_size, M = b->max_logprobs;
+
+    if (r->out_row >= 0) {
+        bool lp = b->flags & DUET_BATCH_WANT_LOGPROBS;
+        duet_logprob *top = lp && M ? o->logprobs + (size_t)r->out_row * M : NULL;
+        uint32_t n_top = lp ? sp->n_logprobs : 0;
+
+        o->tokens[r->out_row] = duet_sample_row(
+            s, logits, sp, r->pos, (b->flags & DUET_BATCH_WANT_PROBS) ? o->probs + r->out_row * V : NULL,
+            lp ? o->token_logprobs + r->out_row : NULL, top, n_top);
+        for (uint32_t k = n_top; top && k < M; k++)
+            top[k] = (duet_logprob){-1, 0.0f};
+    }
+    if (r->fed_row >= 0) {
+        duet_logprob *top = M ? o->prompt_logprobs + (size_t)r->fed_row * M : NULL;
+        uint32_t n_top = sp->n_prompt_logprobs;
+
+        duet_row_logprobs(s, logits, top ? n_top : 0, top, r->next,
+                          o->prompt_next_logprobs + r->fed_row);
+        for (uint32_t k = n_top; top && k < M; k++)
+            top[k] = (duet_logprob){-1, 0.0f};
+    }
+}
+
+/* Samples / scores the logit rows of a step in parallel. */
+static void emit_rows(duet_worker *w, const duet_batch *b, duet_batch_output *o,
+                      const struct row_dest *dest, uint32_t n)
+{
+    size_t V = w->d->vocab_size;
+
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
+    for (uint32_t i = 0; i < n; i++)
+        emit_row(w, b, o, &dest[i], w->s.logits + i * V);
+}
+
+/* The first forward: every fed token. row_base[i] = first output row of sequence i. */
+static duet_status feed(duet_worker *w, const duet_batch *b, duet_batch_output *o,
+                        const uint64_t *row_base, struct row_dest *dest, uint32_t n_fed)
+{
+    duet_cpu_scratch *s = &w->s;
+    bool plp = b->flags & DUET_BATCH_WANT_PROMPT_LOGPROBS;
+    uint32_t row = 0, n_out = 0;
+    duet_status st;
+
+    for (uint32_t i = 0; i < b->n_seqs; i++) {
+        const duet_seq *q = duet_batch_seq(b, i);
+        uint32_t first_out = q->n_tokens - q->n_outputs;
+
+        s->segs[i] = (duet_cpu_seg){q->block_table, q->pos, q->n_tokens, row};
+        memcpy(s->tokens + row, q->tokens, q->n_tokens * sizeof(int32_t));
+        for (uint32_t j = 0; j < q->n_tokens; j++) {
+            bool is_out = j >= first_out;
+
+            if (!is_out && !plp)
+                continue;
+            s->logit_rows[n_out] = row + j;
+            dest[n_out] = (struct row_dest){
+                .q = q,
+                .out_row = is_out ? (int64_t)(row_base[i] + j - first_out) : -1,
+                .fed_row = plp ? (int64_t)(row + j) : -1,
+                .next = j + 1 < q->n_tokens ? q->tokens[j + 1] : -1,
+                .pos = (uint64_t)q->pos + j + 1,
+            };
+            n_out++;
+        }
+        row += q->n_tokens;
+    }
+    (void)n_fed;
+    st = duet__cpu_forward(w, s->segs, b->n_seqs, s->tokens, row, s->logit_rows, n_out);
+    if (!st)
+        emit_rows(w, b, o, dest, n_out);
+    return st;
+}
+
+/* Drafting step `step` (1-based): sequences with n_draft_steps >= step feed their last token. */
+static duet_status draft_step(duet_worker *w, const duet_batch *b, duet_batch_output *o,
+                              const uint64_t *row_base, struct row_dest *dest, uint32_t step)
+{
+    duet_cpu_scratch *s = &w->s;
+    uint32_t n = 0;
+    duet_status st;
+
+    for (uint32_t i = 0; i < b->n_seqs; i++) {
+        const duet_seq *q = duet_batch_seq(b, i);
+        uint64_t prev = row_base[i] + q->n_outputs + step - 2;
+        uint32_t pos = q->pos + q->n_tokens - 1 + step;
+
+        if (q->n_draft_steps < step)
+            continue;
+        s->tokens[n] = o->tokens[prev];
+        s->segs[n] = (duet_cpu_seg){q->block_table, pos, 1, n};
+        s->logit_rows[n] = n;
+        dest[n] = (struct row_dest){q, (int64_t)(prev + 1), -1, -1, (uint64_t)pos + 1};
+        n++;
+    }
+    if (!n)
+        return DUET_STATUS_OK;
+    st = duet__cpu_forward(w, s->segs, n, s->tokens, n, s->logit_rows, n);
+    if (!st)
+        emit_rows(w, b, o, dest, n);
+    return st;
+}
+
+duet_status duet__cpu_execute(duet_worker *w, const duet_batch *b, duet_batch_output *o)
+{
+    uint64_t rows = 0, fed = 0, *row_base, at = 0;
+    uint32_t max_steps = 0;
+    struct row_dest *dest;
+    duet_status st;
+
+    if (!w)
+        return DUET_STATUS_INVALID_ARGUMENT;
+    w->err[0] = '\0';
+    if (!b || !o)
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT, "cpu worker: execute: NULL batch or output");
+    if ((st = check_batch(w, b, o, &rows, &fed)))
+        return st;
+    omp_set_num_threads((int)w->threads);
+    cache_ops(w, b);
+    if (!b->n_seqs)
+        return DUET_STATUS_OK;
+    if ((st = grow_book(w, b->n_seqs, fed)))
+        return st;
+    row_base = w->s.row_base;
+    dest = w->s.dest;
+    for (uint32_t i = 0; i < b->n_seqs; i++) {
+        const duet_seq *q = duet_batch_seq(b, i);
+
+        row_base[i] = at;
+        at += (uint64_t)q->n_outputs + q->n_draft_steps;
+        max_steps = q->n_draft_steps > max_steps ? q->n_draft_steps : max_steps;
+    }
+    st = feed(w, b, o, row_base, dest, (uint32_t)fed);
+    for (uint32_t step = 1; !st && step <= max_steps; step++)
+        st = draft_step(w, b, o, row_base, dest, step);
+    return st;
+}

@@ -1,0 +1,246 @@
+/*
+ * One forward pass of the CPU worker over a batch of rows (cpu_worker-int.h).
+ *
+ *   tokens ─► embed (+ OPT positions, project_in) ─► x [rows][hidden]
+ *   per layer:
+ *     h = norm1(x)                         (OPT post-LN: h = x)
+ *     qkv = h·Wqkvᵀ (+ b) ─► RoPE on q, k (Llama) ─► K, V into the paged cache
+ *     att = paged causal attention(q)      every row sees its own sequence's positions 0 .. p
+ *     x += att·Woᵀ (+ b)                   (post-LN: x = norm1(x))
+ *     h = norm2(x)                         (post-LN: h = x)
+ *     Llama: x += down(silu(gate(h)) × up(h))    OPT: x += fc2(relu(fc1(h)))
+ *   rows that need logits: final norm ─► project_out ─► lm_head ─► logits [n_out][vocab]
+ *
+ * All rows of all sequences go through each GEMM together (M = rows); only attention looks at
+ * sequence boundaries. The scratch grows to the largest step and is reused.
+ */
+#include "config.h"
+
+#include "cpu_worker-int.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Replaces ptr by an uninitialised array of count (>= 1) elements; NULL when out of memory. */
+#define GROW(ptr, count) (free(ptr), (ptr) = malloc(((count) + 1) * sizeof(*(ptr))))
+
+static uint32_t width_of(const duet_model_desc *d)
+{
+    return d->arch == DUET_ARCH_OPT ? d->word_embed_proj_dim : d->hidden_size;
+}
+
+static uint32_t wide_of(const duet_model_desc *d)
+{
+    uint32_t w = width_of(d);
+
+    return w > d->hidden_size ? w : d->hidden_size;
+}
+
+/* Makes the scratch hold rows rows and n_out logit rows. */
+static duet_status grow_scratch(duet_worker *w, size_t rows, size_t n_out)
+{
+    const duet_model_desc *d = w->d;
+    duet_cpu_scratch *s = &w->s;
+    size_t q = (size_t)d->num_heads * d->head_dim, kv = (size_t)d->num_kv_heads * d->head_dim;
+
+    if (rows > s->rows) {
+        if (!GROW(s->x, rows * d->hidden_size) || !GROW(s->h, rows * wide_of(d)) ||
+            !GROW(s->qkv, rows * (q + 2 * kv)) || !GROW(s->att, rows * q) ||
+            !GROW(s->mlp, rows * 2 * (size_t)d->intermediate_size) ||
+            !GROW(s->act, rows * d->intermediate_size) || !GROW(s->cos_sin, rows * d->head_dim) ||
+            !GROW(s->pos, rows))
+            goto out_nomem;
+        s->rows = rows;
+    }
+    if (n_out > s->out_rows) {
+        if (!GROW(s->final, n_out * wide_of(d)) || !GROW(s->logits, n_out * d->vocab_size))
+            goto out_nomem;
+        s->out_rows = n_out;
+    }
+    return DUET_STATUS_OK;
+
+out_nomem:
+    s->rows = s->out_rows = 0; /* a failed GROW leaves NULL: regrow everything next time */
+    snprintf(w->err, sizeof(w->err), "cpu worker: out of memory for the scratch of %zu rows",
+             rows);
+    return DUET_STATUS_OUT_OF_MEMORY;
+}
+
+void duet__cpu_rope_freqs(const duet_model_desc *d, double *inv_freq)
+{
+    const double pi = 3.14159265358979323846;
+    double low_wavelen = d->rope_original_max_position / d->rope_low_freq_factor;
+    double high_wavelen = d->rope_original_max_position / d->rope_high_freq_factor;
+
+    for (uint32_t i = 0; i < d->head_dim / 2; i++) {
+        double f = pow(d->rope_theta, -2.0 * i / d->head_dim), wavelen = 2 * pi / f;
+
+        if (d->rope_scaling == DUET_ROPE_SCALING_LINEAR) {
+            f /= d->rope_factor;
+        } else if (d->rope_scaling == DUET_ROPE_SCALING_LLAMA3) {
+            if (wavelen > low_wavelen) {
+                f /= d->rope_factor;
+            } else if (wavelen >= high_wavelen) {
+                double smooth =
+                    (d->rope_original_max_position / wavelen - d->rope_low_freq_factor) /
+                    (d->rope_high_freq_factor - d->rope_low_freq_factor);
+
+                f = (1 - smooth) * f / d->rope_factor + smooth * f;
+            }
+        }
+        inv_freq[i] = f;
+    }
+}
+
+/* x = the embeddings of the tokens (projected, plus learned positions for OPT). */
+static duet_status embed(duet_worker *w, const int32_t *tokens, uint32_t n_rows)
+{
+    const duet_model_desc *d = w->d;
+    uint32_t hidden = d->hidden_size, width = width_of(d);
+    float *dst = w->project_in ? w->s.h : w->s.x;
+    size_t stride = w->project_in ? wide_of(d) : hidden;
+    duet_status st = DUET_STATUS_OK;
+
+#pragma omp parallel for schedule(static) if (n_rows > 16)
+    for (uint32_t r = 0; r < n_rows; r++)
+        duet_tensor_read_f32(w->embed, (uint64_t)tokens[r] * width, width, dst + r * stride);
+    if (w->project_in)
+        st = duet__cpu_linear_run(w->dnn, w->project_in, w->s.h, stride, n_rows, w->s.x, w->err,
+                                  sizeof(w->err));
+    if (st || !w->positions)
+        return st;
+    for (uint32_t r = 0; r < n_rows; r++) {
+        float *row = w->s.h; /* the learned position, added to x */
+
+        duet_tensor_read_f32(w->positions, (uint64_t)(w->s.pos[r] + d->position_offset) * hidden,
+                             hidden, row);
+        for (uint32_t i = 0; i < hidden; i++)
+            w->s.x[(size_t)r * hidden + i] += row[i];
+    }
+    return st;
+}
+
+static void norm(const duet_worker *w, const float *x, const float *wt, const float *b, float *y,
+                 size_t y_stride, uint32_t n_rows)
+{
+    const duet_model_desc *d = w->d;
+
+    if (d->arch == DUET_ARCH_LLAMA)
+        duet__cpu_rmsnorm(x, d->hidden_size, wt, (float)d->norm_eps, y, y_stride, n_rows,
+                          d->hidden_size);
+    else
+        duet__cpu_layernorm(x, d->hidden_size, wt, b, (float)d->norm_eps, y, y_stride, n_rows,
+                            d->hidden_size);
+}
+
+#define RUN(lin, x, stride, m, y)                                                                  \
+    do {                                                                                           \
+        duet_status st_ = duet__cpu_linear_run(w->dnn, (lin), (x), (stride), (m), (y), w->err,   \
+                                               sizeof(w->err));                                   \
+        if (st_)                                                                                   \
+            return st_;                                                                            \
+    } while (0)
+
+/* Attention half of layer l: x += o(attention(norm1(x))). */
+static duet_status attention_block(duet_worker *w, uint32_t l, const duet_cpu_seg *segs,
+                                   uint32_t n_segs, uint32_t n_rows)
+{
+    const duet_model_desc *d = w->d;
+    const duet_cpu_layer *L = &w->layers[l];
+    duet_cpu_scratch *s = &w->s;
+    uint32_t hidden = d->hidden_size, hd = d->head_dim;
+    size_t q = (size_t)d->num_heads * hd, kv = (size_t)d->num_kv_heads * hd, stride = q + 2 * kv;
+    bool pre = d->arch == DUET_ARCH_LLAMA || d->do_layer_norm_before;
+
+    if (pre)
+        norm(w, s->x, L->norm1_w, L->norm1_b, s->h, hidden, n_rows);
+    RUN(L->qkv, pre ? s->h : s->x, hidden, n_rows, s->qkv);
+    if (d->arch == DUET_ARCH_LLAMA) {
+        duet__cpu_rope(s->qkv, stride, n_rows, d->num_heads, hd, s->cos_sin);
+        duet__cpu_rope(s->qkv + q, stride, n_rows, d->num_kv_heads, hd, s->cos_sin);
+    }
+    duet__cpu_kv_write(&w->kv, l, segs, n_segs, s->qkv + q, s->qkv + q + kv, stride);
+    duet__cpu_attention(&w->kv, l, segs, n_segs, d->num_heads, (float)(1.0 / sqrt((double)hd)),
+                        s->qkv, stride, s->att, q);
+    RUN(L->o, s->att, q, n_rows, s->h);
+    duet__cpu_add(s->x, hidden, s->h, hidden, n_rows, hidden);
+    if (!pre)
+        norm(w, s->x, L->norm1_w, L->norm1_b, s->x, hidden, n_rows);
+    return DUET_STATUS_OK;
+}
+
+/* MLP half of layer l. */
+static duet_status mlp_block(duet_worker *w, uint32_t l, uint32_t n_rows)
+{
+    const duet_model_desc *d = w->d;
+    const duet_cpu_layer *L = &w->layers[l];
+    duet_cpu_scratch *s = &w->s;
+    uint32_t hidden = d->hidden_size, inter = d->intermediate_size;
+    bool pre = d->arch == DUET_ARCH_LLAMA || d->do_layer_norm_before;
+
+    if (pre)
+        norm(w, s->x, L->norm2_w, L->norm2_b, s->h, hidden, n_rows);
+    if (d->arch == DUET_ARCH_LLAMA) {
+        RUN(L->gate_up, s->h, hidden, n_rows, s->mlp);
+        duet__cpu_silu_mul(s->mlp, 2 * (size_t)inter, s->act, inter, n_rows, inter);
+        RUN(L->down, s->act, inter, n_rows, s->h);
+    } else {
+        RUN(L->fc1, pre ? s->h : s->x, hidden, n_rows, s->act);
+        duet__cpu_relu(s->act, inter, n_rows, inter);
+        RUN(L->fc2, s->act, inter, n_rows, s->h);
+    }
+    duet__cpu_add(s->x, hidden, s->h, hidden, n_rows, hidden);
+    if (!pre)
+        norm(w, s->x, L->norm2_w, L->norm2_b, s->x, hidden, n_rows);
+    return DUET_STATUS_OK;
+}
+
+/* Final norm, projection and lm_head for the chosen rows. */
+static duet_status head(duet_worker *w, const uint32_t *out_rows, uint32_t n_out)
+{
+    const duet_model_desc *d = w->d;
+    duet_cpu_scratch *s = &w->s;
+    uint32_t hidden = d->hidden_size, wide = wide_of(d);
+    const float *in = s->final;
+
+    for (uint32_t i = 0; i < n_out; i++)
+        memcpy(s->final + (size_t)i * wide, s->x + (size_t)out_rows[i] * hidden,
+               hidden * sizeof(float));
+    if (w->final_w)
+        norm(w, s->final, w->final_w, w->final_b, s->final, wide, n_out);
+    if (w->project_out) {
+        /* s->h is free now and holds at least n_out rows of width (n_out <= rows) */
+        RUN(w->project_out, s->final, wide, n_out, s->h);
+        in = s->h;
+        wide = width_of(d);
+    }
+    RUN(w->lm_head, in, wide, n_out, s->logits);
+    return DUET_STATUS_OK;
+}
+
+duet_status duet__cpu_forward(duet_worker *w, const duet_cpu_seg *segs, uint32_t n_segs,
+                              const int32_t *tokens, uint32_t n_rows, const uint32_t *out_rows,
+                              uint32_t n_out)
+{
+    const duet_model_desc *d = w->d;
+    duet_status st = grow_scratch(w, n_rows, n_out);
+
+    if (st)
+        return st;
+    for (uint32_t i = 0; i < n_segs; i++)
+        for (uint32_t j = 0; j < segs[i].n; j++)
+            w->s.pos[segs[i].row0 + j] = segs[i].pos + j;
+    if (d->arch == DUET_ARCH_LLAMA)
+        duet__cpu_rope_angles(w->inv_freq, d->head_dim, w->s.pos, n_rows, w->s.cos_sin);
+    st = embed(w, tokens, n_rows);
+    for (uint32_t l = 0; !st && l < d->num_layers; l++) {
+        st = attention_block(w, l, segs, n_segs, n_rows);
+        if (!st)
+            st = mlp_block(w, l, n_rows);
+    }
+    if (!st && n_out)
+        st = head(w, out_rows, n_out);
+    return st;
+}

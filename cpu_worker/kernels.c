@@ -1,0 +1,582 @@
+/*
+ * kernels.c — the CPU worker's hand-written kernels: the paged KV cache, paged attention, the
+ * norms, RoPE and the element-wise activations. The GEMMs are in linear.c.
+ *
+ * The KV pool (cpu_worker-int.h) is num_blocks blocks; inside block b, layer l, kind c (K = 0,
+ * V = 1) and kv head h are block_size rows of head_dim elements, one row per slot:
+ *
+ *   block b ─► layer 0 ─► K ─► head 0 ─► slot 0 [head_dim] slot 1 [head_dim] ... slot bs-1
+ *              │          │    head 1 ─► ...
+ *              │          V ─► head 0 ─► ...
+ *              layer 1 ─► ...
+ *
+ * so one (layer, kind, head) of one block is a contiguous [block_size][head_dim] tile, the unit
+ * attention streams through. Position p of a sequence lives in block block_table[p / block_size],
+ * slot p % block_size. bf16 elements are rounded to nearest even when stored and widened to f32
+ * when read; attention computes in f32.
+ *
+ * Attention is one OpenMP region over every (row, kv head) of every segment, handed out one at a
+ * time from a shared counter because rows differ in context length. An item runs the
+ * num_heads / num_kv_heads query heads that share its kv head together, so every K and V row is
+ * read once per item, not once per query head, and keeps an online softmax per head (running
+ * maximum, running sum, unnormalised output) across tiles of at most ATTN_TILE positions, with
+ * all state on the stack. K and V rows are taken ATTN_ROWS at a time (four dot products per pass
+ * over q, one load and store of the output per four rows) and the softmax's exponentials are a
+ * polynomial GCC vectorises. Limits: head_dim ≤ ATTN_MAX_HEAD_DIM (the worker refuses larger
+ * models); any block size, any context length.
+ *
+ * Kernels over rows fork an OpenMP team only when the work is large enough to pay for it
+ * (PAR_MIN_ELEMS elements); they run on the calling thread's team otherwise.
+ */
+#include "cpu_worker-int.h"
+
+#include <assert.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+/* Elements below which an element-wise kernel stays on the calling thread. */
+#define PAR_MIN_ELEMS 32768
+
+/* Attention: head_dim limit, positions per tile, and the per-item state on the stack. */
+#define ATTN_MAX_HEAD_DIM DUET_CPU_MAX_HEAD_DIM
+#define ATTN_TILE 256
+#define ATTN_MAX_SUB 16     /* query heads run together at most */
+#define ATTN_ACC_ELEMS 4096 /* [sub][head_dim] running outputs */
+#define ATTN_ROWS 4         /* K or V rows read together (dot_rows, axpy_rows) */
+/* Multiply-adds (rows × context × head_dim × heads) below which attention stays on one thread. */
+#define ATTN_PAR_MIN_MACS 65536
+
+/* ---- bf16 and the cache layout --------------------------------------------------------------- */
+
+void duet__cpu_f32_to_bf16_rows(const float *in, uint16_t *out, size_t n)
+{
+    const float *restrict src = in;
+    uint16_t *restrict dst = out;
+
+#pragma omp simd
+    for (size_t i = 0; i < n; i++)
+        dst[i] = duet__cpu_f32_to_bf16(src[i]);
+}
+
+static void bf16_to_f32_row(const uint16_t *restrict in, float *restrict out, uint32_t n)
+{
+#pragma omp simd
+    for (uint32_t i = 0; i < n; i++)
+        out[i] = duet__cpu_bf16_to_f32(in[i]);
+}
+
+void duet__cpu_kv_layout(duet_cpu_kv *kv, uint32_t block_size, uint32_t num_layers,
+                         uint32_t num_kv_heads, uint32_t head_dim, bool bf16)
+{
+    *kv = (duet_cpu_kv){.block_size = block_size,
+                        .num_layers = num_layers,
+                        .num_kv_heads = num_kv_heads,
+                        .head_dim = head_dim,
+                        .bf16 = bf16};
+    kv->block_elems = (size_t)num_layers * 2 * num_kv_heads * block_size * head_dim;
+    kv->block_bytes = kv->block_elems * (bf16 ? sizeof(uint16_t) : sizeof(float));
+}
+
+/* Element offset of slot `slot` of (layer, kind, head) in block `block`. */
+static size_t kv_offset(const duet_cpu_kv *kv, uint32_t block, uint32_t layer, uint32_t kind,
+                        uint32_t head, uint32_t slot)
+{
+    size_t tile = ((size_t)layer * 2 + kind) * kv->num_kv_heads + head;
+
+    return block * kv->block_elems + (tile * kv->block_size + slot) * kv->head_dim;
+}
+
+/* ---- walking the rows of a batch ------------------------------------------------------------ */
+
+/* Flat row index (segment order, segment rows in order) → segment. Seeks only move forward. */
+typedef struct seg_cursor {
+    const duet_cpu_seg *segs;
+    uint32_t seg; /* current segment */
+    size_t first; /* flat index of its first row */
+} seg_cursor;
+
+static const duet_cpu_seg *seg_seek(seg_cursor *c, size_t flat, uint32_t *i)
+{
+    while (flat >= c->first + c->segs[c->seg].n) {
+        c->first += c->segs[c->seg].n;
+        c->seg++;
+    }
+    *i = (uint32_t)(flat - c->first);
+    return &c->segs[c->seg];
+}
+
+static size_t total_rows(const duet_cpu_seg *segs, uint32_t n_segs)
+{
+    size_t rows = 0;
+
+    for (uint32_t s = 0; s < n_segs; s++)
+        rows += segs[s].n;
+    return rows;
+}
+
+/* ---- the paged KV cache ---------------------------------------------------------------------- */
+
+static void kv_store(const duet_cpu_kv *kv, size_t off, const float *src)
+{
+    if (kv->bf16)
+        duet__cpu_f32_to_bf16_rows(src, (uint16_t *)kv->base + off, kv->head_dim);
+    else
+        memcpy((float *)kv->base + off, src, kv->head_dim * sizeof(float));
+}
+
+static void kv_write_row(const duet_cpu_kv *kv, uint32_t layer, const duet_cpu_seg *seg, uint32_t i,
+                         const float *k, const float *v, size_t stride)
+{
+    uint32_t pos = seg->pos + i;
+    uint32_t block = seg->block_table[pos / kv->block_size];
+    uint32_t slot = pos % kv->block_size;
+    size_t row = (size_t)(seg->row0 + i) * stride;
+
+    for (uint32_t h = 0; h < kv->num_kv_heads; h++) {
+        size_t col = (size_t)h * kv->head_dim;
+
+        kv_store(kv, kv_offset(kv, block, layer, 0, h, slot), k + row + col);
+        kv_store(kv, kv_offset(kv, block, layer, 1, h, slot), v + row + col);
+    }
+}
+
+void duet__cpu_kv_write(const duet_cpu_kv *kv, uint32_t layer, const duet_cpu_seg *segs,
+                        uint32_t n_segs, const float *k, const float *v, size_t stride)
+{
+    size_t rows = total_rows(segs, n_segs);
+    size_t elems = rows * kv->num_kv_heads * kv->head_dim * 2;
+
+#pragma omp parallel if (elems >= PAR_MIN_ELEMS)
+    {
+        size_t nthr = (size_t)omp_get_num_threads(), tid = (size_t)omp_get_thread_num();
+        size_t lo = rows * tid / nthr, hi = rows * (tid + 1) / nthr;
+        seg_cursor c = {.segs = segs};
+
+        for (size_t r = lo; r < hi; r++) {
+            uint32_t i;
+            const duet_cpu_seg *seg = seg_seek(&c, r, &i);
+
+            kv_write_row(kv, layer, seg, i, k, v, stride);
+        }
+    }
+}
+
+void duet__cpu_kv_copy_block(const duet_cpu_kv *from, uint32_t src, const duet_cpu_kv *to,
+                             uint32_t dst)
+{
+    assert(from->block_bytes == to->block_bytes && src < from->num_blocks && dst < to->num_blocks);
+    memcpy((char *)to->base + (size_t)dst * to->block_bytes,
+           (const char *)from->base + (size_t)src * from->block_bytes, from->block_bytes);
+}
+
+/* ---- paged attention ------------------------------------------------------------------------ */
+
+typedef struct attn_args {
+    const duet_cpu_kv *kv;
+    uint32_t layer;
+    uint32_t group; /* query heads per kv head */
+    uint32_t sub;   /* query heads run together (≤ ATTN_MAX_SUB) */
+    float scale;
+    const float *q; /* row r, head h at q + r × q_stride + h × head_dim */
+    size_t q_stride;
+    float *out; /* likewise */
+    size_t out_stride;
+} attn_args;
+
+/* Online-softmax state of up to ATTN_MAX_SUB query heads of one row. */
+typedef struct attn_state {
+    const float *q[ATTN_MAX_SUB];             /* [head_dim] each */
+    float max[ATTN_MAX_SUB];                  /* running maximum of the scores */
+    float sum[ATTN_MAX_SUB];                  /* running Σ exp(score − max) */
+    float acc[ATTN_ACC_ELEMS];                /* [sub][head_dim] Σ exp(score − max) × v */
+    float p[ATTN_MAX_SUB][ATTN_TILE];         /* the tile's scores, then their weights */
+    float rows[ATTN_ROWS][ATTN_MAX_HEAD_DIM]; /* bf16 K or V rows widened to f32 */
+} attn_state;
+
+/* out[r] = q·k[r] for ATTN_ROWS rows at once: q is read once, and four sums hide the latency. */
+static void dot_rows(const float *restrict q, const float *const k[ATTN_ROWS], uint32_t n,
+                     float *restrict out)
+{
+    const float *restrict k0 = k[0], *restrict k1 = k[1], *restrict k2 = k[2], *restrict k3 = k[3];
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+    for (uint32_t i = 0; i < n; i++) {
+        s0 += q[i] * k0[i];
+        s1 += q[i] * k1[i];
+        s2 += q[i] * k2[i];
+        s3 += q[i] * k3[i];
+    }
+    out[0] = s0;
+    out[1] = s1;
+    out[2] = s2;
+    out[3] = s3;
+}
+
+/* y += Σ_r a[r] × v[r] over ATTN_ROWS rows: y is loaded and stored once per four rows. */
+static void axpy_rows(float *restrict y, const float *restrict a, const float *const v[ATTN_ROWS],
+                      uint32_t n)
+{
+    const float *restrict v0 = v[0], *restrict v1 = v[1], *restrict v2 = v[2], *restrict v3 = v[3];
+    float a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+
+#pragma omp simd
+    for (uint32_t i = 0; i < n; i++)
+        y[i] += a0 * v0[i] + a1 * v1[i] + a2 * v2[i] + a3 * v3[i];
+}
+
+static void scale_row(float *restrict y, float a, uint32_t n)
+{
+#pragma omp simd
+    for (uint32_t i = 0; i < n; i++)
+        y[i] *= a;
+}
+
+/*
+ * e^x for x ≤ 0 (Cephes' expf: 2^n × e^r with n = round(x / ln 2), a degree-7 polynomial for
+ * e^r; relative error below 2e-7), written so that GCC vectorises a loop of it. Below −87 it
+ * returns e^−87 (a weight of 1.6e-38 beside the maximum's 1); NaN stays NaN.
+ */
+static inline float exp_nonpositive(float x)
+{
+    const float round = 12582912.0f; /* 1.5 × 2²³: adding it rounds to an integer */
+    union {
+        float f;
+        uint32_t u;
+    } m, scale;
+    float n, r, y;
+
+    x = x < -87.0f ? -87.0f : x;
+    m.f = x * 1.44269504088896341f + round;
+    n = m.f - round;
+    r = x - n * 0.693359375f - n * -2.12194440e-4f;
+    y = 1.9875691500e-4f;
+    y = y * r + 1.3981999507e-3f;
+    y = y * r + 8.3334519073e-3f;
+    y = y * r + 4.1665795894e-2f;
+    y = y * r + 1.6666665459e-1f;
+    y = y * r + 5.0000001201e-1f;
+    y = y * r * r + r + 1.0f;
+    scale.u = (m.u - 0x4b400000u + 127u) << 23; /* 2^n: n sits in m's low mantissa bits */
+    return y * scale.f;
+}
+
+/* Rows slot .. slot + n − 1 (n ≤ ATTN_ROWS) of a K or V tile as f32, in place for an f32 cache,
+ * widened into st->rows for bf16; rows past n repeat the last (their results are not used). */
+static void kv_rows(const duet_cpu_kv *kv, size_t tile_off, uint32_t slot, uint32_t n,
+                    attn_state *st, const float *rows[ATTN_ROWS])
+{
+    for (uint32_t r = 0; r < ATTN_ROWS; r++) {
+        size_t off = tile_off + (size_t)(slot + (r < n ? r : n - 1)) * kv->head_dim;
+
+        if (!kv->bf16) {
+            rows[r] = (const float *)kv->base + off;
+        } else if (r < n) {
+            bf16_to_f32_row((const uint16_t *)kv->base + off, st->rows[r], kv->head_dim);
+            rows[r] = st->rows[r];
+        } else {
+            rows[r] = rows[n - 1];
+        }
+    }
+}
+
+/* Scores of nt positions (from slot0 of one block) for the nh heads: p[j][t] = scale × q_j·k_t. */
+static void tile_scores(const attn_args *a, attn_state *st, uint32_t nh, size_t k_off,
+                        uint32_t slot0, uint32_t nt)
+{
+    uint32_t d = a->kv->head_dim;
+
+    for (uint32_t t = 0; t < nt; t += ATTN_ROWS) {
+        uint32_t n = nt - t < ATTN_ROWS ? nt - t : ATTN_ROWS;
+        const float *k[ATTN_ROWS];
+        float s[ATTN_ROWS];
+
+        kv_rows(a->kv, k_off, slot0 + t, n, st, k);
+        for (uint32_t j = 0; j < nh; j++) {
+            dot_rows(st->q[j], k, d, s);
+            for (uint32_t r = 0; r < n; r++)
+                st->p[j][t + r] = a->scale * s[r];
+        }
+    }
+}
+
+/* Turns head j's scores into weights against the new running maximum, rescaling its state. */
+static void tile_softmax(attn_state *st, uint32_t j, uint32_t nt, uint32_t d)
+{
+    float *restrict p = st->p[j];
+    float max = st->max[j], sum = 0.0f;
+
+    for (uint32_t t = 0; t < nt; t++)
+        max = p[t] > max ? p[t] : max;
+#pragma omp simd reduction(+ : sum)
+    for (uint32_t t = 0; t < nt; t++) {
+        p[t] = exp_nonpositive(p[t] - max);
+        sum += p[t];
+    }
+    if (max != st->max[j]) {
+        float c = expf(st->max[j] - max);
+
+        st->sum[j] *= c;
+        scale_row(st->acc + (size_t)j * d, c, d);
+        st->max[j] = max;
+    }
+    st->sum[j] += sum;
+}
+
+static void tile_values(const attn_args *a, attn_state *st, uint32_t nh, size_t v_off,
+                        uint32_t slot0, uint32_t nt)
+{
+    uint32_t d = a->kv->head_dim;
+
+    for (uint32_t t = 0; t < nt; t += ATTN_ROWS) {
+        uint32_t n = nt - t < ATTN_ROWS ? nt - t : ATTN_ROWS;
+        const float *v[ATTN_ROWS];
+
+        kv_rows(a->kv, v_off, slot0 + t, n, st, v);
+        for (uint32_t j = 0; j < nh; j++) {
+            float w[ATTN_ROWS] = {0.0f, 0.0f, 0.0f, 0.0f};
+
+            for (uint32_t r = 0; r < n; r++)
+                w[r] = st->p[j][t + r];
+            axpy_rows(st->acc + (size_t)j * d, w, v, d);
+        }
+    }
+}
+
+/* Query heads h0 .. h0 + nh − 1 (kv head g) of batch row `row`, over positions 0 .. ctx − 1. */
+static void attend_heads(const attn_args *a, attn_state *st, const uint32_t *block_table,
+                         uint32_t ctx, uint32_t row, uint32_t g, uint32_t h0, uint32_t nh)
+{
+    const duet_cpu_kv *kv = a->kv;
+    uint32_t d = kv->head_dim, bs = kv->block_size;
+
+    for (uint32_t j = 0; j < nh; j++) {
+        st->q[j] = a->q + (size_t)row * a->q_stride + (size_t)(h0 + j) * d;
+        st->max[j] = -INFINITY;
+        st->sum[j] = 0.0f;
+    }
+    memset(st->acc, 0, (size_t)nh * d * sizeof(float));
+    for (uint32_t pos = 0; pos < ctx;) {
+        uint32_t block = block_table[pos / bs], slot0 = pos % bs;
+        uint32_t nt = bs - slot0;
+
+        if (nt > ATTN_TILE)
+            nt = ATTN_TILE;
+        if (nt > ctx - pos)
+            nt = ctx - pos;
+        tile_scores(a, st, nh, kv_offset(kv, block, a->layer, 0, g, 0), slot0, nt);
+        for (uint32_t j = 0; j < nh; j++)
+            tile_softmax(st, j, nt, d);
+        tile_values(a, st, nh, kv_offset(kv, block, a->layer, 1, g, 0), slot0, nt);
+        pos += nt;
+    }
+    for (uint32_t j = 0; j < nh; j++) {
+        float *out = a->out + (size_t)row * a->out_stride + (size_t)(h0 + j) * d;
+        const float *acc = st->acc + (size_t)j * d;
+        float inv = 1.0f / st->sum[j];
+
+#pragma omp simd
+        for (uint32_t i = 0; i < d; i++)
+            out[i] = acc[i] * inv;
+    }
+}
+
+/* One work item: every query head of kv head g for row i of seg. */
+static void attend_item(const attn_args *a, const duet_cpu_seg *seg, uint32_t i, uint32_t g)
+{
+    attn_state st;
+    uint32_t ctx = seg->pos + i + 1, row = seg->row0 + i;
+
+    for (uint32_t h = 0; h < a->group; h += a->sub) {
+        uint32_t nh = a->group - h < a->sub ? a->group - h : a->sub;
+
+        attend_heads(a, &st, seg->block_table, ctx, row, g, g * a->group + h, nh);
+    }
+}
+
+static size_t attention_macs(const duet_cpu_seg *segs, uint32_t n_segs, size_t per_position)
+{
+    size_t positions = 0;
+
+    for (uint32_t s = 0; s < n_segs; s++)
+        positions += (size_t)segs[s].n * segs[s].pos + (size_t)segs[s].n * (segs[s].n + 1) / 2;
+    return positions * per_position;
+}
+
+void duet__cpu_attention(const duet_cpu_kv *kv, uint32_t layer, const duet_cpu_seg *segs,
+                         uint32_t n_segs, uint32_t num_heads, float scale, const float *q,
+                         size_t q_stride, float *out, size_t out_stride)
+{
+    uint32_t kvh = kv->num_kv_heads, d = kv->head_dim;
+    size_t items = total_rows(segs, n_segs) * kvh, next = 0;
+    size_t macs = attention_macs(segs, n_segs, (size_t)num_heads * d * 2);
+    attn_args a;
+
+    assert(kvh > 0 && num_heads % kvh == 0 && d > 0 && d <= ATTN_MAX_HEAD_DIM);
+    a = (attn_args){.kv = kv,
+                    .layer = layer,
+                    .group = num_heads / kvh,
+                    .sub = ATTN_ACC_ELEMS / d < ATTN_MAX_SUB ? ATTN_ACC_ELEMS / d : ATTN_MAX_SUB,
+                    .scale = scale,
+                    .q = q,
+                    .q_stride = q_stride,
+                    .out = out,
+                    .out_stride = out_stride};
+#pragma omp parallel if (items > 1 && macs >= ATTN_PAR_MIN_MACS)
+    {
+        seg_cursor c = {.segs = segs};
+
+        for (;;) {
+            const duet_cpu_seg *seg;
+            size_t id;
+            uint32_t i;
+
+#pragma omp atomic capture
+            id = next++;
+            if (id >= items)
+                break;
+            seg = seg_seek(&c, id / kvh, &i);
+            attend_item(&a, seg, i, (uint32_t)(id % kvh));
+        }
+    }
+}
+
+/* ---- norms ----------------------------------------------------------------------------------- */
+
+static void rmsnorm_row(const float *x, const float *restrict w, float eps, float *y, uint32_t dim)
+{
+    double ss = 0.0;
+    float r;
+
+#pragma omp simd reduction(+ : ss)
+    for (uint32_t i = 0; i < dim; i++)
+        ss += (double)x[i] * x[i];
+    r = (float)(1.0 / sqrt(ss / dim + eps));
+    /* y may be x: each element is read before it is written, in the same iteration. */
+#pragma omp simd
+    for (uint32_t i = 0; i < dim; i++)
+        y[i] = x[i] * r * w[i];
+}
+
+void duet__cpu_rmsnorm(const float *x, size_t x_stride, const float *w, float eps, float *y,
+                       size_t y_stride, uint32_t n_rows, uint32_t dim)
+{
+#pragma omp parallel for if ((size_t)n_rows * dim >= PAR_MIN_ELEMS) schedule(static)
+    for (uint32_t r = 0; r < n_rows; r++)
+        rmsnorm_row(x + r * x_stride, w, eps, y + r * y_stride, dim);
+}
+
+static void layernorm_row(const float *x, const float *restrict w, const float *restrict b,
+                          float eps, float *y, uint32_t dim)
+{
+    double sum = 0.0, var = 0.0, mean, r;
+
+#pragma omp simd reduction(+ : sum)
+    for (uint32_t i = 0; i < dim; i++)
+        sum += x[i];
+    mean = sum / dim;
+    /* Two passes, centred in double: rows far from zero mean keep their digits. */
+#pragma omp simd reduction(+ : var)
+    for (uint32_t i = 0; i < dim; i++)
+        var += (x[i] - mean) * (x[i] - mean);
+    r = 1.0 / sqrt(var / dim + eps);
+#pragma omp simd
+    for (uint32_t i = 0; i < dim; i++)
+        y[i] = (float)((x[i] - mean) * r) * w[i] + b[i];
+}
+
+void duet__cpu_layernorm(const float *x, size_t x_stride, const float *w, const float *b, float eps,
+                         float *y, size_t y_stride, uint32_t n_rows, uint32_t dim)
+{
+#pragma omp parallel for if ((size_t)n_rows * dim >= PAR_MIN_ELEMS) schedule(static)
+    for (uint32_t r = 0; r < n_rows; r++)
+        layernorm_row(x + r * x_stride, w, b, eps, y + r * y_stride, dim);
+}
+
+/* ---- RoPE ------------------------------------------------------------------------------------ */
+
+static void rope_head(float *restrict x, const float *restrict cs, uint32_t half)
+{
+    const float *restrict c = cs, *restrict s = cs + half;
+    float *restrict lo = x, *restrict hi = x + half;
+
+#pragma omp simd
+    for (uint32_t i = 0; i < half; i++) {
+        float x0 = lo[i], x1 = hi[i];
+
+        lo[i] = x0 * c[i] - x1 * s[i];
+        hi[i] = x1 * c[i] + x0 * s[i];
+    }
+}
+
+void duet__cpu_rope(float *x, size_t stride, uint32_t n_rows, uint32_t n_heads, uint32_t head_dim,
+                    const float *cos_sin)
+{
+#pragma omp parallel for if ((size_t)n_rows * n_heads * head_dim >= PAR_MIN_ELEMS) schedule(static)
+    for (uint32_t r = 0; r < n_rows; r++)
+        for (uint32_t h = 0; h < n_heads; h++)
+            rope_head(x + r * stride + (size_t)h * head_dim, cos_sin + (size_t)r * head_dim,
+                      head_dim / 2);
+}
+
+void duet__cpu_rope_angles(const double *inv_freq, uint32_t head_dim, const uint32_t *pos,
+                           uint32_t n, float *cos_sin)
+{
+    uint32_t half = head_dim / 2;
+
+    for (uint32_t r = 0; r < n; r++) {
+        float *cs = cos_sin + (size_t)r * head_dim;
+
+        for (uint32_t i = 0; i < half; i++) {
+            double angle = (double)pos[r] * inv_freq[i];
+
+            cs[i] = (float)cos(angle);
+            cs[half + i] = (float)sin(angle);
+        }
+    }
+}
+
+/* ---- activations ----------------------------------------------------------------------------- */
+
+static void silu_mul_row(const float *restrict gu, float *restrict out, uint32_t inter)
+{
+    const float *restrict up = gu + inter;
+
+    for (uint32_t i = 0; i < inter; i++)
+        out[i] = gu[i] / (1.0f + expf(-gu[i])) * up[i];
+}
+
+void duet__cpu_silu_mul(const float *gu, size_t gu_stride, float *out, size_t out_stride,
+                        uint32_t n_rows, uint32_t inter)
+{
+#pragma omp parallel for if ((size_t)n_rows * inter >= PAR_MIN_ELEMS / 4) schedule(static)
+    for (uint32_t r = 0; r < n_rows; r++)
+        silu_mul_row(gu + r * gu_stride, out + r * out_stride, inter);
+}
+
+void duet__cpu_relu(float *x, size_t stride, uint32_t n_rows, uint32_t dim)
+{
+#pragma omp parallel for if ((size_t)n_rows * dim >= PAR_MIN_ELEMS) schedule(static)
+    for (uint32_t r = 0; r < n_rows; r++) {
+        float *restrict row = x + r * stride;
+
+#pragma omp simd
+        for (uint32_t i = 0; i < dim; i++)
+            row[i] = row[i] > 0.0f ? row[i] : 0.0f;
+    }
+}
+
+void duet__cpu_add(float *y, size_t y_stride, const float *x, size_t x_stride, uint32_t n_rows,
+                   uint32_t dim)
+{
+#pragma omp parallel for if ((size_t)n_rows * dim >= PAR_MIN_ELEMS) schedule(static)
+    for (uint32_t r = 0; r < n_rows; r++) {
+        float *restrict yr = y + r * y_stride;
+        const float *restrict xr = x + r * x_stride;
+
+#pragma omp simd
+        for (uint32_t i = 0; i < dim; i++)
+            yr[i] += xr[i];
+    }
+}

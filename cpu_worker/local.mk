@@ -1,0 +1,39 @@
+# CPU worker plugin (docs/cpu-worker.md): oneDNN GEMMs, paged attention, OpenMP threads.
+# Built when configure finds oneDNN and OpenMP; installed in $(pkglibdir).
+EXTRA_DIST += cpu_worker/cpu_worker-int.h
+CPU_WORKER_KERNEL_SOURCES = cpu_worker/cpu_worker-int.h cpu_worker/kernels.c cpu_worker/linear.c
+CPU_WORKER_CFLAGS = $(AM_CFLAGS) $(OPENMP_CFLAGS)
+CPU_WORKER_CPPFLAGS = $(AM_CPPFLAGS) $(ONEDNN_CPPFLAGS) -I$(top_srcdir)/sampling
+CPU_WORKER_LIBS = $(ONEDNN_LDFLAGS) $(ONEDNN_LIBS) -lm
+
+if BUILD_CPU_WORKER
+pkglib_LTLIBRARIES = cpu_worker/duet_cpu_worker.la
+cpu_worker_duet_cpu_worker_la_SOURCES = cpu_worker/worker.c cpu_worker/execute.c cpu_worker/forward.c \
+	$(CPU_WORKER_KERNEL_SOURCES)
+cpu_worker_duet_cpu_worker_la_CPPFLAGS = $(CPU_WORKER_CPPFLAGS)
+cpu_worker_duet_cpu_worker_la_CFLAGS = $(CPU_WORKER_CFLAGS)
+cpu_worker_duet_cpu_worker_la_LDFLAGS = $(PLUGIN_LDFLAGS) $(OPENMP_CFLAGS)
+cpu_worker_duet_cpu_worker_la_LIBADD = model/libduet_model.la sampling/libduet_sampling.la \
+	$(CPU_WORKER_LIBS)
+EXPORT_CHECKED_PLUGINS += $(abs_top_builddir)/cpu_worker/.libs/duet_cpu_worker.so
+
+if HAVE_CHECK
+# Kernels and GEMMs against a double-precision reference (compiled in, not through the plugin).
+check_PROGRAMS += tests/check_cpu_kernels
+tests_check_cpu_kernels_SOURCES = tests/check_cpu_kernels.c tests/check_util.h \
+	$(CPU_WORKER_KERNEL_SOURCES)
+tests_check_cpu_kernels_CPPFLAGS = $(CPU_WORKER_CPPFLAGS)
+tests_check_cpu_kernels_CFLAGS = $(TEST_CFLAGS) $(OPENMP_CFLAGS)
+tests_check_cpu_kernels_LDADD = $(CHECK_LIBS) $(CPU_WORKER_LIBS) $(OPENMP_CFLAGS)
+CHECK_TESTS += tests/check_cpu_kernels
+
+# The plugin through the ABI against tests/reference_forward.c on generated models.
+check_PROGRAMS += tests/check_cpu_worker
+tests_check_cpu_worker_SOURCES = tests/check_cpu_worker.c tests/check_util.h \
+	tests/reference_forward.c tests/reference_forward.h
+tests_check_cpu_worker_CFLAGS = $(TEST_CFLAGS) $(JANSSON_CFLAGS)
+tests_check_cpu_worker_LDADD = model/libduet_model_gen.la model/libduet_model.la \
+	$(TEST_LIBS) $(JANSSON_LIBS) -lm
+CHECK_TESTS += tests/check_cpu_worker
+endif
+endif

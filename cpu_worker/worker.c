@@ -1,0 +1,470 @@
+/*
+ * duet_cpu_worker.so — the CPU worker plugin (docs/cpu-worker.md, plugin.h).
+ *
+ *   create ─► model folder mapped (model/) ─► every weight matrix converted once and packed by
+ *             oneDNN (q|k|v and gate|up fused) ─► norms copied ─► samplers, one per thread
+ *   cache_geometry / init_cache ─► one host pool of KV blocks (+ a swap pool), zero pages
+ *   execute ─► checks every id, position and size ─► swap in, swap out, copy
+ *             ─► forward over all fed tokens ─► sample the output rows
+ *             ─► n_draft_steps more forwards of one row per drafting sequence
+ *
+ * Settings (through the host, section = "target" or "speculative"): dtype f32 | bf16, weights
+ * auto (= dtype) | the same as dtype, threads (0 = every core).
+ */
+#include "config.h"
+
+#include "cpu_worker-int.h"
+
+#include <duet/plugin.h>
+
+#include <math.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define CPU_WORKER_VERSION PACKAGE_VERSION
+
+static duet_status fail(duet_worker *w, duet_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static duet_status fail(duet_worker *w, duet_status st, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(w->err, sizeof(w->err), fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+/* ---- settings --------------------------------------------------------------------------- */
+
+static duet_status setting_string(duet_worker *w, const char *key, const char **out)
+{
+    char path[64];
+    duet_status st;
+
+    snprintf(path, sizeof(path), "%s.%s", w->section, key);
+    st = w->host->config_get_string(w->host->ctx, path, out);
+    return st ? fail(w, st, "cpu worker: cannot read setting %s (%s)", path, duet_status_str(st))
+              : st;
+}
+
+static duet_status read_settings(duet_worker *w)
+{
+    const char *dtype, *weights;
+    char path[64];
+    int64_t threads = 0;
+    duet_status st = setting_string(w, "dtype", &dtype);
+
+    if (!st)
+        st = setting_string(w, "weights", &weights);
+    if (st)
+        return st;
+    if (strcmp(dtype, "f32") != 0 && strcmp(dtype, "bf16") != 0)
+        return fail(w, DUET_STATUS_UNSUPPORTED,
+                    "cpu worker: %s.dtype = \"%s\": the CPU worker computes in \"f32\" or \"bf16\"",
+                    w->section, dtype);
+    if (strcmp(weights, "auto") != 0 && strcmp(weights, dtype) != 0)
+        return fail(w, DUET_STATUS_UNSUPPORTED,
+                    "cpu worker: %s.weights = \"%s\" with dtype \"%s\": this worker keeps weights "
+                    "in its compute type (\"auto\" or \"%s\")",
+                    w->section, weights, dtype, dtype);
+    w->bf16 = strcmp(dtype, "bf16") == 0;
+    snprintf(path, sizeof(path), "%s.threads", w->section);
+    if (w->host->config_get_int(w->host->ctx, path, &threads) != DUET_STATUS_OK)
+        threads = 0;
+    w->threads = threads > 0 ? (uint32_t)threads : (uint32_t)omp_get_num_procs();
+    return DUET_STATUS_OK;
+}
+
+/* ---- weights ---------------------------------------------------------------------------- */
+
+/* The tensor of layer `layer` (or a model-level tensor when layer < 0), checked to exist. */
+static const duet_tensor *tensor(duet_worker *w, int32_t layer, const char *name)
+{
+    return layer < 0 ? duet_model_tensor(w->model, name)
+                     : duet_model_layer_tensor(w->model, (uint32_t)layer, name);
+}
+
+/* Packs the rows of tensors names[0..n) (each [rows_i][k]) stacked into one linear map, with
+ * their biases (bias_names may be NULL, or hold NULL entries for none). */
+static duet_status pack(duet_worker *w, int32_t layer, const char *const *names,
+                        const char *const *bias_names, size_t n, duet_cpu_linear **out)
+{
+    const duet_tensor *t[4], *b[4] = {NULL, NULL, NULL, NULL};
+    uint64_t rows = 0, k = 0, at = 0;
+    float *wt = NULL, *bias = NULL;
+    duet_status st = DUET_STATUS_OK;
+
+    for (size_t i = 0; i < n; i++) {
+        t[i] = tensor(w, layer, names[i]);
+        if (!t[i] || t[i]->rank != 2)
+            return fail(w, DUET_STATUS_BAD_FORMAT, "cpu worker: layer %d: tensor %s is missing",
+                        layer, names[i]);
+        if (bias_names && bias_names[i] && !(b[i] = tensor(w, layer, bias_names[i])))
+            return fail(w, DUET_STATUS_BAD_FORMAT, "cpu worker: layer %d: tensor %s is missing",
+                        layer, bias_names[i]);
+        k = t[i]->shape[1];
+        rows += t[i]->shape[0];
+    }
+    wt = malloc(rows * k * sizeof(float));
+    if (b[0])
+        bias = malloc(rows * sizeof(float));
+    if (!wt || (b[0] && !bias)) {
+        st = fail(w, DUET_STATUS_OUT_OF_MEMORY, "cpu worker: out of memory converting %s",
+                  names[0]);
+        goto out_free;
+    }
+    for (size_t i = 0; i < n; i++) {
+        duet_tensor_read_f32(t[i], 0, t[i]->numel, wt + at * k);
+        if (bias)
+            duet_tensor_read_f32(b[i], 0, b[i]->numel, bias + at);
+        at += t[i]->shape[0];
+    }
+    st = duet__cpu_linear_create(w->dnn, t[0]->name, wt, bias, (uint32_t)rows, (uint32_t)k,
+                                 w->bf16, out, w->err, sizeof(w->err));
+    if (!st)
+        w->weight_bytes += duet__cpu_linear_bytes(*out);
+out_free:
+    free(wt);
+    free(bias);
+    return st;
+}
+
+static duet_status pack1(duet_worker *w, int32_t layer, const char *name, const char *bias,
+                         duet_cpu_linear **out)
+{
+    return pack(w, layer, &name, bias ? &bias : NULL, 1, out);
+}
+
+/* A norm vector as f32 (NULL name: none). */
+static duet_status vec(duet_worker *w, int32_t layer, const char *name, float **out)
+{
+    const duet_tensor *t = tensor(w, layer, name);
+
+    if (!t)
+        return fail(w, DUET_STATUS_BAD_FORMAT, "cpu worker: tensor %s is missing", name);
+    if (!(*out = malloc(t->numel * sizeof(float))))
+        return fail(w, DUET_STATUS_OUT_OF_MEMORY, "cpu worker: out of memory");
+    w->weight_bytes += t->numel * sizeof(float);
+    return duet_tensor_read_f32(t, 0, t->numel, *out);
+}
+
+static duet_status load_llama_layer(duet_worker *w, int32_t l, duet_cpu_layer *L)
+{
+    static const char *const qkv[] = {"self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                                      "self_attn.v_proj.weight"};
+    static const char *const gate_up[] = {"mlp.gate_proj.weight", "mlp.up_proj.weight"};
+    duet_status st = pack(w, l, qkv, NULL, 3, &L->qkv);
+
+    if (!st)
+        st = pack1(w, l, "self_attn.o_proj.weight", NULL, &L->o);
+    if (!st)
+        st = pack(w, l, gate_up, NULL, 2, &L->gate_up);
+    if (!st)
+        st = pack1(w, l, "mlp.down_proj.weight", NULL, &L->down);
+    if (!st)
+        st = vec(w, l, "input_layernorm.weight", &L->norm1_w);
+    if (!st)
+        st = vec(w, l, "post_attention_layernorm.weight", &L->norm2_w);
+    return st;
+}
+
+static duet_status load_opt_layer(duet_worker *w, int32_t l, duet_cpu_layer *L)
+{
+    static const char *const qkv[] = {"self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                                      "self_attn.v_proj.weight"};
+    static const char *const qkv_b[] = {"self_attn.q_proj.bias", "self_attn.k_proj.bias",
+                                        "self_attn.v_proj.bias"};
+    duet_status st = pack(w, l, qkv, qkv_b, 3, &L->qkv);
+
+    if (!st)
+        st = pack1(w, l, "self_attn.out_proj.weight", "self_attn.out_proj.bias", &L->o);
+    if (!st)
+        st = pack1(w, l, "fc1.weight", "fc1.bias", &L->fc1);
+    if (!st)
+        st = pack1(w, l, "fc2.weight", "fc2.bias", &L->fc2);
+    if (!st)
+        st = vec(w, l, "self_attn_layer_norm.weight", &L->norm1_w);
+    if (!st)
+        st = vec(w, l, "self_attn_layer_norm.bias", &L->norm1_b);
+    if (!st)
+        st = vec(w, l, "final_layer_norm.weight", &L->norm2_w);
+    if (!st)
+        st = vec(w, l, "final_layer_norm.bias", &L->norm2_b);
+    return st;
+}
+
+/* Embeddings, positions, projections, final norm and head. */
+static duet_status load_ends(duet_worker *w)
+{
+    const duet_model_desc *d = w->d;
+    bool opt = d->arch == DUET_ARCH_OPT;
+    const char *embed = opt ? "model.decoder.embed_tokens.weight" : "model.embed_tokens.weight";
+    duet_status st = DUET_STATUS_OK;
+
+    w->embed = duet_model_tensor(w->model, embed);
+    if (opt)
+        w->positions = duet_model_tensor(w->model, "model.decoder.embed_positions.weight");
+    if (!w->embed || (opt && !w->positions))
+        return fail(w, DUET_STATUS_BAD_FORMAT, "cpu worker: the embeddings are missing");
+    if (opt && d->word_embed_proj_dim != d->hidden_size) {
+        st = pack1(w, -1, "model.decoder.project_in.weight", NULL, &w->project_in);
+        if (!st)
+            st = pack1(w, -1, "model.decoder.project_out.weight", NULL, &w->project_out);
+    }
+    if (!st && !opt)
+        st = vec(w, -1, "model.norm.weight", &w->final_w);
+    if (!st && opt && d->do_layer_norm_before && d->final_layer_norm) {
+        st = vec(w, -1, "model.decoder.final_layer_norm.weight", &w->final_w);
+        if (!st)
+            st = vec(w, -1, "model.decoder.final_layer_norm.bias", &w->final_b);
+    }
+    if (!st)
+        st = pack1(w, -1, duet_model_tensor(w->model, "lm_head.weight") ? "lm_head.weight" : embed,
+                   NULL, &w->lm_head);
+    return st;
+}
+
+static duet_status load_weights(duet_worker *w)
+{
+    const duet_model_desc *d = w->d;
+    duet_status st;
+
+    if (!(w->layers = calloc(d->num_layers, sizeof(*w->layers))))
+        return fail(w, DUET_STATUS_OUT_OF_MEMORY, "cpu worker: out of memory");
+    st = load_ends(w);
+    for (uint32_t l = 0; !st && l < d->num_layers; l++)
+        st = d->arch == DUET_ARCH_LLAMA ? load_llama_layer(w, (int32_t)l, &w->layers[l])
+                                        : load_opt_layer(w, (int32_t)l, &w->layers[l]);
+    if (!st && d->arch == DUET_ARCH_LLAMA) {
+        if (!(w->inv_freq = calloc(d->head_dim / 2 + 1, sizeof(double))))
+            return fail(w, DUET_STATUS_OUT_OF_MEMORY, "cpu worker: out of memory");
+        duet__cpu_rope_freqs(d, w->inv_freq);
+    }
+    return st;
+}
+
+/* ---- lifecycle -------------------------------------------------------------------------- */
+
+static void free_layer(duet_cpu_layer *L)
+{
+    duet__cpu_linear_destroy(L->qkv);
+    duet__cpu_linear_destroy(L->o);
+    duet__cpu_linear_destroy(L->gate_up);
+    duet__cpu_linear_destroy(L->down);
+    duet__cpu_linear_destroy(L->fc1);
+    duet__cpu_linear_destroy(L->fc2);
+    free(L->norm1_w);
+    free(L->norm1_b);
+    free(L->norm2_w);
+    free(L->norm2_b);
+}
+
+static void free_pool(duet_cpu_kv *kv)
+{
+    if (kv->base)
+        munmap(kv->base, kv->block_bytes * kv->num_blocks);
+    kv->base = NULL;
+}
+
+static void worker_destroy(duet_worker *w)
+{
+    duet_cpu_scratch *s;
+
+    if (!w)
+        return;
+    s = &w->s;
+    for (uint32_t l = 0; w->layers && l < w->d->num_layers; l++)
+        free_layer(&w->layers[l]);
+    free(w->layers);
+    duet__cpu_linear_destroy(w->project_in);
+    duet__cpu_linear_destroy(w->project_out);
+    duet__cpu_linear_destroy(w->lm_head);
+    free(w->final_w);
+    free(w->final_b);
+    free(w->inv_freq);
+    for (uint32_t i = 0; w->samplers && i < w->threads; i++)
+        duet_sampler_destroy(w->samplers[i]);
+    free(w->samplers);
+    free(s->x), free(s->h), free(s->qkv), free(s->att), free(s->mlp), free(s->act);
+    free(s->cos_sin), free(s->pos), free(s->final), free(s->logits);
+    free(s->segs), free(s->row_base), free(s->tokens), free(s->logit_rows), free(s->dest);
+    free_pool(&w->kv);
+    free_pool(&w->swap);
+    duet__cpu_dnn_destroy(w->dnn);
+    duet_model_destroy(w->model);
+    free(w);
+}
+
+static duet_status make_samplers(duet_worker *w)
+{
+    if (!(w->samplers = calloc(w->threads, sizeof(*w->samplers))))
+        return fail(w, DUET_STATUS_OUT_OF_MEMORY, "cpu worker: out of memory");
+    for (uint32_t i = 0; i < w->threads; i++)
+        if (duet_sampler_create(w->d->vocab_size, &w->samplers[i]))
+            return fail(w, DUET_STATUS_OUT_OF_MEMORY, "cpu worker: out of memory for samplers");
+    return DUET_STATUS_OK;
+}
+
+static duet_status worker_create(const duet_worker_params *params, duet_worker **out, char *errbuf,
+                                 size_t errbuf_size)
+{
+    duet_worker *w;
+    duet_status st;
+
+    *out = NULL;
+    if (!params || params->struct_size < sizeof(duet_worker_params) || !params->model_dir ||
+        !params->section || !params->host || strlen(params->section) >= sizeof(w->section)) {
+        snprintf(errbuf, errbuf_size, "cpu worker: create: incomplete parameters");
+        return DUET_STATUS_INVALID_ARGUMENT;
+    }
+    if (!(w = calloc(1, sizeof(*w)))) {
+        snprintf(errbuf, errbuf_size, "cpu worker: out of memory");
+        return DUET_STATUS_OUT_OF_MEMORY;
+    }
+    w->host = params->host;
+    strcpy(w->section, params->section);
+    st = read_settings(w);
+    if (!st)
+        st = duet_model_create(params->model_dir, DUET_MODEL_QUIET, &w->model, w->err,
+                               sizeof(w->err));
+    if (!st && duet_model_describe(w->model)->head_dim > DUET_CPU_MAX_HEAD_DIM)
+        st = fail(w, DUET_STATUS_UNSUPPORTED, "cpu worker: %s: head_dim %u: at most %u is supported",
+                  params->model_dir, duet_model_describe(w->model)->head_dim,
+                  DUET_CPU_MAX_HEAD_DIM);
+    if (!st) {
+        w->d = duet_model_describe(w->model);
+        omp_set_num_threads((int)w->threads);
+        st = duet__cpu_dnn_create(&w->dnn, w->err, sizeof(w->err));
+    }
+    if (!st)
+        st = load_weights(w);
+    if (!st)
+        st = make_samplers(w);
+    if (st) {
+        snprintf(errbuf, errbuf_size, "%s", w->err);
+        worker_destroy(w);
+        return st;
+    }
+    *out = w;
+    return DUET_STATUS_OK;
+}
+
+static duet_status worker_describe(duet_worker *w, duet_model_info *info)
+{
+    duet_status st;
+
+    if (!info)
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT, "cpu worker: describe: info is NULL");
+    st = duet_model_fill_info(w->model, info);
+    if (!st && DUET_ABI_HAS_FIELD(info, duet_model_info, weight_bytes))
+        info->weight_bytes = w->weight_bytes;
+    return st;
+}
+
+static duet_status worker_cache_geometry(duet_worker *w, duet_cache_geometry *g)
+{
+    const duet_model_desc *d = w->d;
+    duet_cpu_kv kv;
+    uint64_t budget;
+
+    if (!g || g->struct_size < sizeof(*g) || g->block_size == 0 || g->block_size > 65536)
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
+                    "cpu worker: cache_geometry: block_size must be 1 .. 65536");
+    budget = g->budget_bytes;
+    if (!budget) {
+        double gib = 4.0;
+
+        w->host->config_get_float(w->host->ctx, "cache.cpu_kv_space_gib", &gib);
+        budget = (uint64_t)(gib * (double)(1ull << 30));
+    }
+    duet__cpu_kv_layout(&kv, g->block_size, d->num_layers, d->num_kv_heads, d->head_dim, w->bf16);
+    g->block_bytes = kv.block_bytes;
+    g->num_blocks = budget / kv.block_bytes;
+    return DUET_STATUS_OK;
+}
+
+/* Maps count zero blocks of kv's layout (lazily backed). */
+static duet_status alloc_pool(duet_worker *w, duet_cpu_kv *kv, uint32_t count, const char *what)
+{
+    size_t bytes;
+
+    kv->num_blocks = count;
+    if (!count)
+        return DUET_STATUS_OK;
+    if (__builtin_mul_overflow(kv->block_bytes, (size_t)count, &bytes))
+        bytes = SIZE_MAX;
+    kv->base = bytes == SIZE_MAX ? MAP_FAILED
+                                 : mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (kv->base == MAP_FAILED) {
+        kv->base = NULL;
+        kv->num_blocks = 0;
+        return fail(w, DUET_STATUS_OUT_OF_MEMORY,
+                    "cpu worker: cannot allocate the %s: %u blocks of %zu bytes", what, count,
+                    kv->block_bytes);
+    }
+    return DUET_STATUS_OK;
+}
+
+static duet_status worker_init_cache(duet_worker *w, const duet_cache_config *c)
+{
+    const duet_model_desc *d = w->d;
+    duet_status st;
+
+    if (!c || c->struct_size < sizeof(*c) || c->block_size == 0 || c->block_size > 65536)
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
+                    "cpu worker: init_cache: block_size must be 1 .. 65536");
+    if (w->kv.base)
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
+                    "cpu worker: init_cache: the cache already exists");
+    if (c->num_blocks == 0)
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT, "cpu worker: init_cache: num_blocks is 0");
+    duet__cpu_kv_layout(&w->kv, c->block_size, d->num_layers, d->num_kv_heads, d->head_dim,
+                        w->bf16);
+    w->swap = w->kv;
+    st = alloc_pool(w, &w->kv, c->num_blocks, "KV cache");
+    if (!st)
+        st = alloc_pool(w, &w->swap, c->num_swap_blocks, "swap space");
+    if (st)
+        free_pool(&w->kv);
+    return st;
+}
+
+static const char *worker_last_error(const duet_worker *w)
+{
+    return w ? w->err : "";
+}
+
+static const duet_worker_plugin plugin = {
+    .struct_size = sizeof(duet_worker_plugin),
+    .abi_major = DUET_ABI_MAJOR,
+    .abi_minor = DUET_ABI_MINOR,
+    .fingerprint = DUET_ABI_FINGERPRINT,
+    .name = "cpu",
+    .version = CPU_WORKER_VERSION,
+    .caps = DUET_CAP_TARGET | DUET_CAP_DRAFT | DUET_CAP_SWAP | DUET_CAP_F32 | DUET_CAP_BF16 |
+            DUET_CAP_PREFIX_CACHE,
+    .create = worker_create,
+    .destroy = worker_destroy,
+    .describe = worker_describe,
+    .cache_geometry = worker_cache_geometry,
+    .init_cache = worker_init_cache,
+    .execute = duet__cpu_execute,
+    .last_error = worker_last_error,
+};
+
+DUET_API const duet_worker_plugin *duet_plugin_query(uint32_t host_abi_major,
+                                                     const duet_host_services *host);
+
+const duet_worker_plugin *duet_plugin_query(uint32_t host_abi_major,
+                                            const duet_host_services *host)
+{
+    (void)host;
+    return host_abi_major == DUET_ABI_MAJOR ? &plugin : NULL;
+}

@@ -1,0 +1,89 @@
+/*
+ * sampling.h — turning a row of logits into a token, the same way in every worker and in the
+ * engine (plugin.h: duet_sampling_params, duet_batch_output).
+ *
+ *   raw logits [V] ──► log-softmax (temperature 1) ──► token_logprob, top-N logprobs
+ *        │
+ *        └──► / temperature ──► softmax ──► top-k ──► top-p ──► min-p ──► probs [V]
+ *                                                                           │
+ *                       u = duet_rng_uniform(seed, position, DUET_DRAW_SAMPLE)
+ *                                                                           ▼
+ *                                                   token = inverse CDF of probs at u
+ *
+ * Greedy (temperature < DUET_SAMPLING_EPS) takes the argmax (the lowest id on ties) and its
+ * probability row is one-hot. Filters follow vLLM 0.6: top-k keeps the k largest logits, top-p
+ * then keeps the smallest set of most likely tokens whose mass (renormalised after top-k) reaches
+ * top_p, min-p then drops tokens below min_p times the largest remaining probability; at least
+ * one token always survives, and the survivors are renormalised. The token is drawn from exactly
+ * the row written to probs, so a rejection sampler may use that row as the proposal q.
+ *
+ * Randomness is counter-based: a draw is a pure function of (seed, position, draw index), where
+ * position is the position of the token being chosen. No state is shared, so a request samples
+ * the same tokens whatever else is in the batch and whichever worker runs it.
+ *
+ * A duet_sampler is scratch for one row at a time (one per thread); it holds no randomness.
+ */
+#ifndef DUET_SAMPLING_H
+#define DUET_SAMPLING_H
+
+#include <duet/plugin.h>
+
+#include <stdint.h>
+
+/* Temperatures below this are greedy (vLLM's _SAMPLING_EPS). */
+#define DUET_SAMPLING_EPS 1e-5f
+
+/* Draw indices: independent random streams at one (seed, position). */
+#define DUET_DRAW_SAMPLE 0u   /* a worker sampling the token at a position */
+#define DUET_DRAW_ACCEPT 1u   /* the rejection sampler's accept test of a draft token */
+#define DUET_DRAW_RESAMPLE 2u /* the rejection sampler's draw from the residual distribution */
+
+static inline uint64_t duet__rng_mix(uint64_t z)
+{
+    /* splitmix64's finaliser: a bijection with full avalanche */
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* A uniform double in [0, 1) (53 bits) that depends only on (seed, position, draw). */
+static inline double duet_rng_uniform(uint64_t seed, uint64_t position, uint32_t draw)
+{
+    uint64_t h = duet__rng_mix(seed + 0x9e3779b97f4a7c15ull);
+    h = duet__rng_mix(h ^ (position + 0x632be59bd9b4e019ull));
+    h = duet__rng_mix(h ^ ((uint64_t)draw + 0x85157af5ull));
+    return (double)(h >> 11) * 0x1.0p-53;
+}
+
+typedef struct duet_sampler duet_sampler;
+
+/* Scratch for rows of vocab entries. The caller owns *out and releases it with
+ * duet_sampler_destroy(). OUT_OF_MEMORY or INVALID_ARGUMENT (vocab 0). */
+duet_status duet_sampler_create(uint32_t vocab, duet_sampler **out);
+void duet_sampler_destroy(duet_sampler *sampler);
+
+/*
+ * Samples the token at `position` from one row of raw logits[vocab] with sp's settings (see the
+ * top of this file) and returns it. Optional outputs (NULL to skip):
+ *   probs[vocab]     the distribution the token was drawn from (one-hot for greedy)
+ *   token_logprob    log-softmax of the raw logits at the returned token
+ *   top[n_top]       the n_top most likely tokens by raw log-softmax, most likely first
+ *                    (lower id first on ties); entries beyond vocab have token -1
+ * Non-finite logits: NaN counts as -infinity; a row with no finite logit samples token 0.
+ */
+int32_t duet_sample_row(duet_sampler *sampler, const float *logits,
+                        const duet_sampling_params *sp, uint64_t position, float *probs,
+                        float *token_logprob, duet_logprob *top, uint32_t n_top);
+
+/* Raw log-softmax of logits[vocab]: the n_top most likely into top (as duet_sample_row), and the
+ * log-probability of token `next` into *next_logprob (NAN when next < 0; next_logprob may be
+ * NULL). Used for prompt log-probabilities. */
+void duet_row_logprobs(duet_sampler *sampler, const float *logits, uint32_t n_top,
+                       duet_logprob *top, int32_t next, float *next_logprob);
+
+/* The token at which the cumulative sum of probs[vocab] (in id order, non-negative entries that
+ * need not sum to 1) first exceeds u × the total; the last token with positive mass when rounding
+ * runs past the end; -1 when no entry is positive. */
+int32_t duet_sample_from_probs(const float *probs, uint32_t vocab, double u);
+
+#endif /* DUET_SAMPLING_H */
