@@ -109,14 +109,14 @@ void duet__cpu_kv_copy_block(const duet_cpu_kv *from, uint32_t src, const duet_c
 void duet__cpu_rmsnorm(const float *x, size_t x_stride, const float *w, float eps, float *y,
                        size_t y_stride, uint32_t n_rows, uint32_t dim);
 /* y[r] = (x[r] − mean) / sqrt(var + eps) × w + b (biased variance; y may equal x). */
-void duet__cpu_layernorm(const float *x, size_t x_stride, const float *w, const float *b,
-                         float eps, float *y, size_t y_stride, uint32_t n_rows, uint32_t dim);
+void duet__cpu_layernorm(const float *x, size_t x_stride, const float *w, const float *b, float eps,
+                         float *y, size_t y_stride, uint32_t n_rows, uint32_t dim);
 
 /* Rotates n_heads heads of head_dim in each row (Hugging Face rotate_half: element i pairs with
  * i + head_dim / 2) by row r's angles: cos_sin[r × head_dim + i] = cos(pos_r × inv_freq[i]) and
  * cos_sin[r × head_dim + head_dim / 2 + i] = the sine, for i < head_dim / 2. */
-void duet__cpu_rope(float *x, size_t stride, uint32_t n_rows, uint32_t n_heads,
-                    uint32_t head_dim, const float *cos_sin);
+void duet__cpu_rope(float *x, size_t stride, uint32_t n_rows, uint32_t n_heads, uint32_t head_dim,
+                    const float *cos_sin);
 /* cos_sin[n][head_dim] for positions pos[n] (angles computed in double). */
 void duet__cpu_rope_angles(const double *inv_freq, uint32_t head_dim, const uint32_t *pos,
                            uint32_t n, float *cos_sin);
@@ -156,8 +156,7 @@ size_t duet__cpu_linear_bytes(const duet_cpu_linear *lin);
 /* y[m][n] = x[m][k]·Wᵀ + bias for m rows: x rows at x + r × x_stride (f32; converted to bf16 in
  * the dnn's scratch when the linear is bf16), y contiguous ([m][n]). */
 duet_status duet__cpu_linear_run(duet_cpu_dnn *dnn, const duet_cpu_linear *lin, const float *x,
-                                 size_t x_stride, uint32_t m, float *y, char *err,
-                                 size_t err_size);
+                                 size_t x_stride, uint32_t m, float *y, char *err, size_t err_size);
 
 /* ---- the worker and its forward pass (worker.c, forward.c) ---------------------------------- */
 
@@ -180,26 +179,26 @@ typedef struct duet_cpu_layer {
 
 /* Per-step scratch, grown (never shrunk) to the largest step seen. */
 typedef struct duet_cpu_scratch {
-    size_t rows;      /* rows every buffer below holds */
-    size_t out_rows;  /* rows of logits */
-    float *x;         /* [rows][hidden] residual stream */
-    float *h;         /* [rows][max(hidden, word_embed_proj_dim)] normed input / projections */
-    float *qkv;       /* [rows][(heads + 2 kv_heads) × head_dim] */
-    float *att;       /* [rows][heads × head_dim] */
-    float *mlp;       /* [rows][2 × intermediate] */
-    float *act;       /* [rows][intermediate] */
-    float *cos_sin;   /* [rows][head_dim] */
-    uint32_t *pos;    /* [rows] */
-    float *final;     /* [out_rows][max(hidden, word_embed_proj_dim)] */
-    float *logits;    /* [out_rows][vocab] */
+    size_t rows;     /* rows every buffer below holds */
+    size_t out_rows; /* rows of logits */
+    float *x;        /* [rows][hidden] residual stream */
+    float *h;        /* [rows][max(hidden, word_embed_proj_dim)] normed input / projections */
+    float *qkv;      /* [rows][(heads + 2 kv_heads) × head_dim] */
+    float *att;      /* [rows][heads × head_dim] */
+    float *mlp;      /* [rows][2 × intermediate] */
+    float *act;      /* [rows][intermediate] */
+    float *cos_sin;  /* [rows][head_dim] */
+    uint32_t *pos;   /* [rows] */
+    float *final;    /* [out_rows][max(hidden, word_embed_proj_dim)] */
+    float *logits;   /* [out_rows][vocab] */
     /* execute.c's bookkeeping, grown like the rest */
-    size_t n_segs_cap;        /* entries of segs and seq_index */
-    duet_cpu_seg *segs;       /* [n_segs_cap] */
-    uint64_t *row_base;       /* [n_segs_cap] first output row of each sequence */
-    size_t n_tok_cap;         /* entries of tokens, logit_rows, logit_seq */
-    int32_t *tokens;          /* [n_tok_cap] fed tokens, all sequences back to back */
-    uint32_t *logit_rows;     /* [n_tok_cap] rows whose logits a step needs */
-    void *dest;               /* [n_tok_cap] execute.c's struct row_dest of each of those rows */
+    size_t n_segs_cap;    /* entries of segs and seq_index */
+    duet_cpu_seg *segs;   /* [n_segs_cap] */
+    uint64_t *row_base;   /* [n_segs_cap] first output row of each sequence */
+    size_t n_tok_cap;     /* entries of tokens, logit_rows, logit_seq */
+    int32_t *tokens;      /* [n_tok_cap] fed tokens, all sequences back to back */
+    uint32_t *logit_rows; /* [n_tok_cap] rows whose logits a step needs */
+    void *dest;           /* [n_tok_cap] execute.c's struct row_dest of each of those rows */
 } duet_cpu_scratch;
 
 struct duet_worker {

@@ -43,8 +43,8 @@ static duet_status check_pairs(duet_worker *w, const char *what, const duet_bloc
                                uint32_t n, uint32_t src_limit, uint32_t dst_limit)
 {
     if (n && !pairs)
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT, "cpu worker: %s: %u pairs but no array",
-                    what, n);
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT, "cpu worker: %s: %u pairs but no array", what,
+                    n);
     for (uint32_t i = 0; i < n; i++)
         if (pairs[i].src >= src_limit || pairs[i].dst >= dst_limit)
             return fail(w, DUET_STATUS_INVALID_ARGUMENT,
@@ -64,12 +64,10 @@ static duet_status check_sampling(duet_worker *w, const duet_batch *b, const due
                     (double)sp->temperature);
     if (!(sp->top_p > 0 && sp->top_p <= 1))
         return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                    "cpu worker: sequence %llu: top_p %g must be in (0, 1]", id,
-                    (double)sp->top_p);
+                    "cpu worker: sequence %llu: top_p %g must be in (0, 1]", id, (double)sp->top_p);
     if (!(sp->min_p >= 0 && sp->min_p <= 1))
         return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                    "cpu worker: sequence %llu: min_p %g must be in [0, 1]", id,
-                    (double)sp->min_p);
+                    "cpu worker: sequence %llu: min_p %g must be in [0, 1]", id, (double)sp->min_p);
     if ((b->flags & DUET_BATCH_WANT_LOGPROBS) && sp->n_logprobs > b->max_logprobs)
         return fail(w, DUET_STATUS_INVALID_ARGUMENT,
                     "cpu worker: sequence %llu: n_logprobs %u exceeds the batch's max_logprobs %u",
@@ -93,8 +91,8 @@ static duet_status check_seq(duet_worker *w, const duet_batch *b, const duet_seq
         return fail(w, DUET_STATUS_INVALID_ARGUMENT, "cpu worker: sequence %llu: no tokens", id);
     if (q->n_outputs > q->n_tokens)
         return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                    "cpu worker: sequence %llu: n_outputs %u exceeds n_tokens %u", id,
-                    q->n_outputs, q->n_tokens);
+                    "cpu worker: sequence %llu: n_outputs %u exceeds n_tokens %u", id, q->n_outputs,
+                    q->n_tokens);
     if (q->n_draft_steps && !q->n_outputs)
         return fail(w, DUET_STATUS_INVALID_ARGUMENT,
                     "cpu worker: sequence %llu: n_draft_steps %u needs n_outputs >= 1", id,
@@ -162,8 +160,7 @@ static duet_status check_batch(duet_worker *w, const duet_batch *b, const duet_b
                     "engine verifies");
     if (!w->kv.base)
         return fail(w, DUET_STATUS_INVALID_ARGUMENT, "cpu worker: execute before init_cache");
-    st = check_pairs(w, "swap_in", b->swap_in, b->n_swap_in, w->swap.num_blocks,
-                     w->kv.num_blocks);
+    st = check_pairs(w, "swap_in", b->swap_in, b->n_swap_in, w->swap.num_blocks, w->kv.num_blocks);
     if (!st)
         st = check_pairs(w, "swap_out", b->swap_out, b->n_swap_out, w->kv.num_blocks,
                          w->swap.num_blocks);
@@ -241,9 +238,10 @@ static void emit_row(duet_worker *w, const duet_batch *b, duet_batch_output *o,
         duet_logprob *top = lp && M ? o->logprobs + (size_t)r->out_row * M : NULL;
         uint32_t n_top = lp ? sp->n_logprobs : 0;
 
-        o->tokens[r->out_row] = duet_sample_row(
-            s, logits, sp, r->pos, (b->flags & DUET_BATCH_WANT_PROBS) ? o->probs + r->out_row * V : NULL,
-            lp ? o->token_logprobs + r->out_row : NULL, top, n_top);
+        o->tokens[r->out_row] =
+            duet_sample_row(s, logits, sp, r->pos,
+                            (b->flags & DUET_BATCH_WANT_PROBS) ? o->probs + r->out_row * V : NULL,
+                            lp ? o->token_logprobs + r->out_row : NULL, top, n_top);
         for (uint32_t k = n_top; top && k < M; k++)
             top[k] = (duet_logprob){-1, 0.0f};
     }

@@ -63,8 +63,7 @@ static duet_status grow_scratch(duet_worker *w, size_t rows, size_t n_out)
 
 out_nomem:
     s->rows = s->out_rows = 0; /* a failed GROW leaves NULL: regrow everything next time */
-    snprintf(w->err, sizeof(w->err), "cpu worker: out of memory for the scratch of %zu rows",
-             rows);
+    snprintf(w->err, sizeof(w->err), "cpu worker: out of memory for the scratch of %zu rows", rows);
     return DUET_STATUS_OUT_OF_MEMORY;
 }
 
@@ -137,8 +136,8 @@ static void norm(const duet_worker *w, const float *x, const float *wt, const fl
 
 #define RUN(lin, x, stride, m, y)                                                                  \
     do {                                                                                           \
-        duet_status st_ = duet__cpu_linear_run(w->dnn, (lin), (x), (stride), (m), (y), w->err,   \
-                                               sizeof(w->err));                                   \
+        duet_status st_ =                                                                          \
+            duet__cpu_linear_run(w->dnn, (lin), (x), (stride), (m), (y), w->err, sizeof(w->err));  \
         if (st_)                                                                                   \
             return st_;                                                                            \
     } while (0)

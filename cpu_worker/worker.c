@@ -115,8 +115,8 @@ static duet_status pack(duet_worker *w, int32_t layer, const char *const *names,
     if (b[0])
         bias = malloc(rows * sizeof(float));
     if (!wt || (b[0] && !bias)) {
-        st = fail(w, DUET_STATUS_OUT_OF_MEMORY, "cpu worker: out of memory converting %s",
-                  names[0]);
+        st =
+            fail(w, DUET_STATUS_OUT_OF_MEMORY, "cpu worker: out of memory converting %s", names[0]);
         goto out_free;
     }
     for (size_t i = 0; i < n; i++) {
@@ -125,8 +125,8 @@ static duet_status pack(duet_worker *w, int32_t layer, const char *const *names,
             duet_tensor_read_f32(b[i], 0, b[i]->numel, bias + at);
         at += t[i]->shape[0];
     }
-    st = duet__cpu_linear_create(w->dnn, t[0]->name, wt, bias, (uint32_t)rows, (uint32_t)k,
-                                 w->bf16, out, w->err, sizeof(w->err));
+    st = duet__cpu_linear_create(w->dnn, t[0]->name, wt, bias, (uint32_t)rows, (uint32_t)k, w->bf16,
+                                 out, w->err, sizeof(w->err));
     if (!st)
         w->weight_bytes += duet__cpu_linear_bytes(*out);
 out_free:
@@ -334,9 +334,9 @@ static duet_status worker_create(const duet_worker_params *params, duet_worker *
         st = duet_model_create(params->model_dir, DUET_MODEL_QUIET, &w->model, w->err,
                                sizeof(w->err));
     if (!st && duet_model_describe(w->model)->head_dim > DUET_CPU_MAX_HEAD_DIM)
-        st = fail(w, DUET_STATUS_UNSUPPORTED, "cpu worker: %s: head_dim %u: at most %u is supported",
-                  params->model_dir, duet_model_describe(w->model)->head_dim,
-                  DUET_CPU_MAX_HEAD_DIM);
+        st =
+            fail(w, DUET_STATUS_UNSUPPORTED, "cpu worker: %s: head_dim %u: at most %u is supported",
+                 params->model_dir, duet_model_describe(w->model)->head_dim, DUET_CPU_MAX_HEAD_DIM);
     if (!st) {
         w->d = duet_model_describe(w->model);
         omp_set_num_threads((int)w->threads);
@@ -462,8 +462,7 @@ static const duet_worker_plugin plugin = {
 DUET_API const duet_worker_plugin *duet_plugin_query(uint32_t host_abi_major,
                                                      const duet_host_services *host);
 
-const duet_worker_plugin *duet_plugin_query(uint32_t host_abi_major,
-                                            const duet_host_services *host)
+const duet_worker_plugin *duet_plugin_query(uint32_t host_abi_major, const duet_host_services *host)
 {
     (void)host;
     return host_abi_major == DUET_ABI_MAJOR ? &plugin : NULL;

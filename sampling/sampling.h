@@ -71,9 +71,9 @@ void duet_sampler_destroy(duet_sampler *sampler);
  *                    (lower id first on ties); entries beyond vocab have token -1
  * Non-finite logits: NaN counts as -infinity; a row with no finite logit samples token 0.
  */
-int32_t duet_sample_row(duet_sampler *sampler, const float *logits,
-                        const duet_sampling_params *sp, uint64_t position, float *probs,
-                        float *token_logprob, duet_logprob *top, uint32_t n_top);
+int32_t duet_sample_row(duet_sampler *sampler, const float *logits, const duet_sampling_params *sp,
+                        uint64_t position, float *probs, float *token_logprob, duet_logprob *top,
+                        uint32_t n_top);
 
 /* Raw log-softmax of logits[vocab]: the n_top most likely into top (as duet_sample_row), and the
  * log-probability of token `next` into *next_logprob (NAN when next < 0; next_logprob may be
