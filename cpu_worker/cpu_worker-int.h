@@ -232,6 +232,9 @@ struct duet_worker {
 duet_status duet__cpu_forward(duet_worker *w, const duet_cpu_seg *segs, uint32_t n_segs,
                               const int32_t *tokens, uint32_t n_rows, const uint32_t *out_rows,
                               uint32_t n_out);
+/* Writes the message of a failure into w->err and returns st. */
+duet_status duet__cpu_fail(duet_worker *w, duet_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* The plugin's execute() (execute.c). */
 duet_status duet__cpu_execute(duet_worker *w, const duet_batch *batch, duet_batch_output *out);
 /* Rotary frequencies of a Llama description, scaling applied ([head_dim / 2]). */

@@ -19,23 +19,11 @@
 
 #include <math.h>
 #include <omp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static duet_status fail(duet_worker *w, duet_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static duet_status fail(duet_worker *w, duet_status st, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(w->err, sizeof(w->err), fmt, ap);
-    va_end(ap);
-    return st;
-}
+#define fail duet__cpu_fail
 
 /* ---- checks ------------------------------------------------------------------------------ */
 

@@ -12,7 +12,9 @@ cpu_worker_duet_cpu_worker_la_SOURCES = cpu_worker/worker.c cpu_worker/execute.c
 	$(CPU_WORKER_KERNEL_SOURCES)
 cpu_worker_duet_cpu_worker_la_CPPFLAGS = $(CPU_WORKER_CPPFLAGS)
 cpu_worker_duet_cpu_worker_la_CFLAGS = $(CPU_WORKER_CFLAGS)
-cpu_worker_duet_cpu_worker_la_LDFLAGS = $(PLUGIN_LDFLAGS) $(OPENMP_CFLAGS)
+# -z nodelete: dlclose must not unmap libgomp and oneDNN under OpenMP's parked pool threads
+# (they outlive every worker), so the plugin and what it loaded stay mapped once loaded.
+cpu_worker_duet_cpu_worker_la_LDFLAGS = $(PLUGIN_LDFLAGS) $(OPENMP_CFLAGS) -Wl,-z,nodelete
 cpu_worker_duet_cpu_worker_la_LIBADD = model/libduet_model.la sampling/libduet_sampling.la \
 	$(CPU_WORKER_LIBS)
 EXPORT_CHECKED_PLUGINS += $(abs_top_builddir)/cpu_worker/.libs/duet_cpu_worker.so

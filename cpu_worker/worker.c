@@ -27,10 +27,9 @@
 
 #define CPU_WORKER_VERSION PACKAGE_VERSION
 
-static duet_status fail(duet_worker *w, duet_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+#define fail duet__cpu_fail
 
-static duet_status fail(duet_worker *w, duet_status st, const char *fmt, ...)
+duet_status duet__cpu_fail(duet_worker *w, duet_status st, const char *fmt, ...)
 {
     va_list ap;
 
@@ -129,6 +128,15 @@ static duet_status pack(duet_worker *w, int32_t layer, const char *const *names,
                                  out, w->err, sizeof(w->err));
     if (!st)
         w->weight_bytes += duet__cpu_linear_bytes(*out);
+    if (st == DUET_STATUS_UNSUPPORTED && w->bf16) {
+        char why[sizeof(w->err)];
+
+        snprintf(why, sizeof(why), "%s", w->err);
+        fail(w, st,
+             "cpu worker: %s.dtype = \"bf16\" needs a CPU with AVX512-BF16 or AMX, where oneDNN "
+             "has bf16 matmul kernels (use \"f32\" here): %s",
+             w->section, why);
+    }
 out_free:
     free(wt);
     free(bias);

@@ -51,12 +51,15 @@
 #include <unistd.h>
 
 #if defined(__SANITIZE_ADDRESS__)
-/* The out-of-memory test asks for more than 2^50 bytes: under ASan such a malloc must return
- * NULL (as it does without ASan) instead of aborting the process. */
-const char *__asan_default_options(void);
-const char *__asan_default_options(void)
+/* The out-of-memory test asks for more than 2^50 bytes: under ASan such a malloc must return NULL
+ * (as it does without ASan) instead of aborting. And LeakSanitizer, as GCC 12 ships it, follows
+ * garbage dynamic-TLS ranges of dlopen'ed libraries (libdnnl) on glibc >= 2.34 and crashes at exit
+ * ("Tracer caught signal 11", google/sanitizers#1322): leave dynamic TLS out of its scan.
+ * Exported, so that the runtime finds it despite -fvisibility=hidden. */
+__attribute__((visibility("default"))) const char *__asan_default_options(void);
+__attribute__((visibility("default"))) const char *__asan_default_options(void)
 {
-    return "allocator_may_return_null=1";
+    return "allocator_may_return_null=1:intercept_tls_get_addr=0";
 }
 #endif
 
@@ -416,7 +419,7 @@ static void wk_open(struct wk *k, const struct tmodel *m, const struct wk_opts *
 
 static void wk_close(struct wk *k)
 {
-    if (k->w != (duet_worker *)0x1)
+    if (k->t && k->w != (duet_worker *)0x1)
         k->t->destroy(k->w);
     duet_plugin_unload(k->plugin);
     duet_host_destroy(k->host);
@@ -1973,7 +1976,6 @@ START_TEST(test_missing_model_directory_fails_create_with_its_path)
     ck_assert_int_ne(wk_create(&k, dir, &o), DUET_STATUS_OK);
     ck_assert_ptr_null(k.w);
     ck_assert_msg(strstr(err, dir) != NULL, "message '%s' does not name %s", err, dir);
-    k.w = (duet_worker *)0x1;
     wk_close(&k);
 }
 END_TEST
@@ -2004,7 +2006,6 @@ START_TEST(test_f16_compute_and_mismatched_weights_are_unsupported)
         if (st != DUET_STATUS_OK) {
             ck_assert_ptr_null(k.w);
             ck_assert_msg(err[0] != '\0', "dtype %s: no message", cases[i].dtype);
-            k.w = (duet_worker *)0x1;
         }
         wk_close(&k);
     }
@@ -2120,10 +2121,17 @@ static void probe_bf16(void)
 
 int main(void)
 {
+    duet_plugin *pinned;
     int status;
 
     plugin_path = getenv("DUET_TEST_CPU_WORKER");
     under_valgrind = getenv("DUET_TEST_VALGRIND") != NULL;
+    /* Under valgrind with two OpenMP threads, once many primitives sit in oneDNN's primitive cache
+     * memcheck reports uninitialised values inside oneDNN's JIT code (a varying number, none with
+     * the cache off or with one thread, none for any test alone). Until that is understood the
+     * valgrind run keeps to what it is for, our own memory errors and leaks. */
+    if (under_valgrind)
+        setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0", 0);
     if (!plugin_path || access(plugin_path, R_OK) != 0) {
         printf("check_cpu_worker: SKIP: the CPU worker plugin (DUET_TEST_CPU_WORKER=%s) is not "
                "there\n",
@@ -2134,8 +2142,17 @@ int main(void)
         models_remove();
         return EXIT_FAILURE;
     }
+    /* One handle for the whole run, as a host keeps: the workers' own loads then never unload
+     * libdnnl under libgomp's live thread pool (which valgrind reports as errors). dlopen runs
+     * no OpenMP, so Check may still fork. */
+    if (duet_plugin_load(plugin_path, NULL, NULL, &pinned, err, sizeof(err)) != DUET_STATUS_OK) {
+        fprintf(stderr, "check_cpu_worker: %s\n", err);
+        models_remove();
+        return EXIT_FAILURE;
+    }
     probe_bf16();
     status = duet_test_run(cpu_worker_suite());
+    duet_plugin_unload(pinned);
     models_remove();
     return status;
 }

@@ -43,6 +43,8 @@ AM_TESTS_ENVIRONMENT = \
 	DUET_TEST_LIBDUET='$(abs_top_builddir)/.libs/libduet.so'; export DUET_TEST_LIBDUET; \
 	DUET_TEST_CPU_WORKER='$(abs_top_builddir)/cpu_worker/.libs/duet_cpu_worker.so'; \
 	export DUET_TEST_CPU_WORKER; \
+	ASAN_OPTIONS="$${ASAN_OPTIONS:+$$ASAN_OPTIONS:}intercept_tls_get_addr=0"; \
+	export ASAN_OPTIONS; \
 	unset DUET_PLUGIN_PATH;
 
 # ---- Check suites -----------------------------------------------------------------------
