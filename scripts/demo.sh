@@ -4,7 +4,8 @@
 # `duet-run --check` (load and validate the configuration, load the worker plugins — the test
 # mock worker, which needs no model files — and print what would run), after generating a
 # llama-68m-shaped target and a derived 1-layer draft with duet-mkmodel and validating them with
-# duet-model-info.
+# duet-model-info; then the CPU worker runs the llama-68m shape for real: duet-bench times its
+# prefill and decode against the machine's memory bandwidth.
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/install-deps.sh
@@ -19,3 +20,5 @@ mkdir -p models
 ./tools/duet-mkmodel --draft-of models/llama-68m --layers 1 --noise 0.02 --out models/llama-68m-draft
 ./tools/duet-model-info models/llama-68m-draft | sed -n '1,16p'
 DUET_PLUGIN_PATH="$PWD/tests/.libs" ./tools/duet-run --config ../examples/mock-speculative.cfg --check
+./tools/duet-bench --seconds 0.5 --repeats 3 --preset llama-68m --dtype f32 --batch 1,4 \
+    --models models cpu-worker
