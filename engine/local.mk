@@ -1,8 +1,11 @@
-# engine: the serving loop of DESIGN §7, part of libduet. For now its verification step
-# (rejection sampling, typical acceptance, greedy matching), which draws through the shared
-# sampler. Included after tests/local.mk: its suite joins CHECK_TESTS.
+# engine: the serving loop of DESIGN §7, part of libduet: duet/duet.h (engine.c: create, requests;
+# step.c: one scheduler step through the workers; spec.c: speculative decode steps) and its
+# verification step (rejection sampling, typical acceptance, greedy matching), which draws
+# through the shared sampler. Included after tests/local.mk: its suites join CHECK_TESTS.
+duet_include_HEADERS += include/duet/duet.h
 ENGINE_SOURCES = engine/rejection.h engine/rejection.c
-libduet_la_SOURCES += $(ENGINE_SOURCES)
+libduet_la_SOURCES += $(ENGINE_SOURCES) engine/engine-int.h engine/engine.c engine/step.c \
+	engine/spec.c
 libduet_la_LIBADD += sampling/libduet_sampling.la
 
 if HAVE_CHECK
@@ -12,4 +15,12 @@ tests_check_rejection_SOURCES = tests/check_rejection.c tests/check_util.h $(ENG
 tests_check_rejection_CFLAGS = $(TEST_CFLAGS)
 tests_check_rejection_LDADD = sampling/libduet_sampling.la $(CHECK_LIBS) -lm
 CHECK_TESTS += tests/check_rejection
+
+# The engine through its public API on generated models with the CPU worker (skips without it).
+check_PROGRAMS += tests/check_engine
+tests_check_engine_SOURCES = tests/check_engine.c tests/check_util.h
+tests_check_engine_CFLAGS = $(TEST_CFLAGS)
+tests_check_engine_LDADD = model/libduet_model_gen.la model/libduet_model.la $(TEST_LIBS) -lm
+CHECK_TESTS += tests/check_engine
+tests_check_abi_SOURCES += tests/headers/duet.c
 endif

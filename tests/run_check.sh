@@ -1,7 +1,7 @@
 #!/bin/sh
-# duet-run end to end: --check against the mock plugin of this build, with overrides, and the
-# errors a user meets (bad config, missing plugin, plugin lacking a capability, bad flags), each
-# with its exit status and message.
+# duet-run end to end: --check and generation against the mock plugin of this build, with
+# overrides, and the errors a user meets (bad config, missing plugin, plugin lacking a
+# capability, bad flags, bad prompts), each with its exit status and message.
 set -u
 top_builddir=${DUET_TEST_BUILDDIR:-.}
 srcdir=${DUET_TEST_SRCDIR:-.}
@@ -50,8 +50,53 @@ expect "plugin lacking a capability" 1 "target.dtype: plugin .* cannot use dtype
     --config "$mock" --check --set target.dtype=bf16
 expect "broken plugin is refused" 1 "ABI major version mismatch: expected 1, found 2" \
     --config "$mock" --check --set target.worker=badmajor
-expect "generation is not in this version" 2 "generation needs the duet engine" \
-    --config "$mock" --prompt-ids 1,2,3
+# Generation end to end on the mock worker (deterministic: its tokens are a pure function of the
+# cache contents and the seed).
+expect "generates greedily" 0 "^request 0: prompt \[5,6,7\] -> \[57,26,29,92,65,37,24,87\] \(length, 8 tokens\)$" \
+    --config "$mock" --prompt-ids 5,6,7 --max-tokens 8
+expect "prints a summary" 0 "^1 requests, 8 tokens generated in .* 8 steps, 1.00 tokens per step$" \
+    --config "$mock" --prompt-ids 5,6,7 --max-tokens 8
+expect "json object per request" 0 \
+    '^\{"request": 0, "prompt_ids": \[5, 6, 7\], "ids": \[57, 26, 29\], "finish_reason": "length"\}$' \
+    --config "$mock" --prompt-ids 5,6,7 --max-tokens 3 --json
+expect "json summary" 0 '^\{"requests": 1, "generated_tokens": 3, "elapsed_s": [0-9.]+, "tokens_per_s": [0-9.]+, "acceptance_rate": null, "mean_tokens_per_step": 1\.000000' \
+    --config "$mock" --prompt-ids 5,6,7 --max-tokens 3 --json
+expect "json logprobs" 0 '"logprobs": \[\{"57": -[0-9.]+, "58": -[0-9.]+\}, \{' \
+    --config "$mock" --prompt-ids 5,6,7 --max-tokens 3 --json --logprobs 2
+# The mock computes no prompt log-probabilities: every entry stays unknown (null).
+expect "json prompt logprobs" 0 '"prompt_logprobs": \[null, null, null\]\}$' \
+    --config "$mock" --prompt-ids 5,6,7 --max-tokens 2 --json --prompt-logprobs 2
+expect "eos stops a request" 0 '"ids": \[7, 75, 2\], "finish_reason": "stop"' \
+    --config "$mock" --prompt-ids 5,6,7 --max-tokens 4 --json --temperature 0.8 --seed 3
+expect "ignore-eos goes on" 0 '"ids": \[7, 75, 2, [0-9]+\], "finish_reason": "length"' \
+    --config "$mock" --prompt-ids 5,6,7 --max-tokens 4 --json --temperature 0.8 --seed 3 \
+    --ignore-eos
+printf '1,2,3\n\n4,5\n' >"$tmp/prompts"
+expect "prompts file, one request a line" 0 "^request 1: prompt \[4,5\] -> " \
+    --config "$mock" --prompts "$tmp/prompts" --max-tokens 5
+printf '1,2\n1,,2\n' >"$tmp/bad-prompts"
+expect "bad prompts file names the line" 1 "bad-prompts:2: not a comma-separated list" \
+    --config "$mock" --prompts "$tmp/bad-prompts"
+expect "prompt outside the vocabulary is refused" 1 \
+    "prompt 0: prompt token 1 is 600, outside the vocabulary \[0, 97\)" \
+    --config "$mock" --prompt-ids 5,600
+expect "prompt longer than max_model_len is refused" 1 \
+    "prompt has 4 tokens, more than max_model_len \(3\)" \
+    --config "$mock" --prompt-ids 5,6,7,8 --set scheduler.max_model_len=3 \
+    --set scheduler.max_num_batched_tokens=64
+expect "no prompt" 2 "no prompt: give --prompt-ids LIST or --prompts FILE" --config "$mock"
+expect "speculative config generates" 0 "^request 0: prompt \[5,6,7\] -> \[57,26,29,92\] " \
+    --config "$spec" --prompt-ids 5,6,7 --max-tokens 4 --set cache.prefix_caching=false
+expect "speculative summary has the acceptance rate" 0 \
+    '"acceptance_rate": 1\.000000, "mean_tokens_per_step": [2-5]\.[0-9]+' \
+    --config "$spec" --prompt-ids 5,6,7 --max-tokens 12 --json --ignore-eos \
+    --set cache.prefix_caching=false
+expect "speculative decoding with logprobs and sampling" 0 \
+    '^\{"request": 1, "prompt_ids": \[4, 5\], "ids": \[[0-9, ]+\], "finish_reason": "(length|stop)", "logprobs": \[\{' \
+    --config "$spec" --prompts "$tmp/prompts" --max-tokens 12 --json --logprobs 3 \
+    --temperature 0.7 --set cache.prefix_caching=false
+expect "prefix caching needs the capability" 1 "cache.prefix_caching: plugin 'mock' cannot" \
+    --config "$spec" --prompt-ids 5,6,7 --max-tokens 4
 expect "config is required" 2 "--config FILE is required" --check
 expect "bad prompt ids" 2 "invalid value for --prompt-ids: '1,,2'" --config "$mock" \
     --prompt-ids 1,,2

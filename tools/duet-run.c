@@ -4,12 +4,14 @@
  * This version parses every flag, loads and validates the configuration (file plus --set
  * overrides), loads the target and draft plugins and checks them against the configuration. With
  * --check it prints the resolved configuration and each plugin's path, name, version, ABI and
- * capabilities, then exits 0. Generation itself needs the engine, which this version does not
- * have yet: without --check duet-run says so and exits with status 2.
+ * capabilities, then exits 0. Without --check it builds the engine (duet/duet.h), queues one
+ * request per prompt and steps the engine until every request finished, then prints each
+ * request's generated ids (or, with --json, one object per request and a summary object).
  */
 #include "config.h"
 
 #include <duet/config.h>
+#include <duet/duet.h>
 #include <duet/loader.h>
 #include <duet/plugin.h>
 
@@ -294,6 +296,346 @@ static void print_plugin(const struct role *r, const duet_config *cfg)
     printf("  capabilities: %s\n", caps);
 }
 
+/* ---- generation ------------------------------------------------------------------------- */
+
+struct prompt {
+    int32_t *ids; /* [n] */
+    uint32_t n;
+};
+
+struct prompts {
+    struct prompt *v; /* [n] */
+    uint32_t n, cap;
+};
+
+/* Appends the ids of a comma-separated list (already checked by valid_id_list()). */
+static bool prompts_add(struct prompts *ps, const char *list)
+{
+    struct prompt p = {0};
+    const char *s = list;
+
+    if (ps->n == ps->cap) {
+        uint32_t cap = ps->cap ? 2 * ps->cap : 8;
+        struct prompt *v = realloc(ps->v, cap * sizeof(*v));
+        if (!v)
+            return false;
+        ps->v = v;
+        ps->cap = cap;
+    }
+    p.ids = malloc((strlen(list) / 2 + 1) * sizeof(int32_t));
+    if (!p.ids)
+        return false;
+    while (*s) {
+        char *end;
+        p.ids[p.n++] = (int32_t)strtol(s, &end, 10);
+        s = *end ? end + 1 : end;
+    }
+    ps->v[ps->n++] = p;
+    return true;
+}
+
+static void prompts_free(struct prompts *ps)
+{
+    for (uint32_t i = 0; i < ps->n; i++)
+        free(ps->v[i].ids);
+    free(ps->v);
+}
+
+/* Reads --prompts FILE: one comma-separated prompt per line; blank lines are skipped. */
+static int prompts_read(const char *path, struct prompts *ps)
+{
+    FILE *f = fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int rc = 0;
+    unsigned lineno = 0;
+
+    if (!f) {
+        fprintf(stderr, "duet-run: --prompts %s: %s\n", path, strerror(errno));
+        return EXIT_FAILURE;
+    }
+    while (!rc && (len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' '))
+            line[--len] = '\0';
+        if (len == 0)
+            continue;
+        if (!valid_id_list(line)) {
+            fprintf(stderr, "duet-run: %s:%u: not a comma-separated list of token ids\n", path,
+                    lineno);
+            rc = EXIT_FAILURE;
+        } else if (!prompts_add(ps, line)) {
+            rc = EXIT_FAILURE;
+        }
+    }
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+/* A finished request, copied out of the engine's step output. */
+struct result {
+    uint64_t id;
+    int32_t *ids; /* [n_ids] */
+    uint32_t n_ids;
+    float *token_logprobs;  /* [n_ids] or NULL */
+    duet_logprob *logprobs; /* [n_ids][n_logprobs] or NULL */
+    uint32_t n_logprobs;
+    float *prompt_lp;         /* [n_prompt] or NULL */
+    duet_logprob *prompt_top; /* [n_prompt][n_prompt_logprobs] */
+    uint32_t n_prompt, n_prompt_logprobs;
+    duet_finish_reason finish;
+};
+
+static bool prompt_lp_copy(struct result *r, const duet_request_output *o)
+{
+    size_t n = (size_t)o->n_prompt * o->n_prompt_logprobs;
+
+    if (!o->n_prompt_logprobs)
+        return true;
+    r->n_prompt = o->n_prompt;
+    r->n_prompt_logprobs = o->n_prompt_logprobs;
+    r->prompt_lp = malloc(o->n_prompt * sizeof(float));
+    r->prompt_top = malloc(n * sizeof(duet_logprob));
+    if (!r->prompt_lp || !r->prompt_top)
+        return false;
+    memcpy(r->prompt_lp, o->prompt_token_logprobs, o->n_prompt * sizeof(float));
+    memcpy(r->prompt_top, o->prompt_logprobs, n * sizeof(duet_logprob));
+    return true;
+}
+
+static bool result_copy(struct result *r, const duet_request_output *o)
+{
+    size_t nl = (size_t)o->n_ids * o->n_logprobs;
+
+    r->n_ids = o->n_ids;
+    r->finish = o->finish;
+    r->n_logprobs = o->logprobs ? o->n_logprobs : 0;
+    r->ids = malloc((o->n_ids + 1) * sizeof(int32_t));
+    if (!r->ids || !prompt_lp_copy(r, o))
+        return false;
+    memcpy(r->ids, o->ids, o->n_ids * sizeof(int32_t));
+    if (!r->n_logprobs)
+        return true;
+    r->token_logprobs = malloc((o->n_ids + 1) * sizeof(float));
+    r->logprobs = malloc((nl + 1) * sizeof(duet_logprob));
+    if (!r->token_logprobs || !r->logprobs)
+        return false;
+    memcpy(r->token_logprobs, o->token_logprobs, o->n_ids * sizeof(float));
+    memcpy(r->logprobs, o->logprobs, nl * sizeof(duet_logprob));
+    return true;
+}
+
+static void print_ids(const int32_t *ids, uint32_t n, const char *sep)
+{
+    for (uint32_t i = 0; i < n; i++)
+        printf("%s%d", i ? sep : "", ids[i]);
+}
+
+static void json_float(double v)
+{
+    if (isfinite(v))
+        printf("%.6g", v);
+    else
+        printf("null");
+}
+
+/* One {"id": logprob} map: the top n of row, and the chosen token when it is not among them
+ * (vLLM lists it too). */
+static void json_lp_map(const duet_logprob *row, uint32_t n_top, int32_t token, float token_lp)
+{
+    bool seen = false;
+    int n = 0;
+
+    printf("{");
+    for (uint32_t j = 0; j < n_top; j++) {
+        if (row[j].token < 0)
+            continue;
+        seen = seen || row[j].token == token;
+        printf("%s\"%d\": ", n++ ? ", " : "", row[j].token);
+        json_float(row[j].logprob);
+    }
+    if (!seen) {
+        printf("%s\"%d\": ", n ? ", " : "", token);
+        json_float(token_lp);
+    }
+    printf("}");
+}
+
+static void json_logprobs(const struct result *r)
+{
+    printf(", \"logprobs\": [");
+    for (uint32_t t = 0; t < r->n_ids; t++) {
+        printf("%s", t ? ", " : "");
+        json_lp_map(&r->logprobs[(size_t)t * r->n_logprobs], r->n_logprobs, r->ids[t],
+                    r->token_logprobs[t]);
+    }
+    printf("]");
+}
+
+/* null for the first prompt token (and any position never computed), then the top-N maps. */
+static void json_prompt_logprobs(const struct result *r, const struct prompt *p)
+{
+    printf(", \"prompt_logprobs\": [null");
+    for (uint32_t t = 1; t < r->n_prompt; t++) {
+        const duet_logprob *row = &r->prompt_top[(size_t)t * r->n_prompt_logprobs];
+
+        printf(", ");
+        if (row[0].token < 0)
+            printf("null");
+        else
+            json_lp_map(row, r->n_prompt_logprobs, p->ids[t], r->prompt_lp[t]);
+    }
+    printf("]");
+}
+
+static void print_result(const struct options *o, const struct prompt *p, const struct result *r,
+                         uint32_t index)
+{
+    if (!o->json) {
+        printf("request %u: prompt [", index);
+        print_ids(p->ids, p->n, ",");
+        printf("] -> [");
+        print_ids(r->ids, r->n_ids, ",");
+        printf("] (%s, %u tokens)\n", duet_finish_reason_str(r->finish), r->n_ids);
+        return;
+    }
+    printf("{\"request\": %u, \"prompt_ids\": [", index);
+    print_ids(p->ids, p->n, ", ");
+    printf("], \"ids\": [");
+    print_ids(r->ids, r->n_ids, ", ");
+    printf("], \"finish_reason\": \"%s\"", duet_finish_reason_str(r->finish));
+    if (r->n_logprobs)
+        json_logprobs(r);
+    if (r->n_prompt_logprobs)
+        json_prompt_logprobs(r, p);
+    printf("}\n");
+}
+
+static void print_summary(const struct options *o, const duet_engine_metrics *m, uint32_t n_req)
+{
+    if (!o->json) {
+        printf("%u requests, %llu tokens generated in %.3f s (%.1f tokens/s), %llu steps", n_req,
+               (unsigned long long)m->generated_tokens, m->elapsed_s, m->tokens_per_s,
+               (unsigned long long)m->steps);
+        if (m->acceptance_rate >= 0)
+            printf(", acceptance rate %.3f", m->acceptance_rate);
+        printf(", %.2f tokens per step\n", m->mean_tokens_per_step);
+        return;
+    }
+    printf("{\"requests\": %u, \"generated_tokens\": %llu, \"elapsed_s\": %.6f, "
+           "\"tokens_per_s\": %.3f, \"acceptance_rate\": ",
+           n_req, (unsigned long long)m->generated_tokens, m->elapsed_s, m->tokens_per_s);
+    if (m->acceptance_rate >= 0)
+        printf("%.6f", m->acceptance_rate);
+    else
+        printf("null");
+    printf(", \"mean_tokens_per_step\": %.6f, \"steps\": %llu, \"proposed\": %llu, "
+           "\"accepted\": %llu, \"preemptions\": %llu}\n",
+           m->mean_tokens_per_step, (unsigned long long)m->steps, (unsigned long long)m->proposed,
+           (unsigned long long)m->accepted, (unsigned long long)m->preemptions);
+}
+
+/* Queues every prompt; request i is seeded with seed + i. */
+static int add_requests(const struct options *o, duet_engine *e, const struct prompts *ps,
+                        uint64_t *ids)
+{
+    for (uint32_t i = 0; i < ps->n; i++) {
+        duet_request_params p;
+
+        duet_request_params_init(&p);
+        p.prompt = ps->v[i].ids;
+        p.n_prompt = ps->v[i].n;
+        p.max_tokens = (uint32_t)o->max_tokens;
+        p.ignore_eos = o->ignore_eos;
+        p.sampling.temperature = (float)o->temperature;
+        p.sampling.top_k = (int32_t)o->top_k;
+        p.sampling.top_p = (float)o->top_p;
+        p.sampling.seed = o->seed + i;
+        p.sampling.n_logprobs = (uint32_t)o->logprobs;
+        p.sampling.n_prompt_logprobs = (uint32_t)o->prompt_logprobs;
+        if (duet_engine_add_request(e, &p, &ids[i])) {
+            fprintf(stderr, "duet-run: prompt %u: %s\n", i, duet_engine_error(e));
+            return EXIT_FAILURE;
+        }
+    }
+    return 0;
+}
+
+/* Steps the engine until every request finished; results[i] is request ids[i]'s. */
+static int run_engine(duet_engine *e, const uint64_t *ids, uint32_t n, struct result *results)
+{
+    while (duet_engine_has_unfinished(e)) {
+        const duet_step_output *so;
+
+        if (duet_engine_step(e, &so)) {
+            fprintf(stderr, "duet-run: %s\n", duet_engine_error(e));
+            return EXIT_FAILURE;
+        }
+        for (uint32_t j = 0; j < so->n_requests; j++) {
+            const duet_request_output *ro = &so->requests[j];
+            if (ro->finish == DUET_FINISH_NONE)
+                continue;
+            for (uint32_t i = 0; i < n; i++)
+                if (ids[i] == ro->request_id && !result_copy(&results[i], ro)) {
+                    fprintf(stderr, "duet-run: out of memory\n");
+                    return EXIT_FAILURE;
+                }
+        }
+    }
+    return 0;
+}
+
+static int generate(const struct options *o, const duet_config *cfg)
+{
+    struct prompts ps = {0};
+    struct result *results = NULL;
+    uint64_t *ids = NULL;
+    duet_engine *e = NULL;
+    duet_engine_metrics m;
+    char err[1024];
+    int rc = EXIT_FAILURE;
+
+    if ((o->prompt_ids && !prompts_add(&ps, o->prompt_ids)) ||
+        (o->prompts && prompts_read(o->prompts, &ps)))
+        goto out_prompts;
+    if (ps.n == 0) {
+        fprintf(stderr, "duet-run: no prompt: give --prompt-ids LIST or --prompts FILE\n");
+        rc = EXIT_USAGE;
+        goto out_prompts;
+    }
+    results = calloc(ps.n, sizeof(*results));
+    ids = calloc(ps.n, sizeof(*ids));
+    if (!results || !ids)
+        goto out_prompts;
+    if (duet_engine_create(cfg, &e, err, sizeof(err))) {
+        fprintf(stderr, "duet-run: %s\n", err);
+        goto out_prompts;
+    }
+    if (add_requests(o, e, &ps, ids) || run_engine(e, ids, ps.n, results))
+        goto out_engine;
+    for (uint32_t i = 0; i < ps.n; i++)
+        print_result(o, &ps.v[i], &results[i], i);
+    duet_engine_metrics_get(e, &m);
+    print_summary(o, &m, ps.n);
+    rc = fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+out_engine:
+    duet_engine_destroy(e);
+out_prompts:
+    for (uint32_t i = 0; results && i < ps.n; i++) {
+        free(results[i].ids);
+        free(results[i].token_logprobs);
+        free(results[i].logprobs);
+        free(results[i].prompt_lp);
+        free(results[i].prompt_top);
+    }
+    free(results);
+    free(ids);
+    prompts_free(&ps);
+    return rc;
+}
+
 static int run(const struct options *o)
 {
     struct role roles[2] = {
@@ -337,9 +679,10 @@ static int run(const struct options *o)
         }
     }
     if (!o->check) {
-        fprintf(stderr, "duet-run: generation needs the duet engine, which this version of duet "
-                        "does not include yet; --check validates the configuration and plugins\n");
-        rc = EXIT_USAGE;
+        for (int i = 0; i < n_roles; i++)
+            duet_plugin_unload(roles[i].plugin);
+        n_roles = 0;
+        rc = generate(o, cfg);
         goto out_plugins;
     }
     printf("# resolved configuration\n");

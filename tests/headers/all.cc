@@ -2,6 +2,7 @@
 // wrappers must hold and the ABI layout must be the same as C's.
 #include <duet/block_manager.h>
 #include <duet/config.h>
+#include <duet/duet.h>
 #include <duet/loader.h>
 #include <duet/model.h>
 #include <duet/plugin.h>

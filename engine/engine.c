@@ -1,0 +1,544 @@
+/*
+ * engine.c — building and tearing down an engine, requests in and out (duet/duet.h).
+ * The step itself is step.c (plain decoding) and spec.c (speculative decoding).
+ */
+#include "config.h"
+
+#include "engine-int.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+duet_status duet__engine_fail(duet_engine *e, duet_status st, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(e->error, sizeof(e->error), fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+uint64_t duet__now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+double duet__now_s(void)
+{
+    return (double)duet__now_ns() * 1e-9;
+}
+
+void duet_request_params_init(duet_request_params *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->sampling.top_p = 1.0f;
+    p->max_tokens = 16;
+}
+
+const char *duet_finish_reason_str(duet_finish_reason f)
+{
+    switch (f) {
+    case DUET_FINISH_NONE:
+        return "none";
+    case DUET_FINISH_STOP:
+        return "stop";
+    case DUET_FINISH_LENGTH:
+        return "length";
+    case DUET_FINISH_ABORT:
+        return "abort";
+    case DUET_FINISH_IGNORED:
+        return "ignored";
+    }
+    return "unknown";
+}
+
+/* ---- workers ---------------------------------------------------------------------------- */
+
+static int64_t cfg_int(const duet_config *cfg, const char *key, int64_t dflt)
+{
+    int64_t v;
+    return duet_config_get_int(cfg, key, &v) == DUET_STATUS_OK ? v : dflt;
+}
+
+static double cfg_float(const duet_config *cfg, const char *key, double dflt)
+{
+    double v;
+    return duet_config_get_float(cfg, key, &v) == DUET_STATUS_OK ? v : dflt;
+}
+
+static bool cfg_bool(const duet_config *cfg, const char *key)
+{
+    bool v = false;
+    duet_config_get_bool(cfg, key, &v);
+    return v;
+}
+
+static const char *cfg_str(const duet_config *cfg, const char *key, const char *dflt)
+{
+    const char *v;
+    return duet_config_get_string(cfg, key, &v) == DUET_STATUS_OK ? v : dflt;
+}
+
+/* Loads, checks and creates the worker of `section`, describes it and sizes its cache. */
+static duet_status worker_open(duet_engine *e, struct duet__eworker *wk, const char *section,
+                               duet_worker_role role, const char *model_dir)
+{
+    char key[64], msg[768];
+    duet_worker_params wp = {.struct_size = sizeof(wp),
+                             .role = role,
+                             .model_dir = model_dir,
+                             .section = section,
+                             .host = duet_host_services_of(e->host)};
+    duet_status st;
+
+    snprintf(key, sizeof(key), "%s.worker", section);
+    st = duet_plugin_load(cfg_str(e->cfg, key, "cpu"), cfg_str(e->cfg, "plugin_dir", NULL), wp.host,
+                          &wk->plugin, msg, sizeof(msg));
+    if (!st)
+        st = duet_plugin_check_settings(wk->plugin, e->cfg, section, role, msg, sizeof(msg));
+    if (st)
+        return duet__engine_fail(e, st, "%s: %s", key, msg);
+    wk->t = duet_plugin_table(wk->plugin);
+    st = wk->t->create(&wp, &wk->w, msg, sizeof(msg));
+    if (st)
+        return duet__engine_fail(e, st, "%s: %s: %s", section, model_dir, msg);
+    wk->info.struct_size = sizeof(wk->info);
+    wk->geom = (duet_cache_geometry){.struct_size = sizeof(wk->geom), .block_size = e->block_size};
+    st = wk->t->describe(wk->w, &wk->info);
+    if (!st)
+        st = wk->t->cache_geometry(wk->w, &wk->geom);
+    if (!st && (wk->info.vocab_size == 0 || wk->geom.block_bytes == 0 || wk->geom.num_blocks == 0))
+        return duet__engine_fail(
+            e, DUET_STATUS_CAPACITY,
+            "%s: %s: no KV block fits the cache budget (vocab %u, %llu blocks)", section, model_dir,
+            wk->info.vocab_size, (unsigned long long)wk->geom.num_blocks);
+    if (st)
+        return duet__engine_fail(e, st, "%s: %s", section, wk->t->last_error(wk->w));
+    return DUET_STATUS_OK;
+}
+
+/* Both caches get the same block count (the smaller) and swap space from cache.swap_space_gib. */
+static duet_status caches_init(duet_engine *e)
+{
+    uint64_t blocks = UINT32_MAX, block_bytes = 0, swap = 0;
+    bool can_swap = true;
+    double gib = cfg_float(e->cfg, "cache.swap_space_gib", 4.0);
+
+    for (uint32_t i = 0; i < e->n_workers; i++) {
+        struct duet__eworker *wk = &e->workers[i];
+        if (wk->geom.num_blocks < blocks)
+            blocks = wk->geom.num_blocks;
+        if (wk->geom.block_bytes > block_bytes)
+            block_bytes = wk->geom.block_bytes;
+        can_swap = can_swap && (wk->t->caps & DUET_CAP_SWAP);
+    }
+    if (can_swap && gib > 0)
+        swap = (uint64_t)(gib * 1073741824.0) / block_bytes;
+    e->num_blocks = (uint32_t)blocks;
+    e->num_swap = swap > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)swap;
+    for (uint32_t i = 0; i < e->n_workers; i++) {
+        struct duet__eworker *wk = &e->workers[i];
+        duet_cache_config cc = {.struct_size = sizeof(cc),
+                                .block_size = e->block_size,
+                                .num_blocks = e->num_blocks,
+                                .num_swap_blocks = e->num_swap};
+        duet_status st = wk->t->init_cache(wk->w, &cc);
+        if (st)
+            return duet__engine_fail(e, st, "%s: init_cache (%u blocks, %u swap blocks): %s",
+                                     i ? "speculative" : "target", cc.num_blocks,
+                                     cc.num_swap_blocks, wk->t->last_error(wk->w));
+    }
+    return DUET_STATUS_OK;
+}
+
+static duet_status sched_params(duet_engine *e, duet_scheduler_params *sp)
+{
+    const char *policy = cfg_str(e->cfg, "scheduler.policy", "fcfs");
+    const char *pre = cfg_str(e->cfg, "scheduler.preemption", "auto");
+    const duet_model_info *ti = &e->workers[0].info;
+
+    duet_scheduler_params_init(sp);
+    sp->max_num_seqs = (uint32_t)cfg_int(e->cfg, "scheduler.max_num_seqs", 256);
+    sp->max_num_batched_tokens = (uint32_t)cfg_int(e->cfg, "scheduler.max_num_batched_tokens", 0);
+    sp->max_model_len = e->max_model_len;
+    sp->policy = strcmp(policy, "priority") ? DUET_SCHED_POLICY_FCFS : DUET_SCHED_POLICY_PRIORITY;
+    sp->preemption = !strcmp(pre, "recompute") ? DUET_SCHED_PREEMPTION_RECOMPUTE
+                     : !strcmp(pre, "swap")    ? DUET_SCHED_PREEMPTION_SWAP
+                                               : DUET_SCHED_PREEMPTION_AUTO;
+    sp->chunked_prefill = cfg_bool(e->cfg, "scheduler.chunked_prefill");
+    sp->num_lookahead_slots = e->k;
+    for (uint32_t i = 0; i < ti->n_eos && i < 8 && i < DUET_SCHED_MAX_EOS; i++)
+        sp->eos_token_ids[sp->num_eos_token_ids++] = ti->eos_token_ids[i];
+    return DUET_STATUS_OK;
+}
+
+static duet_status sched_init(duet_engine *e)
+{
+    duet_block_manager_params bp;
+    duet_scheduler_params sp;
+    int64_t mml = cfg_int(e->cfg, "scheduler.max_model_len", 0);
+    char msg[512];
+    duet_status st;
+
+    e->max_model_len = e->workers[0].info.max_position;
+    for (uint32_t i = 1; i < e->n_workers; i++)
+        if (e->workers[i].info.max_position < e->max_model_len)
+            e->max_model_len = e->workers[i].info.max_position;
+    if (mml > 0 && (uint64_t)mml < e->max_model_len)
+        e->max_model_len = (uint32_t)mml;
+    duet_block_manager_params_init(&bp);
+    bp.block_size = e->block_size;
+    bp.num_device_blocks = e->num_blocks;
+    bp.num_host_blocks = e->num_swap;
+    bp.prefix_caching = cfg_bool(e->cfg, "cache.prefix_caching");
+    for (uint32_t i = 0; i < e->n_workers && bp.prefix_caching; i++)
+        if (!(e->workers[i].t->caps & DUET_CAP_PREFIX_CACHE))
+            return duet__engine_fail(e, DUET_STATUS_UNSUPPORTED,
+                                     "cache.prefix_caching: plugin '%s' cannot start a prefill "
+                                     "after a cached prefix",
+                                     e->workers[i].t->name);
+    st = duet_block_manager_create(&bp, &e->bm, msg, sizeof(msg));
+    if (st)
+        return duet__engine_fail(e, st, "block manager: %s", msg);
+    sched_params(e, &sp);
+    st = duet_scheduler_create(&sp, e->bm, &e->sched, msg, sizeof(msg));
+    if (st)
+        return duet__engine_fail(e, st, "scheduler (max_model_len %u): %s", e->max_model_len, msg);
+    return DUET_STATUS_OK;
+}
+
+static duet_status spec_init(duet_engine *e)
+{
+    const char *acc = cfg_str(e->cfg, "speculative.acceptance", "rejection");
+    const char *draft = cfg_str(e->cfg, "speculative.draft_model", "");
+    duet_status st;
+
+    e->k = (uint32_t)cfg_int(e->cfg, "speculative.num_tokens", 4);
+    e->accept.method = strcmp(acc, "typical") ? DUET__ACCEPT_REJECTION : DUET__ACCEPT_TYPICAL;
+    e->accept.typical_threshold = (float)cfg_float(
+        e->cfg, "speculative.typical_posterior_threshold", DUET__TYPICAL_THRESHOLD_DEFAULT);
+    e->accept.typical_alpha = (float)cfg_float(e->cfg, "speculative.typical_posterior_alpha",
+                                               DUET__TYPICAL_ALPHA_DEFAULT);
+    st = worker_open(e, &e->workers[1], "speculative", DUET_ROLE_DRAFT, draft);
+    e->n_workers = 2;
+    if (st)
+        return st;
+    if (e->workers[1].info.vocab_size != e->workers[0].info.vocab_size)
+        return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT,
+                                 "speculative.draft_model: %s has a vocabulary of %u tokens, the "
+                                 "target %s has %u: they must be equal",
+                                 draft, e->workers[1].info.vocab_size, cfg_str(e->cfg, "model", ""),
+                                 e->workers[0].info.vocab_size);
+    return DUET_STATUS_OK;
+}
+
+static duet_status engine_build(duet_engine *e)
+{
+    duet_log_level level = DUET_LOG_WARN;
+    duet_status st;
+
+    duet_log_level_parse(cfg_str(e->cfg, "log_level", "warn"), &level);
+    if (duet_host_create(e->cfg, level, &e->host))
+        return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
+    e->block_size = (uint32_t)cfg_int(e->cfg, "cache.block_size", 16);
+    e->n_workers = 1;
+    st = worker_open(e, &e->workers[0], "target", DUET_ROLE_TARGET, cfg_str(e->cfg, "model", ""));
+    if (!st && duet_config_has_group(e->cfg, "speculative"))
+        st = spec_init(e);
+    if (!st)
+        st = caches_init(e);
+    if (!st)
+        st = sched_init(e);
+    e->next_id = 1;
+    e->m.acceptance_rate = -1.0;
+    return st;
+}
+
+duet_status duet_engine_create(const duet_config *cfg, duet_engine **out, char *err,
+                               size_t err_size)
+{
+    duet_engine *e = calloc(1, sizeof(*e));
+    duet_status st;
+
+    *out = NULL;
+    if (!e) {
+        if (err && err_size)
+            snprintf(err, err_size, "out of memory");
+        return DUET_STATUS_OUT_OF_MEMORY;
+    }
+    e->cfg = cfg;
+    st = engine_build(e);
+    if (st) {
+        if (err && err_size)
+            snprintf(err, err_size, "%s", e->error);
+        duet_engine_destroy(e);
+        return st;
+    }
+    *out = e;
+    return DUET_STATUS_OK;
+}
+
+static void scratch_free(struct duet__scratch *sc)
+{
+    free(sc->seqs);
+    free(sc->owner);
+    free(sc->tokens);
+    free(sc->token_logprobs);
+    free(sc->prompt_top);
+    free(sc->prompt_next);
+    free(sc->logprobs);
+    free(sc->out);
+}
+
+void duet__req_free(struct duet__req *r)
+{
+    if (!r)
+        return;
+    free(r->prompt);
+    free(r->ids);
+    free(r->token_logprobs);
+    free(r->logprobs);
+    free(r->prompt_lp);
+    free(r->prompt_top);
+    free(r);
+}
+
+void duet_engine_destroy(duet_engine *e)
+{
+    if (!e)
+        return;
+    duet_scheduler_destroy(e->sched);
+    duet_block_manager_destroy(e->bm);
+    for (uint32_t i = 0; i < 2; i++) {
+        struct duet__eworker *wk = &e->workers[i];
+        if (wk->w)
+            wk->t->destroy(wk->w);
+        duet_plugin_unload(wk->plugin);
+    }
+    duet_host_destroy(e->host);
+    for (uint32_t i = 0; i < e->n_reqs; i++)
+        duet__req_free(e->reqs[i]);
+    for (uint32_t i = 0; i < e->n_retired; i++)
+        duet__req_free(e->retired[i]);
+    free(e->reqs);
+    free(e->retired);
+    scratch_free(&e->sc);
+    free(e);
+}
+
+const char *duet_engine_error(const duet_engine *e)
+{
+    return e->error;
+}
+
+/* ---- requests ----------------------------------------------------------------------------- */
+
+struct duet__req *duet__engine_find(duet_engine *e, uint64_t id, uint32_t *index)
+{
+    for (uint32_t i = 0; i < e->n_reqs; i++)
+        if (e->reqs[i]->id == id) {
+            if (index)
+                *index = i;
+            return e->reqs[i];
+        }
+    return NULL;
+}
+
+duet_status duet__req_append(struct duet__req *r, const int32_t *tokens, uint32_t n,
+                             const float *token_logprobs, const duet_logprob *logprobs,
+                             uint32_t stride)
+{
+    uint32_t nl = r->sampling.n_logprobs;
+
+    if (r->n_ids + n > r->cap) {
+        uint32_t cap = r->cap ? r->cap : 16;
+        while (cap < r->n_ids + n)
+            cap *= 2;
+        int32_t *ids = realloc(r->ids, cap * sizeof(*ids));
+        if (!ids)
+            return DUET_STATUS_OUT_OF_MEMORY;
+        r->ids = ids;
+        if (nl) {
+            float *tl = realloc(r->token_logprobs, cap * sizeof(*tl));
+            if (tl)
+                r->token_logprobs = tl;
+            duet_logprob *lp = tl ? realloc(r->logprobs, (size_t)cap * nl * sizeof(*lp)) : NULL;
+            if (!lp)
+                return DUET_STATUS_OUT_OF_MEMORY;
+            r->logprobs = lp;
+        }
+        r->cap = cap;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        r->ids[r->n_ids] = tokens[i];
+        if (nl) {
+            r->token_logprobs[r->n_ids] = token_logprobs ? token_logprobs[i] : NAN;
+            for (uint32_t j = 0; j < nl; j++)
+                r->logprobs[(size_t)r->n_ids * nl + j] =
+                    logprobs ? logprobs[(size_t)i * stride + j]
+                             : (duet_logprob){.token = -1, .logprob = -INFINITY};
+        }
+        r->n_ids++;
+    }
+    return DUET_STATUS_OK;
+}
+
+static duet_status check_request(duet_engine *e, const duet_request_params *p)
+{
+    const duet_sampling_params *s = &p->sampling;
+    uint32_t vocab = e->workers[0].info.vocab_size;
+
+    if (!p->prompt || p->n_prompt == 0)
+        return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT, "the prompt is empty");
+    if (p->n_prompt > e->max_model_len)
+        return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT,
+                                 "the prompt has %u tokens, more than max_model_len (%u): it is "
+                                 "refused, not truncated",
+                                 p->n_prompt, e->max_model_len);
+    for (uint32_t i = 0; i < p->n_prompt; i++)
+        if (p->prompt[i] < 0 || (uint32_t)p->prompt[i] >= vocab)
+            return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT,
+                                     "prompt token %u is %d, outside the vocabulary [0, %u)", i,
+                                     p->prompt[i], vocab);
+    if (p->max_tokens == 0)
+        return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT, "max_tokens must be >= 1");
+    if (!(s->temperature >= 0 && isfinite(s->temperature)) || !(s->top_p > 0 && s->top_p <= 1) ||
+        s->top_k < 0 || !(s->min_p >= 0 && s->min_p <= 1))
+        return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT,
+                                 "bad sampling settings: temperature %g (>= 0), top_p %g (0, 1], "
+                                 "top_k %d (>= 0), min_p %g [0, 1]",
+                                 (double)s->temperature, (double)s->top_p, s->top_k,
+                                 (double)s->min_p);
+    if (s->n_logprobs > vocab || s->n_prompt_logprobs > vocab)
+        return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT,
+                                 "logprobs %u / prompt_logprobs %u exceed the vocabulary (%u)",
+                                 s->n_logprobs, s->n_prompt_logprobs, vocab);
+    if (p->n_stop_token_ids && !p->stop_token_ids)
+        return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT, "stop_token_ids is NULL");
+    return DUET_STATUS_OK;
+}
+
+static duet_status reqs_push(duet_engine *e, struct duet__req *r)
+{
+    if (e->n_reqs == e->cap_reqs) {
+        uint32_t cap = e->cap_reqs ? 2 * e->cap_reqs : 16;
+        struct duet__req **v = realloc(e->reqs, cap * sizeof(*v));
+        if (!v)
+            return DUET_STATUS_OUT_OF_MEMORY;
+        e->reqs = v;
+        e->cap_reqs = cap;
+    }
+    e->reqs[e->n_reqs++] = r;
+    return DUET_STATUS_OK;
+}
+
+static duet_status prompt_lp_init(struct duet__req *r, const duet_request_params *p)
+{
+    size_t n = (size_t)p->n_prompt * p->sampling.n_prompt_logprobs;
+
+    r->prompt_lp = malloc(p->n_prompt * sizeof(float));
+    r->prompt_top = malloc(n * sizeof(duet_logprob));
+    if (!r->prompt_lp || !r->prompt_top)
+        return DUET_STATUS_OUT_OF_MEMORY;
+    for (uint32_t i = 0; i < p->n_prompt; i++)
+        r->prompt_lp[i] = NAN;
+    for (size_t i = 0; i < n; i++)
+        r->prompt_top[i] = (duet_logprob){.token = -1, .logprob = -INFINITY};
+    return DUET_STATUS_OK;
+}
+
+duet_status duet_engine_add_request(duet_engine *e, const duet_request_params *p,
+                                    uint64_t *request_id)
+{
+    duet_sched_request sr;
+    struct duet__req *r;
+    duet_status st = check_request(e, p);
+
+    if (st)
+        return st;
+    r = calloc(1, sizeof(*r));
+    if (!r || !(r->prompt = malloc(p->n_prompt * sizeof(int32_t))) || reqs_push(e, r)) {
+        duet__req_free(r);
+        return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
+    }
+    if (p->sampling.n_prompt_logprobs && prompt_lp_init(r, p)) {
+        e->n_reqs--;
+        duet__req_free(r);
+        return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
+    }
+    memcpy(r->prompt, p->prompt, p->n_prompt * sizeof(int32_t));
+    r->n_prompt = p->n_prompt;
+    r->id = e->next_id;
+    r->sampling = p->sampling;
+    duet_sched_request_init(&sr);
+    sr.request_id = r->id;
+    sr.prompt = p->prompt;
+    sr.prompt_len = p->n_prompt;
+    sr.sampling = p->sampling;
+    sr.arrival_time = duet__now_ns();
+    sr.max_tokens = p->max_tokens;
+    sr.stop_token_ids = p->stop_token_ids;
+    sr.num_stop_token_ids = p->n_stop_token_ids;
+    sr.ignore_eos = p->ignore_eos;
+    st = duet_scheduler_add(e->sched, &sr);
+    if (st) {
+        e->n_reqs--;
+        duet__req_free(r);
+        return duet__engine_fail(e, st, "%s", duet_scheduler_error(e->sched));
+    }
+    e->next_id++;
+    *request_id = r->id;
+    return DUET_STATUS_OK;
+}
+
+duet_status duet_engine_abort(duet_engine *e, uint64_t request_id)
+{
+    struct duet__req *r = duet__engine_find(e, request_id, NULL);
+
+    if (!r || r->finish != DUET_FINISH_NONE)
+        return duet__engine_fail(e, DUET_STATUS_NOT_FOUND, "request %llu: unknown or finished",
+                                 (unsigned long long)request_id);
+    return duet_scheduler_abort(e->sched, request_id);
+}
+
+bool duet_engine_has_unfinished(const duet_engine *e)
+{
+    return e->n_reqs > 0;
+}
+
+void duet_engine_metrics_get(const duet_engine *e, duet_engine_metrics *out)
+{
+    *out = e->m;
+    out->tokens_per_s = e->m.elapsed_s > 0 ? (double)e->m.generated_tokens / e->m.elapsed_s : 0;
+    out->acceptance_rate = e->m.proposed ? (double)e->m.accepted / (double)e->m.proposed : -1.0;
+    out->mean_tokens_per_step =
+        e->m.decode_seq_steps ? (double)e->m.generated_tokens / (double)e->m.decode_seq_steps : 0;
+    out->num_free_blocks = duet_block_manager_num_free_blocks(e->bm, DUET_BLOCK_POOL_DEVICE);
+    out->num_total_blocks = duet_block_manager_num_total_blocks(e->bm, DUET_BLOCK_POOL_DEVICE);
+    out->max_model_len = e->max_model_len;
+    out->vocab_size = e->workers[0].info.vocab_size;
+    out->speculative = e->n_workers > 1;
+}
+
+duet_status duet_engine_step(duet_engine *e, const duet_step_output **out)
+{
+    double t0 = duet__now_s();
+    duet_status st;
+
+    if (e->broken)
+        return duet__engine_fail(e, DUET_STATUS_INTERNAL,
+                                 "a previous step failed; the engine can only be destroyed");
+    st = duet__engine_step(e, out);
+    if (st)
+        e->broken = true;
+    e->m.elapsed_s += duet__now_s() - t0;
+    return st;
+}

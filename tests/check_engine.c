@@ -1,0 +1,709 @@
+/*
+ * The engine (duet/duet.h) through its public API, with the CPU worker on a small generated
+ * Llama (f32 file, f32 compute). The reference for greedy output is the worker alone, driven by
+ * a plain loop through the plugin ABI: one prefill, then one decode per token. Engine and loop
+ * must agree token for token, whatever the batch, the KV pool size (preemption by recompute or
+ * by swap) or, with a draft model, the number of speculative tokens.
+ *
+ * The models are generated once in main() into a mkdtemp folder under $DUET_TEST_BUILDDIR (else
+ * /tmp), removed at the end; the plugin comes from $DUET_TEST_CPU_WORKER (exit 77, automake's
+ * SKIP, when it is not there). Workers run only inside Check's forked test processes: libgomp
+ * does not survive a fork after the parent ran OpenMP.
+ */
+#define _GNU_SOURCE /* nftw */
+#include <duet/config.h>
+#include <duet/duet.h>
+#include <duet/loader.h>
+#include <duet/model.h>
+#include <duet/plugin.h>
+
+#include "../model/model-int.h"
+#include "check_util.h"
+
+#include <check.h>
+#include <ftw.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define VOCAB 300
+#define MAX_GEN 64 /* tokens a test generates per request, at most */
+
+static char tmpdir[4096];
+static char target_dir[4200];
+static char draft_dir[4200];
+static const char *plugin_path;
+static char err[4096];
+
+/* ---- models -------------------------------------------------------------------------------- */
+
+static duet_model_desc small_llama(void)
+{
+    duet_model_desc d;
+
+    duet__desc_defaults(&d, DUET_ARCH_LLAMA);
+    d.hidden_size = 64;
+    d.intermediate_size = 128;
+    d.num_layers = 2;
+    d.num_heads = 4;
+    d.num_kv_heads = 2;
+    d.head_dim = 16;
+    d.vocab_size = VOCAB;
+    d.max_position = 256;
+    d.bos_token_id = 1;
+    d.n_eos = 1;
+    d.eos_token_ids[0] = 2;
+    d.torch_dtype = DUET_DTYPE_F32;
+    return d;
+}
+
+static bool models_generate(void)
+{
+    const char *build = getenv("DUET_TEST_BUILDDIR");
+    struct duet__msg msg = {err, sizeof(err)};
+    struct duet__gen_params p = {.desc = small_llama(), .seed = 4242, .flags = DUET_MODEL_QUIET};
+    struct duet__draft_params dp = {
+        .num_layers = 1, .noise = 0.05, .seed = 7, .flags = DUET_MODEL_QUIET};
+
+    snprintf(tmpdir, sizeof(tmpdir), "%s/engine-test-XXXXXX", build ? build : "/tmp");
+    if (!mkdtemp(tmpdir)) {
+        perror(tmpdir);
+        return false;
+    }
+    snprintf(target_dir, sizeof(target_dir), "%s/target", tmpdir);
+    snprintf(draft_dir, sizeof(draft_dir), "%s/draft", tmpdir);
+    p.dir = target_dir;
+    p.tail_from = p.desc.num_layers;
+    dp.target_dir = target_dir;
+    dp.dir = draft_dir;
+    if (duet__gen_model(&p, &msg) != DUET_STATUS_OK ||
+        duet__gen_draft(&dp, &msg) != DUET_STATUS_OK) {
+        fprintf(stderr, "check_engine: generating models: %s\n", err);
+        return false;
+    }
+    return true;
+}
+
+static int remove_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* ---- configuration ------------------------------------------------------------------------- */
+
+/* A validated configuration for the target, with extra "key=value" overrides (NULL-ended). */
+static duet_config *config_of(const char *const *sets)
+{
+    char text[16384];
+    duet_config *cfg;
+
+    snprintf(text, sizeof(text),
+             "model = \"%s\";\n"
+             "target: { worker = \"%s\"; dtype = \"f32\"; threads = 1; };\n"
+             "cache: { block_size = 16; cpu_kv_space_gib = 0.01; swap_space_gib = 0.0; };\n"
+             "scheduler: { max_model_len = 128; };\n",
+             target_dir, plugin_path);
+    ck_assert_int_eq(duet_config_create(&cfg), DUET_STATUS_OK);
+    ck_assert_msg(duet_config_load_string(cfg, text, "check_engine.cfg") == DUET_STATUS_OK, "%s",
+                  duet_config_error(cfg));
+    for (int i = 0; sets && sets[i]; i++)
+        ck_assert_msg(duet_config_set(cfg, sets[i]) == DUET_STATUS_OK, "%s",
+                      duet_config_error(cfg));
+    ck_assert_msg(duet_config_validate(cfg) == DUET_STATUS_OK, "%s", duet_config_error(cfg));
+    return cfg;
+}
+
+static duet_engine *engine_of(duet_config *cfg)
+{
+    duet_engine *e = NULL;
+
+    ck_assert_msg(duet_engine_create(cfg, &e, err, sizeof(err)) == DUET_STATUS_OK, "%s", err);
+    return e;
+}
+
+/* ---- the reference: the worker alone ---------------------------------------------------- */
+
+/* Greedy tokens the target worker produces alone for prompt[n]: prefill, then decodes. */
+static void worker_greedy(const int32_t *prompt, uint32_t n, uint32_t max_tokens, int32_t *out)
+{
+    duet_config *cfg = config_of(NULL);
+    duet_host *host;
+    duet_plugin *plugin;
+    const duet_worker_plugin *t;
+    duet_worker *w;
+    duet_worker_params wp = {.struct_size = sizeof(wp),
+                             .role = DUET_ROLE_TARGET,
+                             .model_dir = target_dir,
+                             .section = "target"};
+    duet_cache_config cc = {.struct_size = sizeof(cc), .block_size = 16, .num_blocks = 16};
+    uint32_t table[16];
+    int32_t tokens[256];
+
+    ck_assert_int_eq(duet_host_create(cfg, DUET_LOG_ERROR, &host), DUET_STATUS_OK);
+    wp.host = duet_host_services_of(host);
+    ck_assert_msg(duet_plugin_load(plugin_path, NULL, wp.host, &plugin, err, sizeof(err)) == 0,
+                  "%s", err);
+    t = duet_plugin_table(plugin);
+    ck_assert_msg(t->create(&wp, &w, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_int_eq(t->init_cache(w, &cc), DUET_STATUS_OK);
+    for (uint32_t i = 0; i < 16; i++)
+        table[i] = 15 - i; /* another layout than the engine's, on purpose */
+    memcpy(tokens, prompt, n * sizeof(int32_t));
+    for (uint32_t g = 0; g < max_tokens; g++) {
+        uint32_t pos = g == 0 ? 0 : n + g - 1;
+        duet_seq s = {.seq_id = 1,
+                      .tokens = tokens + pos,
+                      .n_tokens = g == 0 ? n : 1,
+                      .pos = pos,
+                      .block_table = table,
+                      .n_blocks = 16,
+                      .n_outputs = 1,
+                      .sampling = {.top_p = 1.0f}};
+        duet_batch b = {.struct_size = sizeof(b), .n_seqs = 1, .seq_size = sizeof(s), .seqs = &s};
+        duet_batch_output o = {.struct_size = sizeof(o), .n_rows = 1, .tokens = &out[g]};
+
+        ck_assert_msg(t->execute(w, &b, &o) == DUET_STATUS_OK, "%s", t->last_error(w));
+        tokens[n + g] = out[g];
+    }
+    t->destroy(w);
+    duet_plugin_unload(plugin);
+    duet_host_destroy(host);
+    duet_config_destroy(cfg);
+}
+
+/* ---- driving the engine ------------------------------------------------------------------ */
+
+struct run {
+    uint64_t id;
+    int32_t ids[MAX_GEN + 8];
+    uint32_t n_ids;
+    duet_finish_reason finish;
+    uint32_t streamed; /* tokens seen through first_new while it ran */
+};
+
+/* Steps e until every request finished, recording results by request id (runs[i].id). */
+static void run_all(duet_engine *e, struct run *runs, uint32_t n)
+{
+    for (int steps = 0; duet_engine_has_unfinished(e); steps++) {
+        const duet_step_output *so;
+
+        ck_assert_int_lt(steps, 10000);
+        ck_assert_msg(duet_engine_step(e, &so) == DUET_STATUS_OK, "%s", duet_engine_error(e));
+        for (uint32_t j = 0; j < so->n_requests; j++) {
+            const duet_request_output *ro = &so->requests[j];
+            for (uint32_t i = 0; i < n; i++) {
+                if (runs[i].id != ro->request_id)
+                    continue;
+                ck_assert_uint_le(ro->n_ids, MAX_GEN + 8);
+                ck_assert_uint_le(ro->first_new, ro->n_ids);
+                runs[i].streamed += ro->n_ids - ro->first_new;
+                memcpy(runs[i].ids, ro->ids, ro->n_ids * sizeof(int32_t));
+                runs[i].n_ids = ro->n_ids;
+                runs[i].finish = ro->finish;
+            }
+        }
+    }
+}
+
+static uint64_t add(duet_engine *e, const int32_t *prompt, uint32_t n, uint32_t max_tokens,
+                    bool ignore_eos)
+{
+    duet_request_params p;
+    uint64_t id = 0;
+
+    duet_request_params_init(&p);
+    p.prompt = prompt;
+    p.n_prompt = n;
+    p.max_tokens = max_tokens;
+    p.ignore_eos = ignore_eos;
+    ck_assert_msg(duet_engine_add_request(e, &p, &id) == DUET_STATUS_OK, "%s",
+                  duet_engine_error(e));
+    return id;
+}
+
+/* Prompt i of the tests: lengths 5, 11, 17, 30, ids in 3..VOCAB-1. */
+static uint32_t prompt_of(uint32_t i, int32_t *out)
+{
+    static const uint32_t lens[4] = {5, 11, 17, 30};
+    uint32_t n = lens[i % 4];
+
+    for (uint32_t j = 0; j < n; j++)
+        out[j] = (int32_t)(3 + (i * 37 + j * 11) % (VOCAB - 3));
+    return n;
+}
+
+/* Runs n prompts (greedy, ignore_eos, max_tokens each) on an engine built with `sets` and checks
+ * each against the worker alone. Returns the engine's metrics. */
+static duet_engine_metrics greedy_matches(const char *const *sets, uint32_t n, uint32_t max_tokens)
+{
+    duet_config *cfg = config_of(sets);
+    duet_engine *e = engine_of(cfg);
+    struct run runs[8] = {0};
+    int32_t prompts[8][64], want[MAX_GEN];
+    uint32_t lens[8];
+    duet_engine_metrics m;
+
+    for (uint32_t i = 0; i < n; i++) {
+        lens[i] = prompt_of(i, prompts[i]);
+        runs[i].id = add(e, prompts[i], lens[i], max_tokens, true);
+    }
+    run_all(e, runs, n);
+    duet_engine_metrics_get(e, &m);
+    ck_assert_uint_eq(m.num_free_blocks, m.num_total_blocks);
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
+    for (uint32_t i = 0; i < n; i++) {
+        worker_greedy(prompts[i], lens[i], max_tokens, want);
+        ck_assert_int_eq(runs[i].finish, DUET_FINISH_LENGTH);
+        ck_assert_uint_eq(runs[i].n_ids, max_tokens);
+        ck_assert_uint_eq(runs[i].streamed, max_tokens);
+        for (uint32_t j = 0; j < max_tokens; j++)
+            ck_assert_msg(runs[i].ids[j] == want[j], "request %u token %u: engine %d, worker %d", i,
+                          j, runs[i].ids[j], want[j]);
+    }
+    return m;
+}
+
+/* ---- tests ------------------------------------------------------------------------------- */
+
+START_TEST(test_greedy_output_of_one_request_equals_the_worker_alone)
+{
+    duet_engine_metrics m = greedy_matches(NULL, 1, 24);
+
+    ck_assert_uint_eq(m.generated_tokens, 24);
+    ck_assert(m.acceptance_rate < 0);
+    ck_assert(fabs(m.mean_tokens_per_step - 1.0) < 1e-9);
+}
+END_TEST
+
+START_TEST(test_greedy_output_of_four_requests_equals_the_worker_alone)
+{
+    duet_engine_metrics m = greedy_matches(NULL, 4, 24);
+
+    ck_assert_uint_eq(m.generated_tokens, 4 * 24);
+    ck_assert_uint_eq(m.preemptions, 0);
+}
+END_TEST
+
+/* 6 blocks of 16 tokens: four requests of up to 30 + 40 tokens cannot all stay resident. */
+static const char *const tiny_pool_recompute[] = {"cache.cpu_kv_space_gib=0.0000458",
+                                                  "scheduler.preemption=\"recompute\"", NULL};
+static const char *const tiny_pool_swap[] = {"cache.cpu_kv_space_gib=0.0000458",
+                                             "cache.swap_space_gib=0.001",
+                                             "scheduler.preemption=\"swap\"", NULL};
+
+START_TEST(test_preemption_by_recompute_keeps_greedy_output)
+{
+    duet_engine_metrics m = greedy_matches(tiny_pool_recompute, 4, 40);
+
+    ck_assert_uint_eq(m.num_total_blocks, 6);
+    ck_assert_uint_gt(m.preemptions, 0);
+}
+END_TEST
+
+START_TEST(test_preemption_by_swap_keeps_greedy_output)
+{
+    duet_engine_metrics m = greedy_matches(tiny_pool_swap, 4, 40);
+
+    ck_assert_uint_gt(m.preemptions, 0);
+}
+END_TEST
+
+START_TEST(test_max_tokens_and_stop_ids_are_honoured_exactly)
+{
+    duet_config *cfg = config_of(NULL);
+    duet_engine *e = engine_of(cfg);
+    int32_t prompt[64], want[MAX_GEN];
+    uint32_t n = prompt_of(1, prompt);
+    struct run runs[3] = {0};
+    duet_request_params p;
+
+    worker_greedy(prompt, n, 20, want);
+    runs[0].id = add(e, prompt, n, 7, true);
+    duet_request_params_init(&p);
+    p.prompt = prompt;
+    p.n_prompt = n;
+    p.max_tokens = 20;
+    p.ignore_eos = true;
+    p.stop_token_ids = &want[5];
+    p.n_stop_token_ids = 1;
+    ck_assert_int_eq(duet_engine_add_request(e, &p, &runs[1].id), DUET_STATUS_OK);
+    runs[2].id = add(e, prompt, n, 1, true);
+    run_all(e, runs, 3);
+    ck_assert_int_eq(runs[0].finish, DUET_FINISH_LENGTH);
+    ck_assert_uint_eq(runs[0].n_ids, 7);
+    ck_assert_int_eq(runs[1].finish, DUET_FINISH_STOP);
+    ck_assert_int_eq(runs[2].finish, DUET_FINISH_LENGTH);
+    ck_assert_uint_eq(runs[2].n_ids, 1);
+    ck_assert_int_eq(runs[2].ids[0], want[0]);
+    /* The stop token is kept and ends the request at its first occurrence. */
+    ck_assert_int_eq(runs[1].ids[runs[1].n_ids - 1], want[5]);
+    for (uint32_t j = 0; j < runs[1].n_ids; j++) {
+        ck_assert_int_eq(runs[1].ids[j], want[j]);
+        ck_assert(j + 1 == runs[1].n_ids || want[j] != want[5]);
+    }
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_abort_mid_generation_frees_every_block)
+{
+    duet_config *cfg = config_of(NULL);
+    duet_engine *e = engine_of(cfg);
+    int32_t prompt[64];
+    uint32_t n = prompt_of(3, prompt);
+    uint64_t a = add(e, prompt, n, 50, true), b = add(e, prompt, 5, 50, true);
+    const duet_step_output *so;
+    duet_engine_metrics m;
+    bool seen_abort = false;
+
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(duet_engine_step(e, &so), DUET_STATUS_OK);
+    duet_engine_metrics_get(e, &m);
+    ck_assert_uint_lt(m.num_free_blocks, m.num_total_blocks);
+    ck_assert_int_eq(duet_engine_abort(e, a), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_engine_abort(e, b), DUET_STATUS_OK);
+    duet_engine_metrics_get(e, &m);
+    ck_assert_uint_eq(m.num_free_blocks, m.num_total_blocks);
+    ck_assert(duet_engine_has_unfinished(e));
+    ck_assert_int_eq(duet_engine_step(e, &so), DUET_STATUS_OK);
+    ck_assert_uint_eq(so->n_requests, 2);
+    for (uint32_t j = 0; j < so->n_requests; j++) {
+        ck_assert_int_eq(so->requests[j].finish, DUET_FINISH_ABORT);
+        seen_abort = true;
+    }
+    ck_assert(seen_abort);
+    ck_assert(!duet_engine_has_unfinished(e));
+    ck_assert_int_eq(duet_engine_abort(e, a), DUET_STATUS_NOT_FOUND);
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_prompt_longer_than_max_model_len_is_refused_with_a_message)
+{
+    duet_config *cfg = config_of(NULL);
+    duet_engine *e = engine_of(cfg);
+    int32_t prompt[129];
+    duet_request_params p;
+    uint64_t id = 0;
+
+    for (int i = 0; i < 129; i++)
+        prompt[i] = 5;
+    duet_request_params_init(&p);
+    p.prompt = prompt;
+    p.n_prompt = 129;
+    ck_assert_int_eq(duet_engine_add_request(e, &p, &id), DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(duet_engine_error(e), "max_model_len (128)") != NULL, "%s",
+                  duet_engine_error(e));
+    p.n_prompt = 4;
+    prompt[2] = VOCAB;
+    ck_assert_int_eq(duet_engine_add_request(e, &p, &id), DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(duet_engine_error(e), "outside the vocabulary") != NULL, "%s",
+                  duet_engine_error(e));
+    ck_assert(!duet_engine_has_unfinished(e));
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_logprobs_of_greedy_tokens_rank_them_first)
+{
+    duet_config *cfg = config_of(NULL);
+    duet_engine *e = engine_of(cfg);
+    int32_t prompt[64];
+    uint32_t n = prompt_of(2, prompt), checked = 0;
+    duet_request_params p;
+    uint64_t id;
+
+    duet_request_params_init(&p);
+    p.prompt = prompt;
+    p.n_prompt = n;
+    p.max_tokens = 6;
+    p.ignore_eos = true;
+    p.sampling.n_logprobs = 3;
+    ck_assert_int_eq(duet_engine_add_request(e, &p, &id), DUET_STATUS_OK);
+    while (duet_engine_has_unfinished(e)) {
+        const duet_step_output *so;
+        ck_assert_int_eq(duet_engine_step(e, &so), DUET_STATUS_OK);
+        for (uint32_t j = 0; j < so->n_requests; j++) {
+            const duet_request_output *ro = &so->requests[j];
+            if (ro->finish == DUET_FINISH_NONE)
+                continue;
+            ck_assert_uint_eq(ro->n_logprobs, 3);
+            ck_assert_uint_eq(ro->n_ids, 6);
+            for (uint32_t t = 0; t < ro->n_ids; t++, checked++) {
+                const duet_logprob *row = &ro->logprobs[t * 3];
+                ck_assert_int_eq(row[0].token, ro->ids[t]);
+                ck_assert(fabsf(row[0].logprob - ro->token_logprobs[t]) < 1e-6f);
+                ck_assert(row[0].logprob <= 0 && row[0].logprob >= row[1].logprob &&
+                          row[1].logprob >= row[2].logprob);
+            }
+        }
+    }
+    ck_assert_uint_eq(checked, 6);
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_draft_with_another_vocabulary_is_refused)
+{
+    char set[4400];
+    const char *sets[] = {set, NULL};
+    duet_config *cfg;
+    duet_engine *e = NULL;
+
+    /* The CPU worker itself is a fine "model" path that is not a model: creation fails. */
+    snprintf(set, sizeof(set), "speculative.draft_model=\"%s/nonexistent\"", tmpdir);
+    cfg = config_of(sets);
+    ck_assert_int_ne(duet_engine_create(cfg, &e, err, sizeof(err)), DUET_STATUS_OK);
+    ck_assert_ptr_null(e);
+    ck_assert_msg(strstr(err, "speculative") != NULL, "%s", err);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+/* Steps e until request id finishes; copies its ids, and when asked (non-NULL) its token
+ * log-probabilities and its prompt log-probabilities (n_top per position). */
+static void finish_one(duet_engine *e, uint64_t id, int32_t *ids, float *tok_lp, float *prompt_lp,
+                       duet_logprob *prompt_top, uint32_t n_top)
+{
+    bool done = false;
+
+    while (!done) {
+        const duet_step_output *so;
+
+        ck_assert_msg(duet_engine_step(e, &so) == DUET_STATUS_OK, "%s", duet_engine_error(e));
+        for (uint32_t j = 0; j < so->n_requests; j++) {
+            const duet_request_output *ro = &so->requests[j];
+            if (ro->request_id != id || ro->finish == DUET_FINISH_NONE)
+                continue;
+            done = true;
+            memcpy(ids, ro->ids, ro->n_ids * sizeof(int32_t));
+            if (tok_lp)
+                memcpy(tok_lp, ro->token_logprobs, ro->n_ids * sizeof(float));
+            if (prompt_lp) {
+                ck_assert_uint_eq(ro->n_prompt_logprobs, n_top);
+                memcpy(prompt_lp, ro->prompt_token_logprobs, ro->n_prompt * sizeof(float));
+                memcpy(prompt_top, ro->prompt_logprobs,
+                       (size_t)ro->n_prompt * n_top * sizeof(duet_logprob));
+            }
+        }
+    }
+}
+
+/* The prompt log-probabilities of A + [g0, g1] at g0 and g1 are those of decoding g0, g1 after
+ * A; also when the prompt is fed in chunks. */
+static void prompt_logprobs_agree(const char *const *sets)
+{
+    duet_config *cfg = config_of(sets);
+    duet_engine *e = engine_of(cfg);
+    int32_t prompt[64], gen[8];
+    float tok_lp[8], plp[64];
+    duet_logprob top[64 * 2];
+    uint32_t n = prompt_of(2, prompt);
+    duet_request_params p;
+    uint64_t id;
+
+    duet_request_params_init(&p);
+    p.prompt = prompt;
+    p.n_prompt = n;
+    p.max_tokens = 2;
+    p.ignore_eos = true;
+    p.sampling.n_logprobs = 1;
+    ck_assert_int_eq(duet_engine_add_request(e, &p, &id), DUET_STATUS_OK);
+    finish_one(e, id, gen, tok_lp, NULL, NULL, 0);
+    prompt[n] = gen[0];
+    prompt[n + 1] = gen[1];
+    p.n_prompt = n + 2;
+    p.max_tokens = 1;
+    p.sampling.n_logprobs = 0;
+    p.sampling.n_prompt_logprobs = 2;
+    ck_assert_int_eq(duet_engine_add_request(e, &p, &id), DUET_STATUS_OK);
+    finish_one(e, id, gen + 2, NULL, plp, top, 2);
+    ck_assert(isnan(plp[0]));
+    ck_assert_int_eq(top[0].token, -1);
+    for (uint32_t t = 1; t < n + 2; t++) {
+        ck_assert_int_ge(top[t * 2].token, 0);
+        ck_assert(top[t * 2].logprob <= 0 && top[t * 2].logprob >= top[t * 2 + 1].logprob);
+        ck_assert(isnan(plp[t]) || plp[t] <= top[t * 2].logprob + 1e-6f);
+    }
+    for (uint32_t j = 0; j < 2; j++) {
+        ck_assert_int_eq(top[(n + j) * 2].token, gen[j]);
+        ck_assert_msg(fabsf(plp[n + j] - tok_lp[j]) < 1e-4f, "%g vs %g", (double)plp[n + j],
+                      (double)tok_lp[j]);
+    }
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
+}
+
+START_TEST(test_prompt_logprobs_agree_with_decoding)
+{
+    static const char *const chunked[] = {"scheduler.chunked_prefill=true",
+                                          "scheduler.max_num_batched_tokens=8",
+                                          "scheduler.max_num_seqs=8", NULL};
+
+    prompt_logprobs_agree(NULL);
+    prompt_logprobs_agree(chunked);
+}
+END_TEST
+
+/* ---- speculative decoding ---------------------------------------------------------------- */
+
+/* Overrides that add a draft (draft_dir, or the target itself) with k proposals, then the
+ * NULL-ended extra (may be NULL). */
+static const char *const *spec_sets(bool self, uint32_t k, const char *const *extra)
+{
+    static char model[4400], worker[4400], num[64];
+    static const char *sets[8];
+    int n = 0;
+
+    snprintf(model, sizeof(model), "speculative.draft_model=\"%s\"", self ? target_dir : draft_dir);
+    snprintf(worker, sizeof(worker), "speculative.worker=\"%s\"", plugin_path);
+    snprintf(num, sizeof(num), "speculative.num_tokens=%u", k);
+    sets[n++] = model;
+    sets[n++] = worker;
+    sets[n++] = "speculative.dtype=\"f32\"";
+    sets[n++] = "speculative.threads=1";
+    sets[n++] = num;
+    for (int i = 0; extra && extra[i] && n < 7; i++)
+        sets[n++] = extra[i];
+    sets[n] = NULL;
+    return sets;
+}
+
+START_TEST(test_speculative_greedy_output_equals_plain_decoding_for_k_1_to_4)
+{
+    for (uint32_t k = 1; k <= 4; k++) {
+        duet_engine_metrics m = greedy_matches(spec_sets(false, k, NULL), k == 2 ? 1 : 4, 24);
+
+        ck_assert(m.speculative);
+        ck_assert_uint_gt(m.proposed, 0);
+        ck_assert(m.acceptance_rate >= 0 && m.acceptance_rate <= 1);
+        ck_assert(m.mean_tokens_per_step >= 1.0 && m.mean_tokens_per_step <= k + 1);
+    }
+}
+END_TEST
+
+START_TEST(test_the_target_as_its_own_draft_accepts_every_proposal)
+{
+    duet_engine_metrics m = greedy_matches(spec_sets(true, 3, NULL), 1, 24);
+
+    ck_assert_uint_gt(m.proposed, 0);
+    ck_assert_uint_eq(m.accepted, m.proposed);
+    ck_assert(fabs(m.acceptance_rate - 1.0) < 1e-12);
+    ck_assert(m.mean_tokens_per_step > 3.0);
+}
+END_TEST
+
+START_TEST(test_speculative_greedy_output_survives_preemption)
+{
+    duet_engine_metrics m = greedy_matches(spec_sets(false, 3, tiny_pool_recompute), 4, 40);
+
+    ck_assert_uint_gt(m.preemptions, 0);
+    ck_assert_uint_gt(m.proposed, 0);
+    m = greedy_matches(spec_sets(true, 2, tiny_pool_swap), 4, 40);
+    ck_assert_uint_gt(m.preemptions, 0);
+    ck_assert_uint_eq(m.accepted, m.proposed);
+}
+END_TEST
+
+/* Sampled outputs (temperature 0.8, request i seeded 100 + i, ignore_eos) of n prompts. */
+static void sampled_outputs(const char *const *sets, uint32_t n, uint32_t max_tokens,
+                            struct run *runs, duet_engine_metrics *m)
+{
+    duet_config *cfg = config_of(sets);
+    duet_engine *e = engine_of(cfg);
+    int32_t prompts[4][64];
+
+    for (uint32_t i = 0; i < n; i++) {
+        duet_request_params p;
+
+        duet_request_params_init(&p);
+        p.prompt = prompts[i];
+        p.n_prompt = prompt_of(i, prompts[i]);
+        p.max_tokens = max_tokens;
+        p.ignore_eos = true;
+        p.sampling.temperature = 0.8f;
+        p.sampling.seed = 100 + i;
+        ck_assert_int_eq(duet_engine_add_request(e, &p, &runs[i].id), DUET_STATUS_OK);
+    }
+    run_all(e, runs, n);
+    duet_engine_metrics_get(e, m);
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
+}
+
+/* With p = q every proposal is accepted (u < 1) and was drawn with the target's own draw, and
+ * the bonus token is the target's: rejection sampling must then reproduce plain sampling. */
+START_TEST(test_sampling_with_the_target_as_its_own_draft_equals_plain_sampling)
+{
+    struct run plain[4] = {0}, spec[4] = {0};
+    duet_engine_metrics m;
+
+    sampled_outputs(NULL, 4, 20, plain, &m);
+    sampled_outputs(spec_sets(true, 3, NULL), 4, 20, spec, &m);
+    ck_assert_uint_eq(m.accepted, m.proposed);
+    for (uint32_t i = 0; i < 4; i++) {
+        ck_assert_uint_eq(spec[i].n_ids, 20);
+        ck_assert_uint_eq(plain[i].n_ids, 20);
+        for (uint32_t j = 0; j < 20; j++)
+            ck_assert_msg(spec[i].ids[j] == plain[i].ids[j], "request %u token %u: %d vs %d", i, j,
+                          spec[i].ids[j], plain[i].ids[j]);
+    }
+}
+END_TEST
+
+static Suite *engine_suite(void)
+{
+    Suite *s = suite_create("engine");
+    const struct duet_test_case cases[] = {
+        {"greedy", test_greedy_output_of_one_request_equals_the_worker_alone},
+        {"batch", test_greedy_output_of_four_requests_equals_the_worker_alone},
+        {"recompute", test_preemption_by_recompute_keeps_greedy_output},
+        {"swap", test_preemption_by_swap_keeps_greedy_output},
+        {"limits", test_max_tokens_and_stop_ids_are_honoured_exactly},
+        {"abort", test_abort_mid_generation_frees_every_block},
+        {"refusal", test_prompt_longer_than_max_model_len_is_refused_with_a_message},
+        {"logprobs", test_logprobs_of_greedy_tokens_rank_them_first},
+        {"draft", test_draft_with_another_vocabulary_is_refused},
+        {"prompt-logprobs", test_prompt_logprobs_agree_with_decoding},
+        {"speculative", test_speculative_greedy_output_equals_plain_decoding_for_k_1_to_4},
+        {"self-draft", test_the_target_as_its_own_draft_accepts_every_proposal},
+        {"speculative-preemption", test_speculative_greedy_output_survives_preemption},
+        {"self-draft-sampling",
+         test_sampling_with_the_target_as_its_own_draft_equals_plain_sampling},
+    };
+
+    duet_test_add_cases(s, cases, sizeof(cases) / sizeof(cases[0]), NULL, NULL, 120);
+    return s;
+}
+
+int main(void)
+{
+    int status;
+
+    plugin_path = getenv("DUET_TEST_CPU_WORKER");
+    if (!plugin_path || access(plugin_path, R_OK) != 0) {
+        printf("check_engine: SKIP: the CPU worker plugin (DUET_TEST_CPU_WORKER=%s) is not "
+               "there\n",
+               plugin_path ? plugin_path : "");
+        return 77;
+    }
+    if (!models_generate()) {
+        if (tmpdir[0])
+            nftw(tmpdir, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+        return EXIT_FAILURE;
+    }
+    status = duet_test_run(engine_suite());
+    nftw(tmpdir, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+    return status;
+}
