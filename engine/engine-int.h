@@ -6,8 +6,9 @@
  *   ├── bm, sched          the block manager and scheduler (same block ids for both caches)
  *   ├── reqs[n_reqs]       every request not yet reported finished, in arrival order
  *   ├── retired[n_retired] requests reported finished by the last step, freed by the next one
- *   └── per-step scratch   batch seqs, output rows, out[] — grown on demand, never shrunk
- *                          (spec.c's speculative buffers are still allocated per step)
+ *   ├── per-step scratch   batch seqs, output rows, out[] — grown on demand, never shrunk
+ *   └── spec               (with a draft) spec.c's buffers, grown the same way, and the
+ *                          measurements behind adaptive k
  *
  * A request's record keeps the tokens the engine handed to the scheduler (ids), and their
  * log-probabilities; when the scheduler finishes the request its result replaces ids (it may have
@@ -47,6 +48,7 @@ struct duet__req {
     bool touched;             /* emitted tokens this step */
     duet_finish_reason finish;
     uint32_t num_preemptions;
+    uint32_t proposed, accepted; /* draft tokens proposed for it, and accepted */
 };
 
 /* Per-step buffers, grown to the largest step seen. */
@@ -76,6 +78,8 @@ struct duet_engine {
     uint32_t max_model_len;
     uint32_t k; /* speculative.num_tokens (0 without a draft) */
     struct duet__accept_params accept;
+    uint32_t disable_by_batch_size; /* speculation off in steps running more sequences; 0 never */
+    struct duet__spec *spec;        /* spec.c's state, with a draft */
     duet_block_manager *bm;
     duet_scheduler *sched;
     uint64_t next_id;
@@ -103,6 +107,8 @@ double duet__now_s(void);
 uint64_t duet__now_ns(void);
 
 /* step.c */
+/* Grows *p (elements of elem bytes, capacity *cap) to hold want; false when out of memory. */
+bool duet__grow(void **p, uint32_t *cap, uint32_t want, size_t elem);
 duet_status duet__engine_step(duet_engine *e, const duet_step_output **out);
 /* Fills e->sc.seqs / e->sc.owner with a plain batch for the scheduler's output (one output row
  * per sampling sequence); *n_rows and *max_logprobs receive the rows and the largest n_logprobs
@@ -122,6 +128,10 @@ duet_status duet__commit(duet_engine *e, uint32_t i, const int32_t *tokens, uint
                          const float *token_logprobs, const duet_logprob *logprobs,
                          uint32_t stride);
 
+/* spec.c: the speculative state (buffers, adaptive k) of an engine with a draft; NULL when out
+ * of memory. adaptive: choose k per step (docs/engine.md). */
+struct duet__spec *duet__spec_create(uint32_t k_max, uint32_t vocab, bool adaptive);
+void duet__spec_destroy(struct duet__spec *sp);
 /* spec.c: the speculative decode of a step (DESIGN §7): propose, score, verify, commit. */
 duet_status duet__engine_spec_decode(duet_engine *e, const duet_sched_output *so);
 /* Runs the step's cache operations on the draft and feeds it what its cache lacks up to the end

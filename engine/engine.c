@@ -227,10 +227,19 @@ static duet_status spec_init(duet_engine *e)
         e->cfg, "speculative.typical_posterior_threshold", DUET__TYPICAL_THRESHOLD_DEFAULT);
     e->accept.typical_alpha = (float)cfg_float(e->cfg, "speculative.typical_posterior_alpha",
                                                DUET__TYPICAL_ALPHA_DEFAULT);
+    e->disable_by_batch_size = (uint32_t)cfg_int(e->cfg, "speculative.disable_by_batch_size", 0);
     st = worker_open(e, &e->workers[1], "speculative", DUET_ROLE_DRAFT, draft);
     e->n_workers = 2;
     if (st)
         return st;
+    if (e->k == 0 || e->k > DUET_MAX_SPEC_TOKENS)
+        return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT,
+                                 "speculative.num_tokens: %u is outside 1..%u", e->k,
+                                 DUET_MAX_SPEC_TOKENS);
+    e->spec = duet__spec_create(e->k, e->workers[0].info.vocab_size,
+                                cfg_bool(e->cfg, "speculative.adaptive"));
+    if (!e->spec)
+        return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
     if (e->workers[1].info.vocab_size != e->workers[0].info.vocab_size)
         return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT,
                                  "speculative.draft_model: %s has a vocabulary of %u tokens, the "
@@ -331,6 +340,7 @@ void duet_engine_destroy(duet_engine *e)
     free(e->reqs);
     free(e->retired);
     scratch_free(&e->sc);
+    duet__spec_destroy(e->spec);
     free(e);
 }
 
@@ -521,6 +531,14 @@ void duet_engine_metrics_get(const duet_engine *e, duet_engine_metrics *out)
     out->acceptance_rate = e->m.proposed ? (double)e->m.accepted / (double)e->m.proposed : -1.0;
     out->mean_tokens_per_step =
         e->m.decode_seq_steps ? (double)e->m.generated_tokens / (double)e->m.decode_seq_steps : 0;
+    out->system_efficiency =
+        e->m.proposed ? (double)e->m.emitted / (double)(e->m.proposed + e->m.verified) : -1.0;
+    out->mean_k = e->m.verified ? (double)e->m.proposed / (double)e->m.verified : 0;
+    out->idle_s = fmax(0.0, e->m.elapsed_s - e->m.execute_s - e->m.draft_s);
+    out->target_idle_s = fmax(0.0, e->m.elapsed_s - e->m.execute_s);
+    out->draft_idle_s = e->n_workers > 1 ? fmax(0.0, e->m.elapsed_s - e->m.draft_s) : 0;
+    out->num_spec_tokens = e->n_workers > 1 ? e->k : 0;
+    out->adaptive = e->spec && cfg_bool(e->cfg, "speculative.adaptive");
     out->num_free_blocks = duet_block_manager_num_free_blocks(e->bm, DUET_BLOCK_POOL_DEVICE);
     out->num_total_blocks = duet_block_manager_num_total_blocks(e->bm, DUET_BLOCK_POOL_DEVICE);
     out->max_model_len = e->max_model_len;

@@ -40,16 +40,116 @@ struct spec_seq {
     uint32_t drow; /* first draft row */
 };
 
-struct spec_buf {
-    struct spec_seq *ss;    /* [n_seqs] */
-    duet_seq *dseqs;        /* [n_seqs] the draft's batch */
-    int32_t *feed;          /* [rt] target tokens: last, x1..xk per sequence */
-    int32_t *ttok, *dtok;   /* [rt], [rd] sampled tokens */
-    float *tprobs, *dprobs; /* [rt][V], [rd][V] */
-    float *tlp;             /* [rt] target token logprobs */
-    duet_logprob *lps;      /* [rt][max_lp] */
-    float *scratch;         /* [V] */
+/*
+ * The engine's speculative state. Buffers grow to the largest step seen and are never shrunk,
+ * so a steady-state step allocates nothing. Adaptive k (docs/engine.md) keeps, per sequence of
+ * a step: alpha, an exponential moving average of the step's acceptance rate; draft_tok_s, of
+ * the draft's seconds per proposed token; verify_at[k], of the target's scoring seconds with k
+ * proposals (0 until k was tried).
+ */
+struct duet__spec {
+    struct spec_seq *ss; /* [cap_seqs] */
+    duet_seq *dseqs;     /* [cap_seqs] the draft's batch */
+    uint32_t cap_seqs;
+    int32_t *feed, *ttok; /* [cap_rt] target tokens: last, x1..xk per sequence; sampled */
+    float *tlp;           /* [cap_rt] target token logprobs */
+    uint32_t cap_rt;
+    duet_logprob *lps; /* [cap_lps] = [rt][max_lp] */
+    uint32_t cap_lps;
+    int32_t *dtok; /* [cap_rd] draft tokens */
+    uint32_t cap_rd;
+    float *tprobs, *dprobs; /* [cap_tp] = [rt][V], [cap_dp] = [rd][V] */
+    size_t cap_tp, cap_dp;
+    float *scratch; /* [V] */
+    uint32_t vocab, k_max;
+    bool adaptive;
+    uint32_t k_next;                            /* proposals for the next step */
+    double alpha;                               /* EMA acceptance rate; < 0 before any */
+    double draft_tok_s;                         /* EMA draft seconds per proposed token */
+    double verify_at[DUET_MAX_SPEC_TOKENS + 1]; /* EMA scoring seconds at k; 0 unknown */
+    uint64_t decisions;                         /* adaptive choices made */
 };
+
+/* Weight of a new measurement in the moving averages. */
+#define EMA_W 0.1
+
+struct duet__spec *duet__spec_create(uint32_t k_max, uint32_t vocab, bool adaptive)
+{
+    struct duet__spec *sp = calloc(1, sizeof(*sp));
+
+    if (!sp)
+        return NULL;
+    sp->scratch = malloc((size_t)vocab * sizeof(float));
+    if (!sp->scratch) {
+        free(sp);
+        return NULL;
+    }
+    sp->vocab = vocab;
+    sp->k_max = k_max;
+    sp->k_next = k_max;
+    sp->adaptive = adaptive;
+    sp->alpha = -1.0;
+    return sp;
+}
+
+void duet__spec_destroy(struct duet__spec *sp)
+{
+    if (!sp)
+        return;
+    free(sp->ss);
+    free(sp->dseqs);
+    free(sp->feed);
+    free(sp->ttok);
+    free(sp->tlp);
+    free(sp->lps);
+    free(sp->dtok);
+    free(sp->tprobs);
+    free(sp->dprobs);
+    free(sp->scratch);
+    free(sp);
+}
+
+static bool grow_floats(float **p, size_t *cap, size_t want)
+{
+    float *q;
+
+    if (want <= *cap)
+        return true;
+    q = realloc(*p, want * 2 * sizeof(float));
+    if (!q)
+        return false;
+    *p = q;
+    *cap = want * 2;
+    return true;
+}
+
+/* Room for n sequences, rt target rows, rd draft rows, max_lp log-probabilities per row. */
+static bool spec_reserve(struct duet__spec *sp, uint32_t n, uint32_t rt, uint32_t rd,
+                         uint32_t max_lp)
+{
+    uint32_t c = sp->cap_seqs, r = sp->cap_rt;
+
+    if (!duet__grow((void **)&sp->ss, &c, n, sizeof(*sp->ss)))
+        return false;
+    c = sp->cap_seqs;
+    if (!duet__grow((void **)&sp->dseqs, &c, n, sizeof(*sp->dseqs)))
+        return false;
+    sp->cap_seqs = c;
+    if (!duet__grow((void **)&sp->feed, &r, rt, sizeof(*sp->feed)))
+        return false;
+    r = sp->cap_rt;
+    if (!duet__grow((void **)&sp->ttok, &r, rt, sizeof(*sp->ttok)))
+        return false;
+    r = sp->cap_rt;
+    if (!duet__grow((void **)&sp->tlp, &r, rt, sizeof(*sp->tlp)))
+        return false;
+    sp->cap_rt = r;
+    return duet__grow((void **)&sp->lps, &sp->cap_lps, rt * (max_lp ? max_lp : 1),
+                      sizeof(*sp->lps)) &&
+           duet__grow((void **)&sp->dtok, &sp->cap_rd, rd, sizeof(*sp->dtok)) &&
+           grow_floats(&sp->tprobs, &sp->cap_tp, (size_t)rt * sp->vocab) &&
+           grow_floats(&sp->dprobs, &sp->cap_dp, (size_t)rd * sp->vocab);
+}
 
 static uint32_t draft_start(const duet_engine *e, uint32_t i)
 {
@@ -61,13 +161,14 @@ static uint32_t draft_start(const duet_engine *e, uint32_t i)
 
 duet_status duet__engine_draft_prefill(duet_engine *e, const duet_sched_output *so)
 {
+    struct duet__spec *sp = e->spec;
     duet_batch b;
     duet_batch_output o = {.struct_size = sizeof(o)};
-    duet_seq *ds = calloc(so->num_seqs ? so->num_seqs : 1, sizeof(*ds));
-    duet_status st;
+    duet_seq *ds;
 
-    if (!ds)
+    if (!spec_reserve(sp, so->num_seqs ? so->num_seqs : 1, 1, 1, 0))
         return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
+    ds = sp->dseqs;
     for (uint32_t i = 0; i < so->num_seqs; i++) {
         const duet_seq *q = &e->sc.seqs[i];
         uint32_t d = draft_start(e, i);
@@ -82,54 +183,23 @@ duet_status duet__engine_draft_prefill(duet_engine *e, const duet_sched_output *
         e->sc.owner[i]->draft_computed = q->pos + q->n_tokens;
     }
     duet__batch_init(so, ds, so->num_seqs, 0, 0, &b);
-    st = duet__worker_run(e, 1, &b, &o);
-    free(ds);
-    return st;
+    return duet__worker_run(e, 1, &b, &o);
 }
 
-static void spec_buf_free(struct spec_buf *sb)
-{
-    free(sb->ss);
-    free(sb->dseqs);
-    free(sb->feed);
-    free(sb->ttok);
-    free(sb->dtok);
-    free(sb->tprobs);
-    free(sb->dprobs);
-    free(sb->tlp);
-    free(sb->lps);
-    free(sb->scratch);
-}
-
-static bool spec_buf_alloc(struct spec_buf *sb, uint32_t n, uint32_t rt, uint32_t rd, uint32_t v,
-                           uint32_t max_lp)
-{
-    sb->ss = calloc(n, sizeof(*sb->ss));
-    sb->dseqs = calloc(n, sizeof(*sb->dseqs));
-    sb->feed = calloc(rt, sizeof(*sb->feed));
-    sb->ttok = calloc(rt, sizeof(*sb->ttok));
-    sb->dtok = calloc(rd + 1, sizeof(*sb->dtok));
-    sb->tprobs = malloc((size_t)rt * v * sizeof(float));
-    sb->dprobs = malloc(((size_t)rd + 1) * v * sizeof(float));
-    sb->tlp = calloc(rt, sizeof(*sb->tlp));
-    sb->lps = calloc((size_t)rt * (max_lp ? max_lp : 1), sizeof(*sb->lps));
-    sb->scratch = malloc((size_t)v * sizeof(float));
-    return sb->ss && sb->dseqs && sb->feed && sb->ttok && sb->dtok && sb->tprobs && sb->dprobs &&
-           sb->tlp && sb->lps && sb->scratch;
-}
-
-/* Lookahead of each scheduled sequence, from its group. */
-static void seq_lookahead(const duet_sched_output *so, struct spec_buf *sb)
+/* Lookahead of each scheduled sequence, from its group, capped at the step's k. */
+static void seq_lookahead(const duet_sched_output *so, struct duet__spec *sp, uint32_t k)
 {
     uint32_t n = 0;
 
     for (uint32_t g = 0; g < so->num_groups; g++)
-        for (uint32_t i = 0; i < so->groups[g].num_seqs; i++)
-            sb->ss[n++].k = so->groups[g].num_lookahead_slots;
+        for (uint32_t i = 0; i < so->groups[g].num_seqs; i++) {
+            uint32_t la = so->groups[g].num_lookahead_slots;
+            sp->ss[n++].k = la < k ? la : k;
+        }
 }
 
 /* Fills the draft's batch (proposals) and turns sc.seqs into the target's (scoring). */
-static void build_batches(duet_engine *e, uint32_t n, struct spec_buf *sb, uint32_t *rt,
+static void build_batches(duet_engine *e, uint32_t n, struct duet__spec *sb, uint32_t *rt,
                           uint32_t *rd)
 {
     *rt = 0;
@@ -159,7 +229,7 @@ static void build_batches(duet_engine *e, uint32_t n, struct spec_buf *sb, uint3
     }
 }
 
-static duet_status propose(duet_engine *e, const duet_sched_output *so, struct spec_buf *sb,
+static duet_status propose(duet_engine *e, const duet_sched_output *so, struct duet__spec *sb,
                            uint32_t rd)
 {
     duet_batch b;
@@ -170,7 +240,7 @@ static duet_status propose(duet_engine *e, const duet_sched_output *so, struct s
     return duet__worker_run(e, 1, &b, &o);
 }
 
-static duet_status score(duet_engine *e, const duet_sched_output *so, struct spec_buf *sb,
+static duet_status score(duet_engine *e, const duet_sched_output *so, struct duet__spec *sb,
                          uint32_t rt, uint32_t max_lp)
 {
     duet_batch b;
@@ -191,7 +261,7 @@ static duet_status score(duet_engine *e, const duet_sched_output *so, struct spe
 
 /* Log-probability of each emitted token: the target's own when it sampled that token, else
  * looked up in the row's top list (NAN when absent). */
-static void emitted_logprobs(const struct spec_buf *sb, uint32_t row, const int32_t *emitted,
+static void emitted_logprobs(const struct duet__spec *sb, uint32_t row, const int32_t *emitted,
                              uint32_t n, uint32_t max_lp, float *out)
 {
     for (uint32_t j = 0; j < n; j++) {
@@ -206,7 +276,7 @@ static void emitted_logprobs(const struct spec_buf *sb, uint32_t row, const int3
 }
 
 /* Verifies sequence i's proposals; writes the emitted tokens and returns how many. */
-static duet_status verify_one(duet_engine *e, uint32_t i, const struct spec_buf *sb,
+static duet_status verify_one(duet_engine *e, uint32_t i, const struct duet__spec *sb,
                               int32_t *emitted, uint32_t *n_emitted)
 {
     const struct spec_seq *s = &sb->ss[i];
@@ -234,10 +304,18 @@ static duet_status verify_one(duet_engine *e, uint32_t i, const struct spec_buf 
     *n_emitted = a + 1;
     e->m.proposed += s->k;
     e->m.accepted += a;
+    e->m.emitted += a + 1;
+    e->m.verified++;
+    for (uint32_t j = 0; j < s->k && j < DUET_MAX_SPEC_TOKENS; j++) {
+        e->m.proposed_at[j]++;
+        e->m.accepted_at[j] += j < a;
+    }
+    e->sc.owner[i]->proposed += s->k;
+    e->sc.owner[i]->accepted += a;
     return DUET_STATUS_OK;
 }
 
-static duet_status commit_all(duet_engine *e, uint32_t n, const struct spec_buf *sb,
+static duet_status commit_all(duet_engine *e, uint32_t n, const struct duet__spec *sb,
                               uint32_t max_lp)
 {
     int32_t emitted[64];
@@ -261,28 +339,118 @@ static duet_status commit_all(duet_engine *e, uint32_t n, const struct spec_buf 
     return st;
 }
 
+/* ---- adaptive k ---------------------------------------------------------------------------- */
+
+/* E(k) = 1 + a + ... + a^k: expected tokens a sequence gains from k proposals, each accepted
+ * with probability a independently. */
+static double expected_tokens(double a, uint32_t k)
+{
+    return a >= 1.0 - 1e-9 ? (double)k + 1 : (1.0 - pow(a, (double)k + 1)) / (1.0 - a);
+}
+
+/* Scoring seconds at k: measured, else interpolated linearly between the nearest measured k on
+ * each side, else extrapolated from the nearest one with the slope of the two nearest (never
+ * below flat), else flat from the only one. */
+static double verify_cost(const struct duet__spec *sp, uint32_t k)
+{
+    uint32_t lo = 0, hi = 0, lo2 = 0, hi2 = 0;
+
+    if (sp->verify_at[k] > 0)
+        return sp->verify_at[k];
+    for (uint32_t j = k - 1; j >= 1 && !lo2; j--)
+        if (sp->verify_at[j] > 0)
+            *(lo ? &lo2 : &lo) = j;
+    for (uint32_t j = k + 1; j <= sp->k_max && !hi2; j++)
+        if (sp->verify_at[j] > 0)
+            *(hi ? &hi2 : &hi) = j;
+    if (lo && hi)
+        return sp->verify_at[lo] +
+               (sp->verify_at[hi] - sp->verify_at[lo]) * (double)(k - lo) / (double)(hi - lo);
+    if (lo && lo2)
+        return sp->verify_at[lo] +
+               fmax(0.0, (sp->verify_at[lo] - sp->verify_at[lo2]) / (double)(lo - lo2)) *
+                   (double)(k - lo);
+    if (hi && hi2)
+        return fmax(sp->verify_at[hi] * 1e-3,
+                    sp->verify_at[hi] -
+                        fmax(0.0, (sp->verify_at[hi2] - sp->verify_at[hi]) / (double)(hi2 - hi)) *
+                            (double)(hi - k));
+    return lo ? sp->verify_at[lo] : sp->verify_at[hi];
+}
+
+/* argmax over k in 1..k_max of E(k) / (k draft_tok_s + verify_cost(k)); every 16th choice tries
+ * a neighbour of the best instead, so that the costs next to it stay measured. */
+static uint32_t choose_k(struct duet__spec *sp)
+{
+    uint32_t best = sp->k_max;
+    double best_rate = -1.0;
+
+    for (uint32_t k = 1; k <= sp->k_max; k++) {
+        double rate = expected_tokens(sp->alpha, k) / (k * sp->draft_tok_s + verify_cost(sp, k));
+        if (rate > best_rate) {
+            best_rate = rate;
+            best = k;
+        }
+    }
+    if (++sp->decisions % 16 == 0) {
+        uint32_t nb = (sp->decisions / 16) % 2 ? best + 1 : best - 1;
+        if (nb >= 1 && nb <= sp->k_max)
+            best = nb;
+    }
+    return best;
+}
+
+static double ema(double avg, double x)
+{
+    return avg <= 0 ? x : avg + EMA_W * (x - avg);
+}
+
+/* Folds a step's measurements (n sequences that proposed k each; p proposed, a accepted; the
+ * draft's and the target's seconds) into the averages, and picks the next k. */
+static void adapt(struct duet__spec *sp, uint32_t n, uint32_t k, uint64_t p, uint64_t a,
+                  double draft_s, double verify_s)
+{
+    if (!sp->adaptive || n == 0 || k == 0 || p == 0)
+        return;
+    sp->alpha = sp->alpha < 0 ? (double)a / (double)p
+                              : sp->alpha + EMA_W * ((double)a / (double)p - sp->alpha);
+    sp->draft_tok_s = ema(sp->draft_tok_s, draft_s / ((double)n * k));
+    sp->verify_at[k] = ema(sp->verify_at[k], verify_s / n);
+    if (sp->verify_at[k] <= 0)
+        sp->verify_at[k] = 1e-12; /* a clock too coarse to see it: measured, and cheap */
+    sp->k_next = choose_k(sp);
+}
+
+/* ---- the step ------------------------------------------------------------------------------- */
+
 duet_status duet__engine_spec_decode(duet_engine *e, const duet_sched_output *so)
 {
-    struct spec_buf sb = {0};
-    uint32_t n_rows, max_lp, rt, rd, n = so->num_seqs;
+    struct duet__spec *sb = e->spec;
+    uint32_t n_rows, max_lp, rt, rd, n = so->num_seqs, k = sb->k_next, n_spec = 0;
+    uint64_t p0 = e->m.proposed, a0 = e->m.accepted;
+    double d0 = e->m.draft_s, t0 = e->m.execute_s;
     duet_status st = duet__engine_batch_seqs(e, so, &n_rows, &max_lp);
 
     if (st)
         return st;
-    if (e->k + 1 > 64)
-        return duet__engine_fail(e, DUET_STATUS_INTERNAL, "k %u too large", e->k);
-    if (!spec_buf_alloc(&sb, n ? n : 1, n * (e->k + 1) + 1, n * e->k + 1,
-                        e->workers[0].info.vocab_size, max_lp)) {
-        spec_buf_free(&sb);
+    if (k + 1 > 64 || k > DUET_MAX_SPEC_TOKENS)
+        return duet__engine_fail(e, DUET_STATUS_INTERNAL, "k %u too large", k);
+    if (!spec_reserve(sb, n ? n : 1, n * (k + 1) + 1, n * k + 1, max_lp))
         return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
-    }
-    seq_lookahead(so, &sb);
-    build_batches(e, n, &sb, &rt, &rd);
-    st = propose(e, so, &sb, rd);
+    seq_lookahead(so, sb, k);
+    build_batches(e, n, sb, &rt, &rd);
+    for (uint32_t i = 0; i < n; i++)
+        n_spec += sb->ss[i].k > 0;
+    e->m.spec_steps++;
+    e->m.last_k = k;
+    st = propose(e, so, sb, rd);
     if (!st)
-        st = score(e, so, &sb, rt, max_lp);
+        st = score(e, so, sb, rt, max_lp);
+    e->m.verify_s += e->m.execute_s - t0;
     if (!st)
-        st = commit_all(e, n, &sb, max_lp);
-    spec_buf_free(&sb);
+        st = commit_all(e, n, sb, max_lp);
+    if (!st)
+        adapt(sb, n_spec, k, e->m.proposed - p0, e->m.accepted - a0, e->m.draft_s - d0,
+              e->m.execute_s - t0);
     return st;
 }

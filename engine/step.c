@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool grow(void **p, uint32_t *cap, uint32_t want, size_t elem)
+bool duet__grow(void **p, uint32_t *cap, uint32_t want, size_t elem)
 {
     void *q;
     uint32_t c;
@@ -41,19 +41,19 @@ static bool scratch_reserve(struct duet__scratch *sc, uint32_t n_seqs, uint32_t 
     uint32_t c = sc->cap_seqs, r = sc->cap_rows, l = sc->cap_logprobs;
     uint32_t want_l = n_rows * (max_logprobs ? max_logprobs : 1);
 
-    if (!grow((void **)&sc->seqs, &c, n_seqs, sizeof(*sc->seqs)))
+    if (!duet__grow((void **)&sc->seqs, &c, n_seqs, sizeof(*sc->seqs)))
         return false;
     c = sc->cap_seqs;
-    if (!grow((void **)&sc->owner, &c, n_seqs, sizeof(*sc->owner)))
+    if (!duet__grow((void **)&sc->owner, &c, n_seqs, sizeof(*sc->owner)))
         return false;
     sc->cap_seqs = c;
-    if (!grow((void **)&sc->tokens, &r, n_rows, sizeof(*sc->tokens)))
+    if (!duet__grow((void **)&sc->tokens, &r, n_rows, sizeof(*sc->tokens)))
         return false;
     r = sc->cap_rows;
-    if (!grow((void **)&sc->token_logprobs, &r, n_rows, sizeof(*sc->token_logprobs)))
+    if (!duet__grow((void **)&sc->token_logprobs, &r, n_rows, sizeof(*sc->token_logprobs)))
         return false;
     sc->cap_rows = r;
-    if (!grow((void **)&sc->logprobs, &l, want_l, sizeof(*sc->logprobs)))
+    if (!duet__grow((void **)&sc->logprobs, &l, want_l, sizeof(*sc->logprobs)))
         return false;
     sc->cap_logprobs = l;
     return true;
@@ -171,8 +171,8 @@ static duet_status prompt_lp_reserve(duet_engine *e, uint32_t n_seqs, uint32_t m
     }
     if (!*want)
         return DUET_STATUS_OK;
-    if (!grow((void **)&sc->prompt_next, &cap, p, sizeof(float)) ||
-        !grow((void **)&sc->prompt_top, &cap_top, p * max_lp, sizeof(duet_logprob)))
+    if (!duet__grow((void **)&sc->prompt_next, &cap, p, sizeof(float)) ||
+        !duet__grow((void **)&sc->prompt_top, &cap_top, p * max_lp, sizeof(duet_logprob)))
         return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
     sc->cap_prompt = cap;
     sc->cap_prompt_top = cap_top;
@@ -277,7 +277,7 @@ static duet_status retire(duet_engine *e, const duet_sched_result *res)
     if (!r)
         return duet__engine_fail(e, DUET_STATUS_INTERNAL, "finished request %llu unknown",
                                  (unsigned long long)res->request_id);
-    if (!grow((void **)&e->retired, &cap, e->n_retired + 1, sizeof(*e->retired)))
+    if (!duet__grow((void **)&e->retired, &cap, e->n_retired + 1, sizeof(*e->retired)))
         return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
     e->cap_retired = cap;
     if (n > r->n_ids &&
@@ -314,7 +314,9 @@ static void output_of(const struct duet__req *r, duet_request_output *o)
                               .prompt_token_logprobs = r->prompt_lp,
                               .prompt_logprobs = r->prompt_top,
                               .n_prompt_logprobs = r->prompt_lp ? r->sampling.n_prompt_logprobs : 0,
-                              .num_preemptions = r->num_preemptions};
+                              .num_preemptions = r->num_preemptions,
+                              .num_proposed = r->proposed,
+                              .num_accepted = r->accepted};
 }
 
 /* Collects finished requests, then lists every request that has news. */
@@ -328,7 +330,7 @@ static duet_status collect(duet_engine *e)
         st = retire(e, &res);
     if (st)
         return st;
-    if (!grow((void **)&e->sc.out, &cap, e->n_reqs + e->n_retired, sizeof(*e->sc.out)))
+    if (!duet__grow((void **)&e->sc.out, &cap, e->n_reqs + e->n_retired, sizeof(*e->sc.out)))
         return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
     e->sc.cap_out = cap;
     for (uint32_t i = 0; i < e->n_retired; i++)
@@ -353,6 +355,21 @@ static void step_begin(duet_engine *e)
     memset(&e->step_out, 0, sizeof(e->step_out));
 }
 
+/* A decode step with lookahead slots and a draft speculates, unless it runs more sequences than
+ * speculative.disable_by_batch_size: then the target decodes alone and the draft is only fed, so
+ * its cache stays in step for when speculation resumes. */
+static bool spec_step(duet_engine *e, const duet_sched_output *so)
+{
+    if (e->n_workers < 2 || so->num_lookahead_slots == 0 || so->num_prefill_groups > 0 ||
+        so->num_seqs == 0)
+        return false;
+    if (e->disable_by_batch_size && so->num_seqs > e->disable_by_batch_size) {
+        e->m.disabled_steps++;
+        return false;
+    }
+    return true;
+}
+
 duet_status duet__engine_step(duet_engine *e, const duet_step_output **out)
 {
     const duet_sched_output *so;
@@ -370,7 +387,7 @@ duet_status duet__engine_step(duet_engine *e, const duet_step_output **out)
     if (so->num_seqs || so->num_swap_in || so->num_swap_out || so->num_copy) {
         if (so->num_seqs)
             e->m.steps++;
-        if (e->n_workers > 1 && so->num_lookahead_slots > 0 && so->num_prefill_groups == 0)
+        if (spec_step(e, so))
             st = duet__engine_spec_decode(e, so);
         else
             st = duet__engine_run_plain(e, so);

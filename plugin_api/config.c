@@ -1255,6 +1255,24 @@ DUET_API bool duet_config_has_group(const duet_config *cfg, const char *group)
     return g >= 0 && cfg->t.groups[g].present;
 }
 
+DUET_API duet_status duet_config_drop_group(duet_config *cfg, const char *group)
+{
+    int g;
+
+    if (!cfg || !group)
+        return DUET_STATUS_INVALID_ARGUMENT;
+    clear_error(cfg);
+    g = group_find(group);
+    if (g < 0)
+        return fail(cfg, DUET_STATUS_NOT_FOUND, NULL, group, "no such group");
+    for (int k = 0; k < N_KEYS; k++)
+        if (keys[k].group == (enum group)g)
+            slot_clear(&cfg->t.slots[k], keys[k].type);
+    free(cfg->t.groups[g].where);
+    cfg->t.groups[g] = (struct group_state){0};
+    return DUET_STATUS_OK;
+}
+
 DUET_API duet_status duet_config_key_type(const char *key, duet_config_type *out)
 {
     int k;

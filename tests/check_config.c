@@ -418,6 +418,41 @@ START_TEST(test_has_group_reports_groups_of_the_file)
 }
 END_TEST
 
+START_TEST(test_dropping_a_group_forgets_its_keys_and_keeps_the_others)
+{
+    duet_config *cfg = load_good("good-full.cfg");
+    const char *s = NULL;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f;
+
+    expect_int(cfg, "speculative.num_tokens", 7);
+    ck_assert_int_eq(duet_config_drop_group(cfg, "speculative"), DUET_STATUS_OK);
+    ck_assert(!duet_config_has_group(cfg, "speculative"));
+    ck_assert(duet_config_has_group(cfg, "target"));
+    ck_assert(duet_config_has_group(cfg, "cache"));
+    ck_assert(!duet_config_is_set(cfg, "speculative.num_tokens"));
+    ck_assert_str_eq(duet_config_source(cfg, "speculative.num_tokens"), "default");
+    expect_int(cfg, "speculative.num_tokens", 4);
+    ck_assert_int_eq(duet_config_get_string(cfg, "speculative.draft_model", &s),
+                     DUET_STATUS_NOT_FOUND);
+    ck_assert(duet_config_is_set(cfg, "cache.block_size"));
+    ck_assert_int_eq(duet_config_validate(cfg), DUET_STATUS_OK);
+    /* Dropping an absent group is fine; an unknown one is named. */
+    ck_assert_int_eq(duet_config_drop_group(cfg, "speculative"), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_config_drop_group(cfg, "speculatve"), DUET_STATUS_NOT_FOUND);
+    ck_assert_str_eq(duet_config_error(cfg), "speculatve: no such group");
+    ck_assert_int_eq(duet_config_drop_group(NULL, "cache"), DUET_STATUS_INVALID_ARGUMENT);
+    f = open_memstream(&buf, &len);
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(duet_config_print(cfg, f), DUET_STATUS_OK);
+    fclose(f);
+    ck_assert_ptr_null(strstr(buf, "speculative"));
+    free(buf);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
 START_TEST(test_source_names_file_and_line_of_each_key)
 {
     duet_config *cfg = load_good("good-full.cfg");
@@ -999,6 +1034,7 @@ static Suite *config_suite(void)
     ADD(s, test_minimal_file_loads_and_validates);
     ADD(s, test_full_file_sets_every_key);
     ADD(s, test_has_group_reports_groups_of_the_file);
+    ADD(s, test_dropping_a_group_forgets_its_keys_and_keeps_the_others);
     ADD(s, test_source_names_file_and_line_of_each_key);
     ADD(s, test_load_string_names_messages_after_the_given_name);
     ADD(s, test_syntax_error_names_file_and_line);

@@ -31,16 +31,19 @@
 
 #define VOCAB 300
 #define MAX_GEN 64 /* tokens a test generates per request, at most */
+#define SMALL_VOCAB 24
 
 static char tmpdir[4096];
 static char target_dir[4200];
 static char draft_dir[4200];
+static char small_target_dir[4200]; /* SMALL_VOCAB tokens, for the statistical test */
+static char small_draft_dir[4200];
 static const char *plugin_path;
 static char err[4096];
 
 /* ---- models -------------------------------------------------------------------------------- */
 
-static duet_model_desc small_llama(void)
+static duet_model_desc small_llama(uint32_t vocab)
 {
     duet_model_desc d;
 
@@ -51,7 +54,7 @@ static duet_model_desc small_llama(void)
     d.num_heads = 4;
     d.num_kv_heads = 2;
     d.head_dim = 16;
-    d.vocab_size = VOCAB;
+    d.vocab_size = vocab;
     d.max_position = 256;
     d.bos_token_id = 1;
     d.n_eos = 1;
@@ -64,7 +67,8 @@ static bool models_generate(void)
 {
     const char *build = getenv("DUET_TEST_BUILDDIR");
     struct duet__msg msg = {err, sizeof(err)};
-    struct duet__gen_params p = {.desc = small_llama(), .seed = 4242, .flags = DUET_MODEL_QUIET};
+    struct duet__gen_params p = {
+        .desc = small_llama(VOCAB), .seed = 4242, .flags = DUET_MODEL_QUIET};
     struct duet__draft_params dp = {
         .num_layers = 1, .noise = 0.05, .seed = 7, .flags = DUET_MODEL_QUIET};
 
@@ -84,6 +88,21 @@ static bool models_generate(void)
         fprintf(stderr, "check_engine: generating models: %s\n", err);
         return false;
     }
+    /* The statistical test's pair: a vocabulary small enough to count every token, and a draft
+     * far enough from the target (one layer, 30% noise) that a broken verifier shows. */
+    snprintf(small_target_dir, sizeof(small_target_dir), "%s/small-target", tmpdir);
+    snprintf(small_draft_dir, sizeof(small_draft_dir), "%s/small-draft", tmpdir);
+    p.desc = small_llama(SMALL_VOCAB);
+    p.dir = small_target_dir;
+    p.seed = 99;
+    dp.target_dir = small_target_dir;
+    dp.dir = small_draft_dir;
+    dp.noise = 0.3;
+    if (duet__gen_model(&p, &msg) != DUET_STATUS_OK ||
+        duet__gen_draft(&dp, &msg) != DUET_STATUS_OK) {
+        fprintf(stderr, "check_engine: generating the small models: %s\n", err);
+        return false;
+    }
     return true;
 }
 
@@ -97,8 +116,9 @@ static int remove_one(const char *path, const struct stat *sb, int flag, struct 
 
 /* ---- configuration ------------------------------------------------------------------------- */
 
-/* A validated configuration for the target, with extra "key=value" overrides (NULL-ended). */
-static duet_config *config_of(const char *const *sets)
+/* A validated configuration for the target in model_dir, with extra "key=value" overrides
+ * (NULL-ended). */
+static duet_config *config_for(const char *model_dir, const char *const *sets)
 {
     char text[16384];
     duet_config *cfg;
@@ -108,7 +128,7 @@ static duet_config *config_of(const char *const *sets)
              "target: { worker = \"%s\"; dtype = \"f32\"; threads = 1; };\n"
              "cache: { block_size = 16; cpu_kv_space_gib = 0.01; swap_space_gib = 0.0; };\n"
              "scheduler: { max_model_len = 128; };\n",
-             target_dir, plugin_path);
+             model_dir, plugin_path);
     ck_assert_int_eq(duet_config_create(&cfg), DUET_STATUS_OK);
     ck_assert_msg(duet_config_load_string(cfg, text, "check_engine.cfg") == DUET_STATUS_OK, "%s",
                   duet_config_error(cfg));
@@ -117,6 +137,11 @@ static duet_config *config_of(const char *const *sets)
                       duet_config_error(cfg));
     ck_assert_msg(duet_config_validate(cfg) == DUET_STATUS_OK, "%s", duet_config_error(cfg));
     return cfg;
+}
+
+static duet_config *config_of(const char *const *sets)
+{
+    return config_for(target_dir, sets);
 }
 
 static duet_engine *engine_of(duet_config *cfg)
@@ -558,15 +583,15 @@ END_TEST
 
 /* ---- speculative decoding ---------------------------------------------------------------- */
 
-/* Overrides that add a draft (draft_dir, or the target itself) with k proposals, then the
- * NULL-ended extra (may be NULL). */
-static const char *const *spec_sets(bool self, uint32_t k, const char *const *extra)
+/* Overrides that add the draft in `draft` with k proposals, then the NULL-ended extra (may be
+ * NULL). */
+static const char *const *spec_sets_of(const char *draft, uint32_t k, const char *const *extra)
 {
     static char model[4400], worker[4400], num[64];
-    static const char *sets[8];
+    static const char *sets[12];
     int n = 0;
 
-    snprintf(model, sizeof(model), "speculative.draft_model=\"%s\"", self ? target_dir : draft_dir);
+    snprintf(model, sizeof(model), "speculative.draft_model=\"%s\"", draft);
     snprintf(worker, sizeof(worker), "speculative.worker=\"%s\"", plugin_path);
     snprintf(num, sizeof(num), "speculative.num_tokens=%u", k);
     sets[n++] = model;
@@ -574,10 +599,40 @@ static const char *const *spec_sets(bool self, uint32_t k, const char *const *ex
     sets[n++] = "speculative.dtype=\"f32\"";
     sets[n++] = "speculative.threads=1";
     sets[n++] = num;
-    for (int i = 0; extra && extra[i] && n < 7; i++)
+    for (int i = 0; extra && extra[i] && n < 11; i++)
         sets[n++] = extra[i];
     sets[n] = NULL;
     return sets;
+}
+
+/* The same with draft_dir, or the target itself as its own draft. */
+static const char *const *spec_sets(bool self, uint32_t k, const char *const *extra)
+{
+    return spec_sets_of(self ? target_dir : draft_dir, k, extra);
+}
+
+/* The speculative counters agree with each other. */
+static void spec_metrics_consistent(const duet_engine_metrics *m)
+{
+    uint64_t p = 0, a = 0;
+
+    ck_assert_uint_le(m->num_spec_tokens, DUET_MAX_SPEC_TOKENS);
+    for (uint32_t j = 0; j < m->num_spec_tokens; j++) {
+        p += m->proposed_at[j];
+        a += m->accepted_at[j];
+        ck_assert_uint_le(m->accepted_at[j], m->proposed_at[j]);
+        if (j > 0) /* acceptance is causal: position j only after j - 1 */
+            ck_assert_uint_le(m->accepted_at[j], m->accepted_at[j - 1]);
+    }
+    ck_assert_uint_eq(p, m->proposed);
+    ck_assert_uint_eq(a, m->accepted);
+    ck_assert_uint_eq(m->emitted, m->accepted + m->verified);
+    if (m->proposed) {
+        ck_assert(m->system_efficiency > 0 && m->system_efficiency <= 1.0 + 1e-12);
+        ck_assert(m->mean_k >= 1.0 && m->mean_k <= m->num_spec_tokens);
+    }
+    ck_assert(m->idle_s >= 0 && m->verify_s <= m->execute_s + 1e-9);
+    ck_assert(m->execute_s + m->draft_s <= m->elapsed_s + 1e-6);
 }
 
 START_TEST(test_speculative_greedy_output_equals_plain_decoding_for_k_1_to_4)
@@ -662,6 +717,228 @@ START_TEST(test_sampling_with_the_target_as_its_own_draft_equals_plain_sampling)
 }
 END_TEST
 
+START_TEST(test_speculation_is_off_above_disable_by_batch_size)
+{
+    static const char *const two[] = {"speculative.disable_by_batch_size=2", NULL};
+    static const char *const four[] = {"speculative.disable_by_batch_size=4", NULL};
+    duet_engine_metrics m = greedy_matches(spec_sets(false, 3, two), 4, 24);
+
+    /* Four sequences run together from the first decode to the last: never speculative. */
+    ck_assert_uint_eq(m.proposed, 0);
+    ck_assert_uint_eq(m.spec_steps, 0);
+    ck_assert_uint_gt(m.disabled_steps, 0);
+    ck_assert(m.acceptance_rate < 0);
+    /* At the threshold itself speculation stays on; one request is under either. */
+    m = greedy_matches(spec_sets(false, 3, four), 4, 24);
+    ck_assert_uint_gt(m.proposed, 0);
+    ck_assert_uint_eq(m.disabled_steps, 0);
+    spec_metrics_consistent(&m);
+    m = greedy_matches(spec_sets(false, 3, two), 1, 24);
+    ck_assert_uint_gt(m.proposed, 0);
+}
+END_TEST
+
+START_TEST(test_adaptive_k_keeps_greedy_output_and_stays_in_range)
+{
+    static const char *const adaptive[] = {"speculative.adaptive=true", NULL};
+
+    for (uint32_t k = 1; k <= 5; k += 4) {
+        duet_engine_metrics m = greedy_matches(spec_sets(false, k, adaptive), 4, 40);
+
+        ck_assert(m.adaptive);
+        ck_assert_uint_gt(m.proposed, 0);
+        ck_assert_uint_ge(m.last_k, 1);
+        ck_assert_uint_le(m.last_k, k);
+        printf("check_engine: adaptive, k <= %u: mean k %.2f, last k %u, acceptance rate %.3f\n", k,
+               m.mean_k, m.last_k, m.acceptance_rate);
+        spec_metrics_consistent(&m);
+    }
+}
+END_TEST
+
+START_TEST(test_typical_acceptance_of_greedy_requests_equals_plain_decoding)
+{
+    static const char *const typical[] = {"speculative.acceptance=\"typical\"", NULL};
+    duet_engine_metrics m = greedy_matches(spec_sets(false, 3, typical), 4, 24);
+    struct run runs[4] = {0};
+
+    ck_assert_uint_gt(m.proposed, 0);
+    spec_metrics_consistent(&m);
+    /* Sampled requests go through the typical rule itself. */
+    sampled_outputs(spec_sets(false, 3, typical), 4, 20, runs, &m);
+    ck_assert_uint_gt(m.proposed, 0);
+    spec_metrics_consistent(&m);
+    for (uint32_t i = 0; i < 4; i++) {
+        ck_assert_uint_eq(runs[i].n_ids, 20);
+        for (uint32_t j = 0; j < 20; j++)
+            ck_assert(runs[i].ids[j] >= 0 && runs[i].ids[j] < VOCAB);
+    }
+}
+END_TEST
+
+START_TEST(test_request_output_counts_its_proposals)
+{
+    duet_config *cfg = config_of(spec_sets(false, 3, NULL));
+    duet_engine *e = engine_of(cfg);
+    int32_t prompt[64];
+    uint32_t n = prompt_of(1, prompt), proposed = 0, accepted = 0;
+    uint64_t id = add(e, prompt, n, 20, true);
+    duet_engine_metrics m;
+
+    while (duet_engine_has_unfinished(e)) {
+        const duet_step_output *so;
+        ck_assert_int_eq(duet_engine_step(e, &so), DUET_STATUS_OK);
+        for (uint32_t j = 0; j < so->n_requests; j++) {
+            ck_assert_uint_eq(so->requests[j].request_id, id);
+            ck_assert_uint_ge(so->requests[j].num_proposed, proposed);
+            proposed = so->requests[j].num_proposed;
+            accepted = so->requests[j].num_accepted;
+        }
+    }
+    duet_engine_metrics_get(e, &m);
+    ck_assert_uint_eq(proposed, m.proposed);
+    ck_assert_uint_eq(accepted, m.accepted);
+    ck_assert_uint_gt(proposed, 0);
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+/* ---- the statistical end-to-end test ------------------------------------------------------ */
+
+#define STAT_POSITIONS 5 /* generated positions compared */
+
+/* counts[pos][token] of n sampled requests (temperature 1, request i seeded seed0 + i, one
+ * prompt) on the small model, with `sets`. */
+static void token_counts(const char *const *sets, uint32_t n, uint64_t seed0,
+                         uint32_t counts[STAT_POSITIONS][SMALL_VOCAB], duet_engine_metrics *m)
+{
+    static const int32_t prompt[] = {3, 9, 4, 17, 5, 11};
+    duet_config *cfg = config_for(small_target_dir, sets);
+    duet_engine *e = engine_of(cfg);
+
+    memset(counts, 0, sizeof(uint32_t) * STAT_POSITIONS * SMALL_VOCAB);
+    for (uint32_t i = 0; i < n; i++) {
+        duet_request_params p;
+        uint64_t id;
+
+        duet_request_params_init(&p);
+        p.prompt = prompt;
+        p.n_prompt = 6;
+        p.max_tokens = STAT_POSITIONS;
+        p.ignore_eos = true;
+        p.sampling.temperature = 1.0f;
+        p.sampling.seed = seed0 + i;
+        ck_assert_int_eq(duet_engine_add_request(e, &p, &id), DUET_STATUS_OK);
+    }
+    while (duet_engine_has_unfinished(e)) {
+        const duet_step_output *so;
+        ck_assert_msg(duet_engine_step(e, &so) == DUET_STATUS_OK, "%s", duet_engine_error(e));
+        for (uint32_t j = 0; j < so->n_requests; j++) {
+            const duet_request_output *ro = &so->requests[j];
+            if (ro->finish == DUET_FINISH_NONE)
+                continue;
+            ck_assert_uint_eq(ro->n_ids, STAT_POSITIONS);
+            for (uint32_t t = 0; t < STAT_POSITIONS; t++)
+                counts[t][ro->ids[t]]++;
+        }
+    }
+    duet_engine_metrics_get(e, m);
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
+}
+
+/* Upper 0.001 point of chi-square with df degrees of freedom (Wilson-Hilferty; within 1% of the
+ * tables for df >= 2, e.g. 16.27 at 3, 29.59 at 10, 49.73 at 23). */
+static double chi2_critical_001(uint32_t df)
+{
+    const double z = 3.090232; /* upper 0.001 point of N(0, 1) */
+    double h = 2.0 / (9.0 * df), c = 1.0 - h + z * sqrt(h);
+
+    return df == 1 ? 10.828 : df * c * c * c;
+}
+
+/*
+ * Two-sample chi-square test of homogeneity on a[] and b[] (SMALL_VOCAB counts each, equal
+ * totals): categories with a pooled count below 10 (an expected count below 5 in a sample) are
+ * merged into one, which is itself folded into the smallest kept category when it is still below
+ * 10. Returns the statistic; *df receives the degrees of freedom.
+ */
+static double chi2_homogeneity(const uint32_t *a, const uint32_t *b, uint32_t *df)
+{
+    double na = 0, nb = 0, chi2 = 0;
+    uint32_t ka[SMALL_VOCAB + 1], kb[SMALL_VOCAB + 1], c = 0, ra = 0, rb = 0;
+
+    for (uint32_t t = 0; t < SMALL_VOCAB; t++) {
+        na += a[t];
+        nb += b[t];
+        if (a[t] + b[t] >= 10) {
+            ka[c] = a[t];
+            kb[c++] = b[t];
+        } else {
+            ra += a[t];
+            rb += b[t];
+        }
+    }
+    if (ra + rb >= 10 || c == 0) {
+        ka[c] = ra;
+        kb[c++] = rb;
+    } else {
+        uint32_t small = 0;
+        for (uint32_t j = 1; j < c; j++)
+            if (ka[j] + kb[j] < ka[small] + kb[small])
+                small = j;
+        ka[small] += ra;
+        kb[small] += rb;
+    }
+    for (uint32_t j = 0; j < c; j++) {
+        double tot = (double)ka[j] + kb[j];
+        double ea = tot * na / (na + nb), eb = tot * nb / (na + nb);
+        chi2 += (ka[j] - ea) * (ka[j] - ea) / ea + (kb[j] - eb) * (kb[j] - eb) / eb;
+    }
+    *df = c - 1;
+    return chi2;
+}
+
+/*
+ * Rejection sampling keeps the target's distribution: N requests of one prompt at temperature 1
+ * decoded plainly and N decoded with a draft that is not the target (k = 3), disjoint seeds so
+ * that the samples are independent; at each of the first STAT_POSITIONS generated positions the
+ * token counts must pass a chi-square test of homogeneity at significance 0.001. Position 0 comes
+ * from the prefill in both; positions 1.. from accepted drafts, recovered and bonus tokens. With
+ * a verifier that accepts everything the later positions follow the draft and fail.
+ */
+START_TEST(test_speculative_sampling_keeps_the_target_distribution)
+{
+    static const char *const batch[] = {"scheduler.max_num_seqs=256", "cache.cpu_kv_space_gib=0.05",
+                                        NULL};
+    static uint32_t plain[STAT_POSITIONS][SMALL_VOCAB], spec[STAT_POSITIONS][SMALL_VOCAB];
+    uint32_t n = getenv("DUET_TEST_VALGRIND") ? 64 : 3000, df;
+    duet_engine_metrics m;
+
+    token_counts(batch, n, 1000, plain, &m);
+    token_counts(spec_sets_of(small_draft_dir, 3, batch), n, 1000000, spec, &m);
+    ck_assert_uint_gt(m.proposed, 0);
+    spec_metrics_consistent(&m);
+    /* A draft equal to the target would prove nothing. */
+    ck_assert_msg(m.acceptance_rate < 0.9, "acceptance rate %.3f", m.acceptance_rate);
+    if (n < 1000) {
+        printf("check_engine: under valgrind: %u requests, chi-square test not applied\n", n);
+        return;
+    }
+    for (uint32_t t = 0; t < STAT_POSITIONS; t++) {
+        double chi2 = chi2_homogeneity(plain[t], spec[t], &df), crit;
+
+        ck_assert_uint_ge(df, 1);
+        crit = chi2_critical_001(df);
+        printf("check_engine: position %u: chi2 %.2f, df %u, critical (0.001) %.2f; acceptance "
+               "rate %.3f\n",
+               t, chi2, df, crit, m.acceptance_rate);
+        ck_assert_msg(chi2 < crit, "position %u: chi2 %.2f >= %.2f (df %u)", t, chi2, crit, df);
+    }
+}
+END_TEST
+
 static Suite *engine_suite(void)
 {
     Suite *s = suite_create("engine");
@@ -681,6 +958,11 @@ static Suite *engine_suite(void)
         {"speculative-preemption", test_speculative_greedy_output_survives_preemption},
         {"self-draft-sampling",
          test_sampling_with_the_target_as_its_own_draft_equals_plain_sampling},
+        {"disable-by-batch-size", test_speculation_is_off_above_disable_by_batch_size},
+        {"adaptive-k", test_adaptive_k_keeps_greedy_output_and_stays_in_range},
+        {"typical", test_typical_acceptance_of_greedy_requests_equals_plain_decoding},
+        {"request-counts", test_request_output_counts_its_proposals},
+        {"distribution", test_speculative_sampling_keeps_the_target_distribution},
     };
 
     duet_test_add_cases(s, cases, sizeof(cases) / sizeof(cases[0]), NULL, NULL, 120);

@@ -95,6 +95,30 @@ expect "speculative decoding with logprobs and sampling" 0 \
     '^\{"request": 1, "prompt_ids": \[4, 5\], "ids": \[[0-9, ]+\], "finish_reason": "(length|stop)", "logprobs": \[\{' \
     --config "$spec" --prompts "$tmp/prompts" --max-tokens 12 --json --logprobs 3 \
     --temperature 0.7 --set cache.prefix_caching=false
+expect "speculative summary has the metrics" 0 \
+    '"emitted": 15, "system_efficiency": 1\.000000, "num_spec_tokens": 4, "adaptive": false, .*"accepted_per_position": \[3, 3, 3, 3\], "target_s": ' \
+    --config "$spec" --prompt-ids 5,6,7 --max-tokens 12 --json --ignore-eos \
+    --set cache.prefix_caching=false
+expect "speculative text summary has accepted per position" 0 "^accepted per position: 3/3 3/3 3/3 3/3$" \
+    --config "$spec" --prompt-ids 5,6,7 --max-tokens 12 --ignore-eos \
+    --set cache.prefix_caching=false
+expect "no-speculative runs the same config without the draft" 0 \
+    '^\{"requests": 1, "generated_tokens": 12, .*"acceptance_rate": null, "mean_tokens_per_step": 1\.000000' \
+    --config "$spec" --prompt-ids 5,6,7 --max-tokens 12 --json --ignore-eos --no-speculative \
+    --set cache.prefix_caching=false
+expect "no-speculative gives the same greedy tokens" 0 \
+    "^request 0: prompt \[5,6,7\] -> \[57,26,29,92\] " \
+    --config "$spec" --prompt-ids 5,6,7 --max-tokens 4 --no-speculative \
+    --set cache.prefix_caching=false
+expect "no-speculative check loads only the target" 0 "^check: ok$" --config "$spec" --check \
+    --no-speculative
+if grep -Eq '^draft:|^speculative:' "$tmp/out"; then
+    failed=$((failed + 1))
+    echo "FAIL: no-speculative check still shows the draft:"
+    sed 's/^/    /' "$tmp/out"
+else
+    passed=$((passed + 1))
+fi
 expect "prefix caching needs the capability" 1 "cache.prefix_caching: plugin 'mock' cannot" \
     --config "$spec" --prompt-ids 5,6,7 --max-tokens 4
 expect "config is required" 2 "--config FILE is required" --check

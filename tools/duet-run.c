@@ -30,6 +30,7 @@ struct options {
     const char **sets; /* [n_sets] "key.path=value" */
     int n_sets;
     bool check;
+    bool no_speculative;    /* drop the "speculative" group: the same run without the draft */
     const char *prompt_ids; /* "1,2,3" */
     const char *prompts;    /* file, one comma-separated prompt per line */
     long max_tokens;
@@ -57,6 +58,8 @@ static void usage(FILE *f)
             "                           (repeatable; applied after the file)\n"
             "      --check              print the resolved configuration and the plugins that\n"
             "                           would run (path, name, version, ABI, capabilities); exit\n"
+            "      --no-speculative     run the same configuration without the draft: the\n"
+            "                           'speculative' group is dropped (after --set)\n"
             "Prompts:\n"
             "      --prompt-ids LIST    one prompt as comma-separated token ids: 1,2,3\n"
             "      --prompts FILE       one comma-separated prompt per line\n"
@@ -138,6 +141,7 @@ enum {
     OPT_LOGPROBS,
     OPT_PROMPT_LOGPROBS,
     OPT_JSON,
+    OPT_NO_SPECULATIVE,
 };
 
 static const struct option long_options[] = {
@@ -155,6 +159,7 @@ static const struct option long_options[] = {
     {"logprobs", required_argument, NULL, OPT_LOGPROBS},
     {"prompt-logprobs", required_argument, NULL, OPT_PROMPT_LOGPROBS},
     {"json", no_argument, NULL, OPT_JSON},
+    {"no-speculative", no_argument, NULL, OPT_NO_SPECULATIVE},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -227,6 +232,9 @@ static int parse_args(int argc, char **argv, struct options *o)
         case OPT_JSON:
             o->json = true;
             break;
+        case OPT_NO_SPECULATIVE:
+            o->no_speculative = true;
+            break;
         case 'h':
             usage(stdout);
             return EXIT_SUCCESS;
@@ -262,6 +270,8 @@ static duet_status load_config(const struct options *o, duet_config *cfg)
 
     for (int i = 0; !st && i < o->n_sets; i++)
         st = duet_config_set(cfg, o->sets[i]);
+    if (!st && o->no_speculative)
+        st = duet_config_drop_group(cfg, "speculative");
     if (!st)
         st = duet_config_validate(cfg);
     if (st)
@@ -386,6 +396,7 @@ struct result {
     duet_logprob *prompt_top; /* [n_prompt][n_prompt_logprobs] */
     uint32_t n_prompt, n_prompt_logprobs;
     duet_finish_reason finish;
+    uint32_t num_proposed, num_accepted;
 };
 
 static bool prompt_lp_copy(struct result *r, const duet_request_output *o)
@@ -411,6 +422,8 @@ static bool result_copy(struct result *r, const duet_request_output *o)
 
     r->n_ids = o->n_ids;
     r->finish = o->finish;
+    r->num_proposed = o->num_proposed;
+    r->num_accepted = o->num_accepted;
     r->n_logprobs = o->logprobs ? o->n_logprobs : 0;
     r->ids = malloc((o->n_ids + 1) * sizeof(int32_t));
     if (!r->ids || !prompt_lp_copy(r, o))
@@ -490,15 +503,19 @@ static void json_prompt_logprobs(const struct result *r, const struct prompt *p)
     printf("]");
 }
 
+/* spec: the engine has a draft (the request's proposed / accepted counts are printed). */
 static void print_result(const struct options *o, const struct prompt *p, const struct result *r,
-                         uint32_t index)
+                         uint32_t index, bool spec)
 {
     if (!o->json) {
         printf("request %u: prompt [", index);
         print_ids(p->ids, p->n, ",");
         printf("] -> [");
         print_ids(r->ids, r->n_ids, ",");
-        printf("] (%s, %u tokens)\n", duet_finish_reason_str(r->finish), r->n_ids);
+        printf("] (%s, %u tokens", duet_finish_reason_str(r->finish), r->n_ids);
+        if (spec)
+            printf(", %u of %u proposals accepted", r->num_accepted, r->num_proposed);
+        printf(")\n");
         return;
     }
     printf("{\"request\": %u, \"prompt_ids\": [", index);
@@ -510,7 +527,46 @@ static void print_result(const struct options *o, const struct prompt *p, const 
         json_logprobs(r);
     if (r->n_prompt_logprobs)
         json_prompt_logprobs(r, p);
+    if (spec)
+        printf(", \"proposed\": %u, \"accepted\": %u", r->num_proposed, r->num_accepted);
     printf("}\n");
+}
+
+static void print_per_position(const uint64_t *v, uint32_t n, const char *sep)
+{
+    for (uint32_t j = 0; j < n; j++)
+        printf("%s%llu", j ? sep : "", (unsigned long long)v[j]);
+}
+
+/* The speculative counters and the time split, human-readable, after the summary line. */
+static void print_spec_text(const duet_engine_metrics *m)
+{
+    if (m->speculative) {
+        printf("speculative: k %u%s, proposed %llu, accepted %llu, emitted %llu, acceptance "
+               "rate %.3f, system efficiency %.3f, mean k %.2f, steps %llu (%llu without "
+               "speculation by batch size)\n",
+               m->num_spec_tokens, m->adaptive ? " (adaptive)" : "",
+               (unsigned long long)m->proposed, (unsigned long long)m->accepted,
+               (unsigned long long)m->emitted, m->acceptance_rate > 0 ? m->acceptance_rate : 0,
+               m->system_efficiency > 0 ? m->system_efficiency : 0, m->mean_k,
+               (unsigned long long)m->spec_steps, (unsigned long long)m->disabled_steps);
+        printf("accepted per position: ");
+        for (uint32_t j = 0; j < m->num_spec_tokens; j++)
+            printf("%s%llu/%llu", j ? " " : "", (unsigned long long)m->accepted_at[j],
+                   (unsigned long long)m->proposed_at[j]);
+        printf("\n");
+    }
+    printf("time: target %.3f s (verify %.3f s), draft %.3f s, engine (neither worker) %.3f s; "
+           "idle: target %.3f s, draft %.3f s\n",
+           m->execute_s, m->verify_s, m->draft_s, m->idle_s, m->target_idle_s, m->draft_idle_s);
+}
+
+static void json_rate(double v)
+{
+    if (v >= 0)
+        printf("%.6f", v);
+    else
+        printf("null");
 }
 
 static void print_summary(const struct options *o, const duet_engine_metrics *m, uint32_t n_req)
@@ -522,19 +578,30 @@ static void print_summary(const struct options *o, const duet_engine_metrics *m,
         if (m->acceptance_rate >= 0)
             printf(", acceptance rate %.3f", m->acceptance_rate);
         printf(", %.2f tokens per step\n", m->mean_tokens_per_step);
+        print_spec_text(m);
         return;
     }
     printf("{\"requests\": %u, \"generated_tokens\": %llu, \"elapsed_s\": %.6f, "
            "\"tokens_per_s\": %.3f, \"acceptance_rate\": ",
            n_req, (unsigned long long)m->generated_tokens, m->elapsed_s, m->tokens_per_s);
-    if (m->acceptance_rate >= 0)
-        printf("%.6f", m->acceptance_rate);
-    else
-        printf("null");
+    json_rate(m->acceptance_rate);
     printf(", \"mean_tokens_per_step\": %.6f, \"steps\": %llu, \"proposed\": %llu, "
-           "\"accepted\": %llu, \"preemptions\": %llu}\n",
+           "\"accepted\": %llu, \"preemptions\": %llu, \"emitted\": %llu, "
+           "\"system_efficiency\": ",
            m->mean_tokens_per_step, (unsigned long long)m->steps, (unsigned long long)m->proposed,
-           (unsigned long long)m->accepted, (unsigned long long)m->preemptions);
+           (unsigned long long)m->accepted, (unsigned long long)m->preemptions,
+           (unsigned long long)m->emitted);
+    json_rate(m->system_efficiency);
+    printf(", \"num_spec_tokens\": %u, \"adaptive\": %s, \"mean_k\": %.6f, "
+           "\"spec_steps\": %llu, \"disabled_steps\": %llu, \"proposed_per_position\": [",
+           m->num_spec_tokens, m->adaptive ? "true" : "false", m->mean_k,
+           (unsigned long long)m->spec_steps, (unsigned long long)m->disabled_steps);
+    print_per_position(m->proposed_at, m->num_spec_tokens, ", ");
+    printf("], \"accepted_per_position\": [");
+    print_per_position(m->accepted_at, m->num_spec_tokens, ", ");
+    printf("], \"target_s\": %.6f, \"verify_s\": %.6f, \"draft_s\": %.6f, \"idle_s\": %.6f, "
+           "\"target_idle_s\": %.6f, \"draft_idle_s\": %.6f}\n",
+           m->execute_s, m->verify_s, m->draft_s, m->idle_s, m->target_idle_s, m->draft_idle_s);
 }
 
 /* Queues every prompt; request i is seeded with seed + i. */
@@ -615,9 +682,9 @@ static int generate(const struct options *o, const duet_config *cfg)
     }
     if (add_requests(o, e, &ps, ids) || run_engine(e, ids, ps.n, results))
         goto out_engine;
-    for (uint32_t i = 0; i < ps.n; i++)
-        print_result(o, &ps.v[i], &results[i], i);
     duet_engine_metrics_get(e, &m);
+    for (uint32_t i = 0; i < ps.n; i++)
+        print_result(o, &ps.v[i], &results[i], i, m.speculative);
     print_summary(o, &m, ps.n);
     rc = fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 out_engine:

@@ -86,6 +86,13 @@ DUET_API bool duet_config_is_set(const duet_config *cfg, const char *key);
  * created by an override. "speculative" being present is what turns speculative decoding on. */
 DUET_API bool duet_config_has_group(const duet_config *cfg, const char *group);
 
+/* Removes a group ("speculative", ...): its keys return to their defaults (or to no value) and
+ * duet_config_has_group() turns false, as if neither the file nor an override had named it.
+ * duet-run's --no-speculative drops "speculative" to run the same configuration without the
+ * draft. Call duet_config_validate() afterwards. DUET_STATUS_NOT_FOUND for an unknown group
+ * (a group that is known but absent is not an error). */
+DUET_API duet_status duet_config_drop_group(duet_config *cfg, const char *group);
+
 /* The type of a known key; DUET_STATUS_NOT_FOUND for an unknown one. */
 DUET_API duet_status duet_config_key_type(const char *key, duet_config_type *out);
 

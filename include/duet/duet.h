@@ -76,6 +76,8 @@ typedef struct duet_request_output {
                                             token t (row 0, and unknown rows: token -1) */
     uint32_t n_prompt_logprobs;          /* the request's sampling.n_prompt_logprobs */
     uint32_t num_preemptions;            /* when finished: times it was preempted */
+    uint32_t num_proposed;               /* draft tokens proposed for it so far */
+    uint32_t num_accepted;               /* of those, accepted by verification */
 } duet_request_output;
 
 /* The result of one step. */
@@ -88,26 +90,48 @@ typedef struct duet_step_output {
     bool is_prefill;             /* the step ran prompts only */
 } duet_step_output;
 
-/* Counters since creation. */
+/* The most proposals per sequence and step (speculative.num_tokens is 1..32). */
+#define DUET_MAX_SPEC_TOKENS 32
+
+/* Counters since creation (docs/engine.md, "Metrics"). */
 typedef struct duet_engine_metrics {
-    uint64_t steps;              /* steps that ran a batch */
-    uint64_t prompt_tokens;      /* tokens fed as prompt (recomputation included) */
-    uint64_t generated_tokens;   /* tokens emitted to requests */
-    uint64_t decode_seq_steps;   /* (sequence, step) pairs that emitted tokens */
-    uint64_t proposed;           /* draft tokens proposed (speculative decoding) */
-    uint64_t accepted;           /* draft tokens accepted */
-    uint64_t preemptions;        /* requests preempted */
-    double execute_s;            /* seconds inside the target's execute() */
+    uint64_t steps;            /* steps that ran a batch */
+    uint64_t prompt_tokens;    /* tokens fed as prompt (recomputation included) */
+    uint64_t generated_tokens; /* tokens emitted to requests */
+    uint64_t decode_seq_steps; /* (sequence, step) pairs that emitted tokens */
+    uint64_t proposed;         /* draft tokens proposed (speculative decoding) */
+    uint64_t accepted;         /* draft tokens accepted */
+    uint64_t emitted;          /* tokens emitted by verifications: accepted + recovered/bonus */
+    uint64_t verified;         /* (sequence, step) pairs that verified proposals */
+    uint64_t spec_steps;       /* steps that ran the speculative path */
+    uint64_t disabled_steps;   /* decode steps run without the draft's proposals because more
+                                  sequences ran than speculative.disable_by_batch_size */
+    uint64_t proposed_at[DUET_MAX_SPEC_TOKENS]; /* [j]: proposals made at lookahead position j
+                                                   (0-based; j < num_spec_tokens) */
+    uint64_t accepted_at[DUET_MAX_SPEC_TOKENS]; /* [j]: of those, accepted */
+    uint64_t preemptions;                       /* requests preempted */
+    double execute_s;                           /* seconds inside the target's execute() */
+    double verify_s;             /* of those, in speculative scoring (k + 1 rows per sequence) */
     double draft_s;              /* seconds inside the draft's execute() */
     double elapsed_s;            /* seconds inside duet_engine_step() */
+    double idle_s;               /* elapsed_s - execute_s - draft_s: inside a step with neither
+                                    worker executing (scheduling, verification, bookkeeping) */
+    double target_idle_s;        /* elapsed_s - execute_s: the target waiting (draft + engine) */
+    double draft_idle_s;         /* elapsed_s - draft_s with a draft, else 0 */
     double tokens_per_s;         /* generated_tokens / elapsed_s (0 before any step) */
     double acceptance_rate;      /* accepted / proposed; -1 without speculation or proposals */
+    double system_efficiency;    /* emitted / (proposed + verified), vLLM's emitted / max
+                                    emitted; -1 without proposals */
     double mean_tokens_per_step; /* generated_tokens / decode_seq_steps (0 before any) */
+    double mean_k;               /* proposed / verified: proposals per sequence and step */
+    uint32_t num_spec_tokens;    /* speculative.num_tokens (0 without a draft) */
+    uint32_t last_k;             /* proposals per sequence of the last speculative step */
     uint32_t num_free_blocks;    /* device KV blocks free now */
     uint32_t num_total_blocks;   /* device KV blocks */
     uint32_t max_model_len;      /* longest sequence a request may reach */
     uint32_t vocab_size;         /* the target's */
     bool speculative;            /* a draft model is loaded */
+    bool adaptive;               /* speculative.adaptive: k chosen per step */
 } duet_engine_metrics;
 
 /* Fills p with defaults: greedy (temperature 0), top_p 1, max_tokens 16, nothing else. */
