@@ -24,7 +24,7 @@ echo "== speculative decoding: llama-160m shape, a 1-layer draft proposing 4 tok
 ./tools/duet-run --config ../examples/cpu-llama-160m-speculative.cfg --prompt-ids "$prompts" \
     --max-tokens 128 --temperature 0 --ignore-eos
 echo "== the same target alone"
-./tools/duet-run --config ../examples/cpu-llama-160m.cfg --prompt-ids "$prompts" \
-    --max-tokens 128 --temperature 0 --ignore-eos
+./tools/duet-run --config ../examples/cpu-llama-160m-speculative.cfg --no-speculative \
+    --prompt-ids "$prompts" --max-tokens 128 --temperature 0 --ignore-eos
 ./tools/duet-bench --seconds 0.5 --repeats 3 --preset llama-68m --dtype f32 --batch 1,4 \
     --models models cpu-worker
