@@ -5,6 +5,8 @@
 #ifndef DUET_BENCH_H
 #define DUET_BENCH_H
 
+#include <duet/model.h>
+
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -26,12 +28,25 @@ struct duet_bench_worker_opts {
     uint32_t context;    /* --context: 0 = 128 (32 with --quick) */
 };
 
+/* Options of the spec benchmark (it also reads the cpu-worker options --plugin, --models,
+ * --dtype, --batch and --threads); an empty list means its default. */
+struct duet_bench_spec_opts {
+    const char *target;               /* --spec-target PRESET: llama-160m (tiny with --quick) */
+    uint32_t draft_layers;            /* --draft-layers: 0 = 1 */
+    double draft_noise;               /* --draft-noise: < 0 = 0.02 */
+    double tail_scale;                /* --tail-scale: 0 = 1/64 */
+    uint32_t ks[DUET_BENCH_MAX_LIST]; /* --k: 1, 2, 3, 4, 6 (2 with --quick) */
+    int n_ks;
+    uint32_t max_tokens; /* --max-tokens: 0 = 128 (16 with --quick) */
+};
+
 /* Options every benchmark receives. */
 struct duet_bench_opts {
     double seconds;                       /* time budget of one measurement, split over `repeats` */
     int repeats;                          /* repetitions; the median is reported */
     bool quick;                           /* smaller sizes, for the test suite */
-    struct duet_bench_worker_opts worker; /* cpu-worker only */
+    struct duet_bench_worker_opts worker; /* cpu-worker and spec */
+    struct duet_bench_spec_opts spec;     /* spec only */
 };
 
 /* One measured operation: median and best nanoseconds per operation over the repetitions. */
@@ -59,10 +74,26 @@ void duet__bench_sample(struct duet_bench_samples *s, uint64_t ns, uint64_t ops)
 void duet__bench_finish(const struct duet_bench_samples *s, const char *name,
                         struct duet_bench_result *out);
 
+/* Generated models (bench/models.c). A preset's shapes, or "tiny" (a 2-layer, 64-wide Llama
+ * for smoke tests), in bf16; false for an unknown name. */
+bool duet__bench_preset_desc(const char *name, duet_model_desc *out);
+
+struct duet__gen_params;
+struct duet__draft_params;
+
+/* Generates p's model into p->dir unless a usable model of its shapes is there already, after
+ * checking that root (created if absent) has room; messages name the benchmark and label. */
+int duet__bench_ensure_model(const char *bench, const char *root, const char *label,
+                             const struct duet__gen_params *p);
+/* The same for a draft derived from p->target_dir. */
+int duet__bench_ensure_draft(const char *bench, const char *root, const char *label,
+                             const struct duet__draft_params *p);
+
 /* The benchmarks: each appends its results to `results` and returns 0, or prints an error and
  * returns nonzero. */
 int duet__bench_block_manager(const struct duet_bench_opts *opts, json_t *results);
 int duet__bench_scheduler(const struct duet_bench_opts *opts, json_t *results);
 int duet__bench_cpu_worker(const struct duet_bench_opts *opts, json_t *results);
+int duet__bench_spec(const struct duet_bench_opts *opts, json_t *results);
 
 #endif /* DUET_BENCH_H */

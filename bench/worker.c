@@ -45,8 +45,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #ifndef DUET_BENCH_PLUGIN_DIR
@@ -169,114 +167,6 @@ static int bench_bandwidth(const struct duet_bench_opts *o, uint32_t threads, co
                                  "when", when, "buffer_bytes", (json_int_t)bytes, "threads",
                                  threads, "passes", passes, "gb_per_s", (double)bytes / r.ns_median,
                                  "gb_per_s_best", (double)bytes / r.ns_best));
-    return 0;
-}
-
-/* ---- model folders ------------------------------------------------------------------------ */
-
-/* A preset's shapes, or "tiny": a 2-layer Llama for smoke tests. false for an unknown name. */
-static bool preset_desc(const char *name, duet_model_desc *out)
-{
-    const struct duet__preset *p;
-
-    if (strcmp(name, "tiny") == 0) {
-        *out = duet__preset_find("llama-68m")->desc;
-        out->hidden_size = 64;
-        out->intermediate_size = 128;
-        out->num_heads = 4;
-        out->num_kv_heads = 2;
-        out->head_dim = 16;
-        out->vocab_size = 512;
-    } else if ((p = duet__preset_find(name)) != NULL) {
-        *out = p->desc;
-    } else {
-        return false;
-    }
-    out->torch_dtype = DUET_DTYPE_BF16;
-    return true;
-}
-
-/* mkdir -p */
-static int make_dirs(const char *path)
-{
-    char buf[4096];
-    size_t n = strlen(path);
-
-    if (n >= sizeof(buf))
-        return -1;
-    memcpy(buf, path, n + 1);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
-
-/* True when dir holds a readable model of desc's shapes. */
-static bool model_usable(const char *dir, const duet_model_desc *desc)
-{
-    duet_model *m;
-    const duet_model_desc *d;
-    char err[512];
-    bool ok;
-
-    if (duet_model_create(dir, DUET_MODEL_QUIET, &m, err, sizeof(err)))
-        return false;
-    d = duet_model_describe(m);
-    ok = d->hidden_size == desc->hidden_size && d->num_layers == desc->num_layers &&
-         d->intermediate_size == desc->intermediate_size && d->vocab_size == desc->vocab_size &&
-         d->num_kv_heads == desc->num_kv_heads;
-    duet_model_destroy(m);
-    return ok;
-}
-
-/* Bytes the generated files will take: every element of the layout in bf16. */
-static uint64_t model_file_bytes(const duet_model_desc *desc)
-{
-    struct duet__slot *slots;
-    uint64_t numel = 0;
-    size_t n;
-
-    if (duet__layout_build(desc, &slots, &n))
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        numel += duet__slot_numel(&slots[i]);
-    free(slots);
-    return numel * 2;
-}
-
-/* Generates the preset into dir unless a usable model is there already. */
-static int ensure_model(const char *root, const char *preset, const duet_model_desc *desc,
-                        const char *dir)
-{
-    struct duet__gen_params p = {.desc = *desc, .dir = dir, .seed = 1, .force = true};
-    uint64_t bytes = model_file_bytes(desc), need = bytes + (64ull << 20);
-    char err[1024];
-    struct duet__msg msg = {err, sizeof(err)};
-    struct statvfs fs;
-
-    if (model_usable(dir, desc))
-        return 0;
-    if (make_dirs(root) != 0 || statvfs(root, &fs) != 0) {
-        fprintf(stderr, "duet-bench: cpu-worker: %s: %s\n", root, strerror(errno));
-        return 1;
-    }
-    if ((uint64_t)fs.f_bavail * fs.f_frsize < need) {
-        fprintf(stderr, "duet-bench: cpu-worker: %s needs %.1f GB for %s, %.1f GB free\n", root,
-                need / 1e9, preset, (double)fs.f_bavail * fs.f_frsize / 1e9);
-        return 1;
-    }
-    fprintf(stderr, "duet-bench: cpu-worker: generating %s (%.1f MB of bf16) in %s\n", preset,
-            bytes / 1e6, dir);
-    p.tail_from = desc->num_layers;
-    if (duet__gen_check(&p, &msg) || duet__gen_model(&p, &msg)) {
-        fprintf(stderr, "duet-bench: cpu-worker: %s\n", err);
-        return 1;
-    }
     return 0;
 }
 
@@ -809,10 +699,11 @@ static void default_lists(struct duet_bench_worker_opts *w, bool quick)
 static int bench_preset(const struct duet_bench_opts *o, const char *preset, uint32_t threads,
                         double *bandwidth, json_t *results)
 {
+    struct duet__gen_params gen;
     duet_model_desc desc;
     char dir[4200];
 
-    if (!preset_desc(preset, &desc)) {
+    if (!duet__bench_preset_desc(preset, &desc)) {
         fprintf(stderr,
                 "duet-bench: cpu-worker: unknown preset '%s' (duet-mkmodel --list, or "
                 "tiny)\n",
@@ -820,7 +711,9 @@ static int bench_preset(const struct duet_bench_opts *o, const char *preset, uin
         return 1;
     }
     snprintf(dir, sizeof(dir), "%s/%s-bf16", o->worker.models, preset);
-    if (ensure_model(o->worker.models, preset, &desc, dir))
+    gen = (struct duet__gen_params){
+        .desc = desc, .dir = dir, .seed = 1, .tail_from = desc.num_layers, .force = true};
+    if (duet__bench_ensure_model("cpu-worker", o->worker.models, dir, &gen))
         return 1;
     for (int i = 0; i < o->worker.n_dtypes; i++) {
         char when[160];

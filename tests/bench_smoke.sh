@@ -92,4 +92,32 @@ if [ -n "${DUET_TEST_CPU_WORKER:-}" ] && [ -f "$DUET_TEST_CPU_WORKER" ]; then
 else
     echo "SKIP: cpu-worker with the CPU worker: not built (DUET_TEST_CPU_WORKER)"
 fi
+
+# spec: a tiny target and its 1-layer draft through the engine with the CPU worker, plain and at
+# one k: tokens/s, the acceptance rate and the cost model.
+if [ -n "${DUET_TEST_CPU_WORKER:-}" ] && [ -f "$DUET_TEST_CPU_WORKER" ]; then
+    out=$("$top_builddir/tools/duet-bench" --quick --repeats 1 --plugin "$DUET_TEST_CPU_WORKER" \
+        --models "$models" --threads 1 spec) || {
+        echo "FAIL: spec with $DUET_TEST_CPU_WORKER exited $?"
+        exit 1
+    }
+    for name in tiny_bf16_batch_1_plain tiny_bf16_batch_1_spec_k2 \
+        tiny_bf16_batch_1_plain_after; do
+        printf '%s\n' "$out" | grep -q "\"name\": \"$name\"" || {
+            echo "FAIL: no result named $name"
+            printf '%s\n' "$out"
+            exit 1
+        }
+    done
+    for field in acceptance_rate acceptance_per_position c_draft c_verify theoretical_speedup \
+        achieved_fraction achieved_fraction_of_measured mean_tokens_per_step; do
+        printf '%s\n' "$out" | grep -q "\"$field\"" || { echo "FAIL: no $field"; exit 1; }
+    done
+    "$top_builddir/tools/duet-bench" --quick --k 0 spec >/dev/null 2>&1 && {
+        echo "FAIL: spec accepted k 0"
+        exit 1
+    }
+else
+    echo "SKIP: spec with the CPU worker: not built (DUET_TEST_CPU_WORKER)"
+fi
 echo "1 passed, 0 failed"

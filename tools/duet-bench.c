@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,8 @@ static const struct {
      duet__bench_scheduler},
     {"cpu-worker", "worker plugin: prefill and decode tokens/s, memory bandwidth, its limit",
      duet__bench_cpu_worker},
+    {"spec", "speculative decoding: tokens/s plain and at several k, acceptance, cost model",
+     duet__bench_spec},
 };
 
 #define N_BENCHES (sizeof(benches) / sizeof(benches[0]))
@@ -48,7 +51,7 @@ static void usage(FILE *f)
                "  -h, --help        this text\n"
                "  -V, --version     the version\n"
                "\n"
-               "cpu-worker options (lists: comma-separated or the option repeated):\n"
+               "cpu-worker and spec options (lists: comma-separated or the option repeated):\n"
                "  --plugin NAME|PATH  worker plugin (default cpu: $DUET_PLUGIN_PATH, the build\n"
                "                      tree, then the install directory)\n"
                "  --models DIR        where generated models are kept and reused\n"
@@ -61,6 +64,17 @@ static void usage(FILE *f)
                "  --prompt-len N      prefill tokens (default 512; 64 with --quick)\n"
                "  --context N         decode context before the timed steps (default 128;\n"
                "                      32 with --quick)\n"
+               "\n"
+               "spec options (also --plugin, --models, --threads; --dtype default bf16,\n"
+               "--batch default 1):\n"
+               "  --spec-target PRESET  target shapes (default llama-160m; tiny with --quick)\n"
+               "  --draft-layers N    layers of the derived draft (default 1)\n"
+               "  --draft-noise X     relative noise of the draft's tensors, 0..1 (default 0.02)\n"
+               "  --tail-scale S      the target's layers from the draft's last on have their\n"
+               "                      output projections scaled by S, a power of two in\n"
+               "                      2^-16..1 (default 0.015625)\n"
+               "  --k K,...           proposals per step (default 1,2,3,4,6; 2 with --quick)\n"
+               "  --max-tokens N      tokens per request (default 128; 16 with --quick)\n"
                "\n"
                "Benchmarks:\n");
     for (size_t i = 0; i < N_BENCHES; i++)
@@ -111,6 +125,12 @@ enum {
     OPT_THREADS,
     OPT_PROMPT_LEN,
     OPT_CONTEXT,
+    OPT_SPEC_TARGET,
+    OPT_DRAFT_LAYERS,
+    OPT_DRAFT_NOISE,
+    OPT_TAIL_SCALE,
+    OPT_K,
+    OPT_MAX_TOKENS,
 };
 
 static bool parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
@@ -191,6 +211,52 @@ static bool parse_worker_opt(int c, char *arg, struct duet_bench_worker_opts *w)
     return false;
 }
 
+static bool parse_double(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+
+    errno = 0;
+    *out = strtod(s, &end);
+    return !errno && end != s && !*end && *out >= lo && *out <= hi;
+}
+
+static bool parse_ks(char *arg, struct duet_bench_spec_opts *so)
+{
+    const char *items[DUET_BENCH_MAX_LIST];
+    int n = 0;
+
+    if (!parse_list(arg, items, &n) || so->n_ks + n > DUET_BENCH_MAX_LIST)
+        return false;
+    for (int i = 0; i < n; i++)
+        if (!parse_u32(items[i], 1, 32, &so->ks[so->n_ks++]))
+            return false;
+    return true;
+}
+
+/* The spec options; false for an invalid value. */
+static bool parse_spec_opt(int c, char *arg, struct duet_bench_spec_opts *so)
+{
+    int exponent;
+
+    switch (c) {
+    case OPT_SPEC_TARGET:
+        so->target = arg;
+        return *arg != '\0';
+    case OPT_DRAFT_LAYERS:
+        return parse_u32(arg, 1, 1024, &so->draft_layers);
+    case OPT_DRAFT_NOISE:
+        return parse_double(arg, 0, 1, &so->draft_noise);
+    case OPT_TAIL_SCALE:
+        return parse_double(arg, ldexp(1.0, -16), 1, &so->tail_scale) &&
+               frexp(so->tail_scale, &exponent) == 0.5;
+    case OPT_K:
+        return parse_ks(arg, so);
+    case OPT_MAX_TOKENS:
+        return parse_u32(arg, 1, 1u << 20, &so->max_tokens);
+    }
+    return false;
+}
+
 /* Returns -1 to go on, or the exit status. */
 static int parse_args(int argc, char **argv, struct duet_bench_opts *o)
 {
@@ -209,19 +275,28 @@ static int parse_args(int argc, char **argv, struct duet_bench_opts *o)
         {"threads", required_argument, NULL, OPT_THREADS},
         {"prompt-len", required_argument, NULL, OPT_PROMPT_LEN},
         {"context", required_argument, NULL, OPT_CONTEXT},
+        {"spec-target", required_argument, NULL, OPT_SPEC_TARGET},
+        {"draft-layers", required_argument, NULL, OPT_DRAFT_LAYERS},
+        {"draft-noise", required_argument, NULL, OPT_DRAFT_NOISE},
+        {"tail-scale", required_argument, NULL, OPT_TAIL_SCALE},
+        {"k", required_argument, NULL, OPT_K},
+        {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
         {NULL, 0, NULL, 0}};
     char *end;
     int c;
 
-    *o = (struct duet_bench_opts){
-        .seconds = 1.0, .repeats = 5, .worker = {.plugin = "cpu", .models = "bench-models"}};
+    *o = (struct duet_bench_opts){.seconds = 1.0,
+                                  .repeats = 5,
+                                  .worker = {.plugin = "cpu", .models = "bench-models"},
+                                  .spec = {.draft_noise = -1}};
     while ((c = getopt_long(argc, argv, "t:r:qlhV", longopts, NULL)) != -1) {
         if (c >= OPT_PLUGIN) {
             char shown[256];
             size_t i = 0;
 
             snprintf(shown, sizeof(shown), "%s", optarg); /* parsing splits optarg */
-            if (parse_worker_opt(c, optarg, &o->worker))
+            if (c < OPT_SPEC_TARGET ? parse_worker_opt(c, optarg, &o->worker)
+                                    : parse_spec_opt(c, optarg, &o->spec))
                 continue;
             while (longopts[i].val != c)
                 i++;
