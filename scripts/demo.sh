@@ -14,8 +14,10 @@ cd build
 [ -f Makefile ] || ../configure
 make -j"$(nproc)"
 mkdir -p models
-./tools/duet-mkmodel --preset llama-160m --tail-from 1 --tail-scale 0.0625 --out models/llama-160m
-./tools/duet-mkmodel --draft-of models/llama-160m --layers 1 --noise 0.02 \
+[ -f models/llama-160m/config.json ] ||
+    ./tools/duet-mkmodel --preset llama-160m --tail-from 1 --tail-scale 0.0625 --out models/llama-160m
+[ -f models/llama-160m-draft/config.json ] ||
+    ./tools/duet-mkmodel --draft-of models/llama-160m --layers 1 --noise 0.02 \
     --out models/llama-160m-draft
 ./tools/duet-model-info models/llama-160m-draft | sed -n '1,16p'
 export DUET_PLUGIN_PATH="$PWD/cpu_worker/.libs"
