@@ -7,8 +7,10 @@
  *   ├── reqs[n_reqs]       every request not yet reported finished, in arrival order
  *   ├── retired[n_retired] requests reported finished by the last step, freed by the next one
  *   ├── per-step scratch   batch seqs, output rows, out[] — grown on demand, never shrunk
- *   └── spec               (with a draft) spec.c's buffers, grown the same way, and the
- *                          measurements behind adaptive k
+ *   ├── spec               (with a draft) spec.c's buffers, grown the same way, and the
+ *   │                      measurements behind adaptive k
+ *   └── dt                 (with overlap) overlap.c's draft thread, which then makes every call
+ *                          into the draft worker
  *
  * A request's record keeps the tokens the engine handed to the scheduler (ids), and their
  * log-probabilities; when the scheduler finishes the request its result replaces ids (it may have
@@ -23,6 +25,8 @@
 #include <duet/scheduler.h>
 
 #include "rejection.h"
+
+#include <pthread.h>
 
 struct duet__eworker {
     duet_plugin *plugin;         /* loaded, checked */
@@ -80,6 +84,7 @@ struct duet_engine {
     struct duet__accept_params accept;
     uint32_t disable_by_batch_size; /* speculation off in steps running more sequences; 0 never */
     struct duet__spec *spec;        /* spec.c's state, with a draft */
+    struct duet__draft_thread *dt;  /* overlap.c's draft thread; NULL without overlap */
     duet_block_manager *bm;
     duet_scheduler *sched;
     uint64_t next_id;
@@ -137,5 +142,15 @@ duet_status duet__engine_spec_decode(duet_engine *e, const duet_sched_output *so
 /* Runs the step's cache operations on the draft and feeds it what its cache lacks up to the end
  * of what the target is fed (e->sc.seqs, built by duet__engine_batch_seqs), without sampling. */
 duet_status duet__engine_draft_prefill(duet_engine *e, const duet_sched_output *so);
+
+/* overlap.c: the draft thread (docs/engine.md, "Overlap"). start creates it (e->dt), stop
+ * joins and frees it (NULL is allowed). post hands the draft worker one execute() of b into o,
+ * which the caller keeps alive until wait; wait blocks until it is done, adds its seconds to
+ * draft_s and those inside the target's interval [t0_ns, t1_ns) (0, 0: none) to overlap_s, and
+ * returns its status (a failure is named in e->error). At most one job is in flight. */
+duet_status duet__draft_thread_start(duet_engine *e);
+void duet__draft_thread_stop(duet_engine *e);
+void duet__draft_post(duet_engine *e, const duet_batch *b, duet_batch_output *o);
+duet_status duet__draft_wait(duet_engine *e, uint64_t t0_ns, uint64_t t1_ns);
 
 #endif /* DUET_ENGINE_INT_H */

@@ -215,6 +215,21 @@ static duet_status sched_init(duet_engine *e)
     return DUET_STATUS_OK;
 }
 
+/* Overlap (docs/engine.md) when speculative.overlap is on and the two workers are on different
+ * devices: another plugin, or other device strings. DUET_FORCE_OVERLAP=1 / 0 overrides both. */
+static bool overlap_wanted(const duet_engine *e)
+{
+    const char *force = getenv("DUET_FORCE_OVERLAP");
+    const char *td = cfg_str(e->cfg, "target.device", "auto");
+    const char *dd = cfg_str(e->cfg, "speculative.device", "auto");
+    bool on = true;
+
+    if (force && *force)
+        return strcmp(force, "0") != 0;
+    duet_config_get_bool(e->cfg, "speculative.overlap", &on);
+    return on && (strcmp(e->workers[0].t->name, e->workers[1].t->name) || strcmp(td, dd));
+}
+
 static duet_status spec_init(duet_engine *e)
 {
     const char *acc = cfg_str(e->cfg, "speculative.acceptance", "rejection");
@@ -246,6 +261,8 @@ static duet_status spec_init(duet_engine *e)
                                  "target %s has %u: they must be equal",
                                  draft, e->workers[1].info.vocab_size, cfg_str(e->cfg, "model", ""),
                                  e->workers[0].info.vocab_size);
+    if (overlap_wanted(e))
+        return duet__draft_thread_start(e);
     return DUET_STATUS_OK;
 }
 
@@ -324,6 +341,7 @@ void duet_engine_destroy(duet_engine *e)
 {
     if (!e)
         return;
+    duet__draft_thread_stop(e);
     duet_scheduler_destroy(e->sched);
     duet_block_manager_destroy(e->bm);
     for (uint32_t i = 0; i < 2; i++) {
@@ -534,7 +552,7 @@ void duet_engine_metrics_get(const duet_engine *e, duet_engine_metrics *out)
     out->system_efficiency =
         e->m.proposed ? (double)e->m.emitted / (double)(e->m.proposed + e->m.verified) : -1.0;
     out->mean_k = e->m.verified ? (double)e->m.proposed / (double)e->m.verified : 0;
-    out->idle_s = fmax(0.0, e->m.elapsed_s - e->m.execute_s - e->m.draft_s);
+    out->idle_s = fmax(0.0, e->m.elapsed_s - (e->m.execute_s + e->m.draft_s - e->m.overlap_s));
     out->target_idle_s = fmax(0.0, e->m.elapsed_s - e->m.execute_s);
     out->draft_idle_s = e->n_workers > 1 ? fmax(0.0, e->m.elapsed_s - e->m.draft_s) : 0;
     out->num_spec_tokens = e->n_workers > 1 ? e->k : 0;

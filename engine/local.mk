@@ -1,11 +1,12 @@
 # engine: the serving loop of DESIGN §7, part of libduet: duet/duet.h (engine.c: create, requests;
-# step.c: one scheduler step through the workers; spec.c: speculative decode steps) and its
+# step.c: one scheduler step through the workers; spec.c: speculative decode steps; overlap.c:
+# the draft thread that runs the draft beside the target) and its
 # verification step (rejection sampling, typical acceptance, greedy matching), which draws
 # through the shared sampler. Included after tests/local.mk: its suites join CHECK_TESTS.
 duet_include_HEADERS += include/duet/duet.h
 ENGINE_SOURCES = engine/rejection.h engine/rejection.c
 libduet_la_SOURCES += $(ENGINE_SOURCES) engine/engine-int.h engine/engine.c engine/step.c \
-	engine/spec.c
+	engine/spec.c engine/overlap.c
 libduet_la_LIBADD += sampling/libduet_sampling.la
 
 if HAVE_CHECK

@@ -21,6 +21,9 @@
  * num_new_tokens) without sampling. A sequence preempted by recompute comes back with
  * num_computed 0, which clamps D: its draft KV is recomputed too. Swapping moves both caches
  * with the same cache operations.
+ *
+ * With overlap (e->dt, overlap.c) the batch is split in two halves and the draft proposes for
+ * the second while the target scores the first (run_overlapped); verify and commit are the same.
  */
 #include "config.h"
 
@@ -229,34 +232,99 @@ static void build_batches(duet_engine *e, uint32_t n, struct duet__spec *sb, uin
     }
 }
 
-static duet_status propose(duet_engine *e, const duet_sched_output *so, struct duet__spec *sb,
-                           uint32_t rd)
+/* The draft's batch and output for sequences [lo, hi) (lo < hi; their rows are contiguous and
+ * end at rd_hi), with the step's cache operations when so is not NULL. */
+static void propose_init(const duet_sched_output *so, struct duet__spec *sb, uint32_t lo,
+                         uint32_t hi, uint32_t rd_hi, duet_batch *b, duet_batch_output *o)
 {
-    duet_batch b;
-    duet_batch_output o = {
-        .struct_size = sizeof(o), .n_rows = rd, .tokens = sb->dtok, .probs = sb->dprobs};
+    uint32_t r0 = sb->ss[lo].drow;
 
-    duet__batch_init(so, sb->dseqs, so->num_seqs, DUET_BATCH_WANT_PROBS, 0, &b);
-    return duet__worker_run(e, 1, &b, &o);
+    *o = (duet_batch_output){.struct_size = sizeof(*o),
+                             .n_rows = rd_hi - r0,
+                             .tokens = &sb->dtok[r0],
+                             .probs = &sb->dprobs[(size_t)r0 * sb->vocab]};
+    duet__batch_init(so, &sb->dseqs[lo], hi - lo, DUET_BATCH_WANT_PROBS, 0, b);
 }
 
-static duet_status score(duet_engine *e, const duet_sched_output *so, struct duet__spec *sb,
-                         uint32_t rt, uint32_t max_lp)
+/* The target's batch and output for sequences [lo, hi) (rows up to rt_hi), their proposals
+ * copied into the fed tokens first; cache operations as for propose_init. */
+static void score_init(duet_engine *e, const duet_sched_output *so, struct duet__spec *sb,
+                       uint32_t lo, uint32_t hi, uint32_t rt_hi, uint32_t max_lp, duet_batch *b,
+                       duet_batch_output *o)
 {
-    duet_batch b;
-    duet_batch_output o = {.struct_size = sizeof(o),
-                           .n_rows = rt,
-                           .tokens = sb->ttok,
-                           .probs = sb->tprobs,
-                           .token_logprobs = max_lp ? sb->tlp : NULL,
-                           .logprobs = max_lp ? sb->lps : NULL};
+    uint32_t r0 = sb->ss[lo].trow;
     uint32_t flags = DUET_BATCH_WANT_PROBS | (max_lp ? DUET_BATCH_WANT_LOGPROBS : 0);
 
-    for (uint32_t i = 0; i < so->num_seqs; i++)
+    *o = (duet_batch_output){.struct_size = sizeof(*o),
+                             .n_rows = rt_hi - r0,
+                             .tokens = &sb->ttok[r0],
+                             .probs = &sb->tprobs[(size_t)r0 * sb->vocab],
+                             .token_logprobs = max_lp ? &sb->tlp[r0] : NULL,
+                             .logprobs = max_lp ? &sb->lps[(size_t)r0 * max_lp] : NULL};
+    for (uint32_t i = lo; i < hi; i++)
         memcpy(&sb->feed[sb->ss[i].trow + 1], &sb->dtok[sb->ss[i].drow],
                sb->ss[i].k * sizeof(int32_t));
-    duet__batch_init(so, e->sc.seqs, so->num_seqs, flags, max_lp, &b);
+    duet__batch_init(so, &e->sc.seqs[lo], hi - lo, flags, max_lp, b);
+}
+
+/* Propose, then score, for the whole batch. */
+static duet_status run_serial(duet_engine *e, const duet_sched_output *so, struct duet__spec *sb,
+                              uint32_t n, uint32_t rt, uint32_t rd, uint32_t max_lp)
+{
+    duet_batch b;
+    duet_batch_output o;
+    duet_status st;
+
+    propose_init(so, sb, 0, n, rd, &b, &o);
+    st = duet__worker_run(e, 1, &b, &o);
+    if (st)
+        return st;
+    score_init(e, so, sb, 0, n, rt, max_lp, &b, &o);
     return duet__worker_run(e, 0, &b, &o);
+}
+
+/*
+ * The overlap (DESIGN §7.5): halves A = [0, h) and B = [h, n), each sequence's work independent
+ * of the others' (own block table, own draws), so the order changes no token:
+ *
+ *     draft:   propose(A) │ propose(B)  │
+ *     target:             │ score(A)    │ score(B)
+ *
+ * The step's cache operations go with the first call on each worker. B is empty with one
+ * sequence: the step is then serial.
+ */
+static duet_status run_overlapped(duet_engine *e, const duet_sched_output *so,
+                                  struct duet__spec *sb, uint32_t n, uint32_t rt, uint32_t rd,
+                                  uint32_t max_lp)
+{
+    uint32_t h = (n + 1) / 2;
+    uint32_t rd_a = h < n ? sb->ss[h].drow : rd, rt_a = h < n ? sb->ss[h].trow : rt;
+    duet_batch pa, pb, sa, sbt;
+    duet_batch_output pao, pbo, sao, sbo;
+    uint64_t t0, t1;
+    duet_status st, st_b = DUET_STATUS_OK;
+
+    propose_init(so, sb, 0, h, rd_a, &pa, &pao);
+    st = duet__worker_run(e, 1, &pa, &pao);
+    if (st)
+        return st;
+    if (h < n) {
+        propose_init(NULL, sb, h, n, rd, &pb, &pbo);
+        duet__draft_post(e, &pb, &pbo);
+    }
+    score_init(e, so, sb, 0, h, rt_a, max_lp, &sa, &sao);
+    t0 = duet__now_ns();
+    st = duet__worker_run(e, 0, &sa, &sao);
+    t1 = duet__now_ns();
+    if (h < n) {
+        /* Always waited for: B's buffers must be idle before anything returns. */
+        st_b = duet__draft_wait(e, t0, t1);
+        e->m.overlap_steps++;
+    }
+    if (st || st_b || h == n)
+        return st ? st : st_b;
+    score_init(e, NULL, sb, h, n, rt, max_lp, &sbt, &sbo);
+    return duet__worker_run(e, 0, &sbt, &sbo);
 }
 
 /* Log-probability of each emitted token: the target's own when it sampled that token, else
@@ -443,9 +511,8 @@ duet_status duet__engine_spec_decode(duet_engine *e, const duet_sched_output *so
         n_spec += sb->ss[i].k > 0;
     e->m.spec_steps++;
     e->m.last_k = k;
-    st = propose(e, so, sb, rd);
-    if (!st)
-        st = score(e, so, sb, rt, max_lp);
+    st = e->dt ? run_overlapped(e, so, sb, n, rt, rd, max_lp)
+               : run_serial(e, so, sb, n, rt, rd, max_lp);
     e->m.verify_s += e->m.execute_s - t0;
     if (!st)
         st = commit_all(e, n, sb, max_lp);

@@ -125,10 +125,16 @@ duet_status duet__worker_run(duet_engine *e, uint32_t which, const duet_batch *b
                              duet_batch_output *o)
 {
     struct duet__eworker *wk = &e->workers[which];
-    double t0 = duet__now_s();
-    duet_status st = wk->t->execute(wk->w, b, o);
-    double dt = duet__now_s() - t0;
+    double t0, dt;
+    duet_status st;
 
+    if (which == 1 && e->dt) { /* with overlap only the draft thread calls the draft */
+        duet__draft_post(e, b, o);
+        return duet__draft_wait(e, 0, 0);
+    }
+    t0 = duet__now_s();
+    st = wk->t->execute(wk->w, b, o);
+    dt = duet__now_s() - t0;
     if (which == 0)
         e->m.execute_s += dt;
     else

@@ -632,7 +632,8 @@ static void spec_metrics_consistent(const duet_engine_metrics *m)
         ck_assert(m->mean_k >= 1.0 && m->mean_k <= m->num_spec_tokens);
     }
     ck_assert(m->idle_s >= 0 && m->verify_s <= m->execute_s + 1e-9);
-    ck_assert(m->execute_s + m->draft_s <= m->elapsed_s + 1e-6);
+    ck_assert(m->overlap_s >= 0 && m->overlap_s <= fmin(m->execute_s, m->draft_s) + 1e-6);
+    ck_assert(m->execute_s + m->draft_s - m->overlap_s <= m->elapsed_s + 1e-6);
 }
 
 START_TEST(test_speculative_greedy_output_equals_plain_decoding_for_k_1_to_4)
@@ -804,6 +805,128 @@ START_TEST(test_request_output_counts_its_proposals)
 }
 END_TEST
 
+/* ---- overlap (DESIGN §7.5): forced on, the CPU worker as target and draft ------------------ */
+
+/* Threads of this process now (Check forks each test, so only the engine's count). */
+static uint32_t thread_count(void)
+{
+    struct stat st;
+
+    ck_assert_int_eq(stat("/proc/self/task", &st), 0);
+    return (uint32_t)st.st_nlink - 2;
+}
+
+static void force_overlap(bool on)
+{
+    ck_assert_int_eq(setenv("DUET_FORCE_OVERLAP", on ? "1" : "0", 1), 0);
+}
+
+START_TEST(test_overlap_is_off_by_default_when_both_workers_share_a_device)
+{
+    duet_engine_metrics m;
+
+    ck_assert_int_eq(unsetenv("DUET_FORCE_OVERLAP"), 0);
+    m = greedy_matches(spec_sets(false, 3, NULL), 4, 8);
+    ck_assert_uint_gt(m.spec_steps, 0);
+    ck_assert_uint_eq(m.overlap_steps, 0);
+    ck_assert(m.overlap_s == 0);
+}
+END_TEST
+
+START_TEST(test_overlapped_greedy_output_equals_plain_decoding_for_one_and_four_requests)
+{
+    duet_engine_metrics m;
+
+    force_overlap(true);
+    m = greedy_matches(spec_sets(false, 3, NULL), 1, 24); /* half B is always empty */
+    ck_assert_uint_gt(m.proposed, 0);
+    ck_assert_uint_eq(m.overlap_steps, 0);
+    spec_metrics_consistent(&m);
+    m = greedy_matches(spec_sets(false, 3, NULL), 4, 24);
+    ck_assert_uint_gt(m.overlap_steps, 0);
+    spec_metrics_consistent(&m);
+    printf("check_engine: overlap, 4 requests: %llu of %llu steps overlapped; elapsed %.6f s, "
+           "target busy %.6f idle %.6f, draft busy %.6f idle %.6f, both %.6f, neither %.6f\n",
+           (unsigned long long)m.overlap_steps, (unsigned long long)m.spec_steps, m.elapsed_s,
+           m.execute_s, m.target_idle_s, m.draft_s, m.draft_idle_s, m.overlap_s, m.idle_s);
+    m = greedy_matches(spec_sets(true, 2, NULL), 3, 24); /* odd batch, every draft accepted */
+    ck_assert_uint_gt(m.overlap_steps, 0);
+    ck_assert_uint_eq(m.accepted, m.proposed);
+}
+END_TEST
+
+START_TEST(test_overlapped_sampling_equals_the_serial_speculative_path)
+{
+    struct run serial[4] = {0}, overlapped[4] = {0};
+    duet_engine_metrics m;
+
+    force_overlap(false);
+    sampled_outputs(spec_sets(false, 3, NULL), 4, 20, serial, &m);
+    ck_assert_uint_eq(m.overlap_steps, 0);
+    force_overlap(true);
+    sampled_outputs(spec_sets(false, 3, NULL), 4, 20, overlapped, &m);
+    ck_assert_uint_gt(m.overlap_steps, 0);
+    ck_assert_uint_lt(m.accepted, m.proposed); /* rejections happened: the draft is not p */
+    for (uint32_t i = 0; i < 4; i++) {
+        ck_assert_uint_eq(overlapped[i].n_ids, 20);
+        ck_assert_uint_eq(serial[i].n_ids, 20);
+        for (uint32_t j = 0; j < 20; j++)
+            ck_assert_msg(overlapped[i].ids[j] == serial[i].ids[j], "request %u token %u: %d vs %d",
+                          i, j, overlapped[i].ids[j], serial[i].ids[j]);
+    }
+}
+END_TEST
+
+START_TEST(test_overlapped_greedy_output_survives_preemption)
+{
+    duet_engine_metrics m;
+
+    force_overlap(true);
+    m = greedy_matches(spec_sets(false, 3, tiny_pool_recompute), 4, 40);
+    ck_assert_uint_gt(m.preemptions, 0);
+    ck_assert_uint_gt(m.overlap_steps, 0);
+    m = greedy_matches(spec_sets(true, 2, tiny_pool_swap), 4, 40);
+    ck_assert_uint_gt(m.preemptions, 0);
+    ck_assert_uint_gt(m.overlap_steps, 0);
+}
+END_TEST
+
+START_TEST(test_overlapped_abort_frees_every_block_and_destroy_joins_the_draft_thread)
+{
+    uint32_t before = thread_count();
+    duet_config *cfg;
+    duet_engine *e;
+    int32_t prompt[64];
+    uint32_t n = prompt_of(3, prompt);
+    uint64_t id[3];
+    const duet_step_output *so;
+    duet_engine_metrics m;
+
+    force_overlap(true);
+    cfg = config_of(spec_sets(false, 3, NULL));
+    e = engine_of(cfg);
+    ck_assert_uint_eq(thread_count(), before + 1);
+    for (uint32_t i = 0; i < 3; i++)
+        id[i] = add(e, prompt, n - i, 50, true);
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_eq(duet_engine_step(e, &so), DUET_STATUS_OK);
+    duet_engine_metrics_get(e, &m);
+    ck_assert_uint_gt(m.overlap_steps, 0);
+    ck_assert_uint_lt(m.num_free_blocks, m.num_total_blocks);
+    ck_assert_int_eq(duet_engine_abort(e, id[1]), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_engine_step(e, &so), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_engine_abort(e, id[0]), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_engine_abort(e, id[2]), DUET_STATUS_OK);
+    duet_engine_metrics_get(e, &m);
+    ck_assert_uint_eq(m.num_free_blocks, m.num_total_blocks);
+    ck_assert_int_eq(duet_engine_step(e, &so), DUET_STATUS_OK);
+    ck_assert(!duet_engine_has_unfinished(e));
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
+    ck_assert_uint_eq(thread_count(), before);
+}
+END_TEST
+
 /* ---- the statistical end-to-end test ------------------------------------------------------ */
 
 #define STAT_POSITIONS 5 /* generated positions compared */
@@ -962,6 +1085,13 @@ static Suite *engine_suite(void)
         {"adaptive-k", test_adaptive_k_keeps_greedy_output_and_stays_in_range},
         {"typical", test_typical_acceptance_of_greedy_requests_equals_plain_decoding},
         {"request-counts", test_request_output_counts_its_proposals},
+        {"overlap-default", test_overlap_is_off_by_default_when_both_workers_share_a_device},
+        {"overlap-greedy",
+         test_overlapped_greedy_output_equals_plain_decoding_for_one_and_four_requests},
+        {"overlap-sampling", test_overlapped_sampling_equals_the_serial_speculative_path},
+        {"overlap-preemption", test_overlapped_greedy_output_survives_preemption},
+        {"overlap-abort",
+         test_overlapped_abort_frees_every_block_and_destroy_joins_the_draft_thread},
         {"distribution", test_speculative_sampling_keeps_the_target_distribution},
     };
 

@@ -106,6 +106,8 @@ typedef struct duet_engine_metrics {
     uint64_t spec_steps;       /* steps that ran the speculative path */
     uint64_t disabled_steps;   /* decode steps run without the draft's proposals because more
                                   sequences ran than speculative.disable_by_batch_size */
+    uint64_t overlap_steps;    /* speculative steps that ran the two halves of the batch on the
+                                  target and the draft at once (speculative.overlap) */
     uint64_t proposed_at[DUET_MAX_SPEC_TOKENS]; /* [j]: proposals made at lookahead position j
                                                    (0-based; j < num_spec_tokens) */
     uint64_t accepted_at[DUET_MAX_SPEC_TOKENS]; /* [j]: of those, accepted */
@@ -113,9 +115,11 @@ typedef struct duet_engine_metrics {
     double execute_s;                           /* seconds inside the target's execute() */
     double verify_s;             /* of those, in speculative scoring (k + 1 rows per sequence) */
     double draft_s;              /* seconds inside the draft's execute() */
+    double overlap_s;            /* seconds both workers were inside execute() at once */
     double elapsed_s;            /* seconds inside duet_engine_step() */
-    double idle_s;               /* elapsed_s - execute_s - draft_s: inside a step with neither
-                                    worker executing (scheduling, verification, bookkeeping) */
+    double idle_s;               /* elapsed_s - (execute_s + draft_s - overlap_s): inside a step
+                                    with neither worker executing (scheduling, verification,
+                                    bookkeeping) */
     double target_idle_s;        /* elapsed_s - execute_s: the target waiting (draft + engine) */
     double draft_idle_s;         /* elapsed_s - draft_s with a draft, else 0 */
     double tokens_per_s;         /* generated_tokens / elapsed_s (0 before any step) */

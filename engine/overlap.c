@@ -1,0 +1,150 @@
+/*
+ * overlap.c — the draft thread of DESIGN §7.5 (docs/engine.md, "Overlap").
+ *
+ * When the target and the draft live on different devices the engine owns one extra thread that
+ * makes every call into the draft worker, so that the step loop can run the target meanwhile:
+ *
+ *     step loop (main thread)                    draft thread
+ *     ───────────────────────                    ────────────
+ *     draft_post(job) ── mu, pending = true ──►  wakes, runs execute(draft, job) unlocked
+ *     execute(target, ...)                       ...
+ *     draft_wait()   ◄── mu, pending = false ──  stores status, message, busy interval
+ *
+ * One job at most is in flight: the step loop always waits for it before it reads the job's
+ * outputs, posts another or returns, so the draft worker is only ever called from this thread and
+ * the target only from the step loop's (plugin.h's threading rule). Every field of struct
+ * duet__draft_thread but `thread` is guarded by `mu`; the job's batch and output buffers belong
+ * to the step loop and are only touched by the draft thread between post and wait. The thread
+ * is created with the engine (when overlap is in use) and joined by duet_engine_destroy().
+ */
+#include "config.h"
+
+#include "engine-int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+struct duet__draft_thread {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;     /* broadcast on post, on completion and on quit */
+    bool quit;             /* destroy asks the thread to end */
+    bool pending;          /* a job is posted and not finished */
+    const duet_batch *b;   /* the job, owned by the step loop */
+    duet_batch_output *o;  /* its output, owned by the step loop */
+    duet_status st;        /* the job's result */
+    uint64_t t0_ns, t1_ns; /* the job's execute() interval (CLOCK_MONOTONIC) */
+    char msg[512];         /* the draft's last_error() when st fails */
+};
+
+static void *draft_main(void *arg)
+{
+    duet_engine *e = arg;
+    struct duet__draft_thread *dt = e->dt;
+    struct duet__eworker *wk = &e->workers[1];
+
+    pthread_mutex_lock(&dt->mu);
+    for (;;) {
+        const duet_batch *b;
+        duet_batch_output *o;
+        duet_status st;
+        uint64_t t0, t1;
+
+        while (!dt->quit && !dt->pending)
+            pthread_cond_wait(&dt->cv, &dt->mu);
+        if (dt->quit)
+            break;
+        b = dt->b;
+        o = dt->o;
+        pthread_mutex_unlock(&dt->mu);
+        t0 = duet__now_ns();
+        st = wk->t->execute(wk->w, b, o);
+        t1 = duet__now_ns();
+        pthread_mutex_lock(&dt->mu);
+        if (st)
+            snprintf(dt->msg, sizeof(dt->msg), "%s", wk->t->last_error(wk->w));
+        dt->st = st;
+        dt->t0_ns = t0;
+        dt->t1_ns = t1;
+        dt->pending = false;
+        pthread_cond_broadcast(&dt->cv);
+    }
+    pthread_mutex_unlock(&dt->mu);
+    return NULL;
+}
+
+duet_status duet__draft_thread_start(duet_engine *e)
+{
+    struct duet__draft_thread *dt = calloc(1, sizeof(*dt));
+    int rc;
+
+    if (!dt)
+        return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
+    if (pthread_mutex_init(&dt->mu, NULL))
+        goto out_free;
+    if (pthread_cond_init(&dt->cv, NULL))
+        goto out_mutex;
+    e->dt = dt;
+    rc = pthread_create(&dt->thread, NULL, draft_main, e);
+    if (rc == 0)
+        return DUET_STATUS_OK;
+    e->dt = NULL;
+    pthread_cond_destroy(&dt->cv);
+out_mutex:
+    pthread_mutex_destroy(&dt->mu);
+out_free:
+    free(dt);
+    return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY,
+                             "speculative.overlap: cannot start the draft thread");
+}
+
+void duet__draft_thread_stop(duet_engine *e)
+{
+    struct duet__draft_thread *dt = e->dt;
+
+    if (!dt)
+        return;
+    pthread_mutex_lock(&dt->mu);
+    dt->quit = true;
+    pthread_cond_broadcast(&dt->cv);
+    pthread_mutex_unlock(&dt->mu);
+    pthread_join(dt->thread, NULL);
+    pthread_cond_destroy(&dt->cv);
+    pthread_mutex_destroy(&dt->mu);
+    free(dt);
+    e->dt = NULL;
+}
+
+void duet__draft_post(duet_engine *e, const duet_batch *b, duet_batch_output *o)
+{
+    struct duet__draft_thread *dt = e->dt;
+
+    pthread_mutex_lock(&dt->mu);
+    dt->b = b;
+    dt->o = o;
+    dt->st = DUET_STATUS_OK;
+    dt->pending = true;
+    pthread_cond_broadcast(&dt->cv);
+    pthread_mutex_unlock(&dt->mu);
+}
+
+duet_status duet__draft_wait(duet_engine *e, uint64_t t0_ns, uint64_t t1_ns)
+{
+    struct duet__draft_thread *dt = e->dt;
+    uint64_t lo, hi;
+    duet_status st;
+
+    pthread_mutex_lock(&dt->mu);
+    while (dt->pending)
+        pthread_cond_wait(&dt->cv, &dt->mu);
+    st = dt->st;
+    e->m.draft_s += (double)(dt->t1_ns - dt->t0_ns) * 1e-9;
+    lo = dt->t0_ns > t0_ns ? dt->t0_ns : t0_ns;
+    hi = dt->t1_ns < t1_ns ? dt->t1_ns : t1_ns;
+    if (hi > lo)
+        e->m.overlap_s += (double)(hi - lo) * 1e-9;
+    if (st)
+        duet__engine_fail(e, st, "draft worker: execute: %s", dt->msg);
+    pthread_mutex_unlock(&dt->mu);
+    return st;
+}
