@@ -265,13 +265,29 @@ static uint32_t prompt_of(uint32_t i, int32_t *out)
 
 /* Runs n prompts (greedy, ignore_eos, max_tokens each) on an engine built with `sets` and checks
  * each against the worker alone. Returns the engine's metrics. */
+#define MAX_REQUESTS 16 /* requests greedy_matches runs at most */
+
+/* The worker's greedy tokens for prompt i (prompt_of), computed once per test process. */
+static const int32_t *greedy_reference(uint32_t i, const int32_t *prompt, uint32_t n,
+                                       uint32_t max_tokens)
+{
+    static int32_t want[MAX_REQUESTS][MAX_GEN];
+    static uint32_t have[MAX_REQUESTS]; /* max_tokens computed for prompt i; 0 for none */
+
+    if (have[i] != max_tokens) {
+        worker_greedy(prompt, n, max_tokens, want[i]);
+        have[i] = max_tokens;
+    }
+    return want[i];
+}
+
 static duet_engine_metrics greedy_matches(const char *const *sets, uint32_t n, uint32_t max_tokens)
 {
     duet_config *cfg = config_of(sets);
     duet_engine *e = engine_of(cfg);
-    struct run runs[8] = {0};
-    int32_t prompts[8][64], want[MAX_GEN];
-    uint32_t lens[8];
+    struct run runs[MAX_REQUESTS] = {0};
+    int32_t prompts[MAX_REQUESTS][64];
+    uint32_t lens[MAX_REQUESTS];
     duet_engine_metrics m;
 
     for (uint32_t i = 0; i < n; i++) {
@@ -283,8 +299,10 @@ static duet_engine_metrics greedy_matches(const char *const *sets, uint32_t n, u
     ck_assert_uint_eq(m.num_free_blocks, m.num_total_blocks);
     duet_engine_destroy(e);
     duet_config_destroy(cfg);
+    ck_assert_uint_le(n, MAX_REQUESTS);
     for (uint32_t i = 0; i < n; i++) {
-        worker_greedy(prompts[i], lens[i], max_tokens, want);
+        const int32_t *want = greedy_reference(i, prompts[i], lens[i], max_tokens);
+
         ck_assert_int_eq(runs[i].finish, DUET_FINISH_LENGTH);
         ck_assert_uint_eq(runs[i].n_ids, max_tokens);
         ck_assert_uint_eq(runs[i].streamed, max_tokens);
@@ -646,6 +664,29 @@ START_TEST(test_speculative_greedy_output_equals_plain_decoding_for_k_1_to_4)
         ck_assert(m.acceptance_rate >= 0 && m.acceptance_rate <= 1);
         ck_assert(m.mean_tokens_per_step >= 1.0 && m.mean_tokens_per_step <= k + 1);
     }
+}
+END_TEST
+
+/* The issue's matrix: k = 1..5, batch 1 / 4 / 16, block sizes 8 / 16 (under valgrind the corners
+ * only). */
+START_TEST(test_speculative_greedy_output_equals_plain_for_every_k_batch_and_block_size)
+{
+    static const uint32_t batches[] = {1, 4, 16};
+    static const char *const block8[] = {"cache.block_size=8", NULL};
+    static const char *const block16[] = {"cache.block_size=16", NULL};
+    bool corners_only = getenv("DUET_TEST_VALGRIND") != NULL;
+
+    for (uint32_t k = 1; k <= 5; k++)
+        for (uint32_t b = 0; b < 3; b++)
+            for (uint32_t bs = 0; bs < 2; bs++) {
+                duet_engine_metrics m;
+
+                if (corners_only && ((k != 1 && k != 5) || b == 1))
+                    continue;
+                m = greedy_matches(spec_sets(false, k, bs ? block16 : block8), batches[b], 16);
+                ck_assert_msg(m.proposed > 0, "k %u batch %u: nothing proposed", k, batches[b]);
+                ck_assert(m.mean_tokens_per_step >= 1.0 && m.mean_tokens_per_step <= k + 1);
+            }
 }
 END_TEST
 
@@ -1077,6 +1118,8 @@ static Suite *engine_suite(void)
         {"draft", test_draft_with_another_vocabulary_is_refused},
         {"prompt-logprobs", test_prompt_logprobs_agree_with_decoding},
         {"speculative", test_speculative_greedy_output_equals_plain_decoding_for_k_1_to_4},
+        {"speculative matrix",
+         test_speculative_greedy_output_equals_plain_for_every_k_batch_and_block_size},
         {"self-draft", test_the_target_as_its_own_draft_accepts_every_proposal},
         {"speculative-preemption", test_speculative_greedy_output_survives_preemption},
         {"self-draft-sampling",
