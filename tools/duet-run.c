@@ -559,6 +559,10 @@ static void print_spec_text(const duet_engine_metrics *m)
     printf("time: target %.3f s (verify %.3f s), draft %.3f s, engine (neither worker) %.3f s; "
            "idle: target %.3f s, draft %.3f s\n",
            m->execute_s, m->verify_s, m->draft_s, m->idle_s, m->target_idle_s, m->draft_idle_s);
+    if (m->overlap_steps)
+        printf("overlap: %llu steps drafted one half while the target scored the other, both "
+               "busy %.3f s\n",
+               (unsigned long long)m->overlap_steps, m->overlap_s);
 }
 
 static void json_rate(double v)
@@ -600,8 +604,10 @@ static void print_summary(const struct options *o, const duet_engine_metrics *m,
     printf("], \"accepted_per_position\": [");
     print_per_position(m->accepted_at, m->num_spec_tokens, ", ");
     printf("], \"target_s\": %.6f, \"verify_s\": %.6f, \"draft_s\": %.6f, \"idle_s\": %.6f, "
-           "\"target_idle_s\": %.6f, \"draft_idle_s\": %.6f}\n",
-           m->execute_s, m->verify_s, m->draft_s, m->idle_s, m->target_idle_s, m->draft_idle_s);
+           "\"target_idle_s\": %.6f, \"draft_idle_s\": %.6f, \"overlap_s\": %.6f, "
+           "\"overlap_steps\": %llu}\n",
+           m->execute_s, m->verify_s, m->draft_s, m->idle_s, m->target_idle_s, m->draft_idle_s,
+           m->overlap_s, (unsigned long long)m->overlap_steps);
 }
 
 /* Queues every prompt; request i is seeded with seed + i. */
