@@ -125,10 +125,25 @@ static duet_status worker_open(duet_engine *e, struct duet__eworker *wk, const c
     return DUET_STATUS_OK;
 }
 
-/* Both caches get the same block count (the smaller) and swap space from cache.swap_space_gib. */
+/* Whether the draft runs on the target's device: the same plugin and the same device string. */
+static bool same_device(const duet_engine *e)
+{
+    const char *td = cfg_str(e->cfg, "target.device", "auto");
+    const char *dd = cfg_str(e->cfg, "speculative.device", "auto");
+
+    return e->n_workers > 1 && !strcmp(e->workers[0].t->name, e->workers[1].t->name) &&
+           !strcmp(td, dd);
+}
+
+/*
+ * Both caches get the same block count. On two devices each cache fills its own device's budget
+ * and the smaller count wins; on one device the two caches share that device's budget (the
+ * target's: num_blocks × block_bytes), so a block costs the sum of the two block sizes. Swap
+ * space is host memory for both: cache.swap_space_gib over the sum of the block sizes.
+ */
 static duet_status caches_init(duet_engine *e)
 {
-    uint64_t blocks = UINT32_MAX, block_bytes = 0, swap = 0;
+    uint64_t blocks = UINT32_MAX, bytes_sum = 0, swap = 0;
     bool can_swap = true;
     double gib = cfg_float(e->cfg, "cache.swap_space_gib", 4.0);
 
@@ -136,12 +151,19 @@ static duet_status caches_init(duet_engine *e)
         struct duet__eworker *wk = &e->workers[i];
         if (wk->geom.num_blocks < blocks)
             blocks = wk->geom.num_blocks;
-        if (wk->geom.block_bytes > block_bytes)
-            block_bytes = wk->geom.block_bytes;
+        bytes_sum += wk->geom.block_bytes;
         can_swap = can_swap && (wk->t->caps & DUET_CAP_SWAP);
     }
+    if (same_device(e))
+        blocks = e->workers[0].geom.num_blocks * e->workers[0].geom.block_bytes / bytes_sum;
+    if (!blocks)
+        return duet__engine_fail(
+            e, DUET_STATUS_CAPACITY,
+            "the KV budget holds no block of the target and the draft together "
+            "(%llu bytes a block)",
+            (unsigned long long)bytes_sum);
     if (can_swap && gib > 0)
-        swap = (uint64_t)(gib * 1073741824.0) / block_bytes;
+        swap = (uint64_t)(gib * 1073741824.0) / bytes_sum;
     e->num_blocks = (uint32_t)blocks;
     e->num_swap = swap > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)swap;
     for (uint32_t i = 0; i < e->n_workers; i++) {
@@ -220,14 +242,12 @@ static duet_status sched_init(duet_engine *e)
 static bool overlap_wanted(const duet_engine *e)
 {
     const char *force = getenv("DUET_FORCE_OVERLAP");
-    const char *td = cfg_str(e->cfg, "target.device", "auto");
-    const char *dd = cfg_str(e->cfg, "speculative.device", "auto");
     bool on = true;
 
     if (force && *force)
         return strcmp(force, "0") != 0;
     duet_config_get_bool(e->cfg, "speculative.overlap", &on);
-    return on && (strcmp(e->workers[0].t->name, e->workers[1].t->name) || strcmp(td, dd));
+    return on && !same_device(e);
 }
 
 static duet_status spec_init(duet_engine *e)

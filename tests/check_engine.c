@@ -340,6 +340,13 @@ static const char *const tiny_pool_recompute[] = {"cache.cpu_kv_space_gib=0.0000
 static const char *const tiny_pool_swap[] = {"cache.cpu_kv_space_gib=0.0000458",
                                              "cache.swap_space_gib=0.001",
                                              "scheduler.preemption=\"swap\"", NULL};
+/* The same for a target and a draft sharing the CPU's budget: twice the bytes, so 6 blocks when
+ * the draft is the target and 8 with the 1-layer draft. */
+static const char *const spec_tiny_pool_recompute[] = {"cache.cpu_kv_space_gib=0.0000916",
+                                                       "scheduler.preemption=\"recompute\"", NULL};
+static const char *const spec_tiny_pool_swap[] = {"cache.cpu_kv_space_gib=0.0000916",
+                                                  "cache.swap_space_gib=0.002",
+                                                  "scheduler.preemption=\"swap\"", NULL};
 
 START_TEST(test_preemption_by_recompute_keeps_greedy_output)
 {
@@ -690,6 +697,29 @@ START_TEST(test_speculative_greedy_output_equals_plain_for_every_k_batch_and_blo
 }
 END_TEST
 
+/* Total KV blocks of an engine built with sets. */
+static uint32_t total_blocks(const char *const *sets)
+{
+    duet_config *cfg = config_of(sets);
+    duet_engine *e = engine_of(cfg);
+    duet_engine_metrics m;
+
+    duet_engine_metrics_get(e, &m);
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
+    return m.num_total_blocks;
+}
+
+START_TEST(test_a_draft_on_the_target_device_shares_its_kv_budget)
+{
+    uint32_t alone = total_blocks(NULL);
+
+    /* the target as its own draft: every block costs twice the bytes */
+    ck_assert_uint_gt(alone, 1);
+    ck_assert_uint_eq(total_blocks(spec_sets(true, 2, NULL)), alone / 2);
+}
+END_TEST
+
 START_TEST(test_the_target_as_its_own_draft_accepts_every_proposal)
 {
     duet_engine_metrics m = greedy_matches(spec_sets(true, 3, NULL), 1, 24);
@@ -703,11 +733,11 @@ END_TEST
 
 START_TEST(test_speculative_greedy_output_survives_preemption)
 {
-    duet_engine_metrics m = greedy_matches(spec_sets(false, 3, tiny_pool_recompute), 4, 40);
+    duet_engine_metrics m = greedy_matches(spec_sets(false, 3, spec_tiny_pool_recompute), 4, 40);
 
     ck_assert_uint_gt(m.preemptions, 0);
     ck_assert_uint_gt(m.proposed, 0);
-    m = greedy_matches(spec_sets(true, 2, tiny_pool_swap), 4, 40);
+    m = greedy_matches(spec_sets(true, 2, spec_tiny_pool_swap), 4, 40);
     ck_assert_uint_gt(m.preemptions, 0);
     ck_assert_uint_eq(m.accepted, m.proposed);
 }
@@ -923,10 +953,10 @@ START_TEST(test_overlapped_greedy_output_survives_preemption)
     duet_engine_metrics m;
 
     force_overlap(true);
-    m = greedy_matches(spec_sets(false, 3, tiny_pool_recompute), 4, 40);
+    m = greedy_matches(spec_sets(false, 3, spec_tiny_pool_recompute), 4, 40);
     ck_assert_uint_gt(m.preemptions, 0);
     ck_assert_uint_gt(m.overlap_steps, 0);
-    m = greedy_matches(spec_sets(true, 2, tiny_pool_swap), 4, 40);
+    m = greedy_matches(spec_sets(true, 2, spec_tiny_pool_swap), 4, 40);
     ck_assert_uint_gt(m.preemptions, 0);
     ck_assert_uint_gt(m.overlap_steps, 0);
 }
@@ -1120,6 +1150,7 @@ static Suite *engine_suite(void)
         {"speculative", test_speculative_greedy_output_equals_plain_decoding_for_k_1_to_4},
         {"speculative matrix",
          test_speculative_greedy_output_equals_plain_for_every_k_batch_and_block_size},
+        {"shared kv budget", test_a_draft_on_the_target_device_shares_its_kv_budget},
         {"self-draft", test_the_target_as_its_own_draft_accepts_every_proposal},
         {"speculative-preemption", test_speculative_greedy_output_survives_preemption},
         {"self-draft-sampling",
