@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 enum { EXIT_USAGE = 2 };
 
@@ -636,13 +637,35 @@ static int add_requests(const struct options *o, duet_engine *e, const struct pr
     return 0;
 }
 
+/* On a terminal: one line on stderr, rewritten every step, erased at the end. */
+static void progress(duet_engine *e, uint32_t done, uint32_t n, bool last)
+{
+    duet_engine_metrics m;
+
+    if (last) {
+        fprintf(stderr, "\r\033[K");
+        return;
+    }
+    duet_engine_metrics_get(e, &m);
+    fprintf(stderr, "\r\033[Kstep %llu: %u/%u requests done, %llu tokens, %.1f tokens/s",
+            (unsigned long long)m.steps, done, n, (unsigned long long)m.generated_tokens,
+            m.tokens_per_s);
+    if (m.speculative && m.proposed)
+        fprintf(stderr, ", acceptance %.2f", m.acceptance_rate);
+}
+
 /* Steps the engine until every request finished; results[i] is request ids[i]'s. */
 static int run_engine(duet_engine *e, const uint64_t *ids, uint32_t n, struct result *results)
 {
+    bool tty = isatty(STDERR_FILENO);
+    uint32_t done = 0;
+
     while (duet_engine_has_unfinished(e)) {
         const duet_step_output *so;
 
         if (duet_engine_step(e, &so)) {
+            if (tty)
+                progress(e, done, n, true);
             fprintf(stderr, "duet-run: %s\n", duet_engine_error(e));
             return EXIT_FAILURE;
         }
@@ -650,13 +673,18 @@ static int run_engine(duet_engine *e, const uint64_t *ids, uint32_t n, struct re
             const duet_request_output *ro = &so->requests[j];
             if (ro->finish == DUET_FINISH_NONE)
                 continue;
+            done++;
             for (uint32_t i = 0; i < n; i++)
                 if (ids[i] == ro->request_id && !result_copy(&results[i], ro)) {
                     fprintf(stderr, "duet-run: out of memory\n");
                     return EXIT_FAILURE;
                 }
         }
+        if (tty)
+            progress(e, done, n, false);
     }
+    if (tty)
+        progress(e, done, n, true);
     return 0;
 }
 
