@@ -365,9 +365,12 @@ START_TEST(test_preemption_by_swap_keeps_greedy_output)
 }
 END_TEST
 
-START_TEST(test_max_tokens_and_stop_ids_are_honoured_exactly)
+static const char *const *spec_sets(bool self, uint32_t k, const char *const *extra);
+
+/* max_tokens 7, a stop id at the 6th token and max_tokens 1, on an engine built with sets. */
+static void stops_are_exact(const char *const *sets)
 {
-    duet_config *cfg = config_of(NULL);
+    duet_config *cfg = config_of(sets);
     duet_engine *e = engine_of(cfg);
     int32_t prompt[64], want[MAX_GEN];
     uint32_t n = prompt_of(1, prompt);
@@ -401,11 +404,20 @@ START_TEST(test_max_tokens_and_stop_ids_are_honoured_exactly)
     duet_engine_destroy(e);
     duet_config_destroy(cfg);
 }
+
+START_TEST(test_max_tokens_and_stop_ids_are_honoured_exactly)
+{
+    stops_are_exact(NULL);
+    /* the target as its own draft accepts every proposal: with k = 3 a decode step emits tokens
+     * 1-4, then 5-8, so the stop id (token 5) and max_tokens 7 fall inside accepted runs */
+    stops_are_exact(spec_sets(true, 3, NULL));
+}
 END_TEST
 
-START_TEST(test_abort_mid_generation_frees_every_block)
+/* Aborts two requests mid-generation on an engine built with sets. */
+static void abort_frees_everything(const char *const *sets)
 {
-    duet_config *cfg = config_of(NULL);
+    duet_config *cfg = config_of(sets);
     duet_engine *e = engine_of(cfg);
     int32_t prompt[64];
     uint32_t n = prompt_of(3, prompt);
@@ -434,6 +446,12 @@ START_TEST(test_abort_mid_generation_frees_every_block)
     ck_assert_int_eq(duet_engine_abort(e, a), DUET_STATUS_NOT_FOUND);
     duet_engine_destroy(e);
     duet_config_destroy(cfg);
+}
+
+START_TEST(test_abort_mid_generation_frees_every_block)
+{
+    abort_frees_everything(NULL);
+    abort_frees_everything(spec_sets(false, 3, NULL)); /* one block manager for both caches */
 }
 END_TEST
 
