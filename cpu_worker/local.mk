@@ -22,7 +22,7 @@ EXPORT_CHECKED_PLUGINS += $(abs_top_builddir)/cpu_worker/.libs/duet_cpu_worker.s
 if HAVE_CHECK
 # Kernels and GEMMs against a double-precision reference (compiled in, not through the plugin).
 check_PROGRAMS += tests/check_cpu_kernels
-tests_check_cpu_kernels_SOURCES = tests/check_cpu_kernels.c tests/check_util.h \
+tests_check_cpu_kernels_SOURCES = tests/check_cpu_kernels.c tests/check_util.h tests/test_rng.h \
 	$(CPU_WORKER_KERNEL_SOURCES)
 tests_check_cpu_kernels_CPPFLAGS = $(CPU_WORKER_CPPFLAGS)
 tests_check_cpu_kernels_CFLAGS = $(TEST_CFLAGS) $(OPENMP_CFLAGS)

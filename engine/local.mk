@@ -12,7 +12,8 @@ libduet_la_LIBADD += sampling/libduet_sampling.la
 if HAVE_CHECK
 # The suite compiles the sources itself: libduet hides the duet__ internals it tests.
 check_PROGRAMS += tests/check_rejection
-tests_check_rejection_SOURCES = tests/check_rejection.c tests/check_util.h $(ENGINE_SOURCES)
+tests_check_rejection_SOURCES = tests/check_rejection.c tests/check_util.h tests/test_rng.h \
+	$(ENGINE_SOURCES) plugin_api/util.c
 tests_check_rejection_CFLAGS = $(TEST_CFLAGS)
 tests_check_rejection_LDADD = sampling/libduet_sampling.la $(CHECK_LIBS) -lm
 CHECK_TESTS += tests/check_rejection

@@ -7,7 +7,7 @@ sampling_libduet_sampling_la_LIBADD = -lm
 
 if HAVE_CHECK
 check_PROGRAMS += tests/check_sampling
-tests_check_sampling_SOURCES = tests/check_sampling.c tests/check_util.h
+tests_check_sampling_SOURCES = tests/check_sampling.c tests/check_util.h tests/test_rng.h
 tests_check_sampling_CFLAGS = $(TEST_CFLAGS)
 tests_check_sampling_LDADD = sampling/libduet_sampling.la $(CHECK_LIBS) -lm
 CHECK_TESTS += tests/check_sampling

@@ -18,6 +18,7 @@
 #include "../cpu_worker/cpu_worker-int.h"
 
 #include "check_util.h"
+#include "test_rng.h"
 
 #include <check.h>
 #include <math.h>
@@ -40,11 +41,7 @@ static uint64_t rng;
 
 static uint64_t next_u64(void)
 {
-    uint64_t x = rng += 0x9e3779b97f4a7c15ull;
-
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
+    return duet_test_rng_next(&rng);
 }
 
 /* Uniform in [-1, 1). */

@@ -21,6 +21,7 @@
 
 #include "../sampling/sampling.h"
 #include "check_util.h"
+#include "test_rng.h"
 
 #include <check.h>
 #include <math.h>
@@ -60,21 +61,11 @@ static char err[256];
 /* Test inputs                                                                                  */
 /* ------------------------------------------------------------------------------------------ */
 
-/* splitmix64: the test's own generator, independent of the one under test. */
-static uint64_t rng_state;
-
-static uint64_t rng_next(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+static uint64_t rng_state; /* test_rng.h's generator */
 
 static double rng_unit(void)
 {
-    return (double)(rng_next() >> 11) * 0x1.0p-53;
+    return duet_test_rng_unit(&rng_state);
 }
 
 static uint32_t rng_below(uint32_t n)
@@ -152,7 +143,8 @@ START_TEST(test_forced_patterns_keep_the_leading_accepts_then_one_token_then_min
     rng_state = 1;
     for (uint32_t k = 1; k <= 5; k++) {
         for (uint32_t mask = 0; mask < 1u << k; mask++) { /* bit j: x_{j+1} certainly accepted */
-            struct duet__proposal pr = proposal(k, rng_next(), rng_next() >> 20);
+            struct duet__proposal pr =
+                proposal(k, duet_test_rng_next(&rng_state), duet_test_rng_next(&rng_state) >> 20);
             uint32_t lead = 0, n;
             int32_t reject_to[KMAX], bonus = (int32_t)rng_below(V);
 
@@ -178,7 +170,8 @@ END_TEST
 /* Every emitted token lies in its target row's support, whatever the method. */
 static void check_well_formed(const struct duet__accept_params *params, uint32_t k, uint32_t vocab)
 {
-    struct duet__proposal pr = proposal(k, rng_next(), rng_next() >> 16);
+    struct duet__proposal pr =
+        proposal(k, duet_test_rng_next(&rng_state), duet_test_rng_next(&rng_state) >> 16);
     uint32_t n;
 
     for (uint32_t j = 0; j <= k; j++) {
@@ -502,7 +495,7 @@ START_TEST(test_a_draft_equal_to_the_target_emits_what_the_target_alone_samples)
     rng_state = 7;
     for (uint32_t rep = 0; rep < 200; rep++) {
         uint32_t k = 1 + rng_below(KMAX);
-        struct duet__proposal pr = proposal(k, rng_next(), rng_below(100000));
+        struct duet__proposal pr = proposal(k, duet_test_rng_next(&rng_state), rng_below(100000));
 
         for (uint32_t j = 0; j <= k; j++) {
             random_row(p_rows + j * V, V, rng_unit());
@@ -608,7 +601,7 @@ START_TEST(test_greedy_rows_ids_and_rejection_on_one_hot_rows_agree)
     rng_state = 10;
     for (uint32_t rep = 0; rep < 2000; rep++) {
         uint32_t k = 1 + rng_below(KMAX), lead = 0;
-        struct duet__proposal pr = proposal(k, rng_next(), rng_below(1000));
+        struct duet__proposal pr = proposal(k, duet_test_rng_next(&rng_state), rng_below(1000));
 
         for (uint32_t j = 0; j <= k; j++) {
             argmax[j] = (int32_t)rng_below(V);

@@ -15,6 +15,7 @@
 #include "../sampling/sampling.h"
 
 #include "check_util.h"
+#include "test_rng.h"
 
 #include <check.h>
 #include <float.h>
@@ -53,21 +54,11 @@ static const double chi2_crit_001[16] = {
 /* Test inputs                                                                                  */
 /* ------------------------------------------------------------------------------------------ */
 
-/* splitmix64: the test's own generator, independent of the one under test. */
-static uint64_t rng_state;
-
-static uint64_t rng_next(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+static uint64_t rng_state; /* test_rng.h's generator */
 
 static double rng_unit(void)
 {
-    return (double)(rng_next() >> 11) * 0x1.0p-53;
+    return duet_test_rng_unit(&rng_state);
 }
 
 static uint32_t rng_below(uint32_t n)
@@ -142,7 +133,7 @@ static duet_sampling_params random_params(uint32_t vocab)
     sp.top_k = rng_below(4) == 0 ? 1 + (int32_t)rng_below(vocab) : top_ks[rng_below(11)];
     sp.top_p = rng_below(4) == 0 ? (float)rng_unit() : top_ps[rng_below(8)];
     sp.min_p = rng_below(4) == 0 ? (float)rng_unit() * 0.5f : min_ps[rng_below(5)];
-    sp.seed = rng_next();
+    sp.seed = duet_test_rng_next(&rng_state);
     return sp;
 }
 
@@ -354,7 +345,8 @@ START_TEST(test_filtered_rows_match_a_double_precision_reference)
 
             fill_row(logits, vocab, kind);
             describe(what, sizeof(what), vocab, row, kind, &sp);
-            compared += check_row(logits, vocab, &sp, rng_next(), probs, ref, what);
+            compared +=
+                check_row(logits, vocab, &sp, duet_test_rng_next(&rng_state), probs, ref, what);
             total++;
         }
         free(logits);
