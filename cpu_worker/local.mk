@@ -31,7 +31,7 @@ CHECK_TESTS += tests/check_cpu_kernels
 
 # The plugin through the ABI against tests/reference_forward.c on generated models.
 check_PROGRAMS += tests/check_cpu_worker
-tests_check_cpu_worker_SOURCES = tests/check_cpu_worker.c tests/check_util.h \
+tests_check_cpu_worker_SOURCES = tests/check_cpu_worker.c tests/check_util.h tests/test_dirs.h \
 	tests/reference_forward.c tests/reference_forward.h
 tests_check_cpu_worker_CFLAGS = $(TEST_CFLAGS) $(JANSSON_CFLAGS)
 tests_check_cpu_worker_LDADD = model/libduet_model_gen.la model/libduet_model.la \

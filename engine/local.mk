@@ -20,7 +20,7 @@ CHECK_TESTS += tests/check_rejection
 
 # The engine through its public API on generated models with the CPU worker (skips without it).
 check_PROGRAMS += tests/check_engine
-tests_check_engine_SOURCES = tests/check_engine.c tests/check_util.h
+tests_check_engine_SOURCES = tests/check_engine.c tests/check_util.h tests/test_dirs.h
 tests_check_engine_CFLAGS = $(TEST_CFLAGS)
 tests_check_engine_LDADD = model/libduet_model_gen.la model/libduet_model.la $(TEST_LIBS) -lm
 CHECK_TESTS += tests/check_engine

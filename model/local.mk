@@ -45,6 +45,7 @@ if HAVE_CHECK
 # json_set_alloc_funcs).
 check_PROGRAMS += tests/check_model
 tests_check_model_SOURCES = tests/check_model.c tests/check_model_cxx.cc tests/check_util.h \
+	tests/test_dirs.h \
 	tests/fault.c tests/fault.h \
 	tests/reference_forward.c tests/reference_forward.h $(MODEL_SOURCES) $(MODEL_GEN_SOURCES)
 tests_check_model_CFLAGS = $(TEST_CFLAGS) $(JANSSON_CFLAGS)

@@ -38,6 +38,7 @@
 #include "../model/model-int.h"
 #include "../sampling/sampling.h"
 #include "check_util.h"
+#include "test_dirs.h"
 #include "reference_forward.h"
 
 #include <check.h>
@@ -201,14 +202,10 @@ static void models_describe(void)
 /* Writes every model (the presets only outside valgrind); false with a message on failure. */
 static bool models_generate(void)
 {
-    const char *build = getenv("DUET_TEST_BUILDDIR");
     struct duet__msg msg = {err, sizeof(err)};
 
-    snprintf(tmpdir, sizeof(tmpdir), "%s/cpu-worker-test-XXXXXX", build ? build : "/tmp");
-    if (!mkdtemp(tmpdir)) {
-        perror(tmpdir);
+    if (!duet_test_mkdtemp(tmpdir, sizeof(tmpdir), "cpu-worker-test"))
         return false;
-    }
     models_describe();
     for (int i = 0; i < N_MODELS; i++) {
         struct tmodel *m = &models[i];
@@ -230,18 +227,9 @@ static bool models_generate(void)
     return true;
 }
 
-static int remove_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void models_remove(void)
 {
-    if (tmpdir[0])
-        nftw(tmpdir, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+    duet_test_rmtree(tmpdir);
 }
 
 /* ---- small utilities -------------------------------------------------------------------- */

@@ -19,6 +19,7 @@
 
 #include "../model/model-int.h"
 #include "check_util.h"
+#include "test_dirs.h"
 
 #include <check.h>
 #include <ftw.h>
@@ -65,18 +66,14 @@ static duet_model_desc small_llama(uint32_t vocab)
 
 static bool models_generate(void)
 {
-    const char *build = getenv("DUET_TEST_BUILDDIR");
     struct duet__msg msg = {err, sizeof(err)};
     struct duet__gen_params p = {
         .desc = small_llama(VOCAB), .seed = 4242, .flags = DUET_MODEL_QUIET};
     struct duet__draft_params dp = {
         .num_layers = 1, .noise = 0.05, .seed = 7, .flags = DUET_MODEL_QUIET};
 
-    snprintf(tmpdir, sizeof(tmpdir), "%s/engine-test-XXXXXX", build ? build : "/tmp");
-    if (!mkdtemp(tmpdir)) {
-        perror(tmpdir);
+    if (!duet_test_mkdtemp(tmpdir, sizeof(tmpdir), "engine-test"))
         return false;
-    }
     snprintf(target_dir, sizeof(target_dir), "%s/target", tmpdir);
     snprintf(draft_dir, sizeof(draft_dir), "%s/draft", tmpdir);
     p.dir = target_dir;
@@ -104,14 +101,6 @@ static bool models_generate(void)
         return false;
     }
     return true;
-}
-
-static int remove_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
 }
 
 /* ---- configuration ------------------------------------------------------------------------- */
@@ -1203,11 +1192,10 @@ int main(void)
         return 77;
     }
     if (!models_generate()) {
-        if (tmpdir[0])
-            nftw(tmpdir, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+        duet_test_rmtree(tmpdir);
         return EXIT_FAILURE;
     }
     status = duet_test_run(engine_suite());
-    nftw(tmpdir, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+    duet_test_rmtree(tmpdir);
     return status;
 }

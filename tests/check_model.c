@@ -13,6 +13,7 @@
 
 #include "../model/model-int.h"
 #include "check_util.h"
+#include "test_dirs.h"
 #include "fault.h"
 #include "reference_forward.h"
 
@@ -66,26 +67,15 @@ static int dir_next;
 
 static void setup(void)
 {
-    const char *build = getenv("DUET_TEST_BUILDDIR");
-
-    snprintf(tmpdir, sizeof(tmpdir), "%s/model-test-XXXXXX", build ? build : "/tmp");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+    ck_assert(duet_test_mkdtemp(tmpdir, sizeof(tmpdir), "model-test"));
     err[0] = '\0';
     duet_test_fail_countdown = -1;
     dir_next = 0;
 }
 
-static int remove_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void teardown(void)
 {
-    nftw(tmpdir, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+    duet_test_rmtree(tmpdir);
 }
 
 /* tmpdir/sub, in a buffer that lives until the end of the test (at most 64 per test). */
@@ -1290,7 +1280,7 @@ START_TEST(test_small_presets_round_trip)
         ck_assert_uint_eq(duet_model_weight_bytes(m), 2 * pr->params);
         assert_generated_values(m, &p);
         duet_model_destroy(m);
-        nftw(p.dir, remove_one, 16, FTW_DEPTH | FTW_PHYS); /* hundreds of MB: not all at once */
+        duet_test_rmtree(p.dir); /* hundreds of MB: not all at once */
     }
 }
 END_TEST
