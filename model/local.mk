@@ -33,7 +33,7 @@ libduet_la_LIBADD += model/libduet_model.la
 
 # ---- tools -------------------------------------------------------------------------------
 bin_PROGRAMS += tools/duet-mkmodel tools/duet-model-info
-tools_duet_mkmodel_SOURCES = tools/duet-mkmodel.c
+tools_duet_mkmodel_SOURCES = tools/duet-mkmodel.c tools/cli.c tools/cli.h
 tools_duet_mkmodel_LDADD = model/libduet_model_gen.la model/libduet_model.la $(JANSSON_LIBS) -lm
 tools_duet_model_info_SOURCES = tools/duet-model-info.c
 tools_duet_model_info_LDADD = libduet.la

@@ -8,6 +8,8 @@
  */
 #include "config.h"
 
+#include "cli.h"
+
 #include "bench/bench.h"
 
 #include <errno.h>
@@ -135,12 +137,9 @@ enum {
 
 static bool parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
 {
-    char *end;
-    unsigned long v;
+    unsigned long long v;
 
-    errno = 0;
-    v = strtoul(s, &end, 10);
-    if (errno || end == s || *end || *s == '-' || v < lo || v > hi)
+    if (!duet__cli_parse_u64(s, lo, hi, &v))
         return false;
     *out = (uint32_t)v;
     return true;
@@ -211,15 +210,6 @@ static bool parse_worker_opt(int c, char *arg, struct duet_bench_worker_opts *w)
     return false;
 }
 
-static bool parse_double(const char *s, double lo, double hi, double *out)
-{
-    char *end;
-
-    errno = 0;
-    *out = strtod(s, &end);
-    return !errno && end != s && !*end && *out >= lo && *out <= hi;
-}
-
 static bool parse_ks(char *arg, struct duet_bench_spec_opts *so)
 {
     const char *items[DUET_BENCH_MAX_LIST];
@@ -245,9 +235,9 @@ static bool parse_spec_opt(int c, char *arg, struct duet_bench_spec_opts *so)
     case OPT_DRAFT_LAYERS:
         return parse_u32(arg, 1, 1024, &so->draft_layers);
     case OPT_DRAFT_NOISE:
-        return parse_double(arg, 0, 1, &so->draft_noise);
+        return duet__cli_parse_double(arg, 0, 1, &so->draft_noise);
     case OPT_TAIL_SCALE:
-        return parse_double(arg, ldexp(1.0, -16), 1, &so->tail_scale) &&
+        return duet__cli_parse_double(arg, ldexp(1.0, -16), 1, &so->tail_scale) &&
                frexp(so->tail_scale, &exponent) == 0.5;
     case OPT_K:
         return parse_ks(arg, so);

@@ -6,6 +6,8 @@
  */
 #include "config.h"
 
+#include "cli.h"
+
 #include "../model/model-int.h"
 
 #include <errno.h>
@@ -154,14 +156,6 @@ static const struct option long_options[] = {
     {NULL, 0, NULL, 0},
 };
 
-static const char *option_name(int val)
-{
-    for (const struct option *opt = long_options; opt->name; opt++)
-        if (opt->val == val)
-            return opt->name;
-    return "?";
-}
-
 static bool takes_value(int val)
 {
     for (const struct option *opt = long_options; opt->name; opt++)
@@ -170,43 +164,13 @@ static bool takes_value(int val)
     return false;
 }
 
-/* A whole decimal number in [lo, hi]. */
-static bool parse_u64(const char *s, unsigned long long lo, unsigned long long hi,
-                      unsigned long long *out)
-{
-    char *end;
-    unsigned long long v;
-
-    errno = 0;
-    if (*s == '-')
-        return false;
-    v = strtoull(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
 static bool parse_u32(const char *s, uint32_t hi, uint32_t *out)
 {
     unsigned long long v;
 
-    if (!parse_u64(s, 1, hi, &v))
+    if (!duet__cli_parse_u64(s, 1, hi, &v))
         return false;
     *out = (uint32_t)v;
-    return true;
-}
-
-static bool parse_double(const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    double v;
-
-    errno = 0;
-    v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi))
-        return false;
-    *out = v;
     return true;
 }
 
@@ -291,17 +255,17 @@ static bool parse_value(int c, const char *arg, struct options *o)
         o->has_dtype = true;
         return parse_dtype(arg, &o->dtype);
     case OPT_SEED:
-        return parse_u64(arg, 0, INT64_MAX, &o->seed);
+        return duet__cli_parse_u64(arg, 0, INT64_MAX, &o->seed);
     case OPT_TAIL_FROM:
-        if (!parse_u64(arg, 0, DUET__MAX_LAYERS, &value))
+        if (!duet__cli_parse_u64(arg, 0, DUET__MAX_LAYERS, &value))
             return false;
         o->tail_from = (long)value;
         return true;
     case OPT_TAIL_SCALE:
-        return parse_double(arg, ldexp(1.0, DUET__MIN_TAIL_LOG2), 1.0, &o->tail_scale) &&
+        return duet__cli_parse_double(arg, ldexp(1.0, DUET__MIN_TAIL_LOG2), 1.0, &o->tail_scale) &&
                frexp(o->tail_scale, &exponent) == 0.5;
     case OPT_NOISE:
-        return parse_double(arg, 0.0, DUET__MAX_NOISE, &o->noise);
+        return duet__cli_parse_double(arg, 0.0, DUET__MAX_NOISE, &o->noise);
     case OPT_DRAFT_LAYERS:
         o->spread = strcmp(arg, "spread") == 0;
         return o->spread || strcmp(arg, "first") == 0;
@@ -355,8 +319,8 @@ static int parse_args(int argc, char **argv, struct options *o)
             o->draft_of = optarg;
         } else if (takes_value(c)) {
             if (!parse_value(c, optarg, o)) {
-                fprintf(stderr, "duet-mkmodel: invalid value for --%s: '%s'\n", option_name(c),
-                        optarg);
+                fprintf(stderr, "duet-mkmodel: invalid value for --%s: '%s'\n",
+                        duet__cli_option_name(long_options, c), optarg);
                 return EXIT_USAGE;
             }
         } else if ((rc = parse_flag(c, o)) >= 0) {

@@ -10,6 +10,8 @@
  */
 #include "config.h"
 
+#include "cli.h"
+
 #include <duet/config.h>
 #include <duet/duet.h>
 #include <duet/loader.h>
@@ -84,30 +86,14 @@ static void usage(FILE *f)
             duet_plugin_install_dir());
 }
 
-/* Parses a whole decimal number in [lo, hi]; false on anything else. */
+/* A whole decimal number in [lo, hi] (lo >= 0); false on anything else. */
 static bool parse_long(const char *s, long lo, long hi, long *out)
 {
-    char *end;
-    long v;
+    unsigned long long v;
 
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
+    if (!duet__cli_parse_u64(s, (unsigned long long)lo, (unsigned long long)hi, &v))
         return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_double(const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    double v;
-
-    errno = 0;
-    v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi)
-        return false;
-    *out = v;
+    *out = (long)v;
     return true;
 }
 
@@ -166,14 +152,6 @@ static const struct option long_options[] = {
     {NULL, 0, NULL, 0},
 };
 
-static const char *option_name(int val)
-{
-    for (const struct option *opt = long_options; opt->name; opt++)
-        if (opt->val == val)
-            return opt->name;
-    return "?";
-}
-
 /* Handles one sampling or prompt option; false when its value is bad. */
 static bool parse_run_option(int c, const char *arg, struct options *o)
 {
@@ -189,11 +167,11 @@ static bool parse_run_option(int c, const char *arg, struct options *o)
     case OPT_MAX_TOKENS:
         return parse_long(arg, 1, INT32_MAX, &o->max_tokens);
     case OPT_TEMPERATURE:
-        return parse_double(arg, 0.0, 1e6, &o->temperature);
+        return duet__cli_parse_double(arg, 0.0, 1e6, &o->temperature);
     case OPT_TOP_K:
         return parse_long(arg, 0, INT32_MAX, &o->top_k);
     case OPT_TOP_P:
-        return parse_double(arg, 0.0, 1.0, &o->top_p) && o->top_p > 0.0;
+        return duet__cli_parse_double(arg, 0.0, 1.0, &o->top_p) && o->top_p > 0.0;
     case OPT_SEED:
         if (!parse_long(arg, 0, LONG_MAX, &seed_hi))
             return false;
@@ -248,7 +226,8 @@ static int parse_args(int argc, char **argv, struct options *o)
             return EXIT_USAGE;
         default:
             if (!parse_run_option(c, optarg, o)) {
-                fprintf(stderr, "duet-run: invalid value for --%s: '%s'\n", option_name(c), optarg);
+                fprintf(stderr, "duet-run: invalid value for --%s: '%s'\n",
+                        duet__cli_option_name(long_options, c), optarg);
                 return EXIT_USAGE;
             }
         }
