@@ -389,15 +389,25 @@ const char *duet_engine_error(const duet_engine *e)
 
 /* ---- requests ----------------------------------------------------------------------------- */
 
+/* e->reqs is in increasing id order (ids are handed out in order, appended, and removed with
+ * memmove), so a lookup is a binary search: the step looks up every scheduled group. */
 struct duet__req *duet__engine_find(duet_engine *e, uint64_t id, uint32_t *index)
 {
-    for (uint32_t i = 0; i < e->n_reqs; i++)
-        if (e->reqs[i]->id == id) {
-            if (index)
-                *index = i;
-            return e->reqs[i];
-        }
-    return NULL;
+    uint32_t lo = 0, hi = e->n_reqs;
+
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+
+        if (e->reqs[mid]->id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == e->n_reqs || e->reqs[lo]->id != id)
+        return NULL;
+    if (index)
+        *index = lo;
+    return e->reqs[lo];
 }
 
 duet_status duet__req_append(struct duet__req *r, const int32_t *tokens, uint32_t n,
