@@ -98,6 +98,13 @@ void duet__cpu_attention(const duet_cpu_kv *kv, uint32_t layer, const duet_cpu_s
                          uint32_t n_segs, uint32_t num_heads, float scale, const float *q,
                          size_t q_stride, float *out, size_t out_stride);
 
+/* RoPE on the q and k heads of each row of qkv ([q: num_heads][k: num_kv_heads][v] × head_dim,
+ * row stride `stride`, angles as duet__cpu_rope takes them), then K and V into the cache as
+ * duet__cpu_kv_write: one pass over the rows instead of three. */
+void duet__cpu_rope_kv_write(const duet_cpu_kv *kv, uint32_t layer, const duet_cpu_seg *segs,
+                             uint32_t n_segs, float *qkv, size_t stride, uint32_t num_heads,
+                             const float *cos_sin);
+
 /* Copies block src to dst (both in kv), or between kv and a swap pool of the same layout. */
 void duet__cpu_kv_copy_block(const duet_cpu_kv *from, uint32_t src, const duet_cpu_kv *to,
                              uint32_t dst);
@@ -162,35 +169,57 @@ duet_status duet__cpu_linear_run(duet_cpu_dnn *dnn, const duet_cpu_linear *lin, 
 
 #include <duet/model.h>
 
+#include "gemv.h"
 #include "sampling.h"
+
+/* The own kernels take bf16 matrices for at most this many rows, oneDNN above (measured: see
+ * docs/cpu-worker.md, "Kernels"). int8 / int4 matrices always run on the own kernels. */
+#define DUET_CPU_GEMV_MAX_M 8u
+
+/* One weight matrix y = x·Wᵀ + b, packed for oneDNN, for the own kernels, or both (bf16: the own
+ * kernels for M ≤ DUET_CPU_GEMV_MAX_M, oneDNN above). */
+typedef struct duet_cpu_mat {
+    duet_cpu_linear *dnn;  /* oneDNN's packed copy, or NULL */
+    duet_gemv_weight gemv; /* the own kernels' packed copy (gemv.data NULL when none) */
+    uint32_t n, k;         /* outputs, inputs */
+} duet_cpu_mat;
+
+/* Weight-only quantisation of the worker's matrices (setting `weights`). */
+typedef enum duet_cpu_quant {
+    DUET_CPU_QUANT_NONE = 0, /* weights in the compute type (dtype) */
+    DUET_CPU_QUANT_INT8 = 1,
+    DUET_CPU_QUANT_INT4 = 2,
+} duet_cpu_quant;
 
 /* One transformer layer's weights. Linear maps are NULL where the architecture has none; norm
  * vectors are f32 copies. */
 typedef struct duet_cpu_layer {
-    duet_cpu_linear *qkv;     /* [q | k | v] fused: (heads + 2 × kv_heads) × head_dim outputs */
-    duet_cpu_linear *o;       /* attention output projection (o_proj / out_proj) */
-    duet_cpu_linear *gate_up; /* Llama: [gate | up] fused, 2 × intermediate outputs */
-    duet_cpu_linear *down;    /* Llama: down_proj */
-    duet_cpu_linear *fc1;     /* OPT */
-    duet_cpu_linear *fc2;     /* OPT */
+    duet_cpu_mat *qkv;        /* [q | k | v] fused: (heads + 2 × kv_heads) × head_dim outputs */
+    duet_cpu_mat *o;          /* attention output projection (o_proj / out_proj) */
+    duet_cpu_mat *gate_up;    /* Llama: [gate | up] fused, 2 × intermediate outputs */
+    duet_cpu_mat *down;       /* Llama: down_proj */
+    duet_cpu_mat *fc1;        /* OPT */
+    duet_cpu_mat *fc2;        /* OPT */
     float *norm1_w, *norm1_b; /* input_layernorm / self_attn_layer_norm ([hidden]) */
     float *norm2_w, *norm2_b; /* post_attention_layernorm / final_layer_norm of the layer */
 } duet_cpu_layer;
 
 /* Per-step scratch, grown (never shrunk) to the largest step seen. */
 typedef struct duet_cpu_scratch {
-    size_t rows;     /* rows every buffer below holds */
-    size_t out_rows; /* rows of logits */
-    float *x;        /* [rows][hidden] residual stream */
-    float *h;        /* [rows][max(hidden, word_embed_proj_dim)] normed input / projections */
-    float *qkv;      /* [rows][(heads + 2 kv_heads) × head_dim] */
-    float *att;      /* [rows][heads × head_dim] */
-    float *mlp;      /* [rows][2 × intermediate] */
-    float *act;      /* [rows][intermediate] */
-    float *cos_sin;  /* [rows][head_dim] */
-    uint32_t *pos;   /* [rows] */
-    float *final;    /* [out_rows][max(hidden, word_embed_proj_dim)] */
-    float *logits;   /* [out_rows][vocab] */
+    size_t rows;           /* rows every buffer below holds */
+    size_t out_rows;       /* rows of logits */
+    float *x;              /* [rows][hidden] residual stream */
+    float *h;              /* [rows][max(hidden, word_embed_proj_dim)] normed input / projections */
+    float *qkv;            /* [rows][(heads + 2 kv_heads) × head_dim] */
+    float *att;            /* [rows][heads × head_dim] */
+    float *mlp;            /* [rows][2 × intermediate] */
+    float *act;            /* [rows][intermediate] */
+    float *cos_sin;        /* [rows][head_dim] */
+    uint32_t *pos;         /* [rows] */
+    float *final;          /* [out_rows][max(hidden, word_embed_proj_dim)] */
+    float *logits;         /* [out_rows][vocab] */
+    void *gemv_act;        /* prepared activations of the own kernels (duet__gemv_act_prepare) */
+    size_t gemv_act_bytes; /* its size */
     /* execute.c's bookkeeping, grown like the rest */
     size_t n_segs_cap;    /* entries of segs and seq_index */
     duet_cpu_seg *segs;   /* [n_segs_cap] */
@@ -207,13 +236,18 @@ struct duet_worker {
     duet_model *model;              /* the mapped model folder */
     const duet_model_desc *d;       /* its architecture */
     bool bf16;                      /* bf16 weights and GEMMs (else f32) */
+    duet_cpu_quant quant;           /* int8 / int4 weights (setting weights) */
+    uint32_t group;                 /* their group size (setting group_size) */
+    bool zero_point;                /* asymmetric groups (setting zero_point) */
+    bool quant_lm_head;             /* the lm_head quantised too (setting quantize_lm_head) */
+    const duet_gemv_ops *gemv;      /* the own kernels CPUID chose */
     uint32_t threads;               /* OpenMP threads of every step */
     duet_cpu_dnn *dnn;              /* oneDNN engine, stream, scratch */
     const duet_tensor *embed;       /* [vocab][width] read row by row from the mapping */
     const duet_tensor *positions;   /* OPT learned positions [max_position + 2][hidden] */
-    duet_cpu_linear *project_in;    /* OPT, width != hidden */
-    duet_cpu_linear *project_out;   /* OPT, width != hidden */
-    duet_cpu_linear *lm_head;       /* [vocab][width] (the embeddings when tied) */
+    duet_cpu_mat *project_in;       /* OPT, width != hidden */
+    duet_cpu_mat *project_out;      /* OPT, width != hidden */
+    duet_cpu_mat *lm_head;          /* [vocab][width] (the embeddings when tied) */
     float *final_w, *final_b;       /* final norm (NULL for OPT without one) */
     duet_cpu_layer *layers;         /* [num_layers] */
     double *inv_freq;               /* Llama: rotary frequencies [head_dim / 2] */
@@ -232,6 +266,12 @@ struct duet_worker {
 duet_status duet__cpu_forward(duet_worker *w, const duet_cpu_seg *segs, uint32_t n_segs,
                               const int32_t *tokens, uint32_t n_rows, const uint32_t *out_rows,
                               uint32_t n_out);
+/* y[m][n] = x·Wᵀ + b for m rows of x (row stride x_stride) through whichever packed copy of mat
+ * suits m (forward.c). With norm_w, each row of x is RMS-normalised first (eps = the model's):
+ * fused into the own kernels' input, a separate pass into w->s.h before oneDNN (x must not be
+ * w->s.h then). */
+duet_status duet__cpu_mat_run(duet_worker *w, const duet_cpu_mat *mat, const float *x,
+                              size_t x_stride, uint32_t m, const float *norm_w, float *y);
 /* Writes the message of a failure into w->err and returns st. */
 duet_status duet__cpu_fail(duet_worker *w, duet_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -106,8 +106,7 @@ static duet_status embed(duet_worker *w, const int32_t *tokens, uint32_t n_rows)
     for (uint32_t r = 0; r < n_rows; r++)
         duet_tensor_read_f32(w->embed, (uint64_t)tokens[r] * width, width, dst + r * stride);
     if (w->project_in)
-        st = duet__cpu_linear_run(w->dnn, w->project_in, w->s.h, stride, n_rows, w->s.x, w->err,
-                                  sizeof(w->err));
+        st = duet__cpu_mat_run(w, w->project_in, w->s.h, stride, n_rows, NULL, w->s.x);
     if (st || !w->positions)
         return st;
     for (uint32_t r = 0; r < n_rows; r++) {
@@ -134,10 +133,41 @@ static void norm(const duet_worker *w, const float *x, const float *wt, const fl
                             d->hidden_size);
 }
 
-#define RUN(lin, x, stride, m, y)                                                                  \
+duet_status duet__cpu_mat_run(duet_worker *w, const duet_cpu_mat *mat, const float *x,
+                              size_t x_stride, uint32_t m, const float *norm_w, float *y)
+{
+    float eps = (float)w->d->norm_eps;
+
+    if (mat->gemv.data && (!mat->dnn || m <= DUET_CPU_GEMV_MAX_M)) {
+        size_t need = duet__gemv_act_size(&mat->gemv, m);
+        duet_gemv_act a;
+
+        if (need > w->s.gemv_act_bytes) {
+            free(w->s.gemv_act);
+            w->s.gemv_act_bytes = 0;
+            need = (need + DUET_GEMV_ALIGN - 1) / DUET_GEMV_ALIGN * DUET_GEMV_ALIGN;
+            if (!(w->s.gemv_act = aligned_alloc(DUET_GEMV_ALIGN, need)))
+                return duet__cpu_fail(w, DUET_STATUS_OUT_OF_MEMORY,
+                                      "cpu worker: out of memory for the activations of %u rows",
+                                      m);
+            w->s.gemv_act_bytes = need;
+        }
+        duet__gemv_act_prepare(&mat->gemv, x, x_stride, m, norm_w, eps, w->s.gemv_act, &a);
+        duet__gemv_run(w->gemv, &mat->gemv, &a, y, mat->n);
+        return DUET_STATUS_OK;
+    }
+    if (norm_w) {
+        duet__cpu_rmsnorm(x, x_stride, norm_w, eps, w->s.h, mat->k, m, mat->k);
+        x = w->s.h;
+        x_stride = mat->k;
+    }
+    return duet__cpu_linear_run(w->dnn, mat->dnn, x, x_stride, m, y, w->err, sizeof(w->err));
+}
+
+#define RUN(mat, x, stride, m, y) RUN_NORMED(mat, x, stride, m, NULL, y)
+#define RUN_NORMED(mat, x, stride, m, norm_w, y)                                                   \
     do {                                                                                           \
-        duet_status st_ =                                                                          \
-            duet__cpu_linear_run(w->dnn, (lin), (x), (stride), (m), (y), w->err, sizeof(w->err));  \
+        duet_status st_ = duet__cpu_mat_run(w, (mat), (x), (stride), (m), (norm_w), (y));          \
         if (st_)                                                                                   \
             return st_;                                                                            \
     } while (0)
@@ -153,14 +183,17 @@ static duet_status attention_block(duet_worker *w, uint32_t l, const duet_cpu_se
     size_t q = (size_t)d->num_heads * hd, kv = (size_t)d->num_kv_heads * hd, stride = q + 2 * kv;
     bool pre = d->arch == DUET_ARCH_LLAMA || d->do_layer_norm_before;
 
-    if (pre)
-        norm(w, s->x, L->norm1_w, L->norm1_b, s->h, hidden, n_rows);
-    RUN(L->qkv, pre ? s->h : s->x, hidden, n_rows, s->qkv);
     if (d->arch == DUET_ARCH_LLAMA) {
-        duet__cpu_rope(s->qkv, stride, n_rows, d->num_heads, hd, s->cos_sin);
-        duet__cpu_rope(s->qkv + q, stride, n_rows, d->num_kv_heads, hd, s->cos_sin);
+        RUN_NORMED(L->qkv, s->x, hidden, n_rows, L->norm1_w, s->qkv);
+    } else {
+        if (pre)
+            norm(w, s->x, L->norm1_w, L->norm1_b, s->h, hidden, n_rows);
+        RUN(L->qkv, pre ? s->h : s->x, hidden, n_rows, s->qkv);
     }
-    duet__cpu_kv_write(&w->kv, l, segs, n_segs, s->qkv + q, s->qkv + q + kv, stride);
+    if (d->arch == DUET_ARCH_LLAMA)
+        duet__cpu_rope_kv_write(&w->kv, l, segs, n_segs, s->qkv, stride, d->num_heads, s->cos_sin);
+    else
+        duet__cpu_kv_write(&w->kv, l, segs, n_segs, s->qkv + q, s->qkv + q + kv, stride);
     duet__cpu_attention(&w->kv, l, segs, n_segs, d->num_heads, (float)(1.0 / sqrt((double)hd)),
                         s->qkv, stride, s->att, q);
     RUN(L->o, s->att, q, n_rows, s->h);
@@ -179,13 +212,13 @@ static duet_status mlp_block(duet_worker *w, uint32_t l, uint32_t n_rows)
     uint32_t hidden = d->hidden_size, inter = d->intermediate_size;
     bool pre = d->arch == DUET_ARCH_LLAMA || d->do_layer_norm_before;
 
-    if (pre)
-        norm(w, s->x, L->norm2_w, L->norm2_b, s->h, hidden, n_rows);
     if (d->arch == DUET_ARCH_LLAMA) {
-        RUN(L->gate_up, s->h, hidden, n_rows, s->mlp);
+        RUN_NORMED(L->gate_up, s->x, hidden, n_rows, L->norm2_w, s->mlp);
         duet__cpu_silu_mul(s->mlp, 2 * (size_t)inter, s->act, inter, n_rows, inter);
         RUN(L->down, s->act, inter, n_rows, s->h);
     } else {
+        if (pre)
+            norm(w, s->x, L->norm2_w, L->norm2_b, s->h, hidden, n_rows);
         RUN(L->fc1, pre ? s->h : s->x, hidden, n_rows, s->act);
         duet__cpu_relu(s->act, inter, n_rows, inter);
         RUN(L->fc2, s->act, inter, n_rows, s->h);
@@ -207,6 +240,10 @@ static duet_status head(duet_worker *w, const uint32_t *out_rows, uint32_t n_out
     for (uint32_t i = 0; i < n_out; i++)
         memcpy(s->final + (size_t)i * wide, s->x + (size_t)out_rows[i] * hidden,
                hidden * sizeof(float));
+    if (d->arch == DUET_ARCH_LLAMA) {
+        RUN_NORMED(w->lm_head, s->final, wide, n_out, w->final_w, s->logits);
+        return DUET_STATUS_OK;
+    }
     if (w->final_w)
         norm(w, s->final, w->final_w, w->final_b, s->final, wide, n_out);
     if (w->project_out) {

@@ -117,6 +117,20 @@ static size_t total_rows(const duet_cpu_seg *segs, uint32_t n_segs)
 
 /* ---- the paged KV cache ---------------------------------------------------------------------- */
 
+static void rope_head(float *restrict x, const float *restrict cs, uint32_t half)
+{
+    const float *restrict c = cs, *restrict s = cs + half;
+    float *restrict lo = x, *restrict hi = x + half;
+
+#pragma omp simd
+    for (uint32_t i = 0; i < half; i++) {
+        float x0 = lo[i], x1 = hi[i];
+
+        lo[i] = x0 * c[i] - x1 * s[i];
+        hi[i] = x1 * c[i] + x0 * s[i];
+    }
+}
+
 static void kv_store(const duet_cpu_kv *kv, size_t off, const float *src)
 {
     if (kv->bf16)
@@ -157,6 +171,32 @@ void duet__cpu_kv_write(const duet_cpu_kv *kv, uint32_t layer, const duet_cpu_se
             uint32_t i;
             const duet_cpu_seg *seg = seg_seek(&c, r, &i);
 
+            kv_write_row(kv, layer, seg, i, k, v, stride);
+        }
+    }
+}
+
+void duet__cpu_rope_kv_write(const duet_cpu_kv *kv, uint32_t layer, const duet_cpu_seg *segs,
+                             uint32_t n_segs, float *qkv, size_t stride, uint32_t num_heads,
+                             const float *cos_sin)
+{
+    size_t rows = total_rows(segs, n_segs);
+    size_t elems = rows * (num_heads + 2 * (size_t)kv->num_kv_heads) * kv->head_dim;
+    uint32_t hd = kv->head_dim, heads = num_heads + kv->num_kv_heads;
+    float *k = qkv + (size_t)num_heads * hd, *v = k + (size_t)kv->num_kv_heads * hd;
+
+#pragma omp parallel if (elems >= PAR_MIN_ELEMS)
+    {
+        size_t nthr = (size_t)omp_get_num_threads(), tid = (size_t)omp_get_thread_num();
+        size_t lo = rows * tid / nthr, hi = rows * (tid + 1) / nthr;
+        seg_cursor c = {.segs = segs};
+
+        for (size_t r = lo; r < hi; r++) {
+            uint32_t i;
+            const duet_cpu_seg *seg = seg_seek(&c, r, &i);
+
+            for (uint32_t h = 0; h < heads; h++) /* q then k heads, back to back */
+                rope_head(qkv + r * stride + (size_t)h * hd, cos_sin + r * hd, hd / 2);
             kv_write_row(kv, layer, seg, i, k, v, stride);
         }
     }
@@ -495,20 +535,6 @@ void duet__cpu_layernorm(const float *x, size_t x_stride, const float *w, const 
 }
 
 /* ---- RoPE ------------------------------------------------------------------------------------ */
-
-static void rope_head(float *restrict x, const float *restrict cs, uint32_t half)
-{
-    const float *restrict c = cs, *restrict s = cs + half;
-    float *restrict lo = x, *restrict hi = x + half;
-
-#pragma omp simd
-    for (uint32_t i = 0; i < half; i++) {
-        float x0 = lo[i], x1 = hi[i];
-
-        lo[i] = x0 * c[i] - x1 * s[i];
-        hi[i] = x1 * c[i] + x0 * s[i];
-    }
-}
 
 void duet__cpu_rope(float *x, size_t stride, uint32_t n_rows, uint32_t n_heads, uint32_t head_dim,
                     const float *cos_sin)

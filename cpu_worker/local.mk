@@ -1,7 +1,8 @@
 # CPU worker plugin (docs/cpu-worker.md): oneDNN GEMMs, paged attention, OpenMP threads.
 # Built when configure finds oneDNN and OpenMP; installed in $(pkglibdir).
-EXTRA_DIST += cpu_worker/cpu_worker-int.h
-CPU_WORKER_KERNEL_SOURCES = cpu_worker/cpu_worker-int.h cpu_worker/kernels.c cpu_worker/linear.c
+EXTRA_DIST += cpu_worker/cpu_worker-int.h cpu_worker/gemv.h
+CPU_WORKER_KERNEL_SOURCES = cpu_worker/cpu_worker-int.h cpu_worker/kernels.c cpu_worker/linear.c \
+	cpu_worker/gemv.h cpu_worker/gemv.c cpu_worker/gemv_avx512.c cpu_worker/gemv_avx2.c
 CPU_WORKER_CFLAGS = $(AM_CFLAGS) $(OPENMP_CFLAGS)
 CPU_WORKER_CPPFLAGS = $(AM_CPPFLAGS) $(ONEDNN_CPPFLAGS) -I$(top_srcdir)/sampling
 CPU_WORKER_LIBS = $(ONEDNN_LDFLAGS) $(ONEDNN_LIBS) -lm

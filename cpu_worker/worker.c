@@ -17,6 +17,7 @@
 
 #include <duet/plugin.h>
 
+#include <dnnl.h>
 #include <math.h>
 #include <omp.h>
 #include <stdarg.h>
@@ -56,7 +57,7 @@ static duet_status read_settings(duet_worker *w)
 {
     const char *dtype, *weights;
     char path[64];
-    int64_t threads = 0;
+    int64_t threads = 0, group = 32;
     duet_status st = setting_string(w, "dtype", &dtype);
 
     if (!st)
@@ -67,16 +68,37 @@ static duet_status read_settings(duet_worker *w)
         return fail(w, DUET_STATUS_UNSUPPORTED,
                     "cpu worker: %s.dtype = \"%s\": the CPU worker computes in \"f32\" or \"bf16\"",
                     w->section, dtype);
-    if (strcmp(weights, "auto") != 0 && strcmp(weights, dtype) != 0)
+    if (strcmp(weights, "int8") == 0)
+        w->quant = DUET_CPU_QUANT_INT8;
+    else if (strcmp(weights, "int4") == 0)
+        w->quant = DUET_CPU_QUANT_INT4;
+    else if (strcmp(weights, "auto") != 0 && strcmp(weights, dtype) != 0)
         return fail(w, DUET_STATUS_UNSUPPORTED,
                     "cpu worker: %s.weights = \"%s\" with dtype \"%s\": this worker keeps weights "
-                    "in its compute type (\"auto\" or \"%s\")",
+                    "in its compute type (\"auto\" or \"%s\") or quantises them (\"int8\", "
+                    "\"int4\")",
                     w->section, weights, dtype, dtype);
     w->bf16 = strcmp(dtype, "bf16") == 0;
     snprintf(path, sizeof(path), "%s.threads", w->section);
     if (w->host->config_get_int(w->host->ctx, path, &threads) != DUET_STATUS_OK)
         threads = 0;
     w->threads = threads > 0 ? (uint32_t)threads : (uint32_t)omp_get_num_procs();
+    /* the quantisation keys have defaults in the schema; a host without them gets these */
+    snprintf(path, sizeof(path), "%s.group_size", w->section);
+    w->host->config_get_int(w->host->ctx, path, &group);
+    if (group != 32 && group != 64 && group != 128)
+        return fail(w, DUET_STATUS_UNSUPPORTED,
+                    "cpu worker: %s.group_size = %lld: the CPU worker quantises in groups of 32, "
+                    "64 or 128",
+                    w->section, (long long)group);
+    w->group = (uint32_t)group;
+    w->zero_point = false;
+    snprintf(path, sizeof(path), "%s.zero_point", w->section);
+    w->host->config_get_bool(w->host->ctx, path, &w->zero_point);
+    w->quant_lm_head = true;
+    snprintf(path, sizeof(path), "%s.quantize_lm_head", w->section);
+    w->host->config_get_bool(w->host->ctx, path, &w->quant_lm_head);
+    w->gemv = duet__gemv_ops(duet__gemv_isa_best());
     return DUET_STATUS_OK;
 }
 
@@ -89,10 +111,53 @@ static const duet_tensor *tensor(duet_worker *w, int32_t layer, const char *name
                      : duet_model_layer_tensor(w->model, (uint32_t)layer, name);
 }
 
+static void mat_destroy(duet_cpu_mat *mat)
+{
+    if (!mat)
+        return;
+    duet__cpu_linear_destroy(mat->dnn);
+    duet__gemv_weight_free(&mat->gemv);
+    free(mat);
+}
+
+/* Packs W[n][k] (and bias) as the worker runs it: quantised for the own kernels; or for oneDNN
+ * in the compute type, plus a bf16 copy for the own kernels' small M where they are vectorised. */
+static duet_status mat_create(duet_worker *w, const char *name, const float *wt, const float *bias,
+                              uint32_t n, uint32_t k, bool lm_head, duet_cpu_mat **out)
+{
+    duet_cpu_mat *mat = calloc(1, sizeof(*mat));
+    duet_status st = DUET_STATUS_OK;
+
+    *out = NULL;
+    if (!mat)
+        return fail(w, DUET_STATUS_OUT_OF_MEMORY, "cpu worker: out of memory packing %s", name);
+    mat->n = n;
+    mat->k = k;
+    if (w->quant != DUET_CPU_QUANT_NONE && (!lm_head || w->quant_lm_head)) {
+        st = duet__gemv_weight_pack(&mat->gemv, name, wt, bias, n, k,
+                                    w->quant == DUET_CPU_QUANT_INT8 ? DUET_GEMV_INT8
+                                                                    : DUET_GEMV_INT4,
+                                    w->group, w->zero_point, w->err, sizeof(w->err));
+    } else {
+        st = duet__cpu_linear_create(w->dnn, name, wt, bias, n, k, w->bf16, &mat->dnn, w->err,
+                                     sizeof(w->err));
+        if (!st && w->bf16 && w->gemv != &duet__gemv_generic_ops)
+            st = duet__gemv_weight_pack(&mat->gemv, name, wt, bias, n, k, DUET_GEMV_BF16, 0, false,
+                                        w->err, sizeof(w->err));
+    }
+    if (st) {
+        mat_destroy(mat);
+        return st;
+    }
+    w->weight_bytes += (mat->dnn ? duet__cpu_linear_bytes(mat->dnn) : 0) + mat->gemv.bytes;
+    *out = mat;
+    return DUET_STATUS_OK;
+}
+
 /* Packs the rows of tensors names[0..n) (each [rows_i][k]) stacked into one linear map, with
  * their biases (bias_names may be NULL, or hold NULL entries for none). */
 static duet_status pack(duet_worker *w, int32_t layer, const char *const *names,
-                        const char *const *bias_names, size_t n, duet_cpu_linear **out)
+                        const char *const *bias_names, size_t n, bool lm_head, duet_cpu_mat **out)
 {
     const duet_tensor *t[4], *b[4] = {NULL, NULL, NULL, NULL};
     uint64_t rows = 0, k = 0, at = 0;
@@ -124,10 +189,7 @@ static duet_status pack(duet_worker *w, int32_t layer, const char *const *names,
             duet_tensor_read_f32(b[i], 0, b[i]->numel, bias + at);
         at += t[i]->shape[0];
     }
-    st = duet__cpu_linear_create(w->dnn, t[0]->name, wt, bias, (uint32_t)rows, (uint32_t)k, w->bf16,
-                                 out, w->err, sizeof(w->err));
-    if (!st)
-        w->weight_bytes += duet__cpu_linear_bytes(*out);
+    st = mat_create(w, t[0]->name, wt, bias, (uint32_t)rows, (uint32_t)k, lm_head, out);
     if (st == DUET_STATUS_UNSUPPORTED && w->bf16) {
         char why[sizeof(w->err)];
 
@@ -144,9 +206,9 @@ out_free:
 }
 
 static duet_status pack1(duet_worker *w, int32_t layer, const char *name, const char *bias,
-                         duet_cpu_linear **out)
+                         duet_cpu_mat **out)
 {
-    return pack(w, layer, &name, bias ? &bias : NULL, 1, out);
+    return pack(w, layer, &name, bias ? &bias : NULL, 1, false, out);
 }
 
 /* A norm vector as f32 (NULL name: none). */
@@ -167,12 +229,12 @@ static duet_status load_llama_layer(duet_worker *w, int32_t l, duet_cpu_layer *L
     static const char *const qkv[] = {"self_attn.q_proj.weight", "self_attn.k_proj.weight",
                                       "self_attn.v_proj.weight"};
     static const char *const gate_up[] = {"mlp.gate_proj.weight", "mlp.up_proj.weight"};
-    duet_status st = pack(w, l, qkv, NULL, 3, &L->qkv);
+    duet_status st = pack(w, l, qkv, NULL, 3, false, &L->qkv);
 
     if (!st)
         st = pack1(w, l, "self_attn.o_proj.weight", NULL, &L->o);
     if (!st)
-        st = pack(w, l, gate_up, NULL, 2, &L->gate_up);
+        st = pack(w, l, gate_up, NULL, 2, false, &L->gate_up);
     if (!st)
         st = pack1(w, l, "mlp.down_proj.weight", NULL, &L->down);
     if (!st)
@@ -188,7 +250,7 @@ static duet_status load_opt_layer(duet_worker *w, int32_t l, duet_cpu_layer *L)
                                       "self_attn.v_proj.weight"};
     static const char *const qkv_b[] = {"self_attn.q_proj.bias", "self_attn.k_proj.bias",
                                         "self_attn.v_proj.bias"};
-    duet_status st = pack(w, l, qkv, qkv_b, 3, &L->qkv);
+    duet_status st = pack(w, l, qkv, qkv_b, 3, false, &L->qkv);
 
     if (!st)
         st = pack1(w, l, "self_attn.out_proj.weight", "self_attn.out_proj.bias", &L->o);
@@ -232,9 +294,11 @@ static duet_status load_ends(duet_worker *w)
         if (!st)
             st = vec(w, -1, "model.decoder.final_layer_norm.bias", &w->final_b);
     }
-    if (!st)
-        st = pack1(w, -1, duet_model_tensor(w->model, "lm_head.weight") ? "lm_head.weight" : embed,
-                   NULL, &w->lm_head);
+    if (!st) {
+        const char *head = duet_model_tensor(w->model, "lm_head.weight") ? "lm_head.weight" : embed;
+
+        st = pack(w, -1, &head, NULL, 1, true, &w->lm_head);
+    }
     return st;
 }
 
@@ -261,12 +325,12 @@ static duet_status load_weights(duet_worker *w)
 
 static void free_layer(duet_cpu_layer *L)
 {
-    duet__cpu_linear_destroy(L->qkv);
-    duet__cpu_linear_destroy(L->o);
-    duet__cpu_linear_destroy(L->gate_up);
-    duet__cpu_linear_destroy(L->down);
-    duet__cpu_linear_destroy(L->fc1);
-    duet__cpu_linear_destroy(L->fc2);
+    mat_destroy(L->qkv);
+    mat_destroy(L->o);
+    mat_destroy(L->gate_up);
+    mat_destroy(L->down);
+    mat_destroy(L->fc1);
+    mat_destroy(L->fc2);
     free(L->norm1_w);
     free(L->norm1_b);
     free(L->norm2_w);
@@ -290,9 +354,9 @@ static void worker_destroy(duet_worker *w)
     for (uint32_t l = 0; w->layers && l < w->d->num_layers; l++)
         free_layer(&w->layers[l]);
     free(w->layers);
-    duet__cpu_linear_destroy(w->project_in);
-    duet__cpu_linear_destroy(w->project_out);
-    duet__cpu_linear_destroy(w->lm_head);
+    mat_destroy(w->project_in);
+    mat_destroy(w->project_out);
+    mat_destroy(w->lm_head);
     free(w->final_w);
     free(w->final_b);
     free(w->inv_freq);
@@ -300,7 +364,7 @@ static void worker_destroy(duet_worker *w)
         duet_sampler_destroy(w->samplers[i]);
     free(w->samplers);
     free(s->x), free(s->h), free(s->qkv), free(s->att), free(s->mlp), free(s->act);
-    free(s->cos_sin), free(s->pos), free(s->final), free(s->logits);
+    free(s->cos_sin), free(s->pos), free(s->final), free(s->logits), free(s->gemv_act);
     free(s->segs), free(s->row_base), free(s->tokens), free(s->logit_rows), free(s->dest);
     free_pool(&w->kv);
     free_pool(&w->swap);
@@ -449,6 +513,9 @@ static const char *worker_last_error(const duet_worker *w)
     return w ? w->err : "";
 }
 
+/* duet_worker_plugin.details: the kernels this CPU gets, filled by duet_plugin_query. */
+static char details[160];
+
 static const duet_worker_plugin plugin = {
     .struct_size = sizeof(duet_worker_plugin),
     .abi_major = DUET_ABI_MAJOR,
@@ -457,7 +524,7 @@ static const duet_worker_plugin plugin = {
     .name = "cpu",
     .version = CPU_WORKER_VERSION,
     .caps = DUET_CAP_TARGET | DUET_CAP_DRAFT | DUET_CAP_SWAP | DUET_CAP_F32 | DUET_CAP_BF16 |
-            DUET_CAP_PREFIX_CACHE,
+            DUET_CAP_INT8 | DUET_CAP_INT4 | DUET_CAP_PREFIX_CACHE,
     .create = worker_create,
     .destroy = worker_destroy,
     .describe = worker_describe,
@@ -465,6 +532,7 @@ static const duet_worker_plugin plugin = {
     .init_cache = worker_init_cache,
     .execute = duet__cpu_execute,
     .last_error = worker_last_error,
+    .details = details,
 };
 
 DUET_API const duet_worker_plugin *duet_plugin_query(uint32_t host_abi_major,
@@ -472,6 +540,12 @@ DUET_API const duet_worker_plugin *duet_plugin_query(uint32_t host_abi_major,
 
 const duet_worker_plugin *duet_plugin_query(uint32_t host_abi_major, const duet_host_services *host)
 {
+    duet_gemv_isa isa = duet__gemv_isa_best();
+
     (void)host;
+    snprintf(details, sizeof(details),
+             "GEMV kernels %s (CPUID%s); oneDNN %d.%d matmul for f32 and bf16 prefill",
+             duet__gemv_isa_name(isa), getenv("DUET_CPU_ISA") ? ", lowered by $DUET_CPU_ISA" : "",
+             (int)dnnl_version()->major, (int)dnnl_version()->minor);
     return host_abi_major == DUET_ABI_MAJOR ? &plugin : NULL;
 }

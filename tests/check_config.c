@@ -25,6 +25,9 @@ static const char *const all_keys[] = {
     "target.device",
     "target.dtype",
     "target.weights",
+    "target.group_size",
+    "target.zero_point",
+    "target.quantize_lm_head",
     "target.threads",
     "target.tensor_parallel",
     "speculative.draft_model",
@@ -32,6 +35,9 @@ static const char *const all_keys[] = {
     "speculative.device",
     "speculative.dtype",
     "speculative.weights",
+    "speculative.group_size",
+    "speculative.zero_point",
+    "speculative.quantize_lm_head",
     "speculative.threads",
     "speculative.tensor_parallel",
     "speculative.num_tokens",
@@ -242,6 +248,10 @@ START_TEST(test_defaults_are_returned_for_unset_keys)
     expect_string(cfg, "target.dtype", "bf16");
     expect_string(cfg, "target.weights", "auto");
     expect_int(cfg, "target.threads", 0);
+    expect_int(cfg, "target.group_size", 32);
+    expect_bool(cfg, "target.zero_point", false);
+    expect_bool(cfg, "target.quantize_lm_head", true);
+    expect_int(cfg, "speculative.group_size", 32);
     expect_int(cfg, "target.tensor_parallel", 1);
     expect_string(cfg, "speculative.worker", "cpu");
     expect_int(cfg, "speculative.num_tokens", 4);
@@ -375,6 +385,9 @@ START_TEST(test_full_file_sets_every_key)
     expect_string(cfg, "target.dtype", "f16");
     expect_string(cfg, "target.weights", "int8");
     expect_int(cfg, "target.threads", 12);
+    expect_int(cfg, "target.group_size", 64);
+    expect_bool(cfg, "target.zero_point", true);
+    expect_bool(cfg, "target.quantize_lm_head", false);
     expect_int(cfg, "target.tensor_parallel", 2);
     expect_string(cfg, "speculative.draft_model", "models/llama-68m");
     expect_string(cfg, "speculative.worker", "./build/duet_cpu_worker.so");
@@ -382,6 +395,9 @@ START_TEST(test_full_file_sets_every_key)
     expect_string(cfg, "speculative.dtype", "f32");
     expect_string(cfg, "speculative.weights", "int4");
     expect_int(cfg, "speculative.threads", 8);
+    expect_int(cfg, "speculative.group_size", 128);
+    expect_bool(cfg, "speculative.zero_point", true);
+    expect_bool(cfg, "speculative.quantize_lm_head", false);
     expect_int(cfg, "speculative.tensor_parallel", 4);
     expect_int(cfg, "speculative.num_tokens", 7);
     expect_string(cfg, "speculative.acceptance", "typical");
@@ -457,8 +473,8 @@ START_TEST(test_source_names_file_and_line_of_each_key)
 {
     duet_config *cfg = load_good("good-full.cfg");
     char *path = config_path("good-full.cfg");
-    char *block_size = concat(path, ":36");
-    char *draft = concat(path, ":18");
+    char *block_size = concat(path, ":42");
+    char *draft = concat(path, ":21");
 
     ck_assert_str_eq(duet_config_source(cfg, "cache.block_size"), block_size);
     ck_assert_str_eq(duet_config_source(cfg, "speculative.draft_model"), draft);
@@ -824,6 +840,12 @@ START_TEST(test_override_rejects_out_of_range_values)
     expect_set_error("cache.block_size=32768", DUET_STATUS_BAD_CONFIG,
                      "--set cache.block_size=32768: cache.block_size: must be a power of two in "
                      "1..256, got 32768");
+    expect_set_error("speculative.group_size=48", DUET_STATUS_BAD_CONFIG,
+                     "--set speculative.group_size=48: speculative.group_size: must be a power of "
+                     "two in 32..128, got 48");
+    expect_set_error("target.group_size=16", DUET_STATUS_BAD_CONFIG,
+                     "--set target.group_size=16: target.group_size: must be a power of two in "
+                     "32..128, got 16");
     expect_set_error("target.tensor_parallel=0", DUET_STATUS_BAD_CONFIG,
                      "--set target.tensor_parallel=0: target.tensor_parallel: must be an integer "
                      "in 1..64, got 0");

@@ -11,17 +11,24 @@
  *   linear f32        |got − ref| ≤ 1e-5 × (Σ|x·w| + |b|)
  *   linear bf16       |got − ref| ≤ 2⁻⁷ × Σ|x·w| + 1e-5 × |b| (x and w each rounded by at most
  *                     2⁻⁹ relative), and per row rms(error) ≤ 1e-2 × rms(ref)
+ *   f16 conversion    exact: round to nearest, ties to even, subnormals, inf, NaN
+ *   GEMV (gemv.h)     |got − ref| ≤ 1e-5 × (Σ|w·x| + |b|) + 1e-30, ref from the packed weights'
+ *                     own dequantised values and the prepared activations' values, for every
+ *                     ISA the CPU runs (DUET_TEST_GEMV_LOG=1 prints the worst ratio seen);
+ *                     quantised weights within s / 2 plus f16 slack, prepared q within sx / 2
  *
- * The suite compiles kernels.c and linear.c in (cpu_worker/local.mk). Checks inside loops only
- * call Check on failure (it records every passed assertion).
+ * The suite compiles kernels.c, linear.c and gemv*.c in (cpu_worker/local.mk). Checks inside
+ * loops only call Check on failure (it records every passed assertion).
  */
 #include "../cpu_worker/cpu_worker-int.h"
+#include "../cpu_worker/gemv.h"
 
 #include "check_util.h"
 #include "test_rng.h"
 
 #include <check.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -409,6 +416,50 @@ START_TEST(test_kv_write_puts_each_row_in_its_block_and_slot_and_nowhere_else)
 {
     check_kv_write(false);
     check_kv_write(true);
+}
+END_TEST
+
+/* The fused RoPE + KV write leaves the same q, k and cache as RoPE on q and k, then the write. */
+static void check_rope_kv_write(bool bf16)
+{
+    enum { HEADS = 4, KVH = 2, D = 8, N = 7, POS = 2 };
+    const size_t stride = (HEADS + 2 * KVH) * D + 5;
+    uint32_t table[4] = {0, 1, 2, 3}, pos[N + 3];
+    duet_cpu_seg segs[2] = {{.block_table = table, .pos = POS, .n = 4, .row0 = 0},
+                            {.block_table = table + 2, .pos = 1, .n = 3, .row0 = 4}};
+    float *a = rand_floats(N * stride, 1.0f, 0.0f), *b = malloc(N * stride * sizeof(float));
+    float *cs = malloc(N * D * sizeof(float));
+    double inv_freq[D / 2];
+    duet_cpu_kv ka, kb;
+
+    ck_assert(b && cs);
+    memcpy(b, a, N * stride * sizeof(float));
+    for (uint32_t i = 0; i < D / 2; i++)
+        inv_freq[i] = pow(10000.0, -2.0 * i / D);
+    for (uint32_t r = 0; r < N; r++)
+        pos[r] = r < 4 ? POS + r : 1 + (r - 4);
+    duet__cpu_rope_angles(inv_freq, D, pos, N, cs);
+    duet__cpu_kv_layout(&ka, 4, 2, KVH, D, bf16);
+    kb = ka;
+    pool_init(&ka, 4);
+    pool_init(&kb, 4);
+    duet__cpu_rope(a, stride, N, HEADS, D, cs);
+    duet__cpu_rope(a + HEADS * D, stride, N, KVH, D, cs);
+    duet__cpu_kv_write(&ka, 1, segs, 2, a + HEADS * D, a + (HEADS + KVH) * D, stride);
+    duet__cpu_rope_kv_write(&kb, 1, segs, 2, b, stride, HEADS, cs);
+    ck_assert(memcmp(a, b, N * stride * sizeof(float)) == 0);
+    ck_assert(memcmp(ka.base, kb.base, 4 * ka.block_bytes) == 0);
+    free(ka.base);
+    free(kb.base);
+    free(a);
+    free(b);
+    free(cs);
+}
+
+START_TEST(test_fused_rope_and_kv_write_equal_rope_then_write)
+{
+    check_rope_kv_write(false);
+    check_rope_kv_write(true);
 }
 END_TEST
 
@@ -816,6 +867,692 @@ START_TEST(test_linear_run_of_no_rows_does_nothing_and_bad_strides_are_refused)
 }
 END_TEST
 
+/* ---- GEMV on packed weights (gemv.h) --------------------------------------------------------- */
+
+/*
+ * Every ISA this CPU runs whose table has a kernel for the format is checked, so the AVX kernels
+ * are tested as soon as they exist. The reference is the packed matrix's own dequantised weights
+ * (duet__gemv_weight_get) times the prepared activations' values (bf16, or q × sx) in double: what
+ * remains is the kernels' f32 arithmetic, |y − ref| ≤ 1e-5 × (Σ_k |w·x| + |bias|) + 1e-30.
+ */
+enum { GEMV_MAX_M = 33, GEMV_YPAD = 3 };
+
+static const uint32_t gemv_ms[] = {1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 33};
+static const struct {
+    uint32_t n, k;
+    bool bias;
+} gemv_shapes[] = {{37, 200, true}, {16, 32, false}, {300, 768, true}, {100, 1000, false}};
+static const uint32_t gemv_groups[] = {32, 64, 128};
+static double gemv_worst; /* largest |y − ref| / (Σ|w·x| + |b|) seen, for the log */
+
+static const char *fmt_name(duet_gemv_fmt fmt)
+{
+    return fmt == DUET_GEMV_BF16 ? "bf16" : fmt == DUET_GEMV_INT8 ? "int8" : "int4";
+}
+
+static duet_gemv_kernel ops_kernel(const duet_gemv_ops *ops, duet_gemv_fmt fmt)
+{
+    return fmt == DUET_GEMV_BF16 ? ops->bf16 : fmt == DUET_GEMV_INT8 ? ops->int8 : ops->int4;
+}
+
+/* The ops tables to test for fmt: supported here and with a kernel. */
+static unsigned gemv_isas(duet_gemv_fmt fmt, const duet_gemv_ops *out[3])
+{
+    unsigned n = 0;
+
+    for (int isa = DUET_GEMV_GENERIC; isa <= DUET_GEMV_AVX512; isa++) {
+        const duet_gemv_ops *ops = duet__gemv_ops((duet_gemv_isa)isa);
+
+        if (duet__gemv_isa_supported((duet_gemv_isa)isa) && ops_kernel(ops, fmt))
+            out[n++] = ops;
+    }
+    return n;
+}
+
+static void *gemv_act_alloc(const duet_gemv_weight *w, uint32_t m)
+{
+    void *buf = aligned_alloc(DUET_GEMV_ALIGN, duet__gemv_act_size(w, m));
+
+    ck_assert_ptr_nonnull(buf);
+    return buf;
+}
+
+/* The value a prepared activation stands for. */
+static double act_at(const duet_gemv_act *a, uint32_t r, uint32_t i)
+{
+    size_t at = (size_t)r * a->k_pad + i;
+
+    if (a->bf16)
+        return duet__cpu_bf16_to_f32(a->bf16[at]);
+    return a->q[at] * (double)a->scale[(size_t)r * (a->k_pad / a->group) + i / a->group];
+}
+
+static double *dequantised(const duet_gemv_weight *w)
+{
+    double *wd = malloc((size_t)w->n * w->k * sizeof(double));
+
+    ck_assert_ptr_nonnull(wd);
+    for (uint32_t j = 0; j < w->n; j++)
+        for (uint32_t i = 0; i < w->k; i++)
+            wd[(size_t)j * w->k + i] = duet__gemv_weight_get(w, j, i);
+    return wd;
+}
+
+/* ref and mag ([m][n]): Σ w·x + b and Σ |w·x| + |b| in double. */
+static void gemv_reference(const duet_gemv_weight *w, const double *wd, const duet_gemv_act *a,
+                           double *ref, double *mag)
+{
+    double *xd = malloc((size_t)w->k * sizeof(double));
+
+    ck_assert_ptr_nonnull(xd);
+    for (uint32_t r = 0; r < a->m; r++) {
+        for (uint32_t i = 0; i < w->k; i++)
+            xd[i] = act_at(a, r, i);
+        for (uint32_t j = 0; j < w->n; j++) {
+            double s = w->bias ? w->bias[j] : 0, t = w->bias ? fabs(w->bias[j]) : 0;
+
+            for (uint32_t i = 0; i < w->k; i++) {
+                double p = wd[(size_t)j * w->k + i] * xd[i];
+
+                s += p;
+                t += fabs(p);
+            }
+            ref[(size_t)r * w->n + j] = s;
+            mag[(size_t)r * w->n + j] = t;
+        }
+    }
+    free(xd);
+}
+
+/* Runs ops on a and checks y against ref, and that no padding column was written. */
+static void check_gemv_run(const duet_gemv_ops *ops, const duet_gemv_weight *w,
+                           const duet_gemv_act *a, const double *ref, const double *mag)
+{
+    size_t ys = (size_t)w->n + GEMV_YPAD;
+    float *y = malloc(a->m * ys * sizeof(float));
+
+    ck_assert_ptr_nonnull(y);
+    for (size_t i = 0; i < a->m * ys; i++)
+        y[i] = NAN;
+    duet__gemv_run(ops, w, a, y, ys);
+    for (uint32_t r = 0; r < a->m; r++) {
+        for (uint32_t j = 0; j < w->n; j++) {
+            double got = y[r * ys + j], want = ref[(size_t)r * w->n + j];
+            double m = mag[(size_t)r * w->n + j];
+
+            CHECK_CLOSE(got, want, 1e-5 * m + 1e-30, "%s %s group %u%s n %u k %u m %u: y[%u][%u]",
+                        ops->name, fmt_name(w->fmt), w->group, w->asym ? " asym" : "", w->n, w->k,
+                        a->m, r, j);
+            if (fabs(got - want) / (m + 1e-30) > gemv_worst)
+                gemv_worst = fabs(got - want) / (m + 1e-30);
+        }
+        for (uint32_t j = w->n; j < ys; j++)
+            if (!isnan(y[r * ys + j]))
+                ck_abort_msg("%s %s: padding y[%u][%u] written", ops->name, fmt_name(w->fmt), r, j);
+    }
+    free(y);
+}
+
+/* One packed weight against every m and every ISA. */
+static void check_gemv_shape(duet_gemv_fmt fmt, uint32_t group, bool asym, uint32_t n, uint32_t k,
+                             bool with_bias)
+{
+    const duet_gemv_ops *isas[3];
+    unsigned n_isas = gemv_isas(fmt, isas);
+    size_t xs = (size_t)k + 5;
+    float *W = rand_floats((size_t)n * k, 1.0f, 0.0f), *bias = rand_floats(n, 1.0f, 0.0f);
+    float *x = rand_floats(GEMV_MAX_M * xs, 2.0f, 0.0f);
+    double *ref = malloc((size_t)GEMV_MAX_M * n * sizeof(double));
+    double *mag = malloc((size_t)GEMV_MAX_M * n * sizeof(double)), *wd;
+    duet_gemv_weight w;
+
+    ck_assert(ref && mag);
+    ck_assert_msg(duet__gemv_weight_pack(&w, "w", W, with_bias ? bias : NULL, n, k, fmt, group,
+                                         asym, err, sizeof(err)) == DUET_STATUS_OK,
+                  "%s", err);
+    wd = dequantised(&w);
+    for (size_t mi = 0; mi < sizeof(gemv_ms) / sizeof(gemv_ms[0]); mi++) {
+        void *buf = gemv_act_alloc(&w, gemv_ms[mi]);
+        duet_gemv_act a;
+
+        duet__gemv_act_prepare(&w, x, xs, gemv_ms[mi], NULL, 0.0f, buf, &a);
+        gemv_reference(&w, wd, &a, ref, mag);
+        for (unsigned i = 0; i < n_isas; i++)
+            check_gemv_run(isas[i], &w, &a, ref, mag);
+        free(buf);
+    }
+    duet__gemv_weight_free(&w);
+    free(wd);
+    free(ref);
+    free(mag);
+    free(x);
+    free(bias);
+    free(W);
+}
+
+static void check_gemv_fmt(duet_gemv_fmt fmt)
+{
+    gemv_worst = 0;
+    for (size_t gi = 0; gi < sizeof(gemv_groups) / sizeof(gemv_groups[0]); gi++)
+        for (int asym = 0; asym < 2; asym++)
+            for (size_t s = 0; s < sizeof(gemv_shapes) / sizeof(gemv_shapes[0]); s++) {
+                if (fmt == DUET_GEMV_BF16 && (gi > 0 || asym))
+                    continue;
+                check_gemv_shape(fmt, fmt == DUET_GEMV_BF16 ? 0 : gemv_groups[gi], asym,
+                                 gemv_shapes[s].n, gemv_shapes[s].k, gemv_shapes[s].bias);
+            }
+    if (getenv("DUET_TEST_GEMV_LOG")) {
+        const duet_gemv_ops *isas[3];
+        unsigned n = gemv_isas(fmt, isas);
+
+        fprintf(stderr,
+                "gemv %s on %u ISA(s), last %s: worst |y - ref| / (sum |w x| + |b|) = %.3g\n",
+                fmt_name(fmt), n, isas[n - 1]->name, gemv_worst);
+    }
+}
+
+START_TEST(test_gemv_bf16_matches_the_reference_for_every_isa_m_and_shape)
+{
+    check_gemv_fmt(DUET_GEMV_BF16);
+}
+END_TEST
+
+START_TEST(test_gemv_int8_matches_the_reference_for_every_isa_group_m_and_shape)
+{
+    check_gemv_fmt(DUET_GEMV_INT8);
+}
+END_TEST
+
+START_TEST(test_gemv_int4_matches_the_reference_for_every_isa_group_m_and_shape)
+{
+    check_gemv_fmt(DUET_GEMV_INT4);
+}
+END_TEST
+
+/* Rows of W with their own scale and offset (a zero row, a constant row, big and small rows):
+ * scale 10^(−3 .. 1), offset ±scale × 2 for asymmetric rows. */
+static float *gemv_rows_of_many_scales(uint32_t n, uint32_t k)
+{
+    float *W = malloc((size_t)n * k * sizeof(float));
+
+    ck_assert_ptr_nonnull(W);
+    for (uint32_t j = 0; j < n; j++) {
+        float scale = powf(10.0f, urand() * 2.0f - 1.0f), offset = urand() * 2.0f * scale;
+
+        for (uint32_t i = 0; i < k; i++)
+            W[(size_t)j * k + i] = j == 0 ? 0.0f : j == 1 ? 0.75f : urand() * scale + offset;
+    }
+    return W;
+}
+
+/* |W' − W| ≤ s / 2 for every weight, s recomputed here from the group (gemv.h's formula), with
+ * slack for s and m being f16: s rounds by ds = max(2⁻¹¹ s, 2⁻²⁵) (2⁻²⁵ where s is subnormal in
+ * f16, group max below about 127 × 2⁻¹⁴), which the top code multiplies (umax × ds, the clamp);
+ * m by dm = max(2⁻¹¹ |min|, 2⁻²⁵); and f32 rounding 1e-6 × (|min| + |max|). */
+static void check_quantisation(duet_gemv_fmt fmt, uint32_t group, bool asym)
+{
+    enum { N = 21, K = 300 };
+    float *W = gemv_rows_of_many_scales(N, K);
+    duet_gemv_weight w;
+
+    ck_assert_msg(duet__gemv_weight_pack(&w, "q", W, NULL, N, K, fmt, group, asym, err,
+                                         sizeof(err)) == DUET_STATUS_OK,
+                  "%s", err);
+    for (uint32_t j = 0; j < N; j++)
+        for (uint32_t g0 = 0; g0 < K; g0 += group) {
+            uint32_t g1 = g0 + group < K ? g0 + group : K;
+            double lo = W[(size_t)j * K + g0], hi = lo, amax = 0, s, tol, umax;
+
+            for (uint32_t i = g0; i < g1; i++) {
+                lo = fmin(lo, W[(size_t)j * K + i]);
+                hi = fmax(hi, W[(size_t)j * K + i]);
+                amax = fmax(amax, fabs(W[(size_t)j * K + i]));
+            }
+            s = asym ? (hi - lo) / (fmt == DUET_GEMV_INT8 ? 255 : 15)
+                     : amax / (fmt == DUET_GEMV_INT8 ? 127 : 7);
+            umax = asym ? (fmt == DUET_GEMV_INT8 ? 255 : 15) : (fmt == DUET_GEMV_INT8 ? 127 : 7);
+            tol = s / 2 + umax * fmax(0x1p-11 * s, 0x1p-25) +
+                  (asym ? fmax(0x1p-11 * fabs(lo), 0x1p-25) : 0) + 1e-6 * (fabs(lo) + fabs(hi));
+            for (uint32_t i = g0; i < g1; i++)
+                CHECK_CLOSE(duet__gemv_weight_get(&w, j, i), W[(size_t)j * K + i], tol,
+                            "%s group %u%s: W[%u][%u]", fmt_name(fmt), group, asym ? " asym" : "",
+                            j, i);
+        }
+    for (uint32_t j = N; j < w.n_pad; j++) /* padded rows are zero */
+        for (uint32_t i = 0; i < w.k_pad; i++)
+            if (duet__gemv_weight_get(&w, j, i) != 0.0f)
+                ck_abort_msg("padded row %u col %u is not zero", j, i);
+    for (uint32_t j = 0; j < N && !asym; j++) /* symmetric padded columns exactly zero */
+        for (uint32_t i = K; i < w.k_pad; i++)
+            if (duet__gemv_weight_get(&w, j, i) != 0.0f)
+                ck_abort_msg("row %u padded col %u is not zero", j, i);
+    duet__gemv_weight_free(&w);
+    free(W);
+}
+
+START_TEST(test_gemv_quantised_weights_are_within_half_a_step_of_the_originals)
+{
+    for (int fmt = DUET_GEMV_INT8; fmt <= DUET_GEMV_INT4; fmt++)
+        for (size_t gi = 0; gi < sizeof(gemv_groups) / sizeof(gemv_groups[0]); gi++)
+            for (int asym = 0; asym < 2; asym++)
+                check_quantisation((duet_gemv_fmt)fmt, gemv_groups[gi], asym);
+}
+END_TEST
+
+START_TEST(test_gemv_bf16_weights_are_the_nearest_even_bf16_and_padding_is_zero)
+{
+    enum { N = 19, K = 45 };
+    float *W = rand_floats((size_t)N * K, 100.0f, 0.0f);
+    duet_gemv_weight w;
+
+    ck_assert(duet__gemv_weight_pack(&w, "b", W, NULL, N, K, DUET_GEMV_BF16, 0, false, err,
+                                     sizeof(err)) == DUET_STATUS_OK);
+    ck_assert_uint_eq(w.n_pad, 32);
+    ck_assert_uint_eq(w.k_pad, 64);
+    ck_assert_uint_eq(w.tile_bytes, 64 * 32);
+    ck_assert_uint_eq(w.bytes, 2 * 64 * 32);
+    ck_assert_uint_eq((uintptr_t)w.data % DUET_GEMV_ALIGN, 0);
+    for (uint32_t j = 0; j < w.n_pad; j++)
+        for (uint32_t i = 0; i < w.k_pad; i++) {
+            float want = j < N && i < K
+                             ? duet__cpu_bf16_to_f32(duet__cpu_f32_to_bf16(W[(size_t)j * K + i]))
+                             : 0.0f;
+
+            if (duet__gemv_weight_get(&w, j, i) != want)
+                ck_abort_msg("W[%u][%u]: %g, want %g", j, i, duet__gemv_weight_get(&w, j, i), want);
+        }
+    duet__gemv_weight_free(&w);
+    free(W);
+}
+END_TEST
+
+/* The bytes where gemv.h puts row j, column i, read here independently of gemv.c: the weight
+ * they stand for must be duet__gemv_weight_get's. */
+static double layout_weight(const duet_gemv_weight *w, uint32_t j, uint32_t i)
+{
+    const uint8_t *tile = (const uint8_t *)w->data + (size_t)(j / 16) * w->tile_bytes;
+    const uint8_t *blk;
+    uint16_t s16, m16 = 0;
+    size_t codes;
+    int u;
+
+    if (w->fmt == DUET_GEMV_BF16) {
+        uint32_t word;
+
+        memcpy(&word, tile + (size_t)(i / 2) * 64 + 4 * (j % 16), 4);
+        return duet__cpu_bf16_to_f32((uint16_t)(i % 2 ? word >> 16 : word & 0xffff));
+    }
+    blk = tile + (size_t)(i / w->group) * w->group_bytes;
+    i %= w->group;
+    codes = w->fmt == DUET_GEMV_INT8 ? w->group * 16 : w->group * 8;
+    ck_assert_uint_eq(w->group_bytes, codes + (w->asym ? 64 : 32));
+    if (w->fmt == DUET_GEMV_INT8)
+        u = blk[(i / 4) * 64 + 4 * (j % 16) + i % 4];
+    else
+        u = (blk[(i / 8) * 64 + 4 * (j % 16) + i % 4] >> (i % 8 >= 4 ? 4 : 0)) & 0x0f;
+    memcpy(&s16, blk + codes + 2 * (j % 16), 2);
+    if (w->asym)
+        memcpy(&m16, blk + codes + 32 + 2 * (j % 16), 2);
+    if (w->asym)
+        return (double)duet__gemv_f16_to_f32(s16) * u + duet__gemv_f16_to_f32(m16);
+    return (double)duet__gemv_f16_to_f32(s16) * (u - (w->fmt == DUET_GEMV_INT8 ? 128 : 8));
+}
+
+START_TEST(test_gemv_packed_bytes_follow_the_layout_of_gemv_h)
+{
+    enum { N = 40, K = 200 };
+    float *W = rand_floats((size_t)N * K, 1.0f, 0.0f);
+
+    for (int fmt = DUET_GEMV_BF16; fmt <= DUET_GEMV_INT4; fmt++)
+        for (size_t gi = 0; gi < 3; gi++)
+            for (int asym = 0; asym < 2; asym++) {
+                duet_gemv_weight w;
+
+                if (fmt == DUET_GEMV_BF16 && (gi || asym))
+                    continue;
+                ck_assert(duet__gemv_weight_pack(&w, "l", W, NULL, N, K, (duet_gemv_fmt)fmt,
+                                                 gemv_groups[gi], asym, err,
+                                                 sizeof(err)) == DUET_STATUS_OK);
+                for (uint32_t j = 0; j < N; j++)
+                    for (uint32_t i = 0; i < K; i++)
+                        if (layout_weight(&w, j, i) != duet__gemv_weight_get(&w, j, i))
+                            ck_abort_msg("%s group %u%s: W[%u][%u] is %g in the bytes, %g got",
+                                         fmt_name((duet_gemv_fmt)fmt), w.group, asym ? " asym" : "",
+                                         j, i, layout_weight(&w, j, i),
+                                         duet__gemv_weight_get(&w, j, i));
+                duet__gemv_weight_free(&w);
+            }
+    free(W);
+}
+END_TEST
+
+/* Prepared int8 rows: sx = amax / 127 of the group's values v (0 for a zero group), q in range,
+ * |q × sx − v| ≤ sx / 2 × (1 + 1e-6), Σ q right, padding 0; bf16 rows the nearest even bf16. */
+static void check_prepared(const duet_gemv_weight *w, const duet_gemv_act *a, const float *v,
+                           size_t vs)
+{
+    for (uint32_t r = 0; r < a->m; r++) {
+        if (w->fmt == DUET_GEMV_BF16) {
+            for (uint32_t i = 0; i < w->k_pad; i++)
+                if (a->bf16[(size_t)r * a->k_pad + i] !=
+                    (i < w->k ? duet__cpu_f32_to_bf16(v[r * vs + i]) : 0))
+                    ck_abort_msg("bf16 row %u col %u", r, i);
+            continue;
+        }
+        for (uint32_t g = 0; g < w->k_pad / w->group; g++) {
+            uint32_t g0 = g * w->group, g1 = g0 + w->group < w->k ? g0 + w->group : w->k;
+            size_t gi = (size_t)r * (w->k_pad / w->group) + g;
+            float amax = 0, sx = a->scale[gi];
+            int32_t sum = 0;
+
+            for (uint32_t i = g0; i < g1; i++)
+                amax = fmaxf(amax, fabsf(v[r * vs + i]));
+            if (sx != amax / 127.0f)
+                ck_abort_msg("row %u group %u: sx %g, want %g", r, g, sx, amax / 127.0f);
+            for (uint32_t i = g0; i < g0 + w->group; i++) {
+                int q = a->q[(size_t)r * a->k_pad + i];
+
+                if (q < -127 || q > 127 || (i >= g1 && q != 0))
+                    ck_abort_msg("row %u col %u: q %d", r, i, q);
+                sum += q;
+                if (i < g1)
+                    CHECK_CLOSE((double)q * sx, v[r * vs + i], sx / 2 * (1 + 1e-6), "row %u col %u",
+                                r, i);
+            }
+            if (a->qsum[gi] != sum)
+                ck_abort_msg("row %u group %u: qsum %d, want %d", r, g, a->qsum[gi], sum);
+        }
+    }
+}
+
+START_TEST(test_gemv_prepared_activations_are_rounded_per_group_and_zero_padded)
+{
+    enum { M = 5, K = 200, XS = 203 };
+    float *x = rand_floats((size_t)M * XS, 3.0f, 0.0f);
+
+    for (uint32_t i = 0; i < 128; i++) /* zero groups in row 1 */
+        x[XS + i] = 0.0f;
+    for (int fmt = DUET_GEMV_BF16; fmt <= DUET_GEMV_INT4; fmt++)
+        for (size_t gi = 0; gi < 3; gi++) {
+            float *W = rand_floats((size_t)16 * K, 1.0f, 0.0f);
+            duet_gemv_weight w;
+            duet_gemv_act a;
+            void *buf;
+
+            ck_assert(duet__gemv_weight_pack(&w, "a", W, NULL, 16, K, (duet_gemv_fmt)fmt,
+                                             gemv_groups[gi], false, err,
+                                             sizeof(err)) == DUET_STATUS_OK);
+            buf = gemv_act_alloc(&w, M);
+            duet__gemv_act_prepare(&w, x, XS, M, NULL, 0.0f, buf, &a);
+            ck_assert_uint_eq(a.m, M);
+            ck_assert_uint_eq(a.k_pad, w.k_pad);
+            ck_assert_uint_eq(a.group, w.group);
+            if (fmt != DUET_GEMV_BF16) {
+                ck_assert_uint_eq((uintptr_t)a.scale % DUET_GEMV_ALIGN, 0);
+                ck_assert_uint_eq((uintptr_t)a.qsum % DUET_GEMV_ALIGN, 0);
+                ck_assert_float_eq(a.scale[w.k_pad / w.group], 0.0f);
+            }
+            check_prepared(&w, &a, x, XS);
+            free(buf);
+            duet__gemv_weight_free(&w);
+            free(W);
+        }
+    free(x);
+}
+END_TEST
+
+/* The fused RMSNorm prepares what an RMS-normalised copy (double) prepares: sx within 1e-6
+ * relative, q within one step (a value on a rounding tie may go either way), bf16 within one
+ * bf16 step; and the fused values are within sx / 2 + 2e-6 × amax of the normalised copy. */
+START_TEST(test_gemv_fused_rmsnorm_prepares_what_a_normalised_copy_prepares)
+{
+    enum { M = 4, K = 300, XS = 301 };
+    const float eps = 1e-5f;
+    float *x = rand_floats((size_t)M * XS, 4.0f, 0.5f), *nw = rand_floats(K, 0.5f, 1.0f);
+    float *xn = malloc((size_t)M * XS * sizeof(float));
+
+    ck_assert_ptr_nonnull(xn);
+    for (uint32_t r = 0; r < M; r++) {
+        double ss = 0;
+
+        for (uint32_t i = 0; i < K; i++)
+            ss += (double)x[r * XS + i] * x[r * XS + i];
+        for (uint32_t i = 0; i < K; i++)
+            xn[r * XS + i] = (float)(x[r * XS + i] / sqrt(ss / K + eps) * nw[i]);
+    }
+    for (int fmt = DUET_GEMV_BF16; fmt <= DUET_GEMV_INT8; fmt++) {
+        float *W = rand_floats((size_t)16 * K, 1.0f, 0.0f);
+        duet_gemv_weight w;
+        duet_gemv_act a, b;
+        void *fused, *copy;
+
+        ck_assert(duet__gemv_weight_pack(&w, "n", W, NULL, 16, K, (duet_gemv_fmt)fmt, 64, false,
+                                         err, sizeof(err)) == DUET_STATUS_OK);
+        fused = gemv_act_alloc(&w, M);
+        copy = gemv_act_alloc(&w, M);
+        duet__gemv_act_prepare(&w, x, XS, M, nw, eps, fused, &a);
+        duet__gemv_act_prepare(&w, xn, XS, M, NULL, 0.0f, copy, &b);
+        for (uint32_t r = 0; r < M; r++)
+            for (uint32_t i = 0; i < w.k_pad; i++) {
+                size_t at = (size_t)r * w.k_pad + i, gi = at / (w.group ? w.group : 1);
+
+                if (fmt == DUET_GEMV_BF16) {
+                    if (abs((int)a.bf16[at] - (int)b.bf16[at]) > 1)
+                        ck_abort_msg("bf16 row %u col %u", r, i);
+                    continue;
+                }
+                CHECK_CLOSE(a.scale[gi], b.scale[gi], 1e-6 * b.scale[gi], "row %u group %zu", r,
+                            gi);
+                if (abs(a.q[at] - b.q[at]) > 1)
+                    ck_abort_msg("row %u col %u: q %d vs %d", r, i, a.q[at], b.q[at]);
+                if (i < K)
+                    CHECK_CLOSE(a.q[at] * (double)a.scale[gi], xn[r * XS + i],
+                                a.scale[gi] / 2 + 2e-6 * 127 * a.scale[gi], "row %u col %u", r, i);
+            }
+        free(fused);
+        free(copy);
+        duet__gemv_weight_free(&w);
+        free(W);
+    }
+    free(xn);
+    free(nw);
+    free(x);
+}
+END_TEST
+
+/* y of one run with `threads` OpenMP threads. */
+static float *gemv_run_threads(const duet_gemv_ops *ops, const duet_gemv_weight *w,
+                               const duet_gemv_act *a, int threads)
+{
+    float *y = calloc((size_t)a->m * w->n, sizeof(float));
+
+    ck_assert_ptr_nonnull(y);
+    omp_set_num_threads(threads);
+    duet__gemv_run(ops, w, a, y, w->n);
+    return y;
+}
+
+/* Threads split tiles, so 1, 2 or 3 threads give the same bits; and a kernel called on pieces
+ * [0, t1), [t1, t2), [t2, T) writes what one call on [0, T) writes. */
+static void check_gemv_split(const duet_gemv_ops *ops, const duet_gemv_weight *w,
+                             const duet_gemv_act *a)
+{
+    uint32_t tiles = w->n_pad / 16, t1 = tiles / 3, t2 = tiles - 1;
+    duet_gemv_kernel kernel = ops_kernel(ops, w->fmt);
+    float *y1 = gemv_run_threads(ops, w, a, 1), *y2 = gemv_run_threads(ops, w, a, 2);
+    float *y3 = gemv_run_threads(ops, w, a, 3);
+    size_t bytes = (size_t)a->m * w->n * sizeof(float);
+
+    ck_assert_msg(memcmp(y1, y2, bytes) == 0 && memcmp(y1, y3, bytes) == 0, "%s %s threads",
+                  ops->name, fmt_name(w->fmt));
+    kernel(w, a, y1, w->n, 0, tiles);
+    kernel(w, a, y2, w->n, 0, t1);
+    kernel(w, a, y2, w->n, t1, t2);
+    kernel(w, a, y2, w->n, t2, tiles);
+    ck_assert_msg(memcmp(y1, y2, bytes) == 0, "%s %s pieces", ops->name, fmt_name(w->fmt));
+    free(y1);
+    free(y2);
+    free(y3);
+}
+
+START_TEST(test_gemv_threads_and_tile_pieces_give_the_same_bits)
+{
+    enum { N = 150, K = 256, M = 11 };
+    float *W = rand_floats((size_t)N * K, 1.0f, 0.0f), *b = rand_floats(N, 1.0f, 0.0f);
+    float *x = rand_floats((size_t)M * K, 1.0f, 0.0f);
+
+    for (int fmt = DUET_GEMV_BF16; fmt <= DUET_GEMV_INT4; fmt++) {
+        const duet_gemv_ops *isas[3];
+        unsigned n_isas = gemv_isas((duet_gemv_fmt)fmt, isas);
+        duet_gemv_weight w;
+        duet_gemv_act a;
+        void *buf;
+
+        ck_assert(duet__gemv_weight_pack(&w, "t", W, b, N, K, (duet_gemv_fmt)fmt, 64,
+                                         fmt == DUET_GEMV_INT4, err,
+                                         sizeof(err)) == DUET_STATUS_OK);
+        buf = gemv_act_alloc(&w, M);
+        duet__gemv_act_prepare(&w, x, K, M, NULL, 0.0f, buf, &a);
+        for (unsigned i = 0; i < n_isas; i++)
+            check_gemv_split(isas[i], &w, &a);
+        free(buf);
+        duet__gemv_weight_free(&w);
+    }
+    free(x);
+    free(b);
+    free(W);
+}
+END_TEST
+
+START_TEST(test_f16_conversion_rounds_to_nearest_even_with_subnormals_inf_and_nan)
+{
+    static const struct {
+        uint32_t in;
+        uint16_t out;
+    } cases[] = {
+        {0x3f800000, 0x3c00}, /* 1 */
+        {0xc0000000, 0xc000}, /* -2 */
+        {0x80000000, 0x8000}, /* -0 */
+        {0x3dcccccd, 0x2e66}, /* 0.1 */
+        {0x477fe000, 0x7bff}, /* 65504, the largest */
+        {0x477fefff, 0x7bff}, /* just below the tie above it */
+        {0x477ff000, 0x7c00}, /* 65520: the tie, even is inf */
+        {0x7f800000, 0x7c00}, /* inf */
+        {0xff800000, 0xfc00}, /* -inf */
+        {0x3f801000, 0x3c00}, /* 1 + 2⁻¹¹: tie, even below */
+        {0x3f803000, 0x3c02}, /* 1 + 3 × 2⁻¹¹: tie, odd below: up */
+        {0x3f801001, 0x3c01}, /* just above the tie */
+        {0x33800000, 0x0001}, /* 2⁻²⁴, the smallest subnormal */
+        {0x33000000, 0x0000}, /* 2⁻²⁵: tie, even is 0 */
+        {0x33000001, 0x0001}, /* just above it */
+        {0x33c00000, 0x0002}, /* 3 × 2⁻²⁵: tie between 1 and 2 */
+        {0x387fc000, 0x03ff}, /* the largest subnormal */
+        {0x387fe000, 0x0400}, /* tie between it and 2⁻¹⁴: even */
+        {0x38800000, 0x0400}, /* 2⁻¹⁴ */
+        {0x2f000000, 0x0000}, /* 2⁻³³ */
+        {0xb3800000, 0x8001}, /* -2⁻²⁴ */
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        ck_assert_msg(duet__gemv_f32_to_f16(bits_f32(cases[i].in)) == cases[i].out,
+                      "0x%08x → 0x%04x, want 0x%04x", cases[i].in,
+                      duet__gemv_f32_to_f16(bits_f32(cases[i].in)), cases[i].out);
+    ck_assert_float_eq(duet__gemv_f16_to_f32(0x0001), 0x1p-24f);
+    ck_assert_float_eq(duet__gemv_f16_to_f32(0x03ff), 1023 * 0x1p-24f);
+    ck_assert_float_eq(duet__gemv_f16_to_f32(0x7bff), 65504.0f);
+    ck_assert_float_eq(duet__gemv_f16_to_f32(0xc000), -2.0f);
+    ck_assert(isinf(duet__gemv_f16_to_f32(0x7c00)) && duet__gemv_f16_to_f32(0x7c00) > 0);
+    ck_assert(signbit(duet__gemv_f16_to_f32(0x8000)));
+    ck_assert(isnan(duet__gemv_f16_to_f32(0x7e00)) && isnan(duet__gemv_f16_to_f32(0xfc01)));
+    ck_assert((duet__gemv_f32_to_f16(NAN) & 0x7c00) == 0x7c00 &&
+              (duet__gemv_f32_to_f16(NAN) & 0x3ff) != 0);
+    ck_assert((duet__gemv_f32_to_f16(bits_f32(0x7f800001)) & 0x3ff) != 0);
+    /* every f16 but NaN survives the round trip */
+    for (uint32_t h = 0; h < 0x10000; h++)
+        if ((h & 0x7c00) != 0x7c00 || (h & 0x3ff) == 0)
+            if (duet__gemv_f32_to_f16(duet__gemv_f16_to_f32((uint16_t)h)) != h)
+                ck_abort_msg("0x%04x does not survive the round trip", h);
+}
+END_TEST
+
+START_TEST(test_f16_conversion_picks_the_nearest_half_of_random_values)
+{
+    for (int i = 0; i < 200000; i++) {
+        float f = (float)(urand() * ldexp(1.0, (int)irand(44) - 28));
+        uint16_t h = duet__gemv_f32_to_f16(f);
+        double got = duet__gemv_f16_to_f32(h), d = fabs(got - f);
+        double below = duet__gemv_f16_to_f32((uint16_t)(h - 1));
+        double above = (h & 0x7fff) < 0x7bff ? duet__gemv_f16_to_f32((uint16_t)(h + 1)) : got;
+
+        if ((h & 0x7fff) == 0x7c00) { /* overflow only past the tie above 65504 */
+            if (fabs(f) < 65520.0)
+                ck_abort_msg("%.9g overflows", f);
+        } else if ((h & 0x7fff) != 0 && (d > fabs(below - f) || d > fabs(above - f))) {
+            ck_abort_msg("%.9g → %.9g (0x%04x)", f, got, h);
+        }
+    }
+}
+END_TEST
+
+START_TEST(test_gemv_isa_choice_follows_duet_cpu_isa_only_downwards)
+{
+    duet_gemv_isa best;
+
+    unsetenv("DUET_CPU_ISA");
+    best = duet__gemv_isa_best();
+    ck_assert(duet__gemv_isa_supported(DUET_GEMV_GENERIC));
+    ck_assert(duet__gemv_isa_supported(best));
+    for (int isa = DUET_GEMV_GENERIC; isa <= DUET_GEMV_AVX512; isa++) {
+        const char *name = duet__gemv_isa_name((duet_gemv_isa)isa);
+
+        ck_assert_str_eq(duet__gemv_ops((duet_gemv_isa)isa)->name, name);
+        if (isa > (int)best)
+            ck_assert(!duet__gemv_isa_supported((duet_gemv_isa)isa));
+        setenv("DUET_CPU_ISA", name, 1);
+        ck_assert_int_eq(duet__gemv_isa_best(),
+                         duet__gemv_isa_supported((duet_gemv_isa)isa) ? isa : (int)best);
+    }
+    setenv("DUET_CPU_ISA", "avx1024", 1);
+    ck_assert_int_eq(duet__gemv_isa_best(), best);
+    setenv("DUET_CPU_ISA", "", 1);
+    ck_assert_int_eq(duet__gemv_isa_best(), best);
+    unsetenv("DUET_CPU_ISA");
+}
+END_TEST
+
+START_TEST(test_gemv_pack_refuses_bad_groups_sizes_and_values_with_a_message)
+{
+    float W[2 * 64] = {0}, bad[64] = {0};
+    duet_gemv_weight w;
+
+    for (int i = 0; i < 128; i++)
+        W[i] = urand();
+    ck_assert_int_eq(duet__gemv_weight_pack(&w, "blk.0.q", W, NULL, 2, 64, DUET_GEMV_INT8, 48,
+                                            false, err, sizeof(err)),
+                     DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(err, "blk.0.q"));
+    ck_assert_ptr_nonnull(strstr(err, "48"));
+    ck_assert_ptr_null(w.data);
+    err[0] = '\0';
+    ck_assert_int_eq(duet__gemv_weight_pack(&w, "blk.1.k", W, NULL, 0, 64, DUET_GEMV_INT4, 32,
+                                            false, err, sizeof(err)),
+                     DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(err, "blk.1.k"));
+    ck_assert_int_eq(
+        duet__gemv_weight_pack(&w, "z", W, NULL, 2, 0, DUET_GEMV_BF16, 0, false, err, sizeof(err)),
+        DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_int_eq(duet__gemv_weight_pack(&w, "f", W, NULL, 2, 64, (duet_gemv_fmt)7, 32, false,
+                                            err, sizeof(err)),
+                     DUET_STATUS_INVALID_ARGUMENT);
+    bad[5] = NAN;
+    ck_assert_int_eq(duet__gemv_weight_pack(&w, "nan", bad, NULL, 1, 64, DUET_GEMV_INT8, 64, false,
+                                            err, sizeof(err)),
+                     DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(err, "nan"));
+    ck_assert_ptr_null(w.data);
+}
+END_TEST
+
 /* ---- suite ----------------------------------------------------------------------------------- */
 
 static Suite *cpu_kernels_suite(void)
@@ -831,10 +1568,24 @@ static Suite *cpu_kernels_suite(void)
         {"silu mul", test_silu_mul_gates_the_up_half_with_the_silu_of_the_gate_half},
         {"relu add", test_relu_and_add_work_row_by_row_with_strides},
         {"kv write", test_kv_write_puts_each_row_in_its_block_and_slot_and_nowhere_else},
+        {"fused rope and kv write", test_fused_rope_and_kv_write_equal_rope_then_write},
         {"kv copy", test_kv_copy_block_copies_exactly_one_block_between_pools},
         {"attention gqa", test_attention_matches_the_reference_with_grouped_query_heads},
         {"attention mha mqa", test_attention_matches_the_reference_for_mha_mqa_and_big_groups},
         {"attention tiles", test_attention_handles_blocks_longer_than_one_tile},
+        {"gemv bf16", test_gemv_bf16_matches_the_reference_for_every_isa_m_and_shape},
+        {"gemv int8", test_gemv_int8_matches_the_reference_for_every_isa_group_m_and_shape},
+        {"gemv int4", test_gemv_int4_matches_the_reference_for_every_isa_group_m_and_shape},
+        {"gemv quantisation", test_gemv_quantised_weights_are_within_half_a_step_of_the_originals},
+        {"gemv bf16 packing", test_gemv_bf16_weights_are_the_nearest_even_bf16_and_padding_is_zero},
+        {"gemv layout", test_gemv_packed_bytes_follow_the_layout_of_gemv_h},
+        {"gemv prepare", test_gemv_prepared_activations_are_rounded_per_group_and_zero_padded},
+        {"gemv fused rmsnorm", test_gemv_fused_rmsnorm_prepares_what_a_normalised_copy_prepares},
+        {"gemv threads", test_gemv_threads_and_tile_pieces_give_the_same_bits},
+        {"f16 rounding", test_f16_conversion_rounds_to_nearest_even_with_subnormals_inf_and_nan},
+        {"f16 nearest", test_f16_conversion_picks_the_nearest_half_of_random_values},
+        {"gemv isa", test_gemv_isa_choice_follows_duet_cpu_isa_only_downwards},
+        {"gemv pack errors", test_gemv_pack_refuses_bad_groups_sizes_and_values_with_a_message},
     };
     const struct duet_test_case dnn_cases[] = {
         {"linear f32", test_linear_f32_matches_the_reference_for_any_m},

@@ -60,7 +60,8 @@ static void usage(FILE *f)
             "  -s, --set KEY=VALUE      override a key, e.g. --set cache.block_size=32\n"
             "                           (repeatable; applied after the file)\n"
             "      --check              print the resolved configuration and the plugins that\n"
-            "                           would run (path, name, version, ABI, capabilities); exit\n"
+            "                           would run (path, name, version, ABI, capabilities,\n"
+            "                           details such as the CPU kernels chosen); exit\n"
             "      --no-speculative     run the same configuration without the draft: the\n"
             "                           'speculative' group is dropped (after --set)\n"
             "Prompts:\n"
@@ -284,6 +285,8 @@ static void print_plugin(const struct role *r, const duet_config *cfg)
     printf("  abi:          %u.%u (fingerprint 0x%016llx; host %u.%u)\n", t->abi_major,
            t->abi_minor, (unsigned long long)t->fingerprint, DUET_ABI_MAJOR, DUET_ABI_MINOR);
     printf("  capabilities: %s\n", caps);
+    if (DUET_ABI_HAS_FIELD(t, duet_worker_plugin, details) && t->details && *t->details)
+        printf("  details:      %s\n", t->details);
 }
 
 /* ---- generation ------------------------------------------------------------------------- */

@@ -46,7 +46,7 @@ extern "C" {
 /* ABI version. The major changes when a layout or a meaning changes; the minor when fields or
  * capabilities are appended. A host refuses a plugin of another major. */
 #define DUET_ABI_MAJOR 1u
-#define DUET_ABI_MINOR 0u
+#define DUET_ABI_MINOR 1u
 
 /* The one symbol a plugin exports, and its type. */
 #define DUET_PLUGIN_QUERY_SYMBOL "duet_plugin_query"
@@ -313,6 +313,11 @@ typedef struct duet_worker_plugin {
     /* The message of the last failed call on worker; "" if none. Owned by the worker, valid until
      * its next call. */
     const char *(*last_error)(const duet_worker *worker);
+
+    /* ---- minor 1 ---- */
+    /* How the plugin runs on this machine, one line for people ("kernels avx512 (...)"), set by
+     * the time duet_plugin_query returns; static. NULL or "" when it has nothing to say. */
+    const char *details;
 } duet_worker_plugin;
 
 /* The exported entry point's type. host_abi_major is the host's DUET_ABI_MAJOR; a plugin that

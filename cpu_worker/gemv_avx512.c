@@ -1,0 +1,349 @@
+/*
+ * gemv_avx512.c — the AVX-512 GEMV / small-M GEMM kernels on packed weights (gemv.h has the
+ * layout and the contract; gemv.c calls them only where CPUID reports AVX-512 F/BW/VL, VNNI and
+ * BF16, and splits the tiles between threads).
+ *
+ * One tile is 16 outputs, one zmm lane each, so a 64-byte chunk of packed weights is one operand:
+ *
+ *   bf16  acc[r] = vdpbf16ps(acc[r], chunk, broadcast(x[r][2c], x[r][2c + 1]))
+ *   int8  acc[r] = vpdpbusd(acc[r], chunk, broadcast(q[r][4c .. 4c + 3]))        (int32, exact)
+ *   int4  acc[r] = vpdpbusd(acc[r], chunk & 0x0f, broadcast(q[r][8c .. 8c + 3]))
+ *         acc[r] = vpdpbusd(acc[r], chunk >> 4 & 0x0f, broadcast(q[r][8c + 4 .. 8c + 7]))
+ *
+ * int8 / int4 close each group in f32: s · sx · (acc − z · Σq), or s · sx · acc + m · sx · Σq
+ * when asymmetric, with s and m converted from f16 by vcvtph2ps.
+ *
+ * Rows: each weight chunk loaded serves a block of up to ROW_BLOCK activation rows (one
+ * accumulator chain per row), and for more rows the row blocks loop inside the tile loop, so that
+ * a tile's weights (k_pad × 16 bytes for int8, × 32 for bf16: L1 or L2 for every shape we run)
+ * come from memory once per call and from cache for the further blocks (prefill, m = 512).
+ *
+ * Latency: with few rows there would be one or two dependent chains of vdpbf16ps / vpdpbusd per
+ * tile, and the loop would run at the instruction latency instead of memory speed; a block of R
+ * rows therefore splits its chunk loop SPLIT(R) ways into independent accumulators, summed at
+ * the end of the group (exactly, for the integers) or of the tile.
+ *
+ * Prefetch: blocks of several rows spend enough time per chunk that the hardware prefetcher
+ * falls behind, so the first row block of a tile prefetches PF_DIST bytes ahead (the tiles of a
+ * thread's range are contiguous, so that runs on into the next tile).
+ *
+ * The measurements behind ROW_BLOCK, SPLIT and PF_DIST are in the comment by their definitions.
+ */
+#if defined(__x86_64__)
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16,avx2,fma,f16c")
+#endif
+
+#include "gemv.h"
+
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+#include <string.h>
+
+/*
+ * Tuning (duet-bench gemv and a standalone copy of these loops, one thread, 2-core Zen 5 under
+ * load from neighbours; vpdpbusd and vdpbf16ps on zmm measured at 1 per cycle, ~3.6 G/s, with
+ * vpdpbusd's latency ~4 cycles):
+ *  - ROW_BLOCK 8: with the weights in L2 (n 256, k 2048) every block size from 4 to 8 runs at the
+ *    instruction throughput (m = 8 and 64: int8 ~170-200 GMAC/s of a 233 peak, int4 the same,
+ *    bf16 ~110 of 116), so the larger block, which loads and unpacks each chunk once for 8 rows,
+ *    was kept.
+ *  - SPLIT: one row alone runs latency-bound (4 chains per tile gave m = 1 at 95 GB/s int8,
+ *    99 GB/s bf16, 62 GB/s int4 from L2, 2.5x what one core gets from DRAM); bf16 with 4 rows
+ *    and one chain each ran at 75 GMAC/s, at 110 with 2 or 4. The integer blocks of 5..8 rows
+ *    keep one chain per row: with two, 16 + 8 accumulators spilled to the stack.
+ *  - PF_DIST 4096 bytes ahead for blocks of 3+ rows (first row block only): streaming tinyllama's
+ *    gate_up (11264 x 2048), int4 m = 4 took 640-920 us against 910-1400 without, m = 8
+ *    1180-1460 against 1750-2200, int8 m = 4 1100-1590 against 1430-2160; at m = 1 it cost
+ *    10-15 % (int8 1060-1480 against 920-1310), where the hardware prefetcher already keeps up
+ *    (1 thread, m = 1: ~24-25 GB/s for all three formats with the probe at 23.6).
+ */
+#define ROW_BLOCK 8    /* rows per block; the register file holds 8 × (int acc + f32 sum) */
+#define SPLIT_LO 4     /* accumulators per row for blocks of 1 or 2 rows */
+#define SPLIT_MID 4    /* ... of 3 or 4 rows */
+#define SPLIT_HI 2     /* ... of 5 to 8 rows, bf16 */
+#define SPLIT_HI_INT 1 /* ... of 5 to 8 rows, int8 and int4 */
+#define SPLIT(r) ((r) <= 2 ? SPLIT_LO : (r) <= 4 ? SPLIT_MID : SPLIT_HI)
+#define SPLIT_INT(r) ((r) <= 2 ? SPLIT_LO : (r) <= 4 ? SPLIT_MID : SPLIT_HI_INT)
+#define PF_DIST 4096 /* bytes */
+#define PF_ROWS 3    /* blocks of at least this many rows prefetch */
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* Four activation bytes (or two bf16) as one broadcast dword; memcpy keeps aliasing legal. */
+INLINE __m512i bcast4(const void *p)
+{
+    int32_t v;
+
+    memcpy(&v, p, sizeof(v));
+    return _mm512_set1_epi32(v);
+}
+
+/* How far ahead of the chunk it loads a block prefetches: the first row block of a tile streams
+ * the weights from memory, and with PF_ROWS rows or more its arithmetic per chunk keeps the
+ * hardware prefetcher from running far enough ahead; later blocks read the tile from cache, so
+ * they "prefetch" the chunk they load (distance 0), which costs one load slot and no branch. */
+INLINE size_t prefetch_distance(uint32_t r0, const int R)
+{
+    return r0 == 0 && R >= PF_ROWS ? PF_DIST : 0;
+}
+
+/* Lanes of tile t that are real outputs (the last tile may be partial). */
+INLINE __mmask16 tile_mask(const duet_gemv_weight *w, uint32_t t)
+{
+    uint32_t left = w->n - t * DUET_GEMV_TILE;
+
+    return left >= DUET_GEMV_TILE ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
+}
+
+/* ---- bf16 ---------------------------------------------------------------------------------- */
+
+/* Rows r0 .. r0 + R − 1 of tile t. */
+INLINE void bf16_block(const duet_gemv_weight *w, const duet_gemv_act *a, float *y, size_t y_stride,
+                       uint32_t t, uint32_t r0, const int R, const int S)
+{
+    const size_t pf = prefetch_distance(r0, R);
+    const uint8_t *tile = (const uint8_t *)w->data + (size_t)t * w->tile_bytes;
+    const uint16_t *x[ROW_BLOCK];
+    __m512 acc[ROW_BLOCK][4];
+    const uint32_t chunks = w->k_pad / 2; /* a multiple of 16, so of S */
+    const __mmask16 mask = tile_mask(w, t);
+
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        x[r] = a->bf16 + (size_t)(r0 + r) * a->k_pad;
+#pragma GCC unroll 4
+        for (int s = 0; s < S; s++)
+            acc[r][s] = _mm512_setzero_ps();
+    }
+    for (uint32_t c = 0; c < chunks; c += (uint32_t)S) {
+#pragma GCC unroll 4
+        for (int s = 0; s < S; s++) {
+            __m512bh v = (__m512bh)_mm512_loadu_si512(tile + (size_t)(c + s) * 64);
+
+            if (R >= PF_ROWS)
+                _mm_prefetch((const char *)(tile + (size_t)(c + s) * 64 + pf), _MM_HINT_T0);
+
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++)
+                acc[r][s] = _mm512_dpbf16_ps(acc[r][s], v, (__m512bh)bcast4(x[r] + 2 * (c + s)));
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        __m512 sum = acc[r][0];
+
+#pragma GCC unroll 4
+        for (int s = 1; s < S; s++)
+            sum = _mm512_add_ps(sum, acc[r][s]);
+        _mm512_mask_storeu_ps(y + (size_t)(r0 + r) * y_stride + (size_t)t * DUET_GEMV_TILE, mask,
+                              sum);
+    }
+}
+
+static void bf16_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
+                        size_t y_stride, uint32_t t0, uint32_t t1)
+{
+    for (uint32_t t = t0; t < t1; t++) {
+        uint32_t r0 = 0;
+
+        for (; r0 + ROW_BLOCK <= a->m; r0 += ROW_BLOCK)
+            bf16_block(w, a, y, y_stride, t, r0, ROW_BLOCK, SPLIT(ROW_BLOCK));
+        switch (a->m - r0) {
+#if ROW_BLOCK > 7
+        case 7:
+            bf16_block(w, a, y, y_stride, t, r0, 7, SPLIT(7));
+            break;
+#endif
+#if ROW_BLOCK > 6
+        case 6:
+            bf16_block(w, a, y, y_stride, t, r0, 6, SPLIT(6));
+            break;
+#endif
+#if ROW_BLOCK > 5
+        case 5:
+            bf16_block(w, a, y, y_stride, t, r0, 5, SPLIT(5));
+            break;
+#endif
+#if ROW_BLOCK > 4
+        case 4:
+            bf16_block(w, a, y, y_stride, t, r0, 4, SPLIT(4));
+            break;
+#endif
+        case 3:
+            bf16_block(w, a, y, y_stride, t, r0, 3, SPLIT(3));
+            break;
+        case 2:
+            bf16_block(w, a, y, y_stride, t, r0, 2, SPLIT(2));
+            break;
+        case 1:
+            bf16_block(w, a, y, y_stride, t, r0, 1, SPLIT(1));
+            break;
+        }
+    }
+}
+
+/* ---- int8 and int4 ------------------------------------------------------------------------- */
+
+/* Σ u·q of one group for R rows into acc[r][s] (zeroed here). */
+INLINE void int_group_dots(const uint8_t *codes, const int8_t *const *q, uint32_t chunks, size_t pf,
+                           __m512i acc[][4], const int R, const int S, const bool int4)
+{
+    const __m512i low = _mm512_set1_epi8(0x0f);
+
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int s = 0; s < S; s++)
+            acc[r][s] = _mm512_setzero_si512();
+    for (uint32_t c = 0; c < chunks; c += (uint32_t)S) {
+#pragma GCC unroll 4
+        for (int s = 0; s < S; s++) {
+            __m512i v = _mm512_loadu_si512(codes + (size_t)(c + s) * 64);
+
+            if (R >= PF_ROWS)
+                _mm_prefetch((const char *)(codes + (size_t)(c + s) * 64 + pf), _MM_HINT_T0);
+
+            if (int4) {
+                __m512i lo = _mm512_and_si512(v, low);
+                __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+
+#pragma GCC unroll 8
+                for (int r = 0; r < R; r++) {
+                    const int8_t *qc = q[r] + 8 * (c + s);
+
+                    acc[r][s] = _mm512_dpbusd_epi32(acc[r][s], lo, bcast4(qc));
+                    acc[r][s] = _mm512_dpbusd_epi32(acc[r][s], hi, bcast4(qc + 4));
+                }
+            } else {
+#pragma GCC unroll 8
+                for (int r = 0; r < R; r++)
+                    acc[r][s] = _mm512_dpbusd_epi32(acc[r][s], v, bcast4(q[r] + 4 * (c + s)));
+            }
+        }
+    }
+}
+
+/* Rows r0 .. r0 + R − 1 of tile t. */
+INLINE void int_block(const duet_gemv_weight *w, const duet_gemv_act *a, float *y, size_t y_stride,
+                      uint32_t t, uint32_t r0, const int R, const int S, const bool int4)
+{
+    const uint8_t *tile = (const uint8_t *)w->data + (size_t)t * w->tile_bytes;
+    const uint32_t group = w->group, groups = w->k_pad / group;
+    const uint32_t chunks = int4 ? group / 8 : group / 4; /* 4 .. 32, a multiple of S */
+    const size_t code_bytes = (size_t)chunks * 64;
+    const int32_t z = int4 ? 8 : 128;
+    const __mmask16 mask = tile_mask(w, t);
+    const int8_t *q[ROW_BLOCK];
+    const float *sx[ROW_BLOCK];
+    const int32_t *qsum[ROW_BLOCK];
+    __m512i acc[ROW_BLOCK][4];
+    __m512 out[ROW_BLOCK];
+    const size_t pf = prefetch_distance(r0, R);
+
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        q[r] = a->q + (size_t)(r0 + r) * a->k_pad;
+        sx[r] = a->scale + (size_t)(r0 + r) * groups;
+        qsum[r] = a->qsum + (size_t)(r0 + r) * groups;
+        out[r] = _mm512_setzero_ps();
+    }
+    for (uint32_t g = 0; g < groups; g++) {
+        const uint8_t *block = tile + (size_t)g * w->group_bytes;
+        const int8_t *qg[ROW_BLOCK];
+        __m512 s;
+
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++)
+            qg[r] = q[r] + (size_t)g * group;
+        int_group_dots(block, qg, chunks, pf, acc, R, S, int4);
+        s = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(block + code_bytes)));
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            __m512i sum = acc[r][0];
+            const float xs = sx[r][g];
+
+#pragma GCC unroll 4
+            for (int i = 1; i < S; i++)
+                sum = _mm512_add_epi32(sum, acc[r][i]);
+            if (w->asym) {
+                __m512 m =
+                    _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(block + code_bytes + 32)));
+
+                out[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum),
+                                         _mm512_mul_ps(s, _mm512_set1_ps(xs)), out[r]);
+                out[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(xs * (float)qsum[r][g]), out[r]);
+            } else {
+                sum = _mm512_sub_epi32(sum, _mm512_set1_epi32(z * qsum[r][g]));
+                out[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum),
+                                         _mm512_mul_ps(s, _mm512_set1_ps(xs)), out[r]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+        _mm512_mask_storeu_ps(y + (size_t)(r0 + r) * y_stride + (size_t)t * DUET_GEMV_TILE, mask,
+                              out[r]);
+}
+
+INLINE void int_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y, size_t y_stride,
+                       uint32_t t0, uint32_t t1, const bool int4)
+{
+    for (uint32_t t = t0; t < t1; t++) {
+        uint32_t r0 = 0;
+
+        for (; r0 + ROW_BLOCK <= a->m; r0 += ROW_BLOCK)
+            int_block(w, a, y, y_stride, t, r0, ROW_BLOCK, SPLIT_INT(ROW_BLOCK), int4);
+        switch (a->m - r0) {
+#if ROW_BLOCK > 7
+        case 7:
+            int_block(w, a, y, y_stride, t, r0, 7, SPLIT_INT(7), int4);
+            break;
+#endif
+#if ROW_BLOCK > 6
+        case 6:
+            int_block(w, a, y, y_stride, t, r0, 6, SPLIT_INT(6), int4);
+            break;
+#endif
+#if ROW_BLOCK > 5
+        case 5:
+            int_block(w, a, y, y_stride, t, r0, 5, SPLIT_INT(5), int4);
+            break;
+#endif
+#if ROW_BLOCK > 4
+        case 4:
+            int_block(w, a, y, y_stride, t, r0, 4, SPLIT_INT(4), int4);
+            break;
+#endif
+        case 3:
+            int_block(w, a, y, y_stride, t, r0, 3, SPLIT_INT(3), int4);
+            break;
+        case 2:
+            int_block(w, a, y, y_stride, t, r0, 2, SPLIT_INT(2), int4);
+            break;
+        case 1:
+            int_block(w, a, y, y_stride, t, r0, 1, SPLIT_INT(1), int4);
+            break;
+        }
+    }
+}
+
+static void int8_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
+                        size_t y_stride, uint32_t t0, uint32_t t1)
+{
+    int_kernel(w, a, y, y_stride, t0, t1, false);
+}
+
+static void int4_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
+                        size_t y_stride, uint32_t t0, uint32_t t1)
+{
+    int_kernel(w, a, y, y_stride, t0, t1, true);
+}
+
+const duet_gemv_ops duet__gemv_avx512_ops = {"avx512", bf16_kernel, int8_kernel, int4_kernel};
+
+#else /* !__x86_64__ */
+
+const duet_gemv_ops duet__gemv_avx512_ops = {"avx512", NULL, NULL, NULL};
+
+#endif
