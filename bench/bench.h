@@ -11,7 +11,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define DUET_BENCH_MAX_LIST 16 /* entries of each list option */
+#define DUET_BENCH_MAX_LIST 16      /* entries of each list option */
+#define DUET_BENCH_MAX_THREADS 1024 /* of the bandwidth probe */
 
 /* Options of the cpu-worker benchmark; an empty list means its default. */
 struct duet_bench_worker_opts {
@@ -40,6 +41,17 @@ struct duet_bench_spec_opts {
     uint32_t max_tokens; /* --max-tokens: 0 = 128 (16 with --quick) */
 };
 
+/* Options of the gemv benchmark (it also reads --preset, --batch and --threads). */
+struct duet_bench_gemv_opts {
+    uint32_t group;                        /* --group: int8 / int4 group, 0 = 32 */
+    const char *isas[DUET_BENCH_MAX_LIST]; /* --isa: generic, avx2, avx512 (default: the
+                                              supported SIMD ones; generic too with --quick) */
+    int n_isas;
+    const char *fmts[DUET_BENCH_MAX_LIST]; /* --fmt: bf16, int8, int4 */
+    int n_fmts;
+    uint32_t prefill; /* --gemv-prefill: rows of the int8 prefill shape, 0 = 512 (32 quick) */
+};
+
 /* Options every benchmark receives. */
 struct duet_bench_opts {
     double seconds;                       /* time budget of one measurement, split over `repeats` */
@@ -47,6 +59,7 @@ struct duet_bench_opts {
     bool quick;                           /* smaller sizes, for the test suite */
     struct duet_bench_worker_opts worker; /* cpu-worker and spec */
     struct duet_bench_spec_opts spec;     /* spec only */
+    struct duet_bench_gemv_opts gemv;     /* gemv only */
 };
 
 /* One measured operation: median and best nanoseconds per operation over the repetitions. */
@@ -74,6 +87,12 @@ void duet__bench_sample(struct duet_bench_samples *s, uint64_t ns, uint64_t ops)
 void duet__bench_finish(const struct duet_bench_samples *s, const char *name,
                         struct duet_bench_result *out);
 
+/* Measures the memory read bandwidth with `threads` threads (a pass of several over a buffer far
+ * beyond the caches) and reports it as "memory_read_bandwidth" tagged with `when`; *best
+ * (bytes/s) is raised to the best pass. Messages name `bench`. */
+int duet__bench_bandwidth(const struct duet_bench_opts *o, const char *bench, uint32_t threads,
+                          const char *when, json_t *results, double *best);
+
 /* Generated models (bench/models.c). A preset's shapes, or "tiny" (a 2-layer, 64-wide Llama
  * for smoke tests), in bf16; false for an unknown name. */
 bool duet__bench_preset_desc(const char *name, duet_model_desc *out);
@@ -95,5 +114,6 @@ int duet__bench_block_manager(const struct duet_bench_opts *opts, json_t *result
 int duet__bench_scheduler(const struct duet_bench_opts *opts, json_t *results);
 int duet__bench_cpu_worker(const struct duet_bench_opts *opts, json_t *results);
 int duet__bench_spec(const struct duet_bench_opts *opts, json_t *results);
+int duet__bench_gemv(const struct duet_bench_opts *opts, json_t *results);
 
 #endif /* DUET_BENCH_H */

@@ -1,8 +1,13 @@
 /* The shared benchmark harness: timing, medians, JSON results. */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* MADV_HUGEPAGE */
 #include "bench.h"
 
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 uint64_t duet__bench_now_ns(void)
@@ -54,4 +59,107 @@ void duet__bench_report(json_t *results, const struct duet_bench_result *r, json
     json_decref(extra);
     if (o)
         json_array_append_new(results, o);
+}
+
+/* ---- memory bandwidth (cpu-worker, gemv) ------------------------------------------------------
+ *
+ * `threads` threads each sum their share of a 1 GiB buffer (far beyond the L3 cache), in GB/s
+ * (10^9 bytes). */
+
+#define BW_BYTES (1ull << 30)
+#define BW_QUICK_BYTES (64ull << 20)
+#define BW_PASSES 20
+
+typedef uint64_t bw_vec __attribute__((vector_size(16)));
+
+struct bw_part {
+    const bw_vec *p; /* this thread's share of the buffer */
+    size_t n;        /* vectors in it (a multiple of 4) */
+    uint64_t sum;    /* what it read, so that the reads are not optimised away */
+};
+
+static void *bw_read(void *arg)
+{
+    struct bw_part *part = arg;
+    bw_vec a = {0}, b = {0}, c = {0}, d = {0};
+
+    for (size_t i = 0; i < part->n; i += 4) {
+        a += part->p[i];
+        b += part->p[i + 1];
+        c += part->p[i + 2];
+        d += part->p[i + 3];
+    }
+    a += b + c + d;
+    part->sum = a[0] + a[1];
+    return NULL;
+}
+
+/* One pass over the buffer by `threads` threads (the calling one included); ns of the pass. */
+static int bw_pass(const char *bench, const void *buf, size_t bytes, uint32_t threads, uint64_t *ns,
+                   uint64_t *sink)
+{
+    struct bw_part parts[DUET_BENCH_MAX_THREADS] = {{0}};
+    pthread_t tids[DUET_BENCH_MAX_THREADS];
+    size_t per = bytes / sizeof(bw_vec) / threads / 4 * 4;
+    uint64_t t0 = duet__bench_now_ns();
+    uint32_t started = 1;
+    int rc = 0;
+
+    for (uint32_t t = 0; t < threads; t++)
+        parts[t] = (struct bw_part){.p = (const bw_vec *)buf + t * per, .n = per};
+    for (; started < threads; started++)
+        if (pthread_create(&tids[started], NULL, bw_read, &parts[started]) != 0) {
+            rc = 1;
+            break;
+        }
+    bw_read(&parts[0]);
+    for (uint32_t t = 1; t < started; t++)
+        pthread_join(tids[t], NULL);
+    *ns = duet__bench_now_ns() - t0;
+    for (uint32_t t = 0; t < started; t++)
+        *sink += parts[t].sum;
+    if (rc)
+        fprintf(stderr, "duet-bench: %s: cannot start %u threads\n", bench, threads);
+    return rc;
+}
+
+int duet__bench_bandwidth(const struct duet_bench_opts *o, const char *bench, uint32_t threads,
+                          const char *when, json_t *results, double *best)
+{
+    size_t bytes = o->quick ? BW_QUICK_BYTES : BW_BYTES;
+    int passes = o->quick ? 3 : BW_PASSES;
+    struct duet_bench_samples s = {0};
+    struct duet_bench_result r;
+    volatile uint64_t keep;
+    uint64_t sink = 0, ns;
+    void *buf = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    if (buf == MAP_FAILED) {
+        fprintf(stderr, "duet-bench: %s: cannot map %zu bytes: %s\n", bench, bytes,
+                strerror(errno));
+        return 1;
+    }
+    madvise(buf, bytes, MADV_HUGEPAGE);
+    memset(buf, 1, bytes); /* fault every page in before timing */
+    for (int i = 0; i < passes; i++) {
+        if (bw_pass(bench, buf, bytes, threads, &ns, &sink)) {
+            munmap(buf, bytes);
+            return 1;
+        }
+        duet__bench_sample(&s, ns, 1);
+    }
+    keep = sink;
+    (void)keep;
+    munmap(buf, bytes);
+    duet__bench_finish(&s, "memory_read_bandwidth", &r);
+    if ((double)bytes * 1e9 / r.ns_best > *best)
+        *best = (double)bytes * 1e9 / r.ns_best;
+    duet__bench_report(results, &r,
+                       json_pack("{s:s, s:s, s:I, s:i, s:i, s:f, s:f}", "what",
+                                 "read-only sum over a buffer (GB = 1e9 bytes); one operation is "
+                                 "one pass over the buffer",
+                                 "when", when, "buffer_bytes", (json_int_t)bytes, "threads",
+                                 threads, "passes", passes, "gb_per_s", (double)bytes / r.ns_median,
+                                 "gb_per_s_best", (double)bytes / r.ns_best));
+    return 0;
 }

@@ -9,7 +9,18 @@ tools_duet_bench_CPPFLAGS = $(AM_CPPFLAGS) \
 tools_duet_bench_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
 tools_duet_bench_LDADD = libduet.la model/libduet_model_gen.la model/libduet_model.la \
 	$(JANSSON_LIBS) $(PTHREAD_LIBS) -lm
-EXTRA_DIST += bench/run-block-manager.sh bench/run-scheduler.sh bench/run-cpu-worker.sh \
+# gemv: the CPU worker's GEMV kernels alone, built in when the CPU worker is (only the gemv files:
+# they need OpenMP but not oneDNN).
+if BUILD_CPU_WORKER
+tools_duet_bench_SOURCES += bench/gemv.c cpu_worker/gemv.h cpu_worker/gemv.c \
+	cpu_worker/gemv_avx512.c cpu_worker/gemv_avx2.c cpu_worker/cpu_worker-int.h
+tools_duet_bench_CPPFLAGS += -DDUET_BENCH_GEMV -I$(top_srcdir)/sampling
+tools_duet_bench_CFLAGS += $(OPENMP_CFLAGS)
+tools_duet_bench_LDFLAGS = $(OPENMP_CFLAGS)
+else
+EXTRA_DIST += bench/gemv.c
+endif
+EXTRA_DIST += bench/run-block-manager.sh bench/run-scheduler.sh bench/run-cpu-worker.sh bench/run-gemv.sh \
 	bench/run-spec.sh
 
 # A smoke run of every benchmark (short budgets, small sizes): they run and print results.

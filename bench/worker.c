@@ -20,11 +20,13 @@
  *        greedy, feeding back the sampled token. Positions run from context to
  *        context + WINDOW - 1 and start again, so the attended context stays near `context`.
  *
+ * Precisions: f32, bf16 (target.dtype), int8 and int4 (target.dtype bf16 with target.weights
+ * int8 / int4 and target.group_size --group, default 32).
+ *
  * Only execute() is timed. The bandwidth model of a decode step (reported as "model" in each
- * decode result): the step reads every weight the worker keeps resident (its describe()
- * weight_bytes: the CPU worker's packed projections and lm_head in the compute dtype and its
- * norms; the embedding table stays in the file mapping, of which only B rows are read), and each
- * sequence's K and V of every attended position:
+ * decode result): the step reads every weight matrix once in its packed form (the projections
+ * and the lm_head; the embedding table stays in the file mapping, of which only B rows are read),
+ * and each sequence's K and V of every attended position:
  *
  *   bytes_per_step = weight_bytes_read + B × mean_context × block_bytes / block_size
  *   limit_tokens_per_s = B × bandwidth / bytes_per_step,   fraction = measured / limit
@@ -40,11 +42,9 @@
 
 #include <errno.h>
 #include <stdarg.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #ifndef DUET_BENCH_PLUGIN_DIR
@@ -54,121 +54,21 @@
 #define BLOCK_SIZE 16
 #define WINDOW 64      /* decode positions before starting again at `context` */
 #define QUICK_WINDOW 8 /* the same with --quick */
-#define BW_BYTES (1ull << 30)
-#define BW_QUICK_BYTES (64ull << 20)
-#define BW_PASSES 20
-#define MAX_THREADS 1024
 
 static const char *const default_presets[] = {"llama-68m", "tinyllama-1.1b"};
-static const char *const default_dtypes[] = {"f32", "bf16"};
-static const uint32_t default_batches[] = {1, 4, 16};
+static const char *const default_dtypes[] = {"bf16", "int8", "int4"};
+static const uint32_t default_batches[] = {1, 4};
 
 static const char bw_model[] =
     "limit_tokens_per_s = batch * bandwidth / (weight_bytes_read + batch * mean_context * "
-    "block_bytes / block_size); weight_bytes_read = the worker's duet_model_info.weight_bytes "
-    "(the weights it keeps resident and reads every step; weight_bytes_source = worker), or when "
-    "it reports 0, every parameter but the embedding tables times the element size of the "
-    "compute dtype (f32 4, bf16 2; weight_bytes_source = parameters); fraction = tokens_per_s / "
-    "limit_tokens_per_s";
+    "block_bytes / block_size); weight_bytes_read = every parameter but the embedding tables "
+    "times the bytes a weight takes in the precision's packed form (f32 4, bf16 and f16 2, int8 "
+    "1 + 2 / group, int4 0.5 + 2 / group: codes and an f16 scale per group; "
+    "weight_bytes_source = format; a bf16 worker keeps a second, oneDNN copy for prefill that "
+    "decode does not read); fraction = tokens_per_s / limit_tokens_per_s";
 static const char flop_model[] =
     "gflop_per_s = (2 * layer_params * tokens + 2 * lm_head_params + 2 * num_layers * num_heads "
     "* head_dim * tokens * (tokens + 1)) / time";
-
-/* ---- memory bandwidth -------------------------------------------------------------------- */
-
-typedef uint64_t bw_vec __attribute__((vector_size(16)));
-
-struct bw_part {
-    const bw_vec *p; /* this thread's share of the buffer */
-    size_t n;        /* vectors in it (a multiple of 4) */
-    uint64_t sum;    /* what it read, so that the reads are not optimised away */
-};
-
-static void *bw_read(void *arg)
-{
-    struct bw_part *part = arg;
-    bw_vec a = {0}, b = {0}, c = {0}, d = {0};
-
-    for (size_t i = 0; i < part->n; i += 4) {
-        a += part->p[i];
-        b += part->p[i + 1];
-        c += part->p[i + 2];
-        d += part->p[i + 3];
-    }
-    a += b + c + d;
-    part->sum = a[0] + a[1];
-    return NULL;
-}
-
-/* One pass over the buffer by `threads` threads (the calling one included); ns of the pass. */
-static int bw_pass(const void *buf, size_t bytes, uint32_t threads, uint64_t *ns, uint64_t *sink)
-{
-    struct bw_part parts[MAX_THREADS] = {{0}};
-    pthread_t tids[MAX_THREADS];
-    size_t per = bytes / sizeof(bw_vec) / threads / 4 * 4;
-    uint64_t t0 = duet__bench_now_ns();
-    uint32_t started = 1;
-    int rc = 0;
-
-    for (uint32_t t = 0; t < threads; t++)
-        parts[t] = (struct bw_part){.p = (const bw_vec *)buf + t * per, .n = per};
-    for (; started < threads; started++)
-        if (pthread_create(&tids[started], NULL, bw_read, &parts[started]) != 0) {
-            rc = 1;
-            break;
-        }
-    bw_read(&parts[0]);
-    for (uint32_t t = 1; t < started; t++)
-        pthread_join(tids[t], NULL);
-    *ns = duet__bench_now_ns() - t0;
-    for (uint32_t t = 0; t < started; t++)
-        *sink += parts[t].sum;
-    if (rc)
-        fprintf(stderr, "duet-bench: cpu-worker: cannot start %u threads\n", threads);
-    return rc;
-}
-
-/* Measures the read bandwidth and reports it; *best (bytes/s) is raised to the best pass. */
-static int bench_bandwidth(const struct duet_bench_opts *o, uint32_t threads, const char *when,
-                           json_t *results, double *best)
-{
-    size_t bytes = o->quick ? BW_QUICK_BYTES : BW_BYTES;
-    int passes = o->quick ? 3 : BW_PASSES;
-    struct duet_bench_samples s = {0};
-    struct duet_bench_result r;
-    volatile uint64_t keep;
-    uint64_t sink = 0, ns;
-    void *buf = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-    if (buf == MAP_FAILED) {
-        fprintf(stderr, "duet-bench: cpu-worker: cannot map %zu bytes: %s\n", bytes,
-                strerror(errno));
-        return 1;
-    }
-    madvise(buf, bytes, MADV_HUGEPAGE);
-    memset(buf, 1, bytes); /* fault every page in before timing */
-    for (int i = 0; i < passes; i++) {
-        if (bw_pass(buf, bytes, threads, &ns, &sink)) {
-            munmap(buf, bytes);
-            return 1;
-        }
-        duet__bench_sample(&s, ns, 1);
-    }
-    keep = sink;
-    (void)keep;
-    munmap(buf, bytes);
-    duet__bench_finish(&s, "memory_read_bandwidth", &r);
-    if ((double)bytes * 1e9 / r.ns_best > *best)
-        *best = (double)bytes * 1e9 / r.ns_best;
-    duet__bench_report(results, &r,
-                       json_pack("{s:s, s:s, s:I, s:i, s:i, s:f, s:f}", "what",
-                                 "read-only sum over a buffer (GB = 1e9 bytes); one operation is "
-                                 "one pass over the buffer",
-                                 "when", when, "buffer_bytes", (json_int_t)bytes, "threads",
-                                 threads, "passes", passes, "gb_per_s", (double)bytes / r.ns_median,
-                                 "gb_per_s_best", (double)bytes / r.ns_best));
-    return 0;
-}
 
 /* ---- one worker ---------------------------------------------------------------------------- */
 
@@ -241,12 +141,15 @@ static int config_setf(duet_config *cfg, const char *fmt, ...)
 
 /* Configuration, host services and the loaded, checked plugin. */
 static int worker_load(struct bench_worker *wk, const struct duet_bench_opts *o, const char *dir,
-                       const char *dtype, uint32_t threads)
+                       const char *precision, uint32_t group, uint32_t threads)
 {
+    bool quant = strcmp(precision, "int8") == 0 || strcmp(precision, "int4") == 0;
     char err[1024];
 
     if (duet_config_create(&wk->cfg) || config_setf(wk->cfg, "model=\"%s\"", dir) ||
-        config_setf(wk->cfg, "target.dtype=%s", dtype) ||
+        config_setf(wk->cfg, "target.dtype=%s", quant ? "bf16" : precision) ||
+        (quant && (config_setf(wk->cfg, "target.weights=%s", precision) ||
+                   config_setf(wk->cfg, "target.group_size=%u", group))) ||
         config_setf(wk->cfg, "target.threads=%u", threads))
         return 1;
     if (duet_config_validate(wk->cfg)) {
@@ -263,6 +166,9 @@ static int worker_load(struct bench_worker *wk, const struct duet_bench_opts *o,
         return 1;
     }
     wk->tbl = duet_plugin_table(wk->plugin);
+    if (DUET_ABI_HAS_FIELD(wk->tbl, duet_worker_plugin, details) && wk->tbl->details &&
+        *wk->tbl->details)
+        fprintf(stderr, "duet-bench: cpu-worker: %s\n", wk->tbl->details);
     return 0;
 }
 
@@ -326,9 +232,10 @@ static int worker_run(struct bench_worker *wk, const duet_batch *b, duet_batch_o
 struct run {
     const struct duet_bench_opts *o;
     json_t *results;
-    const char *preset, *dtype;
+    const char *preset, *dtype; /* dtype: the precision, f32 | bf16 | int8 | int4 */
     uint32_t threads;
-    uint32_t elem_bytes; /* of the compute dtype */
+    uint32_t group;      /* int8 / int4 group size */
+    double weight_bytes; /* per weight in the precision's packed form */
     struct params params;
     struct bench_worker wk;
     uint32_t prompt_len, context, window, max_batch;
@@ -410,12 +317,17 @@ static json_t *prefill_extra(const struct run *r, const struct duet_bench_result
     double flop = 2.0 * p->layers * n + 2.0 * p->head +
                   2.0 * p->num_layers * p->num_heads * p->head_dim * n * (n + 1);
 
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:f, s:f, s:f, s:s}", "preset", r->preset,
-                     "dtype", r->dtype, "phase", "prefill", "plugin",
-                     duet_plugin_path(r->wk.plugin), "plugin_version", r->wk.tbl->version,
-                     "threads", r->threads, "tokens", r->prompt_len, "tokens_per_s",
-                     n * 1e9 / res->ns_median, "tokens_per_s_best", n * 1e9 / res->ns_best,
-                     "gflop_per_s", flop / res->ns_median, "flop_model", flop_model);
+    const char *details =
+        DUET_ABI_HAS_FIELD(r->wk.tbl, duet_worker_plugin, details) && r->wk.tbl->details
+            ? r->wk.tbl->details
+            : "";
+
+    return json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:f, s:f, s:f, s:s}", "preset", r->preset,
+        "dtype", r->dtype, "phase", "prefill", "plugin", duet_plugin_path(r->wk.plugin),
+        "plugin_version", r->wk.tbl->version, "plugin_details", details, "threads", r->threads,
+        "tokens", r->prompt_len, "tokens_per_s", n * 1e9 / res->ns_median, "tokens_per_s_best",
+        n * 1e9 / res->ns_best, "gflop_per_s", flop / res->ns_median, "flop_model", flop_model);
 }
 
 /* One prompt of prompt_len tokens per execute, in blocks 0... */
@@ -565,18 +477,15 @@ static json_t *decode_extra(const struct run *r, const struct decode *d,
                             const struct duet_bench_result *res)
 {
     double b = d->batch, ctx = d->ctx_n ? (double)d->ctx_sum / d->ctx_n : 0;
-    bool from_worker = r->wk.info.weight_bytes > 0;
-    double weights = from_worker ? (double)r->wk.info.weight_bytes
-                                 : (double)(r->params.layers + r->params.head) * r->elem_bytes;
+    double weights = (double)(r->params.layers + r->params.head) * r->weight_bytes;
 
     return json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:I, s:s, s:I, s:f}", "preset",
                      r->preset, "dtype", r->dtype, "phase", "decode", "threads", r->threads,
                      "batch", d->batch, "prompt_context", r->context, "mean_context", ctx,
                      "tokens_per_s", b * 1e9 / res->ns_median, "tokens_per_s_best",
                      b * 1e9 / res->ns_best, "weight_bytes_read", (json_int_t)weights,
-                     "weight_bytes_source", from_worker ? "worker" : "parameters", "block_bytes",
-                     (json_int_t)r->wk.block_bytes, "kv_bytes_read",
-                     b * ctx * (double)r->wk.block_bytes / BLOCK_SIZE);
+                     "weight_bytes_source", "format", "block_bytes", (json_int_t)r->wk.block_bytes,
+                     "kv_bytes_read", b * ctx * (double)r->wk.block_bytes / BLOCK_SIZE);
 }
 
 static double number(const json_t *o, const char *key)
@@ -642,7 +551,10 @@ static void run_sizes(struct run *r)
     r->prefill_blocks = ceil_div(r->prompt_len, BLOCK_SIZE);
     r->tmpl_blocks = ceil_div(r->context, BLOCK_SIZE);
     r->seq_blocks = ceil_div(r->context + r->window, BLOCK_SIZE);
-    r->elem_bytes = strcmp(r->dtype, "f32") == 0 ? 4 : 2;
+    r->weight_bytes = strcmp(r->dtype, "f32") == 0    ? 4.0
+                      : strcmp(r->dtype, "int8") == 0 ? 1.0 + 2.0 / r->group
+                      : strcmp(r->dtype, "int4") == 0 ? 0.5 + 2.0 / r->group
+                                                      : 2.0;
 }
 
 static int check_positions(const struct run *r)
@@ -667,7 +579,8 @@ static int run_one(struct run *r, const char *dir)
     run_sizes(r);
     blocks = r->prefill_blocks + r->tmpl_blocks + r->max_batch * r->seq_blocks;
     fprintf(stderr, "duet-bench: cpu-worker: %s %s, %u threads\n", r->preset, r->dtype, r->threads);
-    if (count_params(dir, &r->params) || worker_load(&r->wk, r->o, dir, r->dtype, r->threads) ||
+    if (count_params(dir, &r->params) ||
+        worker_load(&r->wk, r->o, dir, r->dtype, r->group, r->threads) ||
         worker_open(&r->wk, dir, blocks) || check_positions(r) || bench_prefill(r) ||
         prefill_template(r))
         goto out;
@@ -721,9 +634,11 @@ static int bench_preset(const struct duet_bench_opts *o, const char *preset, uin
                         .results = results,
                         .preset = preset,
                         .dtype = o->worker.dtypes[i],
-                        .threads = threads};
+                        .threads = threads,
+                        .group = o->gemv.group ? o->gemv.group : 32};
         snprintf(when, sizeof(when), "before %s %s", preset, r.dtype);
-        if (bench_bandwidth(o, threads, when, results, bandwidth) || run_one(&r, dir))
+        if (duet__bench_bandwidth(o, "cpu-worker", threads, when, results, bandwidth) ||
+            run_one(&r, dir))
             return 1;
     }
     return 0;
@@ -737,15 +652,15 @@ int duet__bench_cpu_worker(const struct duet_bench_opts *opts, json_t *results)
     double bandwidth = 0;
     size_t first = json_array_size(results);
 
-    if (threads > MAX_THREADS) {
-        fprintf(stderr, "duet-bench: cpu-worker: at most %d threads\n", MAX_THREADS);
+    if (threads > DUET_BENCH_MAX_THREADS) {
+        fprintf(stderr, "duet-bench: cpu-worker: at most %d threads\n", DUET_BENCH_MAX_THREADS);
         return 1;
     }
     default_lists(&o.worker, o.quick);
     for (int i = 0; i < o.worker.n_presets; i++)
         if (bench_preset(&o, o.worker.presets[i], threads, &bandwidth, results))
             return 1;
-    if (bench_bandwidth(&o, threads, "end", results, &bandwidth))
+    if (duet__bench_bandwidth(&o, "cpu-worker", threads, "end", results, &bandwidth))
         return 1;
     add_limits(results, first, bandwidth);
     return 0;

@@ -80,13 +80,17 @@ else
     echo "SKIP: cpu-worker with the mock: $mock not built"
 fi
 if [ -n "${DUET_TEST_CPU_WORKER:-}" ] && [ -f "$DUET_TEST_CPU_WORKER" ]; then
-    out=$(cpu_worker_run "$DUET_TEST_CPU_WORKER" f32,bf16) || {
+    out=$(cpu_worker_run "$DUET_TEST_CPU_WORKER" f32,bf16,int8,int4) || {
         echo "FAIL: cpu-worker with $DUET_TEST_CPU_WORKER exited $?"
         exit 1
     }
-    cpu_worker_check "$out" f32 bf16
-    printf '%s\n' "$out" | grep -q '"weight_bytes_source": "worker"' || {
-        echo "FAIL: the CPU worker reports no weight bytes"
+    cpu_worker_check "$out" f32 bf16 int8 int4
+    printf '%s\n' "$out" | grep -q '"weight_bytes_source": "format"' || {
+        echo "FAIL: no bytes-per-step model"
+        exit 1
+    }
+    printf '%s\n' "$out" | grep -q '"plugin_details": "GEMV kernels ' || {
+        echo "FAIL: the results do not name the GEMV kernels"
         exit 1
     }
 else
@@ -119,5 +123,31 @@ if [ -n "${DUET_TEST_CPU_WORKER:-}" ] && [ -f "$DUET_TEST_CPU_WORKER" ]; then
     }
 else
     echo "SKIP: spec with the CPU worker: not built (DUET_TEST_CPU_WORKER)"
+fi
+# gemv: the CPU worker's GEMV kernels on tiny shapes, every ISA this CPU runs (generic included
+# with --quick), when duet-bench was built with them (with the CPU worker).
+if "$top_builddir/tools/duet-bench" --list | grep -qx gemv; then
+    out=$("$top_builddir/tools/duet-bench" --quick --repeats 1 --seconds 0.002 --threads 1 \
+        gemv 2>/dev/null) || {
+        echo "FAIL: gemv exited $?"
+        exit 1
+    }
+    for name in memory_read_bandwidth gemv_generic_bf16_tiny_qkv_m1 gemv_generic_int8_tiny_down_m8 \
+        gemv_generic_int8_tiny_o_m32 gemv_generic_int4_tiny_gate_up_m4; do
+        printf '%s\n' "$out" | grep -q "\"name\": \"$name\"" || {
+            echo "FAIL: no result named $name"
+            printf '%s\n' "$out"
+            exit 1
+        }
+    done
+    for field in gb_per_s fraction_of_bandwidth gmac_per_s weight_bytes; do
+        printf '%s\n' "$out" | grep -q "\"$field\"" || { echo "FAIL: no $field"; exit 1; }
+    done
+    "$top_builddir/tools/duet-bench" --quick --group 48 gemv >/dev/null 2>&1 && {
+        echo "FAIL: gemv accepted group 48"
+        exit 1
+    }
+else
+    echo "SKIP: gemv: duet-bench was built without the CPU worker's kernels"
 fi
 echo "1 passed, 0 failed"

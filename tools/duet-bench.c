@@ -34,51 +34,66 @@ static const struct {
      duet__bench_cpu_worker},
     {"spec", "speculative decoding: tokens/s plain and at several k, acceptance, cost model",
      duet__bench_spec},
+#ifdef DUET_BENCH_GEMV
+    {"gemv", "CPU worker GEMV kernels: GB/s of packed bf16/int8/int4 weights per ISA and shape",
+     duet__bench_gemv},
+#endif
 };
 
 #define N_BENCHES (sizeof(benches) / sizeof(benches[0]))
 
 static void usage(FILE *f)
 {
-    fprintf(f, "Usage: duet-bench [options] BENCHMARK...\n"
-               "\n"
-               "Runs benchmarks and prints one JSON object with every result.\n"
-               "\n"
-               "Options:\n"
-               "  -t, --seconds S   time budget of each measurement (default 1.0)\n"
-               "  -r, --repeats N   repetitions per measurement; the median is reported\n"
-               "                    (default 5, at most 64)\n"
-               "  -q, --quick       smaller sizes and 0.05 s budgets (a smoke test)\n"
-               "  -l, --list        list the benchmarks\n"
-               "  -h, --help        this text\n"
-               "  -V, --version     the version\n"
-               "\n"
-               "cpu-worker and spec options (lists: comma-separated or the option repeated):\n"
-               "  --plugin NAME|PATH  worker plugin (default cpu: $DUET_PLUGIN_PATH, the build\n"
-               "                      tree, then the install directory)\n"
-               "  --models DIR        where generated models are kept and reused\n"
-               "                      (default bench-models)\n"
-               "  --preset NAME,...   model shapes (duet-mkmodel --list, or tiny; default\n"
-               "                      llama-68m,tinyllama-1.1b; tiny with --quick)\n"
-               "  --dtype f32|bf16,...  compute dtypes (default f32,bf16)\n"
-               "  --batch N,...       decode batch sizes (default 1,4,16)\n"
-               "  --threads N         worker and bandwidth-probe threads (default: all CPUs)\n"
-               "  --prompt-len N      prefill tokens (default 512; 64 with --quick)\n"
-               "  --context N         decode context before the timed steps (default 128;\n"
-               "                      32 with --quick)\n"
-               "\n"
-               "spec options (also --plugin, --models, --threads; --dtype default bf16,\n"
-               "--batch default 1):\n"
-               "  --spec-target PRESET  target shapes (default llama-160m; tiny with --quick)\n"
-               "  --draft-layers N    layers of the derived draft (default 1)\n"
-               "  --draft-noise X     relative noise of the draft's tensors, 0..1 (default 0.02)\n"
-               "  --tail-scale S      the target's layers from the draft's last on have their\n"
-               "                      output projections scaled by S, a power of two in\n"
-               "                      2^-16..1 (default 0.015625)\n"
-               "  --k K,...           proposals per step (default 1,2,3,4,6; 2 with --quick)\n"
-               "  --max-tokens N      tokens per request (default 128; 16 with --quick)\n"
-               "\n"
-               "Benchmarks:\n");
+    fprintf(f,
+            "Usage: duet-bench [options] BENCHMARK...\n"
+            "\n"
+            "Runs benchmarks and prints one JSON object with every result.\n"
+            "\n"
+            "Options:\n"
+            "  -t, --seconds S   time budget of each measurement (default 1.0)\n"
+            "  -r, --repeats N   repetitions per measurement; the median is reported\n"
+            "                    (default 5, at most 64)\n"
+            "  -q, --quick       smaller sizes and 0.05 s budgets (a smoke test)\n"
+            "  -l, --list        list the benchmarks\n"
+            "  -h, --help        this text\n"
+            "  -V, --version     the version\n"
+            "\n"
+            "cpu-worker and spec options (lists: comma-separated or the option repeated):\n"
+            "  --plugin NAME|PATH  worker plugin (default cpu: $DUET_PLUGIN_PATH, the build\n"
+            "                      tree, then the install directory)\n"
+            "  --models DIR        where generated models are kept and reused\n"
+            "                      (default bench-models)\n"
+            "  --preset NAME,...   model shapes (duet-mkmodel --list, or tiny; default\n"
+            "                      llama-68m,tinyllama-1.1b; tiny with --quick)\n"
+            "  --dtype f32|bf16|int8|int4,...  precisions: compute dtypes, or int8 / int4\n"
+            "                      weights (bf16 compute; default bf16,int8,int4)\n"
+            "  --batch N,...       decode batch sizes (default 1,4,16)\n"
+            "  --threads N         worker and bandwidth-probe threads (default: all CPUs)\n"
+            "  --prompt-len N      prefill tokens (default 512; 64 with --quick)\n"
+            "  --context N         decode context before the timed steps (default 128;\n"
+            "                      32 with --quick)\n"
+            "\n"
+            "spec options (also --plugin, --models, --threads; --dtype default bf16,\n"
+            "--batch default 1):\n"
+            "  --spec-target PRESET  target shapes (default llama-160m; tiny with --quick)\n"
+            "  --draft-layers N    layers of the derived draft (default 1)\n"
+            "  --draft-noise X     relative noise of the draft's tensors, 0..1 (default 0.02)\n"
+            "  --tail-scale S      the target's layers from the draft's last on have their\n"
+            "                      output projections scaled by S, a power of two in\n"
+            "                      2^-16..1 (default 0.015625)\n"
+            "  --k K,...           proposals per step (default 1,2,3,4,6; 2 with --quick)\n"
+            "  --max-tokens N      tokens per request (default 128; 16 with --quick)\n"
+            "\n"
+            "gemv options (also --preset llama-68m,tinyllama-1.1b (tiny with --quick), --batch\n"
+            "(rows m, default 1,4,8) and --threads; the table goes to stderr):\n"
+            "  --isa ISA,...       generic, avx2, avx512 (default: the supported SIMD ones;\n"
+            "                      generic too with --quick: it is slow)\n"
+            "  --fmt FMT,...       bf16, int8, int4 (default all)\n"
+            "  --group N           int8 / int4 group: 32, 64 or 128 (default 32; cpu-worker\n"
+            "                      too)\n"
+            "  --gemv-prefill M    rows of the int8 prefill call (default 512; 32 with --quick)\n"
+            "\n"
+            "Benchmarks:\n");
     for (size_t i = 0; i < N_BENCHES; i++)
         fprintf(f, "  %-15s %s\n", benches[i].name, benches[i].what);
 }
@@ -133,6 +148,10 @@ enum {
     OPT_TAIL_SCALE,
     OPT_K,
     OPT_MAX_TOKENS,
+    OPT_ISA,
+    OPT_FMT,
+    OPT_GROUP,
+    OPT_GEMV_PREFILL,
 };
 
 static bool parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
@@ -179,7 +198,8 @@ static bool parse_dtypes(char *arg, struct duet_bench_worker_opts *w)
         return false;
     for (int i = first; i < w->n_dtypes; i++)
         if (strcmp(w->dtypes[i], "f32") && strcmp(w->dtypes[i], "bf16") &&
-            strcmp(w->dtypes[i], "f16"))
+            strcmp(w->dtypes[i], "f16") && strcmp(w->dtypes[i], "int8") &&
+            strcmp(w->dtypes[i], "int4"))
             return false;
     return true;
 }
@@ -247,6 +267,43 @@ static bool parse_spec_opt(int c, char *arg, struct duet_bench_spec_opts *so)
     return false;
 }
 
+static bool parse_names(char *arg, const char *const *valid, size_t n_valid, const char **list,
+                        int *n)
+{
+    int first = *n;
+
+    if (!parse_list(arg, list, n))
+        return false;
+    for (int i = first; i < *n; i++) {
+        size_t j = 0;
+
+        while (j < n_valid && strcmp(list[i], valid[j]) != 0)
+            j++;
+        if (j == n_valid)
+            return false;
+    }
+    return true;
+}
+
+/* The gemv options; false for an invalid value. */
+static bool parse_gemv_opt(int c, char *arg, struct duet_bench_gemv_opts *g)
+{
+    static const char *const isas[] = {"generic", "avx2", "avx512"};
+    static const char *const fmts[] = {"bf16", "int8", "int4"};
+
+    switch (c) {
+    case OPT_ISA:
+        return parse_names(arg, isas, 3, g->isas, &g->n_isas);
+    case OPT_FMT:
+        return parse_names(arg, fmts, 3, g->fmts, &g->n_fmts);
+    case OPT_GROUP:
+        return parse_u32(arg, 32, 128, &g->group) && (g->group & (g->group - 1)) == 0;
+    case OPT_GEMV_PREFILL:
+        return parse_u32(arg, 1, 1u << 16, &g->prefill);
+    }
+    return false;
+}
+
 /* Returns -1 to go on, or the exit status. */
 static int parse_args(int argc, char **argv, struct duet_bench_opts *o)
 {
@@ -271,6 +328,10 @@ static int parse_args(int argc, char **argv, struct duet_bench_opts *o)
         {"tail-scale", required_argument, NULL, OPT_TAIL_SCALE},
         {"k", required_argument, NULL, OPT_K},
         {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
+        {"isa", required_argument, NULL, OPT_ISA},
+        {"fmt", required_argument, NULL, OPT_FMT},
+        {"group", required_argument, NULL, OPT_GROUP},
+        {"gemv-prefill", required_argument, NULL, OPT_GEMV_PREFILL},
         {NULL, 0, NULL, 0}};
     char *end;
     int c;
@@ -286,7 +347,8 @@ static int parse_args(int argc, char **argv, struct duet_bench_opts *o)
 
             snprintf(shown, sizeof(shown), "%s", optarg); /* parsing splits optarg */
             if (c < OPT_SPEC_TARGET ? parse_worker_opt(c, optarg, &o->worker)
-                                    : parse_spec_opt(c, optarg, &o->spec))
+                : c < OPT_ISA       ? parse_spec_opt(c, optarg, &o->spec)
+                                    : parse_gemv_opt(c, optarg, &o->gemv))
                 continue;
             while (longopts[i].val != c)
                 i++;
