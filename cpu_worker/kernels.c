@@ -565,12 +565,18 @@ void duet__cpu_rope_angles(const double *inv_freq, uint32_t head_dim, const uint
 
 /* ---- activations ----------------------------------------------------------------------------- */
 
+/* silu(g) × u with the sigmoid from exp_nonpositive of −|g| (e = e^−|g|: σ = 1 / (1 + e) for
+ * g ≥ 0, e / (1 + e) below), a loop GCC vectorises instead of a libm expf call per element. */
 static void silu_mul_row(const float *restrict gu, float *restrict out, uint32_t inter)
 {
     const float *restrict up = gu + inter;
 
-    for (uint32_t i = 0; i < inter; i++)
-        out[i] = gu[i] / (1.0f + expf(-gu[i])) * up[i];
+#pragma omp simd
+    for (uint32_t i = 0; i < inter; i++) {
+        float g = gu[i], e = exp_nonpositive(g < 0.0f ? g : -g), r = 1.0f / (1.0f + e);
+
+        out[i] = g * (g < 0.0f ? e * r : r) * up[i];
+    }
 }
 
 void duet__cpu_silu_mul(const float *gu, size_t gu_stride, float *out, size_t out_stride,
