@@ -93,6 +93,16 @@ void duet__bench_finish(const struct duet_bench_samples *s, const char *name,
 int duet__bench_bandwidth(const struct duet_bench_opts *o, const char *bench, uint32_t threads,
                           const char *when, json_t *results, double *best);
 
+/* A short bandwidth probe to pair with each repetition of a measurement, so that a fraction of
+ * the bandwidth limit compares two figures taken moments apart (the shared machine's bandwidth
+ * moves by up to 2x within a run). create maps and touches `bytes` (NULL when it cannot); a
+ * pass reads them once with `threads` threads. */
+struct duet_bench_probe;
+struct duet_bench_probe *duet__bench_probe_create(size_t bytes);
+int duet__bench_probe_pass(struct duet_bench_probe *p, const char *bench, uint32_t threads,
+                           double *bytes_per_s);
+void duet__bench_probe_destroy(struct duet_bench_probe *p);
+
 /* Generated models (bench/models.c). A preset's shapes, or "tiny" (a 2-layer, 64-wide Llama
  * for smoke tests), in bf16; false for an unknown name. */
 bool duet__bench_preset_desc(const char *name, duet_model_desc *out);

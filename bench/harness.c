@@ -123,6 +123,52 @@ static int bw_pass(const char *bench, const void *buf, size_t bytes, uint32_t th
     return rc;
 }
 
+struct duet_bench_probe {
+    void *buf;
+    size_t bytes;
+    uint64_t sink;
+};
+
+struct duet_bench_probe *duet__bench_probe_create(size_t bytes)
+{
+    struct duet_bench_probe *p = calloc(1, sizeof(*p));
+
+    if (!p)
+        return NULL;
+    p->bytes = bytes;
+    p->buf = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p->buf == MAP_FAILED) {
+        free(p);
+        return NULL;
+    }
+    madvise(p->buf, bytes, MADV_HUGEPAGE);
+    memset(p->buf, 1, bytes);
+    return p;
+}
+
+int duet__bench_probe_pass(struct duet_bench_probe *p, const char *bench, uint32_t threads,
+                           double *bytes_per_s)
+{
+    uint64_t ns;
+
+    if (bw_pass(bench, p->buf, p->bytes, threads, &ns, &p->sink))
+        return 1;
+    *bytes_per_s = (double)p->bytes * 1e9 / (double)(ns ? ns : 1);
+    return 0;
+}
+
+void duet__bench_probe_destroy(struct duet_bench_probe *p)
+{
+    volatile uint64_t keep;
+
+    if (!p)
+        return;
+    keep = p->sink;
+    (void)keep;
+    munmap(p->buf, p->bytes);
+    free(p);
+}
+
 int duet__bench_bandwidth(const struct duet_bench_opts *o, const char *bench, uint32_t threads,
                           const char *when, json_t *results, double *best)
 {

@@ -52,8 +52,11 @@
 #endif
 
 #define BLOCK_SIZE 16
-#define WINDOW 64      /* decode positions before starting again at `context` */
-#define QUICK_WINDOW 8 /* the same with --quick */
+#define WINDOW 64                   /* decode positions before starting again at `context` */
+#define QUICK_WINDOW 8              /* the same with --quick */
+#define PAIRED_BYTES (256ull << 20) /* the probe before each decode repetition */
+#define PAIRED_QUICK_BYTES (16ull << 20)
+#define PAIRED_WHAT "256 MiB"
 
 static const char *const default_presets[] = {"llama-68m", "tinyllama-1.1b"};
 static const char *const default_dtypes[] = {"bf16", "int8", "int4"};
@@ -515,22 +518,108 @@ static void add_limits(json_t *results, size_t from, double bandwidth)
     }
 }
 
+/* Per repetition of a decode measurement: its tokens/s and the bandwidth a probe pass saw just
+ * before it. */
+struct paired {
+    double tokens_per_s[64], bandwidth[64];
+    int n;
+};
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* measure() with a probe pass (the better of two) before each repetition. */
+static int measure_paired(struct run *r, struct decode *d, struct duet_bench_samples *s,
+                          struct paired *pr)
+{
+    struct duet_bench_probe *probe =
+        duet__bench_probe_create(r->o->quick ? PAIRED_QUICK_BYTES : PAIRED_BYTES);
+    int rc = 0;
+
+    if (!probe) {
+        fprintf(stderr, "duet-bench: cpu-worker: no memory for the paired probe\n");
+        return 1;
+    }
+    pr->n = 0;
+    for (int rep = 0; !rc && rep < r->o->repeats && rep < 64; rep++) {
+        uint64_t ns = 0, ops = 0, end;
+        double bw0 = 0, bw1 = 0;
+
+        if (duet__bench_probe_pass(probe, "cpu-worker", r->threads, &bw0) ||
+            duet__bench_probe_pass(probe, "cpu-worker", r->threads, &bw1)) {
+            rc = 1;
+            break;
+        }
+        end = duet__bench_now_ns() + (uint64_t)(r->o->seconds / r->o->repeats * 1e9);
+        do {
+            uint64_t t0 = duet__bench_now_ns();
+
+            if (decode_step(r, d)) {
+                rc = 1;
+                break;
+            }
+            ns += duet__bench_now_ns() - t0;
+            ops++;
+        } while (duet__bench_now_ns() < end);
+        duet__bench_sample(s, ns, ops);
+        pr->tokens_per_s[pr->n] = (double)ops * d->batch * 1e9 / (double)(ns ? ns : 1);
+        pr->bandwidth[pr->n++] = bw0 > bw1 ? bw0 : bw1;
+    }
+    duet__bench_probe_destroy(probe);
+    return rc;
+}
+
+/* The paired fractions: each repetition's tokens/s against the limit its own probe sets. */
+static json_t *paired_extra(const struct run *r, const struct decode *d, struct paired *pr)
+{
+    double b = d->batch, ctx = d->ctx_n ? (double)d->ctx_sum / d->ctx_n : 0;
+    double bytes = (double)(r->params.layers + r->params.head) * r->weight_bytes +
+                   b * ctx * (double)r->wk.block_bytes / BLOCK_SIZE;
+    double frac[64];
+
+    for (int i = 0; i < pr->n; i++)
+        frac[i] = pr->tokens_per_s[i] / (b * pr->bandwidth[i] / bytes);
+    return json_pack("{s:f, s:f, s:s}", "fraction_of_paired_limit", median(frac, pr->n),
+                     "paired_bandwidth_gb_per_s", median(pr->bandwidth, pr->n) / 1e9,
+                     "paired_model",
+                     "each repetition's tokens/s over batch * bandwidth / bytes_per_step with the "
+                     "bandwidth of a probe pass (best of two, " PAIRED_WHAT
+                     ") run just before it; the median over repetitions");
+}
+
 static int bench_decode(struct run *r, uint32_t batch)
 {
     struct duet_bench_samples s = {0};
     struct duet_bench_result res;
+    struct paired pr;
     struct decode d;
+    json_t *extra, *paired;
     char name[160];
     int rc = 1;
 
     if (decode_init(r, &d, batch) || decode_step(r, &d)) /* one untimed step warms up */
         goto out;
     d.ctx_sum = d.ctx_n = 0;
-    if (measure(r, decode_step, &d, &s))
+    if (measure_paired(r, &d, &s, &pr))
         goto out;
     snprintf(name, sizeof(name), "%s_%s_decode_batch_%u", r->preset, r->dtype, batch);
     duet__bench_finish(&s, name, &res);
-    duet__bench_report(r->results, &res, decode_extra(r, &d, &res));
+    extra = decode_extra(r, &d, &res);
+    paired = paired_extra(r, &d, &pr);
+    if (extra && paired)
+        json_object_update(extra, paired);
+    json_decref(paired);
+    duet__bench_report(r->results, &res, extra);
     rc = 0;
 out:
     decode_fini(&d);
