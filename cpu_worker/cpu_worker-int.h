@@ -25,6 +25,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Compiles a hot loop's function, and everything it calls (flatten), for AVX-512, AVX2 and
+ * baseline x86-64, the dynamic linker picking one by CPUID (an ifunc): the worker's own files are
+ * built for baseline x86-64, where these loops run 4 floats wide. Only with GCC on x86-64 ELF. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__ELF__)
+#define DUET_CPU_CLONES                                                                            \
+    __attribute__((flatten, target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define DUET_CPU_CLONES
+#endif
+
 /* ---- bf16 --------------------------------------------------------------------------------- */
 
 static inline float duet__cpu_bf16_to_f32(uint16_t h)
