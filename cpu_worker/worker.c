@@ -1,15 +1,17 @@
 /*
  * duet_cpu_worker.so — the CPU worker plugin (docs/cpu-worker.md, plugin.h).
  *
- *   create ─► model folder mapped (model/) ─► every weight matrix converted once and packed by
- *             oneDNN (q|k|v and gate|up fused) ─► norms copied ─► samplers, one per thread
+ *   create ─► model folder mapped (model/) ─► every weight matrix converted once and packed
+ *             (q|k|v and gate|up fused): by oneDNN in f32 / bf16, by gemv.c for the own kernels
+ *             in bf16 (small M) or quantised to int8 / int4 ─► norms copied ─► samplers
  *   cache_geometry / init_cache ─► one host pool of KV blocks (+ a swap pool), zero pages
  *   execute ─► checks every id, position and size ─► swap in, swap out, copy
  *             ─► forward over all fed tokens ─► sample the output rows
  *             ─► n_draft_steps more forwards of one row per drafting sequence
  *
  * Settings (through the host, section = "target" or "speculative"): dtype f32 | bf16, weights
- * auto (= dtype) | the same as dtype, threads (0 = every core).
+ * auto (= dtype) | the same as dtype | int8 | int4, group_size 32 | 64 | 128, zero_point,
+ * quantize_lm_head, threads (0 = every core).
  */
 #include "config.h"
 
