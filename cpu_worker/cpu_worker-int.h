@@ -183,9 +183,9 @@ duet_status duet__cpu_linear_run(duet_cpu_dnn *dnn, const duet_cpu_linear *lin, 
 #include "sampling.h"
 
 /* The own kernels take bf16 matrices for at most this many rows (their row block), oneDNN above:
- * decode, drafting and k + 1 scoring stay on the own kernels (tinyllama bf16 at batch 4: 74–76
- * tokens/s against oneDNN's 48 in docs/performance.md), prefill on oneDNN's brgemm. The exact
- * crossover was not measured. int8 / int4 matrices always run on the own kernels. */
+ * decode, drafting and k + 1 scoring stay on the own kernels (tinyllama bf16 at batch 4: 56–74
+ * tokens/s in two runs against oneDNN's 48, docs/performance.md), prefill on oneDNN's brgemm.
+ * The exact crossover was not measured. int8 / int4 matrices always run on the own kernels. */
 #define DUET_CPU_GEMV_MAX_M 8u
 
 /* One weight matrix y = x·Wᵀ + b, packed for oneDNN, for the own kernels, or both (bf16: the own
