@@ -945,14 +945,18 @@ END_TEST
 /* ==== agreement with the reference ========================================================= */
 
 /* Prefill of n tokens with a row at every position, each compared with the reference. */
-static void check_prefill_with(const struct tmodel *tm, struct wk_opts o, uint32_t n, uint64_t seed)
+/* Prefill of n tokens with a row at every position, each asserted against the reference within
+ * the worker's tolerance; returns the worst |log p − reference| / max(1, max |logit|) (tokens
+ * within CUTOFF_NATS of the top). */
+static double check_prefill_with(const struct tmodel *tm, struct wk_opts o, uint32_t n,
+                                 uint64_t seed)
 {
     uint32_t vocab = tm->desc.vocab_size, table[64];
     int32_t *tokens = malloc(n * sizeof(*tokens));
-    double *logits;
-    duet_seq s;
+    double *logits, worst = 0;
     struct outs out;
     struct wk k;
+    duet_seq s;
     char what[256];
 
     o.num_blocks = blocks_for(n, 16) + 2;
@@ -967,10 +971,21 @@ static void check_prefill_with(const struct tmodel *tm, struct wk_opts o, uint32
              duet_dtype_name(tm->desc.torch_dtype), o.dtype ? o.dtype : "f32",
              o.weights ? o.weights : "auto", o.extra ? o.extra : "");
     assert_rows_match(&out, 0, n, logits, 0, 1.0, seed, k.tol, what);
+    for (uint32_t r = 0; r < n; r++) {
+        const float *p = out.probs + (size_t)r * vocab;
+        struct ref_row rr;
+
+        ref_row_init(&rr, logits + (size_t)r * vocab, vocab, 1.0, k.tol);
+        for (uint32_t v = 0; v < vocab; v++)
+            if (ref_row_counts(&rr, v))
+                worst = fmax(worst, fabs(log(p[v]) - rr.lp[v]) / (rr.lim / k.tol));
+        ref_row_fini(&rr);
+    }
     outs_free(&out);
     wk_close(&k);
     free(logits);
     free(tokens);
+    return worst;
 }
 
 static void check_prefill_against_reference(const struct tmodel *tm, const char *dtype, uint32_t n,
@@ -1060,45 +1075,6 @@ static const char *const quant_settings[] = {
     "group_size = 64; quantize_lm_head = false;",
 };
 
-/* The worst |log p − reference| / max(1, max |logit|) over the rows of a prefill of n tokens
- * (tokens within CUTOFF_NATS of the top), after asserting every row against the bound o.tol. */
-static double quant_deviation(const struct tmodel *tm, struct wk_opts o, uint32_t n, uint64_t seed)
-{
-    uint32_t vocab = tm->desc.vocab_size, table[64];
-    int32_t *tokens = malloc(n * sizeof(*tokens));
-    double *logits, worst = 0;
-    struct outs out;
-    struct wk k;
-    duet_seq s;
-    char what[256];
-
-    o.num_blocks = blocks_for(n, 16) + 2;
-    ck_assert_ptr_nonnull(tokens);
-    make_tokens(tokens, n, vocab, seed);
-    logits = reference(tm, tokens, n);
-    wk_open(&k, tm, &o);
-    table_range(table, blocks_for(n, 16), 1);
-    s = seq_make(3, tokens, n, 0, table, blocks_for(n, 16), n, sp_plain(seed));
-    exec_ok(&k, &s, 1, DUET_BATCH_WANT_PROBS, NULL, &out);
-    snprintf(what, sizeof(what), "%s, weights %s %s", tm->name, o.weights, o.extra);
-    for (uint32_t r = 0; r < n; r++) {
-        const float *p = out.probs + (size_t)r * vocab;
-        struct ref_row rr;
-
-        ref_row_init(&rr, logits + (size_t)r * vocab, vocab, 1.0, o.tol);
-        for (uint32_t v = 0; v < vocab; v++)
-            if (ref_row_counts(&rr, v))
-                worst = fmax(worst, fabs(log(p[v]) - rr.lp[v]) / (rr.lim / o.tol));
-        ref_row_fini(&rr);
-    }
-    assert_rows_match(&out, 0, n, logits, 0, 1.0, seed, k.tol, what);
-    outs_free(&out);
-    wk_close(&k);
-    free(logits);
-    free(tokens);
-    return worst;
-}
-
 START_TEST(test_quantised_weights_match_reference_within_tolerance)
 {
     static const int ms[] = {M_LLAMA_F32, M_LLAMA3, M_OPT_PRE, M_OPT_POST};
@@ -1108,8 +1084,8 @@ START_TEST(test_quantised_weights_match_reference_within_tolerance)
         for (size_t q = 0; q < sizeof(quant_settings) / sizeof(quant_settings[0]); q++) {
             struct wk_opts o8 = {.weights = "int8", .extra = quant_settings[q], .tol = TOL_INT8};
             struct wk_opts o4 = {.weights = "int4", .extra = quant_settings[q], .tol = TOL_INT4};
-            double d8 = quant_deviation(&models[ms[m]], o8, 40, 30 + q);
-            double d4 = quant_deviation(&models[ms[m]], o4, 40, 40 + q);
+            double d8 = check_prefill_with(&models[ms[m]], o8, 40, 30 + q);
+            double d4 = check_prefill_with(&models[ms[m]], o4, 40, 40 + q);
 
             fprintf(stderr, "%-14s %-42s worst |dlogp|/max(1,|logit|): int8 %.4f int4 %.4f\n",
                     models[ms[m]].name, quant_settings[q], d8, d4);
