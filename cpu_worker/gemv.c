@@ -21,6 +21,8 @@
 #include "gemv.h"
 #include "cpu_worker-int.h"
 
+#include "../model/model-int.h" /* duet__f16_to_f32, duet__f32_to_f16 */
+
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -36,66 +38,6 @@
 #define TILE DUET_GEMV_TILE
 #define CHUNK 64u    /* bytes of one chunk: 16 lanes × 4 bytes */
 #define ROW_BLOCK 8u /* activation rows a generic kernel carries per pass over a tile */
-
-/* ---- IEEE half ------------------------------------------------------------------------------- */
-
-static float f32_from_bits(uint32_t u)
-{
-    float f;
-
-    memcpy(&f, &u, sizeof(f));
-    return f;
-}
-
-static uint32_t f32_bits(float f)
-{
-    uint32_t u;
-
-    memcpy(&u, &f, sizeof(u));
-    return u;
-}
-
-float duet__gemv_f16_to_f32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
-
-    if (exp == 0) /* zero or subnormal: mant × 2⁻²⁴, exact in f32 */
-        return sign ? -ldexpf((float)mant, -24) : ldexpf((float)mant, -24);
-    if (exp == 31) /* inf, or NaN with its payload */
-        return f32_from_bits(sign | 0x7f800000u | mant << 13);
-    return f32_from_bits(sign | (exp + 112u) << 23 | mant << 13);
-}
-
-/* |f| below 2⁻¹⁴ (a = its bits without sign): a multiple of 2⁻²⁴, rounded to nearest even. */
-static uint16_t f16_subnormal(uint32_t a)
-{
-    uint32_t e = a >> 23, m = (a & 0x7fffffu) | 0x800000u, shift, r, rem, half;
-
-    if (a <= 0x33000000u) /* ≤ 2⁻²⁵: zero (2⁻²⁵ itself is the tie, even is 0) */
-        return 0;
-    shift = 126u - e; /* m × 2^(e − 150) in units of 2⁻²⁴; e in 102 .. 112, shift 14 .. 24 */
-    r = m >> shift;
-    rem = m & ((1u << shift) - 1u);
-    half = 1u << (shift - 1u);
-    if (rem > half || (rem == half && (r & 1u)))
-        r++; /* 0x400 is the smallest normal: the carry is right */
-    return (uint16_t)r;
-}
-
-uint16_t duet__gemv_f32_to_f16(float f)
-{
-    uint32_t u = f32_bits(f), sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu, v;
-
-    if (a > 0x7f800000u) /* NaN: quiet, with the top of the payload */
-        return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
-    if (a >= 0x477ff000u) /* ≥ 65520, the tie above 65504 whose even neighbour is inf */
-        return (uint16_t)(sign | 0x7c00u);
-    if (a < 0x38800000u)
-        return (uint16_t)(sign | f16_subnormal(a));
-    v = a - (112u << 23); /* rebias 127 → 15, then round the 13 dropped bits to nearest even */
-    v += 0xfffu + ((v >> 13) & 1u);
-    return (uint16_t)(sign | (v >> 13));
-}
 
 /* ---- layout helpers -------------------------------------------------------------------------- */
 
@@ -166,9 +108,9 @@ static bool group_params(const float *v, uint32_t n_valid, duet_gemv_fmt fmt, bo
     } else {
         s = amax / (fmt == DUET_GEMV_INT8 ? 127.0f : 7.0f);
     }
-    *s16 = duet__gemv_f32_to_f16(s);
-    *m16 = duet__gemv_f32_to_f16(m);
-    return isfinite(duet__gemv_f16_to_f32(*s16)) && isfinite(duet__gemv_f16_to_f32(*m16));
+    *s16 = duet__f32_to_f16(s);
+    *m16 = duet__f32_to_f16(m);
+    return isfinite(duet__f16_to_f32(*s16)) && isfinite(duet__f16_to_f32(*m16));
 }
 
 /* The code of w with the stored (rounded) s and m: symmetric round(w / s) + z, asymmetric
@@ -198,8 +140,8 @@ static bool pack_group_lane(const duet_gemv_weight *w, uint8_t *blk, uint32_t j,
 
     if (!group_params(wrow + c0, n_valid, w->fmt, w->asym, &s16, &m16))
         return false;
-    s = duet__gemv_f16_to_f32(s16);
-    m = duet__gemv_f16_to_f32(m16);
+    s = duet__f16_to_f32(s16);
+    m = duet__f16_to_f32(m16);
     for (uint32_t e = 0; e < w->group; e++) {
         unsigned nib;
         size_t off = code_offset(w->fmt, j, e, &nib);
@@ -339,9 +281,9 @@ float duet__gemv_weight_get(const duet_gemv_weight *w, uint32_t row, uint32_t co
     cb = codes_bytes(w->fmt, w->group);
     off = code_offset(w->fmt, j, e, &nib);
     u = nib ? blk[off] >> 4 : (w->fmt == DUET_GEMV_INT4 ? blk[off] & 0x0f : blk[off]);
-    s = duet__gemv_f16_to_f32(load_u16(blk + cb + 2u * j));
+    s = duet__f16_to_f32(load_u16(blk + cb + 2u * j));
     if (w->asym)
-        return s * (float)u + duet__gemv_f16_to_f32(load_u16(blk + cb + 32 + 2u * j));
+        return s * (float)u + duet__f16_to_f32(load_u16(blk + cb + 32 + 2u * j));
     return s * (float)(u - (w->fmt == DUET_GEMV_INT8 ? 128 : 8));
 }
 
@@ -577,8 +519,8 @@ static void quant_tile_rows(const duet_gemv_weight *w, const duet_gemv_act *a, c
         float s[TILE], m[TILE];
 
         for (uint32_t j = 0; j < TILE; j++) {
-            s[j] = duet__gemv_f16_to_f32(load_u16(blk + cb + 2 * j));
-            m[j] = w->asym ? duet__gemv_f16_to_f32(load_u16(blk + cb + 32 + 2 * j)) : 0.0f;
+            s[j] = duet__f16_to_f32(load_u16(blk + cb + 2 * j));
+            m[j] = w->asym ? duet__f16_to_f32(load_u16(blk + cb + 32 + 2 * j)) : 0.0f;
         }
         for (uint32_t r = 0; r < rows; r++) {
             size_t row = (size_t)(r0 + r);

@@ -156,8 +156,5 @@ void duet__gemv_act_prepare(const duet_gemv_weight *w, const float *x, size_t x_
 void duet__gemv_run(const duet_gemv_ops *ops, const duet_gemv_weight *w, const duet_gemv_act *a,
                     float *y, size_t y_stride);
 
-/* IEEE half ↔ f32 (round to nearest even), portable. */
-float duet__gemv_f16_to_f32(uint16_t h);
-uint16_t duet__gemv_f32_to_f16(float f);
 
 #endif /* DUET_CPU_GEMV_H */

@@ -27,7 +27,7 @@ tests_check_cpu_kernels_SOURCES = tests/check_cpu_kernels.c tests/check_util.h t
 	$(CPU_WORKER_KERNEL_SOURCES)
 tests_check_cpu_kernels_CPPFLAGS = $(CPU_WORKER_CPPFLAGS)
 tests_check_cpu_kernels_CFLAGS = $(TEST_CFLAGS) $(OPENMP_CFLAGS)
-tests_check_cpu_kernels_LDADD = $(CHECK_LIBS) $(CPU_WORKER_LIBS) $(OPENMP_CFLAGS)
+tests_check_cpu_kernels_LDADD = model/libduet_model.la $(CHECK_LIBS) $(CPU_WORKER_LIBS) $(OPENMP_CFLAGS)
 CHECK_TESTS += tests/check_cpu_kernels
 
 # The plugin through the ABI against tests/reference_forward.c on generated models.
