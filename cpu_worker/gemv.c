@@ -456,23 +456,6 @@ static void bf16_tile_rows(const duet_gemv_weight *w, const duet_gemv_act *a, co
     }
 }
 
-static void gemv_bf16_generic(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
-                              size_t y_stride, uint32_t t0, uint32_t t1)
-{
-    float acc[ROW_BLOCK][TILE];
-
-    for (uint32_t t = t0; t < t1; t++) {
-        const uint8_t *tile = (const uint8_t *)w->data + (size_t)t * w->tile_bytes;
-
-        for (uint32_t r0 = 0; r0 < a->m; r0 += ROW_BLOCK) {
-            uint32_t rows = a->m - r0 < ROW_BLOCK ? a->m - r0 : ROW_BLOCK;
-
-            bf16_tile_rows(w, a, tile, r0, rows, acc);
-            store_tile(w, acc, rows, r0, t, y, y_stride);
-        }
-    }
-}
-
 /* Σ u·q of one group for the 16 lanes, exact in int32: int8 codes, 4 per lane per chunk. */
 static void dot_int8(const uint8_t *blk, const int8_t *q, uint32_t group, int32_t dot[TILE])
 {
@@ -539,8 +522,13 @@ static void quant_tile_rows(const duet_gemv_weight *w, const duet_gemv_act *a, c
     }
 }
 
-static void gemv_quant_generic(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
-                               size_t y_stride, uint32_t t0, uint32_t t1)
+/* The rows of one tile's accumulators for rows r0 .. r0 + rows − 1 (bf16 or quantised). */
+typedef void (*tile_rows_fn)(const duet_gemv_weight *w, const duet_gemv_act *a, const uint8_t *tile,
+                             uint32_t r0, uint32_t rows, float acc[ROW_BLOCK][TILE]);
+
+/* Tiles t0 .. t1 − 1, ROW_BLOCK activation rows per pass over a tile. */
+static void generic_tiles(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
+                          size_t y_stride, uint32_t t0, uint32_t t1, tile_rows_fn tile_rows)
 {
     float acc[ROW_BLOCK][TILE];
 
@@ -550,10 +538,22 @@ static void gemv_quant_generic(const duet_gemv_weight *w, const duet_gemv_act *a
         for (uint32_t r0 = 0; r0 < a->m; r0 += ROW_BLOCK) {
             uint32_t rows = a->m - r0 < ROW_BLOCK ? a->m - r0 : ROW_BLOCK;
 
-            quant_tile_rows(w, a, tile, r0, rows, acc);
+            tile_rows(w, a, tile, r0, rows, acc);
             store_tile(w, acc, rows, r0, t, y, y_stride);
         }
     }
+}
+
+static void gemv_bf16_generic(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
+                              size_t y_stride, uint32_t t0, uint32_t t1)
+{
+    generic_tiles(w, a, y, y_stride, t0, t1, bf16_tile_rows);
+}
+
+static void gemv_quant_generic(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
+                               size_t y_stride, uint32_t t0, uint32_t t1)
+{
+    generic_tiles(w, a, y, y_stride, t0, t1, quant_tile_rows);
 }
 
 const duet_gemv_ops duet__gemv_generic_ops = {"generic", gemv_bf16_generic, gemv_quant_generic,
