@@ -156,5 +156,4 @@ void duet__gemv_act_prepare(const duet_gemv_weight *w, const float *x, size_t x_
 void duet__gemv_run(const duet_gemv_ops *ops, const duet_gemv_weight *w, const duet_gemv_act *a,
                     float *y, size_t y_stride);
 
-
 #endif /* DUET_CPU_GEMV_H */
