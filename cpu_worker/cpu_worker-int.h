@@ -289,7 +289,5 @@ duet_status duet__cpu_fail(duet_worker *w, duet_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* The plugin's execute() (execute.c). */
 duet_status duet__cpu_execute(duet_worker *w, const duet_batch *batch, duet_batch_output *out);
-/* Rotary frequencies of a Llama description, scaling applied ([head_dim / 2]). */
-void duet__cpu_rope_freqs(const duet_model_desc *d, double *inv_freq);
 
 #endif /* DUET_CPU_WORKER_INT_H */

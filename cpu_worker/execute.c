@@ -17,6 +17,8 @@
 
 #include "cpu_worker-int.h"
 
+#include "batch_check.h"
+
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -27,145 +29,17 @@
 
 /* ---- checks ------------------------------------------------------------------------------ */
 
-static duet_status check_pairs(duet_worker *w, const char *what, const duet_block_pair *pairs,
-                               uint32_t n, uint32_t src_limit, uint32_t dst_limit)
-{
-    if (n && !pairs)
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT, "cpu worker: %s: %u pairs but no array", what,
-                    n);
-    for (uint32_t i = 0; i < n; i++)
-        if (pairs[i].src >= src_limit || pairs[i].dst >= dst_limit)
-            return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                        "cpu worker: %s[%u] = (%u, %u): ids must be below (%u, %u)", what, i,
-                        pairs[i].src, pairs[i].dst, src_limit, dst_limit);
-    return DUET_STATUS_OK;
-}
-
-static duet_status check_sampling(duet_worker *w, const duet_batch *b, const duet_seq *q)
-{
-    const duet_sampling_params *sp = &q->sampling;
-    unsigned long long id = (unsigned long long)q->seq_id;
-
-    if (!isfinite(sp->temperature) || sp->temperature < 0)
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                    "cpu worker: sequence %llu: temperature %g must be finite and >= 0", id,
-                    (double)sp->temperature);
-    if (!(sp->top_p > 0 && sp->top_p <= 1))
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                    "cpu worker: sequence %llu: top_p %g must be in (0, 1]", id, (double)sp->top_p);
-    if (!(sp->min_p >= 0 && sp->min_p <= 1))
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                    "cpu worker: sequence %llu: min_p %g must be in [0, 1]", id, (double)sp->min_p);
-    if ((b->flags & DUET_BATCH_WANT_LOGPROBS) && sp->n_logprobs > b->max_logprobs)
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                    "cpu worker: sequence %llu: n_logprobs %u exceeds the batch's max_logprobs %u",
-                    id, sp->n_logprobs, b->max_logprobs);
-    if ((b->flags & DUET_BATCH_WANT_PROMPT_LOGPROBS) && sp->n_prompt_logprobs > b->max_logprobs)
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                    "cpu worker: sequence %llu: n_prompt_logprobs %u exceeds the batch's "
-                    "max_logprobs %u",
-                    id, sp->n_prompt_logprobs, b->max_logprobs);
-    return DUET_STATUS_OK;
-}
-
-/* One sequence: counts, tokens, positions, block table. */
-static duet_status check_seq(duet_worker *w, const duet_batch *b, const duet_seq *q)
-{
-    const duet_model_desc *d = w->d;
-    unsigned long long id = (unsigned long long)q->seq_id;
-    uint64_t last = (uint64_t)q->pos + q->n_tokens - 1 + q->n_draft_steps, need;
-
-    if (!q->tokens || q->n_tokens == 0)
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT, "cpu worker: sequence %llu: no tokens", id);
-    if (q->n_outputs > q->n_tokens)
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                    "cpu worker: sequence %llu: n_outputs %u exceeds n_tokens %u", id, q->n_outputs,
-                    q->n_tokens);
-    if (q->n_draft_steps && !q->n_outputs)
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                    "cpu worker: sequence %llu: n_draft_steps %u needs n_outputs >= 1", id,
-                    q->n_draft_steps);
-    for (uint32_t j = 0; j < q->n_tokens; j++)
-        if (q->tokens[j] < 0 || (uint32_t)q->tokens[j] >= d->vocab_size)
-            return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                        "cpu worker: sequence %llu: token %d at index %u is outside the "
-                        "vocabulary (0 .. %u)",
-                        id, q->tokens[j], j, d->vocab_size - 1);
-    if (last >= d->max_position)
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                    "cpu worker: sequence %llu: position %llu is beyond the model's limit of %u "
-                    "positions",
-                    id, (unsigned long long)last, d->max_position);
-    need = last / w->kv.block_size + 1;
-    if (!q->block_table || q->n_blocks < need)
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                    "cpu worker: sequence %llu: position %llu needs %llu blocks, the block table "
-                    "has %u",
-                    id, (unsigned long long)last, (unsigned long long)need,
-                    q->block_table ? q->n_blocks : 0);
-    for (uint64_t i = 0; i < need; i++)
-        if (q->block_table[i] >= w->kv.num_blocks)
-            return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                        "cpu worker: sequence %llu: block_table[%llu] = %u is not a block (the "
-                        "cache has %u)",
-                        id, (unsigned long long)i, q->block_table[i], w->kv.num_blocks);
-    return check_sampling(w, b, q);
-}
-
-/* The output arrays the batch's flags and sizes call for. */
-static duet_status check_output(duet_worker *w, const duet_batch *b, const duet_batch_output *o,
-                                uint64_t rows, uint64_t fed)
-{
-    bool lp = b->flags & DUET_BATCH_WANT_LOGPROBS, plp = b->flags & DUET_BATCH_WANT_PROMPT_LOGPROBS;
-
-    if (o->struct_size < sizeof(*o))
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT, "cpu worker: output struct_size %u < %zu",
-                    o->struct_size, sizeof(*o));
-    if (rows > o->n_rows)
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                    "cpu worker: the batch produces %llu rows, the output holds %u",
-                    (unsigned long long)rows, o->n_rows);
-    if ((rows && !o->tokens) || (rows && (b->flags & DUET_BATCH_WANT_PROBS) && !o->probs) ||
-        (rows && lp && (!o->token_logprobs || (b->max_logprobs && !o->logprobs))) ||
-        (fed && plp && (!o->prompt_next_logprobs || (b->max_logprobs && !o->prompt_logprobs))))
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                    "cpu worker: an output array the batch's flags ask for is NULL");
-    return DUET_STATUS_OK;
-}
-
 static duet_status check_batch(duet_worker *w, const duet_batch *b, const duet_batch_output *o,
                                uint64_t *rows, uint64_t *fed)
 {
-    duet_status st;
+    duet_batch_limits lim = {.who = "cpu worker",
+                             .vocab = w->d->vocab_size,
+                             .max_position = w->d->max_position,
+                             .block_size = w->kv.block_size,
+                             .num_blocks = w->kv.base ? w->kv.num_blocks : 0,
+                             .num_swap_blocks = w->swap.num_blocks};
 
-    if (b->struct_size < sizeof(*b) || (b->n_seqs && (!b->seqs || b->seq_size < sizeof(duet_seq))))
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                    "cpu worker: batch struct_size %u / seq_size %u too small, or no seqs",
-                    b->struct_size, b->seq_size);
-    if (b->flags & DUET_BATCH_VERIFY)
-        return fail(w, DUET_STATUS_UNSUPPORTED,
-                    "cpu worker: DUET_BATCH_VERIFY: this worker returns probability rows; the "
-                    "engine verifies");
-    if (!w->kv.base)
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT, "cpu worker: execute before init_cache");
-    st = check_pairs(w, "swap_in", b->swap_in, b->n_swap_in, w->swap.num_blocks, w->kv.num_blocks);
-    if (!st)
-        st = check_pairs(w, "swap_out", b->swap_out, b->n_swap_out, w->kv.num_blocks,
-                         w->swap.num_blocks);
-    if (!st)
-        st = check_pairs(w, "copy", b->copy, b->n_copy, w->kv.num_blocks, w->kv.num_blocks);
-    *rows = *fed = 0;
-    for (uint32_t i = 0; !st && i < b->n_seqs; i++) {
-        const duet_seq *q = duet_batch_seq(b, i);
-
-        st = check_seq(w, b, q);
-        *rows += (uint64_t)q->n_outputs + q->n_draft_steps;
-        *fed += q->n_tokens;
-    }
-    if (!st && *fed > UINT32_MAX / 2)
-        st = fail(w, DUET_STATUS_CAPACITY, "cpu worker: %llu tokens in one batch is too many",
-                  (unsigned long long)*fed);
-    return st ? st : check_output(w, b, o, *rows, *fed);
+    return duet_batch_check(&lim, b, o, rows, fed, w->err, sizeof(w->err));
 }
 
 /* ---- steps -------------------------------------------------------------------------------- */

@@ -67,32 +67,6 @@ out_nomem:
     return DUET_STATUS_OUT_OF_MEMORY;
 }
 
-void duet__cpu_rope_freqs(const duet_model_desc *d, double *inv_freq)
-{
-    const double pi = 3.14159265358979323846;
-    double low_wavelen = d->rope_original_max_position / d->rope_low_freq_factor;
-    double high_wavelen = d->rope_original_max_position / d->rope_high_freq_factor;
-
-    for (uint32_t i = 0; i < d->head_dim / 2; i++) {
-        double f = pow(d->rope_theta, -2.0 * i / d->head_dim), wavelen = 2 * pi / f;
-
-        if (d->rope_scaling == DUET_ROPE_SCALING_LINEAR) {
-            f /= d->rope_factor;
-        } else if (d->rope_scaling == DUET_ROPE_SCALING_LLAMA3) {
-            if (wavelen > low_wavelen) {
-                f /= d->rope_factor;
-            } else if (wavelen >= high_wavelen) {
-                double smooth =
-                    (d->rope_original_max_position / wavelen - d->rope_low_freq_factor) /
-                    (d->rope_high_freq_factor - d->rope_low_freq_factor);
-
-                f = (1 - smooth) * f / d->rope_factor + smooth * f;
-            }
-        }
-        inv_freq[i] = f;
-    }
-}
-
 /* x = the embeddings of the tokens (projected, plus learned positions for OPT). */
 static duet_status embed(duet_worker *w, const int32_t *tokens, uint32_t n_rows)
 {

@@ -38,7 +38,14 @@
 #define DUET_DRAW_ACCEPT 1u   /* the rejection sampler's accept test of a draft token */
 #define DUET_DRAW_RESAMPLE 2u /* the rejection sampler's draw from the residual distribution */
 
-static inline uint64_t duet__rng_mix(uint64_t z)
+/* The generator compiles for CUDA devices too (the GPU worker's sampler draws the same numbers). */
+#ifdef __CUDACC__
+#define DUET_RNG_HD __host__ __device__
+#else
+#define DUET_RNG_HD
+#endif
+
+static inline DUET_RNG_HD uint64_t duet__rng_mix(uint64_t z)
 {
     /* splitmix64's finaliser: a bijection with full avalanche */
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -47,7 +54,7 @@ static inline uint64_t duet__rng_mix(uint64_t z)
 }
 
 /* A uniform double in [0, 1) (53 bits) that depends only on (seed, position, draw). */
-static inline double duet_rng_uniform(uint64_t seed, uint64_t position, uint32_t draw)
+static inline DUET_RNG_HD double duet_rng_uniform(uint64_t seed, uint64_t position, uint32_t draw)
 {
     uint64_t h = duet__rng_mix(seed + 0x9e3779b97f4a7c15ull);
     h = duet__rng_mix(h ^ (position + 0x632be59bd9b4e019ull));
