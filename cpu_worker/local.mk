@@ -8,7 +8,7 @@ CPU_WORKER_CPPFLAGS = $(AM_CPPFLAGS) $(ONEDNN_CPPFLAGS) -I$(top_srcdir)/sampling
 CPU_WORKER_LIBS = $(ONEDNN_LDFLAGS) $(ONEDNN_LIBS) -lm
 
 if BUILD_CPU_WORKER
-pkglib_LTLIBRARIES = cpu_worker/duet_cpu_worker.la
+pkglib_LTLIBRARIES += cpu_worker/duet_cpu_worker.la
 cpu_worker_duet_cpu_worker_la_SOURCES = cpu_worker/worker.c cpu_worker/execute.c cpu_worker/forward.c \
 	$(CPU_WORKER_KERNEL_SOURCES)
 cpu_worker_duet_cpu_worker_la_CPPFLAGS = $(CPU_WORKER_CPPFLAGS)

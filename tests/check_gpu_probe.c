@@ -3,9 +3,8 @@
  * program, runs a kernel whose result is compared with the same computation on the host. Skips
  * (exit 77) when no GPU is present.
  */
-#include "gpu_worker/gpu_worker-int.h"
-
 #include "check_util.h"
+#include "gpu_test_util.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -39,7 +38,7 @@ int main(void)
     Suite *s;
     TCase *tc;
 
-    if (duet__gpu_device_count() == 0) {
+    if (duet_test_gpu_devices() == 0) {
         printf("SKIP: no CUDA device\n");
         return 77;
     }

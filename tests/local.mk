@@ -43,6 +43,8 @@ AM_TESTS_ENVIRONMENT = \
 	DUET_TEST_LIBDUET='$(abs_top_builddir)/.libs/libduet.so'; export DUET_TEST_LIBDUET; \
 	DUET_TEST_CPU_WORKER='$(abs_top_builddir)/cpu_worker/.libs/duet_cpu_worker.so'; \
 	export DUET_TEST_CPU_WORKER; \
+	DUET_TEST_GPU_WORKER='$(abs_top_builddir)/gpu_worker/.libs/duet_gpu_worker.so'; \
+	export DUET_TEST_GPU_WORKER; \
 	ASAN_OPTIONS="$${ASAN_OPTIONS:+$$ASAN_OPTIONS:}intercept_tls_get_addr=0"; \
 	export ASAN_OPTIONS; \
 	unset DUET_PLUGIN_PATH;
@@ -75,17 +77,6 @@ tests_check_abi_LDADD = $(TEST_LIBS)
 
 CHECK_TESTS = tests/check_config tests/check_loader tests/check_exports tests/check_abi
 TESTS += $(CHECK_TESTS)
-endif
-
-if HAVE_CUDA
-if HAVE_CHECK
-check_PROGRAMS += tests/check_gpu_probe
-tests_check_gpu_probe_SOURCES = tests/check_gpu_probe.c
-tests_check_gpu_probe_CFLAGS = $(TEST_CFLAGS)
-tests_check_gpu_probe_LDADD = gpu_worker/libduet_gpu_kernels.la $(TEST_LIBS) $(CUDA_LDFLAGS) \
-	$(CUDA_LIBS)
-TESTS += tests/check_gpu_probe
-endif
 endif
 
 # duet-run end to end: --check against the mock plugin, errors and exit codes.

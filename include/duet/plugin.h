@@ -136,8 +136,9 @@ typedef struct duet_model_info {
 typedef struct duet_cache_geometry {
     uint32_t struct_size;  /* in: sizeof(duet_cache_geometry) as the host was built */
     uint32_t block_size;   /* in: tokens per KV block */
-    uint64_t budget_bytes; /* in: bytes the cache may take; 0 = the worker's own limit (free device
-                              memory × cache.memory_fraction, or cache.cpu_kv_space_gib) */
+    uint64_t budget_bytes; /* in: bytes the cache may take; 0 = the worker's own limit (device
+                              memory × cache.memory_fraction less what is in use, or
+                              cache.cpu_kv_space_gib) */
     uint64_t block_bytes;  /* out: bytes of one block: all layers, K and V */
     uint64_t num_blocks;   /* out: blocks that fit the budget */
 } duet_cache_geometry;
