@@ -1,15 +1,28 @@
 /*
- * The CPU worker plugin (duet_cpu_worker.so), only through its ABI (plugin.h), against the
- * double-precision reference (reference_forward.h) on generated models: a small Llama with
- * grouped-query attention, a tied Llama with llama3 RoPE scaling and one KV head, OPT with
- * pre-LayerNorm and with post-LayerNorm + project_in/out, a 12-token Llama for the sampling
- * statistics, and the shapes of llama-68m and opt-125m. The models are generated once, in
- * main(), into a mkdtemp folder under $DUET_TEST_BUILDDIR (else /tmp) that is removed at the end;
- * the plugin comes from $DUET_TEST_CPU_WORKER (exit 77, automake's SKIP, when it is not there).
- * Every behaviour runs in f32 and bf16 compute, except where bf16 cannot run: under
- * DUET_TEST_VALGRIND (valgrind's CPU has no AVX-512, so oneDNN has no bf16 matmul), which also
- * drops the preset shapes and takes fewer samples, and where the worker answers a bf16 create
- * with DUET_STATUS_UNSUPPORTED (a note is printed).
+ * A worker plugin, only through its ABI (plugin.h), against the double-precision reference
+ * (reference_forward.h) on generated models: a small Llama with grouped-query attention, a tied
+ * Llama with llama3 RoPE scaling and one KV head, OPT with pre-LayerNorm and with post-LayerNorm +
+ * project_in/out, a 12-token Llama for the sampling statistics, and the shapes of llama-68m and
+ * opt-125m. The models are generated once, in main(), into a mkdtemp folder under
+ * $DUET_TEST_BUILDDIR (else /tmp) that is removed at the end.
+ *
+ * Built twice from this file, for two workers that the engine must not be able to tell apart
+ * except by speed (the table of per-mode constants below holds what differs):
+ *
+ *   check_cpu_worker  duet_cpu_worker.so from $DUET_TEST_CPU_WORKER (exit 77, automake's SKIP,
+ *                     when it is not there). Every behaviour runs in f32 and bf16 compute, except
+ *                     where bf16 cannot run: under DUET_TEST_VALGRIND (valgrind's CPU has no
+ *                     AVX-512, so oneDNN has no bf16 matmul), which also drops the preset shapes
+ *                     and takes fewer samples, and where the worker answers a bf16 create with
+ *                     DUET_STATUS_UNSUPPORTED (a note is printed). Also: int8 / int4 weights,
+ *                     OpenMP thread counts, the dtypes the CPU worker refuses.
+ *   check_gpu_worker  (-DDUET_TEST_GPU_WORKER) duet_gpu_worker.so from $DUET_TEST_GPU_WORKER;
+ *                     exit 77 when it is not there, when no CUDA device is visible, and under
+ *                     DUET_TEST_VALGRIND (the CUDA runtime is not valgrind-clean). Every behaviour
+ *                     runs in f32, bf16 and f16 compute. Also: int8 / int4 weights and missing
+ *                     devices refused, tensor_parallel = 2 against 1 (with two devices), 128
+ *                     greedy tokens identical to the CPU worker's in f32 (when
+ *                     $DUET_TEST_CPU_WORKER is there), the cache sized from device memory.
  *
  * Logits are not exposed by the ABI. A row is compared through its probability row: with
  * temperature T and no filter (top_k 0, top_p 1, min_p 0) probs = softmax(logits / T), so
@@ -17,13 +30,14 @@
  *
  *     |log(p_worker[v]) - log_softmax(z)[v]|  <=  tol × max(1, max |z|),   z = logits_ref / T
  *
- * with tol = 1e-4 for f32 compute and 2e-2 for bf16, over every token v whose reference
- * probability is at least e^-20 of the top one (below that a float probability carries no
- * information worth testing). The argmax must be the reference's, unless the reference's top
- * two are within 2 × that bound of each other (then either may win). Two worker results that
- * must be "the same" (batching, block tables, drafting, scoring, cache operations) are held to
- * the same bound against each other and each against the reference; their sampled tokens must
- * be equal unless the seeded draw u lies within 2 × that bound of a CDF boundary of the row.
+ * with tol = 1e-4 for f32 compute (2e-4 on the GPU: see TOL_GPU_F32), 2e-2 for bf16 and 5e-3 for
+ * f16, over every token v whose reference probability is at least e^-20 of the top one (below
+ * that a float probability carries no information worth testing). The argmax must be the
+ * reference's, unless the reference's top two are within 2 × that bound of each other (then
+ * either may win). Two worker results that must be "the same" (batching, block tables, drafting,
+ * scoring, cache operations, tensor parallelism) are held to the same bound against each other
+ * and each against the reference; their sampled tokens must be equal unless the seeded draw u
+ * lies within 2 × that bound of a CDF boundary of the row.
  *
  * A token sampled from a row at fed position p is the token at position p + 1: it must be the
  * inverse CDF of the returned probability row at u = duet_rng_uniform(seed, p + 1,
@@ -40,6 +54,9 @@
 #include "check_util.h"
 #include "test_dirs.h"
 #include "reference_forward.h"
+#ifdef DUET_TEST_GPU_WORKER
+#include "gpu_test_util.h" /* duet_test_gpu_devices */
+#endif
 
 #include <check.h>
 #include <ftw.h>
@@ -55,22 +72,62 @@
 /* The out-of-memory test asks for more than 2^50 bytes: under ASan such a malloc must return NULL
  * (as it does without ASan) instead of aborting. And LeakSanitizer, as GCC 12 ships it, follows
  * garbage dynamic-TLS ranges of dlopen'ed libraries (libdnnl) on glibc >= 2.34 and crashes at exit
- * ("Tracer caught signal 11", google/sanitizers#1322): leave dynamic TLS out of its scan.
+ * ("Tracer caught signal 11", google/sanitizers#1322): leave dynamic TLS out of its scan. The CUDA
+ * driver maps device memory where ASan's shadow gap is: that gap must not be protected.
  * Exported, so that the runtime finds it despite -fvisibility=hidden. */
 __attribute__((visibility("default"))) const char *__asan_default_options(void);
 __attribute__((visibility("default"))) const char *__asan_default_options(void)
 {
+#ifdef DUET_TEST_GPU_WORKER
+    return "allocator_may_return_null=1:intercept_tls_get_addr=0:protect_shadow_gap=0";
+#else
     return "allocator_may_return_null=1:intercept_tls_get_addr=0";
+#endif
 }
 #endif
 
 #define TOL_F32 1e-4
+/* GPU f32: cuBLAS picks its GEMM algorithm (split-K, tile order) per shape and the attention
+ * kernels sum over tiles with an online softmax, so f32 sums are rounded in other orders than on
+ * the CPU (and than in the reference's sequential loops): twice the CPU's bound. */
+#define TOL_GPU_F32 2e-4
 #define TOL_BF16 2e-2
+#define TOL_F16 5e-3
 #define CUTOFF_NATS 20.0 /* tokens compared: reference log-probability within this of the top */
 #define DRAW_SLACK 1e-5  /* float rounding allowed in a CDF interval */
 
-static const char *const dtypes[2] = {"f32", "bf16"};
-static int n_dtypes = 2; /* 1: bf16 compute cannot run here (see main) */
+/* ---- what differs between the two workers under test ------------------------------------ */
+
+#ifdef DUET_TEST_GPU_WORKER
+#define WORKER "gpu"
+#define PLUGIN_ENV "DUET_TEST_GPU_WORKER"
+#define TOL_WORKER_F32 TOL_GPU_F32
+/* budget 0 sizes the cache from free device memory; a small pinned swap pool */
+#define CACHE_SETTINGS "memory_fraction = 0.5; swap_space_gib = 0.0625;"
+#define WORKER_CAPS                                                                                \
+    (DUET_CAP_TARGET | DUET_CAP_DRAFT | DUET_CAP_SWAP | DUET_CAP_F32 | DUET_CAP_BF16 |             \
+     DUET_CAP_F16 | DUET_CAP_PREFIX_CACHE)
+#define WORKER_CAPS_OPTIONAL DUET_CAP_TP /* with NCCL */
+#define WORKER_THREADS false             /* no "threads" setting */
+#define CASE_TIMEOUT 180 /* seconds: each worker starts a CUDA context and a cuBLAS handle */
+static const char *const dtypes[] = {"f32", "bf16", "f16"};
+#else
+#define WORKER "cpu"
+#define PLUGIN_ENV "DUET_TEST_CPU_WORKER"
+#define TOL_WORKER_F32 TOL_F32
+#define CACHE_SETTINGS "cpu_kv_space_gib = 0.25;"
+#define WORKER_CAPS                                                                                \
+    (DUET_CAP_TARGET | DUET_CAP_DRAFT | DUET_CAP_SWAP | DUET_CAP_F32 | DUET_CAP_BF16 |             \
+     DUET_CAP_INT8 | DUET_CAP_INT4 | DUET_CAP_PREFIX_CACHE)
+#define WORKER_CAPS_OPTIONAL 0
+#define WORKER_THREADS true
+#define CASE_TIMEOUT 60
+static const char *const dtypes[] = {"f32", "bf16"};
+#endif
+#define PROG "check_" WORKER "_worker"
+
+/* Compute dtypes tested: every one of dtypes[], or 1 when the CPU cannot run bf16 (see main). */
+static int n_dtypes = sizeof(dtypes) / sizeof(dtypes[0]);
 
 /* ---- the models, generated once --------------------------------------------------------- */
 
@@ -96,7 +153,11 @@ struct tmodel {
 
 static struct tmodel models[N_MODELS];
 static char tmpdir[4096];
-static const char *plugin_path;
+static const char *plugin_path;     /* the worker under test */
+static const char *cpu_plugin_path; /* $DUET_TEST_CPU_WORKER (or NULL): the CPU worker */
+#ifdef DUET_TEST_GPU_WORKER
+static int n_devices; /* visible CUDA devices (counted in main) */
+#endif
 static bool under_valgrind; /* DUET_TEST_VALGRIND: no preset-sized models, fewer samples */
 static char err[4096];
 
@@ -204,7 +265,7 @@ static bool models_generate(void)
 {
     struct duet__msg msg = {err, sizeof(err)};
 
-    if (!duet_test_mkdtemp(tmpdir, sizeof(tmpdir), "cpu-worker-test"))
+    if (!duet_test_mkdtemp(tmpdir, sizeof(tmpdir), WORKER "-worker-test"))
         return false;
     models_describe();
     for (int i = 0; i < N_MODELS; i++) {
@@ -219,7 +280,7 @@ static bool models_generate(void)
         if (m->preset && under_valgrind)
             continue;
         if (duet__gen_model(&p, &msg) != DUET_STATUS_OK) {
-            fprintf(stderr, "check_cpu_worker: generating %s: %s\n", m->name, err);
+            fprintf(stderr, PROG ": generating %s: %s\n", m->name, err);
             return false;
         }
         m->ready = true;
@@ -279,7 +340,9 @@ static uint32_t blocks_for(uint32_t positions, uint32_t block_size)
 
 static double tol_of(const char *dtype)
 {
-    return strcmp(dtype, "bf16") == 0 ? TOL_BF16 : TOL_F32;
+    if (strcmp(dtype, "bf16") == 0)
+        return TOL_BF16;
+    return strcmp(dtype, "f16") == 0 ? TOL_F16 : TOL_WORKER_F32;
 }
 
 static duet_sampling_params sp_plain(uint64_t seed)
@@ -311,13 +374,14 @@ static duet_seq seq_make(uint64_t id, const int32_t *tokens, uint32_t n, uint32_
 struct wk_opts {
     const char *dtype;   /* "f32" (NULL) or "bf16", "f16" */
     const char *weights; /* NULL: not set ("auto") */
-    int threads;         /* 0: all cores */
+    int threads;         /* CPU worker: 0 = all cores (not a GPU worker setting) */
     uint32_t block_size; /* 0: 16 */
     uint32_t num_blocks; /* 0: no init_cache */
     uint32_t num_swap;   /* swap blocks */
     bool draft;          /* role DRAFT, section "speculative"; else TARGET, "target" */
     const char *extra;   /* more settings of the worker's group ("group_size = 32;"), or NULL */
     double tol;          /* tolerance against the reference; 0: that of dtype */
+    bool cpu;            /* the CPU worker ($DUET_TEST_CPU_WORKER), not the one under test */
 };
 
 struct wk {
@@ -334,18 +398,24 @@ struct wk {
 /* The configuration text of a worker for dir with o. */
 static void config_text(char *text, size_t size, const char *dir, const struct wk_opts *o)
 {
-    char group[512];
+    const char *worker = o->cpu ? "cpu" : WORKER;
+    char group[512], threads[32] = "";
     int n;
 
-    snprintf(group, sizeof(group), "worker = \"cpu\"; dtype = \"%s\"; threads = %d;%s%s%s %s",
-             o->dtype ? o->dtype : "f32", o->threads, o->weights ? " weights = \"" : "",
+    if (o->cpu || WORKER_THREADS)
+        snprintf(threads, sizeof(threads), " threads = %d;", o->threads);
+    snprintf(group, sizeof(group), "worker = \"%s\"; dtype = \"%s\";%s%s%s%s %s", worker,
+             o->dtype ? o->dtype : "f32", threads, o->weights ? " weights = \"" : "",
              o->weights ? o->weights : "", o->weights ? "\";" : "", o->extra ? o->extra : "");
-    n = snprintf(text, size, "model = \"%s\";\ntarget: { %s };\n", dir,
-                 o->draft ? "worker = \"cpu\"; dtype = \"f32\";" : group);
+    n = snprintf(text, size, "model = \"%s\";\ntarget: { ", dir);
     if (o->draft)
-        n += snprintf(text + n, size - (size_t)n, "speculative: { draft_model = \"%s\"; %s };\n",
-                      dir, group);
-    snprintf(text + n, size - (size_t)n, "cache: { block_size = %u; cpu_kv_space_gib = 0.25; };\n",
+        n += snprintf(text + n, size - (size_t)n,
+                      "worker = \"%s\"; dtype = \"f32\"; };\n"
+                      "speculative: { draft_model = \"%s\"; %s };\n",
+                      worker, dir, group);
+    else
+        n += snprintf(text + n, size - (size_t)n, "%s };\n", group);
+    snprintf(text + n, size - (size_t)n, "cache: { block_size = %u; " CACHE_SETTINGS " };\n",
              o->block_size ? o->block_size : 16);
 }
 
@@ -359,12 +429,13 @@ static void wk_prepare(struct wk *k, const char *dir, const struct wk_opts *o)
     k->tol = o->tol > 0 ? o->tol : tol_of(o->dtype ? o->dtype : "f32");
     config_text(text, sizeof(text), dir, o);
     ck_assert_int_eq(duet_config_create(&k->cfg), DUET_STATUS_OK);
-    ck_assert_msg(duet_config_load_string(k->cfg, text, "check_cpu_worker.cfg") == DUET_STATUS_OK &&
+    ck_assert_msg(duet_config_load_string(k->cfg, text, PROG ".cfg") == DUET_STATUS_OK &&
                       duet_config_validate(k->cfg) == DUET_STATUS_OK,
                   "%s\n%s", duet_config_error(k->cfg), text);
     ck_assert_int_eq(duet_host_create(k->cfg, DUET_LOG_ERROR, &k->host), DUET_STATUS_OK);
-    ck_assert_msg(duet_plugin_load(plugin_path, NULL, duet_host_services_of(k->host), &k->plugin,
-                                   err, sizeof(err)) == DUET_STATUS_OK,
+    ck_assert_msg(duet_plugin_load(o->cpu ? cpu_plugin_path : plugin_path, NULL,
+                                   duet_host_services_of(k->host), &k->plugin, err,
+                                   sizeof(err)) == DUET_STATUS_OK,
                   "%s", err);
     k->t = duet_plugin_table(k->plugin);
 }
@@ -890,16 +961,21 @@ static void assert_refused(struct wk *k, duet_status st, duet_status want, uint6
 START_TEST(test_plugin_declares_its_capabilities_and_describes_the_model)
 {
     const struct tmodel *tm = &models[M_LLAMA3];
-    const uint64_t caps = DUET_CAP_TARGET | DUET_CAP_DRAFT | DUET_CAP_SWAP | DUET_CAP_F32 |
-                          DUET_CAP_BF16 | DUET_CAP_INT8 | DUET_CAP_INT4 | DUET_CAP_PREFIX_CACHE;
+    const uint64_t caps = WORKER_CAPS;
     struct wk_opts o = {0};
     struct wk k;
 
     wk_open(&k, tm, &o);
-    ck_assert_str_eq(k.t->name, "cpu");
+    ck_assert_str_eq(k.t->name, WORKER);
     ck_assert_uint_eq(k.t->abi_major, DUET_ABI_MAJOR);
-    ck_assert_msg(k.t->caps == caps, "caps 0x%llx, expected 0x%llx", (unsigned long long)k.t->caps,
-                  (unsigned long long)caps);
+    ck_assert_msg((k.t->caps & ~(uint64_t)WORKER_CAPS_OPTIONAL) == caps,
+                  "caps 0x%llx, expected 0x%llx (optionally | 0x%llx)",
+                  (unsigned long long)k.t->caps, (unsigned long long)caps,
+                  (unsigned long long)WORKER_CAPS_OPTIONAL);
+#ifdef DUET_TEST_GPU_WORKER
+    ck_assert_ptr_nonnull(k.t->details); /* names the device(s) */
+    ck_assert_msg(strstr(k.t->details, "cuda:0") != NULL, "details: %s", k.t->details);
+#endif
     ck_assert_uint_eq(k.info.vocab_size, tm->desc.vocab_size);
     ck_assert_uint_eq(k.info.max_position, tm->desc.max_position);
     ck_assert_uint_eq(k.info.num_layers, tm->desc.num_layers);
@@ -912,6 +988,23 @@ START_TEST(test_plugin_declares_its_capabilities_and_describes_the_model)
     wk_close(&k);
 }
 END_TEST
+
+/* Blocks of a budget of 0: cache.cpu_kv_space_gib = 0.25 on the CPU; on the GPU, free device
+ * memory × cache.memory_fraction = 0.5, so at least one block and at most half the device. */
+static void assert_budget_zero_geometry(const duet_cache_geometry *g)
+{
+#ifdef DUET_TEST_GPU_WORKER
+    size_t free_bytes = 0, total = 0;
+
+    ck_assert_int_eq(cudaMemGetInfo(&free_bytes, &total), cudaSuccess);
+    ck_assert_uint_gt(g->num_blocks, 0);
+    ck_assert_msg(g->num_blocks * g->block_bytes <= total / 2,
+                  "budget 0: %llu blocks of %llu bytes on a device of %zu bytes",
+                  (unsigned long long)g->num_blocks, (unsigned long long)g->block_bytes, total);
+#else
+    ck_assert_uint_eq(g->num_blocks, (1ull << 28) / g->block_bytes);
+#endif
+}
 
 START_TEST(test_cache_geometry_follows_layers_heads_and_dtype)
 {
@@ -933,9 +1026,10 @@ START_TEST(test_cache_geometry_follows_layers_heads_and_dtype)
             ck_assert_int_eq(k.t->cache_geometry(k.w, &g), DUET_STATUS_OK);
             ck_assert_uint_eq(g.block_bytes, want);
             ck_assert_uint_eq(g.num_blocks, ((3u << 20) + 5) / want);
-            g.budget_bytes = 0; /* cache.cpu_kv_space_gib = 0.25 */
+            g.budget_bytes = 0; /* CACHE_SETTINGS */
             ck_assert_int_eq(k.t->cache_geometry(k.w, &g), DUET_STATUS_OK);
-            ck_assert_uint_eq(g.num_blocks, (1ull << 28) / want);
+            ck_assert_uint_eq(g.block_bytes, want);
+            assert_budget_zero_geometry(&g);
         }
         wk_close(&k);
     }
@@ -996,7 +1090,7 @@ static void check_prefill_against_reference(const struct tmodel *tm, const char 
     check_prefill_with(tm, o, n, seed);
 }
 
-START_TEST(test_gqa_llama_matches_reference_in_f32_and_bf16)
+START_TEST(test_gqa_llama_matches_reference_in_each_dtype)
 {
     for (int di = 0; di < n_dtypes; di++) {
         check_prefill_against_reference(&models[M_LLAMA_F32], dtypes[di], 40, 11);
@@ -1059,7 +1153,9 @@ START_TEST(test_llama_68m_and_opt_125m_shapes_match_reference)
 }
 END_TEST
 
-/* ==== weight-only quantisation ============================================================= */
+/* ==== weight-only quantisation (the CPU worker's) ========================================== */
+
+#ifndef DUET_TEST_GPU_WORKER
 
 /*
  * int8 / int4 weights (and int8 activations in their GEMVs) against the f32 reference: the
@@ -1266,6 +1362,7 @@ START_TEST(test_quantised_weights_are_smaller_and_reported)
                   (unsigned long long)b8, (unsigned long long)b4);
 }
 END_TEST
+#endif /* !DUET_TEST_GPU_WORKER */
 
 /* ==== prefill, decode and batching ========================================================= */
 
@@ -1439,6 +1536,7 @@ START_TEST(test_mixed_batch_equals_each_sequence_alone)
 }
 END_TEST
 
+#ifndef DUET_TEST_GPU_WORKER
 START_TEST(test_thread_count_does_not_change_results)
 {
     const struct tmodel *tm = &models[M_OPT_PRE];
@@ -1467,6 +1565,7 @@ START_TEST(test_thread_count_does_not_change_results)
     free(logits);
 }
 END_TEST
+#endif /* !DUET_TEST_GPU_WORKER */
 
 /* ==== block tables and cache operations ==================================================== */
 
@@ -1870,19 +1969,19 @@ START_TEST(test_seeded_sampling_is_reproducible_and_drawn_from_the_row)
         const double *l = logits + (size_t)r * vocab;
         struct ref_row raw;
 
-        assert_filtered_row(p, l, vocab, 0.9, 40, TOL_F32, r);
+        assert_filtered_row(p, l, vocab, 0.9, 40, TOL_WORKER_F32, r);
         assert_sampled(p, vocab, a.tokens[r], 1234, r, "seed 1234", r);
         assert_sampled(c.probs + (size_t)r * vocab, vocab, c.tokens[r], 4321, r, "seed 4321", r);
         differ += a.tokens[r] != c.tokens[r];
         /* log-probabilities are raw (temperature 1), whatever the sampling settings */
-        ref_row_init(&raw, l, vocab, 1.0, TOL_F32);
+        ref_row_init(&raw, l, vocab, 1.0, TOL_WORKER_F32);
         ck_assert_msg(fabs(a.token_lp[r] - raw.lp[a.tokens[r]]) <= raw.lim,
                       "row %u: token logprob %.6f, raw reference %.6f", r, (double)a.token_lp[r],
                       raw.lp[a.tokens[r]]);
         ref_row_fini(&raw);
-        assert_top_list(a.lp + (size_t)r * a.stride, 4, l, vocab, TOL_F32, "logprobs", r);
+        assert_top_list(a.lp + (size_t)r * a.stride, 4, l, vocab, TOL_WORKER_F32, "logprobs", r);
     }
-    assert_runs_agree(&a, 0, &b, 5, N, logits, 0, 0.9, 1234, TOL_F32, "repeated request");
+    assert_runs_agree(&a, 0, &b, 5, N, logits, 0, 0.9, 1234, TOL_WORKER_F32, "repeated request");
     ck_assert_msg(differ > 0, "seeds 1234 and 4321 sampled the same %u tokens", N);
     outs_free(&a);
     outs_free(&b);
@@ -2201,54 +2300,271 @@ START_TEST(test_missing_model_directory_fails_create_with_its_path)
 }
 END_TEST
 
+/* One create that must end with want: on failure no worker and a message that names `named`
+ * (when not NULL). */
+struct create_case {
+    const char *dtype, *weights; /* NULL weights: not set */
+    const char *extra;           /* more settings, or NULL */
+    duet_status want;
+    const char *named; /* a word the refusal must contain, or NULL */
+};
+
+static void check_create(const struct tmodel *tm, const struct create_case *c)
+{
+    struct wk_opts o = {.dtype = c->dtype, .weights = c->weights, .extra = c->extra};
+    duet_status st;
+    struct wk k;
+
+    wk_prepare(&k, tm->dir, &o);
+    st = wk_create(&k, tm->dir, &o);
+    ck_assert_msg(st == c->want, "dtype %s, weights %s %s: %s (%s)", c->dtype,
+                  c->weights ? c->weights : "(default)", c->extra ? c->extra : "",
+                  duet_status_str(st), err);
+    if (st != DUET_STATUS_OK) {
+        ck_assert_ptr_null(k.w);
+        ck_assert_msg(err[0] != '\0', "dtype %s: no message", c->dtype);
+        ck_assert_msg(!c->named || strstr(err, c->named) != NULL, "message '%s' does not name %s",
+                      err, c->named);
+    }
+    wk_close(&k);
+}
+
+#ifndef DUET_TEST_GPU_WORKER
 START_TEST(test_f16_compute_and_mismatched_weights_are_unsupported)
 {
-    static const struct {
-        const char *dtype, *weights;
-        duet_status want;
-    } cases[] = {
-        {"f16", NULL, DUET_STATUS_UNSUPPORTED},   {"f32", "bf16", DUET_STATUS_UNSUPPORTED},
-        {"bf16", "f16", DUET_STATUS_UNSUPPORTED}, {"f32", "f32", DUET_STATUS_OK},
-        {"bf16", "bf16", DUET_STATUS_OK},         {"bf16", "auto", DUET_STATUS_OK},
-        {"f32", "int8", DUET_STATUS_OK},          {"f32", "int4", DUET_STATUS_OK},
+    static const struct create_case cases[] = {
+        {"f16", NULL, NULL, DUET_STATUS_UNSUPPORTED, NULL},
+        {"f32", "bf16", NULL, DUET_STATUS_UNSUPPORTED, NULL},
+        {"bf16", "f16", NULL, DUET_STATUS_UNSUPPORTED, NULL},
+        {"f32", "f32", NULL, DUET_STATUS_OK, NULL},
+        {"bf16", "bf16", NULL, DUET_STATUS_OK, NULL},
+        {"bf16", "auto", NULL, DUET_STATUS_OK, NULL},
+        {"f32", "int8", NULL, DUET_STATUS_OK, NULL},
+        {"f32", "int4", NULL, DUET_STATUS_OK, NULL},
     };
-    const struct tmodel *tm = &models[M_OPT_POST];
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        struct wk_opts o = {.dtype = cases[i].dtype, .weights = cases[i].weights};
-        duet_status st;
-        struct wk k;
-
-        if (n_dtypes == 1 && cases[i].want == DUET_STATUS_OK && strcmp(o.dtype, "bf16") == 0)
+        if (n_dtypes == 1 && cases[i].want == DUET_STATUS_OK && strcmp(cases[i].dtype, "bf16") == 0)
             continue;
-        wk_prepare(&k, tm->dir, &o);
-        st = wk_create(&k, tm->dir, &o);
-        ck_assert_msg(st == cases[i].want, "dtype %s, weights %s: %s", cases[i].dtype,
-                      cases[i].weights ? cases[i].weights : "(default)", duet_status_str(st));
-        if (st != DUET_STATUS_OK) {
-            ck_assert_ptr_null(k.w);
-            ck_assert_msg(err[0] != '\0', "dtype %s: no message", cases[i].dtype);
-        }
-        wk_close(&k);
+        check_create(&models[M_OPT_POST], &cases[i]);
+    }
+}
+END_TEST
+#else
+/* ==== what only the GPU worker has to show ================================================= */
+
+/* Weights are kept in the compute dtype: int8 / int4 (the CPU worker's) and another type are
+ * refused, naming the setting. */
+START_TEST(test_quantised_and_mismatched_weights_are_unsupported)
+{
+    static const struct create_case cases[] = {
+        {"f32", "int8", NULL, DUET_STATUS_UNSUPPORTED, "int8"},
+        {"bf16", "int8", NULL, DUET_STATUS_UNSUPPORTED, "int8"},
+        {"f32", "int4", NULL, DUET_STATUS_UNSUPPORTED, "int4"},
+        {"f32", "bf16", NULL, DUET_STATUS_UNSUPPORTED, "weights"},
+        {"f16", "bf16", NULL, DUET_STATUS_UNSUPPORTED, "weights"},
+        {"f16", "f16", NULL, DUET_STATUS_OK, NULL},
+        {"bf16", "auto", NULL, DUET_STATUS_OK, NULL},
+        {"f32", "f32", NULL, DUET_STATUS_OK, NULL},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        check_create(&models[M_OPT_POST], &cases[i]);
+}
+END_TEST
+
+/* A device that is not there, or not a device: a refusal that names it, not a crash. */
+START_TEST(test_a_missing_device_is_refused_with_its_name)
+{
+    static const char *const devices[] = {"cuda:99", "cuda:", "gpu0"};
+
+    for (size_t i = 0; i < sizeof(devices) / sizeof(devices[0]); i++) {
+        char extra[64];
+        struct create_case c = {"f32", NULL, extra, DUET_STATUS_INVALID_ARGUMENT, devices[i]};
+
+        snprintf(extra, sizeof(extra), "device = \"%s\";", devices[i]);
+        check_create(&models[M_LLAMA_F32], &c);
     }
 }
 END_TEST
 
+/* Weights on the device in the compute dtype: bf16 and f16 take half of f32's bytes and a little
+ * more (the norms may stay f32). */
+START_TEST(test_half_precision_weights_take_half_the_device_bytes)
+{
+    const struct tmodel *tm = &models[M_LLAMA_F32];
+    uint64_t bytes[3] = {0};
+
+    for (int di = 0; di < n_dtypes; di++) {
+        struct wk_opts o = {.dtype = dtypes[di]};
+        struct wk k;
+
+        wk_open(&k, tm, &o);
+        bytes[di] = k.info.weight_bytes;
+        wk_close(&k);
+    }
+    ck_assert_msg(bytes[1] == bytes[2] && bytes[1] >= bytes[0] / 2 && bytes[1] < bytes[0] * 6 / 10,
+                  "weight bytes f32 %llu bf16 %llu f16 %llu", (unsigned long long)bytes[0],
+                  (unsigned long long)bytes[1], (unsigned long long)bytes[2]);
+}
+END_TEST
+
+/* tensor_parallel = 2 against 1 on one model in one dtype: a prefill with every row, then greedy
+ * decodes of the reference's tokens through the cache, every row and token "the same". */
+static void check_tensor_parallel(const struct tmodel *tm, const char *dtype)
+{
+    enum { N = 24, DEC = 8, TOTAL = N + DEC };
+    uint32_t vocab = tm->desc.vocab_size, table[2] = {3, 1};
+    int32_t tokens[TOTAL];
+    struct outs pre[2], dec[2][DEC];
+    double *logits;
+    char what[2][128];
+
+    make_tokens(tokens, TOTAL, vocab, 160);
+    logits = reference(tm, tokens, TOTAL);
+    for (int tp = 0; tp < 2; tp++) {
+        struct wk_opts o = {
+            .dtype = dtype, .num_blocks = 4, .extra = tp ? "tensor_parallel = 2;" : NULL};
+        duet_seq s = seq_make(16, tokens, N, 0, table, 2, N, sp_plain(17));
+        struct wk k;
+
+        snprintf(what[tp], sizeof(what[tp]), "%s in %s, tensor_parallel %d", tm->name, dtype,
+                 tp + 1);
+        wk_open(&k, tm, &o);
+        exec_ok(&k, &s, 1, DUET_BATCH_WANT_PROBS, NULL, &pre[tp]);
+        for (uint32_t i = 0; i < DEC; i++) {
+            s = seq_make(16, tokens + N + i, 1, N + i, table, 2, 1, sp_greedy());
+            exec_ok(&k, &s, 1, DUET_BATCH_WANT_PROBS, NULL, &dec[tp][i]);
+        }
+        wk_close(&k);
+        assert_rows_match(&pre[tp], 0, N, logits, 0, 1.0, 17, tol_of(dtype), what[tp]);
+        for (uint32_t i = 0; i < DEC; i++)
+            assert_rows_match(&dec[tp][i], 0, 1, logits, N + i, 0.0, 0, tol_of(dtype), what[tp]);
+    }
+    assert_runs_agree(&pre[0], 0, &pre[1], 0, N, logits, 0, 1.0, 17, tol_of(dtype), what[1]);
+    for (uint32_t i = 0; i < DEC; i++) {
+        assert_runs_agree(&dec[0][i], 0, &dec[1][i], 0, 1, logits, N + i, 0.0, 0, tol_of(dtype),
+                          what[1]);
+        outs_free(&dec[0][i]);
+        outs_free(&dec[1][i]);
+    }
+    outs_free(&pre[0]);
+    outs_free(&pre[1]);
+    free(logits);
+}
+
+/* Key/value heads split (2 over 2 ranks), replicated (1 on each rank), and OPT's projections. */
+START_TEST(test_two_way_tensor_parallelism_gives_the_same_rows_and_tokens)
+{
+    static const int ms[] = {M_LLAMA_F32, M_LLAMA3, M_OPT_POST};
+    struct wk_opts o = {0};
+    struct wk k;
+    bool has_tp;
+
+    wk_prepare(&k, models[M_LLAMA_F32].dir, &o);
+    has_tp = (k.t->caps & DUET_CAP_TP) != 0;
+    wk_close(&k);
+    if (n_devices < 2 || !has_tp) {
+        printf(PROG ": tensor_parallel = 2 not tested: %s\n",
+               !has_tp ? "the plugin was built without NCCL" : "fewer than 2 CUDA devices");
+        fflush(stdout);
+        return;
+    }
+    for (size_t m = 0; m < sizeof(ms) / sizeof(ms[0]); m++)
+        for (int di = 0; di < n_dtypes; di++)
+            check_tensor_parallel(&models[ms[m]], dtypes[di]);
+}
+END_TEST
+
+/* The greedy token after feeding seq[at .. at + fed) at positions at.. through table. */
+static int32_t greedy_step(struct wk *k, const int32_t *seq, uint32_t fed, uint32_t at,
+                           const uint32_t *table, uint32_t n_blocks)
+{
+    duet_seq s = seq_make(6, seq + at, fed, at, table, n_blocks, 1, sp_greedy());
+    struct outs out;
+    int32_t token;
+
+    exec_ok(k, &s, 1, 0, NULL, &out);
+    token = out.tokens[0];
+    outs_free(&out);
+    return token;
+}
+
+/* seq[n_prompt .. n) greedily after seq[0 .. n_prompt): the prompt in one prefill, then one
+ * decode a token. */
+static void greedy_generate(const struct tmodel *tm, struct wk_opts o, int32_t *seq,
+                            uint32_t n_prompt, uint32_t n)
+{
+    uint32_t table[16], nb = blocks_for(n, 16);
+    struct wk k;
+
+    ck_assert_uint_le(nb, 16);
+    table_range(table, nb, 1);
+    o.num_blocks = nb + 1;
+    wk_open(&k, tm, &o);
+    seq[n_prompt] = greedy_step(&k, seq, n_prompt, 0, table, nb);
+    for (uint32_t pos = n_prompt; pos + 1 < n; pos++)
+        seq[pos + 1] = greedy_step(&k, seq, 1, pos, table, nb);
+    wk_close(&k);
+}
+
+/* 128 tokens generated greedily in f32 are the CPU worker's, token for token. A difference is
+ * reported with the reference's log-probabilities of the two tokens there (a near tie, or not). */
+START_TEST(test_greedy_generation_in_f32_is_the_cpu_workers)
+{
+    enum { PROMPT = 8, GEN = 128, N = PROMPT + GEN };
+    static const int ms[] = {M_LLAMA_F32, M_OPT_PRE};
+    struct wk_opts on_gpu = {0}, on_cpu = {.cpu = true};
+
+    if (!cpu_plugin_path || access(cpu_plugin_path, R_OK) != 0) {
+        printf(PROG ": agreement with the CPU worker not tested: DUET_TEST_CPU_WORKER (%s) is not "
+                    "there\n",
+               cpu_plugin_path ? cpu_plugin_path : "");
+        fflush(stdout);
+        return;
+    }
+    for (size_t m = 0; m < sizeof(ms) / sizeof(ms[0]); m++) {
+        const struct tmodel *tm = &models[ms[m]];
+        uint32_t vocab = tm->desc.vocab_size, i = PROMPT;
+        int32_t gpu[N], cpu[N];
+        struct ref_row rr;
+        double *logits;
+
+        make_tokens(gpu, PROMPT, vocab, 170 + m);
+        memcpy(cpu, gpu, sizeof(gpu));
+        greedy_generate(tm, on_gpu, gpu, PROMPT, N);
+        greedy_generate(tm, on_cpu, cpu, PROMPT, N);
+        while (i < N && gpu[i] == cpu[i])
+            i++;
+        if (i == N)
+            continue;
+        logits = reference(tm, cpu, i);
+        ref_row_init(&rr, logits + (size_t)(i - 1) * vocab, vocab, 1.0, TOL_GPU_F32);
+        ck_abort_msg("%s: generated token %u is %d on the GPU and %d on the CPU (reference "
+                     "log-probabilities %.6f and %.6f, bound %.3g)",
+                     tm->name, i - PROMPT, gpu[i], cpu[i], rr.lp[gpu[i]], rr.lp[cpu[i]], rr.lim);
+    }
+}
+END_TEST
+#endif /* DUET_TEST_GPU_WORKER */
+
 /* ==== the suite ============================================================================ */
 
-static Suite *cpu_worker_suite(void)
+static Suite *worker_suite(void)
 {
-    Suite *s = suite_create("cpu_worker");
+    Suite *s = suite_create(WORKER "_worker");
     const struct duet_test_case cases[] = {
         {"capabilities and description",
          test_plugin_declares_its_capabilities_and_describes_the_model},
         {"cache geometry", test_cache_geometry_follows_layers_heads_and_dtype},
-        {"gqa llama vs reference", test_gqa_llama_matches_reference_in_f32_and_bf16},
+        {"gqa llama vs reference", test_gqa_llama_matches_reference_in_each_dtype},
         {"llama3 rope vs reference", test_llama3_scaled_rope_with_one_kv_head_matches_reference},
         {"opt vs reference", test_opt_with_pre_and_post_layer_norm_matches_reference},
         {"prefill then decode", test_prefill_then_decode_equals_longer_prefill},
         {"mixed batch", test_mixed_batch_equals_each_sequence_alone},
+#ifndef DUET_TEST_GPU_WORKER
         {"threads", test_thread_count_does_not_change_results},
+#endif
         {"block tables", test_shuffled_block_tables_and_block_sizes_give_the_same_results},
         {"copy on write", test_copy_on_write_keeps_both_branches},
         {"swap", test_swap_out_and_in_preserve_the_results},
@@ -2266,23 +2582,35 @@ static Suite *cpu_worker_suite(void)
         {"no cache", test_execute_before_init_cache_is_refused},
         {"cache too large", test_cache_too_large_to_allocate_is_out_of_memory},
         {"missing model", test_missing_model_directory_fails_create_with_its_path},
+#ifndef DUET_TEST_GPU_WORKER
         {"unsupported dtypes", test_f16_compute_and_mismatched_weights_are_unsupported},
         {"quantised vs reference", test_quantised_weights_match_reference_within_tolerance},
         {"quantised greedy agreement", test_quantised_greedy_decoding_agrees_with_reference},
         {"quantised determinism", test_quantised_thread_counts_and_batches_give_identical_rows},
         {"quantised size", test_quantised_weights_are_smaller_and_reported},
+#else
+        {"unsupported weights", test_quantised_and_mismatched_weights_are_unsupported},
+        {"missing device", test_a_missing_device_is_refused_with_its_name},
+        {"weight bytes", test_half_precision_weights_take_half_the_device_bytes},
+#endif
     };
     const struct duet_test_case presets[] = {
         {"preset shapes vs reference", test_llama_68m_and_opt_125m_shapes_match_reference},
+#ifndef DUET_TEST_GPU_WORKER
         {"quantised preset agreement", test_quantised_preset_decoding_agrees_with_reference},
+#else
+        {"tensor parallel", test_two_way_tensor_parallelism_gives_the_same_rows_and_tokens},
+        {"greedy as the cpu worker", test_greedy_generation_in_f32_is_the_cpu_workers},
+#endif
     };
 
-    duet_test_add_cases(s, cases, sizeof(cases) / sizeof(cases[0]), NULL, NULL, 60);
+    duet_test_add_cases(s, cases, sizeof(cases) / sizeof(cases[0]), NULL, NULL, CASE_TIMEOUT);
     if (!under_valgrind)
         duet_test_add_cases(s, presets, sizeof(presets) / sizeof(presets[0]), NULL, NULL, 300);
     return s;
 }
 
+#ifndef DUET_TEST_GPU_WORKER
 /* The status of creating a bf16 worker (run in a child process: see probe_bf16). */
 static duet_status create_bf16_worker(void)
 {
@@ -2314,7 +2642,7 @@ static duet_status create_bf16_worker(void)
         st = t->create(&p, &w, err, sizeof(err));
         t->destroy(w);
         if (st == DUET_STATUS_UNSUPPORTED)
-            printf("check_cpu_worker: bf16 compute not tested: %s\n", err);
+            printf(PROG ": bf16 compute not tested: %s\n", err);
     }
     duet_plugin_unload(plugin);
     duet_host_destroy(host);
@@ -2332,8 +2660,7 @@ static void probe_bf16(void)
     pid_t pid;
 
     if (under_valgrind) {
-        printf("check_cpu_worker: bf16 compute not tested under valgrind (its CPU has no "
-               "AVX-512)\n");
+        printf(PROG ": bf16 compute not tested under valgrind (its CPU has no AVX-512)\n");
         n_dtypes = 1;
         return;
     }
@@ -2346,39 +2673,70 @@ static void probe_bf16(void)
         n_dtypes = 1;
 }
 
+/* The CPU worker's setup before the suite: one handle for the whole run, as a host keeps, so that
+ * the workers' own loads never unload libdnnl under libgomp's live thread pool (which valgrind
+ * reports as errors); dlopen runs no OpenMP, so Check may still fork. Then the bf16 probe. False
+ * with a message when the plugin does not load. */
+static bool worker_setup(duet_plugin **pinned)
+{
+    if (duet_plugin_load(plugin_path, NULL, NULL, pinned, err, sizeof(err)) != DUET_STATUS_OK) {
+        fprintf(stderr, PROG ": %s\n", err);
+        return false;
+    }
+    probe_bf16();
+    return true;
+}
+#else
+static bool worker_setup(duet_plugin **pinned)
+{
+    *pinned = NULL;
+    return true;
+}
+#endif
+
 int main(void)
 {
     duet_plugin *pinned;
     int status;
 
-    plugin_path = getenv("DUET_TEST_CPU_WORKER");
+    plugin_path = getenv(PLUGIN_ENV);
+    cpu_plugin_path = getenv("DUET_TEST_CPU_WORKER");
     under_valgrind = getenv("DUET_TEST_VALGRIND") != NULL;
+#ifdef DUET_TEST_GPU_WORKER
+    if (under_valgrind) {
+        printf(PROG ": SKIP: the CUDA runtime is not valgrind-clean (compute-sanitizer is its "
+                    "tool)\n");
+        return 77;
+    }
+#else
     /* Under valgrind with two OpenMP threads, once many primitives sit in oneDNN's primitive cache
      * memcheck reports uninitialised values inside oneDNN's JIT code (a varying number, none with
      * the cache off or with one thread, none for any test alone). Until that is understood the
      * valgrind run keeps to what it is for, our own memory errors and leaks. */
     if (under_valgrind)
         setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0", 0);
+#endif
     if (!plugin_path || access(plugin_path, R_OK) != 0) {
-        printf("check_cpu_worker: SKIP: the CPU worker plugin (DUET_TEST_CPU_WORKER=%s) is not "
-               "there\n",
+        printf(PROG ": SKIP: the " WORKER " worker plugin (" PLUGIN_ENV "=%s) is not there\n",
                plugin_path ? plugin_path : "");
         return 77;
     }
+#ifdef DUET_TEST_GPU_WORKER
+    n_devices = duet_test_gpu_devices();
+    if (n_devices == 0) {
+        printf(PROG ": SKIP: no CUDA device\n");
+        return 77;
+    }
+#endif
     if (!models_generate()) {
         models_remove();
         return EXIT_FAILURE;
     }
-    /* One handle for the whole run, as a host keeps: the workers' own loads then never unload
-     * libdnnl under libgomp's live thread pool (which valgrind reports as errors). dlopen runs
-     * no OpenMP, so Check may still fork. */
-    if (duet_plugin_load(plugin_path, NULL, NULL, &pinned, err, sizeof(err)) != DUET_STATUS_OK) {
-        fprintf(stderr, "check_cpu_worker: %s\n", err);
+    if (!worker_setup(&pinned)) {
         models_remove();
         return EXIT_FAILURE;
     }
-    probe_bf16();
-    status = duet_test_run(cpu_worker_suite());
+    status = duet_test_run(worker_suite());
     duet_plugin_unload(pinned);
     models_remove();
     return status;
