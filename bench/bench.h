@@ -14,7 +14,7 @@
 #define DUET_BENCH_MAX_LIST 16      /* entries of each list option */
 #define DUET_BENCH_MAX_THREADS 1024 /* of the bandwidth probe */
 
-/* Options of the cpu-worker benchmark; an empty list means its default. */
+/* Options of the cpu-worker and gpu-worker benchmarks; an empty list means its default. */
 struct duet_bench_worker_opts {
     const char *plugin;                       /* --plugin NAME|PATH: "cpu" */
     const char *models;                       /* --models DIR: generated models, "bench-models" */
@@ -24,9 +24,11 @@ struct duet_bench_worker_opts {
     int n_dtypes;
     uint32_t batches[DUET_BENCH_MAX_LIST]; /* --batch: 1, 4, 16 */
     int n_batches;
-    uint32_t threads;    /* --threads: 0 = every online CPU */
-    uint32_t prompt_len; /* --prompt-len: 0 = 512 (64 with --quick) */
-    uint32_t context;    /* --context: 0 = 128 (32 with --quick) */
+    uint32_t threads;         /* --threads: 0 = every online CPU */
+    uint32_t prompt_len;      /* --prompt-len: 0 = 512 (64 with --quick) */
+    uint32_t context;         /* --context: 0 = 128 (32 with --quick) */
+    uint32_t device;          /* --device: gpu-worker's first CUDA device, 0 */
+    uint32_t tensor_parallel; /* --tensor-parallel: gpu-worker's ranks, 0 = the plugin's (1) */
 };
 
 /* Options of the spec benchmark (it also reads the cpu-worker options --plugin, --models,
@@ -103,6 +105,22 @@ int duet__bench_probe_pass(struct duet_bench_probe *p, const char *bench, uint32
                            double *bytes_per_s);
 void duet__bench_probe_destroy(struct duet_bench_probe *p);
 
+/* What tells the two worker benchmarks apart (bench/worker.c drives either plugin). */
+struct duet__bench_worker_mode {
+    const char *bench;      /* "cpu-worker" | "gpu-worker": messages and defaults */
+    bool gpu;               /* target.device (and tensor_parallel) instead of target.threads;
+                               bf16 and f16 only; no paired host-memory probe */
+    const char *plugin_dir; /* the build tree's plugin folder, tried before the install one */
+    /* The bandwidth probe run before each (preset, dtype) and at the end: appends a result
+     * tagged with `when` and raises *best (bytes/s); 77 when it cannot run here. */
+    int (*bandwidth)(const struct duet_bench_opts *o, const char *bench, uint32_t threads,
+                     const char *when, json_t *results, double *best);
+};
+
+/* The worker benchmark of either mode (cpu-worker is duet__bench_cpu_worker). */
+int duet__bench_worker(const struct duet_bench_opts *opts, const struct duet__bench_worker_mode *m,
+                       json_t *results);
+
 /* Generated models (bench/models.c). A preset's shapes, or "tiny" (a 2-layer, 64-wide Llama
  * for smoke tests), in bf16; false for an unknown name. */
 bool duet__bench_preset_desc(const char *name, duet_model_desc *out);
@@ -123,6 +141,8 @@ int duet__bench_ensure_draft(const char *bench, const char *root, const char *la
 int duet__bench_block_manager(const struct duet_bench_opts *opts, json_t *results);
 int duet__bench_scheduler(const struct duet_bench_opts *opts, json_t *results);
 int duet__bench_cpu_worker(const struct duet_bench_opts *opts, json_t *results);
+/* gpu-worker (bench/gpu.c, built with CUDA): 77 (skip) when no CUDA device is present. */
+int duet__bench_gpu_worker(const struct duet_bench_opts *opts, json_t *results);
 int duet__bench_spec(const struct duet_bench_opts *opts, json_t *results);
 int duet__bench_gemv(const struct duet_bench_opts *opts, json_t *results);
 

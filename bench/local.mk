@@ -20,8 +20,19 @@ tools_duet_bench_LDFLAGS = $(OPENMP_CFLAGS)
 else
 EXTRA_DIST += bench/gemv.c
 endif
+# gpu-worker: the GPU worker plugin (found in the build tree's gpu_worker/.libs) beside a
+# device-to-device copy's bandwidth (gpu_worker/probe.cu), built in with CUDA; without it the
+# subcommand says so and exits 77.
+if HAVE_CUDA
+tools_duet_bench_SOURCES += bench/gpu.c gpu_worker/gpu_worker-int.h
+tools_duet_bench_CPPFLAGS += -DDUET_BENCH_GPU $(CUDA_CPPFLAGS) \
+	-DDUET_BENCH_GPU_PLUGIN_DIR='"$(abs_top_builddir)/gpu_worker/.libs"'
+tools_duet_bench_LDADD += gpu_worker/libduet_gpu_kernels.la $(CUDA_LDFLAGS) $(CUDA_LIBS)
+else
+EXTRA_DIST += bench/gpu.c
+endif
 EXTRA_DIST += bench/run-block-manager.sh bench/run-scheduler.sh bench/run-cpu-worker.sh bench/run-gemv.sh \
-	bench/run-spec.sh
+	bench/run-spec.sh bench/run-gpu-worker.sh bench/torch_llama.py
 
 # A smoke run of every benchmark (short budgets, small sizes): they run and print results.
 TESTS += tests/bench_smoke.sh

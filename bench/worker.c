@@ -1,8 +1,10 @@
 /*
- * Worker plugin benchmark (cpu-worker): prefill and decode tokens per second of a worker plugin
- * (the CPU worker by default) on generated models with public models' shapes, beside the
- * machine's measured memory bandwidth and the fraction of the bandwidth limit that decode
- * reaches.
+ * Worker plugin benchmarks (cpu-worker, gpu-worker): prefill and decode tokens per second of a
+ * worker plugin (the CPU worker, or the GPU worker with gpu-worker) on generated models with
+ * public models' shapes, beside the measured memory bandwidth and the fraction of the bandwidth
+ * limit that decode reaches. gpu-worker (bench/gpu.c) differs only in its mode: the bandwidth is
+ * a device-to-device copy, the worker gets target.device instead of target.threads, the cache
+ * must fit what cache_geometry allows with budget 0, and there is no paired host probe.
  *
  *   1. Memory bandwidth: threads (as many as the worker's) each sum their share of a 1 GiB
  *      buffer (far beyond the L3 cache), in GB/s (10^9 bytes). A probe of several passes runs
@@ -51,6 +53,10 @@
 #define DUET_BENCH_PLUGIN_DIR NULL /* the build tree's cpu_worker/.libs, set by bench/local.mk */
 #endif
 
+/* The benchmark being run: one at a time in a process (duet-bench runs them in turn). */
+static const struct duet__bench_worker_mode *mode;
+static const char *bench_name = "cpu-worker";
+
 #define BLOCK_SIZE 16
 #define WINDOW 64                   /* decode positions before starting again at `context` */
 #define QUICK_WINDOW 8              /* the same with --quick */
@@ -61,6 +67,9 @@
 static const char *const default_presets[] = {"llama-68m", "tinyllama-1.1b"};
 static const char *const default_dtypes[] = {"bf16", "int8", "int4"};
 static const uint32_t default_batches[] = {1, 4};
+static const char *const gpu_default_presets[] = {"llama-2-7b"};
+static const char *const gpu_default_dtypes[] = {"bf16"};
+static const uint32_t gpu_default_batches[] = {1, 8, 32};
 
 static const char bw_model[] =
     "limit_tokens_per_s = batch * bandwidth / (weight_bytes_read + batch * mean_context * "
@@ -90,7 +99,7 @@ static int count_params(const char *dir, struct params *out)
     char err[512];
 
     if (duet_model_create(dir, DUET_MODEL_QUIET, &m, err, sizeof(err))) {
-        fprintf(stderr, "duet-bench: cpu-worker: %s\n", err);
+        fprintf(stderr, "duet-bench: %s: %s\n", bench_name, err);
         return 1;
     }
     d = duet_model_describe(m);
@@ -136,7 +145,7 @@ static int config_setf(duet_config *cfg, const char *fmt, ...)
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
     if (duet_config_set(cfg, buf)) {
-        fprintf(stderr, "duet-bench: cpu-worker: %s\n", duet_config_error(cfg));
+        fprintf(stderr, "duet-bench: %s: %s\n", bench_name, duet_config_error(cfg));
         return 1;
     }
     return 0;
@@ -153,31 +162,34 @@ static int worker_load(struct bench_worker *wk, const struct duet_bench_opts *o,
         config_setf(wk->cfg, "target.dtype=%s", quant ? "bf16" : precision) ||
         (quant && (config_setf(wk->cfg, "target.weights=%s", precision) ||
                    config_setf(wk->cfg, "target.group_size=%u", group))) ||
-        config_setf(wk->cfg, "target.threads=%u", threads))
+        (!mode->gpu && config_setf(wk->cfg, "target.threads=%u", threads)) ||
+        (mode->gpu && config_setf(wk->cfg, "target.device=\"cuda:%u\"", o->worker.device)) ||
+        (mode->gpu && o->worker.tensor_parallel &&
+         config_setf(wk->cfg, "target.tensor_parallel=%u", o->worker.tensor_parallel)))
         return 1;
     if (duet_config_validate(wk->cfg)) {
-        fprintf(stderr, "duet-bench: cpu-worker: %s\n", duet_config_error(wk->cfg));
+        fprintf(stderr, "duet-bench: %s: %s\n", bench_name, duet_config_error(wk->cfg));
         return 1;
     }
     if (duet_host_create(wk->cfg, DUET_LOG_WARN, &wk->host))
         return 1;
-    if (duet_plugin_load(o->worker.plugin, DUET_BENCH_PLUGIN_DIR, duet_host_services_of(wk->host),
+    if (duet_plugin_load(o->worker.plugin, mode->plugin_dir, duet_host_services_of(wk->host),
                          &wk->plugin, err, sizeof(err)) ||
         duet_plugin_check_settings(wk->plugin, wk->cfg, "target", DUET_ROLE_TARGET, err,
                                    sizeof(err))) {
-        fprintf(stderr, "duet-bench: cpu-worker: %s\n", err);
+        fprintf(stderr, "duet-bench: %s: %s\n", bench_name, err);
         return 1;
     }
     wk->tbl = duet_plugin_table(wk->plugin);
     if (DUET_ABI_HAS_FIELD(wk->tbl, duet_worker_plugin, details) && wk->tbl->details &&
         *wk->tbl->details)
-        fprintf(stderr, "duet-bench: cpu-worker: %s\n", wk->tbl->details);
+        fprintf(stderr, "duet-bench: %s: %s\n", bench_name, wk->tbl->details);
     return 0;
 }
 
 static int worker_fail(const struct bench_worker *wk, const char *what, duet_status st)
 {
-    fprintf(stderr, "duet-bench: cpu-worker: %s: %s: %s\n", what, duet_status_str(st),
+    fprintf(stderr, "duet-bench: %s: %s: %s: %s\n", bench_name, what, duet_status_str(st),
             wk->tbl->last_error(wk->w));
     return 1;
 }
@@ -197,7 +209,7 @@ static int worker_open(struct bench_worker *wk, const char *dir, uint32_t num_bl
     char err[1024];
 
     if ((st = wk->tbl->create(&params, &wk->w, err, sizeof(err))) != DUET_STATUS_OK) {
-        fprintf(stderr, "duet-bench: cpu-worker: create: %s: %s\n", duet_status_str(st), err);
+        fprintf(stderr, "duet-bench: %s: create: %s: %s\n", bench_name, duet_status_str(st), err);
         return 1;
     }
     wk->info.struct_size = sizeof(wk->info);
@@ -206,6 +218,13 @@ static int worker_open(struct bench_worker *wk, const char *dir, uint32_t num_bl
     if ((st = wk->tbl->cache_geometry(wk->w, &geom)) != DUET_STATUS_OK)
         return worker_fail(wk, "cache_geometry", st);
     wk->block_bytes = geom.block_bytes;
+    if (mode->gpu && geom.num_blocks < num_blocks) {
+        fprintf(stderr,
+                "duet-bench: %s: the cache needs %u blocks, cache_geometry allows %llu "
+                "(cache.memory_fraction)\n",
+                bench_name, num_blocks, (unsigned long long)geom.num_blocks);
+        return 1;
+    }
     if ((st = wk->tbl->init_cache(wk->w, &cc)) != DUET_STATUS_OK)
         return worker_fail(wk, "init_cache", st);
     wk->num_blocks = num_blocks;
@@ -542,12 +561,16 @@ static double median(double *v, int n)
 static int measure_paired(struct run *r, struct decode *d, struct duet_bench_samples *s,
                           struct paired *pr)
 {
-    struct duet_bench_probe *probe =
-        duet__bench_probe_create(r->o->quick ? PAIRED_QUICK_BYTES : PAIRED_BYTES);
+    struct duet_bench_probe *probe;
     int rc = 0;
 
+    pr->n = 0;
+    if (mode->gpu) /* the host-memory probe says nothing of the device's */
+        return measure(r, decode_step, d, s);
+    probe = duet__bench_probe_create(r->o->quick ? PAIRED_QUICK_BYTES : PAIRED_BYTES);
+
     if (!probe) {
-        fprintf(stderr, "duet-bench: cpu-worker: no memory for the paired probe\n");
+        fprintf(stderr, "duet-bench: %s: no memory for the paired probe\n", bench_name);
         return 1;
     }
     pr->n = 0;
@@ -555,8 +578,8 @@ static int measure_paired(struct run *r, struct decode *d, struct duet_bench_sam
         uint64_t ns = 0, ops = 0, end;
         double bw0 = 0, bw1 = 0;
 
-        if (duet__bench_probe_pass(probe, "cpu-worker", r->threads, &bw0) ||
-            duet__bench_probe_pass(probe, "cpu-worker", r->threads, &bw1)) {
+        if (duet__bench_probe_pass(probe, bench_name, r->threads, &bw0) ||
+            duet__bench_probe_pass(probe, bench_name, r->threads, &bw1)) {
             rc = 1;
             break;
         }
@@ -615,7 +638,7 @@ static int bench_decode(struct run *r, uint32_t batch)
     snprintf(name, sizeof(name), "%s_%s_decode_batch_%u", r->preset, r->dtype, batch);
     duet__bench_finish(&s, name, &res);
     extra = decode_extra(r, &d, &res);
-    paired = paired_extra(r, &d, &pr);
+    paired = pr.n ? paired_extra(r, &d, &pr) : NULL;
     if (extra && paired)
         json_object_update(extra, paired);
     json_decref(paired);
@@ -653,9 +676,9 @@ static int check_positions(const struct run *r)
     if (r->prompt_len <= max && r->context + r->window <= max)
         return 0;
     fprintf(stderr,
-            "duet-bench: cpu-worker: %s: prompt %u or context %u + %u beyond the model's %u "
+            "duet-bench: %s: %s: prompt %u or context %u + %u beyond the model's %u "
             "positions\n",
-            r->preset, r->prompt_len, r->context, r->window, max);
+            bench_name, r->preset, r->prompt_len, r->context, r->window, max);
     return 1;
 }
 
@@ -667,7 +690,8 @@ static int run_one(struct run *r, const char *dir)
 
     run_sizes(r);
     blocks = r->prefill_blocks + r->tmpl_blocks + r->max_batch * r->seq_blocks;
-    fprintf(stderr, "duet-bench: cpu-worker: %s %s, %u threads\n", r->preset, r->dtype, r->threads);
+    fprintf(stderr, "duet-bench: %s: %s %s, %u threads\n", bench_name, r->preset, r->dtype,
+            r->threads);
     if (count_params(dir, &r->params) ||
         worker_load(&r->wk, r->o, dir, r->dtype, r->group, r->threads) ||
         worker_open(&r->wk, dir, blocks) || check_positions(r) || bench_prefill(r) ||
@@ -682,40 +706,60 @@ out:
     return rc;
 }
 
+#define APPEND_ALL(list, n, from)                                                                  \
+    for (size_t i_ = 0; i_ < sizeof(from) / sizeof(from[0]); i_++)                                 \
+    (list)[(n)++] = (from)[i_]
+
 /* Fills in the defaults of the lists left empty (--quick: the tiny model only). */
 static void default_lists(struct duet_bench_worker_opts *w, bool quick)
 {
     if (!w->n_presets && quick)
         w->presets[w->n_presets++] = "tiny";
+    if (!w->n_presets && mode->gpu)
+        APPEND_ALL(w->presets, w->n_presets, gpu_default_presets);
     if (!w->n_presets)
-        for (size_t i = 0; i < sizeof(default_presets) / sizeof(default_presets[0]); i++)
-            w->presets[w->n_presets++] = default_presets[i];
+        APPEND_ALL(w->presets, w->n_presets, default_presets);
+    if (!w->n_dtypes && mode->gpu)
+        APPEND_ALL(w->dtypes, w->n_dtypes, gpu_default_dtypes);
     if (!w->n_dtypes)
-        for (size_t i = 0; i < sizeof(default_dtypes) / sizeof(default_dtypes[0]); i++)
-            w->dtypes[w->n_dtypes++] = default_dtypes[i];
+        APPEND_ALL(w->dtypes, w->n_dtypes, default_dtypes);
+    if (!w->n_batches && mode->gpu)
+        APPEND_ALL(w->batches, w->n_batches, gpu_default_batches);
     if (!w->n_batches)
-        for (size_t i = 0; i < sizeof(default_batches) / sizeof(default_batches[0]); i++)
-            w->batches[w->n_batches++] = default_batches[i];
+        APPEND_ALL(w->batches, w->n_batches, default_batches);
 }
 
+/* gpu-worker computes in bf16, f16 or f32: no int8 / int4 weights. */
+static int check_dtypes(const struct duet_bench_worker_opts *w)
+{
+    for (int i = 0; mode->gpu && i < w->n_dtypes; i++)
+        if (strcmp(w->dtypes[i], "bf16") && strcmp(w->dtypes[i], "f16") &&
+            strcmp(w->dtypes[i], "f32")) {
+            fprintf(stderr, "duet-bench: %s: dtype %s: bf16, f16 or f32 only\n", bench_name,
+                    w->dtypes[i]);
+            return 1;
+        }
+    return 0;
+}
 static int bench_preset(const struct duet_bench_opts *o, const char *preset, uint32_t threads,
                         double *bandwidth, json_t *results)
 {
     struct duet__gen_params gen;
     duet_model_desc desc;
     char dir[4200];
+    int rc;
 
     if (!duet__bench_preset_desc(preset, &desc)) {
         fprintf(stderr,
-                "duet-bench: cpu-worker: unknown preset '%s' (duet-mkmodel --list, or "
+                "duet-bench: %s: unknown preset '%s' (duet-mkmodel --list, or "
                 "tiny)\n",
-                preset);
+                bench_name, preset);
         return 1;
     }
     snprintf(dir, sizeof(dir), "%s/%s-bf16", o->worker.models, preset);
     gen = (struct duet__gen_params){
         .desc = desc, .dir = dir, .seed = 1, .tail_from = desc.num_layers, .force = true};
-    if (duet__bench_ensure_model("cpu-worker", o->worker.models, dir, &gen))
+    if (duet__bench_ensure_model(bench_name, o->worker.models, dir, &gen))
         return 1;
     for (int i = 0; i < o->worker.n_dtypes; i++) {
         char when[160];
@@ -726,31 +770,46 @@ static int bench_preset(const struct duet_bench_opts *o, const char *preset, uin
                         .threads = threads,
                         .group = o->gemv.group ? o->gemv.group : 32};
         snprintf(when, sizeof(when), "before %s %s", preset, r.dtype);
-        if (duet__bench_bandwidth(o, "cpu-worker", threads, when, results, bandwidth) ||
-            run_one(&r, dir))
-            return 1;
+        if ((rc = mode->bandwidth(o, bench_name, threads, when, results, bandwidth)) != 0 ||
+            (rc = run_one(&r, dir)) != 0)
+            return rc;
     }
     return 0;
 }
 
-int duet__bench_cpu_worker(const struct duet_bench_opts *opts, json_t *results)
+int duet__bench_worker(const struct duet_bench_opts *opts, const struct duet__bench_worker_mode *m,
+                       json_t *results)
 {
     struct duet_bench_opts o = *opts;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     uint32_t threads = o.worker.threads ? o.worker.threads : (uint32_t)(cpus > 0 ? cpus : 1);
     double bandwidth = 0;
     size_t first = json_array_size(results);
+    int rc;
 
+    mode = m;
+    bench_name = m->bench;
     if (threads > DUET_BENCH_MAX_THREADS) {
-        fprintf(stderr, "duet-bench: cpu-worker: at most %d threads\n", DUET_BENCH_MAX_THREADS);
+        fprintf(stderr, "duet-bench: %s: at most %d threads\n", bench_name, DUET_BENCH_MAX_THREADS);
         return 1;
     }
     default_lists(&o.worker, o.quick);
-    for (int i = 0; i < o.worker.n_presets; i++)
-        if (bench_preset(&o, o.worker.presets[i], threads, &bandwidth, results))
-            return 1;
-    if (duet__bench_bandwidth(&o, "cpu-worker", threads, "end", results, &bandwidth))
+    if (check_dtypes(&o.worker))
         return 1;
+    for (int i = 0; i < o.worker.n_presets; i++)
+        if ((rc = bench_preset(&o, o.worker.presets[i], threads, &bandwidth, results)) != 0)
+            return rc;
+    if ((rc = m->bandwidth(&o, bench_name, threads, "end", results, &bandwidth)) != 0)
+        return rc;
     add_limits(results, first, bandwidth);
     return 0;
+}
+
+int duet__bench_cpu_worker(const struct duet_bench_opts *opts, json_t *results)
+{
+    static const struct duet__bench_worker_mode cpu = {.bench = "cpu-worker",
+                                                       .plugin_dir = DUET_BENCH_PLUGIN_DIR,
+                                                       .bandwidth = duet__bench_bandwidth};
+
+    return duet__bench_worker(opts, &cpu, results);
 }

@@ -56,6 +56,14 @@ int duet__gpu_device_count(void);
 duet_status duet__gpu_saxpy(size_t n, float a, const float *x, float *y, char *errbuf,
                             size_t errbuf_size);
 
+/* The device-memory bandwidth of `device`: copies a buffer of `bytes` into another `passes`
+ * times (cudaMemcpy device to device, each copy timed by CUDA events) and sets *best_gbs to the
+ * best pass in GB/s (10^9 bytes) counting the read and the write: 2 x bytes per copy.
+ * DUET_STATUS_UNSUPPORTED with "no CUDA device N" in err when the device is absent,
+ * DUET_STATUS_DEVICE with the failing call when the runtime fails. */
+duet_status duet__gpu_copy_bandwidth(int device, size_t bytes, uint32_t passes, double *best_gbs,
+                                     char *err, size_t err_size);
+
 /* ---- element types ------------------------------------------------------------------------ */
 
 typedef enum duet_gpu_dtype {

@@ -150,4 +150,30 @@ if "$top_builddir/tools/duet-bench" --list | grep -qx gemv; then
 else
     echo "SKIP: gemv: duet-bench was built without the CPU worker's kernels"
 fi
+# gpu-worker: the tiny model through the GPU worker; exit 77 (built without CUDA, or no CUDA
+# device) is a skip of this part, anything else but 0 a failure.
+gstatus=0
+out=$("$top_builddir/tools/duet-bench" --quick --repeats 1 --models "$models" --batch 1,4 \
+    gpu-worker 2>"$models/gpu.err") || gstatus=$?
+case $gstatus in
+0)
+    for name in gpu_device device_copy_bandwidth tiny_bf16_prefill_64 tiny_bf16_decode_batch_1 \
+        tiny_bf16_decode_batch_4; do
+        printf '%s\n' "$out" | grep -q "\"name\": \"$name\"" || {
+            echo "FAIL: gpu-worker: no result named $name"
+            printf '%s\n' "$out"
+            exit 1
+        }
+    done
+    printf '%s\n' "$out" | grep -q '"fraction_of_limit"' || { echo "FAIL: no fraction"; exit 1; }
+    ;;
+77) echo "SKIP: gpu-worker: $(cat "$models/gpu.err")" ;;
+*)
+    echo "FAIL: gpu-worker exited $gstatus"
+    cat "$models/gpu.err"
+    exit 1
+    ;;
+esac
+"$top_builddir/tools/duet-bench" --quick --dtype int8 gpu-worker >/dev/null 2>&1
+case $? in 0) echo "FAIL: gpu-worker accepted int8"; exit 1 ;; esac
 echo "1 passed, 0 failed"
