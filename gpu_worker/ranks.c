@@ -21,6 +21,9 @@ duet_status duet__gpu_rank_fail(duet_gpu_rank *r, duet_status st, const char *fm
     va_start(ap, fmt);
     vsnprintf(r->err, sizeof(r->err), fmt, ap);
     va_end(ap);
+    /* A failed runtime call (cudaMalloc's out of memory, ...) is also the thread's last error:
+     * clear it, or the next launch's cudaGetLastError() reports it and fails a later step. */
+    (void)cudaGetLastError();
     r->st = st;
     return st;
 }

@@ -40,6 +40,7 @@ duet_status duet__gpu_fail(duet_gpu_worker *w, duet_status st, const char *fmt, 
     va_start(ap, fmt);
     vsnprintf(w->err, sizeof(w->err), fmt, ap);
     va_end(ap);
+    (void)cudaGetLastError(); /* as duet__gpu_rank_fail: no stale error for the next launch */
     return st;
 }
 
@@ -620,6 +621,8 @@ static duet_status worker_cache_geometry(duet_worker *w, duet_cache_geometry *g)
     g->block_bytes = rank_bytes * w->tp;
     g->num_blocks =
         duet__gpu_num_blocks(g->budget_bytes, free_bytes, total_bytes, w->tp, fraction, rank_bytes);
+    if (g->num_blocks > UINT32_MAX / g->block_size) /* init_cache's limit: 2^32 slots */
+        g->num_blocks = UINT32_MAX / g->block_size;
     return DUET_STATUS_OK;
 }
 
@@ -677,8 +680,9 @@ static duet_status worker_init_cache(duet_worker *w, const duet_cache_config *c)
     if (c->num_blocks == 0)
         return fail(w, DUET_STATUS_INVALID_ARGUMENT, "gpu worker: init_cache: num_blocks is 0");
     if ((uint64_t)c->num_blocks * c->block_size > UINT32_MAX)
-        return fail(w, DUET_STATUS_CAPACITY,
-                    "gpu worker: init_cache: %u blocks of %u positions exceed 2^32 slots",
+        return fail(w, DUET_STATUS_OUT_OF_MEMORY,
+                    "gpu worker: init_cache: %u blocks of %u positions: more than the 2^32 slots "
+                    "the kernels address",
                     c->num_blocks, c->block_size);
     st = duet__gpu_ranks_run(w, rank_cache, (void *)c);
     if (st) {
