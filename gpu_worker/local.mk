@@ -6,6 +6,12 @@ GPU_WORKER_CU = gpu_worker/probe.cu gpu_worker/kernels.cu gpu_worker/sample.cu
 GPU_WORKER_C = gpu_worker/worker.c gpu_worker/execute.c gpu_worker/gemm.c gpu_worker/ranks.c
 EXTRA_DIST += gpu_worker/gpu_worker-int.h gpu_worker/worker.h gpu_worker/plan.c gpu_worker/tests.mk $(GPU_WORKER_CU) \
 	$(GPU_WORKER_C)
+# The host emulation of CUDA behind `make check-gpu-emu` (tools/gpu-emu/local.mk).
+EXTRA_DIST += tools/gpu-emu/local.mk tools/gpu-emu/check-gpu-emu.sh tools/gpu-emu/rewrite.py tools/gpu-emu/cuda_emu.h \
+	tools/gpu-emu/emu_rt.cc tools/gpu-emu/make_stress.py tools/gpu-emu/inc/cuda_runtime.h \
+	tools/gpu-emu/inc/cub/block/block_reduce.cuh tools/gpu-emu/inc/cub/block/block_scan.cuh \
+	tools/gpu-emu/inc/cub/device/device_segmented_radix_sort.cuh
+
 GPU_WORKER_CPPFLAGS = $(AM_CPPFLAGS) $(CUDA_CPPFLAGS) $(NCCL_CPPFLAGS) -I$(top_srcdir)/sampling
 
 if HAVE_CUDA
@@ -62,5 +68,6 @@ tests_check_gpu_sampler_LDADD = gpu_worker/libduet_gpu_kernels.la sampling/libdu
 # (not under valgrind: the CUDA runtime is not valgrind-clean; compute-sanitizer is its tool)
 TESTS += tests/check_gpu_probe tests/check_gpu_kernels tests/check_gpu_sampler
 include gpu_worker/tests.mk
+include tools/gpu-emu/local.mk
 endif
 endif

@@ -1,7 +1,9 @@
 #!/bin/sh
 # The whole test suite, from nothing, as CI runs it (.ci/run): packages, formatting, a -Werror
-# build with `make check`, `make distcheck`, the installed tree, the Check suites under valgrind,
-# and the suite again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# build with `make check` and, when configure found CUDA, `make check-gpu-emu` (the GPU worker's
+# code on the CPU under a host emulation of CUDA, tools/gpu-emu), `make distcheck`, the installed
+# tree, the Check suites under valgrind, and the suite again under AddressSanitizer +
+# UndefinedBehaviorSanitizer.
 set -eu
 cd "$(dirname "$0")/.."
 top=$PWD
@@ -23,6 +25,14 @@ rm -rf build-ci && mkdir build-ci && cd build-ci
 ../configure --enable-werror
 make -j"$jobs"
 make -j"$jobs" check || { cat tests/*.log; exit 1; }
+
+step "GPU worker under the host emulation of CUDA (make check-gpu-emu)"
+# (the rule is commented out of the Makefile when configure found no CUDA or no Check)
+if grep -q '^check-gpu-emu:' Makefile; then
+    make check-gpu-emu
+else
+    echo "check-gpu-emu: SKIP (configure found no CUDA or no Check)"
+fi
 
 step "install to a staging tree and run the installed duet-run"
 rm -rf "$top/build-ci/stage"

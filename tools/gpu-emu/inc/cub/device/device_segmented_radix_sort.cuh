@@ -1,0 +1,1 @@
+/* emulated: see cuda_emu.h */
