@@ -143,7 +143,7 @@ static int config_setf(duet_config *cfg, const char *fmt, ...)
 static int config_worker(const struct spec_run *r, const char *section)
 {
     return config_setf(r->cfg, "%s.worker=\"%s\"", section, r->o->worker.plugin) ||
-           config_setf(r->cfg, "%s.dtype=%s", section, r->dtype) ||
+           config_setf(r->cfg, "%s.weights=%s", section, r->dtype) ||
            config_setf(r->cfg, "%s.threads=%u", section, r->threads);
 }
 

@@ -22,8 +22,10 @@
  *        greedy, feeding back the sampled token. Positions run from context to
  *        context + WINDOW - 1 and start again, so the attended context stays near `context`.
  *
- * Precisions: f32, bf16 (target.dtype), int8 and int4 (target.dtype bf16 with target.weights
- * int8 / int4 and target.group_size --group, default 32).
+ * Precisions: the weights' storage f32, bf16, f16, int8 or int4 (target.weights; int8 / int4 with
+ * target.group_size --group, default 32), computed in what target.dtype = auto picks on this CPU
+ * (bf16 where it has AVX512-BF16 or AMX, else f32; plugin_details says); gpu-worker: the compute
+ * dtype f32, bf16 or f16 (target.dtype).
  *
  * Only execute() is timed. The bandwidth model of a decode step (reported as "model" in each
  * decode result): the step reads every weight matrix once in its packed form (the projections
@@ -158,8 +160,10 @@ static int worker_load(struct bench_worker *wk, const struct duet_bench_opts *o,
     bool quant = strcmp(precision, "int8") == 0 || strcmp(precision, "int4") == 0;
     char err[1024];
 
+    /* the CPU worker: the precision is the weights' storage, computed in what dtype auto picks
+     * here (plugin_details says which); the GPU worker computes in the precision */
     if (duet_config_create(&wk->cfg) || config_setf(wk->cfg, "model=\"%s\"", dir) ||
-        config_setf(wk->cfg, "target.dtype=%s", quant ? "bf16" : precision) ||
+        config_setf(wk->cfg, "target.%s=%s", mode->gpu ? "dtype" : "weights", precision) ||
         (quant && (config_setf(wk->cfg, "target.weights=%s", precision) ||
                    config_setf(wk->cfg, "target.group_size=%u", group))) ||
         (!mode->gpu && config_setf(wk->cfg, "target.threads=%u", threads)) ||

@@ -175,11 +175,27 @@ size_t duet__cpu_linear_bytes(const duet_cpu_linear *lin);
 duet_status duet__cpu_linear_run(duet_cpu_dnn *dnn, const duet_cpu_linear *lin, const float *x,
                                  size_t x_stride, uint32_t m, float *y, char *err, size_t err_size);
 
+/* True when oneDNN has a bf16 matmul here (AVX512-BF16 or AMX, within $ONEDNN_MAX_CPU_ISA): a
+ * small primitive descriptor is asked for. */
+bool duet__cpu_dnn_has_bf16(duet_cpu_dnn *dnn);
+
+#include "gemv.h"
+
+/*
+ * y[m][n] (row stride y_stride) = x·W'ᵀ + bias for a 2-byte GEMV weight computed in f32 — the
+ * GEMM of bf16 / f16 storage where there is no bf16 matmul, or f16 anywhere: W' is widened, a
+ * panel of whole tiles at a time, into panel (panel_elems floats, at least 16 × k), and each
+ * panel is one dnnl_sgemm on the calling thread's OpenMP team. INVALID_ARGUMENT for a weight of
+ * another format or a panel too small.
+ */
+duet_status duet__cpu_widened_run(const duet_gemv_weight *w, const float *x, size_t x_stride,
+                                  uint32_t m, float *y, size_t y_stride, float *panel,
+                                  size_t panel_elems, char *err, size_t err_size);
+
 /* ---- the worker and its forward pass (worker.c, forward.c) ---------------------------------- */
 
 #include <duet/model.h>
 
-#include "gemv.h"
 #include "sampling.h"
 
 /* The own kernels take bf16 matrices for at most this many rows (their row block), oneDNN above:
@@ -198,10 +214,25 @@ typedef struct duet_cpu_mat {
 
 /* Weight-only quantisation of the worker's matrices (setting `weights`). */
 typedef enum duet_cpu_quant {
-    DUET_CPU_QUANT_NONE = 0, /* weights in the compute type (dtype) */
+    DUET_CPU_QUANT_NONE = 0, /* weights stored as `store` says */
     DUET_CPU_QUANT_INT8 = 1,
     DUET_CPU_QUANT_INT4 = 2,
 } duet_cpu_quant;
+
+/* How unquantised matrices are stored (setting `weights`, or the model file's type for auto). */
+typedef enum duet_cpu_store {
+    DUET_CPU_STORE_F32 = 0,  /* f32, oneDNN's f32 matmul */
+    DUET_CPU_STORE_BF16 = 1, /* bf16: with a bf16 compute type oneDNN's bf16 matmul and the own
+                                bf16 kernels, with f32 the own kernels widening to f32 */
+    DUET_CPU_STORE_F16 = 2,  /* f16, widened to f32 by the own kernels */
+} duet_cpu_store;
+
+/* The 2-byte formats' f32 GEMM (duet__cpu_widened_run) takes over from the own GEMV kernels above
+ * this many rows, and its panel holds this many floats (4 MiB: for k = 2048 a panel of 512 rows,
+ * for k = 5632 of 176, so that each dnnl_sgemm call repacks the activations for a few hundred
+ * outputs, not a few dozen). */
+#define DUET_CPU_WIDEN_MIN_M 8u
+#define DUET_CPU_PANEL_ELEMS (1u << 20)
 
 /* One transformer layer's weights. Linear maps are NULL where the architecture has none; norm
  * vectors are f32 copies. */
@@ -232,6 +263,8 @@ typedef struct duet_cpu_scratch {
     float *logits;         /* [out_rows][vocab] */
     void *gemv_act;        /* prepared activations of the own kernels (duet__gemv_act_prepare) */
     size_t gemv_act_bytes; /* its size */
+    float *panel;          /* widened weights of duet__cpu_widened_run, or NULL until needed */
+    size_t panel_elems;    /* its floats */
     /* execute.c's bookkeeping, grown like the rest */
     size_t n_segs_cap;    /* entries of segs and seq_index */
     duet_cpu_seg *segs;   /* [n_segs_cap] */
@@ -247,8 +280,11 @@ struct duet_worker {
     char section[16];               /* "target" or "speculative" */
     duet_model *model;              /* the mapped model folder */
     const duet_model_desc *d;       /* its architecture */
-    bool bf16;                      /* bf16 weights and GEMMs (else f32) */
+    bool bf16;                      /* compute type bf16: bf16 GEMMs and KV cache (else f32) */
     duet_cpu_quant quant;           /* int8 / int4 weights (setting weights) */
+    duet_cpu_store store;           /* storage of the unquantised matrices */
+    char req_dtype[8];              /* setting dtype as given: auto | f32 | bf16 */
+    char req_weights[8];            /* setting weights as given */
     uint32_t group;                 /* their group size (setting group_size) */
     bool zero_point;                /* asymmetric groups (setting zero_point) */
     bool quant_lm_head;             /* the lm_head quantised too (setting quantize_lm_head) */

@@ -107,12 +107,35 @@ static void norm(const duet_worker *w, const float *x, const float *wt, const fl
                             d->hidden_size);
 }
 
+/* mat's 2-byte weights in f32 for many rows: widened panels and dnnl_sgemm (the panel is
+ * allocated on first use). */
+static duet_status widened_run(duet_worker *w, const duet_cpu_mat *mat, const float *x,
+                               size_t x_stride, uint32_t m, float *y)
+{
+    size_t need =
+        (size_t)16 * mat->k > DUET_CPU_PANEL_ELEMS ? (size_t)16 * mat->k : DUET_CPU_PANEL_ELEMS;
+
+    if (need > w->s.panel_elems) {
+        free(w->s.panel);
+        w->s.panel_elems = 0;
+        if (!(w->s.panel = aligned_alloc(DUET_GEMV_ALIGN, need * sizeof(float))))
+            return duet__cpu_fail(w, DUET_STATUS_OUT_OF_MEMORY,
+                                  "cpu worker: out of memory for a weight panel of %zu floats",
+                                  need);
+        w->s.panel_elems = need;
+    }
+    return duet__cpu_widened_run(&mat->gemv, x, x_stride, m, y, mat->n, w->s.panel,
+                                 w->s.panel_elems, w->err, sizeof(w->err));
+}
+
 duet_status duet__cpu_mat_run(duet_worker *w, const duet_cpu_mat *mat, const float *x,
                               size_t x_stride, uint32_t m, const float *norm_w, float *y)
 {
     float eps = (float)w->d->norm_eps;
+    bool widen =
+        mat->gemv.data && duet__gemv_fmt_f32_act(mat->gemv.fmt) && m > DUET_CPU_WIDEN_MIN_M;
 
-    if (mat->gemv.data && (!mat->dnn || m <= DUET_CPU_GEMV_MAX_M)) {
+    if (mat->gemv.data && !widen && (!mat->dnn || m <= DUET_CPU_GEMV_MAX_M)) {
         size_t need = duet__gemv_act_size(&mat->gemv, m);
         duet_gemv_act a;
 
@@ -135,6 +158,8 @@ duet_status duet__cpu_mat_run(duet_worker *w, const duet_cpu_mat *mat, const flo
         x = w->s.h;
         x_stride = mat->k;
     }
+    if (widen)
+        return widened_run(w, mat, x, x_stride, m, y);
     return duet__cpu_linear_run(w->dnn, mat->dnn, x, x_stride, m, y, w->err, sizeof(w->err));
 }
 

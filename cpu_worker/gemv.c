@@ -77,6 +77,22 @@ static void pack_bf16_lane(uint8_t *tile, uint32_t j, const float *wrow, uint32_
             duet__cpu_f32_to_bf16(wrow[col]);
 }
 
+/* One lane's f16 values: column 2c in the chunk's first 32 bytes, 2c + 1 in its second. False
+ * when a finite weight overflows the f16 range. */
+static bool pack_f16_lane(uint8_t *tile, uint32_t j, const float *wrow, uint32_t k)
+{
+    uint16_t *words = (uint16_t *)(void *)tile;
+    bool ok = true;
+
+    for (uint32_t col = 0; col < k; col++) {
+        uint16_t h = duet__f32_to_f16(wrow[col]);
+
+        ok &= !isfinite(wrow[col]) || isfinite(duet__f16_to_f32(h));
+        words[(size_t)col / 2 * (CHUNK / 2) + (col & 1u) * TILE + j] = h;
+    }
+    return ok;
+}
+
 /* Where code e (0 .. group − 1) of lane j sits in a group block, and in which nibble (int4). */
 static size_t code_offset(duet_gemv_fmt fmt, uint32_t j, uint32_t e, unsigned *nibble)
 {
@@ -165,8 +181,12 @@ static bool pack_tile(const duet_gemv_weight *w, const float *W, uint32_t t)
     for (uint32_t j = 0; j < TILE && t * TILE + j < w->n; j++) {
         const float *wrow = W + (size_t)(t * TILE + j) * w->k;
 
-        if (w->fmt == DUET_GEMV_BF16) {
+        if (w->fmt == DUET_GEMV_BF16 || w->fmt == DUET_GEMV_BF16_F32) {
             pack_bf16_lane(tile, j, wrow, w->k);
+            continue;
+        }
+        if (w->fmt == DUET_GEMV_F16) {
+            ok &= pack_f16_lane(tile, j, wrow, w->k);
             continue;
         }
         for (uint32_t g = 0; g < w->k_pad / w->group; g++)
@@ -182,7 +202,7 @@ static bool weight_shape(duet_gemv_weight *w, const char *name, uint32_t n, uint
     bool quant = fmt == DUET_GEMV_INT8 || fmt == DUET_GEMV_INT4;
     uint64_t tiles, tile_bytes;
 
-    if (fmt != DUET_GEMV_BF16 && !quant) {
+    if (!duet__gemv_fmt_16bit(fmt) && !quant) {
         snprintf(err, err_size, "%s: unknown GEMV weight format %d", name, (int)fmt);
         return false;
     }
@@ -245,7 +265,10 @@ duet_status duet__gemv_weight_pack(duet_gemv_weight *w, const char *name, const 
     for (int t = 0; t < tiles; t++)
         bad |= !pack_tile(w, W, (uint32_t)t);
     if (bad) {
-        snprintf(err, err_size, "%s: a weight is not finite or a group's scale does not fit an f16",
+        snprintf(err, err_size,
+                 w->fmt == DUET_GEMV_F16
+                     ? "%s: a weight is beyond the f16 range (|w| > 65504)"
+                     : "%s: a weight is not finite or a group's scale does not fit an f16",
                  name);
         duet__gemv_weight_free(w);
         return DUET_STATUS_INVALID_ARGUMENT;
@@ -273,9 +296,12 @@ float duet__gemv_weight_get(const duet_gemv_weight *w, uint32_t row, uint32_t co
     if (row >= w->n_pad || col >= w->k_pad)
         return 0.0f;
     tile = (const uint8_t *)w->data + (size_t)(row / TILE) * w->tile_bytes;
-    if (w->fmt == DUET_GEMV_BF16)
+    if (w->fmt == DUET_GEMV_BF16 || w->fmt == DUET_GEMV_BF16_F32)
         return duet__cpu_bf16_to_f32(
             load_u16(tile + (size_t)col / 2 * CHUNK + 4u * j + 2u * (col & 1u)));
+    if (w->fmt == DUET_GEMV_F16)
+        return duet__f16_to_f32(
+            load_u16(tile + (size_t)col / 2 * CHUNK + (col & 1u) * 2u * TILE + 2u * j));
     blk = tile + (size_t)(col / w->group) * w->group_bytes;
     e = col % w->group;
     cb = codes_bytes(w->fmt, w->group);
@@ -295,9 +321,10 @@ static void act_layout(const duet_gemv_weight *w, uint32_t m, size_t *scale_off,
 {
     size_t elems = (size_t)m * w->k_pad, groups = w->group ? (size_t)m * (w->k_pad / w->group) : 0;
 
-    if (w->fmt == DUET_GEMV_BF16) {
+    if (duet__gemv_fmt_16bit(w->fmt)) {
         *scale_off = *qsum_off = 0;
-        *total = round_up(elems * sizeof(uint16_t), DUET_GEMV_ALIGN);
+        *total = round_up(elems * (w->fmt == DUET_GEMV_BF16 ? sizeof(uint16_t) : sizeof(float)),
+                          DUET_GEMV_ALIGN);
         return;
     }
     *scale_off = round_up(elems, DUET_GEMV_ALIGN);
@@ -335,6 +362,14 @@ static void prepare_bf16_row(const duet_gemv_weight *w, const float *x, const fl
     for (uint32_t i = 0; i < w->k; i++)
         out[i] = duet__cpu_f32_to_bf16(act_value(x, norm_w, inv, i));
     memset(out + w->k, 0, (size_t)(w->k_pad - w->k) * sizeof(uint16_t));
+}
+
+static void prepare_f32_row(const duet_gemv_weight *w, const float *x, const float *norm_w,
+                            float inv, float *out)
+{
+    for (uint32_t i = 0; i < w->k; i++)
+        out[i] = act_value(x, norm_w, inv, i);
+    memset(out + w->k, 0, (size_t)(w->k_pad - w->k) * sizeof(float));
 }
 
 /*
@@ -401,6 +436,8 @@ void duet__gemv_act_prepare(const duet_gemv_weight *w, const float *x, size_t x_
     a->group = w->group;
     if (w->fmt == DUET_GEMV_BF16)
         a->bf16 = buf;
+    else if (duet__gemv_fmt_f32_act(w->fmt))
+        a->f32 = buf;
     else {
         a->q = buf;
         a->scale = (float *)(void *)((uint8_t *)buf + scale_off);
@@ -413,6 +450,8 @@ void duet__gemv_act_prepare(const duet_gemv_weight *w, const float *x, size_t x_
 
         if (w->fmt == DUET_GEMV_BF16)
             prepare_bf16_row(w, xr, norm_w, inv, a->bf16 + (size_t)r * w->k_pad);
+        else if (a->f32)
+            prepare_f32_row(w, xr, norm_w, inv, a->f32 + (size_t)r * w->k_pad);
         else
             prepare_int8_row(w, xr, norm_w, inv, a->q + (size_t)r * w->k_pad,
                              a->scale + (size_t)r * groups, a->qsum + (size_t)r * groups);
@@ -452,6 +491,33 @@ static void bf16_tile_rows(const duet_gemv_weight *w, const duet_gemv_act *a, co
 
             for (uint32_t j = 0; j < TILE; j++)
                 acc[r][j] += w0[j] * x0 + w1[j] * x1;
+        }
+    }
+}
+
+/* Rows r0 .. of one bf16_f32 (bf16 weights) or f16 tile against f32 activations: f32 products
+ * and sums, the even column's product first. */
+static void f32act_tile_rows(const duet_gemv_weight *w, const duet_gemv_act *a, const uint8_t *tile,
+                             uint32_t r0, uint32_t rows, float acc[ROW_BLOCK][TILE])
+{
+    const uint16_t *words = (const uint16_t *)(const void *)tile;
+    bool f16 = w->fmt == DUET_GEMV_F16;
+
+    memset(acc, 0, sizeof(float) * ROW_BLOCK * TILE);
+    for (uint32_t c = 0; c < w->k_pad / 2; c++) {
+        float w0[TILE], w1[TILE];
+
+        for (uint32_t j = 0; j < TILE; j++) {
+            const uint16_t *p = words + (size_t)c * 32;
+
+            w0[j] = f16 ? duet__f16_to_f32(p[j]) : duet__cpu_bf16_to_f32(p[2 * j]);
+            w1[j] = f16 ? duet__f16_to_f32(p[TILE + j]) : duet__cpu_bf16_to_f32(p[2 * j + 1]);
+        }
+        for (uint32_t r = 0; r < rows; r++) {
+            const float *x = a->f32 + (size_t)(r0 + r) * a->k_pad + 2 * c;
+
+            for (uint32_t j = 0; j < TILE; j++)
+                acc[r][j] += w0[j] * x[0] + w1[j] * x[1];
         }
     }
 }
@@ -556,22 +622,100 @@ static void gemv_quant_generic(const duet_gemv_weight *w, const duet_gemv_act *a
     generic_tiles(w, a, y, y_stride, t0, t1, quant_tile_rows);
 }
 
-const duet_gemv_ops duet__gemv_generic_ops = {"generic", gemv_bf16_generic, gemv_quant_generic,
-                                              gemv_quant_generic};
+static void gemv_f32act_generic(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
+                                size_t y_stride, uint32_t t0, uint32_t t1)
+{
+    generic_tiles(w, a, y, y_stride, t0, t1, f32act_tile_rows);
+}
+
+const duet_gemv_ops duet__gemv_generic_ops = {"generic",           gemv_bf16_generic,
+                                              gemv_quant_generic,  gemv_quant_generic,
+                                              gemv_f32act_generic, gemv_f32act_generic};
+
+/* ---- widening ------------------------------------------------------------------------------- */
+
+/* IEEE half to f32, exact, without branches so that loops of it vectorise: the exponent is
+ * rebiased by adding (127 − 15) << 23, an all-ones exponent (inf, NaN) gets the rest of the
+ * way, a zero one (zero, subnormal) is normalised by subtracting 2⁻¹⁴ after adding its bit. */
+static inline float half_to_f32(uint16_t h)
+{
+    union {
+        uint32_t u;
+        float f;
+    } o = {(uint32_t)(h & 0x7fffu) << 13}, sub = {113u << 23};
+    uint32_t exp = o.u & 0x0f800000u;
+
+    o.u += (127u - 15u) << 23;
+    if (exp == 0x0f800000u)
+        o.u += (128u - 16u) << 23;
+    else if (exp == 0) {
+        o.u += 1u << 23;
+        o.f -= sub.f;
+    }
+    o.u |= (uint32_t)(h & 0x8000u) << 16;
+    return o.f;
+}
+
+/* One lane of one 2-byte tile as f32 into out[0 .. k). */
+DUET_CPU_CLONES static void widen_lane(const duet_gemv_weight *w, const uint16_t *words, uint32_t j,
+                                       float *out)
+{
+    uint32_t k = w->k;
+
+    if (w->fmt == DUET_GEMV_F16) {
+        for (uint32_t col = 0; col < k; col++)
+            out[col] = half_to_f32(words[(size_t)col / 2 * 32 + (col & 1u) * TILE + j]);
+        return;
+    }
+    for (uint32_t col = 0; col < k; col++)
+        out[col] = duet__cpu_bf16_to_f32(words[(size_t)col / 2 * 32 + 2 * j + (col & 1u)]);
+}
+
+void duet__gemv_weight_widen(const duet_gemv_weight *w, uint32_t t0, uint32_t t1, float *out,
+                             size_t ld)
+{
+#pragma omp parallel for schedule(static) if (t1 - t0 > 1)
+    for (uint32_t t = t0; t < t1; t++) {
+        const uint16_t *words =
+            (const uint16_t *)(const void *)((const uint8_t *)w->data + (size_t)t * w->tile_bytes);
+
+        for (uint32_t j = 0; j < TILE; j++)
+            widen_lane(w, words, j, out + ((size_t)(t - t0) * TILE + j) * ld);
+    }
+}
 
 /* ---- run ------------------------------------------------------------------------------------- */
 
+duet_gemv_kernel duet__gemv_ops_kernel(const duet_gemv_ops *ops, duet_gemv_fmt fmt)
+{
+    switch (fmt) {
+    case DUET_GEMV_BF16:
+        return ops->bf16;
+    case DUET_GEMV_INT8:
+        return ops->int8;
+    case DUET_GEMV_INT4:
+        return ops->int4;
+    case DUET_GEMV_BF16_F32:
+        return ops->bf16_f32;
+    case DUET_GEMV_F16:
+        return ops->f16;
+    }
+    return NULL;
+}
+
+const char *duet__gemv_fmt_name(duet_gemv_fmt fmt)
+{
+    static const char *const names[DUET_GEMV_NUM_FMTS] = {"bf16", "int8", "int4", "bf16_f32",
+                                                          "f16"};
+
+    return (unsigned)fmt < DUET_GEMV_NUM_FMTS ? names[fmt] : "unknown";
+}
+
 static duet_gemv_kernel kernel_for(const duet_gemv_ops *ops, duet_gemv_fmt fmt)
 {
-    duet_gemv_kernel k = NULL;
+    duet_gemv_kernel k = ops ? duet__gemv_ops_kernel(ops, fmt) : NULL;
 
-    if (ops)
-        k = fmt == DUET_GEMV_BF16 ? ops->bf16 : fmt == DUET_GEMV_INT8 ? ops->int8 : ops->int4;
-    if (k)
-        return k;
-    return fmt == DUET_GEMV_BF16   ? duet__gemv_generic_ops.bf16
-           : fmt == DUET_GEMV_INT8 ? duet__gemv_generic_ops.int8
-                                   : duet__gemv_generic_ops.int4;
+    return k ? k : duet__gemv_ops_kernel(&duet__gemv_generic_ops, fmt);
 }
 
 static void add_bias(const duet_gemv_weight *w, uint32_t m, float *y, size_t y_stride, uint32_t t0,

@@ -9,6 +9,10 @@
  *
  * y[r][n] = Σ_k W[n][k] · x[r][k] (+ bias[n]) for m rows, W packed once at load.
  *
+ * Five formats: bf16 weights with bf16 activations (vdpbf16ps: the AVX512-BF16 compute path),
+ * bf16 or f16 weights with f32 activations (2-byte storage computed in f32 FMAs: every x86-64 CPU,
+ * and f16 weights everywhere), and int8 / int4 weights with int8 activations.
+ *
  * ---- the packed layout (a contract between gemv.c and every kernel file) -------------------
  *
  * Outputs are grouped in tiles of DUET_GEMV_TILE = 16 consecutive rows n of W (n_pad = n rounded
@@ -20,7 +24,12 @@
  * bf16: k_pad / 2 chunks of 64 bytes; chunk c holds, for lane j = 0..15, the two bf16 values
  *       W[16t + j][2c] (low 16 bits) and W[16t + j][2c + 1] (high 16 bits) as one 32-bit word:
  *       exactly the operand of vdpbf16ps against a broadcast pair of activations.
- *       tile_bytes = k_pad × 32.
+ *       tile_bytes = k_pad × 32. bf16_f32 (bf16 weights, f32 activations) is the same layout:
+ *       `<< 16` and `& 0xffff0000` of a lane give its two weights as f32.
+ *
+ * f16:  k_pad / 2 chunks of 64 bytes; chunk c holds the 16 lanes' W[16t + j][2c] (IEEE f16, lane
+ *       order, 32 bytes) then the 16 lanes' W[16t + j][2c + 1]: each half is one vcvtph2ps zmm
+ *       operand (two ymm ones). tile_bytes = k_pad × 32.
  *
  * int8, int4: k_pad / group groups, each a block of
  *       codes  int8: group / 4 chunks of 64 bytes; chunk c, lane j (bytes 4j .. 4j + 3) holds the
@@ -38,6 +47,7 @@
  * ---- activations ---------------------------------------------------------------------------
  *
  * bf16 weights take bf16 activations: [m][k_pad] uint16, zero past k.
+ * bf16_f32 and f16 weights take f32 activations: [m][k_pad] float, zero past k.
  * int8 / int4 weights take int8 activations quantised per row and group (the weights' group):
  * q[r][k] = round(x / sx) in [−127, 127] with sx = max|x over the group| / 127 (0 when the group
  * is all zero), and the group's Σ q kept as an int32, so that a group's contribution is, exactly in
@@ -66,17 +76,33 @@ typedef enum duet_gemv_isa {
 } duet_gemv_isa;
 
 typedef enum duet_gemv_fmt {
-    DUET_GEMV_BF16 = 0,
-    DUET_GEMV_INT8 = 1,
-    DUET_GEMV_INT4 = 2,
+    DUET_GEMV_BF16 = 0,     /* bf16 weights × bf16 activations, f32 sums (vdpbf16ps) */
+    DUET_GEMV_INT8 = 1,     /* int8 weights × int8 activations */
+    DUET_GEMV_INT4 = 2,     /* int4 weights × int8 activations */
+    DUET_GEMV_BF16_F32 = 3, /* bf16 weights × f32 activations, f32 FMAs */
+    DUET_GEMV_F16 = 4,      /* f16 weights × f32 activations, f32 FMAs */
 } duet_gemv_fmt;
+
+#define DUET_GEMV_NUM_FMTS 5
+
+/* True for the formats whose activations are f32 (bf16_f32, f16). */
+static inline bool duet__gemv_fmt_f32_act(duet_gemv_fmt fmt)
+{
+    return fmt == DUET_GEMV_BF16_F32 || fmt == DUET_GEMV_F16;
+}
+
+/* True for the 2-byte formats (bf16, bf16_f32, f16): one weight a 16-bit word, no groups. */
+static inline bool duet__gemv_fmt_16bit(duet_gemv_fmt fmt)
+{
+    return fmt == DUET_GEMV_BF16 || fmt == DUET_GEMV_BF16_F32 || fmt == DUET_GEMV_F16;
+}
 
 /* One packed weight matrix. */
 typedef struct duet_gemv_weight {
     duet_gemv_fmt fmt;
     uint32_t n, k;         /* logical outputs and inputs */
     uint32_t n_pad, k_pad; /* n rounded up to DUET_GEMV_TILE; k as above */
-    uint32_t group;        /* int8 / int4: 32, 64 or 128; bf16: 0 */
+    uint32_t group;        /* int8 / int4: 32, 64 or 128; 2-byte formats: 0 */
     bool asym;             /* int8 / int4 with per-group offsets (min) */
     size_t tile_bytes;     /* bytes per tile of 16 outputs */
     size_t group_bytes;    /* int8 / int4: bytes per group block within a tile */
@@ -90,8 +116,9 @@ typedef struct duet_gemv_weight {
 typedef struct duet_gemv_act {
     uint32_t m;     /* rows */
     uint32_t k_pad; /* elements per row */
-    uint32_t group; /* int8 activations: elements per scale; bf16: 0 */
+    uint32_t group; /* int8 activations: elements per scale; else 0 */
     uint16_t *bf16; /* bf16 weights: [m][k_pad] */
+    float *f32;     /* bf16_f32 and f16 weights: [m][k_pad] */
     int8_t *q;      /* int8 / int4 weights: [m][k_pad] */
     float *scale;   /* [m][k_pad / group] sx */
     int32_t *qsum;  /* [m][k_pad / group] Σ q */
@@ -109,8 +136,12 @@ typedef void (*duet_gemv_kernel)(const duet_gemv_weight *w, const duet_gemv_act 
 
 typedef struct duet_gemv_ops {
     const char *name; /* "generic", "avx2", "avx512" */
-    duet_gemv_kernel bf16, int8, int4;
+    duet_gemv_kernel bf16, int8, int4, bf16_f32, f16;
 } duet_gemv_ops;
+
+/* The kernel of ops for fmt; NULL when ops has none (gemv.c then runs the generic one). */
+duet_gemv_kernel duet__gemv_ops_kernel(const duet_gemv_ops *ops, duet_gemv_fmt fmt);
+const char *duet__gemv_fmt_name(duet_gemv_fmt fmt);
 
 /* Kernel tables; the AVX ones may only be called where duet__gemv_isa_supported says so. */
 extern const duet_gemv_ops duet__gemv_generic_ops;
@@ -127,7 +158,9 @@ const char *duet__gemv_isa_name(duet_gemv_isa isa);
 
 /*
  * Packs W[n][k] (row-major f32, out × in as Hugging Face stores it) and optional bias[n] into *w
- * (fields and data allocated here; duet__gemv_weight_free releases them). int8 / int4 quantise
+ * (fields and data allocated here; duet__gemv_weight_free releases them). bf16 and bf16_f32 round
+ * each weight to the nearest bf16, f16 to the nearest f16 (a finite weight beyond the f16 range
+ * is refused). int8 / int4 quantise
  * each group of `group` (32, 64 or 128) inputs of a row: symmetric s = max|w| / 127 (int8) or
  * / 7 (int4); asymmetric s = (max − min) / 255 (or 15), m = min, both rounded to f16, codes
  * round((w − m) / s) clamped. Threaded over tiles. On failure (bad group, sizes, memory) a message
@@ -139,6 +172,14 @@ duet_status duet__gemv_weight_pack(duet_gemv_weight *w, const char *name, const 
 void duet__gemv_weight_free(duet_gemv_weight *w);
 /* The weight W'[row][col] the packed matrix represents (dequantised), for tests and checks. */
 float duet__gemv_weight_get(const duet_gemv_weight *w, uint32_t row, uint32_t col);
+
+/*
+ * The 2-byte formats widened to f32: rows 16·t0 .. 16·t1 − 1 of W' (padded rows zero) into
+ * out[(row − 16·t0) × ld + col] for col < k (ld ≥ k). The prefill GEMM of a worker computing in
+ * f32 over bf16 / f16 storage runs on such panels. Threaded over tiles.
+ */
+void duet__gemv_weight_widen(const duet_gemv_weight *w, uint32_t t0, uint32_t t1, float *out,
+                             size_t ld);
 
 /* Bytes of one buffer holding prepared activations of m rows for w (all arrays, aligned). */
 size_t duet__gemv_act_size(const duet_gemv_weight *w, uint32_t m);

@@ -175,6 +175,129 @@ static void bf16_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float
     }
 }
 
+/* ---- bf16 or f16 weights, f32 activations ----------------------------------------------- */
+
+/* Chunk p of a bf16_f32 tile (a lane's two bf16 in one dword) or an f16 one (column 2c's 16 halves
+ * then column 2c + 1's) as f32: e0 / e1 column 2c lanes 0..7 / 8..15, o0 / o1 column 2c + 1. */
+ALWAYS_INLINE void widen_chunk(const uint8_t *p, const bool f16, __m256 *e0, __m256 *e1, __m256 *o0,
+                               __m256 *o1)
+{
+    if (f16) {
+        *e0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+        *e1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)));
+        *o0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 32)));
+        *o1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 48)));
+        return;
+    }
+    const __m256i hi_mask = _mm256_set1_epi32((int)0xffff0000u);
+    const __m256i v0 = _mm256_loadu_si256((const __m256i *)p);
+    const __m256i v1 = _mm256_loadu_si256((const __m256i *)(p + 32));
+    *e0 = _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16));
+    *o0 = _mm256_castsi256_ps(_mm256_and_si256(v0, hi_mask));
+    *e1 = _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16));
+    *o1 = _mm256_castsi256_ps(_mm256_and_si256(v1, hi_mask));
+}
+
+/* Rows r0 .. r0 + R − 1 of one tile: two FMAs per half per row and chunk, the activations
+ * broadcast from f32. */
+ALWAYS_INLINE void f32act_rows(const uint8_t *tile, const duet_gemv_weight *w,
+                               const duet_gemv_act *a, uint32_t r0, const int R, const bool f16,
+                               float *y, size_t y_stride, uint32_t n0)
+{
+    const uint32_t nchunk = w->k_pad / 2;
+    __m256 acc[ROWS_BF16][2];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (uint32_t c = 0; c < nchunk; c++) {
+        __m256 e0, e1, o0, o1;
+        prefetch_ahead(tile + (size_t)c * 64);
+        widen_chunk(tile + (size_t)c * 64, f16, &e0, &e1, &o0, &o1);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const float *x = a->f32 + (size_t)(r0 + r) * w->k_pad + 2 * c;
+            const __m256 xe = _mm256_broadcast_ss(x), xo = _mm256_broadcast_ss(x + 1);
+            acc[r][0] = _mm256_fmadd_ps(e0, xe, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(e1, xe, acc[r][1]);
+            acc[r][0] = _mm256_fmadd_ps(o0, xo, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(o1, xo, acc[r][1]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+        store_tile_row(y + (size_t)(r0 + r) * y_stride, n0, w->n, acc[r][0], acc[r][1]);
+}
+
+/* One activation row: two chunks per step, even and odd products apart, eight FMA chains. */
+ALWAYS_INLINE void f32act_row1(const uint8_t *tile, const duet_gemv_weight *w, const float *x,
+                               const bool f16, float *y, uint32_t n0)
+{
+    const uint32_t nchunk = w->k_pad / 2; /* even: k_pad is a multiple of 32 */
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+        acc[i] = _mm256_setzero_ps();
+    for (uint32_t c = 0; c < nchunk; c += 2) {
+#pragma GCC unroll 2
+        for (int u = 0; u < 2; u++) {
+            const uint8_t *p = tile + (size_t)(c + u) * 64;
+            __m256 e0, e1, o0, o1;
+            prefetch_ahead(p);
+            widen_chunk(p, f16, &e0, &e1, &o0, &o1);
+            const __m256 xe = _mm256_broadcast_ss(x + 2 * (c + u));
+            const __m256 xo = _mm256_broadcast_ss(x + 2 * (c + u) + 1);
+            __m256 *A = acc + 4 * u;
+            A[0] = _mm256_fmadd_ps(e0, xe, A[0]);
+            A[1] = _mm256_fmadd_ps(o0, xo, A[1]);
+            A[2] = _mm256_fmadd_ps(e1, xe, A[2]);
+            A[3] = _mm256_fmadd_ps(o1, xo, A[3]);
+        }
+    }
+    const __m256 lo = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[4], acc[5]));
+    const __m256 hi = _mm256_add_ps(_mm256_add_ps(acc[2], acc[3]), _mm256_add_ps(acc[6], acc[7]));
+    store_tile_row(y, n0, w->n, lo, hi);
+}
+
+ALWAYS_INLINE void f32act_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
+                                 size_t y_stride, uint32_t t0, uint32_t t1, const bool f16)
+{
+    const uint32_t m = a->m;
+    for (uint32_t t = t0; t < t1; t++) {
+        const uint8_t *tile = (const uint8_t *)w->data + (size_t)t * w->tile_bytes;
+        const uint32_t n0 = t * DUET_GEMV_TILE;
+        if (m == 1) {
+            f32act_row1(tile, w, a->f32, f16, y, n0);
+            continue;
+        }
+        uint32_t r = 0;
+        for (; r + ROWS_BF16 <= m; r += ROWS_BF16)
+            f32act_rows(tile, w, a, r, ROWS_BF16, f16, y, y_stride, n0);
+        switch (m - r) {
+        case 3:
+            f32act_rows(tile, w, a, r, 3, f16, y, y_stride, n0);
+            break;
+        case 2:
+            f32act_rows(tile, w, a, r, 2, f16, y, y_stride, n0);
+            break;
+        case 1:
+            f32act_rows(tile, w, a, r, 1, f16, y, y_stride, n0);
+            break;
+        }
+    }
+}
+
+static void bf16_f32_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
+                            size_t y_stride, uint32_t t0, uint32_t t1)
+{
+    f32act_kernel(w, a, y, y_stride, t0, t1, false);
+}
+
+static void f16_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y, size_t y_stride,
+                       uint32_t t0, uint32_t t1)
+{
+    f32act_kernel(w, a, y, y_stride, t0, t1, true);
+}
+
 /* ---- int8 / int4: group epilogue --------------------------------------------------------- */
 
 /*
@@ -361,10 +484,11 @@ static void int4_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float
         int_kernel(w, a, y, y_stride, t0, t1, 4, false);
 }
 
-const duet_gemv_ops duet__gemv_avx2_ops = {"avx2", bf16_kernel, int8_kernel, int4_kernel};
+const duet_gemv_ops duet__gemv_avx2_ops = {"avx2",      bf16_kernel,     int8_kernel,
+                                           int4_kernel, bf16_f32_kernel, f16_kernel};
 
 #else /* !__x86_64__ */
 
-const duet_gemv_ops duet__gemv_avx2_ops = {"avx2", NULL, NULL, NULL};
+const duet_gemv_ops duet__gemv_avx2_ops = {"avx2", NULL, NULL, NULL, NULL, NULL};
 
 #endif

@@ -340,10 +340,120 @@ static void int4_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float
     int_kernel(w, a, y, y_stride, t0, t1, true);
 }
 
-const duet_gemv_ops duet__gemv_avx512_ops = {"avx512", bf16_kernel, int8_kernel, int4_kernel};
+/* ---- bf16 or f16 weights, f32 activations ----------------------------------------------- */
+
+/* Chunk c of a bf16_f32 tile (pairs of bf16 in one dword) or an f16 one (column 2c's 16 halves
+ * then column 2c + 1's) as the two columns' weights in f32. */
+INLINE void widen_chunk(const uint8_t *p, const bool f16, __m512 *even, __m512 *odd)
+{
+    if (f16) {
+        *even = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+        *odd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32)));
+    } else {
+        __m512i v = _mm512_loadu_si512(p);
+
+        *even = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+        *odd = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xffff0000u)));
+    }
+}
+
+/* Rows r0 .. r0 + R − 1 of tile t, S chains per row, as bf16_block. */
+INLINE void f32act_block(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
+                         size_t y_stride, uint32_t t, uint32_t r0, const int R, const int S,
+                         const bool f16)
+{
+    const size_t pf = prefetch_distance(r0, R);
+    const uint8_t *tile = (const uint8_t *)w->data + (size_t)t * w->tile_bytes;
+    const float *x[ROW_BLOCK];
+    __m512 acc[ROW_BLOCK][4];
+    const uint32_t chunks = w->k_pad / 2; /* a multiple of 16, so of S */
+    const __mmask16 mask = tile_mask(w, t);
+
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        x[r] = a->f32 + (size_t)(r0 + r) * a->k_pad;
+#pragma GCC unroll 4
+        for (int s = 0; s < S; s++)
+            acc[r][s] = _mm512_setzero_ps();
+    }
+    for (uint32_t c = 0; c < chunks; c += (uint32_t)S) {
+#pragma GCC unroll 4
+        for (int s = 0; s < S; s++) {
+            __m512 even, odd;
+
+            widen_chunk(tile + (size_t)(c + s) * 64, f16, &even, &odd);
+            if (R >= PF_ROWS)
+                _mm_prefetch((const char *)(tile + (size_t)(c + s) * 64 + pf), _MM_HINT_T0);
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                acc[r][s] = _mm512_fmadd_ps(even, _mm512_set1_ps(x[r][2 * (c + s)]), acc[r][s]);
+                acc[r][s] = _mm512_fmadd_ps(odd, _mm512_set1_ps(x[r][2 * (c + s) + 1]), acc[r][s]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        __m512 sum = acc[r][0];
+
+#pragma GCC unroll 4
+        for (int s = 1; s < S; s++)
+            sum = _mm512_add_ps(sum, acc[r][s]);
+        _mm512_mask_storeu_ps(y + (size_t)(r0 + r) * y_stride + (size_t)t * DUET_GEMV_TILE, mask,
+                              sum);
+    }
+}
+
+INLINE void f32act_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
+                          size_t y_stride, uint32_t t0, uint32_t t1, const bool f16)
+{
+    for (uint32_t t = t0; t < t1; t++) {
+        uint32_t r0 = 0;
+
+        for (; r0 + ROW_BLOCK <= a->m; r0 += ROW_BLOCK)
+            f32act_block(w, a, y, y_stride, t, r0, ROW_BLOCK, SPLIT(ROW_BLOCK), f16);
+        switch (a->m - r0) {
+        case 7:
+            f32act_block(w, a, y, y_stride, t, r0, 7, SPLIT(7), f16);
+            break;
+        case 6:
+            f32act_block(w, a, y, y_stride, t, r0, 6, SPLIT(6), f16);
+            break;
+        case 5:
+            f32act_block(w, a, y, y_stride, t, r0, 5, SPLIT(5), f16);
+            break;
+        case 4:
+            f32act_block(w, a, y, y_stride, t, r0, 4, SPLIT(4), f16);
+            break;
+        case 3:
+            f32act_block(w, a, y, y_stride, t, r0, 3, SPLIT(3), f16);
+            break;
+        case 2:
+            f32act_block(w, a, y, y_stride, t, r0, 2, SPLIT(2), f16);
+            break;
+        case 1:
+            f32act_block(w, a, y, y_stride, t, r0, 1, SPLIT(1), f16);
+            break;
+        }
+    }
+}
+
+static void bf16_f32_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
+                            size_t y_stride, uint32_t t0, uint32_t t1)
+{
+    f32act_kernel(w, a, y, y_stride, t0, t1, false);
+}
+
+static void f16_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y, size_t y_stride,
+                       uint32_t t0, uint32_t t1)
+{
+    f32act_kernel(w, a, y, y_stride, t0, t1, true);
+}
+
+const duet_gemv_ops duet__gemv_avx512_ops = {"avx512",    bf16_kernel,     int8_kernel,
+                                             int4_kernel, bf16_f32_kernel, f16_kernel};
 
 #else /* !__x86_64__ */
 
-const duet_gemv_ops duet__gemv_avx512_ops = {"avx512", NULL, NULL, NULL};
+const duet_gemv_ops duet__gemv_avx512_ops = {"avx512", NULL, NULL, NULL, NULL, NULL};
 
 #endif

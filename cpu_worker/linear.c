@@ -478,3 +478,51 @@ duet_status duet__cpu_linear_run(duet_cpu_dnn *dnn, const duet_cpu_linear *lin, 
     }
     return DUET_STATUS_OK;
 }
+
+/* ---- f32 GEMMs over 2-byte storage ------------------------------------------------------------
+ */
+
+duet_status duet__cpu_widened_run(const duet_gemv_weight *w, const float *x, size_t x_stride,
+                                  uint32_t m, float *y, size_t y_stride, float *panel,
+                                  size_t panel_elems, char *err, size_t err_size)
+{
+    uint32_t tiles = w->n_pad / DUET_GEMV_TILE, per = (uint32_t)(panel_elems / w->k / 16);
+
+    if (m == 0)
+        return DUET_STATUS_OK;
+    if (!duet__gemv_fmt_16bit(w->fmt) || per == 0 || x_stride < w->k || y_stride < w->n)
+        return fail(err, err_size, DUET_STATUS_INVALID_ARGUMENT, "widened GEMM",
+                    "not a 2-byte weight, a panel below 16 rows, or a stride below k or n");
+    for (uint32_t t0 = 0; t0 < tiles; t0 += per) {
+        uint32_t t1 = t0 + per < tiles ? t0 + per : tiles, n0 = t0 * DUET_GEMV_TILE;
+        uint32_t nb = (t1 * DUET_GEMV_TILE < w->n ? t1 * DUET_GEMV_TILE : w->n) - n0;
+        dnnl_status_t s;
+
+        duet__gemv_weight_widen(w, t0, t1, panel, w->k);
+        s = dnnl_sgemm('N', 'T', m, nb, w->k, 1.0f, x, (dnnl_dim_t)x_stride, panel, w->k, 0.0f,
+                       y + n0, (dnnl_dim_t)y_stride);
+        if (s != dnnl_success)
+            return dnn_error(err, err_size, "widened GEMM", "dnnl_sgemm", s);
+        if (w->bias)
+            for (uint32_t r = 0; r < m; r++)
+                for (uint32_t i = 0; i < nb; i++)
+                    y[(size_t)r * y_stride + n0 + i] += w->bias[n0 + i];
+    }
+    return DUET_STATUS_OK;
+}
+
+bool duet__cpu_dnn_has_bf16(duet_cpu_dnn *dnn)
+{
+    dnn_shape shape = {.n = 64, .k = 64, .bf16 = true};
+    dnnl_dims_t dims = {64, 64};
+    dnnl_memory_desc_t md;
+    dnnl_primitive_desc_t pd = NULL;
+    const char *call;
+    bool ok;
+
+    if (dnnl_memory_desc_init_by_tag(&md, 2, dims, dnnl_bf16, dnnl_format_tag_any))
+        return false;
+    ok = matmul_pd(dnn, &shape, 16, &md, &pd, &call) == dnnl_success;
+    dnnl_primitive_desc_destroy(pd);
+    return ok;
+}

@@ -1,6 +1,10 @@
 # CPU worker plugin (docs/cpu-worker.md): oneDNN GEMMs, paged attention, OpenMP threads.
 # Built when configure finds oneDNN and OpenMP; installed in $(pkglibdir).
 EXTRA_DIST += cpu_worker/cpu_worker-int.h cpu_worker/gemv.h
+# tests/gemv-<isa>.isa: check_cpu_kernels' GEMV cases for one ISA (tests/gemv_isa.sh).
+ISA_LOG_COMPILER = $(SHELL) $(top_srcdir)/tests/gemv_isa.sh
+GEMV_ISA_TESTS = tests/gemv-generic.isa tests/gemv-avx2.isa tests/gemv-avx512.isa
+EXTRA_DIST += tests/gemv_isa.sh $(GEMV_ISA_TESTS)
 CPU_WORKER_KERNEL_SOURCES = cpu_worker/cpu_worker-int.h cpu_worker/kernels.c cpu_worker/linear.c \
 	cpu_worker/gemv.h cpu_worker/gemv.c cpu_worker/gemv_avx512.c cpu_worker/gemv_avx2.c
 CPU_WORKER_CFLAGS = $(AM_CFLAGS) $(OPENMP_CFLAGS)
@@ -29,6 +33,8 @@ tests_check_cpu_kernels_CPPFLAGS = $(CPU_WORKER_CPPFLAGS)
 tests_check_cpu_kernels_CFLAGS = $(TEST_CFLAGS) $(OPENMP_CFLAGS)
 tests_check_cpu_kernels_LDADD = model/libduet_model.la $(CHECK_LIBS) $(CPU_WORKER_LIBS) $(OPENMP_CFLAGS)
 CHECK_TESTS += tests/check_cpu_kernels
+# The same program's GEMV cases once per ISA, each a SKIP where the CPU lacks it.
+TESTS += $(GEMV_ISA_TESTS)
 
 # The plugin through the ABI against tests/reference_forward.c on generated models.
 check_PROGRAMS += tests/check_cpu_worker

@@ -9,9 +9,10 @@
  *             ─► forward over all fed tokens ─► sample the output rows
  *             ─► n_draft_steps more forwards of one row per drafting sequence
  *
- * Settings (through the host, section = "target" or "speculative"): dtype f32 | bf16, weights
- * auto (= dtype) | the same as dtype | int8 | int4, group_size 32 | 64 | 128, zero_point,
- * quantize_lm_head, threads (0 = every core).
+ * Settings (through the host, section = "target" or "speculative"): dtype auto | f32 | bf16,
+ * weights auto | f32 | bf16 | f16 | int8 | int4, group_size 32 | 64 | 128, zero_point,
+ * quantize_lm_head, threads (0 = every core). resolve_types() turns the two `auto`s into what
+ * this model and this CPU get (docs/cpu-worker.md, "Types").
  */
 #include "config.h"
 
@@ -57,8 +58,18 @@ static duet_status setting_string(duet_worker *w, const char *key, const char **
               : st;
 }
 
+static bool one_of(const char *s, const char *const *set)
+{
+    for (; *set; set++)
+        if (strcmp(s, *set) == 0)
+            return true;
+    return false;
+}
+
 static duet_status read_settings(duet_worker *w)
 {
+    static const char *const dtypes[] = {"auto", "f32", "bf16", NULL};
+    static const char *const weight_types[] = {"auto", "f32", "bf16", "f16", "int8", "int4", NULL};
     const char *dtype, *weights;
     char path[64];
     int64_t threads = 0, group = 32;
@@ -68,21 +79,22 @@ static duet_status read_settings(duet_worker *w)
         st = setting_string(w, "weights", &weights);
     if (st)
         return st;
-    if (strcmp(dtype, "f32") != 0 && strcmp(dtype, "bf16") != 0)
+    if (!one_of(dtype, dtypes))
         return fail(w, DUET_STATUS_UNSUPPORTED,
-                    "cpu worker: %s.dtype = \"%s\": the CPU worker computes in \"f32\" or \"bf16\"",
+                    "cpu worker: %s.dtype = \"%s\": the CPU worker computes in \"f32\" or \"bf16\" "
+                    "(\"auto\": the best this CPU has for the weights)",
                     w->section, dtype);
-    if (strcmp(weights, "int8") == 0)
-        w->quant = DUET_CPU_QUANT_INT8;
-    else if (strcmp(weights, "int4") == 0)
-        w->quant = DUET_CPU_QUANT_INT4;
-    else if (strcmp(weights, "auto") != 0 && strcmp(weights, dtype) != 0)
-        return fail(w, DUET_STATUS_UNSUPPORTED,
-                    "cpu worker: %s.weights = \"%s\" with dtype \"%s\": this worker keeps weights "
-                    "in its compute type (\"auto\" or \"%s\") or quantises them (\"int8\", "
-                    "\"int4\")",
-                    w->section, weights, dtype, dtype);
-    w->bf16 = strcmp(dtype, "bf16") == 0;
+    if (!one_of(weights, weight_types))
+        return fail(
+            w, DUET_STATUS_UNSUPPORTED,
+            "cpu worker: %s.weights = \"%s\": the CPU worker stores weights as \"f32\", "
+            "\"bf16\", \"f16\", \"int8\" or \"int4\" (\"auto\": as the model file has them)",
+            w->section, weights);
+    snprintf(w->req_dtype, sizeof(w->req_dtype), "%s", dtype);
+    snprintf(w->req_weights, sizeof(w->req_weights), "%s", weights);
+    w->quant = strcmp(weights, "int8") == 0   ? DUET_CPU_QUANT_INT8
+               : strcmp(weights, "int4") == 0 ? DUET_CPU_QUANT_INT4
+                                              : DUET_CPU_QUANT_NONE;
     snprintf(path, sizeof(path), "%s.threads", w->section);
     if (w->host->config_get_int(w->host->ctx, path, &threads) != DUET_STATUS_OK)
         threads = 0;
@@ -104,6 +116,80 @@ static duet_status read_settings(duet_worker *w)
     w->host->config_get_bool(w->host->ctx, path, &w->quant_lm_head);
     w->gemv = duet__gemv_ops(duet__gemv_isa_best());
     return DUET_STATUS_OK;
+}
+
+/* How the model file stores its matrices (layer 0's q_proj stands for all of them). */
+static duet_cpu_store file_store(duet_worker *w)
+{
+    const duet_tensor *t = duet_model_layer_tensor(w->model, 0, "self_attn.q_proj.weight");
+
+    if (t && t->dtype == DUET_DTYPE_BF16)
+        return DUET_CPU_STORE_BF16;
+    if (t && t->dtype == DUET_DTYPE_F16)
+        return DUET_CPU_STORE_F16;
+    return DUET_CPU_STORE_F32;
+}
+
+static const char *store_name(duet_cpu_store store)
+{
+    return store == DUET_CPU_STORE_BF16 ? "bf16" : store == DUET_CPU_STORE_F16 ? "f16" : "f32";
+}
+
+/* The weights' storage and the compute type from the settings, the model file and this CPU:
+ * weights auto = the file's type (bf16 when dtype is bf16); dtype auto = bf16 for bf16 or
+ * quantised weights where oneDNN has a bf16 matmul and the own kernels vdpbf16ps, else f32. */
+static duet_status resolve_types(duet_worker *w)
+{
+    bool bf16_here = duet__cpu_dnn_has_bf16(w->dnn) && w->gemv == &duet__gemv_avx512_ops;
+    const char *dt = w->req_dtype, *wt = w->req_weights;
+
+    if (strcmp(wt, "auto") == 0)
+        w->store = strcmp(dt, "bf16") == 0 ? DUET_CPU_STORE_BF16 : file_store(w);
+    else if (w->quant == DUET_CPU_QUANT_NONE)
+        w->store = strcmp(wt, "bf16") == 0  ? DUET_CPU_STORE_BF16
+                   : strcmp(wt, "f16") == 0 ? DUET_CPU_STORE_F16
+                                            : DUET_CPU_STORE_F32;
+    if (strcmp(dt, "auto") == 0)
+        w->bf16 = bf16_here && (w->quant != DUET_CPU_QUANT_NONE || w->store == DUET_CPU_STORE_BF16);
+    else
+        w->bf16 = strcmp(dt, "bf16") == 0;
+    if (w->bf16 && !duet__cpu_dnn_has_bf16(w->dnn))
+        return fail(
+            w, DUET_STATUS_UNSUPPORTED,
+            "cpu worker: %s.dtype = \"bf16\" needs a CPU with AVX512-BF16 or AMX, where "
+            "oneDNN has bf16 matmul kernels (not this one, or not within "
+            "$ONEDNN_MAX_CPU_ISA); use dtype \"auto\" or \"f32\": bf16 and f16 weights then "
+            "stay 2 bytes and are computed in f32",
+            w->section);
+    if (w->bf16 && w->quant == DUET_CPU_QUANT_NONE && w->store != DUET_CPU_STORE_BF16)
+        return fail(
+            w, DUET_STATUS_UNSUPPORTED,
+            "cpu worker: %s.weights = \"%s\" with dtype \"bf16\": a bf16 compute type takes "
+            "bf16, int8 or int4 weights; %s weights are computed in \"f32\" (or \"auto\")",
+            w->section, store_name(w->store), store_name(w->store));
+    if (w->quant != DUET_CPU_QUANT_NONE) /* an unquantised lm_head is kept in the compute type */
+        w->store = w->bf16 ? DUET_CPU_STORE_BF16 : DUET_CPU_STORE_F32;
+    return DUET_STATUS_OK;
+}
+
+/* Logs what resolve_types chose, and with which kernels. */
+static void log_types(duet_worker *w)
+{
+    char msg[256];
+
+    if (!w->host->log)
+        return;
+    snprintf(msg, sizeof(msg),
+             "%s: weights %s (setting %s), compute %s (dtype %s), GEMV kernels %s, %s", w->section,
+             w->quant == DUET_CPU_QUANT_INT8   ? "int8"
+             : w->quant == DUET_CPU_QUANT_INT4 ? "int4"
+                                               : store_name(w->store),
+             w->req_weights, w->bf16 ? "bf16" : "f32", w->req_dtype, w->gemv->name,
+             w->bf16 ? "oneDNN bf16 matmul above the GEMV rows"
+             : w->store == DUET_CPU_STORE_F32 || w->quant != DUET_CPU_QUANT_NONE
+                 ? "oneDNN f32 matmul"
+                 : "f32 GEMM (dnnl_sgemm) over widened panels above the GEMV rows");
+    w->host->log(w->host->ctx, DUET_LOG_INFO, "cpu", msg);
 }
 
 /* ---- weights ---------------------------------------------------------------------------- */
@@ -142,6 +228,12 @@ static duet_status mat_create(duet_worker *w, const char *name, const float *wt,
                                     w->quant == DUET_CPU_QUANT_INT8 ? DUET_GEMV_INT8
                                                                     : DUET_GEMV_INT4,
                                     w->group, w->zero_point, w->err, sizeof(w->err));
+    } else if (w->store != DUET_CPU_STORE_F32 && !w->bf16) {
+        /* 2-byte storage computed in f32: the own kernels only, widened for large M */
+        st = duet__gemv_weight_pack(&mat->gemv, name, wt, bias, n, k,
+                                    w->store == DUET_CPU_STORE_F16 ? DUET_GEMV_F16
+                                                                   : DUET_GEMV_BF16_F32,
+                                    0, false, w->err, sizeof(w->err));
     } else {
         st = duet__cpu_linear_create(w->dnn, name, wt, bias, n, k, w->bf16, &mat->dnn, w->err,
                                      sizeof(w->err));
@@ -194,15 +286,6 @@ static duet_status pack(duet_worker *w, int32_t layer, const char *const *names,
         at += t[i]->shape[0];
     }
     st = mat_create(w, t[0]->name, wt, bias, (uint32_t)rows, (uint32_t)k, lm_head, out);
-    if (st == DUET_STATUS_UNSUPPORTED && w->bf16) {
-        char why[sizeof(w->err)];
-
-        snprintf(why, sizeof(why), "%s", w->err);
-        fail(w, st,
-             "cpu worker: %s.dtype = \"bf16\" needs a CPU with AVX512-BF16 or AMX, where oneDNN "
-             "has bf16 matmul kernels (use \"f32\" here): %s",
-             w->section, why);
-    }
 out_free:
     free(wt);
     free(bias);
@@ -369,6 +452,7 @@ static void worker_destroy(duet_worker *w)
     free(w->samplers);
     free(s->x), free(s->h), free(s->qkv), free(s->att), free(s->mlp), free(s->act);
     free(s->cos_sin), free(s->pos), free(s->final), free(s->logits), free(s->gemv_act);
+    free(s->panel);
     free(s->segs), free(s->row_base), free(s->tokens), free(s->logit_rows), free(s->dest);
     free_pool(&w->kv);
     free_pool(&w->swap);
@@ -419,7 +503,11 @@ static duet_status worker_create(const duet_worker_params *params, duet_worker *
         st = duet__cpu_dnn_create(&w->dnn, w->err, sizeof(w->err));
     }
     if (!st)
+        st = resolve_types(w);
+    if (!st) {
+        log_types(w);
         st = load_weights(w);
+    }
     if (!st)
         st = make_samplers(w);
     if (st) {
@@ -518,7 +606,37 @@ static const char *worker_last_error(const duet_worker *w)
 }
 
 /* duet_worker_plugin.details: the kernels this CPU gets, filled by duet_plugin_query. */
-static char details[160];
+static char details[320];
+
+/* oneDNN's ISA as it runs here (CPUID lowered by $ONEDNN_MAX_CPU_ISA). */
+static const char *dnn_isa_name(void)
+{
+    switch (dnnl_get_effective_cpu_isa()) {
+    case dnnl_cpu_isa_avx512_core_amx:
+        return "avx512_core_amx";
+    case dnnl_cpu_isa_avx512_core_bf16:
+        return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_vnni:
+        return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core:
+        return "avx512_core";
+    case dnnl_cpu_isa_avx2_vnni:
+        return "avx2_vnni";
+    case dnnl_cpu_isa_avx2:
+        return "avx2";
+    default:
+        return "below avx2";
+    }
+}
+
+/* Whether oneDNN's ISA here has bf16 matmul kernels (what duet__cpu_dnn_has_bf16 finds by asking
+ * for one, without an engine). */
+static bool dnn_isa_has_bf16(void)
+{
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+
+    return isa == dnnl_cpu_isa_avx512_core_bf16 || isa == dnnl_cpu_isa_avx512_core_amx;
+}
 
 static const duet_worker_plugin plugin = {
     .struct_size = sizeof(duet_worker_plugin),
@@ -548,8 +666,12 @@ const duet_worker_plugin *duet_plugin_query(uint32_t host_abi_major, const duet_
 
     (void)host;
     snprintf(details, sizeof(details),
-             "GEMV kernels %s (CPUID%s); oneDNN %d.%d matmul for f32 and bf16 prefill",
+             "GEMV kernels %s (CPUID%s); dtype auto: %s; oneDNN %d.%d (ISA %s) matmul for f32 "
+             "and bf16 prefill, dnnl_sgemm over widened bf16 / f16",
              duet__gemv_isa_name(isa), getenv("DUET_CPU_ISA") ? ", lowered by $DUET_CPU_ISA" : "",
-             (int)dnnl_version()->major, (int)dnnl_version()->minor);
+             isa == DUET_GEMV_AVX512 && dnn_isa_has_bf16()
+                 ? "bf16 for bf16 and int8 / int4 weights, f32 for f32 and f16"
+                 : "f32 (no AVX512-BF16 or AMX here)",
+             (int)dnnl_version()->major, (int)dnnl_version()->minor, dnn_isa_name());
     return host_abi_major == DUET_ABI_MAJOR ? &plugin : NULL;
 }

@@ -10,7 +10,7 @@
  *   execute ─► execute.c
  *
  * Settings (section = "target" or "speculative"): device "auto" (= cuda:0) | "cuda:N" (ranks on
- * N .. N + tensor_parallel − 1), dtype f32 | bf16 | f16, weights auto | the dtype,
+ * N .. N + tensor_parallel − 1), dtype auto (= bf16) | f32 | bf16 | f16, weights auto | the dtype,
  * tensor_parallel; cache.memory_fraction.
  */
 #include "config.h"
@@ -70,6 +70,10 @@ static duet_status read_settings(duet_gpu_worker *w, int *first_device)
         st = setting_string(w, "device", &device);
     if (st)
         return st;
+    /* auto: the weights' type when set, else bf16, which every GPU the worker builds for (sm_80
+     * on) computes */
+    if (strcmp(dtype, "auto") == 0)
+        dtype = strcmp(weights, "f32") == 0 || strcmp(weights, "f16") == 0 ? weights : "bf16";
     if (strcmp(dtype, "f32") == 0)
         w->dt = DUET_GPU_F32;
     else if (strcmp(dtype, "bf16") == 0)

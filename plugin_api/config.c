@@ -117,7 +117,7 @@ struct key {
 };
 
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
-static const char *const dtypes[] = {"bf16", "f16", "f32", NULL};
+static const char *const dtypes[] = {"auto", "bf16", "f16", "f32", NULL};
 static const char *const weight_types[] = {"auto", "bf16", "f16", "f32", "int8", "int4", NULL};
 static const char *const acceptances[] = {"rejection", "typical", NULL};
 static const char *const preemptions[] = {"auto", "recompute", "swap", NULL};
@@ -149,7 +149,7 @@ static const struct key keys[N_KEYS] = {
     [K_LOG_LEVEL] = STR("log_level", GROUP_TOP, 0, log_levels, "warn"),
     [K_TARGET_WORKER] = STR("target.worker", GROUP_TARGET, KEY_PLUGIN, NULL, "cpu"),
     [K_TARGET_DEVICE] = STR("target.device", GROUP_TARGET, KEY_NONEMPTY, NULL, "auto"),
-    [K_TARGET_DTYPE] = STR("target.dtype", GROUP_TARGET, 0, dtypes, "bf16"),
+    [K_TARGET_DTYPE] = STR("target.dtype", GROUP_TARGET, 0, dtypes, "auto"),
     [K_TARGET_WEIGHTS] = STR("target.weights", GROUP_TARGET, 0, weight_types, "auto"),
     [K_TARGET_GROUP_SIZE] = INT("target.group_size", GROUP_TARGET, KEY_POW2, 32, 128, 32),
     [K_TARGET_ZERO_POINT] = BOOL("target.zero_point", GROUP_TARGET, false),
@@ -160,7 +160,7 @@ static const struct key keys[N_KEYS] = {
                                KEY_NO_DEFAULT | KEY_NONEMPTY, NULL, NULL),
     [K_SPEC_WORKER] = STR("speculative.worker", GROUP_SPECULATIVE, KEY_PLUGIN, NULL, "cpu"),
     [K_SPEC_DEVICE] = STR("speculative.device", GROUP_SPECULATIVE, KEY_NONEMPTY, NULL, "auto"),
-    [K_SPEC_DTYPE] = STR("speculative.dtype", GROUP_SPECULATIVE, 0, dtypes, "bf16"),
+    [K_SPEC_DTYPE] = STR("speculative.dtype", GROUP_SPECULATIVE, 0, dtypes, "auto"),
     [K_SPEC_WEIGHTS] = STR("speculative.weights", GROUP_SPECULATIVE, 0, weight_types, "auto"),
     [K_SPEC_GROUP_SIZE] = INT("speculative.group_size", GROUP_SPECULATIVE, KEY_POW2, 32, 128, 32),
     [K_SPEC_ZERO_POINT] = BOOL("speculative.zero_point", GROUP_SPECULATIVE, false),

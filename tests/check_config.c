@@ -245,7 +245,7 @@ START_TEST(test_defaults_are_returned_for_unset_keys)
     expect_string(cfg, "log_level", "warn");
     expect_string(cfg, "target.worker", "cpu");
     expect_string(cfg, "target.device", "auto");
-    expect_string(cfg, "target.dtype", "bf16");
+    expect_string(cfg, "target.dtype", "auto");
     expect_string(cfg, "target.weights", "auto");
     expect_int(cfg, "target.threads", 0);
     expect_int(cfg, "target.group_size", 32);
@@ -604,8 +604,9 @@ END_TEST
 
 START_TEST(test_string_outside_allowed_set_lists_allowed_values)
 {
-    expect_load_error("bad-string-not-allowed.cfg", DUET_STATUS_BAD_CONFIG,
-                      ":4: target.dtype: must be one of \"bf16\", \"f16\", \"f32\", got \"fp8\"");
+    expect_load_error(
+        "bad-string-not-allowed.cfg", DUET_STATUS_BAD_CONFIG,
+        ":4: target.dtype: must be one of \"auto\", \"bf16\", \"f16\", \"f32\", got \"fp8\"");
 }
 END_TEST
 

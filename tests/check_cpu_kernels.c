@@ -871,8 +871,10 @@ END_TEST
 /* ---- GEMV on packed weights (gemv.h) --------------------------------------------------------- */
 
 /*
- * Every ISA this CPU runs whose table has a kernel for the format is checked, so the AVX kernels
- * are tested as soon as they exist. The reference is the packed matrix's own dequantised weights
+ * These cases run once per ISA, as their own automake tests (tests/gemv-<isa>.isa through
+ * tests/gemv_isa.sh, which sets DUET_TEST_GEMV_ISA): an ISA this CPU does not run is a SKIP there,
+ * and an ISA's table must have a kernel for every format (no silent fallback to the generic one).
+ * The reference is the packed matrix's own dequantised weights
  * (duet__gemv_weight_get) times the prepared activations' values (bf16, or q × sx) in double: what
  * remains is the kernels' f32 arithmetic, |y − ref| ≤ 1e-5 × (Σ_k |w·x| + |bias|) + 1e-30.
  */
@@ -884,30 +886,18 @@ static const struct {
     bool bias;
 } gemv_shapes[] = {{37, 200, true}, {16, 32, false}, {300, 768, true}, {100, 1000, false}};
 static const uint32_t gemv_groups[] = {32, 64, 128};
-static double gemv_worst; /* largest |y − ref| / (Σ|w·x| + |b|) seen, for the log */
+static double gemv_worst;      /* largest |y − ref| / (Σ|w·x| + |b|) seen, for the log */
+static duet_gemv_isa gemv_isa; /* the ISA under test ($DUET_TEST_GEMV_ISA) */
 
-static const char *fmt_name(duet_gemv_fmt fmt)
-{
-    return fmt == DUET_GEMV_BF16 ? "bf16" : fmt == DUET_GEMV_INT8 ? "int8" : "int4";
-}
+#define fmt_name duet__gemv_fmt_name
 
-static duet_gemv_kernel ops_kernel(const duet_gemv_ops *ops, duet_gemv_fmt fmt)
-{
-    return fmt == DUET_GEMV_BF16 ? ops->bf16 : fmt == DUET_GEMV_INT8 ? ops->int8 : ops->int4;
-}
-
-/* The ops tables to test for fmt: supported here and with a kernel. */
+/* The ops table under test, checked to have its own kernel for fmt. */
 static unsigned gemv_isas(duet_gemv_fmt fmt, const duet_gemv_ops *out[3])
 {
-    unsigned n = 0;
-
-    for (int isa = DUET_GEMV_GENERIC; isa <= DUET_GEMV_AVX512; isa++) {
-        const duet_gemv_ops *ops = duet__gemv_ops((duet_gemv_isa)isa);
-
-        if (duet__gemv_isa_supported((duet_gemv_isa)isa) && ops_kernel(ops, fmt))
-            out[n++] = ops;
-    }
-    return n;
+    out[0] = duet__gemv_ops(gemv_isa);
+    ck_assert_msg(duet__gemv_ops_kernel(out[0], fmt) != NULL, "%s has no %s kernel", out[0]->name,
+                  fmt_name(fmt));
+    return 1;
 }
 
 static void *gemv_act_alloc(const duet_gemv_weight *w, uint32_t m)
@@ -925,6 +915,8 @@ static double act_at(const duet_gemv_act *a, uint32_t r, uint32_t i)
 
     if (a->bf16)
         return duet__cpu_bf16_to_f32(a->bf16[at]);
+    if (a->f32)
+        return a->f32[at];
     return a->q[at] * (double)a->scale[(size_t)r * (a->k_pad / a->group) + i / a->group];
 }
 
@@ -1033,14 +1025,16 @@ static void check_gemv_shape(duet_gemv_fmt fmt, uint32_t group, bool asym, uint3
 
 static void check_gemv_fmt(duet_gemv_fmt fmt)
 {
+    bool two_byte = duet__gemv_fmt_16bit(fmt);
+
     gemv_worst = 0;
     for (size_t gi = 0; gi < sizeof(gemv_groups) / sizeof(gemv_groups[0]); gi++)
         for (int asym = 0; asym < 2; asym++)
             for (size_t s = 0; s < sizeof(gemv_shapes) / sizeof(gemv_shapes[0]); s++) {
-                if (fmt == DUET_GEMV_BF16 && (gi > 0 || asym))
+                if (two_byte && (gi > 0 || asym))
                     continue;
-                check_gemv_shape(fmt, fmt == DUET_GEMV_BF16 ? 0 : gemv_groups[gi], asym,
-                                 gemv_shapes[s].n, gemv_shapes[s].k, gemv_shapes[s].bias);
+                check_gemv_shape(fmt, two_byte ? 0 : gemv_groups[gi], asym, gemv_shapes[s].n,
+                                 gemv_shapes[s].k, gemv_shapes[s].bias);
             }
     if (getenv("DUET_TEST_GEMV_LOG")) {
         const duet_gemv_ops *isas[3];
@@ -1067,6 +1061,18 @@ END_TEST
 START_TEST(test_gemv_int4_matches_the_reference_for_every_isa_group_m_and_shape)
 {
     check_gemv_fmt(DUET_GEMV_INT4);
+}
+END_TEST
+
+START_TEST(test_gemv_bf16_weights_with_f32_activations_match_the_reference_for_every_m)
+{
+    check_gemv_fmt(DUET_GEMV_BF16_F32);
+}
+END_TEST
+
+START_TEST(test_gemv_f16_weights_with_f32_activations_match_the_reference_for_every_m)
+{
+    check_gemv_fmt(DUET_GEMV_F16);
 }
 END_TEST
 
@@ -1177,11 +1183,15 @@ static double layout_weight(const duet_gemv_weight *w, uint32_t j, uint32_t i)
     size_t codes;
     int u;
 
-    if (w->fmt == DUET_GEMV_BF16) {
+    if (w->fmt == DUET_GEMV_BF16 || w->fmt == DUET_GEMV_BF16_F32) {
         uint32_t word;
 
         memcpy(&word, tile + (size_t)(i / 2) * 64 + 4 * (j % 16), 4);
         return duet__cpu_bf16_to_f32((uint16_t)(i % 2 ? word >> 16 : word & 0xffff));
+    }
+    if (w->fmt == DUET_GEMV_F16) { /* column 2c's 16 halves, then 2c + 1's */
+        memcpy(&s16, tile + (size_t)(i / 2) * 64 + (i % 2) * 32 + 2 * (j % 16), 2);
+        return duet__f16_to_f32(s16);
     }
     blk = tile + (size_t)(i / w->group) * w->group_bytes;
     i %= w->group;
@@ -1204,12 +1214,12 @@ START_TEST(test_gemv_packed_bytes_follow_the_layout_of_gemv_h)
     enum { N = 40, K = 200 };
     float *W = rand_floats((size_t)N * K, 1.0f, 0.0f);
 
-    for (int fmt = DUET_GEMV_BF16; fmt <= DUET_GEMV_INT4; fmt++)
+    for (int fmt = DUET_GEMV_BF16; fmt < DUET_GEMV_NUM_FMTS; fmt++)
         for (size_t gi = 0; gi < 3; gi++)
             for (int asym = 0; asym < 2; asym++) {
                 duet_gemv_weight w;
 
-                if (fmt == DUET_GEMV_BF16 && (gi || asym))
+                if (duet__gemv_fmt_16bit((duet_gemv_fmt)fmt) && (gi || asym))
                     continue;
                 ck_assert(duet__gemv_weight_pack(&w, "l", W, NULL, N, K, (duet_gemv_fmt)fmt,
                                                  gemv_groups[gi], asym, err,
@@ -1238,6 +1248,12 @@ static void check_prepared(const duet_gemv_weight *w, const duet_gemv_act *a, co
                 if (a->bf16[(size_t)r * a->k_pad + i] !=
                     (i < w->k ? duet__cpu_f32_to_bf16(v[r * vs + i]) : 0))
                     ck_abort_msg("bf16 row %u col %u", r, i);
+            continue;
+        }
+        if (duet__gemv_fmt_f32_act(w->fmt)) {
+            for (uint32_t i = 0; i < w->k_pad; i++)
+                if (a->f32[(size_t)r * a->k_pad + i] != (i < w->k ? v[r * vs + i] : 0.0f))
+                    ck_abort_msg("f32 row %u col %u", r, i);
             continue;
         }
         for (uint32_t g = 0; g < w->k_pad / w->group; g++) {
@@ -1273,7 +1289,7 @@ START_TEST(test_gemv_prepared_activations_are_rounded_per_group_and_zero_padded)
 
     for (uint32_t i = 0; i < 128; i++) /* zero groups in row 1 */
         x[XS + i] = 0.0f;
-    for (int fmt = DUET_GEMV_BF16; fmt <= DUET_GEMV_INT4; fmt++)
+    for (int fmt = DUET_GEMV_BF16; fmt < DUET_GEMV_NUM_FMTS; fmt++)
         for (size_t gi = 0; gi < 3; gi++) {
             float *W = rand_floats((size_t)16 * K, 1.0f, 0.0f);
             duet_gemv_weight w;
@@ -1288,7 +1304,7 @@ START_TEST(test_gemv_prepared_activations_are_rounded_per_group_and_zero_padded)
             ck_assert_uint_eq(a.m, M);
             ck_assert_uint_eq(a.k_pad, w.k_pad);
             ck_assert_uint_eq(a.group, w.group);
-            if (fmt != DUET_GEMV_BF16) {
+            if (!duet__gemv_fmt_16bit((duet_gemv_fmt)fmt)) {
                 ck_assert_uint_eq((uintptr_t)a.scale % DUET_GEMV_ALIGN, 0);
                 ck_assert_uint_eq((uintptr_t)a.qsum % DUET_GEMV_ALIGN, 0);
                 ck_assert_float_eq(a.scale[w.k_pad / w.group], 0.0f);
@@ -1379,7 +1395,7 @@ static void check_gemv_split(const duet_gemv_ops *ops, const duet_gemv_weight *w
                              const duet_gemv_act *a)
 {
     uint32_t tiles = w->n_pad / 16, t1 = tiles / 3, t2 = tiles - 1;
-    duet_gemv_kernel kernel = ops_kernel(ops, w->fmt);
+    duet_gemv_kernel kernel = duet__gemv_ops_kernel(ops, w->fmt);
     float *y1 = gemv_run_threads(ops, w, a, 1), *y2 = gemv_run_threads(ops, w, a, 2);
     float *y3 = gemv_run_threads(ops, w, a, 3);
     size_t bytes = (size_t)a->m * w->n * sizeof(float);
@@ -1402,7 +1418,7 @@ START_TEST(test_gemv_threads_and_tile_pieces_give_the_same_bits)
     float *W = rand_floats((size_t)N * K, 1.0f, 0.0f), *b = rand_floats(N, 1.0f, 0.0f);
     float *x = rand_floats((size_t)M * K, 1.0f, 0.0f);
 
-    for (int fmt = DUET_GEMV_BF16; fmt <= DUET_GEMV_INT4; fmt++) {
+    for (int fmt = DUET_GEMV_BF16; fmt < DUET_GEMV_NUM_FMTS; fmt++) {
         const duet_gemv_ops *isas[3];
         unsigned n_isas = gemv_isas((duet_gemv_fmt)fmt, isas);
         duet_gemv_weight w;
@@ -1422,6 +1438,140 @@ START_TEST(test_gemv_threads_and_tile_pieces_give_the_same_bits)
     free(x);
     free(b);
     free(W);
+}
+END_TEST
+
+/* Widening is exact: every element of the panel is the packed weight duet__gemv_weight_get reads
+ * (padded rows zero), for bf16 and f16 weights spanning f16's subnormals to near its largest
+ * value, and for all 65536 halves (inf and NaN included) laid into one f16 matrix. */
+START_TEST(test_gemv_widen_gives_the_packed_weights_exactly)
+{
+    enum { N = 37, K = 70, LD = 75 };
+    float *W = malloc((size_t)N * K * sizeof(float)), *out;
+    duet_gemv_weight w;
+
+    ck_assert_ptr_nonnull(W);
+    for (size_t i = 0; i < (size_t)N * K; i++)
+        W[i] = urand() * powf(2.0f, (float)irand(40) - 24.0f);
+    for (int fmt = DUET_GEMV_BF16_F32; fmt <= DUET_GEMV_F16; fmt++) {
+        ck_assert(duet__gemv_weight_pack(&w, "wd", W, NULL, N, K, (duet_gemv_fmt)fmt, 0, false, err,
+                                         sizeof(err)) == DUET_STATUS_OK);
+        out = malloc((size_t)w.n_pad * LD * sizeof(float));
+        ck_assert_ptr_nonnull(out);
+        duet__gemv_weight_widen(&w, 1, w.n_pad / 16, out, LD); /* from the second tile on */
+        for (uint32_t j = 16; j < w.n_pad; j++)
+            for (uint32_t i = 0; i < K; i++)
+                if (memcmp(&out[(size_t)(j - 16) * LD + i],
+                           &(float){duet__gemv_weight_get(&w, j, i)}, sizeof(float)) != 0)
+                    ck_abort_msg("%s: row %u col %u widened to %g, packed %g",
+                                 fmt_name((duet_gemv_fmt)fmt), j, i, out[(size_t)(j - 16) * LD + i],
+                                 duet__gemv_weight_get(&w, j, i));
+        duet__gemv_weight_free(&w);
+        free(out);
+    }
+    free(W);
+    /* every half: 256 rows of 256 columns, the packed bits set directly */
+    W = calloc(256 * 256, sizeof(float));
+    out = malloc(256 * 256 * sizeof(float));
+    ck_assert(W && out);
+    ck_assert(duet__gemv_weight_pack(&w, "halves", W, NULL, 256, 256, DUET_GEMV_F16, 0, false, err,
+                                     sizeof(err)) == DUET_STATUS_OK);
+    for (uint32_t j = 0; j < 256; j++)
+        for (uint32_t i = 0; i < 256; i++) {
+            uint16_t h = (uint16_t)(j << 8 | i);
+
+            memcpy((uint8_t *)w.data + (size_t)(j / 16) * w.tile_bytes + (size_t)(i / 2) * 64 +
+                       (i % 2) * 32 + 2 * (j % 16),
+                   &h, 2);
+        }
+    duet__gemv_weight_widen(&w, 0, 16, out, 256);
+    for (uint32_t j = 0; j < 256; j++)
+        for (uint32_t i = 0; i < 256; i++) {
+            float want = duet__f16_to_f32((uint16_t)(j << 8 | i)), got = out[j * 256 + i];
+
+            if (memcmp(&got, &want, sizeof(float)) != 0 && !(isnan(got) && isnan(want)))
+                ck_abort_msg("half 0x%04x widened to %a, want %a", j << 8 | i, got, want);
+        }
+    duet__gemv_weight_free(&w);
+    free(out);
+    free(W);
+}
+END_TEST
+
+/* The f32 GEMM over widened panels: |y − ref| ≤ 1e-5 × (Σ|w·x| + |b|) against the packed weights
+ * in double, for panels of one tile, of several, and of the whole matrix, with strides and bias;
+ * outputs past n and rows past m untouched. */
+START_TEST(test_widened_gemm_matches_the_reference_for_every_panel_size)
+{
+    enum { N = 100, K = 96, M = 37, XS = 101, YS = 107 };
+    static const size_t panels[] = {16 * K, 48 * K + 5, 1u << 20};
+    float *W = rand_floats((size_t)N * K, 1.0f, 0.0f), *b = rand_floats(N, 1.0f, 0.0f);
+    float *x = rand_floats((size_t)(M + 1) * XS, 2.0f, 0.0f), *panel = malloc((1u << 20) * 4);
+    float *y = malloc((size_t)(M + 1) * YS * sizeof(float));
+
+    ck_assert(panel && y);
+    for (int fmt = DUET_GEMV_BF16_F32; fmt <= DUET_GEMV_F16; fmt++)
+        for (size_t pi = 0; pi < sizeof(panels) / sizeof(panels[0]); pi++) {
+            duet_gemv_weight w;
+
+            ck_assert(duet__gemv_weight_pack(&w, "g", W, b, N, K, (duet_gemv_fmt)fmt, 0, false, err,
+                                             sizeof(err)) == DUET_STATUS_OK);
+            for (size_t i = 0; i < (size_t)(M + 1) * YS; i++)
+                y[i] = NAN;
+            ck_assert_int_eq(
+                duet__cpu_widened_run(&w, x, XS, M, y, YS, panel, panels[pi], err, sizeof(err)),
+                DUET_STATUS_OK);
+            for (uint32_t r = 0; r < M; r++) {
+                for (uint32_t j = 0; j < N; j++) {
+                    double ref = b[j], mag = fabs(b[j]);
+
+                    for (uint32_t i = 0; i < K; i++) {
+                        double p = (double)duet__gemv_weight_get(&w, j, i) * x[r * XS + i];
+
+                        ref += p;
+                        mag += fabs(p);
+                    }
+                    CHECK_CLOSE(y[r * YS + j], ref, 1e-5 * mag, "%s panel %zu: y[%u][%u]",
+                                fmt_name((duet_gemv_fmt)fmt), panels[pi], r, j);
+                }
+                for (uint32_t j = N; j < YS; j++)
+                    ck_assert(isnan(y[r * YS + j]));
+            }
+            for (uint32_t j = 0; j < YS; j++)
+                ck_assert(isnan(y[M * YS + j]));
+            duet__gemv_weight_free(&w);
+        }
+    free(y);
+    free(panel);
+    free(x);
+    free(b);
+    free(W);
+}
+END_TEST
+
+START_TEST(test_widened_gemm_refuses_other_formats_and_small_panels)
+{
+    float W[16 * 64] = {0}, x[64] = {0}, y[16], panel[16 * 64];
+    duet_gemv_weight w;
+
+    ck_assert(duet__gemv_weight_pack(&w, "q", W, NULL, 16, 64, DUET_GEMV_INT8, 32, false, err,
+                                     sizeof(err)) == DUET_STATUS_OK);
+    ck_assert_int_eq(duet__cpu_widened_run(&w, x, 64, 1, y, 16, panel, 16 * 64, err, sizeof(err)),
+                     DUET_STATUS_INVALID_ARGUMENT);
+    duet__gemv_weight_free(&w);
+    ck_assert(duet__gemv_weight_pack(&w, "h", W, NULL, 16, 64, DUET_GEMV_F16, 0, false, err,
+                                     sizeof(err)) == DUET_STATUS_OK);
+    ck_assert_int_eq(
+        duet__cpu_widened_run(&w, x, 64, 1, y, 16, panel, 16 * 64 - 1, err, sizeof(err)),
+        DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_int_eq(duet__cpu_widened_run(&w, x, 64, 1, y, 16, panel, 16 * 64, err, sizeof(err)),
+                     DUET_STATUS_OK);
+    W[3] = 1e6f; /* beyond f16 */
+    duet__gemv_weight_free(&w);
+    ck_assert_int_eq(duet__gemv_weight_pack(&w, "big", W, NULL, 16, 64, DUET_GEMV_F16, 0, false,
+                                            err, sizeof(err)),
+                     DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(err, "f16 range"));
 }
 END_TEST
 
@@ -1573,15 +1723,14 @@ static Suite *cpu_kernels_suite(void)
         {"attention gqa", test_attention_matches_the_reference_with_grouped_query_heads},
         {"attention mha mqa", test_attention_matches_the_reference_for_mha_mqa_and_big_groups},
         {"attention tiles", test_attention_handles_blocks_longer_than_one_tile},
-        {"gemv bf16", test_gemv_bf16_matches_the_reference_for_every_isa_m_and_shape},
-        {"gemv int8", test_gemv_int8_matches_the_reference_for_every_isa_group_m_and_shape},
-        {"gemv int4", test_gemv_int4_matches_the_reference_for_every_isa_group_m_and_shape},
         {"gemv quantisation", test_gemv_quantised_weights_are_within_half_a_step_of_the_originals},
         {"gemv bf16 packing", test_gemv_bf16_weights_are_the_nearest_even_bf16_and_padding_is_zero},
         {"gemv layout", test_gemv_packed_bytes_follow_the_layout_of_gemv_h},
         {"gemv prepare", test_gemv_prepared_activations_are_rounded_per_group_and_zero_padded},
         {"gemv fused rmsnorm", test_gemv_fused_rmsnorm_prepares_what_a_normalised_copy_prepares},
-        {"gemv threads", test_gemv_threads_and_tile_pieces_give_the_same_bits},
+        {"gemv widen", test_gemv_widen_gives_the_packed_weights_exactly},
+        {"widened gemm", test_widened_gemm_matches_the_reference_for_every_panel_size},
+        {"widened gemm errors", test_widened_gemm_refuses_other_formats_and_small_panels},
         {"f16 rounding", test_f16_conversion_rounds_to_nearest_even_with_subnormals_inf_and_nan},
         {"f16 nearest", test_f16_conversion_picks_the_nearest_half_of_random_values},
         {"gemv isa", test_gemv_isa_choice_follows_duet_cpu_isa_only_downwards},
@@ -1601,7 +1750,45 @@ static Suite *cpu_kernels_suite(void)
     return s;
 }
 
+/* The GEMV kernels of one ISA (gemv_isa), every format. */
+static Suite *gemv_isa_suite(void)
+{
+    Suite *s = suite_create("gemv_isa");
+    const struct duet_test_case cases[] = {
+        {"gemv bf16", test_gemv_bf16_matches_the_reference_for_every_isa_m_and_shape},
+        {"gemv int8", test_gemv_int8_matches_the_reference_for_every_isa_group_m_and_shape},
+        {"gemv int4", test_gemv_int4_matches_the_reference_for_every_isa_group_m_and_shape},
+        {"gemv bf16_f32",
+         test_gemv_bf16_weights_with_f32_activations_match_the_reference_for_every_m},
+        {"gemv f16", test_gemv_f16_weights_with_f32_activations_match_the_reference_for_every_m},
+        {"gemv threads", test_gemv_threads_and_tile_pieces_give_the_same_bits},
+    };
+
+    duet_test_add_cases(s, cases, sizeof(cases) / sizeof(cases[0]), setup, NULL, 240);
+    return s;
+}
+
+/* Without $DUET_TEST_GEMV_ISA: everything but the per-ISA GEMV cases. With it (generic, avx2 or
+ * avx512; tests/gemv_isa.sh sets it): those cases for that ISA, or exit 77 (SKIP) when this CPU
+ * does not run it. */
 int main(void)
 {
-    return duet_test_run(cpu_kernels_suite());
+    const char *isa = getenv("DUET_TEST_GEMV_ISA");
+
+    if (!isa)
+        return duet_test_run(cpu_kernels_suite());
+    for (int i = DUET_GEMV_GENERIC; i <= DUET_GEMV_AVX512; i++)
+        if (strcmp(isa, duet__gemv_isa_name((duet_gemv_isa)i)) == 0) {
+            gemv_isa = (duet_gemv_isa)i;
+            if (!duet__gemv_isa_supported(gemv_isa)) {
+                printf("check_cpu_kernels: SKIP: this CPU does not run the %s GEMV kernels "
+                       "(CPUID)\n",
+                       isa);
+                return 77;
+            }
+            printf("check_cpu_kernels: the %s GEMV kernels\n", isa);
+            return duet_test_run(gemv_isa_suite());
+        }
+    fprintf(stderr, "check_cpu_kernels: DUET_TEST_GEMV_ISA=%s: not generic, avx2 or avx512\n", isa);
+    return 99;
 }

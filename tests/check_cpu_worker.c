@@ -1115,8 +1115,9 @@ START_TEST(test_opt_with_pre_and_post_layer_norm_matches_reference)
 }
 END_TEST
 
-/* A preset shape: 5 tokens of prefill then one decode, in both dtypes, one reference pass. */
-static void check_preset(const struct tmodel *tm)
+/* A preset shape: 5 tokens of prefill then one decode, in both dtypes (or, with base.dtype set,
+ * in base's settings only), one reference pass. */
+static void check_preset(const struct tmodel *tm, struct wk_opts base)
 {
     enum { N = 6 };
     uint32_t vocab = tm->desc.vocab_size, table[1] = {2};
@@ -1125,14 +1126,18 @@ static void check_preset(const struct tmodel *tm)
 
     make_tokens(tokens, N, vocab, 16);
     logits = reference(tm, tokens, N);
-    for (int di = 0; di < n_dtypes; di++) {
-        struct wk_opts o = {.dtype = dtypes[di], .num_blocks = 4};
+    for (int di = 0; di < (base.dtype ? 1 : n_dtypes); di++) {
+        struct wk_opts o = base;
         duet_seq s = seq_make(9, tokens, N - 1, 0, table, 1, N - 1, sp_plain(17));
         struct outs a, b;
         struct wk k;
         char what[256];
 
-        snprintf(what, sizeof(what), "%s in %s", tm->name, dtypes[di]);
+        if (!o.dtype)
+            o.dtype = dtypes[di];
+        o.num_blocks = 4;
+        snprintf(what, sizeof(what), "%s in %s, weights %s", tm->name, o.dtype,
+                 o.weights ? o.weights : "auto");
         wk_open(&k, tm, &o);
         exec_ok(&k, &s, 1, DUET_BATCH_WANT_PROBS, NULL, &a);
         assert_rows_match(&a, 0, N - 1, logits, 0, 1.0, 17, k.tol, what);
@@ -1148,8 +1153,8 @@ static void check_preset(const struct tmodel *tm)
 
 START_TEST(test_llama_68m_and_opt_125m_shapes_match_reference)
 {
-    check_preset(&models[M_LLAMA_68M]);
-    check_preset(&models[M_OPT_125M]);
+    check_preset(&models[M_LLAMA_68M], (struct wk_opts){0});
+    check_preset(&models[M_OPT_125M], (struct wk_opts){0});
 }
 END_TEST
 
@@ -2330,24 +2335,89 @@ static void check_create(const struct tmodel *tm, const struct create_case *c)
 }
 
 #ifndef DUET_TEST_GPU_WORKER
+/* f16 compute and bf16 compute of f32 / f16 weights are refused, naming what to use instead;
+ * every weight type computes in f32, and `auto` in either place runs. Where this CPU has no bf16
+ * matmul an explicit bf16 is refused too, naming AVX512-BF16. */
 START_TEST(test_f16_compute_and_mismatched_weights_are_unsupported)
 {
     static const struct create_case cases[] = {
-        {"f16", NULL, NULL, DUET_STATUS_UNSUPPORTED, NULL},
-        {"f32", "bf16", NULL, DUET_STATUS_UNSUPPORTED, NULL},
-        {"bf16", "f16", NULL, DUET_STATUS_UNSUPPORTED, NULL},
+        {"f16", NULL, NULL, DUET_STATUS_UNSUPPORTED, "\"f32\" or \"bf16\""},
+        {"bf16", "f16", NULL, DUET_STATUS_UNSUPPORTED, "computed in \"f32\""},
+        {"bf16", "f32", NULL, DUET_STATUS_UNSUPPORTED, "computed in \"f32\""},
         {"f32", "f32", NULL, DUET_STATUS_OK, NULL},
-        {"bf16", "bf16", NULL, DUET_STATUS_OK, NULL},
-        {"bf16", "auto", NULL, DUET_STATUS_OK, NULL},
+        {"f32", "bf16", NULL, DUET_STATUS_OK, NULL},
+        {"f32", "f16", NULL, DUET_STATUS_OK, NULL},
         {"f32", "int8", NULL, DUET_STATUS_OK, NULL},
         {"f32", "int4", NULL, DUET_STATUS_OK, NULL},
+        {"auto", NULL, NULL, DUET_STATUS_OK, NULL},
+        {"auto", "f32", NULL, DUET_STATUS_OK, NULL},
+        {"auto", "f16", NULL, DUET_STATUS_OK, NULL},
+        {"auto", "int4", NULL, DUET_STATUS_OK, NULL},
+        {"bf16", "bf16", NULL, DUET_STATUS_OK, NULL},
+        {"bf16", "auto", NULL, DUET_STATUS_OK, NULL},
+        {"bf16", "int8", NULL, DUET_STATUS_OK, NULL},
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        if (n_dtypes == 1 && cases[i].want == DUET_STATUS_OK && strcmp(cases[i].dtype, "bf16") == 0)
-            continue;
-        check_create(&models[M_OPT_POST], &cases[i]);
+        struct create_case c = cases[i];
+
+        if (n_dtypes == 1 && strcmp(c.dtype, "bf16") == 0) {
+            c.want = DUET_STATUS_UNSUPPORTED;
+            c.named = "AVX512-BF16";
+        }
+        check_create(&models[M_OPT_POST], &c);
     }
+}
+END_TEST
+
+/* dtype auto computes in bf16 exactly where bf16 compute runs and the weights are bf16 (the
+ * file's, or set) or quantised, else in f32: seen in the KV cache's element size. */
+START_TEST(test_auto_dtype_picks_bf16_only_for_bf16_or_quantised_weights_where_it_runs)
+{
+    static const struct {
+        int model;
+        const char *weights;
+        bool bf16_weights;
+    } cases[] = {
+        {M_OPT_POST, NULL, true},   {M_OPT_PRE, NULL, false},     {M_OPT_PRE, "bf16", true},
+        {M_OPT_POST, "f32", false}, {M_OPT_POST, "f16", false},   {M_OPT_PRE, "int8", true},
+        {M_OPT_POST, "int4", true}, {M_LLAMA_BF16, "auto", true},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct tmodel *tm = &models[cases[i].model];
+        struct wk_opts o = {.dtype = "auto", .weights = cases[i].weights};
+        uint64_t elem = cases[i].bf16_weights && n_dtypes == 2 ? 2 : 4;
+        duet_cache_geometry g = {.struct_size = sizeof(g), .block_size = 16, .budget_bytes = 1};
+        struct wk k;
+
+        wk_open(&k, tm, &o);
+        ck_assert_int_eq(k.t->cache_geometry(k.w, &g), DUET_STATUS_OK);
+        ck_assert_msg(g.block_bytes == (uint64_t)tm->desc.num_layers * 2 * tm->desc.num_kv_heads *
+                                           tm->desc.head_dim * 16 * elem,
+                      "%s weights %s: %llu bytes a block, want elements of %llu", tm->name,
+                      cases[i].weights ? cases[i].weights : "(unset)",
+                      (unsigned long long)g.block_bytes, (unsigned long long)elem);
+        wk_close(&k);
+    }
+}
+END_TEST
+
+/* bf16 and f16 weights computed in f32 (the path of every CPU without bf16 compute): prefill on
+ * the widened f32 GEMM, decode on the own kernels, against the reference. bf16 files keep their
+ * exact weights (f32 tolerance); f16 rounds an f32 file's weights to 11 bits (f16 tolerance). */
+START_TEST(test_two_byte_weights_computed_in_f32_match_reference)
+{
+    struct wk_opts bf = {.dtype = "f32", .weights = "bf16"},
+                   hf = {.dtype = "f32", .weights = "f16"};
+
+    check_prefill_with(&models[M_LLAMA_BF16], bf, 40, 21);
+    check_prefill_with(&models[M_OPT_POST], bf, 40, 22);
+    check_prefill_with(&models[M_LLAMA3], bf, 100, 23);
+    hf.tol = TOL_F16;
+    check_prefill_with(&models[M_LLAMA_F32], hf, 40, 24);
+    check_prefill_with(&models[M_OPT_PRE], hf, 40, 25);
+    check_preset(&models[M_LLAMA_68M], bf);
 }
 END_TEST
 #else
@@ -2584,6 +2654,8 @@ static Suite *worker_suite(void)
         {"missing model", test_missing_model_directory_fails_create_with_its_path},
 #ifndef DUET_TEST_GPU_WORKER
         {"unsupported dtypes", test_f16_compute_and_mismatched_weights_are_unsupported},
+        {"auto dtype", test_auto_dtype_picks_bf16_only_for_bf16_or_quantised_weights_where_it_runs},
+        {"two-byte weights in f32", test_two_byte_weights_computed_in_f32_match_reference},
         {"quantised vs reference", test_quantised_weights_match_reference_within_tolerance},
         {"quantised greedy agreement", test_quantised_greedy_decoding_agrees_with_reference},
         {"quantised determinism", test_quantised_thread_counts_and_batches_give_identical_rows},
@@ -2666,8 +2738,12 @@ static void probe_bf16(void)
     }
     fflush(stdout);
     pid = fork();
-    if (pid == 0)
-        _exit(create_bf16_worker() == DUET_STATUS_UNSUPPORTED ? 3 : 0);
+    if (pid == 0) {
+        duet_status st = create_bf16_worker();
+
+        fflush(stdout); /* the note; _exit flushes nothing */
+        _exit(st == DUET_STATUS_UNSUPPORTED ? 3 : 0);
+    }
     if (pid > 0 && waitpid(pid, &wstatus, 0) == pid && WIFEXITED(wstatus) &&
         WEXITSTATUS(wstatus) == 3)
         n_dtypes = 1;

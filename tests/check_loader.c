@@ -229,12 +229,23 @@ START_TEST(test_settings_the_plugin_lacks_are_refused)
     duet_plugin *p;
 
     ck_assert_int_eq(load_named("mock", &p), DUET_STATUS_OK);
+    /* dtype and weights default to auto, which any plugin takes */
     ck_assert_int_eq(
         duet_plugin_check_settings(p, cfg, "target", DUET_ROLE_TARGET, err, sizeof(err)),
-        DUET_STATUS_UNSUPPORTED); /* dtype defaults to bf16; the mock has f32 */
-    ck_assert_msg(strstr(err, "default: target.dtype: plugin ") == err, "%s", err);
-    ck_assert_ptr_nonnull(strstr(err, "cannot use dtype bf16 (its capabilities: "
+        DUET_STATUS_OK);
+    ck_assert_int_eq(duet_config_set(cfg, "target.weights=bf16"), DUET_STATUS_OK);
+    ck_assert_int_eq(
+        duet_plugin_check_settings(p, cfg, "target", DUET_ROLE_TARGET, err, sizeof(err)),
+        DUET_STATUS_UNSUPPORTED); /* the mock has f32 */
+    ck_assert_msg(strstr(err, "--set: target.weights: plugin ") == err, "%s", err);
+    ck_assert_ptr_nonnull(strstr(err, "cannot use weights bf16 (its capabilities: "
                                       "target,draft,swap,f32)"));
+    ck_assert_int_eq(duet_config_set(cfg, "target.weights=auto"), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_config_set(cfg, "target.dtype=bf16"), DUET_STATUS_OK);
+    ck_assert_int_eq(
+        duet_plugin_check_settings(p, cfg, "target", DUET_ROLE_TARGET, err, sizeof(err)),
+        DUET_STATUS_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(err, "cannot use dtype bf16"));
     ck_assert_int_eq(duet_config_set(cfg, "target.dtype=f32"), DUET_STATUS_OK);
     ck_assert_int_eq(
         duet_plugin_check_settings(p, cfg, "target", DUET_ROLE_TARGET, err, sizeof(err)),
