@@ -11,9 +11,8 @@
  *
  *   bf16  a 32-bit lane is the pair (W[n][2c] low, W[n][2c + 1] high); `<< 16` gives the even
  *         weight as f32 and `& 0xffff0000` the odd one. The activation pair is broadcast as one
- *         32-bit word and split the same way; two FMAs per half. m = 1 has its own loop with eight
- *         independent accumulators (two chunks × two halves × even / odd) so the FMA latency
- *         does not bound it.
+ *         32-bit word and split the same way; two FMAs per half, in the same order for every row
+ *         whatever m is (a row's sums do not depend on the rows beside it: f32act_rows says why).
  *   int8  vpmaddubsw would saturate (255 · 127 · 2 > 32767), so codes and activations are widened
  *         to 16 bits: even bytes by `& 0x00ff` (codes) or `<< 8` then arithmetic `>> 8`
  *         (activations), odd bytes by `>> 8`; vpmaddwd sums exact products into int32.
@@ -115,38 +114,6 @@ ALWAYS_INLINE void bf16_rows(const uint8_t *tile, const duet_gemv_weight *w, con
         store_tile_row(y + (size_t)(r0 + r) * y_stride, n0, w->n, acc[r][0], acc[r][1]);
 }
 
-/* One activation row: two chunks per step, even and odd products apart, eight FMA chains. */
-static void bf16_row1(const uint8_t *tile, const duet_gemv_weight *w, const uint16_t *x, float *y,
-                      uint32_t n0)
-{
-    const __m256i hi_mask = _mm256_set1_epi32((int)0xffff0000u);
-    const uint32_t nchunk = w->k_pad / 2; /* even: k_pad is a multiple of 32 */
-    __m256 acc[8];
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; i++)
-        acc[i] = _mm256_setzero_ps();
-    for (uint32_t c = 0; c < nchunk; c += 2) {
-#pragma GCC unroll 2
-        for (int u = 0; u < 2; u++) {
-            const uint8_t *p = tile + (size_t)(c + u) * 64;
-            prefetch_ahead(p);
-            const __m256i v0 = _mm256_loadu_si256((const __m256i *)p);
-            const __m256i v1 = _mm256_loadu_si256((const __m256i *)(p + 32));
-            const __m256i xp = bcast32(x + 2 * (c + u));
-            const __m256 xe = _mm256_castsi256_ps(_mm256_slli_epi32(xp, 16));
-            const __m256 xo = _mm256_castsi256_ps(_mm256_and_si256(xp, hi_mask));
-            __m256 *A = acc + 4 * u;
-            A[0] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v0, 16)), xe, A[0]);
-            A[1] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v0, hi_mask)), xo, A[1]);
-            A[2] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v1, 16)), xe, A[2]);
-            A[3] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v1, hi_mask)), xo, A[3]);
-        }
-    }
-    const __m256 lo = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[4], acc[5]));
-    const __m256 hi = _mm256_add_ps(_mm256_add_ps(acc[2], acc[3]), _mm256_add_ps(acc[6], acc[7]));
-    store_tile_row(y, n0, w->n, lo, hi);
-}
-
 static void bf16_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
                         size_t y_stride, uint32_t t0, uint32_t t1)
 {
@@ -154,10 +121,6 @@ static void bf16_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float
     for (uint32_t t = t0; t < t1; t++) {
         const uint8_t *tile = (const uint8_t *)w->data + (size_t)t * w->tile_bytes;
         const uint32_t n0 = t * DUET_GEMV_TILE;
-        if (m == 1) {
-            bf16_row1(tile, w, a->bf16, y, n0);
-            continue;
-        }
         uint32_t r = 0;
         for (; r + ROWS_BF16 <= m; r += ROWS_BF16)
             bf16_rows(tile, w, a, r, ROWS_BF16, y, y_stride, n0);
@@ -199,7 +162,11 @@ ALWAYS_INLINE void widen_chunk(const uint8_t *p, const bool f16, __m256 *e0, __m
 }
 
 /* Rows r0 .. r0 + R − 1 of one tile: two FMAs per half per row and chunk, the activations
- * broadcast from f32. */
+ * broadcast from f32. Every row has the same two chains (lanes 0..7, 8..15), the even column's
+ * product added before the odd one's, whatever R is: a row's sums do not depend on m, so greedy
+ * speculative decoding (k + 1 rows scored) gives the target's own tokens bit for bit. One row
+ * alone is then bound by the FMA latency, 64 bytes per two dependent FMAs (about 24 GB/s per
+ * core at 3 GHz), above what one core of the 2-core machines gets from DRAM. */
 ALWAYS_INLINE void f32act_rows(const uint8_t *tile, const duet_gemv_weight *w,
                                const duet_gemv_act *a, uint32_t r0, const int R, const bool f16,
                                float *y, size_t y_stride, uint32_t n0)
@@ -228,36 +195,6 @@ ALWAYS_INLINE void f32act_rows(const uint8_t *tile, const duet_gemv_weight *w,
         store_tile_row(y + (size_t)(r0 + r) * y_stride, n0, w->n, acc[r][0], acc[r][1]);
 }
 
-/* One activation row: two chunks per step, even and odd products apart, eight FMA chains. */
-ALWAYS_INLINE void f32act_row1(const uint8_t *tile, const duet_gemv_weight *w, const float *x,
-                               const bool f16, float *y, uint32_t n0)
-{
-    const uint32_t nchunk = w->k_pad / 2; /* even: k_pad is a multiple of 32 */
-    __m256 acc[8];
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; i++)
-        acc[i] = _mm256_setzero_ps();
-    for (uint32_t c = 0; c < nchunk; c += 2) {
-#pragma GCC unroll 2
-        for (int u = 0; u < 2; u++) {
-            const uint8_t *p = tile + (size_t)(c + u) * 64;
-            __m256 e0, e1, o0, o1;
-            prefetch_ahead(p);
-            widen_chunk(p, f16, &e0, &e1, &o0, &o1);
-            const __m256 xe = _mm256_broadcast_ss(x + 2 * (c + u));
-            const __m256 xo = _mm256_broadcast_ss(x + 2 * (c + u) + 1);
-            __m256 *A = acc + 4 * u;
-            A[0] = _mm256_fmadd_ps(e0, xe, A[0]);
-            A[1] = _mm256_fmadd_ps(o0, xo, A[1]);
-            A[2] = _mm256_fmadd_ps(e1, xe, A[2]);
-            A[3] = _mm256_fmadd_ps(o1, xo, A[3]);
-        }
-    }
-    const __m256 lo = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[4], acc[5]));
-    const __m256 hi = _mm256_add_ps(_mm256_add_ps(acc[2], acc[3]), _mm256_add_ps(acc[6], acc[7]));
-    store_tile_row(y, n0, w->n, lo, hi);
-}
-
 ALWAYS_INLINE void f32act_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
                                  size_t y_stride, uint32_t t0, uint32_t t1, const bool f16)
 {
@@ -265,10 +202,6 @@ ALWAYS_INLINE void f32act_kernel(const duet_gemv_weight *w, const duet_gemv_act 
     for (uint32_t t = t0; t < t1; t++) {
         const uint8_t *tile = (const uint8_t *)w->data + (size_t)t * w->tile_bytes;
         const uint32_t n0 = t * DUET_GEMV_TILE;
-        if (m == 1) {
-            f32act_row1(tile, w, a->f32, f16, y, n0);
-            continue;
-        }
         uint32_t r = 0;
         for (; r + ROWS_BF16 <= m; r += ROWS_BF16)
             f32act_rows(tile, w, a, r, ROWS_BF16, f16, y, y_stride, n0);

@@ -20,8 +20,9 @@
  *
  * Latency: with few rows there would be one or two dependent chains of vdpbf16ps / vpdpbusd per
  * tile, and the loop would run at the instruction latency instead of memory speed; a block of R
- * rows therefore splits its chunk loop SPLIT(R) ways into independent accumulators, summed at
- * the end of the group (exactly, for the integers) or of the tile.
+ * rows therefore splits its chunk loop SPLIT_INT(R) (integers) or BF16_SPLIT ways into
+ * independent accumulators, summed at the end of the group (exactly, for the integers) or of the
+ * tile.
  *
  * Prefetch: blocks of several rows spend enough time per chunk that the hardware prefetcher
  * falls behind, so the first row block of a tile prefetches PF_DIST bytes ahead (the tiles of a
@@ -61,9 +62,7 @@
 #define ROW_BLOCK 8    /* rows per block; the register file holds 8 × (int acc + f32 sum) */
 #define SPLIT_LO 4     /* accumulators per row for blocks of 1 or 2 rows */
 #define SPLIT_MID 4    /* ... of 3 or 4 rows */
-#define SPLIT_HI 2     /* ... of 5 to 8 rows, bf16 */
-#define SPLIT_HI_INT 1 /* ... of 5 to 8 rows, int8 and int4 */
-#define SPLIT(r) ((r) <= 2 ? SPLIT_LO : (r) <= 4 ? SPLIT_MID : SPLIT_HI)
+#define SPLIT_HI_INT 1 /* ... of 5 to 8 rows, int8 and int4 (bf16 keeps blocks of 4: BF16_ROWS) */
 #define SPLIT_INT(r) ((r) <= 2 ? SPLIT_LO : (r) <= 4 ? SPLIT_MID : SPLIT_HI_INT)
 #define PF_DIST 4096 /* bytes */
 #define PF_ROWS 3    /* blocks of at least this many rows prefetch */
@@ -141,43 +140,30 @@ INLINE void bf16_block(const duet_gemv_weight *w, const duet_gemv_act *a, float 
     }
 }
 
+/* bf16 and f32-activation rows go in blocks of at most BF16_ROWS, every row with BF16_SPLIT
+ * chains whatever m is: a row's f32 sums are then associated the same way in a block of one
+ * (decode) and of k + 1 (speculative scoring), so greedy speculative decoding gives the target's
+ * own tokens bit for bit. (The integer formats are exact within a group and need no such care.) */
+#define BF16_ROWS 4
+#define BF16_SPLIT 4
+
 static void bf16_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
                         size_t y_stride, uint32_t t0, uint32_t t1)
 {
     for (uint32_t t = t0; t < t1; t++) {
         uint32_t r0 = 0;
 
-        for (; r0 + ROW_BLOCK <= a->m; r0 += ROW_BLOCK)
-            bf16_block(w, a, y, y_stride, t, r0, ROW_BLOCK, SPLIT(ROW_BLOCK));
+        for (; r0 + BF16_ROWS <= a->m; r0 += BF16_ROWS)
+            bf16_block(w, a, y, y_stride, t, r0, BF16_ROWS, BF16_SPLIT);
         switch (a->m - r0) {
-#if ROW_BLOCK > 7
-        case 7:
-            bf16_block(w, a, y, y_stride, t, r0, 7, SPLIT(7));
-            break;
-#endif
-#if ROW_BLOCK > 6
-        case 6:
-            bf16_block(w, a, y, y_stride, t, r0, 6, SPLIT(6));
-            break;
-#endif
-#if ROW_BLOCK > 5
-        case 5:
-            bf16_block(w, a, y, y_stride, t, r0, 5, SPLIT(5));
-            break;
-#endif
-#if ROW_BLOCK > 4
-        case 4:
-            bf16_block(w, a, y, y_stride, t, r0, 4, SPLIT(4));
-            break;
-#endif
         case 3:
-            bf16_block(w, a, y, y_stride, t, r0, 3, SPLIT(3));
+            bf16_block(w, a, y, y_stride, t, r0, 3, BF16_SPLIT);
             break;
         case 2:
-            bf16_block(w, a, y, y_stride, t, r0, 2, SPLIT(2));
+            bf16_block(w, a, y, y_stride, t, r0, 2, BF16_SPLIT);
             break;
         case 1:
-            bf16_block(w, a, y, y_stride, t, r0, 1, SPLIT(1));
+            bf16_block(w, a, y, y_stride, t, r0, 1, BF16_SPLIT);
             break;
         }
     }
@@ -409,29 +395,17 @@ INLINE void f32act_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, flo
     for (uint32_t t = t0; t < t1; t++) {
         uint32_t r0 = 0;
 
-        for (; r0 + ROW_BLOCK <= a->m; r0 += ROW_BLOCK)
-            f32act_block(w, a, y, y_stride, t, r0, ROW_BLOCK, SPLIT(ROW_BLOCK), f16);
+        for (; r0 + BF16_ROWS <= a->m; r0 += BF16_ROWS)
+            f32act_block(w, a, y, y_stride, t, r0, BF16_ROWS, BF16_SPLIT, f16);
         switch (a->m - r0) {
-        case 7:
-            f32act_block(w, a, y, y_stride, t, r0, 7, SPLIT(7), f16);
-            break;
-        case 6:
-            f32act_block(w, a, y, y_stride, t, r0, 6, SPLIT(6), f16);
-            break;
-        case 5:
-            f32act_block(w, a, y, y_stride, t, r0, 5, SPLIT(5), f16);
-            break;
-        case 4:
-            f32act_block(w, a, y, y_stride, t, r0, 4, SPLIT(4), f16);
-            break;
         case 3:
-            f32act_block(w, a, y, y_stride, t, r0, 3, SPLIT(3), f16);
+            f32act_block(w, a, y, y_stride, t, r0, 3, BF16_SPLIT, f16);
             break;
         case 2:
-            f32act_block(w, a, y, y_stride, t, r0, 2, SPLIT(2), f16);
+            f32act_block(w, a, y, y_stride, t, r0, 2, BF16_SPLIT, f16);
             break;
         case 1:
-            f32act_block(w, a, y, y_stride, t, r0, 1, SPLIT(1), f16);
+            f32act_block(w, a, y, y_stride, t, r0, 1, BF16_SPLIT, f16);
             break;
         }
     }

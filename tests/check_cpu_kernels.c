@@ -1575,6 +1575,49 @@ START_TEST(test_widened_gemm_refuses_other_formats_and_small_panels)
 }
 END_TEST
 
+/* A row's outputs are the same bits whether it is run alone (decode) or among m rows (k + 1
+ * scoring, a batch): greedy speculative decoding then reproduces the target's own tokens. */
+START_TEST(test_gemv_rows_give_the_same_bits_alone_and_among_others)
+{
+    enum { N = 70, K = 512, MAX_M = 13 };
+    float *W = rand_floats((size_t)N * K, 1.0f, 0.0f),
+          *x = rand_floats((size_t)MAX_M * K, 1.0f, 0.0f);
+    float *y1 = malloc(N * sizeof(float)), *ym = malloc((size_t)MAX_M * N * sizeof(float));
+
+    ck_assert(y1 && ym);
+    for (int fmt = DUET_GEMV_BF16; fmt < DUET_GEMV_NUM_FMTS; fmt++) {
+        const duet_gemv_ops *isas[3];
+        duet_gemv_weight w;
+        duet_gemv_act a1, am;
+        void *b1, *bm;
+
+        gemv_isas((duet_gemv_fmt)fmt, isas);
+        ck_assert(duet__gemv_weight_pack(&w, "r", W, NULL, N, K, (duet_gemv_fmt)fmt, 32, false, err,
+                                         sizeof(err)) == DUET_STATUS_OK);
+        b1 = gemv_act_alloc(&w, 1);
+        bm = gemv_act_alloc(&w, MAX_M);
+        for (uint32_t m = 2; m <= MAX_M; m++) {
+            duet__gemv_act_prepare(&w, x, K, m, NULL, 0.0f, bm, &am);
+            duet__gemv_run(isas[0], &w, &am, ym, N);
+            for (uint32_t r = 0; r < m; r++) {
+                duet__gemv_act_prepare(&w, x + (size_t)r * K, K, 1, NULL, 0.0f, b1, &a1);
+                duet__gemv_run(isas[0], &w, &a1, y1, N);
+                if (memcmp(y1, ym + (size_t)r * N, N * sizeof(float)) != 0)
+                    ck_abort_msg("%s %s: row %u of %u differs from the row alone", isas[0]->name,
+                                 fmt_name((duet_gemv_fmt)fmt), r, m);
+            }
+        }
+        free(b1);
+        free(bm);
+        duet__gemv_weight_free(&w);
+    }
+    free(ym);
+    free(y1);
+    free(x);
+    free(W);
+}
+END_TEST
+
 START_TEST(test_f16_conversion_rounds_to_nearest_even_with_subnormals_inf_and_nan)
 {
     static const struct {
@@ -1762,6 +1805,7 @@ static Suite *gemv_isa_suite(void)
          test_gemv_bf16_weights_with_f32_activations_match_the_reference_for_every_m},
         {"gemv f16", test_gemv_f16_weights_with_f32_activations_match_the_reference_for_every_m},
         {"gemv threads", test_gemv_threads_and_tile_pieces_give_the_same_bits},
+        {"gemv rows", test_gemv_rows_give_the_same_bits_alone_and_among_others},
     };
 
     duet_test_add_cases(s, cases, sizeof(cases) / sizeof(cases[0]), setup, NULL, 240);
