@@ -66,7 +66,8 @@ static const struct preset presets[] = {
       {"down", 2048, 5632},
       {"lm_head", 32000, 2048}}},
     /* --quick: small enough for the test suite, odd sizes to take the partial-tile paths */
-    {"tiny", {{"qkv", 200, 64}, {"o", 64, 64}, {"gate_up", 344, 64}, {"down", 64, 172}, {NULL}}},
+    {"tiny",
+     {{"qkv", 200, 64}, {"o", 64, 64}, {"gate_up", 344, 64}, {"down", 64, 172}, {NULL, 0, 0}}},
 };
 
 static const char *const fmt_names[] = {"bf16", "int8", "int4"};

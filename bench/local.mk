@@ -13,9 +13,10 @@ tools_duet_bench_LDADD = libduet.la model/libduet_model_gen.la model/libduet_mod
 # they need OpenMP but not oneDNN).
 if BUILD_CPU_WORKER
 tools_duet_bench_SOURCES += bench/gemv.c cpu_worker/gemv.h cpu_worker/gemv.c \
-	cpu_worker/gemv_avx512.c cpu_worker/gemv_avx2.c cpu_worker/cpu_worker-int.h
+	cpu_worker/cpu_worker-int.h
 tools_duet_bench_CPPFLAGS += -DDUET_BENCH_GEMV -I$(top_srcdir)/sampling
 tools_duet_bench_CFLAGS += $(OPENMP_CFLAGS)
+tools_duet_bench_LDADD += $(CPU_WORKER_ISA_LIBS)
 tools_duet_bench_LDFLAGS = $(OPENMP_CFLAGS)
 else
 EXTRA_DIST += bench/gemv.c

@@ -12,7 +12,7 @@
  *      probe sees moves with the neighbours' load, and the limit below uses the best pass of
  *      the whole run (the highest bandwidth the machine showed, so the smallest fraction).
  *   2. For each preset, a model folder is generated once into the models directory
- *      (<models>/<preset>-bf16: bf16 files; a worker computing in f32 converts at load) and
+ *      (<models>/<preset>-bf16: bf16 files, converted at load to the precision's storage) and
  *      reused by later runs.
  *   3. For each (preset, dtype): the plugin is loaded, a target worker created with
  *      target.dtype and target.threads, a KV cache of block size 16 allocated, then
@@ -258,7 +258,7 @@ static int worker_run(struct bench_worker *wk, const duet_batch *b, duet_batch_o
 struct run {
     const struct duet_bench_opts *o;
     json_t *results;
-    const char *preset, *dtype; /* dtype: the precision, f32 | bf16 | int8 | int4 */
+    const char *preset, *dtype; /* dtype: the precision, f32 | bf16 | f16 | int8 | int4 */
     uint32_t threads;
     uint32_t group;      /* int8 / int4 group size */
     double weight_bytes; /* per weight in the precision's packed form */

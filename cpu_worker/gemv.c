@@ -372,6 +372,26 @@ static void prepare_f32_row(const duet_gemv_weight *w, const float *x, const flo
     memset(out + w->k, 0, (size_t)(w->k_pad - w->k) * sizeof(float));
 }
 
+/* max |v[i]| over n values, NaNs ignored. Non-negative floats order as their bits do, so this is
+ * an integer max, which every compiler vectorises (a float max reduction needs fast-math or, for
+ * clang, fails its `omp simd`). */
+static float abs_max(const float *v, uint32_t n)
+{
+    uint32_t m = 0;
+    float out;
+
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t b;
+
+        memcpy(&b, &v[i], sizeof(b));
+        b &= 0x7fffffffu;
+        b = b > 0x7f800000u ? 0 : b; /* NaN */
+        m = b > m ? b : m;
+    }
+    memcpy(&out, &m, sizeof(out));
+    return out;
+}
+
 /*
  * One row quantised per group: amax = max |v| over the group's valid columns, sx = amax / 127
  * (0 when amax is 0), q = v × (127 / amax) (127 / amax in f32) rounded to nearest, ties to even,
@@ -399,12 +419,7 @@ static void prepare_int8_row(const duet_gemv_weight *w, const float *x, const fl
         } else {
             memcpy(v, x + c0, n * sizeof(float));
         }
-#pragma omp simd reduction(max : amax)
-        for (uint32_t i = 0; i < n; i++) {
-            float a = fabsf(v[i]);
-
-            amax = a > amax ? a : amax;
-        }
+        amax = abs_max(v, n);
         qinv = amax > 0.0f ? 127.0f / amax : 0.0f;
 #pragma omp simd reduction(+ : sum)
         for (uint32_t i = 0; i < n; i++) {
@@ -798,7 +813,9 @@ static bool has_avx512(uint64_t xcr0)
 }
 #endif
 
-/* Levels nest: avx512 is only reported where avx2 is too, so lowering always stays supported. */
+/* Levels nest: avx512 is only reported where avx2 is too, so lowering always stays supported. An
+ * ISA whose file was built without its flags (an old compiler: configure's AVX*_CFLAGS empty) has
+ * an empty table and is not supported either. */
 bool duet__gemv_isa_supported(duet_gemv_isa isa)
 {
 #if defined(__x86_64__)
@@ -808,9 +825,10 @@ bool duet__gemv_isa_supported(duet_gemv_isa isa)
     case DUET_GEMV_GENERIC:
         return true;
     case DUET_GEMV_AVX2:
-        return has_avx2(&xcr0);
+        return duet__gemv_avx2_ops.bf16 && has_avx2(&xcr0);
     case DUET_GEMV_AVX512:
-        return has_avx2(&xcr0) && has_avx512(xcr0);
+        return duet__gemv_avx2_ops.bf16 && duet__gemv_avx512_ops.bf16 && has_avx2(&xcr0) &&
+               has_avx512(xcr0);
     }
     return false;
 #else

@@ -26,13 +26,9 @@
  * with s and m the group's 16 f16 values (vcvtph2ps) and sx, Σq the activation row's group scale
  * and sum. Only outputs n < w->n are written; no bias; the calling thread only.
  */
-#if defined(__x86_64__)
-#pragma GCC target("avx2,fma,f16c")
-#endif
-
 #include "gemv.h"
 
-#if defined(__x86_64__)
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 
 #include <immintrin.h>
 #include <string.h>
@@ -420,7 +416,7 @@ static void int4_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float
 const duet_gemv_ops duet__gemv_avx2_ops = {"avx2",      bf16_kernel,     int8_kernel,
                                            int4_kernel, bf16_f32_kernel, f16_kernel};
 
-#else /* !__x86_64__ */
+#else /* built without the ISA's flags (configure: AVX*_CFLAGS): no kernels */
 
 const duet_gemv_ops duet__gemv_avx2_ops = {"avx2", NULL, NULL, NULL, NULL, NULL};
 

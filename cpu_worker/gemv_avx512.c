@@ -30,13 +30,10 @@
  *
  * The measurements behind ROW_BLOCK, SPLIT and PF_DIST are in the comment by their definitions.
  */
-#if defined(__x86_64__)
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16,avx2,fma,f16c")
-#endif
-
 #include "gemv.h"
 
-#if defined(__x86_64__)
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) &&                      \
+    defined(__AVX512VNNI__) && defined(__AVX512BF16__)
 
 #include <immintrin.h>
 #include <string.h>
@@ -426,7 +423,7 @@ static void f16_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float 
 const duet_gemv_ops duet__gemv_avx512_ops = {"avx512",    bf16_kernel,     int8_kernel,
                                              int4_kernel, bf16_f32_kernel, f16_kernel};
 
-#else /* !__x86_64__ */
+#else /* built without the ISA's flags (configure: AVX*_CFLAGS): no kernels */
 
 const duet_gemv_ops duet__gemv_avx512_ops = {"avx512", NULL, NULL, NULL, NULL, NULL};
 

@@ -80,11 +80,11 @@ else
     echo "SKIP: cpu-worker with the mock: $mock not built"
 fi
 if [ -n "${DUET_TEST_CPU_WORKER:-}" ] && [ -f "$DUET_TEST_CPU_WORKER" ]; then
-    out=$(cpu_worker_run "$DUET_TEST_CPU_WORKER" f32,bf16,int8,int4) || {
+    out=$(cpu_worker_run "$DUET_TEST_CPU_WORKER" f32,bf16,f16,int8,int4) || {
         echo "FAIL: cpu-worker with $DUET_TEST_CPU_WORKER exited $?"
         exit 1
     }
-    cpu_worker_check "$out" f32 bf16 int8 int4
+    cpu_worker_check "$out" f32 bf16 f16 int8 int4
     printf '%s\n' "$out" | grep -q '"weight_bytes_source": "format"' || {
         echo "FAIL: no bytes-per-step model"
         exit 1

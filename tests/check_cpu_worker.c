@@ -118,7 +118,7 @@ static const char *const dtypes[] = {"f32", "bf16", "f16"};
 #define CACHE_SETTINGS "cpu_kv_space_gib = 0.25;"
 #define WORKER_CAPS                                                                                \
     (DUET_CAP_TARGET | DUET_CAP_DRAFT | DUET_CAP_SWAP | DUET_CAP_F32 | DUET_CAP_BF16 |             \
-     DUET_CAP_INT8 | DUET_CAP_INT4 | DUET_CAP_PREFIX_CACHE)
+     DUET_CAP_F16 | DUET_CAP_INT8 | DUET_CAP_INT4 | DUET_CAP_PREFIX_CACHE)
 #define WORKER_CAPS_OPTIONAL 0
 #define WORKER_THREADS true
 #define CASE_TIMEOUT 60

@@ -20,8 +20,8 @@ START_TEST(test_saxpy_on_the_device_matches_the_host)
     ck_assert(x && y && want);
     srand(12345);
     for (int i = 0; i < N; i++) {
-        x[i] = (float)rand() / RAND_MAX - 0.5f;
-        y[i] = (float)rand() / RAND_MAX - 0.5f;
+        x[i] = (float)((double)rand() / RAND_MAX) - 0.5f;
+        y[i] = (float)((double)rand() / RAND_MAX) - 0.5f;
         want[i] = (double)y[i] + 2.5 * (double)x[i];
     }
     ck_assert_msg(duet__gpu_saxpy(N, 2.5f, x, y, err, sizeof(err)) == DUET_STATUS_OK, "%s", err);
