@@ -9,5 +9,7 @@ set -eu
 srcdir=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$srcdir/bench/results"
 out="$srcdir/bench/results/cpu-worker-$(date +%Y%m%d).json"
-./tools/duet-bench --seconds 4 --repeats 5 cpu-worker | tee "$out"
+./tools/duet-bench --seconds 4 --repeats 5 cpu-worker >"$out" ||
+    { echo "duet-bench failed (exit $?); partial output in $out" >&2; exit 1; }
+cat "$out"
 echo "written: $out" >&2

@@ -8,5 +8,7 @@ set -eu
 srcdir=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$srcdir/bench/results"
 out="$srcdir/bench/results/gemv-$(date +%Y%m%d).json"
-./tools/duet-bench --seconds 0.3 --repeats 7 gemv | tee "$out"
+./tools/duet-bench --seconds 0.3 --repeats 7 gemv >"$out" ||
+    { echo "duet-bench failed (exit $?); partial output in $out" >&2; exit 1; }
+cat "$out"
 echo "written: $out" >&2

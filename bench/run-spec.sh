@@ -12,5 +12,7 @@ set -eu
 srcdir=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$srcdir/bench/results"
 out="$srcdir/bench/results/spec-$(date +%Y%m%d).json"
-./tools/duet-bench --seconds 6 --repeats 3 --threads 1 spec | tee "$out"
+./tools/duet-bench --seconds 6 --repeats 3 --threads 1 spec >"$out" ||
+    { echo "duet-bench failed (exit $?); partial output in $out" >&2; exit 1; }
+cat "$out"
 echo "written: $out" >&2

@@ -228,11 +228,14 @@ typedef enum duet_cpu_store {
 } duet_cpu_store;
 
 /* The 2-byte formats' f32 GEMM (duet__cpu_widened_run) takes over from the own GEMV kernels above
- * this many rows, and its panel holds this many floats (4 MiB: for k = 2048 a panel of 512 rows,
- * for k = 5632 of 176, so that each dnnl_sgemm call repacks the activations for a few hundred
- * outputs, not a few dozen). */
+ * this many rows, and its panel holds this many floats (1 MiB: 128 rows of k = 2048, 32 of
+ * k = 5632). Measured on tinyllama-1.1b bf16 as on an AVX2 CPU (2 threads, 2026-12-07): the GEMV
+ * kernels and the widened GEMM prefill 16 and 48 tokens alike (20.7 / 21.3 and 44.0 / 43.6
+ * tokens/s), so the crossover is flat; 1 and 4 MiB panels alike at 512 tokens (72.6 and 74.9
+ * tokens/s), and the 1 MiB one a little ahead at 48 (43.6 against 39.7) where its panel stays in
+ * L2. */
 #define DUET_CPU_WIDEN_MIN_M 8u
-#define DUET_CPU_PANEL_ELEMS (1u << 20)
+#define DUET_CPU_PANEL_ELEMS (1u << 18)
 
 /* One transformer layer's weights. Linear maps are NULL where the architecture has none; norm
  * vectors are f32 copies. */

@@ -158,37 +158,41 @@ ALWAYS_INLINE void widen_chunk(const uint8_t *p, const bool f16, __m256 *e0, __m
 }
 
 /* Rows r0 .. r0 + R − 1 of one tile: two FMAs per half per row and chunk, the activations
- * broadcast from f32. Every row has the same two chains (lanes 0..7, 8..15), the even column's
- * product added before the odd one's, whatever R is: a row's sums do not depend on m, so greedy
- * speculative decoding (k + 1 rows scored) gives the target's own tokens bit for bit. One row
- * alone is then bound by the FMA latency, 64 bytes per two dependent FMAs (about 24 GB/s per
- * core at 3 GHz), above what one core of the 2-core machines gets from DRAM. */
+ * broadcast from f32. Every row has the same four chains (lanes 0..7 and 8..15, even and odd
+ * columns apart, added at the end) whatever R is: a row's sums do not depend on m, so greedy
+ * speculative decoding (k + 1 rows scored) gives the target's own tokens bit for bit. Four
+ * chains of one FMA per chunk keep one row alone at 64 bytes per FMA latency (~16 B a cycle a
+ * core), above DRAM's share; they fill the registers at two rows (8 sums, 4 weights, 2
+ * broadcasts), hence blocks of F32ACT_ROWS. */
+#define F32ACT_ROWS 2
+
 ALWAYS_INLINE void f32act_rows(const uint8_t *tile, const duet_gemv_weight *w,
                                const duet_gemv_act *a, uint32_t r0, const int R, const bool f16,
                                float *y, size_t y_stride, uint32_t n0)
 {
     const uint32_t nchunk = w->k_pad / 2;
-    __m256 acc[ROWS_BF16][2];
-#pragma GCC unroll 4
+    __m256 acc[F32ACT_ROWS][4]; /* lanes 0..7 even, 8..15 even, 0..7 odd, 8..15 odd */
+#pragma GCC unroll 2
     for (int r = 0; r < R; r++)
-        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+        acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = _mm256_setzero_ps();
     for (uint32_t c = 0; c < nchunk; c++) {
         __m256 e0, e1, o0, o1;
         prefetch_ahead(tile + (size_t)c * 64);
         widen_chunk(tile + (size_t)c * 64, f16, &e0, &e1, &o0, &o1);
-#pragma GCC unroll 4
+#pragma GCC unroll 2
         for (int r = 0; r < R; r++) {
             const float *x = a->f32 + (size_t)(r0 + r) * w->k_pad + 2 * c;
             const __m256 xe = _mm256_broadcast_ss(x), xo = _mm256_broadcast_ss(x + 1);
             acc[r][0] = _mm256_fmadd_ps(e0, xe, acc[r][0]);
             acc[r][1] = _mm256_fmadd_ps(e1, xe, acc[r][1]);
-            acc[r][0] = _mm256_fmadd_ps(o0, xo, acc[r][0]);
-            acc[r][1] = _mm256_fmadd_ps(o1, xo, acc[r][1]);
+            acc[r][2] = _mm256_fmadd_ps(o0, xo, acc[r][2]);
+            acc[r][3] = _mm256_fmadd_ps(o1, xo, acc[r][3]);
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 2
     for (int r = 0; r < R; r++)
-        store_tile_row(y + (size_t)(r0 + r) * y_stride, n0, w->n, acc[r][0], acc[r][1]);
+        store_tile_row(y + (size_t)(r0 + r) * y_stride, n0, w->n,
+                       _mm256_add_ps(acc[r][0], acc[r][2]), _mm256_add_ps(acc[r][1], acc[r][3]));
 }
 
 ALWAYS_INLINE void f32act_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
@@ -199,19 +203,10 @@ ALWAYS_INLINE void f32act_kernel(const duet_gemv_weight *w, const duet_gemv_act 
         const uint8_t *tile = (const uint8_t *)w->data + (size_t)t * w->tile_bytes;
         const uint32_t n0 = t * DUET_GEMV_TILE;
         uint32_t r = 0;
-        for (; r + ROWS_BF16 <= m; r += ROWS_BF16)
-            f32act_rows(tile, w, a, r, ROWS_BF16, f16, y, y_stride, n0);
-        switch (m - r) {
-        case 3:
-            f32act_rows(tile, w, a, r, 3, f16, y, y_stride, n0);
-            break;
-        case 2:
-            f32act_rows(tile, w, a, r, 2, f16, y, y_stride, n0);
-            break;
-        case 1:
+        for (; r + F32ACT_ROWS <= m; r += F32ACT_ROWS)
+            f32act_rows(tile, w, a, r, F32ACT_ROWS, f16, y, y_stride, n0);
+        if (r < m)
             f32act_rows(tile, w, a, r, 1, f16, y, y_stride, n0);
-            break;
-        }
     }
 }
 

@@ -21,13 +21,14 @@ mkdir -p models
 [ -f models/llama-160m-draft/config.json ] ||
     ./tools/duet-mkmodel --draft-of models/llama-160m --layers 1 --noise 0.02 \
     --out models/llama-160m-draft
-./tools/duet-model-info models/llama-160m-draft | sed -n '1,16p'
+fail() { echo "demo: $*" >&2; exit 1; }
+./tools/duet-model-info models/llama-160m-draft >model-info.txt || fail "duet-model-info failed"
+sed -n '1,16p' model-info.txt
 export DUET_PLUGIN_PATH="$PWD/cpu_worker/.libs"
 prompts="1,450,4996,17354,1701,432,17204,975,278,17366,11203"
 cfg=../examples/cpu-llama-160m-speculative.cfg
 # The configuration leaves dtype and weights at "auto": what the CPU worker picks here (bf16
 # compute with AVX512-BF16 or AMX, bf16 weights computed in f32 elsewhere) is in --check.
-fail() { echo "demo: $*" >&2; exit 1; }
 ./tools/duet-run --config "$cfg" --check >check.txt || { cat check.txt; fail "duet-run --check failed"; }
 grep -E '^  details:' check.txt | head -n 1
 # run NAME ARGS...: duet-run --json into NAME.json, shown; a failure ends the demo.
