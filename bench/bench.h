@@ -49,7 +49,7 @@ struct duet_bench_gemv_opts {
     const char *isas[DUET_BENCH_MAX_LIST]; /* --isa: generic, avx2, avx512 (default: the
                                               supported SIMD ones; generic too with --quick) */
     int n_isas;
-    const char *fmts[DUET_BENCH_MAX_LIST]; /* --fmt: bf16, int8, int4 */
+    const char *fmts[DUET_BENCH_MAX_LIST]; /* --fmt: bf16, int8, int4, bf16_f32, f16 */
     int n_fmts;
     uint32_t prefill; /* --gemv-prefill: rows of the int8 prefill shape, 0 = 512 (32 quick) */
 };

@@ -70,7 +70,8 @@ static const struct preset presets[] = {
      {{"qkv", 200, 64}, {"o", 64, 64}, {"gate_up", 344, 64}, {"down", 64, 172}, {NULL, 0, 0}}},
 };
 
-static const char *const fmt_names[] = {"bf16", "int8", "int4"};
+/* by duet_gemv_fmt; bf16_f32 and f16 take f32 activations (the f32 compute of 2-byte weights) */
+static const char *const fmt_names[] = {"bf16", "int8", "int4", "bf16_f32", "f16"};
 static const uint32_t default_batches[] = {1, 4, 8};
 
 /* One packed shape in one format and the copies it cycles through. */
@@ -134,7 +135,7 @@ static int packed_init(struct packed *p, const float *W, const struct gemv_run *
 
     memset(p, 0, sizeof(*p));
     if (duet__gemv_weight_pack(&p->w, r->shape->name, W, NULL, r->shape->n, r->shape->k, r->fmt,
-                               r->fmt == DUET_GEMV_BF16 ? 0 : group, false, err,
+                               duet__gemv_fmt_16bit(r->fmt) ? 0 : group, false, err,
                                sizeof(err)) != DUET_STATUS_OK) {
         fprintf(stderr, "duet-bench: gemv: %s\n", err);
         return 1;
@@ -294,7 +295,7 @@ static int bench_isa_fmt(struct gemv_run *r, double *bandwidth)
 
 static duet_gemv_kernel ops_kernel(const duet_gemv_ops *ops, duet_gemv_fmt f)
 {
-    return f == DUET_GEMV_BF16 ? ops->bf16 : f == DUET_GEMV_INT8 ? ops->int8 : ops->int4;
+    return duet__gemv_ops_kernel(ops, f);
 }
 
 /* The fractions of every gemv result from index `first` on against the best probe of the run
@@ -335,7 +336,7 @@ static bool default_lists(struct duet_bench_opts *o)
         for (size_t i = 0; i < sizeof(default_batches) / sizeof(default_batches[0]); i++)
             w->batches[w->n_batches++] = default_batches[i];
     if (!g->n_fmts)
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < DUET_GEMV_NUM_FMTS; i++)
             g->fmts[g->n_fmts++] = fmt_names[i];
     if (!g->n_isas) {
         if (o->quick)
@@ -377,7 +378,7 @@ int duet__bench_gemv(const struct duet_bench_opts *opts, json_t *results)
             fprintf(stderr, "%-7s (not supported by this CPU)\n", r.isa);
             continue;
         }
-        for (duet_gemv_fmt f = DUET_GEMV_BF16; f <= DUET_GEMV_INT4; f++) {
+        for (duet_gemv_fmt f = DUET_GEMV_BF16; f < DUET_GEMV_NUM_FMTS; f++) {
             r.fmt = f;
             if (!selected(o.gemv.fmts, o.gemv.n_fmts, fmt_names[f]))
                 continue;

@@ -114,7 +114,8 @@ static void usage(FILE *f)
             "(rows m, default 1,4,8) and --threads; the table goes to stderr):\n"
             "  --isa ISA,...       generic, avx2, avx512 (default: the supported SIMD ones;\n"
             "                      generic too with --quick: it is slow)\n"
-            "  --fmt FMT,...       bf16, int8, int4 (default all)\n"
+            "  --fmt FMT,...       bf16, int8, int4, bf16_f32, f16 (default all; the last two\n"
+            "                      are 2-byte weights against f32 activations)\n"
             "  --group N           int8 / int4 group: 32, 64 or 128 (default 32; cpu-worker\n"
             "                      too)\n"
             "  --gemv-prefill M    rows of the int8 prefill call (default 512; 32 with --quick)\n"
@@ -321,13 +322,13 @@ static bool parse_names(char *arg, const char *const *valid, size_t n_valid, con
 static bool parse_gemv_opt(int c, char *arg, struct duet_bench_gemv_opts *g)
 {
     static const char *const isas[] = {"generic", "avx2", "avx512"};
-    static const char *const fmts[] = {"bf16", "int8", "int4"};
+    static const char *const fmts[] = {"bf16", "int8", "int4", "bf16_f32", "f16"};
 
     switch (c) {
     case OPT_ISA:
         return parse_names(arg, isas, 3, g->isas, &g->n_isas);
     case OPT_FMT:
-        return parse_names(arg, fmts, 3, g->fmts, &g->n_fmts);
+        return parse_names(arg, fmts, 5, g->fmts, &g->n_fmts);
     case OPT_GROUP:
         return parse_u32(arg, 32, 128, &g->group) && (g->group & (g->group - 1)) == 0;
     case OPT_GEMV_PREFILL:
