@@ -20,7 +20,7 @@
  *
  * Latency: with few rows there would be one or two dependent chains of vdpbf16ps / vpdpbusd per
  * tile, and the loop would run at the instruction latency instead of memory speed; a block of R
- * rows therefore splits its chunk loop SPLIT_INT(R) (integers) or BF16_SPLIT ways into
+ * rows therefore splits its chunk loop SPLIT_INT(R) (integers) or FLOAT_SPLIT ways into
  * independent accumulators, summed at the end of the group (exactly, for the integers) or of the
  * tile.
  *
@@ -56,10 +56,12 @@
  *    10-15 % (int8 1060-1480 against 920-1310), where the hardware prefetcher already keeps up
  *    (1 thread, m = 1: ~24-25 GB/s for all three formats with the probe at 23.6).
  */
-#define ROW_BLOCK 8    /* rows per block; the register file holds 8 × (int acc + f32 sum) */
-#define SPLIT_LO 4     /* accumulators per row for blocks of 1 or 2 rows */
-#define SPLIT_MID 4    /* ... of 3 or 4 rows */
-#define SPLIT_HI_INT 1 /* ... of 5 to 8 rows, int8 and int4 (bf16 keeps blocks of 4: BF16_ROWS) */
+#define ROW_BLOCK 8 /* rows per block; the register file holds 8 × (int acc + f32 sum) */
+#define SPLIT_LO 4  /* accumulators per row for blocks of 1 or 2 rows */
+#define SPLIT_MID 4 /* ... of 3 or 4 rows */
+#define SPLIT_HI_INT                                                                               \
+    1 /* ... of 5 to 8 rows, int8 and int4 (floats keep blocks of 4: FLOAT_ROWS)                   \
+       */
 #define SPLIT_INT(r) ((r) <= 2 ? SPLIT_LO : (r) <= 4 ? SPLIT_MID : SPLIT_HI_INT)
 #define PF_DIST 4096 /* bytes */
 #define PF_ROWS 3    /* blocks of at least this many rows prefetch */
@@ -92,22 +94,61 @@ INLINE __mmask16 tile_mask(const duet_gemv_weight *w, uint32_t t)
     return left >= DUET_GEMV_TILE ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
 }
 
-/* ---- bf16 ---------------------------------------------------------------------------------- */
+/* ---- bf16, and bf16 / f16 against f32 activations --------------------------------------- */
 
-/* Rows r0 .. r0 + R − 1 of tile t. */
-INLINE void bf16_block(const duet_gemv_weight *w, const duet_gemv_act *a, float *y, size_t y_stride,
-                       uint32_t t, uint32_t r0, const int R, const int S)
+/* The float formats a block runs: bf16 weights against bf16 activations (vdpbf16ps), or bf16 / f16
+ * weights widened to f32 against f32 activations (FMAs). */
+enum float_kind { KIND_BF16 = 0, KIND_BF16_F32 = 1, KIND_F16 = 2 };
+
+/* Chunk p of a bf16_f32 tile (pairs of bf16 in one dword) or an f16 one (column 2c's 16 halves
+ * then column 2c + 1's) as the two columns' weights in f32. */
+INLINE void widen_chunk(const uint8_t *p, const bool f16, __m512 *even, __m512 *odd)
+{
+    if (f16) {
+        *even = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+        *odd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32)));
+    } else {
+        __m512i v = _mm512_loadu_si512(p);
+
+        *even = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+        *odd = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xffff0000u)));
+    }
+}
+
+/* acc += chunk p's contribution to row x (the row's activations from column 0): one vdpbf16ps
+ * against a broadcast bf16 pair, or two FMAs against the widened columns. */
+INLINE __m512 chunk_step(__m512 acc, const uint8_t *p, const void *x, uint32_t c,
+                         const enum float_kind kind)
+{
+    __m512 even, odd;
+    const float *xf = x;
+
+    if (kind == KIND_BF16)
+        return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512(p),
+                                (__m512bh)bcast4((const uint16_t *)x + 2 * c));
+    widen_chunk(p, kind == KIND_F16, &even, &odd);
+    acc = _mm512_fmadd_ps(even, _mm512_set1_ps(xf[2 * c]), acc);
+    return _mm512_fmadd_ps(odd, _mm512_set1_ps(xf[2 * c + 1]), acc);
+}
+
+/* Rows r0 .. r0 + R − 1 of tile t, S chains a row (chunk c feeds chain c mod S), summed in chain
+ * order at the end. The compiler keeps each widened chunk for all R rows (the loads are the
+ * same and pure). */
+INLINE void float_block(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
+                        size_t y_stride, uint32_t t, uint32_t r0, const int R, const int S,
+                        const enum float_kind kind)
 {
     const size_t pf = prefetch_distance(r0, R);
     const uint8_t *tile = (const uint8_t *)w->data + (size_t)t * w->tile_bytes;
-    const uint16_t *x[ROW_BLOCK];
+    const void *x[ROW_BLOCK];
     __m512 acc[ROW_BLOCK][4];
     const uint32_t chunks = w->k_pad / 2; /* a multiple of 16, so of S */
     const __mmask16 mask = tile_mask(w, t);
 
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
-        x[r] = a->bf16 + (size_t)(r0 + r) * a->k_pad;
+        x[r] = kind == KIND_BF16 ? (const void *)(a->bf16 + (size_t)(r0 + r) * a->k_pad)
+                                 : (const void *)(a->f32 + (size_t)(r0 + r) * a->k_pad);
 #pragma GCC unroll 4
         for (int s = 0; s < S; s++)
             acc[r][s] = _mm512_setzero_ps();
@@ -115,14 +156,13 @@ INLINE void bf16_block(const duet_gemv_weight *w, const duet_gemv_act *a, float 
     for (uint32_t c = 0; c < chunks; c += (uint32_t)S) {
 #pragma GCC unroll 4
         for (int s = 0; s < S; s++) {
-            __m512bh v = (__m512bh)_mm512_loadu_si512(tile + (size_t)(c + s) * 64);
+            const uint8_t *p = tile + (size_t)(c + s) * 64;
 
             if (R >= PF_ROWS)
-                _mm_prefetch((const char *)(tile + (size_t)(c + s) * 64 + pf), _MM_HINT_T0);
-
+                _mm_prefetch((const char *)(p + pf), _MM_HINT_T0);
 #pragma GCC unroll 8
             for (int r = 0; r < R; r++)
-                acc[r][s] = _mm512_dpbf16_ps(acc[r][s], v, (__m512bh)bcast4(x[r] + 2 * (c + s)));
+                acc[r][s] = chunk_step(acc[r][s], p, x[r], c + s, kind);
         }
     }
 #pragma GCC unroll 8
@@ -137,33 +177,51 @@ INLINE void bf16_block(const duet_gemv_weight *w, const duet_gemv_act *a, float 
     }
 }
 
-/* bf16 and f32-activation rows go in blocks of at most BF16_ROWS, every row with BF16_SPLIT
- * chains whatever m is: a row's f32 sums are then associated the same way in a block of one
- * (decode) and of k + 1 (speculative scoring), so greedy speculative decoding gives the target's
- * own tokens bit for bit. (The integer formats are exact within a group and need no such care.) */
-#define BF16_ROWS 4
-#define BF16_SPLIT 4
+/* Float rows go in blocks of at most FLOAT_ROWS, every row with FLOAT_SPLIT chains whatever m
+ * is: a row's f32 sums are then associated the same way in a block of one (decode) and of k + 1
+ * (speculative scoring), so greedy speculative decoding gives the target's own tokens bit for
+ * bit. (The integer formats are exact within a group and need no such care.) */
+#define FLOAT_ROWS 4
+#define FLOAT_SPLIT 4
 
-static void bf16_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
-                        size_t y_stride, uint32_t t0, uint32_t t1)
+INLINE void float_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
+                         size_t y_stride, uint32_t t0, uint32_t t1, const enum float_kind kind)
 {
     for (uint32_t t = t0; t < t1; t++) {
         uint32_t r0 = 0;
 
-        for (; r0 + BF16_ROWS <= a->m; r0 += BF16_ROWS)
-            bf16_block(w, a, y, y_stride, t, r0, BF16_ROWS, BF16_SPLIT);
+        for (; r0 + FLOAT_ROWS <= a->m; r0 += FLOAT_ROWS)
+            float_block(w, a, y, y_stride, t, r0, FLOAT_ROWS, FLOAT_SPLIT, kind);
         switch (a->m - r0) {
         case 3:
-            bf16_block(w, a, y, y_stride, t, r0, 3, BF16_SPLIT);
+            float_block(w, a, y, y_stride, t, r0, 3, FLOAT_SPLIT, kind);
             break;
         case 2:
-            bf16_block(w, a, y, y_stride, t, r0, 2, BF16_SPLIT);
+            float_block(w, a, y, y_stride, t, r0, 2, FLOAT_SPLIT, kind);
             break;
         case 1:
-            bf16_block(w, a, y, y_stride, t, r0, 1, BF16_SPLIT);
+            float_block(w, a, y, y_stride, t, r0, 1, FLOAT_SPLIT, kind);
             break;
         }
     }
+}
+
+static void bf16_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
+                        size_t y_stride, uint32_t t0, uint32_t t1)
+{
+    float_kernel(w, a, y, y_stride, t0, t1, KIND_BF16);
+}
+
+static void bf16_f32_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
+                            size_t y_stride, uint32_t t0, uint32_t t1)
+{
+    float_kernel(w, a, y, y_stride, t0, t1, KIND_BF16_F32);
+}
+
+static void f16_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y, size_t y_stride,
+                       uint32_t t0, uint32_t t1)
+{
+    float_kernel(w, a, y, y_stride, t0, t1, KIND_F16);
 }
 
 /* ---- int8 and int4 ------------------------------------------------------------------------- */
@@ -321,103 +379,6 @@ static void int4_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float
                         size_t y_stride, uint32_t t0, uint32_t t1)
 {
     int_kernel(w, a, y, y_stride, t0, t1, true);
-}
-
-/* ---- bf16 or f16 weights, f32 activations ----------------------------------------------- */
-
-/* Chunk c of a bf16_f32 tile (pairs of bf16 in one dword) or an f16 one (column 2c's 16 halves
- * then column 2c + 1's) as the two columns' weights in f32. */
-INLINE void widen_chunk(const uint8_t *p, const bool f16, __m512 *even, __m512 *odd)
-{
-    if (f16) {
-        *even = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
-        *odd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32)));
-    } else {
-        __m512i v = _mm512_loadu_si512(p);
-
-        *even = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
-        *odd = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xffff0000u)));
-    }
-}
-
-/* Rows r0 .. r0 + R − 1 of tile t, S chains per row, as bf16_block. */
-INLINE void f32act_block(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
-                         size_t y_stride, uint32_t t, uint32_t r0, const int R, const int S,
-                         const bool f16)
-{
-    const size_t pf = prefetch_distance(r0, R);
-    const uint8_t *tile = (const uint8_t *)w->data + (size_t)t * w->tile_bytes;
-    const float *x[ROW_BLOCK];
-    __m512 acc[ROW_BLOCK][4];
-    const uint32_t chunks = w->k_pad / 2; /* a multiple of 16, so of S */
-    const __mmask16 mask = tile_mask(w, t);
-
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++) {
-        x[r] = a->f32 + (size_t)(r0 + r) * a->k_pad;
-#pragma GCC unroll 4
-        for (int s = 0; s < S; s++)
-            acc[r][s] = _mm512_setzero_ps();
-    }
-    for (uint32_t c = 0; c < chunks; c += (uint32_t)S) {
-#pragma GCC unroll 4
-        for (int s = 0; s < S; s++) {
-            __m512 even, odd;
-
-            widen_chunk(tile + (size_t)(c + s) * 64, f16, &even, &odd);
-            if (R >= PF_ROWS)
-                _mm_prefetch((const char *)(tile + (size_t)(c + s) * 64 + pf), _MM_HINT_T0);
-#pragma GCC unroll 8
-            for (int r = 0; r < R; r++) {
-                acc[r][s] = _mm512_fmadd_ps(even, _mm512_set1_ps(x[r][2 * (c + s)]), acc[r][s]);
-                acc[r][s] = _mm512_fmadd_ps(odd, _mm512_set1_ps(x[r][2 * (c + s) + 1]), acc[r][s]);
-            }
-        }
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++) {
-        __m512 sum = acc[r][0];
-
-#pragma GCC unroll 4
-        for (int s = 1; s < S; s++)
-            sum = _mm512_add_ps(sum, acc[r][s]);
-        _mm512_mask_storeu_ps(y + (size_t)(r0 + r) * y_stride + (size_t)t * DUET_GEMV_TILE, mask,
-                              sum);
-    }
-}
-
-INLINE void f32act_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
-                          size_t y_stride, uint32_t t0, uint32_t t1, const bool f16)
-{
-    for (uint32_t t = t0; t < t1; t++) {
-        uint32_t r0 = 0;
-
-        for (; r0 + BF16_ROWS <= a->m; r0 += BF16_ROWS)
-            f32act_block(w, a, y, y_stride, t, r0, BF16_ROWS, BF16_SPLIT, f16);
-        switch (a->m - r0) {
-        case 3:
-            f32act_block(w, a, y, y_stride, t, r0, 3, BF16_SPLIT, f16);
-            break;
-        case 2:
-            f32act_block(w, a, y, y_stride, t, r0, 2, BF16_SPLIT, f16);
-            break;
-        case 1:
-            f32act_block(w, a, y, y_stride, t, r0, 1, BF16_SPLIT, f16);
-            break;
-        }
-    }
-}
-
-static void bf16_f32_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
-                            size_t y_stride, uint32_t t0, uint32_t t1)
-{
-    f32act_kernel(w, a, y, y_stride, t0, t1, false);
-}
-
-static void f16_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y, size_t y_stride,
-                       uint32_t t0, uint32_t t1)
-{
-    f32act_kernel(w, a, y, y_stride, t0, t1, true);
 }
 
 const duet_gemv_ops duet__gemv_avx512_ops = {"avx512",    bf16_kernel,     int8_kernel,

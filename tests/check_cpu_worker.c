@@ -2417,7 +2417,8 @@ START_TEST(test_two_byte_weights_computed_in_f32_match_reference)
     hf.tol = TOL_F16;
     check_prefill_with(&models[M_LLAMA_F32], hf, 40, 24);
     check_prefill_with(&models[M_OPT_PRE], hf, 40, 25);
-    check_preset(&models[M_LLAMA_68M], bf);
+    if (!under_valgrind) /* no preset-sized models there */
+        check_preset(&models[M_LLAMA_68M], bf);
 }
 END_TEST
 #else

@@ -88,12 +88,21 @@ installcheck-local: $(check_LTLIBRARIES)
 	LD_LIBRARY_PATH='$(DESTDIR)$(libdir)' DUET_PLUGIN_PATH='$(abs_top_builddir)/tests/.libs' \
 	  '$(DESTDIR)$(bindir)/duet-run' --config '$(abs_top_srcdir)/examples/mock.cfg' --check
 
-# The Check suites under valgrind, without Check's fork so that leaks are seen.
+# The Check suites under valgrind, without Check's fork so that leaks are seen. oneDNN is held to
+# AVX there: on Intel CPUs (not on the AMD Zen 5 of earlier runs) valgrind 3.19 reports thousands
+# of uninitialised values from the stack frames of oneDNN 2.6's AVX2 JIT GEMM kernels, and 32-byte
+# reads just past that GEMM's own packing buffers, whatever our code does (the session-start tree
+# of 2026-12-07 showed them too); with ONEDNN_MAX_CPU_ISA=AVX they are gone. This run is for our
+# memory errors and leaks; the AVX2 and AVX-512 paths are the plain and ASan runs' business.
+# The GEMV kernel cases run there too, each ISA through tests/gemv_isa.sh with valgrind as its
+# $DUET_TEST_WRAPPER (valgrind's CPU has no AVX-512: that one is a SKIP).
+VALGRIND_RUN = $(LIBTOOL) --mode=execute $(VALGRIND) --error-exitcode=99 --quiet \
+	--leak-check=full --errors-for-leak-kinds=definite \
+	--suppressions=$(abs_top_srcdir)/tests/valgrind.supp
 check-valgrind:
 	@test -n "$(VALGRIND)" || { echo "valgrind not found"; exit 1; }
-	CK_FORK=no DUET_TEST_VALGRIND=1 $(MAKE) $(AM_MAKEFLAGS) check TESTS='$(CHECK_TESTS)' \
-	  LOG_COMPILER='$(LIBTOOL) --mode=execute $(VALGRIND) --error-exitcode=99 --quiet \
-	  --leak-check=full --errors-for-leak-kinds=definite \
-	  --suppressions=$(abs_top_srcdir)/tests/valgrind.supp'
+	ONEDNN_MAX_CPU_ISA=AVX CK_FORK=no DUET_TEST_VALGRIND=1 DUET_TEST_WRAPPER='$(VALGRIND_RUN)' \
+	  $(MAKE) $(AM_MAKEFLAGS) check TESTS='$(CHECK_TESTS) $(GEMV_ISA_TESTS)' \
+	  LOG_COMPILER='$(VALGRIND_RUN)'
 .PHONY: check-valgrind
 EXTRA_DIST += tests/valgrind.supp
