@@ -29,6 +29,12 @@
  * activations (bf16, or f32 when x has a row stride other than k) and the primitive's
  * scratchpad; it grows on the first calls and is reused after. Nothing here is thread-safe: one
  * dnn per worker, called from the worker's thread, the GEMMs running on its OpenMP team.
+ *
+ * Weights kept in bf16 or f16 by the own kernels (gemv.h) and computed in f32 — bf16 where oneDNN
+ * has no bf16 matmul (AVX2-only CPUs), f16 everywhere — get their many-row GEMM here too
+ * (duet__cpu_widened_run): whole tiles widened into the caller's panel, then dnnl_sgemm on it.
+ * No packed f32 copy is kept: the weights stay 2 bytes, and the widening, one pass over them per
+ * call, is amortised by the rows of a prefill.
  */
 #include "cpu_worker-int.h"
 
@@ -479,8 +485,7 @@ duet_status duet__cpu_linear_run(duet_cpu_dnn *dnn, const duet_cpu_linear *lin, 
     return DUET_STATUS_OK;
 }
 
-/* ---- f32 GEMMs over 2-byte storage ------------------------------------------------------------
- */
+/* ---- f32 GEMMs over 2-byte storage --------------------------------------------------------- */
 
 duet_status duet__cpu_widened_run(const duet_gemv_weight *w, const float *x, size_t x_stride,
                                   uint32_t m, float *y, size_t y_stride, float *panel,

@@ -13,9 +13,11 @@
  *                     2⁻⁹ relative), and per row rms(error) ≤ 1e-2 × rms(ref)
  *   f16 conversion    exact: round to nearest, ties to even, subnormals, inf, NaN
  *   GEMV (gemv.h)     |got − ref| ≤ 1e-5 × (Σ|w·x| + |b|) + 1e-30, ref from the packed weights'
- *                     own dequantised values and the prepared activations' values, for every
- *                     ISA the CPU runs (DUET_TEST_GEMV_LOG=1 prints the worst ratio seen);
+ *                     own dequantised values and the prepared activations' values, for the ISA
+ *                     $DUET_TEST_GEMV_ISA names (tests/gemv-<isa>.isa; DUET_TEST_GEMV_LOG=1
+ *                     prints the worst ratio seen); a row's bits the same alone and among others;
  *                     quantised weights within s / 2 plus f16 slack, prepared q within sx / 2
+ *   widening          exact (every f16 bit pattern); the widened f32 GEMM as GEMV above
  *
  * The suite compiles kernels.c, linear.c and gemv*.c in (cpu_worker/local.mk). Checks inside
  * loops only call Check on failure (it records every passed assertion).
