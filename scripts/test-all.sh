@@ -25,6 +25,14 @@ rm -rf build-ci && mkdir build-ci && cd build-ci
 ../configure --enable-werror
 make -j"$jobs"
 make -j"$jobs" check || { cat tests/*.log; exit 1; }
+# The ISA paths this run exercised: each GEMV kernel set (tests/gemv-<isa>.isa) and the CPU worker,
+# engine and benchmark suites held to AVX2 (tests/*_avx2.avx2), PASS or SKIP (the CPU lacks it);
+# read now, before check-valgrind runs the GEMV cases again on valgrind's CPU.
+result() { sed -n 's/^:test-result: //p' "tests/$1.trs" 2>/dev/null | head -n 1; }
+isa_paths="GEMV kernels generic $(result gemv-generic), avx2 $(result gemv-avx2), avx512\
+ $(result gemv-avx512); as an AVX2-only CPU (ONEDNN_MAX_CPU_ISA=AVX2 DUET_CPU_ISA=avx2):\
+ check_cpu_worker $(result check_cpu_worker_avx2), check_engine $(result check_engine_avx2),\
+ bench_smoke $(result bench_smoke_avx2)"
 
 step "GPU worker under the host emulation of CUDA (make check-gpu-emu)"
 # (the rule is commented out of the Makefile when configure found no CUDA or no Check)
@@ -54,14 +62,8 @@ make -j"$jobs" check || { cat tests/*.log; exit 1; }
 cd "$top"
 
 step "summary"
-# The ISA paths the run exercised: each GEMV kernel set (tests/gemv-<isa>.isa) and the CPU worker,
-# engine and benchmark suites held to AVX2 (tests/*.avx2), PASS or SKIP (the CPU lacks it).
-result() { sed -n 's/^:test-result: //p' "build-ci/tests/$1.trs" 2>/dev/null | head -n 1; }
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'); AVX-512 flags:" \
     "$(grep -o 'avx512[a-z_0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' ')"
-echo "ISA paths: GEMV kernels generic $(result gemv-generic), avx2 $(result gemv-avx2)," \
-    "avx512 $(result gemv-avx512); as an AVX2-only CPU (ONEDNN_MAX_CPU_ISA=AVX2" \
-    "DUET_CPU_ISA=avx2): check_cpu_worker $(result check_cpu_worker_avx2)," \
-    "check_engine $(result check_engine_avx2), bench_smoke $(result bench_smoke_avx2)"
+echo "ISA paths: $isa_paths"
 count() { cat build-ci/tests/*.trs build-asan/tests/*.trs | grep -cE "^:test-result: ($1)" || true; }
 echo "tests: $(count PASS) passed, $(count 'FAIL|ERROR|XPASS') failed, $(count SKIP) skipped"
