@@ -681,6 +681,49 @@ START_TEST(test_speculative_greedy_output_equals_plain_decoding_for_k_1_to_4)
 }
 END_TEST
 
+/* Greedy tokens of n requests (prompt_of) on an engine built with `sets`, into runs[]. */
+static void engine_greedy(const char *const *sets, uint32_t n, uint32_t max_tokens,
+                          struct run *runs)
+{
+    duet_config *cfg = config_of(sets);
+    duet_engine *e = engine_of(cfg);
+    int32_t prompt[64];
+
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t len = prompt_of(i, prompt);
+
+        runs[i] = (struct run){.id = add(e, prompt, len, max_tokens, true)};
+    }
+    run_all(e, runs, n);
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
+}
+
+/* bf16 weights computed in f32 (what an AVX2-only CPU runs: prefill on the widened f32 GEMM,
+ * decode and scoring on the own kernels) in target and draft: speculative greedy output equals
+ * plain decoding of the same weights, one request and four. */
+START_TEST(test_speculative_greedy_output_equals_plain_with_bf16_weights_computed_in_f32)
+{
+    static const char *const bf16_target[] = {"target.weights=\"bf16\"", NULL};
+    static const char *const bf16_both[] = {"target.weights=\"bf16\"",
+                                            "speculative.weights=\"bf16\"", NULL};
+    static struct run plain[4], spec[4];
+
+    for (uint32_t n = 1; n <= 4; n += 3) {
+        engine_greedy(bf16_target, n, 24, plain);
+        engine_greedy(spec_sets(false, 4, bf16_both), n, 24, spec);
+        for (uint32_t i = 0; i < n; i++) {
+            ck_assert_uint_eq(spec[i].n_ids, 24);
+            ck_assert_uint_eq(plain[i].n_ids, 24);
+            for (uint32_t j = 0; j < 24; j++)
+                ck_assert_msg(spec[i].ids[j] == plain[i].ids[j],
+                              "%u requests: request %u token %u: speculative %d, plain %d", n, i, j,
+                              spec[i].ids[j], plain[i].ids[j]);
+        }
+    }
+}
+END_TEST
+
 /* The issue's matrix: k = 1..5, batch 1 / 4 / 16, block sizes 8 / 16 (under valgrind the corners
  * only). */
 START_TEST(test_speculative_greedy_output_equals_plain_for_every_k_batch_and_block_size)
@@ -1155,6 +1198,8 @@ static Suite *engine_suite(void)
         {"draft", test_draft_with_another_vocabulary_is_refused},
         {"prompt-logprobs", test_prompt_logprobs_agree_with_decoding},
         {"speculative", test_speculative_greedy_output_equals_plain_decoding_for_k_1_to_4},
+        {"speculative bf16 in f32",
+         test_speculative_greedy_output_equals_plain_with_bf16_weights_computed_in_f32},
         {"speculative matrix",
          test_speculative_greedy_output_equals_plain_for_every_k_batch_and_block_size},
         {"shared kv budget", test_a_draft_on_the_target_device_shares_its_kv_budget},
