@@ -163,7 +163,9 @@ static duet_status open_file(duet_model *m, uint32_t i, const struct duet__index
 {
     struct stat sb;
 
-    *fd = open(m->files[i].path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO for reading would wait for a writer forever; it is refused below
+     * as not a regular file (reads of regular files ignore the flag) */
+    *fd = open(m->files[i].path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (*fd < 0 && errno == ENOENT && ix->n_files)
         return duet__fail(msg, DUET_STATUS_NOT_FOUND,
                           "%s/%s: shard '%s' (listed for tensor '%s' and others) is missing",

@@ -66,7 +66,9 @@ duet_status duet__read_file(const char *path, size_t max_bytes, char **out, size
     duet_status st = DUET_STATUS_OK;
     struct stat sb;
     char *buf;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO would block the open until a writer comes; it is refused below as not a
+     * regular file (reads of regular files ignore the flag) */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 
     *out = NULL;
     if (fd < 0)

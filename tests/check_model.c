@@ -704,6 +704,24 @@ START_TEST(test_folder_without_weights_or_config_is_refused)
 }
 END_TEST
 
+/* A FIFO (or another non-regular file) as config.json or model.safetensors is refused by name at
+ * once: opening a FIFO for reading used to wait for a writer forever. */
+START_TEST(test_fifo_as_config_or_weights_is_refused_without_hanging)
+{
+    duet_model_desc d = tiny_llama();
+    const char *dir = config_only("m", &d), *fifo_dir = dir_of("f");
+    char path[4400];
+
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+    ck_assert_int_eq(mkfifo(path, 0644), 0);
+    open_fails(dir, DUET_STATUS_IO, "model.safetensors", "not a regular file");
+    ck_assert_int_eq(mkdir(fifo_dir, 0755), 0);
+    snprintf(path, sizeof(path), "%s/config.json", fifo_dir);
+    ck_assert_int_eq(mkfifo(path, 0644), 0);
+    open_fails(fifo_dir, DUET_STATUS_IO, "config.json", "not a readable regular file");
+}
+END_TEST
+
 START_TEST(test_opt_checkpoint_without_model_prefix_loads)
 {
     duet_model_desc d = tiny_opt(true, 16);
@@ -2035,6 +2053,7 @@ static Suite *model_suite(void)
         {"index vs shard", test_tensor_listed_in_the_index_must_be_in_its_shard},
         {"bad index", test_malformed_index_is_refused},
         {"no weights", test_folder_without_weights_or_config_is_refused},
+        {"fifo", test_fifo_as_config_or_weights_is_refused_without_hanging},
         {"opt short names", test_opt_checkpoint_without_model_prefix_loads},
         {"check values", test_check_values_names_the_first_nan},
         {"fill info", test_fill_info_honours_the_callers_struct_size},
