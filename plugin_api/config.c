@@ -28,6 +28,7 @@
 #include <assert.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <libconfig.h>
 #include <math.h>
@@ -35,6 +36,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* ---- schema ------------------------------------------------------------------------------ */
 
@@ -813,6 +816,27 @@ static duet_status begin_load(duet_config *cfg)
     return DUET_STATUS_OK;
 }
 
+/* A configuration file that libconfig may read: a regular file (a FIFO would block the read for
+ * ever) of at most DUET_CONFIG_MAX_BYTES. Opened without blocking, so a FIFO is seen, not waited
+ * on; a file that cannot be opened is left to libconfig, whose message names the reason. */
+static duet_status check_file(duet_config *cfg, const char *path)
+{
+    struct stat sb;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    duet_status st = DUET_STATUS_OK;
+
+    if (fd < 0)
+        return DUET_STATUS_OK;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
+        st = fail(cfg, DUET_STATUS_IO, path, NULL, "cannot read: not a regular file");
+    else if ((uint64_t)sb.st_size > DUET_CONFIG_MAX_BYTES)
+        st = fail(cfg, DUET_STATUS_BAD_CONFIG, path, NULL,
+                  "%lld bytes is too large for a configuration (at most %u)", (long long)sb.st_size,
+                  DUET_CONFIG_MAX_BYTES);
+    close(fd);
+    return st;
+}
+
 DUET_API duet_status duet_config_load_file(duet_config *cfg, const char *path)
 {
     config_t lc;
@@ -822,6 +846,8 @@ DUET_API duet_status duet_config_load_file(duet_config *cfg, const char *path)
     if (!cfg || !path)
         return DUET_STATUS_INVALID_ARGUMENT;
     st = begin_load(cfg);
+    if (!st)
+        st = check_file(cfg, path);
     if (st)
         return st;
     config_init(&lc);
@@ -844,6 +870,10 @@ DUET_API duet_status duet_config_load_string(duet_config *cfg, const char *text,
     st = begin_load(cfg);
     if (st)
         return st;
+    if (strlen(text) > DUET_CONFIG_MAX_BYTES)
+        return fail(cfg, DUET_STATUS_BAD_CONFIG, name, NULL,
+                    "%zu bytes is too large for a configuration (at most %u)", strlen(text),
+                    DUET_CONFIG_MAX_BYTES);
     config_init(&lc);
     ok = config_read_string(&lc, text);
     st = load_parsed(cfg, &lc, ok, 0, name);

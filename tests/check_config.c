@@ -6,10 +6,13 @@
  * prefix names the path given to load. Runs with CK_FORK=no and under valgrind: every test frees
  * what it made.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* test_dirs.h: nftw */
 #include <duet/config.h>
 
 #include "check_util.h"
+#include "test_dirs.h"
+
+#include <sys/stat.h>
 
 #include <check.h>
 #include <stdio.h>
@@ -523,6 +526,48 @@ START_TEST(test_missing_file_is_an_io_error)
 {
     expect_load_error("no-such-file.cfg", DUET_STATUS_IO,
                       ": cannot read: No such file or directory");
+}
+END_TEST
+
+/* A FIFO is refused at once as not a regular file (libconfig's fopen would wait for a writer
+ * forever), and a file or text over DUET_CONFIG_MAX_BYTES before libconfig reads it (its parser is
+ * quadratic in long strings and comments: 10 MB took over 30 s). */
+START_TEST(test_fifo_and_oversized_configurations_are_refused_at_once)
+{
+    char dir[4096], fifo[4200], big[4200];
+    size_t n = DUET_CONFIG_MAX_BYTES + 1;
+    char *text = malloc(n + 1);
+    duet_config *cfg;
+    FILE *f;
+
+    ck_assert_ptr_nonnull(text);
+    ck_assert(duet_test_mkdtemp(dir, sizeof(dir), "config-test"));
+    snprintf(fifo, sizeof(fifo), "%s/fifo.cfg", dir);
+    ck_assert_int_eq(mkfifo(fifo, 0644), 0);
+    cfg = new_config();
+    ck_assert_int_eq(duet_config_load_file(cfg, fifo), DUET_STATUS_IO);
+    ck_assert_msg(strstr(duet_config_error(cfg), "fifo.cfg: cannot read: not a regular file"), "%s",
+                  duet_config_error(cfg));
+    duet_config_destroy(cfg);
+    memset(text, '#', n); /* one long comment */
+    text[n] = '\0';
+    snprintf(big, sizeof(big), "%s/big.cfg", dir);
+    f = fopen(big, "w");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(text, 1, n, f), n);
+    fclose(f);
+    cfg = new_config();
+    ck_assert_int_eq(duet_config_load_file(cfg, big), DUET_STATUS_BAD_CONFIG);
+    ck_assert_msg(strstr(duet_config_error(cfg), "big.cfg: 1048577 bytes is too large"), "%s",
+                  duet_config_error(cfg));
+    duet_config_destroy(cfg);
+    cfg = new_config();
+    ck_assert_int_eq(duet_config_load_string(cfg, text, "big-text"), DUET_STATUS_BAD_CONFIG);
+    ck_assert_msg(strstr(duet_config_error(cfg), "big-text: 1048577 bytes is too large"), "%s",
+                  duet_config_error(cfg));
+    duet_config_destroy(cfg);
+    free(text);
+    duet_test_rmtree(dir);
 }
 END_TEST
 
@@ -1063,6 +1108,7 @@ static Suite *config_suite(void)
     ADD(s, test_syntax_error_names_file_and_line);
     ADD(s, test_duplicate_setting_is_a_syntax_error);
     ADD(s, test_missing_file_is_an_io_error);
+    ADD(s, test_fifo_and_oversized_configurations_are_refused_at_once);
     ADD(s, test_unknown_top_level_key_suggests_close_name);
     ADD(s, test_unknown_key_in_group_suggests_close_name);
     ADD(s, test_key_in_wrong_place_suggests_its_full_path);

@@ -46,9 +46,12 @@ DUET_API duet_status duet_config_create(duet_config **out);
 DUET_API void duet_config_destroy(duet_config *cfg);
 
 /* Reads a libconfig file. Every setting must be a known key of the right type and range; the first
- * error is returned as DUET_STATUS_BAD_CONFIG (DUET_STATUS_IO when the file cannot be read) and its
- * message, "FILE:LINE: KEY: what is wrong", is kept for duet_config_error(). A configuration is
- * loaded at most once: a second call returns DUET_STATUS_INVALID_ARGUMENT. */
+ * error is returned as DUET_STATUS_BAD_CONFIG (DUET_STATUS_IO when the file cannot be read, or is
+ * not a regular file) and its message, "FILE:LINE: KEY: what is wrong", is kept for
+ * duet_config_error(). A file or text over DUET_CONFIG_MAX_BYTES is refused (BAD_CONFIG) before
+ * libconfig reads it: its parser takes quadratic time in long strings and comments. A
+ * configuration is loaded at most once: a second call returns DUET_STATUS_INVALID_ARGUMENT. */
+#define DUET_CONFIG_MAX_BYTES (1u << 20)
 DUET_API duet_status duet_config_load_file(duet_config *cfg, const char *path);
 
 /* Same as duet_config_load_file() for text in memory; name stands for the file name in messages. */
