@@ -816,23 +816,86 @@ static duet_status begin_load(duet_config *cfg)
     return DUET_STATUS_OK;
 }
 
+#define MAX_INCLUDE_DEPTH 10 /* libconfig's own limit */
+
+static duet_status check_file(duet_config *cfg, const char *path, const char *where, int depth);
+
+/* The @include lines of text (a file's contents, or a string loaded under `name`): each target
+ * must pass check_file too, for libconfig's scanner exits the process (exit(2)) on an include
+ * that is a directory. A target that cannot be opened is left to libconfig, whose message names
+ * it. Lines are read as libconfig's scanner does: @include first on the line (after blanks), then
+ * a quoted path, relative to the current directory. */
+static duet_status check_includes(duet_config *cfg, const char *text, const char *name, int depth)
+{
+    unsigned line = 1;
+
+    for (const char *p = text; *p; line++) {
+        const char *eol = strchr(p, '\n'), *q = p;
+
+        while (*q == ' ' || *q == '\t')
+            q++;
+        if (strncmp(q, "@include", 8) == 0) {
+            const char *open_q = strchr(q + 8, '"'), *close_q;
+
+            close_q = open_q && (!eol || open_q < eol) ? strchr(open_q + 1, '"') : NULL;
+            if (close_q && (!eol || close_q < eol)) {
+                char *target = strndup(open_q + 1, (size_t)(close_q - open_q - 1));
+                char *where = format("%s:%u", name, line);
+                duet_status st;
+
+                if (!target || !where) {
+                    free(target);
+                    free(where);
+                    return fail_oom(cfg);
+                }
+                st = check_file(cfg, target, where, depth + 1);
+                free(target);
+                free(where);
+                if (st)
+                    return st;
+            }
+        }
+        if (!eol)
+            break;
+        p = eol + 1;
+    }
+    return DUET_STATUS_OK;
+}
+
 /* A configuration file that libconfig may read: a regular file (a FIFO would block the read for
- * ever) of at most DUET_CONFIG_MAX_BYTES. Opened without blocking, so a FIFO is seen, not waited
- * on; a file that cannot be opened is left to libconfig, whose message names the reason. */
-static duet_status check_file(duet_config *cfg, const char *path)
+ * ever) of at most DUET_CONFIG_MAX_BYTES, whose @include targets are such files too. Opened
+ * without blocking, so a FIFO is seen, not waited on; a file that cannot be opened is left to
+ * libconfig, whose message names the reason. `where` prefixes messages: the path itself, or the
+ * "file:line" of the @include that names it. */
+static duet_status check_file(duet_config *cfg, const char *path, const char *where, int depth)
 {
     struct stat sb;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     duet_status st = DUET_STATUS_OK;
+    char *text = NULL;
 
     if (fd < 0)
         return DUET_STATUS_OK;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
-        st = fail(cfg, DUET_STATUS_IO, path, NULL, "cannot read: not a regular file");
+    if (depth > MAX_INCLUDE_DEPTH)
+        st = fail(cfg, DUET_STATUS_BAD_CONFIG, where, NULL,
+                  "@include \"%s\": includes nest deeper than %d", path, MAX_INCLUDE_DEPTH);
+    else if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
+        st = fail(cfg, DUET_STATUS_IO, where, NULL,
+                  depth ? "@include \"%s\": not a regular file" : "cannot read: not a regular file",
+                  path);
+    else if ((uint64_t)sb.st_size > DUET_CONFIG_MAX_BYTES && depth)
+        st = fail(cfg, DUET_STATUS_BAD_CONFIG, where, NULL,
+                  "@include \"%s\": %lld bytes is too large for a configuration (at most %u)", path,
+                  (long long)sb.st_size, DUET_CONFIG_MAX_BYTES);
     else if ((uint64_t)sb.st_size > DUET_CONFIG_MAX_BYTES)
-        st = fail(cfg, DUET_STATUS_BAD_CONFIG, path, NULL,
+        st = fail(cfg, DUET_STATUS_BAD_CONFIG, where, NULL,
                   "%lld bytes is too large for a configuration (at most %u)", (long long)sb.st_size,
                   DUET_CONFIG_MAX_BYTES);
+    else if (!(text = calloc(1, (size_t)sb.st_size + 1)))
+        st = fail_oom(cfg);
+    else if (read(fd, text, (size_t)sb.st_size) == sb.st_size)
+        st = check_includes(cfg, text, path, depth);
+    free(text);
     close(fd);
     return st;
 }
@@ -847,7 +910,7 @@ DUET_API duet_status duet_config_load_file(duet_config *cfg, const char *path)
         return DUET_STATUS_INVALID_ARGUMENT;
     st = begin_load(cfg);
     if (!st)
-        st = check_file(cfg, path);
+        st = check_file(cfg, path, path, 0);
     if (st)
         return st;
     config_init(&lc);
@@ -874,6 +937,8 @@ DUET_API duet_status duet_config_load_string(duet_config *cfg, const char *text,
         return fail(cfg, DUET_STATUS_BAD_CONFIG, name, NULL,
                     "%zu bytes is too large for a configuration (at most %u)", strlen(text),
                     DUET_CONFIG_MAX_BYTES);
+    if ((st = check_includes(cfg, text, name, 0)) != DUET_STATUS_OK)
+        return st;
     config_init(&lc);
     ok = config_read_string(&lc, text);
     st = load_parsed(cfg, &lc, ok, 0, name);

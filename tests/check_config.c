@@ -571,6 +571,54 @@ START_TEST(test_fifo_and_oversized_configurations_are_refused_at_once)
 }
 END_TEST
 
+static void write_text_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_ge(fputs(text, f), 0);
+    fclose(f);
+}
+
+/* libconfig's scanner exits the process on an @include of a directory: every @include target is
+ * checked first (from a file and from a string), and refused with the including file and line;
+ * a regular file is still included. */
+START_TEST(test_include_of_a_directory_is_refused_with_file_and_line)
+{
+    char dir[4096], sub[4200], inc[4200], main_cfg[4200], text[16384], want[8600];
+    const char *level;
+    duet_config *cfg;
+
+    ck_assert(duet_test_mkdtemp(dir, sizeof(dir), "config-test"));
+    snprintf(sub, sizeof(sub), "%s/sub", dir);
+    ck_assert_int_eq(mkdir(sub, 0755), 0);
+    snprintf(inc, sizeof(inc), "%s/inc.cfg", dir);
+    write_text_file(inc, "log_level = \"info\";\n");
+    snprintf(main_cfg, sizeof(main_cfg), "%s/main.cfg", dir);
+    snprintf(text, sizeof(text), "model = \"m\";\n  @include \"%s\"\n", sub);
+    write_text_file(main_cfg, text);
+    cfg = new_config();
+    ck_assert_int_eq(duet_config_load_file(cfg, main_cfg), DUET_STATUS_IO);
+    snprintf(want, sizeof(want), "%s:2: @include \"%s\": not a regular file", main_cfg, sub);
+    ck_assert_str_eq(duet_config_error(cfg), want);
+    duet_config_destroy(cfg);
+    cfg = new_config();
+    ck_assert_int_eq(duet_config_load_string(cfg, text, "text"), DUET_STATUS_IO);
+    snprintf(want, sizeof(want), "text:2: @include \"%s\": not a regular file", sub);
+    ck_assert_str_eq(duet_config_error(cfg), want);
+    duet_config_destroy(cfg);
+    snprintf(text, sizeof(text), "model = \"m\";\n@include \"%s\"\n", inc);
+    write_text_file(main_cfg, text);
+    cfg = new_config();
+    ck_assert_msg(duet_config_load_file(cfg, main_cfg) == DUET_STATUS_OK, "%s",
+                  duet_config_error(cfg));
+    ck_assert_int_eq(duet_config_get_string(cfg, "log_level", &level), DUET_STATUS_OK);
+    ck_assert_str_eq(level, "info");
+    duet_config_destroy(cfg);
+    duet_test_rmtree(dir);
+}
+END_TEST
+
 /* ---- bad files: unknown keys ------------------------------------------------------------- */
 
 START_TEST(test_unknown_top_level_key_suggests_close_name)
@@ -1109,6 +1157,7 @@ static Suite *config_suite(void)
     ADD(s, test_duplicate_setting_is_a_syntax_error);
     ADD(s, test_missing_file_is_an_io_error);
     ADD(s, test_fifo_and_oversized_configurations_are_refused_at_once);
+    ADD(s, test_include_of_a_directory_is_refused_with_file_and_line);
     ADD(s, test_unknown_top_level_key_suggests_close_name);
     ADD(s, test_unknown_key_in_group_suggests_close_name);
     ADD(s, test_key_in_wrong_place_suggests_its_full_path);
