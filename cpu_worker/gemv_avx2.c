@@ -3,16 +3,18 @@
  * VNNI), on the packed layout of gemv.h. gemv.c calls them only where CPUID says so.
  *
  * A packed tile holds 16 outputs; each 64-byte chunk is two 32-byte halves, lanes 0..7 (rows
- * 16t .. 16t + 7) and lanes 8..15, so every kernel keeps two ymm accumulators per activation row.
- * Rows are processed in blocks of up to ROWS_* per pass over a tile, and the row blocks loop
- * inside the tile loop: a tile (at most k_pad × 32 bytes) is read from memory once and from L1/L2
- * for the further blocks. A block's accumulators, the split weights and a broadcast activation
- * fit the 16 ymm registers. Each chunk load is paired with a software prefetch 2 KB ahead.
+ * 16t .. 16t + 7) and lanes 8..15, so every kernel keeps ymm accumulators per half and row.
+ * Rows are processed in blocks of up to FLOAT_ROWS / ROWS_INT per pass over a tile, and the row
+ * blocks loop inside the tile loop: a tile (at most k_pad × 32 bytes) is read from memory once and
+ * from L1/L2 for the further blocks. A block's accumulators, the split weights and a broadcast
+ * activation fit the 16 ymm registers. Each chunk load is paired with a software prefetch 2 KB
+ * ahead.
  *
  *   bf16  a 32-bit lane is the pair (W[n][2c] low, W[n][2c + 1] high); `<< 16` gives the even
- *         weight as f32 and `& 0xffff0000` the odd one. The activation pair is broadcast as one
- *         32-bit word and split the same way; two FMAs per half, in the same order for every row
- *         whatever m is (a row's sums do not depend on the rows beside it: f32act_rows says why).
+ *         weight as f32 and `& 0xffff0000` the odd one; f16 chunks widen by vcvtph2ps. bf16
+ *         activations are broadcast as one 32-bit pair and split the same way, f32 ones
+ *         broadcast as they are; two FMAs per half, in the same order for every row whatever m
+ *         is (a row's sums do not depend on the rows beside it: float_rows says why).
  *   int8  vpmaddubsw would saturate (255 · 127 · 2 > 32767), so codes and activations are widened
  *         to 16 bits: even bytes by `& 0x00ff` (codes) or `<< 8` then arithmetic `>> 8`
  *         (activations), odd bytes by `>> 8`; vpmaddwd sums exact products into int32.
@@ -35,9 +37,9 @@
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-/* Activation rows per pass over a tile: of 2, 3 and 4, 4 measured best or equal on Zen 5 for every
- * format, although for int8 / int4 gcc then keeps a few of the integer sums on the stack. */
-#define ROWS_BF16 4
+/* int8 / int4 activation rows per pass over a tile: of 2, 3 and 4, 4 measured best or equal on
+ * Zen 5, although gcc then keeps a few of the integer sums on the stack (the float formats' block,
+ * FLOAT_ROWS, is set by their registers: see float_rows). */
 #define ROWS_INT 4 /* int8 / int4; int_kernel handles remainders of 1 .. 3 */
 
 /* Software prefetch distance in the weight stream. The hardware prefetcher alone left DRAM reads
@@ -74,67 +76,11 @@ ALWAYS_INLINE void store_tile_row(float *y, uint32_t n0, uint32_t n, __m256 lo, 
         y[n0 + j] = tmp[j];
 }
 
-/* ---- bf16 ------------------------------------------------------------------------------------ */
+/* ---- bf16 and f16 weights: bf16 or f32 activations --------------------------------------- */
 
-/* Rows r0 .. r0 + R − 1 of one bf16 tile. */
-ALWAYS_INLINE void bf16_rows(const uint8_t *tile, const duet_gemv_weight *w, const duet_gemv_act *a,
-                             uint32_t r0, const int R, float *y, size_t y_stride, uint32_t n0)
-{
-    const __m256i hi_mask = _mm256_set1_epi32((int)0xffff0000u);
-    const uint32_t nchunk = w->k_pad / 2;
-    __m256 acc[ROWS_BF16][2];
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-    for (uint32_t c = 0; c < nchunk; c++) {
-        prefetch_ahead(tile + (size_t)c * 64);
-        const __m256i v0 = _mm256_loadu_si256((const __m256i *)(tile + (size_t)c * 64));
-        const __m256i v1 = _mm256_loadu_si256((const __m256i *)(tile + (size_t)c * 64 + 32));
-        const __m256 e0 = _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16));
-        const __m256 o0 = _mm256_castsi256_ps(_mm256_and_si256(v0, hi_mask));
-        const __m256 e1 = _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16));
-        const __m256 o1 = _mm256_castsi256_ps(_mm256_and_si256(v1, hi_mask));
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            const __m256i p = bcast32(a->bf16 + (size_t)(r0 + r) * w->k_pad + 2 * c);
-            const __m256 xe = _mm256_castsi256_ps(_mm256_slli_epi32(p, 16));
-            const __m256 xo = _mm256_castsi256_ps(_mm256_and_si256(p, hi_mask));
-            acc[r][0] = _mm256_fmadd_ps(e0, xe, acc[r][0]);
-            acc[r][1] = _mm256_fmadd_ps(e1, xe, acc[r][1]);
-            acc[r][0] = _mm256_fmadd_ps(o0, xo, acc[r][0]);
-            acc[r][1] = _mm256_fmadd_ps(o1, xo, acc[r][1]);
-        }
-    }
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-        store_tile_row(y + (size_t)(r0 + r) * y_stride, n0, w->n, acc[r][0], acc[r][1]);
-}
-
-static void bf16_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
-                        size_t y_stride, uint32_t t0, uint32_t t1)
-{
-    const uint32_t m = a->m;
-    for (uint32_t t = t0; t < t1; t++) {
-        const uint8_t *tile = (const uint8_t *)w->data + (size_t)t * w->tile_bytes;
-        const uint32_t n0 = t * DUET_GEMV_TILE;
-        uint32_t r = 0;
-        for (; r + ROWS_BF16 <= m; r += ROWS_BF16)
-            bf16_rows(tile, w, a, r, ROWS_BF16, y, y_stride, n0);
-        switch (m - r) {
-        case 3:
-            bf16_rows(tile, w, a, r, 3, y, y_stride, n0);
-            break;
-        case 2:
-            bf16_rows(tile, w, a, r, 2, y, y_stride, n0);
-            break;
-        case 1:
-            bf16_rows(tile, w, a, r, 1, y, y_stride, n0);
-            break;
-        }
-    }
-}
-
-/* ---- bf16 or f16 weights, f32 activations ----------------------------------------------- */
+/* The float formats a row block runs: bf16 weights against bf16 activations (split to f32 like
+ * the weights), or bf16 / f16 weights against f32 activations. */
+enum float_kind { KIND_BF16 = 0, KIND_BF16_F32 = 1, KIND_F16 = 2 };
 
 /* Chunk p of a bf16_f32 tile (a lane's two bf16 in one dword) or an f16 one (column 2c's 16 halves
  * then column 2c + 1's) as f32: e0 / e1 column 2c lanes 0..7 / 8..15, o0 / o1 column 2c + 1. */
@@ -158,31 +104,40 @@ ALWAYS_INLINE void widen_chunk(const uint8_t *p, const bool f16, __m256 *e0, __m
 }
 
 /* Rows r0 .. r0 + R − 1 of one tile: two FMAs per half per row and chunk, the activations
- * broadcast from f32. Every row has the same four chains (lanes 0..7 and 8..15, even and odd
- * columns apart, added at the end) whatever R is: a row's sums do not depend on m, so greedy
- * speculative decoding (k + 1 rows scored) gives the target's own tokens bit for bit. Four
- * chains of one FMA per chunk keep one row alone at 64 bytes per FMA latency (~16 B a cycle a
- * core), above DRAM's share; they fill the registers at two rows (8 sums, 4 weights, 2
- * broadcasts), hence blocks of F32ACT_ROWS. */
-#define F32ACT_ROWS 2
+ * broadcast from f32 (or a bf16 pair split to f32). Every row has the same four chains (lanes 0..7
+ * and 8..15, even and odd columns apart, added at the end) whatever R is: a row's sums do not
+ * depend on m, so greedy speculative decoding (k + 1 rows scored) gives the target's own tokens bit
+ * for bit. Four chains of one FMA per chunk keep one row alone at 64 bytes per FMA latency (~16 B a
+ * cycle a core), above DRAM's share; they fill the registers at two rows (8 sums, 4 weights, 2
+ * broadcasts), hence blocks of FLOAT_ROWS. */
+#define FLOAT_ROWS 2
 
-ALWAYS_INLINE void f32act_rows(const uint8_t *tile, const duet_gemv_weight *w,
-                               const duet_gemv_act *a, uint32_t r0, const int R, const bool f16,
-                               float *y, size_t y_stride, uint32_t n0)
+ALWAYS_INLINE void float_rows(const uint8_t *tile, const duet_gemv_weight *w,
+                              const duet_gemv_act *a, uint32_t r0, const int R,
+                              const enum float_kind kind, float *y, size_t y_stride, uint32_t n0)
 {
+    const __m256i hi_mask = _mm256_set1_epi32((int)0xffff0000u);
     const uint32_t nchunk = w->k_pad / 2;
-    __m256 acc[F32ACT_ROWS][4]; /* lanes 0..7 even, 8..15 even, 0..7 odd, 8..15 odd */
+    __m256 acc[FLOAT_ROWS][4]; /* lanes 0..7 even, 8..15 even, 0..7 odd, 8..15 odd */
 #pragma GCC unroll 2
     for (int r = 0; r < R; r++)
         acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = _mm256_setzero_ps();
     for (uint32_t c = 0; c < nchunk; c++) {
         __m256 e0, e1, o0, o1;
         prefetch_ahead(tile + (size_t)c * 64);
-        widen_chunk(tile + (size_t)c * 64, f16, &e0, &e1, &o0, &o1);
+        widen_chunk(tile + (size_t)c * 64, kind == KIND_F16, &e0, &e1, &o0, &o1);
 #pragma GCC unroll 2
         for (int r = 0; r < R; r++) {
-            const float *x = a->f32 + (size_t)(r0 + r) * w->k_pad + 2 * c;
-            const __m256 xe = _mm256_broadcast_ss(x), xo = _mm256_broadcast_ss(x + 1);
+            const size_t at = (size_t)(r0 + r) * w->k_pad + 2 * c;
+            __m256 xe, xo;
+            if (kind == KIND_BF16) { /* the pair as one dword, split as the weights are */
+                const __m256i p = bcast32(a->bf16 + at);
+                xe = _mm256_castsi256_ps(_mm256_slli_epi32(p, 16));
+                xo = _mm256_castsi256_ps(_mm256_and_si256(p, hi_mask));
+            } else {
+                xe = _mm256_broadcast_ss(a->f32 + at);
+                xo = _mm256_broadcast_ss(a->f32 + at + 1);
+            }
             acc[r][0] = _mm256_fmadd_ps(e0, xe, acc[r][0]);
             acc[r][1] = _mm256_fmadd_ps(e1, xe, acc[r][1]);
             acc[r][2] = _mm256_fmadd_ps(o0, xo, acc[r][2]);
@@ -195,31 +150,38 @@ ALWAYS_INLINE void f32act_rows(const uint8_t *tile, const duet_gemv_weight *w,
                        _mm256_add_ps(acc[r][0], acc[r][2]), _mm256_add_ps(acc[r][1], acc[r][3]));
 }
 
-ALWAYS_INLINE void f32act_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
-                                 size_t y_stride, uint32_t t0, uint32_t t1, const bool f16)
+ALWAYS_INLINE void float_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
+                                size_t y_stride, uint32_t t0, uint32_t t1,
+                                const enum float_kind kind)
 {
     const uint32_t m = a->m;
     for (uint32_t t = t0; t < t1; t++) {
         const uint8_t *tile = (const uint8_t *)w->data + (size_t)t * w->tile_bytes;
         const uint32_t n0 = t * DUET_GEMV_TILE;
         uint32_t r = 0;
-        for (; r + F32ACT_ROWS <= m; r += F32ACT_ROWS)
-            f32act_rows(tile, w, a, r, F32ACT_ROWS, f16, y, y_stride, n0);
+        for (; r + FLOAT_ROWS <= m; r += FLOAT_ROWS)
+            float_rows(tile, w, a, r, FLOAT_ROWS, kind, y, y_stride, n0);
         if (r < m)
-            f32act_rows(tile, w, a, r, 1, f16, y, y_stride, n0);
+            float_rows(tile, w, a, r, 1, kind, y, y_stride, n0);
     }
+}
+
+static void bf16_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
+                        size_t y_stride, uint32_t t0, uint32_t t1)
+{
+    float_kernel(w, a, y, y_stride, t0, t1, KIND_BF16);
 }
 
 static void bf16_f32_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
                             size_t y_stride, uint32_t t0, uint32_t t1)
 {
-    f32act_kernel(w, a, y, y_stride, t0, t1, false);
+    float_kernel(w, a, y, y_stride, t0, t1, KIND_BF16_F32);
 }
 
 static void f16_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y, size_t y_stride,
                        uint32_t t0, uint32_t t1)
 {
-    f32act_kernel(w, a, y, y_stride, t0, t1, true);
+    float_kernel(w, a, y, y_stride, t0, t1, KIND_F16);
 }
 
 /* ---- int8 / int4: group epilogue --------------------------------------------------------- */
