@@ -58,6 +58,29 @@ static inline uint16_t duet__cpu_f32_to_bf16(float f)
     return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
 }
 
+/* IEEE half to f32, exact (model/dtype.c's duet__f16_to_f32, which the hot loops cannot inline),
+ * without branches so that loops of it vectorise: the exponent is
+ * rebiased by adding (127 − 15) << 23, an all-ones exponent (inf, NaN) gets the rest of the
+ * way, a zero one (zero, subnormal) is normalised by subtracting 2⁻¹⁴ after adding its bit. */
+static inline float duet__cpu_f16_to_f32(uint16_t h)
+{
+    union {
+        uint32_t u;
+        float f;
+    } o = {(uint32_t)(h & 0x7fffu) << 13}, sub = {113u << 23};
+    uint32_t exp = o.u & 0x0f800000u;
+
+    o.u += (127u - 15u) << 23;
+    if (exp == 0x0f800000u)
+        o.u += (128u - 16u) << 23;
+    else if (exp == 0) {
+        o.u += 1u << 23;
+        o.f -= sub.f;
+    }
+    o.u |= (uint32_t)(h & 0x8000u) << 16;
+    return o.f;
+}
+
 void duet__cpu_f32_to_bf16_rows(const float *in, uint16_t *out, size_t n);
 
 /* ---- the paged KV cache (kernels.c) -------------------------------------------------------- */
@@ -198,10 +221,13 @@ duet_status duet__cpu_widened_run(const duet_gemv_weight *w, const float *x, siz
 
 #include "sampling.h"
 
-/* The own kernels take bf16 matrices for at most this many rows (their row block), oneDNN above:
- * decode, drafting and k + 1 scoring stay on the own kernels (tinyllama bf16 at batch 4: 56–74
- * tokens/s in two runs against oneDNN's 48, docs/performance.md), prefill on oneDNN's brgemm.
- * The exact crossover was not measured. int8 / int4 matrices always run on the own kernels. */
+/* The own kernels take a matrix that also has a GEMM path for at most this many rows, the GEMM
+ * above: decode, drafting and k + 1 scoring stay on the own kernels, prefill goes to oneDNN's
+ * brgemm (bf16 compute; tinyllama bf16 at batch 4: 56–74 tokens/s in two runs against oneDNN's
+ * 48, docs/performance.md) or to the widened f32 GEMM (2-byte weights computed in f32: there
+ * the two prefill 16 and 48 tokens alike, 20.7 / 21.3 and 44.0 / 43.6 tokens/s on tinyllama
+ * as on an AVX2 CPU, 2026-12-07, so the crossover is flat). int8 / int4 matrices have no GEMM
+ * path and always run on the own kernels. */
 #define DUET_CPU_GEMV_MAX_M 8u
 
 /* One weight matrix y = x·Wᵀ + b, packed for oneDNN, for the own kernels, or both (bf16: the own
@@ -227,14 +253,10 @@ typedef enum duet_cpu_store {
     DUET_CPU_STORE_F16 = 2,  /* f16, widened to f32 by the own kernels */
 } duet_cpu_store;
 
-/* The 2-byte formats' f32 GEMM (duet__cpu_widened_run) takes over from the own GEMV kernels above
- * this many rows, and its panel holds this many floats (1 MiB: 128 rows of k = 2048, 32 of
- * k = 5632). Measured on tinyllama-1.1b bf16 as on an AVX2 CPU (2 threads, 2026-12-07): the GEMV
- * kernels and the widened GEMM prefill 16 and 48 tokens alike (20.7 / 21.3 and 44.0 / 43.6
- * tokens/s), so the crossover is flat; 1 and 4 MiB panels alike at 512 tokens (72.6 and 74.9
- * tokens/s), and the 1 MiB one a little ahead at 48 (43.6 against 39.7) where its panel stays in
- * L2. */
-#define DUET_CPU_WIDEN_MIN_M 8u
+/* The panel of the 2-byte formats' f32 GEMM (duet__cpu_widened_run) holds this many floats
+ * (1 MiB: 128 rows of k = 2048, 32 of k = 5632). Measured on tinyllama-1.1b bf16 as on an AVX2
+ * CPU (2 threads, 2026-12-07): 1 and 4 MiB panels alike at 512 tokens (72.6 and 74.9 tokens/s),
+ * the 1 MiB one a little ahead at 48 (43.6 against 39.7), where its panel stays in L2. */
 #define DUET_CPU_PANEL_ELEMS (1u << 18)
 
 /* One transformer layer's weights. Linear maps are NULL where the architecture has none; norm

@@ -132,10 +132,11 @@ duet_status duet__cpu_mat_run(duet_worker *w, const duet_cpu_mat *mat, const flo
                               size_t x_stride, uint32_t m, const float *norm_w, float *y)
 {
     float eps = (float)w->d->norm_eps;
-    bool widen =
-        mat->gemv.data && duet__gemv_fmt_f32_act(mat->gemv.fmt) && m > DUET_CPU_WIDEN_MIN_M;
+    /* the GEMM for many rows: oneDNN's packed copy, or widening the own kernels' 2-byte weights;
+     * int8 / int4 have none */
+    bool widen = !mat->dnn && duet__gemv_fmt_f32_act(mat->gemv.fmt), gemm = mat->dnn || widen;
 
-    if (mat->gemv.data && !widen && (!mat->dnn || m <= DUET_CPU_GEMV_MAX_M)) {
+    if (mat->gemv.data && (m <= DUET_CPU_GEMV_MAX_M || !gemm)) {
         size_t need = duet__gemv_act_size(&mat->gemv, m);
         duet_gemv_act a;
 

@@ -525,8 +525,8 @@ static void f32act_tile_rows(const duet_gemv_weight *w, const duet_gemv_act *a, 
         for (uint32_t j = 0; j < TILE; j++) {
             const uint16_t *p = words + (size_t)c * 32;
 
-            w0[j] = f16 ? duet__f16_to_f32(p[j]) : duet__cpu_bf16_to_f32(p[2 * j]);
-            w1[j] = f16 ? duet__f16_to_f32(p[TILE + j]) : duet__cpu_bf16_to_f32(p[2 * j + 1]);
+            w0[j] = f16 ? duet__cpu_f16_to_f32(p[j]) : duet__cpu_bf16_to_f32(p[2 * j]);
+            w1[j] = f16 ? duet__cpu_f16_to_f32(p[TILE + j]) : duet__cpu_bf16_to_f32(p[2 * j + 1]);
         }
         for (uint32_t r = 0; r < rows; r++) {
             const float *x = a->f32 + (size_t)(r0 + r) * a->k_pad + 2 * c;
@@ -649,28 +649,6 @@ const duet_gemv_ops duet__gemv_generic_ops = {"generic",           gemv_bf16_gen
 
 /* ---- widening ------------------------------------------------------------------------------- */
 
-/* IEEE half to f32, exact, without branches so that loops of it vectorise: the exponent is
- * rebiased by adding (127 − 15) << 23, an all-ones exponent (inf, NaN) gets the rest of the
- * way, a zero one (zero, subnormal) is normalised by subtracting 2⁻¹⁴ after adding its bit. */
-static inline float half_to_f32(uint16_t h)
-{
-    union {
-        uint32_t u;
-        float f;
-    } o = {(uint32_t)(h & 0x7fffu) << 13}, sub = {113u << 23};
-    uint32_t exp = o.u & 0x0f800000u;
-
-    o.u += (127u - 15u) << 23;
-    if (exp == 0x0f800000u)
-        o.u += (128u - 16u) << 23;
-    else if (exp == 0) {
-        o.u += 1u << 23;
-        o.f -= sub.f;
-    }
-    o.u |= (uint32_t)(h & 0x8000u) << 16;
-    return o.f;
-}
-
 /* One lane of one 2-byte tile as f32 into out[0 .. k). */
 DUET_CPU_CLONES static void widen_lane(const duet_gemv_weight *w, const uint16_t *words, uint32_t j,
                                        float *out)
@@ -679,7 +657,7 @@ DUET_CPU_CLONES static void widen_lane(const duet_gemv_weight *w, const uint16_t
 
     if (w->fmt == DUET_GEMV_F16) {
         for (uint32_t col = 0; col < k; col++)
-            out[col] = half_to_f32(words[(size_t)col / 2 * 32 + (col & 1u) * TILE + j]);
+            out[col] = duet__cpu_f16_to_f32(words[(size_t)col / 2 * 32 + (col & 1u) * TILE + j]);
         return;
     }
     for (uint32_t col = 0; col < k; col++)

@@ -140,7 +140,8 @@ static const char *store_name(duet_cpu_store store)
  * quantised weights where oneDNN has a bf16 matmul and the own kernels vdpbf16ps, else f32. */
 static duet_status resolve_types(duet_worker *w)
 {
-    bool bf16_here = duet__cpu_dnn_has_bf16(w->dnn) && w->gemv == &duet__gemv_avx512_ops;
+    bool dnn_bf16 = duet__cpu_dnn_has_bf16(w->dnn);
+    bool bf16_here = dnn_bf16 && w->gemv == &duet__gemv_avx512_ops;
     const char *dt = w->req_dtype, *wt = w->req_weights;
 
     if (strcmp(wt, "auto") == 0)
@@ -153,7 +154,7 @@ static duet_status resolve_types(duet_worker *w)
         w->bf16 = bf16_here && (w->quant != DUET_CPU_QUANT_NONE || w->store == DUET_CPU_STORE_BF16);
     else
         w->bf16 = strcmp(dt, "bf16") == 0;
-    if (w->bf16 && !duet__cpu_dnn_has_bf16(w->dnn))
+    if (w->bf16 && !dnn_bf16)
         return fail(
             w, DUET_STATUS_UNSUPPORTED,
             "cpu worker: %s.dtype = \"bf16\" needs a CPU with AVX512-BF16 or AMX, where "
