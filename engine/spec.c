@@ -189,15 +189,22 @@ duet_status duet__engine_draft_prefill(duet_engine *e, const duet_sched_output *
     return duet__worker_run(e, 1, &b, &o);
 }
 
-/* Lookahead of each scheduled sequence, from its group, capped at the step's k. */
-static void seq_lookahead(const duet_sched_output *so, struct duet__spec *sp, uint32_t k)
+/* Lookahead of each scheduled sequence, from its group, capped at the step's k and at the
+ * positions left below max_model_len (the least max_position of both models): scoring k
+ * proposals feeds the target positions T - 1 .. T + k - 1, so k <= max_model_len - T. A sequence
+ * at the limit gets k = 0 (a plain decode, the last token it may produce). */
+static void seq_lookahead(const duet_engine *e, const duet_sched_output *so, struct duet__spec *sp,
+                          uint32_t k)
 {
     uint32_t n = 0;
 
     for (uint32_t g = 0; g < so->num_groups; g++)
-        for (uint32_t i = 0; i < so->groups[g].num_seqs; i++) {
-            uint32_t la = so->groups[g].num_lookahead_slots;
-            sp->ss[n++].k = la < k ? la : k;
+        for (uint32_t i = 0; i < so->groups[g].num_seqs; i++, n++) {
+            uint32_t la = so->groups[g].num_lookahead_slots, len = e->sc.seqs[n].pos + 1;
+            uint32_t room = len < e->max_model_len ? e->max_model_len - len : 0;
+
+            la = la < k ? la : k;
+            sp->ss[n].k = la < room ? la : room;
         }
 }
 
@@ -505,7 +512,7 @@ duet_status duet__engine_spec_decode(duet_engine *e, const duet_sched_output *so
         return duet__engine_fail(e, DUET_STATUS_INTERNAL, "k %u too large", k);
     if (!spec_reserve(sb, n ? n : 1, n * (k + 1) + 1, n * k + 1, max_lp))
         return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
-    seq_lookahead(so, sb, k);
+    seq_lookahead(e, so, sb, k);
     build_batches(e, n, sb, &rt, &rd);
     for (uint32_t i = 0; i < n; i++)
         n_spec += sb->ss[i].k > 0;

@@ -157,7 +157,7 @@ static void worker_greedy(const int32_t *prompt, uint32_t n, uint32_t max_tokens
                              .section = "target"};
     duet_cache_config cc = {.struct_size = sizeof(cc), .block_size = 16, .num_blocks = 16};
     uint32_t table[16];
-    int32_t tokens[256];
+    int32_t tokens[256 + MAX_GEN];
 
     ck_assert_int_eq(duet_host_create(cfg, DUET_LOG_ERROR, &host), DUET_STATUS_OK);
     wp.host = duet_host_services_of(host);
@@ -468,6 +468,51 @@ START_TEST(test_prompt_longer_than_max_model_len_is_refused_with_a_message)
     ck_assert(!duet_engine_has_unfinished(e));
     duet_engine_destroy(e);
     duet_config_destroy(cfg);
+}
+END_TEST
+
+/*
+ * A sequence near the position limit: max_model_len is the model's 256 positions, prompts of 250
+ * and 253 tokens, max_tokens 20. Each ends with `length` at 257 tokens (vLLM's rule: a sequence
+ * longer than max_model_len stops), equal to the worker alone; with a draft (k = 4, another
+ * draft and the target itself, serial and overlapped) scoring never asks for a position past 255.
+ */
+static void position_limit_holds(const char *const *sets)
+{
+    duet_config *cfg = config_of(sets);
+    duet_engine *e = engine_of(cfg);
+    static const uint32_t lens[2] = {250, 253};
+    int32_t prompt[256], want[MAX_GEN];
+    struct run runs[3] = {0};
+
+    for (uint32_t j = 0; j < 256; j++)
+        prompt[j] = (int32_t)(3 + (j * 13) % (VOCAB - 3));
+    for (uint32_t i = 0; i < 2; i++)
+        runs[i].id = add(e, prompt, lens[i], 20, true);
+    runs[2].id = add(e, prompt, 5, 20, true); /* a short neighbour, finished by max_tokens */
+    run_all(e, runs, 3);
+    for (uint32_t i = 0; i < 2; i++) {
+        ck_assert_int_eq(runs[i].finish, DUET_FINISH_LENGTH);
+        ck_assert_uint_eq(runs[i].n_ids, 257 - lens[i]);
+        worker_greedy(prompt, lens[i], runs[i].n_ids, want);
+        for (uint32_t j = 0; j < runs[i].n_ids; j++)
+            ck_assert_msg(runs[i].ids[j] == want[j], "prompt %u token %u: engine %d, worker %d",
+                          lens[i], j, runs[i].ids[j], want[j]);
+    }
+    ck_assert_uint_eq(runs[2].n_ids, 20);
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
+}
+
+START_TEST(test_sequences_at_the_position_limit_end_with_length)
+{
+    static const char *const at_limit[] = {"scheduler.max_model_len=256", NULL};
+
+    position_limit_holds(at_limit);
+    position_limit_holds(spec_sets(false, 4, at_limit));
+    position_limit_holds(spec_sets(true, 4, at_limit));
+    ck_assert_int_eq(setenv("DUET_FORCE_OVERLAP", "1", 1), 0);
+    position_limit_holds(spec_sets(false, 4, at_limit));
 }
 END_TEST
 
@@ -1194,6 +1239,7 @@ static Suite *engine_suite(void)
         {"limits", test_max_tokens_and_stop_ids_are_honoured_exactly},
         {"abort", test_abort_mid_generation_frees_every_block},
         {"refusal", test_prompt_longer_than_max_model_len_is_refused_with_a_message},
+        {"position-limit", test_sequences_at_the_position_limit_end_with_length},
         {"logprobs", test_logprobs_of_greedy_tokens_rank_them_first},
         {"draft", test_draft_with_another_vocabulary_is_refused},
         {"prompt-logprobs", test_prompt_logprobs_agree_with_decoding},
