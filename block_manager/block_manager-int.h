@@ -199,7 +199,9 @@ duet_status duet__table_append(duet_block_manager *bm, struct duet__table *t, co
 void duet__table_fork(duet_block_manager *bm, const struct duet__table *parent,
                       struct duet__table *child);
 void duet__table_release_blocks(duet_block_manager *bm, struct duet__table *t);
-/* vLLM's get_num_blocks_touched_by_append_slots: blocks covering the next n slots. */
+/* Blocks appending n slots takes from the pool: new ones, and copies of shared ones (vLLM's
+ * get_num_blocks_touched_by_append_slots counts every touched block; that over-count refuses a
+ * sequence whose last, partial block fills the pool forever). */
 uint32_t duet__table_append_touched(const duet_block_manager *bm, const struct duet__table *t,
                                     uint64_t n_slots);
 /* Blocks a prompt needs, with cached blocks in use credited (an upper bound). */

@@ -250,13 +250,14 @@ duet_status duet__table_append(duet_block_manager *bm, struct duet__table *t, co
 uint32_t duet__table_append_touched(const duet_block_manager *bm, const struct duet__table *t,
                                     uint64_t n_slots)
 {
-    uint32_t bs = bm->params.block_size, rest = t->num_tokens % bs, first = bs - rest;
+    struct append_plan plan = {0};
 
-    if (n_slots == 0)
-        return rest ? 1 : 0;
-    if (n_slots <= first)
-        return 1;
-    return (uint32_t)(1 + cdiv(n_slots - first, bs));
+    /* Every slot counted as written: blocks beyond the table's empty slots, and the shared
+     * blocks the slots land in (copied on write). vLLM counts each touched block as new, so a
+     * sequence whose partial last block fills the pool could never append, and was preempted
+     * and re-admitted forever. */
+    plan_append(bm, t, n_slots, n_slots, &plan);
+    return (uint32_t)(plan.new_blocks + plan.copies);
 }
 
 /* ---- fork, free, computed prefix --------------------------------------------------------- */

@@ -2088,7 +2088,9 @@ static void soak_finish(struct soak *k, duet_scheduler_stats *total)
     ck_assert_uint_eq(free_dev(), k->c.gpu);
     ck_assert_uint_eq(free_host(), k->c.cpu);
     duet_scheduler_stats_get(s, &st);
-    ck_assert_uint_gt(st.preempted_recompute + st.preempted_swap, 0);
+    ck_assert_msg(st.preempted_recompute + st.preempted_swap > 0,
+                  "no preemption (lookahead %u, preemption %d, caching %d, %u host blocks)",
+                  k->c.lookahead, (int)k->c.preemption, (int)k->c.caching, k->c.cpu);
     total->preempted_recompute += st.preempted_recompute;
     total->preempted_swap += st.preempted_swap;
     total->swap_fallbacks += st.swap_fallbacks;
@@ -2121,7 +2123,9 @@ static void soak_policy(bool chunked, duet_sched_policy policy)
         for (uint32_t la = 0; la <= 4; la += 4) {
             struct cfg c = cfg_default();
 
-            c.gpu = SOAK_GPU, c.cpu = m == 3 ? 6 : 128, c.max_num_seqs = 8;
+            /* A smaller pool with prefix caching, which shares blocks: every run preempts. */
+            c.gpu = m >= 4 ? SOAK_GPU - 8 : SOAK_GPU, c.cpu = m == 3 ? 6 : 128;
+            c.max_num_seqs = 8;
             c.max_model_len = SOAK_MAX_LEN, c.max_batched = chunked ? 16 : SOAK_MAX_LEN;
             c.chunked = chunked, c.policy = policy, c.lookahead = la, c.eos = SOAK_EOS;
             c.preemption = modes[m < 4 ? m : m == 4 ? 0 : 2];

@@ -135,8 +135,10 @@ DUET_API duet_status duet_block_manager_allocate(duet_block_manager *bm, const u
 /* ---- decoding ---------------------------------------------------------------------------- */
 
 /* Whether every seqs[i] can take n_new[i] more tokens (n_new may be NULL: none) plus
- * num_lookahead_slots empty slots: the worst case, every touched block new or copied (vLLM's
- * count). No watermark. Unknown or swapped sequences make it false, with a message. */
+ * num_lookahead_slots empty slots: the blocks past the table's empty slots, plus a copy of each
+ * shared block the slots land in (vLLM counts every touched block, so a sequence whose partial
+ * last block fills the pool could never append). No watermark. Unknown or swapped sequences make it
+ * false, with a message. */
 DUET_API bool duet_block_manager_can_append_slots(duet_block_manager *bm, const uint64_t *seqs,
                                                   const uint32_t *n_new, uint32_t n_seqs,
                                                   uint32_t num_lookahead_slots);
