@@ -88,6 +88,32 @@ static duet_status grow_book(duet_worker *w, size_t n_segs, size_t n_tok)
     return DUET_STATUS_OK;
 }
 
+/* Whether every logit is finite: x - x is 0 for a finite x and NaN for NaN or infinity, so one
+ * vectorisable pass (about vocab / 16 cycles) sums to 0 exactly when the row is clean. */
+static bool row_finite(const float *logits, size_t V)
+{
+    float acc = 0.0f;
+
+    for (size_t i = 0; i < V; i++)
+        acc += logits[i] - logits[i];
+    return acc == 0.0f;
+}
+
+/* An output row whose logits were not all finite: nothing sampled (DUET_TOKEN_NONFINITE). */
+static void nonfinite_row(const duet_batch *b, duet_batch_output *o, int64_t row, size_t V)
+{
+    size_t M = b->max_logprobs;
+
+    o->tokens[row] = DUET_TOKEN_NONFINITE;
+    if (b->flags & DUET_BATCH_WANT_PROBS)
+        memset(o->probs + row * V, 0, V * sizeof(float));
+    if (b->flags & DUET_BATCH_WANT_LOGPROBS) {
+        o->token_logprobs[row] = NAN;
+        for (size_t k = 0; k < M; k++)
+            o->logprobs[(size_t)row * M + k] = (duet_logprob){-1, NAN};
+    }
+}
+
 static void emit_row(duet_worker *w, const duet_batch *b, duet_batch_output *o,
                      const struct row_dest *r, const float *logits)
 {
@@ -95,7 +121,9 @@ static void emit_row(duet_worker *w, const duet_batch *b, duet_batch_output *o,
     const duet_sampling_params *sp = &r->q->sampling;
     size_t V = w->d->vocab_size, M = b->max_logprobs;
 
-    if (r->out_row >= 0) {
+    if (r->out_row >= 0 && !row_finite(logits, V)) {
+        nonfinite_row(b, o, r->out_row, V);
+    } else if (r->out_row >= 0) {
         bool lp = b->flags & DUET_BATCH_WANT_LOGPROBS;
         duet_logprob *top = lp && M ? o->logprobs + (size_t)r->out_row * M : NULL;
         uint32_t n_top = lp ? sp->n_logprobs : 0;
@@ -183,7 +211,8 @@ static duet_status draft_step(duet_worker *w, const duet_batch *b, duet_batch_ou
 
         if (q->n_draft_steps < step)
             continue;
-        s->tokens[n] = o->tokens[prev];
+        /* After a non-finite row the draft goes on with token 0; its rows repeat the mark. */
+        s->tokens[n] = o->tokens[prev] < 0 ? 0 : o->tokens[prev];
         s->segs[n] = (duet_cpu_seg){q->block_table, pos, 1, n};
         s->logit_rows[n] = n;
         dest[n] = (struct row_dest){q, (int64_t)(prev + 1), -1, -1, (uint64_t)pos + 1};
@@ -194,6 +223,9 @@ static duet_status draft_step(duet_worker *w, const duet_batch *b, duet_batch_ou
     st = duet__cpu_forward(w, s->segs, n, s->tokens, n, s->logit_rows, n);
     if (!st)
         emit_rows(w, b, o, dest, n);
+    for (uint32_t i = 0; !st && i < n; i++)
+        if (o->tokens[dest[i].out_row - 1] == DUET_TOKEN_NONFINITE)
+            nonfinite_row(b, o, dest[i].out_row, w->d->vocab_size);
     return st;
 }
 

@@ -28,6 +28,9 @@
 
 #include <pthread.h>
 
+/* KV blocks of each pool at most (the block manager tracks 2^30 device and host blocks). */
+#define DUET_ENGINE_MAX_BLOCKS (1u << 29)
+
 struct duet__eworker {
     duet_plugin *plugin;         /* loaded, checked */
     const duet_worker_plugin *t; /* its table */
@@ -53,6 +56,8 @@ struct duet__req {
     duet_finish_reason finish;
     uint32_t num_preemptions;
     uint32_t proposed, accepted; /* draft tokens proposed for it, and accepted */
+    char *error;                 /* why a worker failed it (DUET_FINISH_ERROR); NULL */
+    bool fail_pending;           /* error set this step: the scheduler aborts it after the step */
 };
 
 /* Per-step buffers, grown to the largest step seen. */
@@ -112,6 +117,10 @@ double duet__now_s(void);
 uint64_t duet__now_ns(void);
 
 /* step.c */
+/* Fails the request of scheduled sequence i: worker `which` (0 target, 1 draft) gave a row of
+ * non-finite logits for position pos. The request ends with DUET_FINISH_ERROR after the step;
+ * its sequence must not be committed. */
+void duet__fail_nonfinite(duet_engine *e, uint32_t i, uint32_t which, uint32_t pos);
 /* Grows *p (elements of elem bytes, capacity *cap) to hold want; false when out of memory. */
 bool duet__grow(void **p, uint32_t *cap, uint32_t want, size_t elem);
 duet_status duet__engine_step(duet_engine *e, const duet_step_output **out);

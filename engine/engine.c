@@ -6,6 +6,8 @@
 
 #include "engine-int.h"
 
+#include <duet/model.h>
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -21,6 +23,20 @@ duet_status duet__engine_fail(duet_engine *e, duet_status st, const char *fmt, .
     vsnprintf(e->error, sizeof(e->error), fmt, ap);
     va_end(ap);
     return st;
+}
+
+/* A warning through the host's logger (stderr unless the host routes it). */
+static void engine_warn(duet_engine *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void engine_warn(duet_engine *e, const char *fmt, ...)
+{
+    const duet_host_services *h = duet_host_services_of(e->host);
+    char msg[768];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    h->log(h->ctx, DUET_LOG_WARN, "engine", msg);
 }
 
 uint64_t duet__now_ns(void)
@@ -56,6 +72,8 @@ const char *duet_finish_reason_str(duet_finish_reason f)
         return "abort";
     case DUET_FINISH_IGNORED:
         return "ignored";
+    case DUET_FINISH_ERROR:
+        return "error";
     }
     return "unknown";
 }
@@ -87,6 +105,28 @@ static const char *cfg_str(const duet_config *cfg, const char *key, const char *
     return duet_config_get_string(cfg, key, &v) == DUET_STATUS_OK ? v : dflt;
 }
 
+/* The configuration key that sizes a worker's KV cache. */
+static const char *budget_key(const struct duet__eworker *wk)
+{
+    return wk->t && !strcmp(wk->t->name, "cpu") ? "cache.cpu_kv_space_gib"
+                                                : "cache.memory_fraction";
+}
+
+/* <section>.check_values: every weight of the model in dir finite, else the tensor named. */
+static duet_status check_values(duet_engine *e, const char *key, const char *dir)
+{
+    duet_model *m = NULL;
+    char msg[768];
+    duet_status st = duet_model_create(dir, 0, &m, msg, sizeof(msg));
+
+    if (!st)
+        st = duet_model_check_values(m, 0, msg, sizeof(msg));
+    duet_model_destroy(m);
+    if (st)
+        return duet__engine_fail(e, st, "%s: %s: %s", key, dir, msg);
+    return DUET_STATUS_OK;
+}
+
 /* Loads, checks and creates the worker of `section`, describes it and sizes its cache. */
 static duet_status worker_open(duet_engine *e, struct duet__eworker *wk, const char *section,
                                duet_worker_role role, const char *model_dir)
@@ -99,6 +139,12 @@ static duet_status worker_open(duet_engine *e, struct duet__eworker *wk, const c
                              .host = duet_host_services_of(e->host)};
     duet_status st;
 
+    snprintf(key, sizeof(key), "%s.check_values", section);
+    if (cfg_bool(e->cfg, key)) {
+        st = check_values(e, key, model_dir);
+        if (st)
+            return st;
+    }
     snprintf(key, sizeof(key), "%s.worker", section);
     st = duet_plugin_load(cfg_str(e->cfg, key, "cpu"), cfg_str(e->cfg, "plugin_dir", NULL), wp.host,
                           &wk->plugin, msg, sizeof(msg));
@@ -116,10 +162,12 @@ static duet_status worker_open(duet_engine *e, struct duet__eworker *wk, const c
     if (!st)
         st = wk->t->cache_geometry(wk->w, &wk->geom);
     if (!st && (wk->info.vocab_size == 0 || wk->geom.block_bytes == 0 || wk->geom.num_blocks == 0))
-        return duet__engine_fail(
-            e, DUET_STATUS_CAPACITY,
-            "%s: %s: no KV block fits the cache budget (vocab %u, %llu blocks)", section, model_dir,
-            wk->info.vocab_size, (unsigned long long)wk->geom.num_blocks);
+        return duet__engine_fail(e, DUET_STATUS_CAPACITY,
+                                 "%s: %s: no KV block of %u tokens (%llu bytes) fits the cache "
+                                 "budget: raise %s or lower cache.block_size (vocab %u)",
+                                 section, model_dir, e->block_size,
+                                 (unsigned long long)wk->geom.block_bytes, budget_key(wk),
+                                 wk->info.vocab_size);
     if (st)
         return duet__engine_fail(e, st, "%s: %s", section, wk->t->last_error(wk->w));
     return DUET_STATUS_OK;
@@ -143,8 +191,8 @@ static bool same_device(const duet_engine *e)
  */
 static duet_status caches_init(duet_engine *e)
 {
-    uint64_t blocks = UINT32_MAX, bytes_sum = 0, swap = 0;
-    bool can_swap = true;
+    uint64_t blocks = UINT64_MAX, bytes_sum = 0, swap = 0;
+    bool can_swap = true, all_cpu = true;
     double gib = cfg_float(e->cfg, "cache.swap_space_gib", 4.0);
 
     for (uint32_t i = 0; i < e->n_workers; i++) {
@@ -153,19 +201,34 @@ static duet_status caches_init(duet_engine *e)
             blocks = wk->geom.num_blocks;
         bytes_sum += wk->geom.block_bytes;
         can_swap = can_swap && (wk->t->caps & DUET_CAP_SWAP);
+        all_cpu = all_cpu && !strcmp(wk->t->name, "cpu");
     }
-    if (same_device(e))
-        blocks = e->workers[0].geom.num_blocks * e->workers[0].geom.block_bytes / bytes_sum;
+    if (same_device(e)) /* long double: num_blocks × block_bytes may pass 2^64 */
+        blocks = (uint64_t)((long double)e->workers[0].geom.num_blocks *
+                            e->workers[0].geom.block_bytes / bytes_sum);
     if (!blocks)
-        return duet__engine_fail(
-            e, DUET_STATUS_CAPACITY,
-            "the KV budget holds no block of the target and the draft together "
-            "(%llu bytes a block)",
-            (unsigned long long)bytes_sum);
+        return duet__engine_fail(e, DUET_STATUS_CAPACITY,
+                                 "the KV budget holds no block of the target and the draft "
+                                 "together (%llu bytes a block): raise %s",
+                                 (unsigned long long)bytes_sum, budget_key(&e->workers[0]));
+    if (blocks > DUET_ENGINE_MAX_BLOCKS) {
+        engine_warn(e, "%s gives %llu KV blocks; using %u, the most the block manager tracks",
+                    budget_key(&e->workers[0]), (unsigned long long)blocks, DUET_ENGINE_MAX_BLOCKS);
+        blocks = DUET_ENGINE_MAX_BLOCKS;
+    }
+    /* The default swap space is host memory set aside for preempted sequences; on a CPU-only
+     * engine the KV cache is host memory already, so only an explicit setting reserves it. */
+    if (all_cpu && !duet_config_is_set(e->cfg, "cache.swap_space_gib"))
+        gib = 0;
     if (can_swap && gib > 0)
         swap = (uint64_t)(gib * 1073741824.0) / bytes_sum;
+    if (swap > DUET_ENGINE_MAX_BLOCKS) {
+        engine_warn(e, "cache.swap_space_gib gives %llu swap blocks; using %u",
+                    (unsigned long long)swap, DUET_ENGINE_MAX_BLOCKS);
+        swap = DUET_ENGINE_MAX_BLOCKS;
+    }
     e->num_blocks = (uint32_t)blocks;
-    e->num_swap = swap > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)swap;
+    e->num_swap = (uint32_t)swap;
     for (uint32_t i = 0; i < e->n_workers; i++) {
         struct duet__eworker *wk = &e->workers[i];
         duet_cache_config cc = {.struct_size = sizeof(cc),
@@ -174,9 +237,11 @@ static duet_status caches_init(duet_engine *e)
                                 .num_swap_blocks = e->num_swap};
         duet_status st = wk->t->init_cache(wk->w, &cc);
         if (st)
-            return duet__engine_fail(e, st, "%s: init_cache (%u blocks, %u swap blocks): %s",
+            return duet__engine_fail(e, st,
+                                     "%s: init_cache (%u blocks, %u swap blocks: %s, "
+                                     "cache.swap_space_gib): %s",
                                      i ? "speculative" : "target", cc.num_blocks,
-                                     cc.num_swap_blocks, wk->t->last_error(wk->w));
+                                     cc.num_swap_blocks, budget_key(wk), wk->t->last_error(wk->w));
     }
     return DUET_STATUS_OK;
 }
@@ -202,6 +267,40 @@ static duet_status sched_params(duet_engine *e, duet_scheduler_params *sp)
     return DUET_STATUS_OK;
 }
 
+/*
+ * One sequence of max_model_len tokens must fit the KV cache, or it is preempted and re-admitted
+ * for ever (vLLM refuses to start then). Its prompt is admitted with the block manager's
+ * watermark kept free, and its last decode holds max_model_len tokens plus the lookahead slots.
+ * A larger max_model_len (the models' or the configured one) is lowered to what fits, with a
+ * warning naming the keys.
+ */
+static duet_status fit_max_model_len(duet_engine *e, const duet_block_manager_params *bp)
+{
+    uint64_t wm = (uint64_t)(bp->watermark * bp->num_device_blocks);
+    uint64_t slots = (uint64_t)bp->num_device_blocks * bp->block_size;
+    uint64_t prompt =
+        wm < bp->num_device_blocks ? (bp->num_device_blocks - wm) * bp->block_size : 0;
+    uint64_t fit = slots > e->k ? slots - e->k : 0;
+    const char *key = budget_key(&e->workers[0]);
+
+    fit = prompt < fit ? prompt : fit;
+    if (fit >= e->max_model_len)
+        return DUET_STATUS_OK;
+    if (fit == 0)
+        return duet__engine_fail(
+            e, DUET_STATUS_CAPACITY,
+            "the KV cache (%u blocks of %u tokens) holds no sequence: raise %s",
+            bp->num_device_blocks, bp->block_size, key);
+    engine_warn(e,
+                "max_model_len %u does not fit the KV cache (%u blocks of %u tokens%s%s): using "
+                "%llu; raise %s or set scheduler.max_model_len to at most that",
+                e->max_model_len, bp->num_device_blocks, bp->block_size,
+                e->k ? ", lookahead of speculative.num_tokens" : "", wm ? ", watermark" : "",
+                (unsigned long long)fit, key);
+    e->max_model_len = (uint32_t)fit;
+    return DUET_STATUS_OK;
+}
+
 static duet_status sched_init(duet_engine *e)
 {
     duet_block_manager_params bp;
@@ -220,6 +319,9 @@ static duet_status sched_init(duet_engine *e)
     bp.block_size = e->block_size;
     bp.num_device_blocks = e->num_blocks;
     bp.num_host_blocks = e->num_swap;
+    st = fit_max_model_len(e, &bp);
+    if (st)
+        return st;
     bp.prefix_caching = cfg_bool(e->cfg, "cache.prefix_caching");
     for (uint32_t i = 0; i < e->n_workers && bp.prefix_caching; i++)
         if (!(e->workers[i].t->caps & DUET_CAP_PREFIX_CACHE))
@@ -354,6 +456,7 @@ void duet__req_free(struct duet__req *r)
     free(r->logprobs);
     free(r->prompt_lp);
     free(r->prompt_top);
+    free(r->error);
     free(r);
 }
 

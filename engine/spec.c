@@ -268,9 +268,13 @@ static void score_init(duet_engine *e, const duet_sched_output *so, struct duet_
                              .probs = &sb->tprobs[(size_t)r0 * sb->vocab],
                              .token_logprobs = max_lp ? &sb->tlp[r0] : NULL,
                              .logprobs = max_lp ? &sb->lps[(size_t)r0 * max_lp] : NULL};
-    for (uint32_t i = lo; i < hi; i++)
-        memcpy(&sb->feed[sb->ss[i].trow + 1], &sb->dtok[sb->ss[i].drow],
-               sb->ss[i].k * sizeof(int32_t));
+    for (uint32_t i = lo; i < hi; i++) {
+        int32_t *f = &sb->feed[sb->ss[i].trow + 1];
+
+        memcpy(f, &sb->dtok[sb->ss[i].drow], sb->ss[i].k * sizeof(int32_t));
+        for (uint32_t j = 0; j < sb->ss[i].k; j++)
+            f[j] = f[j] < 0 ? 0 : f[j]; /* a failed draft row: scored, then dropped */
+    }
     duet__batch_init(so, &e->sc.seqs[lo], hi - lo, flags, max_lp, b);
 }
 
@@ -390,6 +394,24 @@ static duet_status verify_one(duet_engine *e, uint32_t i, const struct duet__spe
     return DUET_STATUS_OK;
 }
 
+/* Whether a row of sequence i was non-finite (the draft's first): then its request fails. */
+static bool nonfinite_rows(duet_engine *e, uint32_t i, const struct duet__spec *sb)
+{
+    const struct spec_seq *s = &sb->ss[i];
+
+    for (uint32_t j = 0; j < s->k; j++)
+        if (sb->dtok[s->drow + j] == DUET_TOKEN_NONFINITE) {
+            duet__fail_nonfinite(e, i, 1, s->len - 1 + j);
+            return true;
+        }
+    for (uint32_t j = 0; j <= s->k; j++)
+        if (sb->ttok[s->trow + j] == DUET_TOKEN_NONFINITE) {
+            duet__fail_nonfinite(e, i, 0, s->len - 1 + j);
+            return true;
+        }
+    return false;
+}
+
 static duet_status commit_all(duet_engine *e, uint32_t n, const struct duet__spec *sb,
                               uint32_t max_lp)
 {
@@ -401,6 +423,8 @@ static duet_status commit_all(duet_engine *e, uint32_t n, const struct duet__spe
         const struct spec_seq *s = &sb->ss[i];
         uint32_t m = 0;
 
+        if (nonfinite_rows(e, i, sb))
+            continue;
         st = verify_one(e, i, sb, emitted, &m);
         if (st)
             break;

@@ -249,11 +249,54 @@ duet_status duet__engine_run_plain(duet_engine *e, const duet_sched_output *so)
     for (uint32_t i = 0; !st && i < so->num_seqs; i++) {
         if (!e->sc.seqs[i].n_outputs)
             continue;
+        if (e->sc.tokens[row] == DUET_TOKEN_NONFINITE) {
+            duet__fail_nonfinite(e, i, 0, e->sc.seqs[i].pos + e->sc.seqs[i].n_tokens - 1);
+            row++;
+            continue;
+        }
         st = duet__commit(e, i, &e->sc.tokens[row], 1, max_lp ? &e->sc.token_logprobs[row] : NULL,
                           max_lp ? &e->sc.logprobs[(size_t)row * max_lp] : NULL, max_lp);
         row++;
     }
     return st;
+}
+
+void duet__fail_nonfinite(duet_engine *e, uint32_t i, uint32_t which, uint32_t pos)
+{
+    struct duet__req *r = e->sc.owner[i];
+    const char *dir = "";
+    char msg[1024];
+    int n;
+
+    if (r->fail_pending || r->error)
+        return;
+    duet_config_get_string(e->cfg, which ? "speculative.draft_model" : "model", &dir);
+    n = snprintf(msg, sizeof(msg),
+                 "the %s model %s gave non-finite logits (NaN or infinity) at position %u: its "
+                 "weights or activations overflow (%s.check_values = true checks the weights at "
+                 "load)",
+                 which ? "draft" : "target", dir, pos, which ? "speculative" : "target");
+    r->error = malloc((size_t)n + 1);
+    if (r->error)
+        memcpy(r->error, msg, (size_t)n + 1);
+    r->fail_pending = true;
+    e->m.failed_requests++;
+}
+
+/* Ends the requests failed by this step (after every commit: aborting frees their tables). */
+static duet_status abort_failed(duet_engine *e)
+{
+    for (uint32_t i = 0; i < e->n_reqs; i++) {
+        struct duet__req *r = e->reqs[i];
+
+        if (!r->fail_pending)
+            continue;
+        r->fail_pending = false;
+        if (duet_scheduler_abort(e->sched, r->id))
+            return duet__engine_fail(e, DUET_STATUS_INTERNAL, "scheduler abort: %s",
+                                     duet_scheduler_error(e->sched));
+    }
+    return DUET_STATUS_OK;
 }
 
 static duet_finish_reason finish_of(duet_sched_finish f)
@@ -296,7 +339,7 @@ static duet_status retire(duet_engine *e, const duet_sched_result *res)
     r->n_ids = n;
     if (r->first_new > n)
         r->first_new = n;
-    r->finish = finish_of(res->finish);
+    r->finish = r->error ? DUET_FINISH_ERROR : finish_of(res->finish);
     r->num_preemptions = res->num_preemptions;
     memmove(&e->reqs[idx], &e->reqs[idx + 1], (e->n_reqs - idx - 1) * sizeof(*e->reqs));
     e->n_reqs--;
@@ -322,7 +365,8 @@ static void output_of(const struct duet__req *r, duet_request_output *o)
                               .n_prompt_logprobs = r->prompt_lp ? r->sampling.n_prompt_logprobs : 0,
                               .num_preemptions = r->num_preemptions,
                               .num_proposed = r->proposed,
-                              .num_accepted = r->accepted};
+                              .num_accepted = r->accepted,
+                              .error = r->error};
 }
 
 /* Collects finished requests, then lists every request that has news. */
@@ -398,6 +442,8 @@ duet_status duet__engine_step(duet_engine *e, const duet_step_output **out)
         else
             st = duet__engine_run_plain(e, so);
     }
+    if (!st)
+        st = abort_failed(e);
     if (!st)
         st = collect(e);
     *out = &e->step_out;

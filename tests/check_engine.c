@@ -22,6 +22,7 @@
 #include "test_dirs.h"
 
 #include <check.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <math.h>
 #include <stdio.h>
@@ -39,6 +40,8 @@ static char target_dir[4200];
 static char draft_dir[4200];
 static char small_target_dir[4200]; /* SMALL_VOCAB tokens, for the statistical test */
 static char small_draft_dir[4200];
+static char nan_target_dir[4200]; /* the target, NaN in one embedding row */
+static char nan_draft_dir[4200];  /* the draft, the same */
 static const char *plugin_path;
 static char err[4096];
 
@@ -62,6 +65,31 @@ static duet_model_desc small_llama(uint32_t vocab)
     d.eos_token_ids[0] = 2;
     d.torch_dtype = DUET_DTYPE_F32;
     return d;
+}
+
+#define NAN_TOKEN 7 /* the token whose embedding the nan-* models poison */
+
+/* Writes NaN over the first element of NAN_TOKEN's embedding row of the model in dir. */
+static bool poison(const char *dir)
+{
+    duet_model *m = NULL;
+    const duet_tensor *t;
+    char path[4400];
+    float nan = NAN;
+    bool ok;
+    int fd;
+
+    if (duet_model_create(dir, DUET_MODEL_QUIET, &m, err, sizeof(err)))
+        return false;
+    t = duet_model_tensor(m, "model.embed_tokens.weight");
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+    fd = open(path, O_WRONLY);
+    ok = t && fd >= 0 &&
+         pwrite(fd, &nan, 4, (off_t)(t->offset + 4 * (uint64_t)NAN_TOKEN * t->shape[1])) == 4;
+    if (fd >= 0)
+        close(fd);
+    duet_model_destroy(m);
+    return ok;
 }
 
 static bool models_generate(void)
@@ -98,6 +126,25 @@ static bool models_generate(void)
     if (duet__gen_model(&p, &msg) != DUET_STATUS_OK ||
         duet__gen_draft(&dp, &msg) != DUET_STATUS_OK) {
         fprintf(stderr, "check_engine: generating the small models: %s\n", err);
+        return false;
+    }
+    /* Copies of the target and of the draft (same seeds, same weights) whose embedding row of
+     * token NAN_TOKEN is NaN: only sequences that hold that token go wrong. */
+    snprintf(nan_target_dir, sizeof(nan_target_dir), "%s/nan-target", tmpdir);
+    snprintf(nan_draft_dir, sizeof(nan_draft_dir), "%s/nan-draft", tmpdir);
+    p = (struct duet__gen_params){
+        .desc = small_llama(VOCAB), .seed = 4242, .flags = DUET_MODEL_QUIET, .dir = nan_target_dir};
+    p.tail_from = p.desc.num_layers;
+    dp = (struct duet__draft_params){.num_layers = 1,
+                                     .noise = 0.05,
+                                     .seed = 7,
+                                     .flags = DUET_MODEL_QUIET,
+                                     .target_dir = target_dir,
+                                     .dir = nan_draft_dir};
+    if (duet__gen_model(&p, &msg) != DUET_STATUS_OK ||
+        duet__gen_draft(&dp, &msg) != DUET_STATUS_OK || !poison(nan_target_dir) ||
+        !poison(nan_draft_dir)) {
+        fprintf(stderr, "check_engine: generating the NaN models: %s\n", err);
         return false;
     }
     return true;
@@ -355,6 +402,7 @@ START_TEST(test_preemption_by_swap_keeps_greedy_output)
 END_TEST
 
 static const char *const *spec_sets(bool self, uint32_t k, const char *const *extra);
+static const char *const *spec_sets_of(const char *draft, uint32_t k, const char *const *extra);
 
 /* max_tokens 7, a stop id at the 6th token and max_tokens 1, on an engine built with sets. */
 static void stops_are_exact(const char *const *sets)
@@ -513,6 +561,145 @@ START_TEST(test_sequences_at_the_position_limit_end_with_length)
     position_limit_holds(spec_sets(true, 4, at_limit));
     ck_assert_int_eq(setenv("DUET_FORCE_OVERLAP", "1", 1), 0);
     position_limit_holds(spec_sets(false, 4, at_limit));
+}
+END_TEST
+
+/*
+ * The KV cache against max_model_len: 6 blocks of 16 tokens hold 96 tokens, less than the
+ * configured 128. The engine lowers max_model_len to what one sequence can use (96, less the
+ * lookahead slots with a draft), so a prompt above it is refused at add_request and one that fits
+ * ends with `length` at the limit — with and without chunked prefill, never retried forever
+ * (run_all's step budget).
+ */
+static void kv_capacity_holds(const char *const *sets, uint32_t limit)
+{
+    duet_config *cfg = config_of(sets);
+    duet_engine *e = engine_of(cfg);
+    int32_t prompt[128], want[MAX_GEN];
+    struct run runs[2] = {0};
+    duet_request_params p;
+    duet_engine_metrics m;
+    uint64_t id;
+
+    for (uint32_t j = 0; j < 128; j++)
+        prompt[j] = (int32_t)(3 + (j * 7) % (VOCAB - 3));
+    duet_request_params_init(&p);
+    p.prompt = prompt;
+    p.n_prompt = limit + 1;
+    ck_assert_int_eq(duet_engine_add_request(e, &p, &id), DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(duet_engine_error(e), "max_model_len") != NULL, "%s",
+                  duet_engine_error(e));
+    runs[0].id = add(e, prompt, limit - 10, 40, true);
+    runs[1].id = add(e, prompt, 20, 10, true);
+    run_all(e, runs, 2);
+    duet_engine_metrics_get(e, &m);
+    ck_assert_uint_eq(m.num_free_blocks, m.num_total_blocks);
+    ck_assert_int_eq(runs[0].finish, DUET_FINISH_LENGTH);
+    ck_assert_uint_eq(runs[0].n_ids, 11);
+    worker_greedy(prompt, limit - 10, 11, want);
+    for (uint32_t j = 0; j < 11; j++)
+        ck_assert_int_eq(runs[0].ids[j], want[j]);
+    ck_assert_int_eq(runs[1].finish, DUET_FINISH_LENGTH);
+    ck_assert_uint_eq(runs[1].n_ids, 10);
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
+}
+
+START_TEST(test_max_model_len_is_lowered_to_what_the_kv_cache_holds)
+{
+    static const char *const plain[] = {"cache.cpu_kv_space_gib=0.0000458", NULL};
+    static const char *const chunked[] = {
+        "cache.cpu_kv_space_gib=0.0000458", "scheduler.chunked_prefill=true",
+        "scheduler.max_num_batched_tokens=32", "scheduler.max_num_seqs=8", NULL};
+    static const char *const spec_chunked[] = {
+        "cache.cpu_kv_space_gib=0.0000916", "scheduler.chunked_prefill=true",
+        "scheduler.max_num_batched_tokens=32", "scheduler.max_num_seqs=8", NULL};
+
+    kv_capacity_holds(plain, 96);
+    kv_capacity_holds(chunked, 96);
+    kv_capacity_holds(spec_sets(true, 3, spec_chunked), 93);
+}
+END_TEST
+
+/*
+ * Non-finite logits fail only the request they hit. The nan-* models have NaN in the embedding of
+ * NAN_TOKEN: a prompt holding it ends with DUET_FINISH_ERROR and a message naming the model that
+ * failed; its neighbour, without the token, gets the clean target's greedy tokens. Plain decoding
+ * on the poisoned target, speculative with the poisoned target and with the poisoned draft.
+ */
+static void nonfinite_fails_one_request(const char *target, const char *const *sets,
+                                        const char *culprit)
+{
+    duet_config *cfg = config_for(target, sets);
+    duet_engine *e = engine_of(cfg);
+    int32_t good[64], bad[64], want[MAX_GEN];
+    uint32_t n = prompt_of(0, good);
+    struct run runs[2] = {0};
+    const duet_step_output *so;
+    bool seen_error = false;
+    duet_engine_metrics m;
+
+    worker_greedy(good, n, 12, want);
+    for (uint32_t j = 0; j < 12; j++)
+        ck_assert_int_ne(want[j], NAN_TOKEN); /* else the good request would hit it too */
+    memcpy(bad, good, n * sizeof(int32_t));
+    bad[n - 2] = NAN_TOKEN;
+    runs[0].id = add(e, bad, n, 12, true);
+    runs[1].id = add(e, good, n, 12, true);
+    for (int steps = 0; duet_engine_has_unfinished(e); steps++) {
+        ck_assert_int_lt(steps, 1000);
+        ck_assert_msg(duet_engine_step(e, &so) == DUET_STATUS_OK, "%s", duet_engine_error(e));
+        for (uint32_t j = 0; j < so->n_requests; j++) {
+            const duet_request_output *ro = &so->requests[j];
+            uint32_t i = ro->request_id == runs[0].id ? 0 : 1;
+
+            memcpy(runs[i].ids, ro->ids, ro->n_ids * sizeof(int32_t));
+            runs[i].n_ids = ro->n_ids;
+            runs[i].finish = ro->finish;
+            if (ro->finish == DUET_FINISH_ERROR) {
+                ck_assert_uint_eq(i, 0);
+                ck_assert_ptr_nonnull(ro->error);
+                ck_assert_msg(strstr(ro->error, culprit) && strstr(ro->error, "non-finite"), "%s",
+                              ro->error);
+                seen_error = true;
+            } else {
+                ck_assert_ptr_null(ro->error);
+            }
+        }
+    }
+    ck_assert(seen_error);
+    ck_assert_int_eq(runs[0].finish, DUET_FINISH_ERROR);
+    ck_assert_int_eq(runs[1].finish, DUET_FINISH_LENGTH);
+    ck_assert_uint_eq(runs[1].n_ids, 12);
+    for (uint32_t j = 0; j < 12; j++)
+        ck_assert_int_eq(runs[1].ids[j], want[j]);
+    duet_engine_metrics_get(e, &m);
+    ck_assert_uint_eq(m.failed_requests, 1);
+    ck_assert_uint_eq(m.num_free_blocks, m.num_total_blocks);
+    ck_assert_str_eq(duet_finish_reason_str(DUET_FINISH_ERROR), "error");
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
+}
+
+START_TEST(test_nonfinite_logits_fail_only_their_request)
+{
+    static const char *const check[] = {"target.check_values=true", NULL};
+    duet_config *cfg;
+    duet_engine *e = NULL;
+
+    nonfinite_fails_one_request(nan_target_dir, NULL, "target model");
+    nonfinite_fails_one_request(nan_target_dir, spec_sets(false, 3, NULL), "target model");
+    nonfinite_fails_one_request(target_dir, spec_sets_of(nan_draft_dir, 3, NULL), "draft model");
+    /* target.check_values refuses the poisoned weights at load, naming the tensor. */
+    cfg = config_for(nan_target_dir, check);
+    ck_assert_int_eq(duet_engine_create(cfg, &e, err, sizeof(err)), DUET_STATUS_BAD_FORMAT);
+    ck_assert_msg(strstr(err, "target.check_values") && strstr(err, "model.embed_tokens.weight"),
+                  "%s", err);
+    duet_config_destroy(cfg);
+    cfg = config_for(target_dir, check);
+    e = engine_of(cfg);
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
 }
 END_TEST
 
@@ -1240,6 +1427,8 @@ static Suite *engine_suite(void)
         {"abort", test_abort_mid_generation_frees_every_block},
         {"refusal", test_prompt_longer_than_max_model_len_is_refused_with_a_message},
         {"position-limit", test_sequences_at_the_position_limit_end_with_length},
+        {"kv-capacity", test_max_model_len_is_lowered_to_what_the_kv_cache_holds},
+        {"nonfinite", test_nonfinite_logits_fail_only_their_request},
         {"logprobs", test_logprobs_of_greedy_tokens_rank_them_first},
         {"draft", test_draft_with_another_vocabulary_is_refused},
         {"prompt-logprobs", test_prompt_logprobs_agree_with_decoding},

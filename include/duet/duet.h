@@ -54,6 +54,7 @@ typedef enum duet_finish_reason {
     DUET_FINISH_LENGTH = 2,  /* max_tokens, or max_model_len reached */
     DUET_FINISH_ABORT = 3,   /* duet_engine_abort() */
     DUET_FINISH_IGNORED = 4, /* could never run (it cannot fit the KV cache) */
+    DUET_FINISH_ERROR = 5,   /* the model failed it (non-finite logits): see .error */
 } duet_finish_reason;
 
 /* What one request produced in a step. Arrays are owned by the engine (see the top). */
@@ -78,6 +79,7 @@ typedef struct duet_request_output {
     uint32_t num_preemptions;            /* when finished: times it was preempted */
     uint32_t num_proposed;               /* draft tokens proposed for it so far */
     uint32_t num_accepted;               /* of those, accepted by verification */
+    const char *error; /* with DUET_FINISH_ERROR: what failed, naming the model; else NULL */
 } duet_request_output;
 
 /* The result of one step. */
@@ -112,7 +114,8 @@ typedef struct duet_engine_metrics {
                                                    (0-based; j < num_spec_tokens) */
     uint64_t accepted_at[DUET_MAX_SPEC_TOKENS]; /* [j]: of those, accepted */
     uint64_t preemptions;                       /* requests preempted */
-    double execute_s;                           /* seconds inside the target's execute() */
+    uint64_t failed_requests;    /* requests ended with DUET_FINISH_ERROR (non-finite logits) */
+    double execute_s;            /* seconds inside the target's execute() */
     double verify_s;             /* of those, in speculative scoring (k + 1 rows per sequence) */
     double draft_s;              /* seconds inside the draft's execute() */
     double overlap_s;            /* seconds both workers were inside execute() at once */

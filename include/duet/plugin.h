@@ -238,6 +238,11 @@ typedef struct duet_batch {
     const duet_seq *seqs;            /* see duet_batch_seq() */
 } duet_batch;
 
+/* duet_batch_output.tokens of a row whose logits held NaN or infinity: the worker sampled
+ * nothing (its probs row is zero, its log-probabilities NAN / token -1), and a draft step fed
+ * after it repeats the mark. The host fails that sequence's request, naming the model. */
+#define DUET_TOKEN_NONFINITE (-2)
+
 /* One entry of a top-N list. Unused entries (fewer candidates than N) have token -1. */
 typedef struct duet_logprob {
     int32_t token;
@@ -255,7 +260,8 @@ typedef struct duet_batch_output {
     uint32_t n_rows;               /* in: R, the capacity of the row arrays (checked) */
     int32_t *tokens;               /* [R] the sampled token of each row; for VERIFY, the emitted
                                       tokens (n_accepted[i] + 1 of them) from the sequence's first
-                                      row on, -1 after them */
+                                      row on, -1 after them; DUET_TOKEN_NONFINITE for a row whose
+                                      logits were not all finite (nothing sampled) */
     float *probs;                  /* [R][vocab_size] WANT_PROBS: the distribution each token was
                                       sampled from, after temperature, top-k, top-p and min-p
                                       (one-hot for greedy); NULL otherwise */
