@@ -16,7 +16,20 @@ expect() {
     name=$1 want=$2 pattern=$3
     shift 3
     "$run" "$@" >"$tmp/out" 2>&1
-    got=$?
+    judge $?
+}
+
+# expect_env NAME STATUS PATTERN VAR=VALUE ARGS...: expect, with VAR=VALUE in the environment
+expect_env() {
+    name=$1 want=$2 pattern=$3 var=$4
+    shift 4
+    env "$var" "$run" "$@" >"$tmp/out" 2>&1
+    judge $?
+}
+
+# judge STATUS: the verdict on $tmp/out for name, want and pattern
+judge() {
+    got=$1
     if [ "$got" -eq "$want" ] && grep -Eq -- "$pattern" "$tmp/out"; then
         passed=$((passed + 1))
     else
@@ -121,6 +134,51 @@ else
 fi
 expect "prefix caching needs the capability" 1 "cache.prefix_caching: plugin 'mock' cannot" \
     --config "$spec" --prompt-ids 5,6,7 --max-tokens 4
+# A prompt file must be a file of text lines.
+printf '1,2\n3,\0004\n' >"$tmp/nul-prompts"
+expect "a NUL byte in a prompts line names the line" 1 "nul-prompts:2: a NUL byte in the line" \
+    --config "$mock" --prompts "$tmp/nul-prompts"
+expect "a directory as --prompts is refused" 1 "--prompts $tmp: is a directory" \
+    --config "$mock" --prompts "$tmp"
+# A full disk: the write that failed is named.
+"$run" --config "$mock" --prompt-ids 5,6,7 --max-tokens 3 >/dev/full 2>"$tmp/out"
+got=$?
+want=1 name="a full disk is reported" pattern="writing the results to standard output: No space left"
+judge $got
+# One request's non-finite logits fail that request alone, with the reason; the run exits 1.
+expect_env "non-finite logits fail one request" 1 \
+    '"finish_reason": "error", "error": "the target model models/mock gave non-finite logits' \
+    DUET_MOCK_NONFINITE_TOKEN=3 --config "$mock" --prompts "$tmp/prompts" --max-tokens 5 --json
+expect_env "its neighbour finishes" 1 '^\{"request": 1, "prompt_ids": \[4, 5\], "ids": \[[0-9, ]+\], "finish_reason": "length"' \
+    DUET_MOCK_NONFINITE_TOKEN=3 --config "$mock" --prompts "$tmp/prompts" --max-tokens 5 --json
+expect_env "and the failure is counted" 1 "1 of 2 requests failed" \
+    DUET_MOCK_NONFINITE_TOKEN=3 --config "$mock" --prompts "$tmp/prompts" --max-tokens 5 --json
+# Results stream: a request is printed when it finishes, so the signal comes once one is out.
+# SIGINT / SIGTERM then abort the rest, which are printed with their tokens, then the summary;
+# the exit status is 128 + the signal.
+i=0
+while [ $i -lt 300 ]; do echo "$((5 + i % 80)),$((6 + i % 70)),7" && i=$((i + 1)); done >"$tmp/p300"
+for sig in INT TERM; do
+    DUET_MOCK_EXECUTE_US=3000 "$run" --config "$mock" --prompts "$tmp/p300" --max-tokens 100 \
+        --ignore-eos >"$tmp/out" 2>"$tmp/err" &
+    pid=$!
+    i=0
+    while ! grep -q "(length" "$tmp/out" && [ $i -lt 600 ]; do sleep 0.05 && i=$((i + 1)); done
+    kill -"$sig" $pid
+    wait $pid
+    got=$?
+    [ "$sig" = INT ] && code=130 || code=143
+    lines=$(grep -c '^request ' "$tmp/out")
+    if [ "$got" -eq "$code" ] && [ "$lines" -eq 300 ] && grep -q "(length, 100 tokens)" "$tmp/out" &&
+        grep -Eq "\(abort, [1-9][0-9]* tokens\)" "$tmp/out" && grep -q "^300 requests" "$tmp/out" &&
+        grep -q "stopped by signal" "$tmp/err"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        echo "FAIL: SIG$sig: exit $got (want $code), $lines request lines (want 300):"
+        tail -n 3 "$tmp/out" "$tmp/err" | sed 's/^/    /'
+    fi
+done
 expect "config is required" 2 "--config FILE is required" --check
 expect "bad prompt ids" 2 "invalid value for --prompt-ids: '1,,2'" --config "$mock" \
     --prompt-ids 1,,2

@@ -5,8 +5,10 @@
  * overrides), loads the target and draft plugins and checks them against the configuration. With
  * --check it prints the resolved configuration and each plugin's path, name, version, ABI and
  * capabilities, then exits 0. Without --check it builds the engine (duet/duet.h), queues one
- * request per prompt and steps the engine until every request finished, then prints each
- * request's generated ids (or, with --json, one object per request and a summary object).
+ * request per prompt and steps the engine until every request finished, printing each request's
+ * generated ids as it finishes (or, with --json, one object per request), then a summary. On
+ * SIGINT / SIGTERM it aborts the rest, prints them (finish "abort", with the tokens they had) and
+ * the summary, and exits with 128 + the signal.
  */
 #include "config.h"
 
@@ -21,9 +23,11 @@
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 enum { EXIT_USAGE = 2 };
@@ -344,12 +348,24 @@ static int prompts_read(const char *path, struct prompts *ps)
     int rc = 0;
     unsigned lineno = 0;
 
+    struct stat st;
+
     if (!f) {
         fprintf(stderr, "duet-run: --prompts %s: %s\n", path, strerror(errno));
         return EXIT_FAILURE;
     }
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "duet-run: --prompts %s: is a directory, not a file of prompts\n", path);
+        fclose(f);
+        return EXIT_FAILURE;
+    }
     while (!rc && (len = getline(&line, &cap, f)) >= 0) {
         lineno++;
+        if (strlen(line) != (size_t)len) {
+            fprintf(stderr, "duet-run: %s:%u: a NUL byte in the line\n", path, lineno);
+            rc = EXIT_FAILURE;
+            break;
+        }
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' '))
             line[--len] = '\0';
         if (len == 0)
@@ -362,65 +378,14 @@ static int prompts_read(const char *path, struct prompts *ps)
             rc = EXIT_FAILURE;
         }
     }
+    if (!rc && ferror(f)) {
+        fprintf(stderr, "duet-run: --prompts %s: reading after line %u: %s\n", path, lineno,
+                strerror(errno));
+        rc = EXIT_FAILURE;
+    }
     free(line);
     fclose(f);
     return rc;
-}
-
-/* A finished request, copied out of the engine's step output. */
-struct result {
-    uint64_t id;
-    int32_t *ids; /* [n_ids] */
-    uint32_t n_ids;
-    float *token_logprobs;  /* [n_ids] or NULL */
-    duet_logprob *logprobs; /* [n_ids][n_logprobs] or NULL */
-    uint32_t n_logprobs;
-    float *prompt_lp;         /* [n_prompt] or NULL */
-    duet_logprob *prompt_top; /* [n_prompt][n_prompt_logprobs] */
-    uint32_t n_prompt, n_prompt_logprobs;
-    duet_finish_reason finish;
-    uint32_t num_proposed, num_accepted;
-};
-
-static bool prompt_lp_copy(struct result *r, const duet_request_output *o)
-{
-    size_t n = (size_t)o->n_prompt * o->n_prompt_logprobs;
-
-    if (!o->n_prompt_logprobs)
-        return true;
-    r->n_prompt = o->n_prompt;
-    r->n_prompt_logprobs = o->n_prompt_logprobs;
-    r->prompt_lp = malloc(o->n_prompt * sizeof(float));
-    r->prompt_top = malloc(n * sizeof(duet_logprob));
-    if (!r->prompt_lp || !r->prompt_top)
-        return false;
-    memcpy(r->prompt_lp, o->prompt_token_logprobs, o->n_prompt * sizeof(float));
-    memcpy(r->prompt_top, o->prompt_logprobs, n * sizeof(duet_logprob));
-    return true;
-}
-
-static bool result_copy(struct result *r, const duet_request_output *o)
-{
-    size_t nl = (size_t)o->n_ids * o->n_logprobs;
-
-    r->n_ids = o->n_ids;
-    r->finish = o->finish;
-    r->num_proposed = o->num_proposed;
-    r->num_accepted = o->num_accepted;
-    r->n_logprobs = o->logprobs ? o->n_logprobs : 0;
-    r->ids = malloc((o->n_ids + 1) * sizeof(int32_t));
-    if (!r->ids || !prompt_lp_copy(r, o))
-        return false;
-    memcpy(r->ids, o->ids, o->n_ids * sizeof(int32_t));
-    if (!r->n_logprobs)
-        return true;
-    r->token_logprobs = malloc((o->n_ids + 1) * sizeof(float));
-    r->logprobs = malloc((nl + 1) * sizeof(duet_logprob));
-    if (!r->token_logprobs || !r->logprobs)
-        return false;
-    memcpy(r->token_logprobs, o->token_logprobs, o->n_ids * sizeof(float));
-    memcpy(r->logprobs, o->logprobs, nl * sizeof(duet_logprob));
-    return true;
 }
 
 static void print_ids(const int32_t *ids, uint32_t n, const char *sep)
@@ -459,7 +424,7 @@ static void json_lp_map(const duet_logprob *row, uint32_t n_top, int32_t token, 
     printf("}");
 }
 
-static void json_logprobs(const struct result *r)
+static void json_logprobs(const duet_request_output *r)
 {
     printf(", \"logprobs\": [");
     for (uint32_t t = 0; t < r->n_ids; t++) {
@@ -470,26 +435,46 @@ static void json_logprobs(const struct result *r)
     printf("]");
 }
 
+/* A JSON string: quotes, backslashes and control characters escaped. */
+static void json_string(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+
+        if (c == '"' || c == '\\')
+            printf("\\%c", c);
+        else if (c < 0x20)
+            printf("\\u%04x", c);
+        else
+            putchar(c);
+    }
+    putchar('"');
+}
+
 /* null for the first prompt token (and any position never computed), then the top-N maps. */
-static void json_prompt_logprobs(const struct result *r, const struct prompt *p)
+static void json_prompt_logprobs(const duet_request_output *r, const struct prompt *p)
 {
     printf(", \"prompt_logprobs\": [null");
     for (uint32_t t = 1; t < r->n_prompt; t++) {
-        const duet_logprob *row = &r->prompt_top[(size_t)t * r->n_prompt_logprobs];
+        const duet_logprob *row = &r->prompt_logprobs[(size_t)t * r->n_prompt_logprobs];
 
         printf(", ");
         if (row[0].token < 0)
             printf("null");
         else
-            json_lp_map(row, r->n_prompt_logprobs, p->ids[t], r->prompt_lp[t]);
+            json_lp_map(row, r->n_prompt_logprobs, p->ids[t], r->prompt_token_logprobs[t]);
     }
     printf("]");
 }
 
-/* spec: the engine has a draft (the request's proposed / accepted counts are printed). */
-static void print_result(const struct options *o, const struct prompt *p, const struct result *r,
-                         uint32_t index, bool spec)
+/* A finished request, as soon as it finished. spec: the engine has a draft (the request's
+ * proposed / accepted counts are printed). */
+static void print_result(const struct options *o, const struct prompt *p,
+                         const duet_request_output *r, uint32_t index, bool spec)
 {
+    bool lp = r->logprobs && r->token_logprobs && r->n_logprobs;
+
     if (!o->json) {
         printf("request %u: prompt [", index);
         print_ids(p->ids, p->n, ",");
@@ -498,7 +483,7 @@ static void print_result(const struct options *o, const struct prompt *p, const 
         printf("] (%s, %u tokens", duet_finish_reason_str(r->finish), r->n_ids);
         if (spec)
             printf(", %u of %u proposals accepted", r->num_accepted, r->num_proposed);
-        printf(")\n");
+        printf(")%s%s\n", r->error ? ": " : "", r->error ? r->error : "");
         return;
     }
     printf("{\"request\": %u, \"prompt_ids\": [", index);
@@ -506,12 +491,16 @@ static void print_result(const struct options *o, const struct prompt *p, const 
     printf("], \"ids\": [");
     print_ids(r->ids, r->n_ids, ", ");
     printf("], \"finish_reason\": \"%s\"", duet_finish_reason_str(r->finish));
-    if (r->n_logprobs)
+    if (lp)
         json_logprobs(r);
-    if (r->n_prompt_logprobs)
+    if (r->n_prompt_logprobs && r->prompt_logprobs)
         json_prompt_logprobs(r, p);
     if (spec)
         printf(", \"proposed\": %u, \"accepted\": %u", r->num_proposed, r->num_accepted);
+    if (r->error) {
+        printf(", \"error\": ");
+        json_string(r->error);
+    }
     printf("}\n");
 }
 
@@ -636,44 +625,114 @@ static void progress(duet_engine *e, uint32_t done, uint32_t n, bool last)
         fprintf(stderr, ", acceptance %.2f", m.acceptance_rate);
 }
 
-/* Steps the engine until every request finished; results[i] is request ids[i]'s. */
-static int run_engine(duet_engine *e, const uint64_t *ids, uint32_t n, struct result *results)
-{
-    bool tty = isatty(STDERR_FILENO);
-    uint32_t done = 0;
+/* SIGINT / SIGTERM: the number, read between steps. A second one ends the process at once. */
+static volatile sig_atomic_t stop_signal;
 
-    while (duet_engine_has_unfinished(e)) {
+static void on_stop_signal(int sig)
+{
+    stop_signal = sig;
+}
+
+static void catch_stop_signals(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESETHAND | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+/* The index of request id among ids[n] (ascending, as the engine hands them out); n if none. */
+static uint32_t index_of(const uint64_t *ids, uint32_t n, uint64_t id)
+{
+    uint32_t lo = 0, hi = n;
+
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+
+        if (ids[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && ids[lo] == id ? lo : n;
+}
+
+/* Standard output after a step's results: flushed, so that what finished is out. */
+static bool flush_results(void)
+{
+    if (fflush(stdout) == 0 && !ferror(stdout))
+        return true;
+    fprintf(stderr, "duet-run: writing the results to standard output: %s\n",
+            errno ? strerror(errno) : "write error");
+    return false;
+}
+
+struct tally {
+    uint32_t done, failed, aborted;
+    uint8_t *printed; /* [n] */
+};
+
+/* Aborts every request not printed yet: the next step reports them with the tokens they have. */
+static void abort_rest(duet_engine *e, const uint64_t *ids, uint32_t n, const struct tally *t)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (!t->printed[i])
+            duet_engine_abort(e, ids[i]); /* NOT_FOUND: it finished meanwhile */
+}
+
+/* Steps the engine until every request finished, printing each one as it finishes. */
+static int run_engine(const struct options *o, duet_engine *e, const struct prompts *ps,
+                      const uint64_t *ids, bool spec, struct tally *t)
+{
+    bool tty = isatty(STDERR_FILENO), aborting = false;
+    uint32_t n = ps->n;
+    int rc = 0;
+
+    while (!rc && duet_engine_has_unfinished(e)) {
         const duet_step_output *so;
 
+        if (stop_signal && !aborting) {
+            abort_rest(e, ids, n, t);
+            aborting = true;
+        }
         if (duet_engine_step(e, &so)) {
             if (tty)
-                progress(e, done, n, true);
+                progress(e, t->done, n, true);
             fprintf(stderr, "duet-run: %s\n", duet_engine_error(e));
             return EXIT_FAILURE;
         }
         for (uint32_t j = 0; j < so->n_requests; j++) {
             const duet_request_output *ro = &so->requests[j];
-            if (ro->finish == DUET_FINISH_NONE)
+            uint32_t i = index_of(ids, n, ro->request_id);
+
+            if (ro->finish == DUET_FINISH_NONE || i == n)
                 continue;
-            done++;
-            for (uint32_t i = 0; i < n; i++)
-                if (ids[i] == ro->request_id && !result_copy(&results[i], ro)) {
-                    fprintf(stderr, "duet-run: out of memory\n");
-                    return EXIT_FAILURE;
-                }
+            if (tty)
+                progress(e, t->done, n, true);
+            print_result(o, &ps->v[i], ro, i, spec);
+            t->printed[i] = 1;
+            t->done++;
+            t->failed += ro->finish == DUET_FINISH_ERROR;
+            t->aborted += ro->finish == DUET_FINISH_ABORT;
         }
-        if (tty)
-            progress(e, done, n, false);
+        if (so->n_requests && !flush_results())
+            rc = EXIT_FAILURE;
+        if (tty && !rc)
+            progress(e, t->done, n, false);
     }
     if (tty)
-        progress(e, done, n, true);
-    return 0;
+        progress(e, t->done, n, true);
+    return rc;
 }
 
 static int generate(const struct options *o, const duet_config *cfg)
 {
     struct prompts ps = {0};
-    struct result *results = NULL;
+    struct tally t = {0};
     uint64_t *ids = NULL;
     duet_engine *e = NULL;
     duet_engine_metrics m;
@@ -688,32 +747,36 @@ static int generate(const struct options *o, const duet_config *cfg)
         rc = EXIT_USAGE;
         goto out_prompts;
     }
-    results = calloc(ps.n, sizeof(*results));
+    t.printed = calloc(ps.n, 1);
     ids = calloc(ps.n, sizeof(*ids));
-    if (!results || !ids)
+    if (!t.printed || !ids)
         goto out_prompts;
     if (duet_engine_create(cfg, &e, err, sizeof(err))) {
         fprintf(stderr, "duet-run: %s\n", err);
         goto out_prompts;
     }
-    if (add_requests(o, e, &ps, ids) || run_engine(e, ids, ps.n, results))
+    catch_stop_signals();
+    duet_engine_metrics_get(e, &m);
+    if (add_requests(o, e, &ps, ids) || run_engine(o, e, &ps, ids, m.speculative, &t))
         goto out_engine;
     duet_engine_metrics_get(e, &m);
-    for (uint32_t i = 0; i < ps.n; i++)
-        print_result(o, &ps.v[i], &results[i], i, m.speculative);
     print_summary(o, &m, ps.n);
-    rc = fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    if (!flush_results())
+        goto out_engine;
+    if (stop_signal) {
+        fprintf(stderr, "duet-run: stopped by signal %d: %u of %u requests finished before it\n",
+                (int)stop_signal, t.done - t.aborted, ps.n);
+        rc = 128 + stop_signal;
+    } else if (t.failed) {
+        fprintf(stderr, "duet-run: %u of %u requests failed (finish_reason \"error\")\n", t.failed,
+                ps.n);
+    } else {
+        rc = EXIT_SUCCESS;
+    }
 out_engine:
     duet_engine_destroy(e);
 out_prompts:
-    for (uint32_t i = 0; results && i < ps.n; i++) {
-        free(results[i].ids);
-        free(results[i].token_logprobs);
-        free(results[i].logprobs);
-        free(results[i].prompt_lp);
-        free(results[i].prompt_top);
-    }
-    free(results);
+    free(t.printed);
     free(ids);
     prompts_free(&ps);
     return rc;
