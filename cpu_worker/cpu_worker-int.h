@@ -201,6 +201,9 @@ duet_status duet__cpu_linear_run(duet_cpu_dnn *dnn, const duet_cpu_linear *lin, 
 /* True when oneDNN has a bf16 matmul here (AVX512-BF16 or AMX, within $ONEDNN_MAX_CPU_ISA): a
  * small primitive descriptor is asked for. */
 bool duet__cpu_dnn_has_bf16(duet_cpu_dnn *dnn);
+/* Creates every primitive of every shape made so far and the scratch the largest needs, so that
+ * no oneDNN set-up happens while serving. */
+duet_status duet__cpu_dnn_prepare(duet_cpu_dnn *dnn, char *err, size_t err_size);
 
 #include "gemv.h"
 
@@ -339,6 +342,12 @@ struct duet_worker {
 duet_status duet__cpu_forward(duet_worker *w, const duet_cpu_seg *segs, uint32_t n_segs,
                               const int32_t *tokens, uint32_t n_rows, const uint32_t *out_rows,
                               uint32_t n_out);
+/* Makes the scratch hold rows rows and n_out logit rows; OUT_OF_MEMORY (with w->err). */
+duet_status duet__cpu_grow_scratch(duet_worker *w, size_t rows, size_t n_out);
+/* execute.c: the scratch of an execute() of max_rows fed tokens and max_out output rows, then a
+ * forward pass through each path (GEMM prefill and GEMV decode, into the cache's first blocks,
+ * which hold nothing yet) so that oneDNN's and OpenMP's lazy set-up happens at init_cache. */
+duet_status duet__cpu_warm_up(duet_worker *w, uint32_t max_rows, uint32_t max_out);
 /* y[m][n] = x·Wᵀ + b for m rows of x (row stride x_stride) through whichever packed copy of mat
  * suits m (forward.c). With norm_w, each row of x is RMS-normalised first (eps = the model's):
  * fused into the own kernels' input, a separate pass into w->s.h before oneDNN (x must not be

@@ -24,6 +24,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 
 #define fail duet__cpu_fail
 
@@ -226,6 +228,67 @@ static duet_status draft_step(duet_worker *w, const duet_batch *b, duet_batch_ou
     for (uint32_t i = 0; !st && i < n; i++)
         if (o->tokens[dest[i].out_row - 1] == DUET_TOKEN_NONFINITE)
             nonfinite_row(b, o, dest[i].out_row, w->d->vocab_size);
+    return st;
+}
+
+/* Address space oneDNN's first primitives take (JIT code, its thread pool's set-up): 88 MiB for
+ * llama-160m and 122 MiB for a tiny model, measured as VmSize around duet__cpu_dnn_prepare; a
+ * second worker in the process (a draft) added 1 MiB. Twice that is asked for. */
+#define DNN_SETUP_BYTES (256ull << 20)
+#define DNN_MORE_BYTES (32ull << 20)
+
+static bool dnn_set_up; /* a worker of this process prepared its primitives */
+
+/* Under an address-space limit (ulimit -v), whether oneDNN's set-up fits what is left: its JIT
+ * crashes (SIGSEGV) rather than fail when an mmap is refused, so room for it is probed first. */
+static duet_status dnn_headroom(duet_worker *w)
+{
+    unsigned long long bytes =
+        __atomic_load_n(&dnn_set_up, __ATOMIC_RELAXED) ? DNN_MORE_BYTES : DNN_SETUP_BYTES;
+    struct rlimit rl;
+    void *p;
+
+    if (!w->dnn || getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return DUET_STATUS_OK;
+    p = mmap(NULL, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        return fail(w, DUET_STATUS_OUT_OF_MEMORY,
+                    "cpu worker: the address-space limit (ulimit -v, %llu KiB) leaves less than "
+                    "%llu MiB for oneDNN's set-up",
+                    (unsigned long long)(rl.rlim_cur >> 10), bytes >> 20);
+    munmap(p, bytes);
+    return DUET_STATUS_OK;
+}
+
+duet_status duet__cpu_warm_up(duet_worker *w, uint32_t max_rows, uint32_t max_out)
+{
+    uint32_t table[4], n = DUET_CPU_GEMV_MAX_M + 8, bs = w->kv.block_size;
+    uint64_t room = (uint64_t)(w->kv.num_blocks < 4 ? w->kv.num_blocks : 4) * bs;
+    duet_cpu_seg seg;
+    duet_status st;
+
+    if ((st = grow_book(w, max_rows ? max_rows : 1, max_rows > n ? max_rows : n)) ||
+        (st = duet__cpu_grow_scratch(w, max_rows, max_out)))
+        return st;
+    if ((st = dnn_headroom(w)) || (st = duet__cpu_dnn_prepare(w->dnn, w->err, sizeof(w->err))))
+        return st;
+    __atomic_store_n(&dnn_set_up, true, __ATOMIC_RELAXED);
+    /* A prefill of n rows above the GEMV threshold at positions 0 .., then one decode row. */
+    if (room < 2)
+        return DUET_STATUS_OK;
+    n = (uint64_t)n + 1 <= room ? n : (uint32_t)room - 1;
+    for (uint32_t i = 0; i < 4; i++)
+        table[i] = i < w->kv.num_blocks ? i : 0;
+    omp_set_num_threads((int)w->threads);
+    for (uint32_t i = 0; i < n; i++) {
+        w->s.tokens[i] = 0;
+        w->s.logit_rows[i] = i;
+    }
+    seg = (duet_cpu_seg){table, 0, n, 0};
+    st = duet__cpu_forward(w, &seg, 1, w->s.tokens, n, w->s.logit_rows + n - 1, 1);
+    seg = (duet_cpu_seg){table, n, 1, 0};
+    if (!st)
+        st = duet__cpu_forward(w, &seg, 1, w->s.tokens, 1, w->s.logit_rows, 1);
     return st;
 }
 

@@ -38,8 +38,7 @@ static uint32_t wide_of(const duet_model_desc *d)
     return w > d->hidden_size ? w : d->hidden_size;
 }
 
-/* Makes the scratch hold rows rows and n_out logit rows. */
-static duet_status grow_scratch(duet_worker *w, size_t rows, size_t n_out)
+duet_status duet__cpu_grow_scratch(duet_worker *w, size_t rows, size_t n_out)
 {
     const duet_model_desc *d = w->d;
     duet_cpu_scratch *s = &w->s;
@@ -261,7 +260,7 @@ duet_status duet__cpu_forward(duet_worker *w, const duet_cpu_seg *segs, uint32_t
                               uint32_t n_out)
 {
     const duet_model_desc *d = w->d;
-    duet_status st = grow_scratch(w, n_rows, n_out);
+    duet_status st = duet__cpu_grow_scratch(w, n_rows, n_out);
 
     if (st)
         return st;

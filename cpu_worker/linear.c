@@ -17,8 +17,10 @@
  *   slot 31 .. 34   M = 32, 64, 128, 256       (prefill, in chunks)
  *
  * A call with M rows runs as chunks: the largest power of two ≤ min(M left, 256) while 32 or more
- * rows are left, then the rest exactly (M = 300: 256 + 32 + 12). At most NUM_SLOTS primitives per
- * shape, each made on first use (~100 µs) and kept; none in steady state.
+ * rows are left, then the rest exactly (M = 300: 256 + 32 + 12). NUM_SLOTS primitives per shape,
+ * all made when the worker's cache is set up (duet__cpu_dnn_prepare, ~100 µs each) and kept:
+ * oneDNN's JIT, which crashes rather than fail when memory is short, runs at load, and nothing
+ * is created or allocated in steady state.
  *
  *   duet_cpu_dnn ─► engine, stream, attr (user scratchpad), scratch buffer
  *        └─ shapes ─► (n, k, bf16, bias): packed weight layout, prims[NUM_SLOTS]
@@ -461,6 +463,28 @@ static duet_status run_chunk(duet_cpu_dnn *dnn, const duet_cpu_linear *lin, unsi
     DNN_TRY(out, dnnl_stream_wait, dnn->stream);
 out:
     return st;
+}
+
+duet_status duet__cpu_dnn_prepare(duet_cpu_dnn *dnn, char *err, size_t err_size)
+{
+    size_t need = 0;
+    duet_status st;
+
+    if (!dnn)
+        return DUET_STATUS_OK;
+    for (dnn_shape *shape = dnn->shapes; shape; shape = shape->next)
+        for (unsigned slot = 0; slot < NUM_SLOTS; slot++) {
+            dnn_prim *p = &shape->prims[slot];
+            size_t act = align_up((size_t)slot_rows(slot) * shape->k * (shape->bf16 ? 2 : 4));
+            char who[64];
+
+            snprintf(who, sizeof(who), "matmul %ux%u%s", shape->n, shape->k,
+                     shape->bf16 ? " bf16" : "");
+            if (!p->prim && (st = prim_init(dnn, shape, slot, who, err, err_size)))
+                return st;
+            need = act + p->pad_bytes > need ? act + p->pad_bytes : need;
+        }
+    return scratch_reserve(dnn, need, "oneDNN matmul", err, err_size);
 }
 
 duet_status duet__cpu_linear_run(duet_cpu_dnn *dnn, const duet_cpu_linear *lin, const float *x,

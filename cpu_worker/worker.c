@@ -582,7 +582,8 @@ static duet_status worker_init_cache(duet_worker *w, const duet_cache_config *c)
     const duet_model_desc *d = w->d;
     duet_status st;
 
-    if (!c || c->struct_size < sizeof(*c) || c->block_size == 0 || c->block_size > 65536)
+    if (!c || !DUET_ABI_HAS_FIELD(c, duet_cache_config, num_swap_blocks) || c->block_size == 0 ||
+        c->block_size > 65536)
         return fail(w, DUET_STATUS_INVALID_ARGUMENT,
                     "cpu worker: init_cache: block_size must be 1 .. 65536");
     if (w->kv.base)
@@ -596,8 +597,12 @@ static duet_status worker_init_cache(duet_worker *w, const duet_cache_config *c)
     st = alloc_pool(w, &w->kv, c->num_blocks, "KV cache");
     if (!st)
         st = alloc_pool(w, &w->swap, c->num_swap_blocks, "swap space");
-    if (st)
+    if (!st && DUET_ABI_HAS_FIELD(c, duet_cache_config, max_out_rows))
+        st = duet__cpu_warm_up(w, c->max_rows, c->max_out_rows);
+    if (st) {
+        free_pool(&w->swap);
         free_pool(&w->kv);
+    }
     return st;
 }
 

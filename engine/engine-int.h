@@ -146,6 +146,9 @@ duet_status duet__commit(duet_engine *e, uint32_t i, const int32_t *tokens, uint
  * of memory. adaptive: choose k per step (docs/engine.md). */
 struct duet__spec *duet__spec_create(uint32_t k_max, uint32_t vocab, bool adaptive);
 void duet__spec_destroy(struct duet__spec *sp);
+/* Reserves the buffers of a step of max_seqs sequences (their probability rows: the largest
+ * allocations of a step), so that a step of any size allocates nothing that could fail. */
+bool duet__spec_reserve_max(struct duet__spec *sp, uint32_t max_seqs);
 /* spec.c: the speculative decode of a step (DESIGN §7): propose, score, verify, commit. */
 duet_status duet__engine_spec_decode(duet_engine *e, const duet_sched_output *so);
 /* Runs the step's cache operations on the draft and feeds it what its cache lacks up to the end

@@ -189,7 +189,7 @@ static bool same_device(const duet_engine *e)
  * target's: num_blocks × block_bytes), so a block costs the sum of the two block sizes. Swap
  * space is host memory for both: cache.swap_space_gib over the sum of the block sizes.
  */
-static duet_status caches_init(duet_engine *e)
+static duet_status caches_size(duet_engine *e)
 {
     uint64_t blocks = UINT64_MAX, bytes_sum = 0, swap = 0;
     bool can_swap = true, all_cpu = true;
@@ -229,19 +229,52 @@ static duet_status caches_init(duet_engine *e)
     }
     e->num_blocks = (uint32_t)blocks;
     e->num_swap = (uint32_t)swap;
+    return DUET_STATUS_OK;
+}
+
+/* The largest execute() the scheduler can ask for: a step's token budget (the scheduler's
+ * default when not configured) plus, with a draft, k + 1 scored rows for every sequence; and
+ * the output rows of that many sequences. */
+static void batch_rows(const duet_engine *e, uint32_t *rows, uint32_t *out)
+{
+    uint64_t tokens = (uint64_t)cfg_int(e->cfg, "scheduler.max_num_batched_tokens", 0);
+    uint64_t seqs = (uint64_t)cfg_int(e->cfg, "scheduler.max_num_seqs", 256), r, o;
+
+    if (tokens == 0)
+        tokens = cfg_bool(e->cfg, "scheduler.chunked_prefill")
+                     ? 512
+                     : (e->max_model_len > 2048 ? e->max_model_len : 2048);
+    o = seqs * (e->k + 1);
+    r = e->k ? tokens + o : (tokens > seqs ? tokens : seqs);
+    *rows = r < UINT32_MAX ? (uint32_t)r : UINT32_MAX;
+    *out = o < UINT32_MAX ? (uint32_t)o : UINT32_MAX;
+}
+
+/* Allocates both caches; each worker sets up for the largest step too (a warm-up, so that
+ * running out of memory there is an error now and not in the middle of serving). */
+static duet_status caches_alloc(duet_engine *e)
+{
+    uint32_t rows, out;
+
+    batch_rows(e, &rows, &out);
     for (uint32_t i = 0; i < e->n_workers; i++) {
         struct duet__eworker *wk = &e->workers[i];
         duet_cache_config cc = {.struct_size = sizeof(cc),
                                 .block_size = e->block_size,
                                 .num_blocks = e->num_blocks,
-                                .num_swap_blocks = e->num_swap};
+                                .num_swap_blocks = e->num_swap,
+                                .max_rows = rows,
+                                .max_out_rows = out};
         duet_status st = wk->t->init_cache(wk->w, &cc);
         if (st)
             return duet__engine_fail(e, st,
                                      "%s: init_cache (%u blocks, %u swap blocks: %s, "
-                                     "cache.swap_space_gib): %s",
+                                     "cache.swap_space_gib; steps of up to %u tokens: "
+                                     "scheduler.max_num_batched_tokens, scheduler.max_num_seqs): "
+                                     "%s",
                                      i ? "speculative" : "target", cc.num_blocks,
-                                     cc.num_swap_blocks, budget_key(wk), wk->t->last_error(wk->w));
+                                     cc.num_swap_blocks, budget_key(wk), rows,
+                                     wk->t->last_error(wk->w));
     }
     return DUET_STATUS_OK;
 }
@@ -301,13 +334,21 @@ static duet_status fit_max_model_len(duet_engine *e, const duet_block_manager_pa
     return DUET_STATUS_OK;
 }
 
-static duet_status sched_init(duet_engine *e)
+static void bm_params(const duet_engine *e, duet_block_manager_params *bp)
+{
+    duet_block_manager_params_init(bp);
+    bp->block_size = e->block_size;
+    bp->num_device_blocks = e->num_blocks;
+    bp->num_host_blocks = e->num_swap;
+    bp->prefix_caching = cfg_bool(e->cfg, "cache.prefix_caching");
+}
+
+/* max_model_len: the least max_position of the models, scheduler.max_model_len when lower, and
+ * what one sequence can hold in the KV cache. */
+static duet_status limits_init(duet_engine *e)
 {
     duet_block_manager_params bp;
-    duet_scheduler_params sp;
     int64_t mml = cfg_int(e->cfg, "scheduler.max_model_len", 0);
-    char msg[512];
-    duet_status st;
 
     e->max_model_len = e->workers[0].info.max_position;
     for (uint32_t i = 1; i < e->n_workers; i++)
@@ -315,14 +356,18 @@ static duet_status sched_init(duet_engine *e)
             e->max_model_len = e->workers[i].info.max_position;
     if (mml > 0 && (uint64_t)mml < e->max_model_len)
         e->max_model_len = (uint32_t)mml;
-    duet_block_manager_params_init(&bp);
-    bp.block_size = e->block_size;
-    bp.num_device_blocks = e->num_blocks;
-    bp.num_host_blocks = e->num_swap;
-    st = fit_max_model_len(e, &bp);
-    if (st)
-        return st;
-    bp.prefix_caching = cfg_bool(e->cfg, "cache.prefix_caching");
+    bm_params(e, &bp);
+    return fit_max_model_len(e, &bp);
+}
+
+static duet_status sched_init(duet_engine *e)
+{
+    duet_block_manager_params bp;
+    duet_scheduler_params sp;
+    char msg[512];
+    duet_status st;
+
+    bm_params(e, &bp);
     for (uint32_t i = 0; i < e->n_workers && bp.prefix_caching; i++)
         if (!(e->workers[i].t->caps & DUET_CAP_PREFIX_CACHE))
             return duet__engine_fail(e, DUET_STATUS_UNSUPPORTED,
@@ -377,6 +422,11 @@ static duet_status spec_init(duet_engine *e)
                                 cfg_bool(e->cfg, "speculative.adaptive"));
     if (!e->spec)
         return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
+    if (!duet__spec_reserve_max(e->spec, (uint32_t)cfg_int(e->cfg, "scheduler.max_num_seqs", 256)))
+        return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY,
+                                 "out of memory for the probability rows of %lld sequences "
+                                 "(scheduler.max_num_seqs) of %u tokens (speculative.num_tokens)",
+                                 (long long)cfg_int(e->cfg, "scheduler.max_num_seqs", 256), e->k);
     if (e->workers[1].info.vocab_size != e->workers[0].info.vocab_size)
         return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT,
                                  "speculative.draft_model: %s has a vocabulary of %u tokens, the "
@@ -402,7 +452,11 @@ static duet_status engine_build(duet_engine *e)
     if (!st && duet_config_has_group(e->cfg, "speculative"))
         st = spec_init(e);
     if (!st)
-        st = caches_init(e);
+        st = caches_size(e);
+    if (!st)
+        st = limits_init(e);
+    if (!st)
+        st = caches_alloc(e);
     if (!st)
         st = sched_init(e);
     e->next_id = 1;

@@ -118,11 +118,11 @@ static bool grow_floats(float **p, size_t *cap, size_t want)
 
     if (want <= *cap)
         return true;
-    q = realloc(*p, want * 2 * sizeof(float));
+    q = realloc(*p, want * sizeof(float)); /* exact: the engine reserves the largest at create */
     if (!q)
         return false;
     *p = q;
-    *cap = want * 2;
+    *cap = want;
     return true;
 }
 
@@ -152,6 +152,13 @@ static bool spec_reserve(struct duet__spec *sp, uint32_t n, uint32_t rt, uint32_
            duet__grow((void **)&sp->dtok, &sp->cap_rd, rd, sizeof(*sp->dtok)) &&
            grow_floats(&sp->tprobs, &sp->cap_tp, (size_t)rt * sp->vocab) &&
            grow_floats(&sp->dprobs, &sp->cap_dp, (size_t)rd * sp->vocab);
+}
+
+bool duet__spec_reserve_max(struct duet__spec *sp, uint32_t max_seqs)
+{
+    uint64_t rt = (uint64_t)max_seqs * (sp->k_max + 1) + 1, rd = (uint64_t)max_seqs * sp->k_max + 1;
+
+    return rt < UINT32_MAX && spec_reserve(sp, max_seqs, (uint32_t)rt, (uint32_t)rd, 0);
 }
 
 static uint32_t draft_start(const duet_engine *e, uint32_t i)

@@ -675,7 +675,8 @@ static duet_status worker_init_cache(duet_worker *w, const duet_cache_config *c)
 {
     duet_status st;
 
-    if (!c || c->struct_size < sizeof(*c) || c->block_size == 0 || c->block_size > 65536)
+    if (!c || !DUET_ABI_HAS_FIELD(c, duet_cache_config, num_swap_blocks) || c->block_size == 0 ||
+        c->block_size > 65536)
         return fail(w, DUET_STATUS_INVALID_ARGUMENT,
                     "gpu worker: init_cache: block_size must be 1 .. 65536");
     if (w->num_blocks)

@@ -83,6 +83,10 @@ endif
 TESTS += tests/run_check.sh
 EXTRA_DIST += tests/fixtures/broken_worker.c
 
+# duet-run under address-space limits: a clean refusal at load or a full run, never a crash.
+TESTS += tests/limits_check.sh
+EXTRA_DIST += tests/limits_check.sh
+
 # The installed tree: duet-run from $(DESTDIR)$(bindir) against the mock plugin of this build.
 installcheck-local: $(check_LTLIBRARIES)
 	LD_LIBRARY_PATH='$(DESTDIR)$(libdir)' DUET_PLUGIN_PATH='$(abs_top_builddir)/tests/.libs' \

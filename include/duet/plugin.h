@@ -46,7 +46,7 @@ extern "C" {
 /* ABI version. The major changes when a layout or a meaning changes; the minor when fields or
  * capabilities are appended. A host refuses a plugin of another major. */
 #define DUET_ABI_MAJOR 1u
-#define DUET_ABI_MINOR 1u
+#define DUET_ABI_MINOR 2u
 
 /* The one symbol a plugin exports, and its type. */
 #define DUET_PLUGIN_QUERY_SYMBOL "duet_plugin_query"
@@ -149,6 +149,12 @@ typedef struct duet_cache_config {
     uint32_t block_size;      /* tokens per block, as given to cache_geometry() */
     uint32_t num_blocks;      /* device KV blocks (host memory for a CPU worker) */
     uint32_t num_swap_blocks; /* swap blocks in host memory; 0 without DUET_CAP_SWAP */
+    /* Minor 2: the largest execute() the host will make (0: not known). A worker sets up its
+     * scratch and its libraries for it now, so that running out of memory is an init_cache
+     * error, not a failure in the middle of serving. */
+    uint32_t max_rows;     /* fed tokens of one execute() */
+    uint32_t max_out_rows; /* output rows (sampled and draft rows; prompt log-probability rows
+                              may need more) */
 } duet_cache_config;
 
 /* ------------------------------------------------------------------------------------------ */
