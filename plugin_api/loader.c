@@ -6,6 +6,12 @@
  * that exists is used, and if it then fails to load that failure is reported (we never fall
  * through to another copy silently). A value with '/' is used as the path.
  *
+ * Before dlopen the file is checked to be a regular file holding a complete ELF shared object
+ * of this machine (header, program headers and section headers inside the file, every loaded
+ * segment too): the dynamic loader maps a truncated file and dies of SIGBUS touching it. A
+ * search directory that cannot be searched (missing, not a directory, no permission) is named
+ * in a warning when the plugin is then taken from a later one.
+ *
  * The checks run in an order that never reads past what the plugin declared:
  *   query != NULL → struct_size covers abi_major → abi_major → struct_size covers minor 0
  *   → fingerprint → name, version → every function pointer.
@@ -14,10 +20,13 @@
 #include "plugin_api-int.h"
 
 #include <dlfcn.h>
+#include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #ifndef DUET_PKGLIBDIR
@@ -39,9 +48,16 @@ const char *duet_plugin_install_dir(void)
     return DUET_PKGLIBDIR;
 }
 
-/* Appends "dir/duet_NAME_worker.so" to the tried list, returns the path if it exists. */
-static char *try_dir(const char *dir, size_t dir_len, const char *name, struct duet__strbuf *tried)
+/* What the search saw: the paths tried, and the directories it could not search. */
+struct search {
+    struct duet__strbuf tried, unusable;
+};
+
+/* Appends "dir/duet_NAME_worker.so" to the tried list, returns the path if it exists. A
+ * directory that is missing, not a directory or not searchable goes to the unusable list. */
+static char *try_dir(const char *dir, size_t dir_len, const char *name, struct search *sr)
 {
+    struct stat st;
     char *path;
 
     if (dir_len == 0)
@@ -50,13 +66,21 @@ static char *try_dir(const char *dir, size_t dir_len, const char *name, struct d
         return NULL;
     if (access(path, F_OK) == 0)
         return path;
-    duet__strbuf_appendf(tried, "%s%s", tried->len ? ", " : "", path);
+    duet__strbuf_appendf(&sr->tried, "%s%s", sr->tried.len ? ", " : "", path);
+    free(path);
+    if (asprintf(&path, "%.*s", (int)dir_len, dir) < 0)
+        return NULL;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode) || access(path, X_OK) != 0)
+        duet__strbuf_appendf(&sr->unusable, "%s%s (%s)", sr->unusable.len ? ", " : "", path,
+                             stat(path, &st) != 0   ? strerror(errno)
+                             : !S_ISDIR(st.st_mode) ? "not a directory"
+                                                    : "cannot be searched");
     free(path);
     return NULL;
 }
 
 /* Tries every directory of a colon-separated list. */
-static char *try_path_list(const char *list, const char *name, struct duet__strbuf *tried)
+static char *try_path_list(const char *list, const char *name, struct search *tried)
 {
     const char *p = list;
 
@@ -82,10 +106,9 @@ static bool valid_name(const char *name)
     return true;
 }
 
-duet_status duet_plugin_find(const char *name_or_path, const char *plugin_dir, char **out,
-                             char *errbuf, size_t errbuf_size)
+static duet_status find(const char *name_or_path, const char *plugin_dir, char **out,
+                        struct search *sr, char *errbuf, size_t errbuf_size)
 {
-    struct duet__strbuf tried = {0};
     char *found = NULL;
 
     *out = NULL;
@@ -104,20 +127,85 @@ duet_status duet_plugin_find(const char *name_or_path, const char *plugin_dir, c
                    name_or_path);
         return DUET_STATUS_INVALID_ARGUMENT;
     }
-    found = try_path_list(getenv("DUET_PLUGIN_PATH"), name_or_path, &tried);
+    found = try_path_list(getenv("DUET_PLUGIN_PATH"), name_or_path, sr);
     if (!found && plugin_dir)
-        found = try_dir(plugin_dir, strlen(plugin_dir), name_or_path, &tried);
+        found = try_dir(plugin_dir, strlen(plugin_dir), name_or_path, sr);
     if (!found)
-        found = try_dir(DUET_PKGLIBDIR, strlen(DUET_PKGLIBDIR), name_or_path, &tried);
+        found = try_dir(DUET_PKGLIBDIR, strlen(DUET_PKGLIBDIR), name_or_path, sr);
     if (!found) {
-        duet__errf(errbuf, errbuf_size, "plugin '%s': duet_%s_worker.so not found (tried %s)",
-                   name_or_path, name_or_path, tried.len ? tried.buf : "nothing");
-        duet__strbuf_fini(&tried);
+        duet__errf(errbuf, errbuf_size, "plugin '%s': duet_%s_worker.so not found (tried %s%s%s)",
+                   name_or_path, name_or_path, sr->tried.len ? sr->tried.buf : "nothing",
+                   sr->unusable.len ? "; unusable directories: " : "",
+                   sr->unusable.len ? sr->unusable.buf : "");
         return DUET_STATUS_NOT_FOUND;
     }
-    duet__strbuf_fini(&tried);
     *out = found;
     return DUET_STATUS_OK;
+}
+
+duet_status duet_plugin_find(const char *name_or_path, const char *plugin_dir, char **out,
+                             char *errbuf, size_t errbuf_size)
+{
+    struct search sr = {0};
+    duet_status st = find(name_or_path, plugin_dir, out, &sr, errbuf, errbuf_size);
+
+    duet__strbuf_fini(&sr.tried);
+    duet__strbuf_fini(&sr.unusable);
+    return st;
+}
+
+/* Refuses what dlopen would crash on: anything but a complete ELF shared object of this machine
+ * (the loader maps a truncated file and touches pages past its end: SIGBUS). */
+static duet_status check_elf(const char *path, char *errbuf, size_t n)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    const char *why = NULL;
+    Elf64_Ehdr eh;
+    struct stat st;
+    uint64_t size;
+
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        duet__errf(errbuf, n, "%s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return DUET_STATUS_IO;
+    }
+    size = (uint64_t)st.st_size;
+    if (!S_ISREG(st.st_mode))
+        why = "not a regular file";
+    else if (size < sizeof(eh) || pread(fd, &eh, sizeof(eh), 0) != (ssize_t)sizeof(eh) ||
+             memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0)
+        why = "not an ELF file";
+    else if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_ehsize < sizeof(eh) ||
+             eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_type != ET_DYN)
+        why = "not a 64-bit ELF shared object";
+#if defined(__x86_64__)
+    else if (eh.e_machine != EM_X86_64)
+        why = "built for another machine than x86-64";
+#elif defined(__aarch64__)
+    else if (eh.e_machine != EM_AARCH64)
+        why = "built for another machine than AArch64";
+#endif
+    else if (eh.e_phoff > size || (uint64_t)eh.e_phnum * sizeof(Elf64_Phdr) > size - eh.e_phoff ||
+             (eh.e_shoff &&
+              (eh.e_shoff > size || (uint64_t)eh.e_shnum * eh.e_shentsize > size - eh.e_shoff)))
+        why = "truncated: its headers end past the end of the file";
+    for (uint32_t i = 0; !why && i < eh.e_phnum; i++) {
+        Elf64_Phdr ph;
+
+        if (pread(fd, &ph, sizeof(ph), (off_t)(eh.e_phoff + (uint64_t)i * sizeof(ph))) !=
+            (ssize_t)sizeof(ph))
+            why = "unreadable program header";
+        else if ((ph.p_type == PT_LOAD || ph.p_type == PT_DYNAMIC) &&
+                 (ph.p_offset > size || ph.p_filesz > size - ph.p_offset))
+            why = "truncated: a segment ends past the end of the file";
+    }
+    close(fd);
+    if (!why)
+        return DUET_STATUS_OK;
+    duet__errf(errbuf, n, "%s: cannot load as a shared object: %s (%llu bytes)", path, why,
+               (unsigned long long)size);
+    return DUET_STATUS_BAD_FORMAT;
 }
 
 static duet_status check_header(const duet_worker_plugin *t, const char *path, char *errbuf,
@@ -221,11 +309,25 @@ duet_status duet_plugin_load(const char *name_or_path, const char *plugin_dir,
     char *path;
     duet_status st;
 
+    struct search sr = {0};
+
     *out = NULL;
-    st = duet_plugin_find(name_or_path, plugin_dir, &path, errbuf, errbuf_size);
+    st = find(name_or_path, plugin_dir, &path, &sr, errbuf, errbuf_size);
+    if (!st && sr.unusable.len && host && host->log) {
+        char *msg = NULL;
+
+        if (asprintf(&msg, "plugin '%s': skipped %s; loading %s", name_or_path, sr.unusable.buf,
+                     path) >= 0)
+            host->log(host->ctx, DUET_LOG_WARN, "loader", msg);
+        free(msg);
+    }
+    duet__strbuf_fini(&sr.tried);
+    duet__strbuf_fini(&sr.unusable);
     if (st)
         return st;
-    st = open_and_query(path, host, &handle, &table, errbuf, errbuf_size);
+    st = check_elf(path, errbuf, errbuf_size);
+    if (!st)
+        st = open_and_query(path, host, &handle, &table, errbuf, errbuf_size);
     if (st)
         goto out_close;
     st = check_header(table, path, errbuf, errbuf_size);

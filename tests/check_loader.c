@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char plugin_dir[4096]; /* the build's tests/.libs */
@@ -148,6 +149,101 @@ START_TEST(test_text_file_is_not_a_shared_object)
                      DUET_STATUS_BAD_FORMAT);
     ck_assert_msg(strstr(err, path) == err, "%s", err);
     ck_assert_ptr_nonnull(strstr(err, ": cannot load as a shared object: "));
+}
+END_TEST
+
+/* Copies the first n bytes of the mock plugin to dir/duet_trunc_worker.so. */
+static void truncated_copy(const char *dir, size_t n, char *out, size_t out_size)
+{
+    char src[4200];
+    FILE *in, *o;
+    char *buf = malloc(n ? n : 1);
+
+    path_of("mock", src, sizeof(src));
+    snprintf(out, out_size, "%s/duet_trunc_worker.so", dir);
+    in = fopen(src, "rb");
+    o = fopen(out, "wb");
+    ck_assert(buf && in && o);
+    ck_assert_uint_eq(fread(buf, 1, n, in), n);
+    ck_assert_uint_eq(fwrite(buf, 1, n, o), n);
+    fclose(in);
+    fclose(o);
+    free(buf);
+}
+
+/* dlopen maps a truncated ELF file and dies of SIGBUS touching it: the loader checks the file
+ * first. Cut at the ELF header, in the program headers, in the first segment, and short of the
+ * section headers at the end. */
+START_TEST(test_truncated_plugin_is_refused_by_name)
+{
+    char dir[] = "/tmp/duet-loader-XXXXXX", src[4200], path[4300];
+    struct stat st;
+    size_t cuts[6];
+
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    path_of("mock", src, sizeof(src));
+    ck_assert_int_eq(stat(src, &st), 0);
+    cuts[0] = 10, cuts[1] = 100, cuts[2] = 300, cuts[3] = 5000;
+    cuts[4] = (size_t)st.st_size / 2, cuts[5] = (size_t)st.st_size - 64;
+    for (int i = 0; i < 6; i++) {
+        duet_plugin *p = (duet_plugin *)0x1;
+
+        truncated_copy(dir, cuts[i], path, sizeof(path));
+        ck_assert_int_eq(duet_plugin_load(path, NULL, NULL, &p, err, sizeof(err)),
+                         DUET_STATUS_BAD_FORMAT);
+        ck_assert_ptr_null(p);
+        ck_assert_msg(strstr(err, path) == err && strstr(err, "cannot load as a shared object"),
+                      "cut at %zu: %s", cuts[i], err);
+        unlink(path);
+    }
+    /* A directory named like a plugin is no plugin either. */
+    snprintf(path, sizeof(path), "%s/duet_dir_worker.so", dir);
+    ck_assert_int_eq(mkdir(path, 0700), 0);
+    ck_assert_int_eq(duet_plugin_load(path, NULL, NULL, (duet_plugin **)&cuts, err, sizeof(err)),
+                     DUET_STATUS_BAD_FORMAT);
+    ck_assert_msg(strstr(err, "not a regular file") != NULL, "%s", err);
+    rmdir(path);
+    rmdir(dir);
+}
+END_TEST
+
+/* A DUET_PLUGIN_PATH entry that cannot be searched is named in a warning when the plugin then
+ * comes from a later directory, and in the error when it is found nowhere. */
+START_TEST(test_unusable_search_directory_is_named)
+{
+    char file[] = "/tmp/duet-loader-file-XXXXXX", env[8400], logged[1024] = "";
+    duet_host *warn_host;
+    duet_plugin *p = NULL;
+    FILE *capture = tmpfile();
+    int fd = mkstemp(file), saved = dup(STDERR_FILENO);
+
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    ck_assert_int_eq(duet_host_create(cfg, DUET_LOG_WARN, &warn_host), DUET_STATUS_OK);
+    snprintf(env, sizeof(env), "/nonexistent-plugins:%s", file);
+    setenv("DUET_PLUGIN_PATH", env, 1);
+    fflush(stderr);
+    dup2(fileno(capture), STDERR_FILENO);
+    ck_assert_int_eq(duet_plugin_load("mock", plugin_dir, duet_host_services_of(warn_host), &p, err,
+                                      sizeof(err)),
+                     DUET_STATUS_OK);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    rewind(capture);
+    ck_assert_uint_gt(fread(logged, 1, sizeof(logged) - 1, capture), 0);
+    fclose(capture);
+    ck_assert_msg(strstr(logged, "duet: warn: [loader] plugin 'mock': skipped "
+                                 "/nonexistent-plugins (No such file or directory), ") &&
+                      strstr(logged, file) && strstr(logged, "(not a directory); loading "),
+                  "%s", logged);
+    duet_plugin_unload(p);
+    ck_assert_int_eq(
+        duet_plugin_load("mock", NULL, duet_host_services_of(warn_host), &p, err, sizeof(err)),
+        DUET_STATUS_NOT_FOUND);
+    ck_assert_msg(strstr(err, "unusable directories: /nonexistent-plugins"), "%s", err);
+    duet_host_destroy(warn_host);
+    unlink(file);
 }
 END_TEST
 
@@ -506,6 +602,8 @@ static Suite *loader_suite(void)
         {"settings", test_settings_the_plugin_lacks_are_refused},
         {"caps", test_caps_are_named_and_truncated_safely},
         {"host services", test_host_services_read_the_config_and_filter_logs},
+        {"truncated", test_truncated_plugin_is_refused_by_name},
+        {"unusable dir", test_unusable_search_directory_is_named},
         {"mock round", test_mock_worker_runs_prefill_decode_and_drafting},
         {"mock kv", test_mock_worker_reads_kv_through_block_table_and_copies},
         {"mock errors", test_mock_worker_reports_bad_batches},
