@@ -746,6 +746,7 @@ void duet_engine_metrics_get(const duet_engine *e, duet_engine_metrics *out)
     out->adaptive = e->spec && cfg_bool(e->cfg, "speculative.adaptive");
     out->num_free_blocks = duet_block_manager_num_free_blocks(e->bm, DUET_BLOCK_POOL_DEVICE);
     out->num_total_blocks = duet_block_manager_num_total_blocks(e->bm, DUET_BLOCK_POOL_DEVICE);
+    out->num_swap_blocks = e->num_swap;
     out->max_model_len = e->max_model_len;
     out->vocab_size = e->workers[0].info.vocab_size;
     out->speculative = e->n_workers > 1;

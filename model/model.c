@@ -96,10 +96,13 @@ static duet_status parse_json_file(const duet_model *m, const char *name, bool o
 
 /* ---- step 2 and 3: find, map and parse the safetensors files ----------------------------- */
 
+/* Whether dir holds an entry of that name: a broken or looping symlink counts, so that opening
+ * it names the real problem instead of "no such file". */
 static bool exists(const duet_model *m, const char *name)
 {
     char *path = duet__path_join(m->dir, name);
-    bool found = path && access(path, F_OK) == 0;
+    struct stat st;
+    bool found = path && lstat(path, &st) == 0;
 
     free(path);
     return found;

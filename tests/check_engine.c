@@ -703,6 +703,50 @@ START_TEST(test_nonfinite_logits_fail_only_their_request)
 }
 END_TEST
 
+/* The default swap space (4 GiB) is host memory for preempted sequences; with CPU workers the KV
+ * cache is host memory already, so only an explicit cache.swap_space_gib reserves it. */
+START_TEST(test_cpu_only_engine_reserves_swap_only_when_asked)
+{
+    char text[8192];
+    duet_config *cfg;
+    duet_engine *e;
+    duet_engine_metrics m;
+
+    for (int explicit = 0; explicit < 2; explicit ++) {
+        snprintf(text, sizeof(text),
+                 "model = \"%s\";\n"
+                 "target: { worker = \"%s\"; dtype = \"f32\"; threads = 1; };\n"
+                 "cache: { cpu_kv_space_gib = 0.001; %s };\n",
+                 target_dir, plugin_path, explicit ? "swap_space_gib = 0.001;" : "");
+        ck_assert_int_eq(duet_config_create(&cfg), DUET_STATUS_OK);
+        ck_assert_int_eq(duet_config_load_string(cfg, text, "swap.cfg"), DUET_STATUS_OK);
+        ck_assert_int_eq(duet_config_validate(cfg), DUET_STATUS_OK);
+        e = engine_of(cfg);
+        duet_engine_metrics_get(e, &m);
+        if (explicit)
+            ck_assert_uint_eq(m.num_swap_blocks, m.num_total_blocks);
+        else
+            ck_assert_uint_eq(m.num_swap_blocks, 0);
+        duet_engine_destroy(e);
+        duet_config_destroy(cfg);
+    }
+}
+END_TEST
+
+/* A KV budget below one block names the key to raise. */
+START_TEST(test_kv_budget_below_one_block_names_the_key)
+{
+    static const char *const tiny[] = {"cache.cpu_kv_space_gib=0.000000001", NULL};
+    duet_config *cfg = config_of(tiny);
+    duet_engine *e = NULL;
+
+    ck_assert_int_eq(duet_engine_create(cfg, &e, err, sizeof(err)), DUET_STATUS_CAPACITY);
+    ck_assert_msg(strstr(err, "no KV block") && strstr(err, "raise cache.cpu_kv_space_gib"), "%s",
+                  err);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
 START_TEST(test_logprobs_of_greedy_tokens_rank_them_first)
 {
     duet_config *cfg = config_of(NULL);
@@ -1429,6 +1473,8 @@ static Suite *engine_suite(void)
         {"position-limit", test_sequences_at_the_position_limit_end_with_length},
         {"kv-capacity", test_max_model_len_is_lowered_to_what_the_kv_cache_holds},
         {"nonfinite", test_nonfinite_logits_fail_only_their_request},
+        {"cpu swap", test_cpu_only_engine_reserves_swap_only_when_asked},
+        {"kv budget", test_kv_budget_below_one_block_names_the_key},
         {"logprobs", test_logprobs_of_greedy_tokens_rank_them_first},
         {"draft", test_draft_with_another_vocabulary_is_refused},
         {"prompt-logprobs", test_prompt_logprobs_agree_with_decoding},

@@ -722,6 +722,23 @@ START_TEST(test_fifo_as_config_or_weights_is_refused_without_hanging)
 }
 END_TEST
 
+/* A symlink loop (or a dangling link) as model.safetensors is named with the reason, not
+ * reported as missing weights. */
+START_TEST(test_symlink_loop_as_weights_names_the_loop)
+{
+    duet_model_desc d = tiny_llama();
+    const char *dir = config_only("m", &d), *dangling = config_only("n", &d);
+    char path[4400];
+
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+    ck_assert_int_eq(symlink("model.safetensors", path), 0);
+    open_fails(dir, DUET_STATUS_IO, "model.safetensors", "Too many levels of symbolic links");
+    snprintf(path, sizeof(path), "%s/model.safetensors", dangling);
+    ck_assert_int_eq(symlink("elsewhere.safetensors", path), 0);
+    open_fails(dangling, DUET_STATUS_NOT_FOUND, "model.safetensors", "No such file");
+}
+END_TEST
+
 START_TEST(test_opt_checkpoint_without_model_prefix_loads)
 {
     duet_model_desc d = tiny_opt(true, 16);
@@ -2054,6 +2071,7 @@ static Suite *model_suite(void)
         {"bad index", test_malformed_index_is_refused},
         {"no weights", test_folder_without_weights_or_config_is_refused},
         {"fifo", test_fifo_as_config_or_weights_is_refused_without_hanging},
+        {"symlink loop", test_symlink_loop_as_weights_names_the_loop},
         {"opt short names", test_opt_checkpoint_without_model_prefix_loads},
         {"check values", test_check_values_names_the_first_nan},
         {"fill info", test_fill_info_honours_the_callers_struct_size},

@@ -135,6 +135,7 @@ typedef struct duet_engine_metrics {
     uint32_t last_k;             /* proposals per sequence of the last speculative step */
     uint32_t num_free_blocks;    /* device KV blocks free now */
     uint32_t num_total_blocks;   /* device KV blocks */
+    uint32_t num_swap_blocks;    /* host swap blocks (cache.swap_space_gib) */
     uint32_t max_model_len;      /* longest sequence a request may reach */
     uint32_t vocab_size;         /* the target's */
     bool speculative;            /* a draft model is loaded */
