@@ -20,6 +20,7 @@
 #include "../model/model-int.h"
 #include "check_util.h"
 #include "test_dirs.h"
+#include "test_rng.h"
 
 #include <check.h>
 #include <fcntl.h>
@@ -1459,6 +1460,170 @@ START_TEST(test_speculative_sampling_keeps_the_target_distribution)
 }
 END_TEST
 
+/* ---- the random soak ------------------------------------------------------------------------ */
+
+#define SOAK_POOL 12    /* prompts the soak draws from (half share a 16-token prefix) */
+#define SOAK_REF 40     /* greedy tokens known for each */
+#define SOAK_CONFIGS 80 /* random configurations (fewer under valgrind) */
+#define SOAK_REQS 10    /* requests per configuration, at most */
+#define SOAK_STEPS 3000 /* steps a configuration may take: a hang fails here, not on a clock */
+
+static uint32_t rnd(uint64_t *st, uint32_t n)
+{
+    return (uint32_t)(duet_test_rng_next(st) % n);
+}
+
+/* One random engine: plain or speculative (another draft or the target itself, k 1..4, serial or
+ * overlapped), preemption by recompute or swap, prefix caching, chunked prefill, block size 8
+ * or 16, and a KV cache of a few blocks, so that requests preempt each other. */
+static const char *const *soak_config(uint64_t *st, char *desc, size_t desc_size)
+{
+    static char kv[96], bs[64], swap[64];
+    static const char *sets[16];
+    uint32_t block = rnd(st, 2) ? 16 : 8, blocks = 3 + rnd(st, 10), n = 0, k = 1 + rnd(st, 4);
+    bool spec = rnd(st, 3) != 0, self = spec && rnd(st, 3) == 0, swapping = rnd(st, 2);
+    bool caching = rnd(st, 2), chunked = rnd(st, 2), overlap = spec && rnd(st, 2);
+    double bytes = (double)blocks * block * (512.0 + (spec ? (self ? 512.0 : 256.0) : 0.0)) + 64;
+
+    snprintf(kv, sizeof(kv), "cache.cpu_kv_space_gib=%.12f", bytes / 1073741824.0);
+    snprintf(bs, sizeof(bs), "cache.block_size=%u", block);
+    snprintf(swap, sizeof(swap), "cache.swap_space_gib=%.12f", 4 * bytes / 1073741824.0);
+    sets[n++] = kv;
+    sets[n++] = bs;
+    sets[n++] = swapping ? "scheduler.preemption=\"swap\"" : "scheduler.preemption=\"recompute\"";
+    if (swapping)
+        sets[n++] = swap;
+    sets[n++] = caching ? "cache.prefix_caching=true" : "cache.prefix_caching=false";
+    if (chunked) {
+        sets[n++] = "scheduler.chunked_prefill=true";
+        sets[n++] = "scheduler.max_num_seqs=8";
+        sets[n++] = "scheduler.max_num_batched_tokens=32";
+    }
+    sets[n] = NULL;
+    ck_assert_int_eq(setenv("DUET_FORCE_OVERLAP", overlap ? "1" : "0", 1), 0);
+    snprintf(desc, desc_size, "%s%s k %u, %u blocks of %u, %s, caching %d, chunked %d, overlap %d",
+             spec ? "speculative" : "plain", self ? " (self-draft)" : "", spec ? k : 0, blocks,
+             block, swapping ? "swap" : "recompute", caching, chunked, overlap);
+    return spec ? spec_sets_of(self ? target_dir : draft_dir, k, sets) : sets;
+}
+
+/*
+ * The soak: random engines (soak_config) each serve up to SOAK_REQS requests drawn from a pool
+ * of prompts, with random max_tokens, arriving at random steps, one of them aborted at a random
+ * step. Every request must be reported finished exactly once: with `length` and the greedy
+ * tokens the worker alone gives its prompt (max_tokens of them, or up to max_model_len), or
+ * with `abort` and a prefix of them; a prompt longer than the max_model_len the KV cache allows
+ * is refused at add_request. Every block is free at the end, within SOAK_STEPS steps.
+ */
+START_TEST(test_random_engines_finish_every_request_once_with_its_solo_tokens)
+{
+    static int32_t pool[SOAK_POOL][48], ref[SOAK_POOL][SOAK_REF];
+    static uint32_t pool_len[SOAK_POOL];
+    uint64_t st = 20261207;
+    uint32_t configs = getenv("DUET_TEST_VALGRIND") ? 3 : SOAK_CONFIGS;
+
+    for (uint32_t i = 0; i < SOAK_POOL; i++) {
+        pool_len[i] = 3 + rnd(&st, 38);
+        for (uint32_t j = 0; j < pool_len[i]; j++)
+            pool[i][j] = (int32_t)(i % 2 && j < 16 ? 100 + j : 3 + rnd(&st, VOCAB - 3));
+        worker_greedy(pool[i], pool_len[i], SOAK_REF, ref[i]);
+    }
+    for (uint32_t c = 0; c < configs; c++) {
+        char desc[256];
+        duet_config *cfg = config_of(soak_config(&st, desc, sizeof(desc)));
+        duet_engine *e = engine_of(cfg);
+        uint32_t n = 2 + rnd(&st, SOAK_REQS - 1), which[SOAK_REQS], max_tokens[SOAK_REQS];
+        uint32_t arrive[SOAK_REQS], seen[SOAK_REQS] = {0}, added = 0, abort_at = rnd(&st, 40);
+        uint32_t victim = rnd(&st, n);
+        uint64_t ids[SOAK_REQS] = {0};
+        struct run runs[SOAK_REQS] = {0};
+        duet_engine_metrics m;
+        uint32_t limit, steps = 0;
+
+        duet_engine_metrics_get(e, &m);
+        limit = m.max_model_len;
+        for (uint32_t i = 0; i < n; i++) {
+            which[i] = rnd(&st, SOAK_POOL);
+            max_tokens[i] = 1 + rnd(&st, 24);
+            arrive[i] = i == 0 ? 0 : rnd(&st, 30);
+        }
+        while (added < n || duet_engine_has_unfinished(e)) {
+            const duet_step_output *so;
+
+            ck_assert_msg(steps < SOAK_STEPS, "config %u (%s): no end after %u steps", c, desc,
+                          steps);
+            for (uint32_t i = 0; i < n; i++)
+                if (!ids[i] && arrive[i] <= steps && pool_len[which[i]] > limit) {
+                    /* Longer than what the KV cache holds: refused, with the reason. */
+                    duet_request_params p;
+
+                    duet_request_params_init(&p);
+                    p.prompt = pool[which[i]];
+                    p.n_prompt = pool_len[which[i]];
+                    ck_assert_int_eq(duet_engine_add_request(e, &p, &ids[i]),
+                                     DUET_STATUS_INVALID_ARGUMENT);
+                    ck_assert_ptr_nonnull(strstr(duet_engine_error(e), "max_model_len"));
+                    ids[i] = UINT64_MAX;
+                    seen[i] = 1;
+                    runs[i].finish = DUET_FINISH_IGNORED;
+                    added++;
+                } else if (!ids[i] && arrive[i] <= steps) {
+                    ids[i] = add(e, pool[which[i]], pool_len[which[i]], max_tokens[i], true);
+                    runs[i].id = ids[i];
+                    added++;
+                }
+            if (steps == abort_at && ids[victim] && !seen[victim] && ids[victim] != UINT64_MAX)
+                ck_assert_int_eq(duet_engine_abort(e, ids[victim]), DUET_STATUS_OK);
+            ck_assert_msg(duet_engine_step(e, &so) == DUET_STATUS_OK, "config %u (%s): %s", c, desc,
+                          duet_engine_error(e));
+            steps++;
+            for (uint32_t j = 0; j < so->n_requests; j++) {
+                const duet_request_output *ro = &so->requests[j];
+
+                for (uint32_t i = 0; i < n; i++) {
+                    if (ids[i] != ro->request_id)
+                        continue;
+                    ck_assert_msg(!seen[i], "config %u (%s): request %u reported after it finished",
+                                  c, desc, i);
+                    ck_assert_uint_le(ro->n_ids, SOAK_REF);
+                    memcpy(runs[i].ids, ro->ids, ro->n_ids * sizeof(int32_t));
+                    runs[i].n_ids = ro->n_ids;
+                    runs[i].finish = ro->finish;
+                    seen[i] += ro->finish != DUET_FINISH_NONE;
+                }
+            }
+        }
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t want = max_tokens[i], room = limit + 1 - pool_len[which[i]];
+
+            want = want < room ? want : room;
+            ck_assert_msg(seen[i] == 1, "config %u (%s): request %u finished %u times", c, desc, i,
+                          seen[i]);
+            if (runs[i].finish == DUET_FINISH_IGNORED) /* refused at add_request */
+                ck_assert_uint_gt(pool_len[which[i]], limit);
+            else if (runs[i].finish == DUET_FINISH_ABORT)
+                ck_assert_msg(i == victim && runs[i].n_ids <= want, "config %u (%s): request %u", c,
+                              desc, i);
+            else
+                ck_assert_msg(runs[i].finish == DUET_FINISH_LENGTH && runs[i].n_ids == want,
+                              "config %u (%s): request %u: %s with %u tokens, want length with %u",
+                              c, desc, i, duet_finish_reason_str(runs[i].finish), runs[i].n_ids,
+                              want);
+            for (uint32_t j = 0; j < runs[i].n_ids; j++)
+                ck_assert_msg(runs[i].ids[j] == ref[which[i]][j],
+                              "config %u (%s): request %u token %u: %d, alone %d", c, desc, i, j,
+                              runs[i].ids[j], ref[which[i]][j]);
+        }
+        duet_engine_metrics_get(e, &m);
+        ck_assert_uint_eq(m.num_free_blocks, m.num_total_blocks);
+        printf("check_engine: soak %u: %s: %u requests, %u steps, %llu preemptions\n", c, desc, n,
+               steps, (unsigned long long)m.preemptions);
+        duet_engine_destroy(e);
+        duet_config_destroy(cfg);
+    }
+}
+END_TEST
+
 static Suite *engine_suite(void)
 {
     Suite *s = suite_create("engine");
@@ -1500,6 +1665,7 @@ static Suite *engine_suite(void)
         {"overlap-abort",
          test_overlapped_abort_frees_every_block_and_destroy_joins_the_draft_thread},
         {"distribution", test_speculative_sampling_keeps_the_target_distribution},
+        {"soak", test_random_engines_finish_every_request_once_with_its_solo_tokens},
     };
 
     duet_test_add_cases(s, cases, sizeof(cases) / sizeof(cases[0]), NULL, NULL, 120);
