@@ -80,14 +80,17 @@ static void usage(FILE *f)
             "      --ignore-eos         do not stop at end-of-sequence tokens\n"
             "      --logprobs N         top-N log-probabilities of each generated token\n"
             "      --prompt-logprobs N  top-N log-probabilities of each prompt token\n"
-            "Output:\n"
+            "Output (each request printed when it finishes, then a summary):\n"
             "      --json               one JSON object per request, then a summary object\n"
             "  -h, --help               this text\n"
             "  -V, --version            the version\n"
             "\n"
             "Plugins named by target.worker / speculative.worker are searched in\n"
             "$DUET_PLUGIN_PATH, then plugin_dir, then %s.\n"
-            "Exit status: 0 success, 1 a configuration, plugin or run error, 2 bad usage.\n",
+            "SIGINT / SIGTERM abort the requests still running; they are printed (finish\n"
+            "\"abort\") before the summary.\n"
+            "Exit status: 0 success, 1 a configuration, plugin or run error (or a request\n"
+            "failed by the model), 2 bad usage, 128 + N stopped by signal N.\n",
             duet_plugin_install_dir());
 }
 
