@@ -513,7 +513,7 @@ static duet_gpu_sample_row sample_row(const duet_batch *b, const struct row_dest
         .top_k = sp->top_k,
         .seed = sp->seed,
         .position = pos,
-        .mode = (d->out_row >= 0 ? DUET_GPU_ROW_SAMPLE : 0u) |
+        .mode = (d->out_row >= 0 ? DUET_GPU_ROW_SAMPLE | DUET_GPU_ROW_FINITE : 0u) |
                 (d->fed_row >= 0 ? DUET_GPU_ROW_SCORE : 0u),
         .n_top = n_lp > n_plp ? n_lp : n_plp,
         .next = d->fed_row >= 0 ? next : -1,
@@ -640,7 +640,8 @@ static duet_status draft_step(duet_gpu_worker *w, const duet_batch *b, duet_batc
 
         if (q->n_draft_steps < step)
             continue;
-        bk->draft_tok[n] = o->tokens[prev];
+        /* After a non-finite row the draft goes on with token 0; its rows repeat the mark. */
+        bk->draft_tok[n] = o->tokens[prev] < 0 ? 0 : o->tokens[prev];
         bk->seqs[n] = (duet_gpu_plan_seq){&bk->draft_tok[n], 1, q->pos + q->n_tokens - 1 + step,
                                           q->block_table};
         bk->dest[n] = (struct row_dest){q, (int64_t)(prev + 1), -1};
@@ -656,7 +657,20 @@ static duet_status draft_step(duet_gpu_worker *w, const duet_batch *b, duet_batc
         out[i] = i;
         rows[i] = sample_row(b, &bk->dest[i], (uint64_t)bk->seqs[i].pos + 1, -1);
     }
-    return run_step(w, st, bk->dest, o);
+    if ((ds = run_step(w, st, bk->dest, o)))
+        return ds;
+    for (uint32_t i = 0; i < n; i++) {
+        size_t row = (size_t)bk->dest[i].out_row, V = w->d->vocab_size;
+
+        if (o->tokens[row - 1] != DUET_TOKEN_NONFINITE)
+            continue;
+        o->tokens[row] = DUET_TOKEN_NONFINITE;
+        if (st->want_probs)
+            memset(o->probs + row * V, 0, V * sizeof(float));
+        if (b->flags & DUET_BATCH_WANT_LOGPROBS)
+            o->token_logprobs[row] = NAN;
+    }
+    return DUET_STATUS_OK;
 }
 
 duet_status duet__gpu_execute(duet_gpu_worker *w, const duet_batch *b, duet_batch_output *o)

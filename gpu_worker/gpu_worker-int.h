@@ -324,6 +324,10 @@ cudaError_t duet__gpu_attn_prefill_setup(size_t shared_bytes);
 /* What one row of logits is for (duet_gpu_sample_row.mode). */
 #define DUET_GPU_ROW_SAMPLE (1u << 0) /* choose a token (and its probability row, logprob) */
 #define DUET_GPU_ROW_SCORE (1u << 1)  /* prompt log-probabilities: top-n and the next token */
+#define DUET_GPU_ROW_FINITE                                                                        \
+    (1u << 2) /* SAMPLE: a row with a non-finite logit is not sampled:                             \
+                 DUET_TOKEN_NONFINITE (the worker's rows; without it NaN                           \
+                 counts as -inf and +inf shares the mass, as sampling.h) */
 
 /* One row's settings, on the device (sampling.h has the semantics; the GPU sampler follows
  * them: the same order, filters and draw, in double precision, with sampling.h's own

@@ -10,6 +10,7 @@
  *                        │
  *                        ▼   keys_out, ids_out: each row most likely first
  *   sample_kernel, one block per row:
+ *        a SAMPLE | FINITE row with a non-finite logit: DUET_TOKEN_NONFINITE, nothing sampled
  *        argmax and log-softmax norm ─► top-n (a prefix of the order), next_logprob
  *        SAMPLE: w = exp((key - max) / T) ─► top-k, top-p, min-p: each the length of a prefix
  *                ─► probs[id] = w / sum w (zeros elsewhere) ─► u ─► scan in id order ─► token
@@ -502,6 +503,34 @@ static __device__ void write_top(const sample_args &a, uint32_t r, const duet_gp
     }
 }
 
+/* Whether every logit of the row is finite (NaN weights, an overflow: the row is not sampled). */
+static __device__ bool row_finite(const float *logits, uint32_t vocab, block_shared &sh)
+{
+    uint32_t bad = 0;
+
+    for (uint32_t i = threadIdx.x; i < vocab; i += THREADS)
+        bad += !isfinite(logits[i]);
+    return block_reduce_u(bad, sum_op(), sh) == 0;
+}
+
+/* A SAMPLE row with non-finite logits: token DUET_TOKEN_NONFINITE, a zero probability row, NAN
+ * log-probability, no top entries (plugin.h). */
+static __device__ void nonfinite_row(const sample_args &a, uint32_t r, const duet_gpu_sample_row &row,
+                                     uint32_t vocab)
+{
+    if (a.out.probs)
+        for (uint32_t i = threadIdx.x; i < vocab; i += THREADS)
+            a.out.probs[(size_t)r * vocab + i] = 0.0f;
+    if (a.out.top && a.out.max_top > 0)
+        for (uint32_t j = threadIdx.x; j < a.out.max_top; j += THREADS)
+            a.out.top[(size_t)r * a.out.max_top + j] = duet_logprob{-1, NAN};
+    if (threadIdx.x == 0 && a.out.tokens)
+        a.out.tokens[r] = DUET_TOKEN_NONFINITE;
+    if (threadIdx.x == 0 && a.out.token_logprob)
+        a.out.token_logprob[r] = NAN;
+    (void)row;
+}
+
 static __global__ void __launch_bounds__(THREADS) sample_kernel(sample_args a)
 {
     __shared__ block_shared sh;
@@ -517,6 +546,11 @@ static __global__ void __launch_bounds__(THREADS) sample_kernel(sample_args a)
 
     if (!sample && !score) /* the whole block leaves together */
         return;
+    if (sample && (row.mode & DUET_GPU_ROW_FINITE) && !row_finite(logits, vocab, sh)) {
+        /* block-uniform: the whole block leaves together */
+        nonfinite_row(a, r, row, vocab);
+        return;
+    }
     best = row_best(logits, vocab, sh);
     if (want_lp)
         rn = row_norm_of(logits, vocab, best.key, sh);

@@ -591,6 +591,48 @@ START_TEST(test_outputs_left_out_change_nothing_else)
 }
 END_TEST
 
+/* A worker's SAMPLE rows (DUET_GPU_ROW_FINITE) with a NaN or an infinite logit are not sampled:
+ * DUET_TOKEN_NONFINITE, a zero probability row, NAN log-probability, no top entries; a clean row
+ * beside them is sampled as the CPU sampler does. */
+START_TEST(test_finite_rows_refuse_nan_and_infinity)
+{
+    enum { V = 6, N = 4 };
+    const float logits[N][V] = {
+        {1.0f, NAN, 4.0f, 2.0f, 4.0f, 3.5f},
+        {1.0f, INFINITY, 3.0f, 2.0f, 0.5f, 2.0f},
+        {1.0f, 2.0f, 3.0f, -INFINITY, 0.5f, 2.0f},
+        {1.0f, 2.0f, 3.0f, 4.0f, 0.5f, 2.0f},
+    };
+    duet_gpu_sample_row rows[N];
+    struct results got;
+    duet_gpu_sampler *sampler;
+    char err[256] = "";
+
+    memset(rows, 0, sizeof(rows));
+    for (uint32_t i = 0; i < N; i++) {
+        rows[i].temperature = i == 1 ? 0.7f : 0.0f;
+        rows[i].top_p = 1.0f;
+        rows[i].seed = 5 + i;
+        rows[i].mode = DUET_GPU_ROW_SAMPLE | DUET_GPU_ROW_FINITE;
+        rows[i].n_top = 2;
+        rows[i].next = -1;
+    }
+    results_init(&got, N, V);
+    ck_assert_msg(duet__gpu_sampler_create(V, &sampler, err, sizeof(err)) == DUET_STATUS_OK, "%s",
+                  err);
+    run_device(sampler, V, &logits[0][0], N, rows, WANT_ALL, &got);
+    for (uint32_t i = 0; i < 3; i++) {
+        ck_assert_int_eq(got.tokens[i], DUET_TOKEN_NONFINITE);
+        ck_assert(isnan(got.token_lp[i]));
+        for (uint32_t t = 0; t < V; t++)
+            ck_assert_float_eq(got.probs[i * V + t], 0.0f);
+    }
+    ck_assert_int_eq(got.tokens[3], 3); /* the clean row: its argmax */
+    duet__gpu_sampler_destroy(sampler);
+    results_fini(&got);
+}
+END_TEST
+
 /* Hand-made rows whose outputs are known exactly. */
 START_TEST(test_ties_infinities_and_empty_rows_give_the_cpu_results)
 {
@@ -814,6 +856,7 @@ int main(void)
         {"scratch", test_scratch_grows_across_calls},
         {"outputs", test_outputs_left_out_change_nothing_else},
         {"special_rows", test_ties_infinities_and_empty_rows_give_the_cpu_results},
+        {"finite_rows", test_finite_rows_refuse_nan_and_infinity},
         {"top_p_exact", test_top_p_keeps_the_smallest_set_that_reaches_it_exactly},
         {"fit", test_drawn_tokens_follow_the_returned_probabilities},
         {"create", test_create_refuses_an_empty_vocabulary},
