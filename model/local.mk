@@ -78,8 +78,13 @@ fuzz_replay_config_SOURCES = fuzz/replay.c fuzz/fuzz_config.c
 fuzz_replay_config_CPPFLAGS = $(AM_CPPFLAGS) -DFUZZ_TARGET='"config"'
 fuzz_replay_config_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
 fuzz_replay_config_LDADD = model/libduet_model.la $(JANSSON_LIBS) -lm
-TESTS += fuzz/replay_safetensors fuzz/replay_config
-EXTRA_DIST += fuzz/corpus fuzz/safetensors.dict fuzz/config.dict
+check_PROGRAMS += fuzz/replay_duet_config
+fuzz_replay_duet_config_SOURCES = fuzz/replay.c fuzz/fuzz_duet_config.c
+fuzz_replay_duet_config_CPPFLAGS = $(AM_CPPFLAGS) -DFUZZ_TARGET='"duet_config"'
+fuzz_replay_duet_config_LDADD = libduet.la
+TESTS += fuzz/replay_safetensors fuzz/replay_config fuzz/replay_duet_config
+EXTRA_DIST += fuzz/corpus fuzz/safetensors.dict fuzz/config.dict fuzz/duet_config.dict \
+	fuzz/lsan.supp
 
 # make fuzz: libFuzzer builds (clang, ASan + UBSan) run FUZZ_SECONDS each; new inputs go to
 # fuzz/work/TARGET in the build tree, crashes to fuzz/artifacts/.
@@ -96,16 +101,23 @@ fuzz/fuzz-safetensors: $(top_srcdir)/fuzz/fuzz_safetensors.c $(FUZZ_MODEL_C)
 fuzz/fuzz-config: $(top_srcdir)/fuzz/fuzz_config.c $(FUZZ_MODEL_C)
 	$(AM_V_CC)$(FUZZ_BUILD) $(top_srcdir)/fuzz/fuzz_config.c $(FUZZ_MODEL_C) $(JANSSON_LIBS) -lm
 
-fuzz: fuzz/fuzz-safetensors fuzz/fuzz-config
-	@for t in safetensors config; do \
+FUZZ_DUET_CONFIG_C = $(top_srcdir)/plugin_api/config.c $(top_srcdir)/plugin_api/util.c \
+	$(top_srcdir)/plugin_api/status.c
+fuzz/fuzz-duet_config: $(top_srcdir)/fuzz/fuzz_duet_config.c $(FUZZ_DUET_CONFIG_C)
+	$(AM_V_CC)$(FUZZ_BUILD) $(LIBCONFIG_CFLAGS) -DDUET_PKGLIBDIR='"$(pkglibdir)"' \
+	  $(top_srcdir)/fuzz/fuzz_duet_config.c $(FUZZ_DUET_CONFIG_C) $(LIBCONFIG_LIBS) -lm
+
+fuzz: fuzz/fuzz-safetensors fuzz/fuzz-config fuzz/fuzz-duet_config
+	@for t in safetensors config duet_config; do \
 	  $(MKDIR_P) fuzz/work/$$t fuzz/artifacts && \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS) s" && \
+	  LSAN_OPTIONS=suppressions=$(abs_top_srcdir)/fuzz/lsan.supp:print_suppressions=0 \
 	  ./fuzz/fuzz-$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 	    -dict=$(top_srcdir)/fuzz/$$t.dict -artifact_prefix=fuzz/artifacts/$$t- \
 	    fuzz/work/$$t $(top_srcdir)/fuzz/corpus/$$t \
 	    || exit 1; \
 	done
 clean-fuzz:
-	rm -rf fuzz/work fuzz/artifacts fuzz/fuzz-safetensors fuzz/fuzz-config
+	rm -rf fuzz/work fuzz/artifacts fuzz/fuzz-safetensors fuzz/fuzz-config fuzz/fuzz-duet_config
 clean-local: clean-fuzz
 .PHONY: fuzz clean-fuzz
