@@ -55,6 +55,36 @@ static void path_of(const char *name, char *buf, size_t n)
     snprintf(buf, n, "%s/duet_%s_worker.so", plugin_dir, name);
 }
 
+/* Standard error into a temporary file between capture_begin and capture_end, which reads
+ * what was written into buf[n]. */
+struct capture {
+    FILE *file;
+    int saved;
+};
+
+static void capture_begin(struct capture *c)
+{
+    c->file = tmpfile();
+    ck_assert_ptr_nonnull(c->file);
+    c->saved = dup(STDERR_FILENO);
+    fflush(stderr);
+    dup2(fileno(c->file), STDERR_FILENO);
+}
+
+static void capture_end(struct capture *c, char *buf, size_t n)
+{
+    size_t got;
+
+    fflush(stderr);
+    dup2(c->saved, STDERR_FILENO);
+    close(c->saved);
+    rewind(c->file);
+    got = fread(buf, 1, n - 1, c->file);
+    buf[got] = '\0';
+    fclose(c->file);
+    ck_assert_uint_gt(got, 0);
+}
+
 /* The refusal of a broken fixture: status, and a message naming the file and `needle`. */
 static void assert_refused(const char *name, duet_status want, const char *needle)
 {
@@ -214,25 +244,19 @@ START_TEST(test_unusable_search_directory_is_named)
     char file[] = "/tmp/duet-loader-file-XXXXXX", env[8400], logged[1024] = "";
     duet_host *warn_host;
     duet_plugin *p = NULL;
-    FILE *capture = tmpfile();
-    int fd = mkstemp(file), saved = dup(STDERR_FILENO);
+    struct capture cap;
+    int fd = mkstemp(file);
 
     ck_assert_int_ge(fd, 0);
     close(fd);
     ck_assert_int_eq(duet_host_create(cfg, DUET_LOG_WARN, &warn_host), DUET_STATUS_OK);
     snprintf(env, sizeof(env), "/nonexistent-plugins:%s", file);
     setenv("DUET_PLUGIN_PATH", env, 1);
-    fflush(stderr);
-    dup2(fileno(capture), STDERR_FILENO);
+    capture_begin(&cap);
     ck_assert_int_eq(duet_plugin_load("mock", plugin_dir, duet_host_services_of(warn_host), &p, err,
                                       sizeof(err)),
                      DUET_STATUS_OK);
-    fflush(stderr);
-    dup2(saved, STDERR_FILENO);
-    close(saved);
-    rewind(capture);
-    ck_assert_uint_gt(fread(logged, 1, sizeof(logged) - 1, capture), 0);
-    fclose(capture);
+    capture_end(&cap, logged, sizeof(logged));
     ck_assert_msg(strstr(logged, "duet: warn: [loader] plugin 'mock': skipped "
                                  "/nonexistent-plugins (No such file or directory), ") &&
                       strstr(logged, file) && strstr(logged, "(not a directory); loading "),
@@ -377,8 +401,7 @@ START_TEST(test_host_services_read_the_config_and_filter_logs)
     double fraction = 0;
     bool prefix = true;
     char logged[512] = "";
-    FILE *capture = tmpfile();
-    int saved = dup(STDERR_FILENO);
+    struct capture cap;
 
     ck_assert_uint_eq(hs->struct_size, sizeof(duet_host_services));
     ck_assert_uint_eq(hs->abi_major, DUET_ABI_MAJOR);
@@ -396,17 +419,10 @@ START_TEST(test_host_services_read_the_config_and_filter_logs)
     ck_assert_int_eq(hs->config_get_int(hs->ctx, "target.no_such_key", &threads),
                      DUET_STATUS_NOT_FOUND);
     /* The host was created at level error: a warning is dropped, an error is written. */
-    ck_assert_ptr_nonnull(capture);
-    fflush(stderr);
-    dup2(fileno(capture), STDERR_FILENO);
+    capture_begin(&cap);
     hs->log(hs->ctx, DUET_LOG_WARN, "mock", "dropped");
     hs->log(hs->ctx, DUET_LOG_ERROR, "mock", "kept");
-    fflush(stderr);
-    dup2(saved, STDERR_FILENO);
-    close(saved);
-    rewind(capture);
-    ck_assert_uint_gt(fread(logged, 1, sizeof(logged) - 1, capture), 0);
-    fclose(capture);
+    capture_end(&cap, logged, sizeof(logged));
     ck_assert_str_eq(logged, "duet: error: [mock] kept\n");
 }
 END_TEST
