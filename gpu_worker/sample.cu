@@ -515,8 +515,8 @@ static __device__ bool row_finite(const float *logits, uint32_t vocab, block_sha
 
 /* A SAMPLE row with non-finite logits: token DUET_TOKEN_NONFINITE, a zero probability row, NAN
  * log-probability, no top entries (plugin.h). */
-static __device__ void nonfinite_row(const sample_args &a, uint32_t r, const duet_gpu_sample_row &row,
-                                     uint32_t vocab)
+static __device__ void nonfinite_row(const sample_args &a, uint32_t r,
+                                     const duet_gpu_sample_row &row, uint32_t vocab)
 {
     if (a.out.probs)
         for (uint32_t i = threadIdx.x; i < vocab; i += THREADS)
