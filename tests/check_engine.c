@@ -265,7 +265,8 @@ static void run_all(duet_engine *e, struct run *runs, uint32_t n)
                 ck_assert_uint_le(ro->n_ids, MAX_GEN + 8);
                 ck_assert_uint_le(ro->first_new, ro->n_ids);
                 runs[i].streamed += ro->n_ids - ro->first_new;
-                memcpy(runs[i].ids, ro->ids, ro->n_ids * sizeof(int32_t));
+                if (ro->n_ids) /* ids may be NULL without tokens */
+                    memcpy(runs[i].ids, ro->ids, ro->n_ids * sizeof(int32_t));
                 runs[i].n_ids = ro->n_ids;
                 runs[i].finish = ro->finish;
             }
@@ -654,7 +655,8 @@ static void nonfinite_fails_one_request(const char *target, const char *const *s
             const duet_request_output *ro = &so->requests[j];
             uint32_t i = ro->request_id == runs[0].id ? 0 : 1;
 
-            memcpy(runs[i].ids, ro->ids, ro->n_ids * sizeof(int32_t));
+            if (ro->n_ids) /* ids may be NULL without tokens */
+                memcpy(runs[i].ids, ro->ids, ro->n_ids * sizeof(int32_t));
             runs[i].n_ids = ro->n_ids;
             runs[i].finish = ro->finish;
             if (ro->finish == DUET_FINISH_ERROR) {
@@ -1586,7 +1588,8 @@ START_TEST(test_random_engines_finish_every_request_once_with_its_solo_tokens)
                     ck_assert_msg(!seen[i], "config %u (%s): request %u reported after it finished",
                                   c, desc, i);
                     ck_assert_uint_le(ro->n_ids, SOAK_REF);
-                    memcpy(runs[i].ids, ro->ids, ro->n_ids * sizeof(int32_t));
+                    if (ro->n_ids) /* ids may be NULL without tokens */
+                        memcpy(runs[i].ids, ro->ids, ro->n_ids * sizeof(int32_t));
                     runs[i].n_ids = ro->n_ids;
                     runs[i].finish = ro->finish;
                     seen[i] += ro->finish != DUET_FINISH_NONE;
