@@ -263,6 +263,11 @@ void duet_block_manager_destroy(duet_block_manager *bm)
     free(bm);
 }
 
+void duet_block_manager_params_get(const duet_block_manager *bm, duet_block_manager_params *out)
+{
+    *out = bm->params;
+}
+
 /* ---- prompts ----------------------------------------------------------------------------- */
 
 static duet_alloc fit(uint64_t total, uint64_t free_blocks, uint64_t need, uint64_t watermark)

@@ -17,14 +17,26 @@
  */
 #include "rejection.h"
 
-#include "../plugin_api/plugin_api-int.h"
 #include "../sampling/sampling.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 
-#define errf duet__errf /* plugin_api/util.c */
+/* A message into err[err_size] (err may be NULL). */
+static void errf(char *err, size_t err_size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void errf(char *err, size_t err_size, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!err || err_size == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, err_size, fmt, ap);
+    va_end(ap);
+}
 
 /* The lowest id among the largest entries; NaN entries never win; 0 when none is > -inf. */
 static int32_t argmax(const float *row, uint32_t vocab)

@@ -27,8 +27,6 @@
  */
 #include "scheduler-int.h"
 
-#include "../block_manager/block_manager-int.h" /* the manager's geometry (same library) */
-
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -137,6 +135,7 @@ duet_status duet_scheduler_create(const duet_scheduler_params *p, duet_block_man
                                   duet_scheduler **out, char *err, size_t err_size)
 {
     char scratch[8];
+    duet_block_manager_params bmp;
     duet_scheduler *s;
     uint32_t tokens;
     duet_status st;
@@ -163,8 +162,9 @@ duet_status duet_scheduler_create(const duet_scheduler_params *p, duet_block_man
     s->p = *p;
     s->p.max_num_batched_tokens = tokens;
     s->bm = bm;
-    s->block_size = bm->params.block_size;
-    s->prefix_caching = bm->params.prefix_caching;
+    duet_block_manager_params_get(bm, &bmp);
+    s->block_size = bmp.block_size;
+    s->prefix_caching = bmp.prefix_caching;
     s->next_seq_id = 1;
     for (int i = 0; i < DUET__Q_COUNT; i++)
         s->q[i] = (struct duet__queue){0};

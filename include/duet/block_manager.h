@@ -113,6 +113,9 @@ DUET_API duet_status duet_block_manager_create(const duet_block_manager_params *
 
 /* Releases bm, its tables and its pools. NULL is allowed. */
 DUET_API void duet_block_manager_destroy(duet_block_manager *bm);
+/* The parameters bm was created with (its geometry: block_size, pool sizes, prefix caching). */
+DUET_API void duet_block_manager_params_get(const duet_block_manager *bm,
+                                            duet_block_manager_params *out);
 
 /* The message of the last failed call, or "" when none failed. Owned by bm. */
 DUET_API const char *duet_block_manager_error(const duet_block_manager *bm);
