@@ -703,6 +703,7 @@ duet_status duet_engine_add_request(duet_engine *e, const duet_request_params *p
     sr.stop_token_ids = p->stop_token_ids;
     sr.num_stop_token_ids = p->n_stop_token_ids;
     sr.ignore_eos = p->ignore_eos;
+    sr.spec_disabled = p->spec_disabled;
     st = duet_scheduler_add(e->sched, &sr);
     if (st) {
         e->n_reqs--;

@@ -750,6 +750,56 @@ START_TEST(test_kv_budget_below_one_block_names_the_key)
 }
 END_TEST
 
+/* A request with spec_disabled is decoded by the target alone beside speculated ones: both give
+ * the worker's greedy tokens, and only the other one has proposals. */
+START_TEST(test_a_request_may_turn_speculation_off)
+{
+    duet_config *cfg = config_of(spec_sets(false, 3, NULL));
+    duet_engine *e = engine_of(cfg);
+    int32_t prompt[64], want[MAX_GEN];
+    uint32_t n = prompt_of(2, prompt), proposed[2] = {0, 0};
+    struct run runs[2] = {0};
+    duet_request_params p;
+
+    worker_greedy(prompt, n, 20, want);
+    duet_request_params_init(&p);
+    ck_assert(!p.spec_disabled);
+    p.prompt = prompt;
+    p.n_prompt = n;
+    p.max_tokens = 20;
+    p.ignore_eos = true;
+    p.spec_disabled = true;
+    ck_assert_int_eq(duet_engine_add_request(e, &p, &runs[0].id), DUET_STATUS_OK);
+    runs[1].id = add(e, prompt, n, 20, true);
+    for (int steps = 0; duet_engine_has_unfinished(e); steps++) {
+        const duet_step_output *so;
+
+        ck_assert_int_lt(steps, 1000);
+        ck_assert_msg(duet_engine_step(e, &so) == DUET_STATUS_OK, "%s", duet_engine_error(e));
+        for (uint32_t j = 0; j < so->n_requests; j++) {
+            const duet_request_output *ro = &so->requests[j];
+            uint32_t i = ro->request_id == runs[0].id ? 0 : 1;
+
+            if (ro->n_ids)
+                memcpy(runs[i].ids, ro->ids, ro->n_ids * sizeof(int32_t));
+            runs[i].n_ids = ro->n_ids;
+            runs[i].finish = ro->finish;
+            proposed[i] = ro->num_proposed;
+        }
+    }
+    for (uint32_t i = 0; i < 2; i++) {
+        ck_assert_int_eq(runs[i].finish, DUET_FINISH_LENGTH);
+        ck_assert_uint_eq(runs[i].n_ids, 20);
+        for (uint32_t j = 0; j < 20; j++)
+            ck_assert_int_eq(runs[i].ids[j], want[j]);
+    }
+    ck_assert_uint_eq(proposed[0], 0);
+    ck_assert_uint_gt(proposed[1], 0);
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
 START_TEST(test_logprobs_of_greedy_tokens_rank_them_first)
 {
     duet_config *cfg = config_of(NULL);
@@ -1643,6 +1693,7 @@ static Suite *engine_suite(void)
         {"nonfinite", test_nonfinite_logits_fail_only_their_request},
         {"cpu swap", test_cpu_only_engine_reserves_swap_only_when_asked},
         {"kv budget", test_kv_budget_below_one_block_names_the_key},
+        {"spec-disabled", test_a_request_may_turn_speculation_off},
         {"logprobs", test_logprobs_of_greedy_tokens_rank_them_first},
         {"draft", test_draft_with_another_vocabulary_is_refused},
         {"prompt-logprobs", test_prompt_logprobs_agree_with_decoding},

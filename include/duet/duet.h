@@ -44,7 +44,9 @@ typedef struct duet_request_params {
     uint32_t max_tokens;           /* tokens to generate, >= 1 */
     const int32_t *stop_token_ids; /* [n_stop_token_ids]: tokens that end the request (kept) */
     uint32_t n_stop_token_ids;
-    bool ignore_eos; /* do not stop at the model's EOS tokens */
+    bool ignore_eos;    /* do not stop at the model's EOS tokens */
+    bool spec_disabled; /* no speculation for this request: the target decodes it alone (the
+                           draft is still fed its tokens); no effect without a draft */
 } duet_request_params;
 
 /* Why a request finished. */
