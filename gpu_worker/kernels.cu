@@ -824,36 +824,6 @@ static __global__ void attn_prefill_kernel(duet_gpu_attn_args a, const duet_gpu_
     }
 }
 
-extern "C" size_t duet__gpu_prefill_shared(uint32_t q_rows, uint32_t kv_rows, uint32_t head_dim)
-{
-    size_t q = q_rows, kv = kv_rows, hd = head_dim;
-
-    return sizeof(float) * (2 * q * hd + kv * (hd + 1) + kv * hd + q * kv + 3 * q);
-}
-
-extern "C" duet_status duet__gpu_prefill_config(uint32_t head_dim, size_t shared_limit,
-                                                duet_gpu_prefill_cfg *out)
-{
-    static const uint32_t q_opts[] = {64, 32, 16, 8, 4}, kv_opts[] = {64, 32, 16};
-
-    if (head_dim == 0 || head_dim % 2 || head_dim > DUET_GPU_MAX_HEAD_DIM)
-        return DUET_STATUS_INVALID_ARGUMENT;
-    for (size_t i = 0; i < sizeof(q_opts) / sizeof(q_opts[0]); i++) {
-        for (size_t j = 0; j < sizeof(kv_opts) / sizeof(kv_opts[0]); j++) {
-            size_t bytes = duet__gpu_prefill_shared(q_opts[i], kv_opts[j], head_dim);
-
-            if (bytes <= shared_limit) {
-                out->q_rows = q_opts[i];
-                out->kv_rows = kv_opts[j];
-                out->threads = 128;
-                out->shared_bytes = bytes;
-                return DUET_STATUS_OK;
-            }
-        }
-    }
-    return DUET_STATUS_INVALID_ARGUMENT;
-}
-
 extern "C" cudaError_t duet__gpu_attn_prefill(cudaStream_t s, const duet_gpu_attn_args *a,
                                               const duet_gpu_tile *tiles, uint32_t n_tiles,
                                               const duet_gpu_prefill_cfg *cfg)

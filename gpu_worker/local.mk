@@ -4,7 +4,7 @@
 # without a GPU.
 GPU_WORKER_CU = gpu_worker/probe.cu gpu_worker/kernels.cu gpu_worker/sample.cu
 GPU_WORKER_C = gpu_worker/worker.c gpu_worker/execute.c gpu_worker/gemm.c gpu_worker/ranks.c
-EXTRA_DIST += gpu_worker/gpu_worker-int.h gpu_worker/worker.h gpu_worker/plan.c gpu_worker/tests.mk $(GPU_WORKER_CU) \
+EXTRA_DIST += gpu_worker/gpu_worker-int.h gpu_worker/worker.h gpu_worker/tests.mk $(GPU_WORKER_CU) \
 	$(GPU_WORKER_C)
 # The host emulation of CUDA behind `make check-gpu-emu` (tools/gpu-emu/local.mk).
 EXTRA_DIST += tools/gpu-emu/local.mk tools/gpu-emu/check-gpu-emu.sh tools/gpu-emu/rewrite.py tools/gpu-emu/cuda_emu.h \
@@ -14,18 +14,29 @@ EXTRA_DIST += tools/gpu-emu/local.mk tools/gpu-emu/check-gpu-emu.sh tools/gpu-em
 
 GPU_WORKER_CPPFLAGS = $(AM_CPPFLAGS) $(CUDA_CPPFLAGS) $(NCCL_CPPFLAGS) -I$(top_srcdir)/sampling
 
+# The host arithmetic (plan.h: shards, cache sizing, one step's arrays, the prefill tile): pure C,
+# built and tested with or without CUDA.
+noinst_LTLIBRARIES += gpu_worker/libduet_gpu_plan.la
+gpu_worker_libduet_gpu_plan_la_SOURCES = gpu_worker/plan.c gpu_worker/plan.h
+gpu_worker_libduet_gpu_plan_la_CPPFLAGS = $(GPU_WORKER_CPPFLAGS)
+if HAVE_CHECK
+check_PROGRAMS += tests/check_gpu_host
+tests_check_gpu_host_SOURCES = tests/check_gpu_host.c tests/check_util.h tests/gpu_launch_cases.h
+tests_check_gpu_host_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/sampling
+tests_check_gpu_host_CFLAGS = $(TEST_CFLAGS)
+tests_check_gpu_host_LDADD = gpu_worker/libduet_gpu_plan.la sampling/libduet_sampling.la \
+	$(TEST_LIBS) -lm
+CHECK_TESTS += tests/check_gpu_host
+endif
+
 if HAVE_CUDA
 # The device code (nvcc through build-aux/nvcc-wrapper). Linked as C: libtool needs a tag; nvcc
-# output needs libcudart and the C++ runtime.
+# output needs libcudart and the C++ runtime. It calls plan.c (the prefill tile): link it before
+# libduet_gpu_plan.la.
 noinst_LTLIBRARIES += gpu_worker/libduet_gpu_kernels.la
 gpu_worker_libduet_gpu_kernels_la_SOURCES = $(GPU_WORKER_CU) gpu_worker/gpu_worker-int.h
 nodist_EXTRA_gpu_worker_libduet_gpu_kernels_la_SOURCES = dummy.c
 gpu_worker_libduet_gpu_kernels_la_LIBADD = $(CUDA_LDFLAGS) $(CUDA_LIBS) -lstdc++
-
-# The host arithmetic: shards, cache sizing, one step's arrays.
-noinst_LTLIBRARIES += gpu_worker/libduet_gpu_plan.la
-gpu_worker_libduet_gpu_plan_la_SOURCES = gpu_worker/plan.c gpu_worker/gpu_worker-int.h
-gpu_worker_libduet_gpu_plan_la_CPPFLAGS = $(GPU_WORKER_CPPFLAGS)
 
 pkglib_LTLIBRARIES += gpu_worker/duet_gpu_worker.la
 gpu_worker_duet_gpu_worker_la_SOURCES = $(GPU_WORKER_C) gpu_worker/worker.h gpu_worker/gpu_worker-int.h
@@ -37,14 +48,15 @@ gpu_worker_duet_gpu_worker_la_LIBADD = gpu_worker/libduet_gpu_plan.la \
 EXPORT_CHECKED_PLUGINS += $(abs_top_builddir)/gpu_worker/.libs/duet_gpu_worker.so
 
 if HAVE_CHECK
-# Host arithmetic: runs everywhere.
-check_PROGRAMS += tests/check_gpu_host
-tests_check_gpu_host_SOURCES = tests/check_gpu_host.c tests/check_util.h tests/gpu_launch_cases.h
-tests_check_gpu_host_CPPFLAGS = $(GPU_WORKER_CPPFLAGS)
-tests_check_gpu_host_CFLAGS = $(TEST_CFLAGS)
-tests_check_gpu_host_LDADD = gpu_worker/libduet_gpu_plan.la gpu_worker/libduet_gpu_kernels.la \
-	sampling/libduet_sampling.la $(TEST_LIBS) $(CUDA_LDFLAGS) $(CUDA_LIBS) -lm
-CHECK_TESTS += tests/check_gpu_host
+# Launchers without work answer without a device: runs with the CUDA runtime, GPU or not.
+check_PROGRAMS += tests/check_gpu_launch
+tests_check_gpu_launch_SOURCES = tests/check_gpu_launch.c tests/check_util.h \
+	tests/gpu_nowork_cases.h
+tests_check_gpu_launch_CPPFLAGS = $(GPU_WORKER_CPPFLAGS)
+tests_check_gpu_launch_CFLAGS = $(TEST_CFLAGS)
+tests_check_gpu_launch_LDADD = gpu_worker/libduet_gpu_kernels.la gpu_worker/libduet_gpu_plan.la \
+	$(TEST_LIBS) $(CUDA_LDFLAGS) $(CUDA_LIBS) -lm
+TESTS += tests/check_gpu_launch
 
 # Device tests: exit 77 without a GPU.
 check_PROGRAMS += tests/check_gpu_probe tests/check_gpu_kernels tests/check_gpu_sampler
@@ -54,10 +66,10 @@ tests_check_gpu_probe_CFLAGS = $(TEST_CFLAGS)
 tests_check_gpu_probe_LDADD = gpu_worker/libduet_gpu_kernels.la $(TEST_LIBS) $(CUDA_LDFLAGS) \
 	$(CUDA_LIBS)
 tests_check_gpu_kernels_SOURCES = tests/check_gpu_kernels.c tests/check_util.h tests/test_rng.h \
-	tests/gpu_launch_cases.h
+	tests/gpu_launch_cases.h tests/gpu_nowork_cases.h
 tests_check_gpu_kernels_CPPFLAGS = $(GPU_WORKER_CPPFLAGS)
 tests_check_gpu_kernels_CFLAGS = $(TEST_CFLAGS)
-tests_check_gpu_kernels_LDADD = gpu_worker/libduet_gpu_plan.la gpu_worker/libduet_gpu_kernels.la \
+tests_check_gpu_kernels_LDADD = gpu_worker/libduet_gpu_kernels.la gpu_worker/libduet_gpu_plan.la \
 	$(TEST_LIBS) $(CUDA_LDFLAGS) $(CUDA_LIBS) -lm
 tests_check_gpu_sampler_SOURCES = tests/check_gpu_sampler.c tests/check_util.h tests/test_rng.h \
 	tests/gpu_test_util.h

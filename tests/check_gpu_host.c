@@ -7,7 +7,7 @@
  * here), the sampler's random numbers (sampling.h's generator, which the device shares) and the
  * prefill attention kernel's launch shape (gpu_launch_cases.h).
  */
-#include "gpu_worker/gpu_worker-int.h"
+#include "gpu_worker/plan.h"
 
 #include "check_util.h"
 #include "gpu_launch_cases.h"

@@ -20,6 +20,7 @@
 
 #include "check_util.h"
 #include "gpu_launch_cases.h"
+#include "gpu_nowork_cases.h"
 #include "test_rng.h"
 
 #include <check.h>
@@ -879,6 +880,7 @@ int main(void)
     duet_test_add_cases(s, device_cases, sizeof(device_cases) / sizeof(device_cases[0]), reseed,
                         NULL, 0);
     add_gpu_launch_cases(s);
+    add_gpu_nowork_cases(s);
     sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK); /* CUDA is initialised in this process already */
     srunner_run_all(sr, CK_ENV);

@@ -1,13 +1,13 @@
 /*
- * gpu_launch_cases.h — host-only checks of the GPU kernels' launch arithmetic (kernels.cu): the
- * prefill tile chosen for a head size and a shared-memory limit, the bytes that tile needs, and
- * launchers that have no work (or an unknown element type) answering without touching a device.
- * They run with or without a GPU; a suite adds them with add_gpu_launch_cases.
+ * gpu_launch_cases.h — host-only checks of the GPU kernels' launch arithmetic (plan.c, for
+ * kernels.cu): the prefill tile chosen for a head size and a shared-memory limit, the bytes that
+ * tile needs, the decode partitions. Pure C: they run with or without CUDA and a GPU; a suite adds
+ * them with add_gpu_launch_cases. (Launchers without work: tests/check_gpu_launch.c.)
  */
 #ifndef DUET_GPU_LAUNCH_CASES_H
 #define DUET_GPU_LAUNCH_CASES_H
 
-#include "gpu_worker/gpu_worker-int.h"
+#include "gpu_worker/plan.h"
 
 #include <check.h>
 #include <stddef.h>
@@ -91,35 +91,6 @@ START_TEST(test_decode_partitions_cover_the_context)
 }
 END_TEST
 
-/* No work: success at once, without a device (these make no CUDA call). An element type the
- * kernels do not know: cudaErrorInvalidValue, again before any launch. */
-START_TEST(test_launchers_without_work_answer_at_once)
-{
-    duet_gpu_attn_args attn = {.kv = {.block_size = 16, .kv_heads = 1, .head_dim = 64},
-                               .num_heads = 4};
-    duet_gpu_rope_args rope = {.num_heads = 4, .kv = attn.kv};
-    duet_gpu_prefill_cfg cfg = {.q_rows = 16, .kv_rows = 16, .threads = 128};
-
-    ck_assert_int_eq(duet__gpu_gather_rows(0, DUET_GPU_F32, NULL, 8, NULL, 0, 0, NULL, 8, false),
-                     cudaSuccess);
-    ck_assert_int_eq(duet__gpu_rmsnorm(0, NULL, 8, NULL, 1e-5f, DUET_GPU_BF16, NULL, 8, 0, 8),
-                     cudaSuccess);
-    ck_assert_int_eq(
-        duet__gpu_layernorm(0, NULL, 8, NULL, NULL, 1e-5f, DUET_GPU_F16, NULL, 8, 0, 8),
-        cudaSuccess);
-    ck_assert_int_eq(duet__gpu_convert(0, NULL, 8, DUET_GPU_F32, NULL, 8, 0, 8, true), cudaSuccess);
-    ck_assert_int_eq(duet__gpu_silu_mul(0, NULL, 16, DUET_GPU_F32, NULL, 8, 0, 8), cudaSuccess);
-    ck_assert_int_eq(duet__gpu_add_bias(0, NULL, 8, NULL, 0, 8), cudaSuccess);
-    ck_assert_int_eq(duet__gpu_select_rows(0, NULL, 8, NULL, 0, NULL, 8, 8), cudaSuccess);
-    ck_assert_int_eq(duet__gpu_unshard_logits(0, NULL, 0, 8, 16, NULL), cudaSuccess);
-    ck_assert_int_eq(duet__gpu_rope_kv_write(0, &rope), cudaSuccess);
-    ck_assert_int_eq(duet__gpu_attn_decode(0, &attn, NULL, 0, 1, NULL, NULL), cudaSuccess);
-    ck_assert_int_eq(duet__gpu_attn_prefill(0, &attn, NULL, 0, &cfg), cudaSuccess);
-    ck_assert_int_eq(duet__gpu_convert(0, NULL, 8, (duet_gpu_dtype)7, NULL, 8, 1, 8, false),
-                     cudaErrorInvalidValue);
-}
-END_TEST
-
 static void add_gpu_launch_cases(Suite *s)
 {
     TCase *tc = tcase_create("launch");
@@ -128,7 +99,6 @@ static void add_gpu_launch_cases(Suite *s)
     tcase_add_test(tc, test_prefill_shared_bytes_grow_with_every_dimension);
     tcase_add_test(tc, test_prefill_config_refuses_bad_head_sizes_and_tiny_limits);
     tcase_add_test(tc, test_decode_partitions_cover_the_context);
-    tcase_add_test(tc, test_launchers_without_work_answer_at_once);
     suite_add_tcase(s, tc);
 }
 
