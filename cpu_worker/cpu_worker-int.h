@@ -331,7 +331,7 @@ struct duet_worker {
     duet_cpu_kv kv;                 /* the KV pool (base NULL before init_cache) */
     duet_cpu_kv swap;               /* swap pool, same layout */
     duet_cpu_scratch s;             /* per-step buffers */
-    duet_sampler **samplers;        /* [threads] one per OpenMP thread */
+    duet__sampler **samplers;       /* [threads] one per OpenMP thread */
     char err[1024];                 /* last_error() */
 };
 

@@ -41,7 +41,7 @@ static duet_status check_batch(duet_worker *w, const duet_batch *b, const duet_b
                              .num_blocks = w->kv.base ? w->kv.num_blocks : 0,
                              .num_swap_blocks = w->swap.num_blocks};
 
-    return duet_batch_check(&lim, b, o, rows, fed, w->err, sizeof(w->err));
+    return duet__batch_check(&lim, b, o, rows, fed, w->err, sizeof(w->err));
 }
 
 /* ---- steps -------------------------------------------------------------------------------- */
@@ -119,7 +119,7 @@ static void nonfinite_row(const duet_batch *b, duet_batch_output *o, int64_t row
 static void emit_row(duet_worker *w, const duet_batch *b, duet_batch_output *o,
                      const struct row_dest *r, const float *logits)
 {
-    duet_sampler *s = w->samplers[omp_get_thread_num() % (int)w->threads];
+    duet__sampler *s = w->samplers[omp_get_thread_num() % (int)w->threads];
     const duet_sampling_params *sp = &r->q->sampling;
     size_t V = w->d->vocab_size, M = b->max_logprobs;
 
@@ -131,9 +131,9 @@ static void emit_row(duet_worker *w, const duet_batch *b, duet_batch_output *o,
         uint32_t n_top = lp ? sp->n_logprobs : 0;
 
         o->tokens[r->out_row] =
-            duet_sample_row(s, logits, sp, r->pos,
-                            (b->flags & DUET_BATCH_WANT_PROBS) ? o->probs + r->out_row * V : NULL,
-                            lp ? o->token_logprobs + r->out_row : NULL, top, n_top);
+            duet__sample_row(s, logits, sp, r->pos,
+                             (b->flags & DUET_BATCH_WANT_PROBS) ? o->probs + r->out_row * V : NULL,
+                             lp ? o->token_logprobs + r->out_row : NULL, top, n_top);
         for (uint32_t k = n_top; top && k < M; k++)
             top[k] = (duet_logprob){-1, 0.0f};
     }
@@ -141,8 +141,8 @@ static void emit_row(duet_worker *w, const duet_batch *b, duet_batch_output *o,
         duet_logprob *top = M ? o->prompt_logprobs + (size_t)r->fed_row * M : NULL;
         uint32_t n_top = sp->n_prompt_logprobs;
 
-        duet_row_logprobs(s, logits, top ? n_top : 0, top, r->next,
-                          o->prompt_next_logprobs + r->fed_row);
+        duet__row_logprobs(s, logits, top ? n_top : 0, top, r->next,
+                           o->prompt_next_logprobs + r->fed_row);
         for (uint32_t k = n_top; top && k < M; k++)
             top[k] = (duet_logprob){-1, 0.0f};
     }

@@ -449,7 +449,7 @@ static void worker_destroy(duet_worker *w)
     free(w->final_b);
     free(w->inv_freq);
     for (uint32_t i = 0; w->samplers && i < w->threads; i++)
-        duet_sampler_destroy(w->samplers[i]);
+        duet__sampler_destroy(w->samplers[i]);
     free(w->samplers);
     free(s->x), free(s->h), free(s->qkv), free(s->att), free(s->mlp), free(s->act);
     free(s->cos_sin), free(s->pos), free(s->final), free(s->logits), free(s->gemv_act);
@@ -467,7 +467,7 @@ static duet_status make_samplers(duet_worker *w)
     if (!(w->samplers = calloc(w->threads, sizeof(*w->samplers))))
         return fail(w, DUET_STATUS_OUT_OF_MEMORY, "cpu worker: out of memory");
     for (uint32_t i = 0; i < w->threads; i++)
-        if (duet_sampler_create(w->d->vocab_size, &w->samplers[i]))
+        if (duet__sampler_create(w->d->vocab_size, &w->samplers[i]))
             return fail(w, DUET_STATUS_OUT_OF_MEMORY, "cpu worker: out of memory for samplers");
     return DUET_STATUS_OK;
 }

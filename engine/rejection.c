@@ -106,20 +106,20 @@ static bool valid(const struct duet__accept_params *params, const struct duet__p
 static bool rejection_step(const float *p, const float *q, int32_t x, uint32_t vocab, uint64_t seed,
                            uint64_t pos, float *residual, int32_t *emit)
 {
-    double u = duet_rng_uniform(seed, pos, DUET_DRAW_ACCEPT), u_r;
+    double u = duet__rng_uniform(seed, pos, DUET_DRAW_ACCEPT), u_r;
 
     /* u < min(1, p/q) is u < p/q since u < 1; NaN anywhere rejects */
     if (isfinite(q[x]) && q[x] > 0.0f && u < (double)p[x] / (double)q[x])
         return true;
-    u_r = duet_rng_uniform(seed, pos, DUET_DRAW_RESAMPLE);
+    u_r = duet__rng_uniform(seed, pos, DUET_DRAW_RESAMPLE);
     for (uint32_t v = 0; v < vocab; v++) {
         float d = p[v] - q[v];
 
         residual[v] = d > 0.0f ? d : 0.0f;
     }
-    *emit = duet_sample_from_probs(residual, vocab, u_r);
+    *emit = duet__sample_from_probs(residual, vocab, u_r);
     if (*emit < 0)
-        *emit = duet_sample_from_probs(p, vocab, u_r);
+        *emit = duet__sample_from_probs(p, vocab, u_r);
     return false;
 }
 
@@ -187,8 +187,9 @@ duet_status duet__verify(const struct duet__accept_params *params, const struct 
 
         t = params->method == DUET__ACCEPT_GREEDY
                 ? argmax(bonus, vocab)
-                : duet_sample_from_probs(
-                      bonus, vocab, duet_rng_uniform(pr->seed, pr->position + k, DUET_DRAW_SAMPLE));
+                : duet__sample_from_probs(
+                      bonus, vocab,
+                      duet__rng_uniform(pr->seed, pr->position + k, DUET_DRAW_SAMPLE));
     }
     if (t < 0) {
         errf(err, err_size, "verify: target row %u (position %llu) has no positive probability",

@@ -12,7 +12,7 @@
  * t is the token emitted at the first rejected position (n < k) or the bonus token drawn from
  * p_{k+1} (n = k). Every row has already been through the request's sampling settings
  * (temperature, top-k, top-p, min-p; one-hot for greedy), exactly as the workers sampled from
- * them. Randomness is duet_rng_uniform(seed, position, draw) from sampling.h, so the outcome is
+ * them. Randomness is duet__rng_uniform(seed, position, draw) from sampling.h, so the outcome is
  * a pure function of the inputs.
  *
  * Methods:

@@ -693,7 +693,7 @@ duet_status duet__gpu_execute(duet_gpu_worker *w, const duet_batch *b, duet_batc
                               .block_size = w->block_size,
                               .num_blocks = w->num_blocks,
                               .num_swap_blocks = w->num_swap_blocks};
-    if ((es = duet_batch_check(&lim, b, o, &rows, &fed, w->err, sizeof(w->err))))
+    if ((es = duet__batch_check(&lim, b, o, &rows, &fed, w->err, sizeof(w->err))))
         return es;
     if ((b->n_swap_in || b->n_swap_out || b->n_copy) &&
         (es = duet__gpu_ranks_run(w, rank_cache_ops, (void *)b)))

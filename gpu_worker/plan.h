@@ -215,7 +215,7 @@ void duet__gpu_plan_fill(const duet_gpu_plan *p, void *arena, const duet_gpu_pla
 
 /* One row's settings, on the device (sampling.h has the semantics; the GPU sampler follows
  * them: the same order, filters and draw, in double precision, with sampling.h's own
- * duet_rng_uniform, which compiles for the device too). */
+ * duet__rng_uniform, which compiles for the device too). */
 typedef struct duet_gpu_sample_row {
     float temperature; /* < DUET_SAMPLING_EPS: greedy */
     float top_p;

@@ -18,7 +18,7 @@
  * Every filter keeps a prefix of the sorted order, so each cut is "the first position j where
  * the filter's test fails", found by a block-wide minimum, or for top-p by a block-wide scan of
  * the weights (the mass before j) carried across chunks of the row. The draw scans the written
- * probabilities in id order, as duet_sample_from_probs walks them; only the order of the double
+ * probabilities in id order, as duet__sample_from_probs walks them; only the order of the double
  * additions differs from the CPU, so a token can differ only where u lands within rounding of a
  * boundary of the cumulative distribution.
  *
@@ -439,7 +439,7 @@ static __device__ int32_t sample_filtered(const sorted_row &s, const duet_gpu_sa
     if (row.min_p > 0.0f && n > 1)
         n = min_p_len(s, n, (double)row.min_p, sh);
     return write_and_draw(s, n, probs, vocab,
-                          duet_rng_uniform(row.seed, row.position, DUET_DRAW_SAMPLE), sh);
+                          duet__rng_uniform(row.seed, row.position, DUET_DRAW_SAMPLE), sh);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -134,9 +134,9 @@ static duet_status check_output(struct ctx *c, const duet_batch *b, const duet_b
     return DUET_STATUS_OK;
 }
 
-duet_status duet_batch_check(const duet_batch_limits *lim, const duet_batch *b,
-                             const duet_batch_output *o, uint64_t *rows, uint64_t *fed, char *err,
-                             size_t err_size)
+duet_status duet__batch_check(const duet_batch_limits *lim, const duet_batch *b,
+                              const duet_batch_output *o, uint64_t *rows, uint64_t *fed, char *err,
+                              size_t err_size)
 {
     struct ctx cx = {lim, err, err_size}, *c = &cx;
     duet_status st;

@@ -26,8 +26,8 @@ typedef struct duet_batch_limits {
 /* Checks the batch and the output against lim. On success *rows = output rows of the batch and
  * *fed = fed tokens; else a message naming the sequence / pair / array in err. DUET_BATCH_VERIFY
  * is refused (UNSUPPORTED): neither worker runs the rejection sampler itself. */
-duet_status duet_batch_check(const duet_batch_limits *lim, const duet_batch *b,
-                             const duet_batch_output *o, uint64_t *rows, uint64_t *fed, char *err,
-                             size_t err_size);
+duet_status duet__batch_check(const duet_batch_limits *lim, const duet_batch *b,
+                              const duet_batch_output *o, uint64_t *rows, uint64_t *fed, char *err,
+                              size_t err_size);
 
 #endif /* DUET_BATCH_CHECK_H */

@@ -12,7 +12,7 @@
  *
  * "More likely" is one total order everywhere: larger key (the logit, NaN as -inf) first, lower
  * id on ties. Every filter keeps a prefix of that order, at least one token, and leaves the kept
- * candidates in id order, so the draw walks them in the order duet_sample_from_probs walks the
+ * candidates in id order, so the draw walks them in the order duet__sample_from_probs walks the
  * whole row and picks the same token from the same sums without scanning the zeros.
  *
  * cut() finds a prefix without sorting: one pass puts each candidate in one of 1024 buckets of
@@ -53,7 +53,7 @@ struct cand {
     uint32_t id; /* token id */
 };
 
-struct duet_sampler {
+struct duet__sampler {
     uint32_t vocab;              /* entries per row */
     struct cand *cand;           /* [vocab] heaps, then the candidates of the row */
     struct cand *spill;          /* [vocab] the boundary bucket of cut()'s first level */
@@ -62,9 +62,9 @@ struct duet_sampler {
     double mass[CUT_BUCKETS];    /* cut(): weight per bucket */
 };
 
-duet_status duet_sampler_create(uint32_t vocab, duet_sampler **out)
+duet_status duet__sampler_create(uint32_t vocab, duet__sampler **out)
 {
-    duet_sampler *s;
+    duet__sampler *s;
 
     if (!out)
         return DUET_STATUS_INVALID_ARGUMENT;
@@ -96,7 +96,7 @@ out_free_sampler:
     return DUET_STATUS_OUT_OF_MEMORY;
 }
 
-void duet_sampler_destroy(duet_sampler *sampler)
+void duet__sampler_destroy(duet__sampler *sampler)
 {
     if (!sampler)
         return;
@@ -420,7 +420,7 @@ static double sum_w(const struct cand *c, uint32_t n)
 
 /* Top-p over c[0..n): keeps, in id order, the smallest most likely set whose mass reaches top_p
  * of the whole (the most likely token alone when top_p <= 0) and returns its size. */
-static uint32_t filter_top_p(duet_sampler *s, uint32_t n, double top_p, float kmax, double span)
+static uint32_t filter_top_p(duet__sampler *s, uint32_t n, double top_p, float kmax, double span)
 {
     struct cut_ctx cx = {CUT_MASS, s->count, s->mass};
 
@@ -485,7 +485,7 @@ static double positive_total(const float *probs, uint32_t vocab)
 }
 
 /* Writes the row (w / sum w at the kept ids, zero elsewhere) and draws from it. With c[0..n) in
- * id order and holding every positive entry, the sums below are those duet_sample_from_probs
+ * id order and holding every positive entry, the sums below are those duet__sample_from_probs
  * forms over the whole row (lanes by id mod 4, each in id order; zeros add nothing), so the
  * token is the one it would return. */
 static int32_t write_and_draw(const struct cand *c, uint32_t n, float *probs, uint32_t vocab,
@@ -526,8 +526,8 @@ static void one_hot(float *probs, uint32_t vocab, uint32_t token)
 }
 
 /* Temperature, top-k, top-p and min-p into probs, then the draw. */
-static int32_t sample_filtered(duet_sampler *s, const float *logits, const duet_sampling_params *sp,
-                               double u, float *probs)
+static int32_t sample_filtered(duet__sampler *s, const float *logits,
+                               const duet_sampling_params *sp, double u, float *probs)
 {
     double inv_t = 1.0 / (double)sp->temperature, span = CUT_SPAN * (double)sp->temperature;
     uint32_t vocab = s->vocab, k = sp->top_k > 0 ? (uint32_t)sp->top_k : vocab, n;
@@ -607,7 +607,7 @@ static float logprob_of(const struct row_norm *rn, float key, uint32_t id)
     return (float)((double)key - (double)rn->max - rn->log_norm);
 }
 
-static void top_logprobs(duet_sampler *s, const float *logits, const struct row_norm *rn,
+static void top_logprobs(duet__sampler *s, const float *logits, const struct row_norm *rn,
                          duet_logprob *top, uint32_t n_top)
 {
     uint32_t n = n_top < s->vocab ? n_top : s->vocab;
@@ -623,8 +623,8 @@ static void top_logprobs(duet_sampler *s, const float *logits, const struct row_
         top[j] = (duet_logprob){-1, 0.0f};
 }
 
-void duet_row_logprobs(duet_sampler *sampler, const float *logits, uint32_t n_top,
-                       duet_logprob *top, int32_t next, float *next_logprob)
+void duet__row_logprobs(duet__sampler *sampler, const float *logits, uint32_t n_top,
+                        duet_logprob *top, int32_t next, float *next_logprob)
 {
     struct row_norm rn;
 
@@ -645,14 +645,14 @@ void duet_row_logprobs(duet_sampler *sampler, const float *logits, uint32_t n_to
 
 /* The token of a row; probs (NULL: scratch for a filtered row, nothing for a greedy one) gets
  * the distribution it was drawn from. */
-static int32_t sample_token(duet_sampler *s, const float *logits, const duet_sampling_params *sp,
+static int32_t sample_token(duet__sampler *s, const float *logits, const duet_sampling_params *sp,
                             uint64_t position, float *probs)
 {
     uint32_t token;
 
     if (sp->temperature >= DUET_SAMPLING_EPS) /* false for NaN: greedy */
         return sample_filtered(s, logits, sp,
-                               duet_rng_uniform(sp->seed, position, DUET_DRAW_SAMPLE),
+                               duet__rng_uniform(sp->seed, position, DUET_DRAW_SAMPLE),
                                probs ? probs : s->probs);
     token = argmax(logits, s->vocab);
     if (probs)
@@ -660,9 +660,9 @@ static int32_t sample_token(duet_sampler *s, const float *logits, const duet_sam
     return (int32_t)token;
 }
 
-int32_t duet_sample_row(duet_sampler *sampler, const float *logits, const duet_sampling_params *sp,
-                        uint64_t position, float *probs, float *token_logprob, duet_logprob *top,
-                        uint32_t n_top)
+int32_t duet__sample_row(duet__sampler *sampler, const float *logits,
+                         const duet_sampling_params *sp, uint64_t position, float *probs,
+                         float *token_logprob, duet_logprob *top, uint32_t n_top)
 {
     struct row_norm rn;
     int32_t token;
@@ -680,7 +680,7 @@ int32_t duet_sample_row(duet_sampler *sampler, const float *logits, const duet_s
     return token;
 }
 
-int32_t duet_sample_from_probs(const float *probs, uint32_t vocab, double u)
+int32_t duet__sample_from_probs(const float *probs, uint32_t vocab, double u)
 {
     double total, target, cum = 0.0;
     int32_t last = -1;

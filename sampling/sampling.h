@@ -6,7 +6,7 @@
  *        │
  *        └──► / temperature ──► softmax ──► top-k ──► top-p ──► min-p ──► probs [V]
  *                                                                           │
- *                       u = duet_rng_uniform(seed, position, DUET_DRAW_SAMPLE)
+ *                       u = duet__rng_uniform(seed, position, DUET_DRAW_SAMPLE)
  *                                                                           ▼
  *                                                   token = inverse CDF of probs at u
  *
@@ -21,7 +21,7 @@
  * position is the position of the token being chosen. No state is shared, so a request samples
  * the same tokens whatever else is in the batch and whichever worker runs it.
  *
- * A duet_sampler is scratch for one row at a time (one per thread); it holds no randomness.
+ * A duet__sampler is scratch for one row at a time (one per thread); it holds no randomness.
  */
 #ifndef DUET_SAMPLING_H
 #define DUET_SAMPLING_H
@@ -54,7 +54,7 @@ static inline DUET_RNG_HD uint64_t duet__rng_mix(uint64_t z)
 }
 
 /* A uniform double in [0, 1) (53 bits) that depends only on (seed, position, draw). */
-static inline DUET_RNG_HD double duet_rng_uniform(uint64_t seed, uint64_t position, uint32_t draw)
+static inline DUET_RNG_HD double duet__rng_uniform(uint64_t seed, uint64_t position, uint32_t draw)
 {
     uint64_t h = duet__rng_mix(seed + 0x9e3779b97f4a7c15ull);
     h = duet__rng_mix(h ^ (position + 0x632be59bd9b4e019ull));
@@ -62,12 +62,12 @@ static inline DUET_RNG_HD double duet_rng_uniform(uint64_t seed, uint64_t positi
     return (double)(h >> 11) * 0x1.0p-53;
 }
 
-typedef struct duet_sampler duet_sampler;
+typedef struct duet__sampler duet__sampler;
 
 /* Scratch for rows of vocab entries. The caller owns *out and releases it with
- * duet_sampler_destroy(). OUT_OF_MEMORY or INVALID_ARGUMENT (vocab 0). */
-duet_status duet_sampler_create(uint32_t vocab, duet_sampler **out);
-void duet_sampler_destroy(duet_sampler *sampler);
+ * duet__sampler_destroy(). OUT_OF_MEMORY or INVALID_ARGUMENT (vocab 0). */
+duet_status duet__sampler_create(uint32_t vocab, duet__sampler **out);
+void duet__sampler_destroy(duet__sampler *sampler);
 
 /*
  * Samples the token at `position` from one row of raw logits[vocab] with sp's settings (see the
@@ -78,19 +78,19 @@ void duet_sampler_destroy(duet_sampler *sampler);
  *                    (lower id first on ties); entries beyond vocab have token -1
  * Non-finite logits: NaN counts as -infinity; a row with no finite logit samples token 0.
  */
-int32_t duet_sample_row(duet_sampler *sampler, const float *logits, const duet_sampling_params *sp,
-                        uint64_t position, float *probs, float *token_logprob, duet_logprob *top,
-                        uint32_t n_top);
+int32_t duet__sample_row(duet__sampler *sampler, const float *logits,
+                         const duet_sampling_params *sp, uint64_t position, float *probs,
+                         float *token_logprob, duet_logprob *top, uint32_t n_top);
 
-/* Raw log-softmax of logits[vocab]: the n_top most likely into top (as duet_sample_row), and the
+/* Raw log-softmax of logits[vocab]: the n_top most likely into top (as duet__sample_row), and the
  * log-probability of token `next` into *next_logprob (NAN when next < 0; next_logprob may be
  * NULL). Used for prompt log-probabilities. */
-void duet_row_logprobs(duet_sampler *sampler, const float *logits, uint32_t n_top,
-                       duet_logprob *top, int32_t next, float *next_logprob);
+void duet__row_logprobs(duet__sampler *sampler, const float *logits, uint32_t n_top,
+                        duet_logprob *top, int32_t next, float *next_logprob);
 
 /* The token at which the cumulative sum of probs[vocab] (in id order, non-negative entries that
  * need not sum to 1) first exceeds u × the total; the last token with positive mass when rounding
  * runs past the end; -1 when no entry is positive. */
-int32_t duet_sample_from_probs(const float *probs, uint32_t vocab, double u);
+int32_t duet__sample_from_probs(const float *probs, uint32_t vocab, double u);
 
 #endif /* DUET_SAMPLING_H */

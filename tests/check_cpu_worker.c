@@ -40,7 +40,7 @@
  * lies within 2 × that bound of a CDF boundary of the row.
  *
  * A token sampled from a row at fed position p is the token at position p + 1: it must be the
- * inverse CDF of the returned probability row at u = duet_rng_uniform(seed, p + 1,
+ * inverse CDF of the returned probability row at u = duet__rng_uniform(seed, p + 1,
  * DUET_DRAW_SAMPLE) (sampling.h), to within 1e-5 of float rounding.
  */
 #define _GNU_SOURCE /* nftw */
@@ -802,8 +802,8 @@ static void cdf_interval(const float *p, uint32_t vocab, int32_t t, double *lo, 
 static void assert_sampled(const float *p, uint32_t vocab, int32_t token, uint64_t seed,
                            uint32_t pos, const char *what, uint32_t row)
 {
-    double u = duet_rng_uniform(seed, (uint64_t)pos + 1, DUET_DRAW_SAMPLE), lo, hi;
-    double u_own = duet_rng_uniform(seed, pos, DUET_DRAW_SAMPLE);
+    double u = duet__rng_uniform(seed, (uint64_t)pos + 1, DUET_DRAW_SAMPLE), lo, hi;
+    double u_own = duet__rng_uniform(seed, pos, DUET_DRAW_SAMPLE);
 
     ck_assert_msg(token >= 0 && (uint32_t)token < vocab && p[token] > 0,
                   "%s row %u: token %d has no probability", what, row, token);
@@ -874,7 +874,7 @@ static void assert_runs_agree(const struct outs *a, uint32_t ra, const struct ou
                           b->tokens[rb + i]);
         else
             assert_same_token(pa, a->tokens[ra + i], b->tokens[rb + i], vocab,
-                              duet_rng_uniform(seed, (uint64_t)pos0 + i + 1, DUET_DRAW_SAMPLE),
+                              duet__rng_uniform(seed, (uint64_t)pos0 + i + 1, DUET_DRAW_SAMPLE),
                               2 * rr.lim, what, ra + i);
         ref_row_fini(&rr);
     }

@@ -265,15 +265,15 @@ START_TEST(test_rng_is_a_pure_function_of_seed_position_and_draw)
     double sum = 0;
 
     for (uint64_t i = 0; i < 10000; i++) {
-        double u = duet_rng_uniform(i * 7919, i % 97, (uint32_t)(i % 3));
+        double u = duet__rng_uniform(i * 7919, i % 97, (uint32_t)(i % 3));
 
         ck_assert(u >= 0.0 && u < 1.0);
-        ck_assert(u == duet_rng_uniform(i * 7919, i % 97, (uint32_t)(i % 3)));
+        ck_assert(u == duet__rng_uniform(i * 7919, i % 97, (uint32_t)(i % 3)));
         sum += u;
     }
     ck_assert_double_eq_tol(sum / 10000, 0.5, 0.02);
-    ck_assert(duet_rng_uniform(1, 2, 0) != duet_rng_uniform(1, 2, 1));
-    ck_assert(duet_rng_uniform(1, 2, 0) != duet_rng_uniform(1, 3, 0));
+    ck_assert(duet__rng_uniform(1, 2, 0) != duet__rng_uniform(1, 2, 1));
+    ck_assert(duet__rng_uniform(1, 2, 0) != duet__rng_uniform(1, 3, 0));
 }
 END_TEST
 

@@ -262,9 +262,9 @@ static void run_device(duet_gpu_sampler *sampler, uint32_t vocab, const float *l
 static void run_cpu(uint32_t vocab, const float *logits, uint32_t n,
                     const duet_gpu_sample_row *rows, struct results *res)
 {
-    duet_sampler *cpu;
+    duet__sampler *cpu;
 
-    ck_assert_int_eq(duet_sampler_create(vocab, &cpu), DUET_STATUS_OK);
+    ck_assert_int_eq(duet__sampler_create(vocab, &cpu), DUET_STATUS_OK);
     for (uint32_t i = 0; i < n; i++) {
         const duet_gpu_sample_row *r = &rows[i];
         duet_sampling_params sp = params_of(r);
@@ -275,12 +275,12 @@ static void run_cpu(uint32_t vocab, const float *logits, uint32_t n,
             top[j] = (duet_logprob){-1, 0.0f};
         if (r->mode & DUET_GPU_ROW_SAMPLE)
             res->tokens[i] =
-                duet_sample_row(cpu, row, &sp, r->position, res->probs + (size_t)i * vocab,
-                                &res->token_lp[i], top, r->n_top);
+                duet__sample_row(cpu, row, &sp, r->position, res->probs + (size_t)i * vocab,
+                                 &res->token_lp[i], top, r->n_top);
         if (r->mode & DUET_GPU_ROW_SCORE)
-            duet_row_logprobs(cpu, row, r->n_top, top, r->next, &res->next_lp[i]);
+            duet__row_logprobs(cpu, row, r->n_top, top, r->next, &res->next_lp[i]);
     }
-    duet_sampler_destroy(cpu);
+    duet__sampler_destroy(cpu);
 }
 
 struct order_tok {
@@ -382,7 +382,7 @@ static bool check_sample(const float *logits, uint32_t vocab, const duet_gpu_sam
                          const float *got_p, int32_t got, const float *want_p, int32_t want,
                          const char *what)
 {
-    double u = duet_rng_uniform(r->seed, r->position, DUET_DRAW_SAMPLE), sum = 0.0;
+    double u = duet__rng_uniform(r->seed, r->position, DUET_DRAW_SAMPLE), sum = 0.0;
     bool same_row = memcmp(got_p, want_p, sizeof(float) * vocab) == 0;
 
     EXPECT(got >= 0 && (uint32_t)got < vocab, "%s: token %d", what, got);
@@ -391,7 +391,7 @@ static bool check_sample(const float *logits, uint32_t vocab, const duet_gpu_sam
         EXPECT(got == want || near_boundary(want_p, vocab, u),
                "%s: token %d, the CPU sampler drew %d from the same row", what, got, want);
     else
-        EXPECT(got == duet_sample_from_probs(got_p, vocab, u) || near_boundary(got_p, vocab, u),
+        EXPECT(got == duet__sample_from_probs(got_p, vocab, u) || near_boundary(got_p, vocab, u),
                "%s: token %d is not the inverse CDF of the row written", what, got);
     if (filter_margin(logits, vocab, r) < DECISION_MARGIN)
         return false;

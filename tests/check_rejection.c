@@ -9,7 +9,7 @@
  * rejects it with certainty (p(x) = 0) and makes the residual max(0, p - q) one-hot at t, so the
  * emitted token is known.
  *
- * Statistical tests draw every draft the way the draft worker does (duet_sample_from_probs of q_j
+ * Statistical tests draw every draft the way the draft worker does (duet__sample_from_probs of q_j
  * at U(seed, P_j, DUET_DRAW_SAMPLE)) and vary the seed or position per trial. Their thresholds
  * are the chi-square critical values at significance 0.001 (per comparison; 8 comparisons in
  * all); all inputs come from fixed seeds, so the run is deterministic, and a correct sampler
@@ -101,7 +101,7 @@ static void one_hot(float *row, uint32_t vocab, int32_t at)
 /* What a worker samples from row at (seed, pos): the draft's proposals, the target's own token. */
 static int32_t worker_sample(const float *row, uint32_t vocab, uint64_t seed, uint64_t pos)
 {
-    return duet_sample_from_probs(row, vocab, duet_rng_uniform(seed, pos, DUET_DRAW_SAMPLE));
+    return duet__sample_from_probs(row, vocab, duet__rng_uniform(seed, pos, DUET_DRAW_SAMPLE));
 }
 
 static struct duet__proposal proposal(uint32_t k, uint64_t seed, uint64_t pos)
@@ -552,7 +552,7 @@ START_TEST(test_an_empty_residual_falls_back_to_the_target_row)
             continue;
         rejected++;
         EXPECT(tokens[0] ==
-                   duet_sample_from_probs(p_rows, V, duet_rng_uniform(77, i, DUET_DRAW_RESAMPLE)),
+                   duet__sample_from_probs(p_rows, V, duet__rng_uniform(77, i, DUET_DRAW_RESAMPLE)),
                "trial %u: %d is not the draw from p", i, tokens[0]);
     }
     ck_assert_uint_gt(rejected, 150);

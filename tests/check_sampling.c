@@ -2,8 +2,8 @@
  * Sampling: the filter pipeline (temperature, top-k, top-p, min-p) against a plain
  * double-precision reference on fresh random rows, the draw against the row it was drawn from,
  * seeded reproducibility and the counter-based generator, chi-square goodness of fit of the
- * sampled tokens, log-probabilities, and the edges of duet_sample_from_probs and
- * duet_sampler_create.
+ * sampled tokens, log-probabilities, and the edges of duet__sample_from_probs and
+ * duet__sampler_create.
  *
  * Every random input comes from a fixed-seed generator, so each run checks the same rows and the
  * statistical tests are deterministic: their thresholds are the chi-square critical values at
@@ -214,7 +214,7 @@ static void ref_min_p(const struct ref_tok *t, uint32_t vocab, double min_p, dou
     normalise(p, vocab);
 }
 
-/* The distribution duet_sample_row must write for this row into p[vocab]; *margin gets the
+/* The distribution duet__sample_row must write for this row into p[vocab]; *margin gets the
  * closest call any filter made (relative), 1 when none was close. */
 static void ref_probs(const float *logits, uint32_t vocab, const duet_sampling_params *sp,
                       double *p, double *margin)
@@ -271,19 +271,19 @@ static double ref_logprob(const float *logits, uint32_t vocab, uint32_t i)
 /* The filter pipeline                                                                          */
 /* ------------------------------------------------------------------------------------------ */
 
-static duet_sampler *sampler;
+static duet__sampler *sampler;
 
 static void teardown(void)
 {
-    duet_sampler_destroy(sampler);
+    duet__sampler_destroy(sampler);
     sampler = NULL;
 }
 
 static void make_sampler(uint32_t vocab)
 {
-    duet_sampler_destroy(sampler);
+    duet__sampler_destroy(sampler);
     sampler = NULL;
-    ck_assert_int_eq(duet_sampler_create(vocab, &sampler), DUET_STATUS_OK);
+    ck_assert_int_eq(duet__sampler_create(vocab, &sampler), DUET_STATUS_OK);
     ck_assert_ptr_nonnull(sampler);
 }
 
@@ -299,14 +299,14 @@ static void describe(char *buf, size_t size, uint32_t vocab, uint32_t row, enum 
 static bool check_row(const float *logits, uint32_t vocab, const duet_sampling_params *sp,
                       uint64_t position, float *probs, double *ref, const char *what)
 {
-    double margin, sum = 0.0, u = duet_rng_uniform(sp->seed, position, DUET_DRAW_SAMPLE);
-    int32_t token = duet_sample_row(sampler, logits, sp, position, probs, NULL, NULL, 0);
+    double margin, sum = 0.0, u = duet__rng_uniform(sp->seed, position, DUET_DRAW_SAMPLE);
+    int32_t token = duet__sample_row(sampler, logits, sp, position, probs, NULL, NULL, 0);
 
     EXPECT(token >= 0 && (uint32_t)token < vocab, "%s: token %d", what, token);
     EXPECT(probs[token] > 0.0f, "%s: token %d has probability 0", what, token);
-    EXPECT(token == duet_sample_from_probs(probs, vocab, u),
+    EXPECT(token == duet__sample_from_probs(probs, vocab, u),
            "%s: token %d is not the inverse CDF of the written row", what, token);
-    EXPECT(token == duet_sample_row(sampler, logits, sp, position, NULL, NULL, NULL, 0),
+    EXPECT(token == duet__sample_row(sampler, logits, sp, position, NULL, NULL, NULL, 0),
            "%s: a different token without a probs row", what);
     ref_probs(logits, vocab, sp, ref, &margin);
     if (margin < DECISION_MARGIN)
@@ -427,7 +427,7 @@ START_TEST(test_top_p_keeps_the_smallest_set_that_reaches_it_exactly)
             logits[i] = -1e4f;
         for (uint32_t j = 0; j < n; j++)
             logits[n == 4 ? four[j] : 2 * j] = 10.0f;
-        duet_sample_row(sampler, logits, &sp, 0, probs, NULL, NULL, 0);
+        duet__sample_row(sampler, logits, &sp, 0, probs, NULL, NULL, 0);
         for (uint32_t j = 0; j < n; j++) {
             uint32_t id = n == 4 ? four[j] : 2 * j;
 
@@ -453,7 +453,7 @@ START_TEST(test_greedy_takes_the_lowest_id_among_tied_maxima_and_writes_one_hot)
     for (size_t t = 0; t < sizeof(temps) / sizeof(temps[0]); t++) {
         sp.temperature = temps[t];
         memset(probs, 0x7f, sizeof(probs));
-        ck_assert_int_eq(duet_sample_row(sampler, logits, &sp, 11, probs, NULL, NULL, 0), 2);
+        ck_assert_int_eq(duet__sample_row(sampler, logits, &sp, 11, probs, NULL, NULL, 0), 2);
         for (uint32_t i = 0; i < 6; i++)
             ck_assert_float_eq(probs[i], i == 2 ? 1.0f : 0.0f);
     }
@@ -469,7 +469,7 @@ START_TEST(test_positive_infinite_logits_share_all_the_mass)
 
     make_sampler(7);
     for (uint64_t pos = 0; pos < 64; pos++) {
-        int32_t token = duet_sample_row(sampler, logits, &sp, pos, probs, &lp, NULL, 0);
+        int32_t token = duet__sample_row(sampler, logits, &sp, pos, probs, &lp, NULL, 0);
 
         ck_assert(token == 1 || token == 4);
         ck_assert_float_eq_tol(lp, (float)-log(2.0), 1e-7f);
@@ -477,10 +477,10 @@ START_TEST(test_positive_infinite_logits_share_all_the_mass)
             ck_assert_float_eq(probs[i], i == 1 || i == 4 ? 0.5f : 0.0f);
     }
     sp.top_k = 1;
-    ck_assert_int_eq(duet_sample_row(sampler, logits, &sp, 0, probs, NULL, NULL, 0), 1);
+    ck_assert_int_eq(duet__sample_row(sampler, logits, &sp, 0, probs, NULL, NULL, 0), 1);
     ck_assert_float_eq(probs[1], 1.0f);
     sp.temperature = 0.0f;
-    ck_assert_int_eq(duet_sample_row(sampler, logits, &sp, 0, probs, NULL, NULL, 0), 1);
+    ck_assert_int_eq(duet__sample_row(sampler, logits, &sp, 0, probs, NULL, NULL, 0), 1);
 }
 END_TEST
 
@@ -496,7 +496,7 @@ START_TEST(test_row_without_a_finite_logit_samples_token_zero)
         duet_sampling_params sp = {
             .temperature = temps[t], .top_p = 0.5f, .top_k = 2, .min_p = 0.1f, .seed = 9};
 
-        ck_assert_int_eq(duet_sample_row(sampler, logits, &sp, 4, probs, &lp, top, 3), 0);
+        ck_assert_int_eq(duet__sample_row(sampler, logits, &sp, 4, probs, &lp, top, 3), 0);
         for (uint32_t i = 0; i < 5; i++)
             ck_assert_float_eq(probs[i], i == 0 ? 1.0f : 0.0f);
         /* the log-probabilities describe the same one-hot row */
@@ -517,7 +517,7 @@ START_TEST(test_same_seed_and_position_give_the_same_token_whatever_ran_before)
 {
     const uint32_t vocab = 1000;
     float *a = malloc(sizeof(*a) * vocab), *b = malloc(sizeof(*b) * vocab);
-    duet_sampler *other;
+    duet__sampler *other;
     duet_sampling_params sp = {.temperature = 1.0f, .top_p = 0.95f, .top_k = 500, .seed = 42};
     int32_t first[64];
 
@@ -526,18 +526,18 @@ START_TEST(test_same_seed_and_position_give_the_same_token_whatever_ran_before)
     fill_row(a, vocab, ROW_GAUSS);
     fill_row(b, vocab, ROW_SPECIAL);
     make_sampler(vocab);
-    ck_assert_int_eq(duet_sampler_create(vocab, &other), DUET_STATUS_OK);
+    ck_assert_int_eq(duet__sampler_create(vocab, &other), DUET_STATUS_OK);
     for (uint64_t pos = 0; pos < 64; pos++)
-        first[pos] = duet_sample_row(sampler, a, &sp, pos, NULL, NULL, NULL, 0);
+        first[pos] = duet__sample_row(sampler, a, &sp, pos, NULL, NULL, NULL, 0);
     for (uint64_t pos = 64; pos-- > 0;) {
         duet_sampling_params noise = {.temperature = 2.0f, .top_p = 0.3f, .seed = pos};
 
         /* another row, other settings and another sampler in between change nothing */
-        duet_sample_row(sampler, b, &noise, pos * 31, NULL, NULL, NULL, 0);
-        ck_assert_int_eq(duet_sample_row(sampler, a, &sp, pos, NULL, NULL, NULL, 0), first[pos]);
-        ck_assert_int_eq(duet_sample_row(other, a, &sp, pos, NULL, NULL, NULL, 0), first[pos]);
+        duet__sample_row(sampler, b, &noise, pos * 31, NULL, NULL, NULL, 0);
+        ck_assert_int_eq(duet__sample_row(sampler, a, &sp, pos, NULL, NULL, NULL, 0), first[pos]);
+        ck_assert_int_eq(duet__sample_row(other, a, &sp, pos, NULL, NULL, NULL, 0), first[pos]);
     }
-    duet_sampler_destroy(other);
+    duet__sampler_destroy(other);
     free(a);
     free(b);
 }
@@ -563,9 +563,9 @@ START_TEST(test_different_seeds_and_positions_give_different_draws)
     ck_assert(u && logits);
     /* no two of (seed s, position p, draw d) for neighbouring s, p, d collide */
     for (uint32_t i = 0; i < N; i++) {
-        u[3 * i] = duet_rng_uniform(i, 0, DUET_DRAW_SAMPLE);
-        u[3 * i + 1] = duet_rng_uniform(0, i + 1, DUET_DRAW_SAMPLE);
-        u[3 * i + 2] = duet_rng_uniform(1, i, DUET_DRAW_ACCEPT);
+        u[3 * i] = duet__rng_uniform(i, 0, DUET_DRAW_SAMPLE);
+        u[3 * i + 1] = duet__rng_uniform(0, i + 1, DUET_DRAW_SAMPLE);
+        u[3 * i + 2] = duet__rng_uniform(1, i, DUET_DRAW_ACCEPT);
     }
     qsort(u, 3 * N, sizeof(*u), cmp_double);
     for (uint32_t i = 1; i < 3 * N; i++)
@@ -578,10 +578,10 @@ START_TEST(test_different_seeds_and_positions_give_different_draws)
         int32_t t;
 
         sp.seed = 1000 + i;
-        t = duet_sample_row(sampler, logits, &sp, 5, NULL, NULL, NULL, 0);
+        t = duet__sample_row(sampler, logits, &sp, 5, NULL, NULL, NULL, 0);
         distinct_seed += seen_seed[t]++ == 0;
         sp.seed = 1000;
-        t = duet_sample_row(sampler, logits, &sp, 5 + i, NULL, NULL, NULL, 0);
+        t = duet__sample_row(sampler, logits, &sp, 5 + i, NULL, NULL, NULL, 0);
         distinct_pos += seen_pos[t]++ == 0;
     }
     ck_assert_uint_ge(distinct_seed, 85);
@@ -609,7 +609,7 @@ START_TEST(test_rng_uniform_is_uniform_by_chi_square)
     for (uint32_t b = 0; b < BUCKETS; b++)
         expected[b] = (double)N / BUCKETS;
     for (uint32_t i = 0; i < N; i++) {
-        double a = duet_rng_uniform(12345, i, DUET_DRAW_SAMPLE), c = duet_rng_uniform(i, 7, 0);
+        double a = duet__rng_uniform(12345, i, DUET_DRAW_SAMPLE), c = duet__rng_uniform(i, 7, 0);
 
         EXPECT(a >= 0.0 && a < 1.0 && c >= 0.0 && c < 1.0, "draw %u: %g %g", i, a, c);
         by_position[(uint32_t)(a * BUCKETS)]++;
@@ -638,8 +638,8 @@ START_TEST(test_draw_indices_are_independent_streams)
         double sx = 0, sy = 0, sxy = 0, sxx = 0, syy = 0, r;
 
         for (uint32_t i = 0; i < N; i++) {
-            double x = duet_rng_uniform(99, i, pairs[p][0]),
-                   y = duet_rng_uniform(99, i, pairs[p][1]);
+            double x = duet__rng_uniform(99, i, pairs[p][0]),
+                   y = duet__rng_uniform(99, i, pairs[p][1]);
 
             grid[(uint32_t)(x * GRID) * GRID + (uint32_t)(y * GRID)]++;
             sx += x;
@@ -674,9 +674,9 @@ static void check_fit(const duet_sampling_params *sp, uint32_t n, uint32_t expec
     for (uint32_t i = 0; i < V; i++)
         logits[i] = (float)rng_gauss();
     make_sampler(V);
-    duet_sample_row(sampler, logits, sp, 0, row, NULL, NULL, 0);
+    duet__sample_row(sampler, logits, sp, 0, row, NULL, NULL, 0);
     for (uint32_t pos = 0; pos < n; pos++) {
-        int32_t t = duet_sample_row(sampler, logits, sp, pos, probs, NULL, NULL, 0);
+        int32_t t = duet__sample_row(sampler, logits, sp, pos, probs, NULL, NULL, 0);
 
         EXPECT(t >= 0 && t < V, "token %d", t);
         counts[t]++;
@@ -720,7 +720,7 @@ START_TEST(test_sampled_frequencies_fit_the_row_with_top_k_top_p_and_min_p)
     for (uint32_t i = 0; i < 16; i++)
         logits[i] = (float)rng_gauss();
     make_sampler(16);
-    duet_sample_row(sampler, logits, &sp, 0, row, NULL, NULL, 0);
+    duet__sample_row(sampler, logits, &sp, 0, row, NULL, NULL, 0);
     for (uint32_t i = 0; i < 16; i++)
         support += row[i] > 0.0f;
     ck_assert(support > 2 && support < 9);
@@ -778,7 +778,7 @@ START_TEST(test_top_logprobs_match_a_double_reference_in_order_and_value)
 
             fill_row(logits, vocab, kind);
             snprintf(what, sizeof(what), "vocab %u row %u kind %d", vocab, row, (int)kind);
-            duet_row_logprobs(sampler, logits, n_top, top, -1, NULL);
+            duet__row_logprobs(sampler, logits, n_top, top, -1, NULL);
             check_top(logits, vocab, top, n_top, what);
         }
         free(logits);
@@ -800,16 +800,16 @@ START_TEST(test_token_logprob_is_the_raw_log_softmax_of_the_sampled_token)
         double ref;
 
         fill_row(logits, vocab, (enum row_kind)(row % ROW_KINDS));
-        token = duet_sample_row(sampler, logits, &sp, row, probs, &lp, top, 8);
+        token = duet__sample_row(sampler, logits, &sp, row, probs, &lp, top, 8);
         /* asking for log-probabilities changes neither the token nor the row */
-        ck_assert_int_eq(token, duet_sample_row(sampler, logits, &sp, row, NULL, NULL, NULL, 0));
+        ck_assert_int_eq(token, duet__sample_row(sampler, logits, &sp, row, NULL, NULL, NULL, 0));
         ref = ref_logprob(logits, vocab, (uint32_t)token);
         if (isinf(ref))
             ck_assert(lp == (float)ref);
         else
             ck_assert_msg(fabs(lp - ref) <= LOGPROB_TOL * fmax(1.0, fabs(ref)),
                           "row %u: %.9g, reference %.9g", row, (double)lp, ref);
-        duet_row_logprobs(sampler, logits, 8, again, -1, NULL);
+        duet__row_logprobs(sampler, logits, 8, again, -1, NULL);
         ck_assert_mem_eq(top, again, sizeof(top));
     }
 }
@@ -828,14 +828,14 @@ START_TEST(test_row_logprobs_give_the_next_token_and_nan_without_one)
     for (uint32_t id = 0; id < vocab; id += 37) {
         double ref = ref_logprob(logits, vocab, id);
 
-        duet_row_logprobs(sampler, logits, 4, top, (int32_t)id, &next);
+        duet__row_logprobs(sampler, logits, 4, top, (int32_t)id, &next);
         ck_assert_msg(fabs(next - ref) <= LOGPROB_TOL * fmax(1.0, fabs(ref)), "%u: %g vs %g", id,
                       (double)next, ref);
         check_top(logits, vocab, top, 4, "row logprobs");
     }
-    duet_row_logprobs(sampler, logits, 4, top, -1, &next);
+    duet__row_logprobs(sampler, logits, 4, top, -1, &next);
     ck_assert(isnan(next));
-    duet_row_logprobs(sampler, logits, 0, NULL, 5, NULL); /* nothing asked, nothing written */
+    duet__row_logprobs(sampler, logits, 0, NULL, 5, NULL); /* nothing asked, nothing written */
     free(logits);
 }
 END_TEST
@@ -848,10 +848,10 @@ START_TEST(test_top_entries_past_the_vocabulary_have_token_minus_one)
     float lp;
 
     make_sampler(3);
-    duet_row_logprobs(sampler, logits, 6, top, 2, &lp);
+    duet__row_logprobs(sampler, logits, 6, top, 2, &lp);
     check_top(logits, 3, top, 6, "row logprobs");
     memset(top, 0, sizeof(top));
-    duet_sample_row(sampler, logits, &sp, 0, NULL, &lp, top, 6);
+    duet__sample_row(sampler, logits, &sp, 0, NULL, &lp, top, 6);
     check_top(logits, 3, top, 6, "sample row");
     ck_assert_int_eq(top[0].token, 2);
     ck_assert_int_eq(top[3].token, -1);
@@ -860,7 +860,7 @@ START_TEST(test_top_entries_past_the_vocabulary_have_token_minus_one)
 END_TEST
 
 /* ------------------------------------------------------------------------------------------ */
-/* duet_sample_from_probs and duet_sampler_create                                                */
+/* duet__sample_from_probs and duet__sampler_create */
 /* ------------------------------------------------------------------------------------------ */
 
 START_TEST(test_sample_from_probs_inverts_the_cdf_at_its_edges)
@@ -871,35 +871,35 @@ START_TEST(test_sample_from_probs_inverts_the_cdf_at_its_edges)
     const float odd[5] = {-1.0f, NAN, 0.25f, -0.0f, 0.75f};
     const double below_one = 1.0 - 0x1.0p-53;
 
-    ck_assert_int_eq(duet_sample_from_probs(zeros, 4, 0.5), -1);
-    ck_assert_int_eq(duet_sample_from_probs(zeros, 0, 0.5), -1);
+    ck_assert_int_eq(duet__sample_from_probs(zeros, 4, 0.5), -1);
+    ck_assert_int_eq(duet__sample_from_probs(zeros, 0, 0.5), -1);
     /* zeros are never chosen, from u = 0 up to the largest u below 1 */
-    ck_assert_int_eq(duet_sample_from_probs(row, 6, 0.0), 2);
-    ck_assert_int_eq(duet_sample_from_probs(row, 6, 0.29), 2);
-    ck_assert_int_eq(duet_sample_from_probs(row, 6, 0.31), 4);
-    ck_assert_int_eq(duet_sample_from_probs(row, 6, below_one), 4);
+    ck_assert_int_eq(duet__sample_from_probs(row, 6, 0.0), 2);
+    ck_assert_int_eq(duet__sample_from_probs(row, 6, 0.29), 2);
+    ck_assert_int_eq(duet__sample_from_probs(row, 6, 0.31), 4);
+    ck_assert_int_eq(duet__sample_from_probs(row, 6, below_one), 4);
     /* rounding past the end gives the last token with mass */
-    ck_assert_int_eq(duet_sample_from_probs(row, 6, 1.0), 4);
+    ck_assert_int_eq(duet__sample_from_probs(row, 6, 1.0), 4);
     /* the total need not be 1: the cumulative sum must exceed u × total (here 8) */
-    ck_assert_int_eq(duet_sample_from_probs(unnormalised, 3, 0.24), 0);
-    ck_assert_int_eq(duet_sample_from_probs(unnormalised, 3, 0.25), 2);
-    ck_assert_int_eq(duet_sample_from_probs(unnormalised, 3, 0.9), 2);
+    ck_assert_int_eq(duet__sample_from_probs(unnormalised, 3, 0.24), 0);
+    ck_assert_int_eq(duet__sample_from_probs(unnormalised, 3, 0.25), 2);
+    ck_assert_int_eq(duet__sample_from_probs(unnormalised, 3, 0.9), 2);
     /* entries that are not positive carry no mass */
-    ck_assert_int_eq(duet_sample_from_probs(odd, 5, 0.0), 2);
-    ck_assert_int_eq(duet_sample_from_probs(odd, 5, 0.2), 2);
-    ck_assert_int_eq(duet_sample_from_probs(odd, 5, 0.3), 4);
-    ck_assert_int_eq(duet_sample_from_probs(odd, 5, below_one), 4);
+    ck_assert_int_eq(duet__sample_from_probs(odd, 5, 0.0), 2);
+    ck_assert_int_eq(duet__sample_from_probs(odd, 5, 0.2), 2);
+    ck_assert_int_eq(duet__sample_from_probs(odd, 5, 0.3), 4);
+    ck_assert_int_eq(duet__sample_from_probs(odd, 5, below_one), 4);
 }
 END_TEST
 
 START_TEST(test_create_refuses_an_empty_vocabulary)
 {
-    duet_sampler *s = (duet_sampler *)&s;
+    duet__sampler *s = (duet__sampler *)&s;
 
-    ck_assert_int_eq(duet_sampler_create(0, &s), DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_int_eq(duet__sampler_create(0, &s), DUET_STATUS_INVALID_ARGUMENT);
     ck_assert_ptr_null(s);
-    ck_assert_int_eq(duet_sampler_create(5, NULL), DUET_STATUS_INVALID_ARGUMENT);
-    duet_sampler_destroy(NULL);
+    ck_assert_int_eq(duet__sampler_create(5, NULL), DUET_STATUS_INVALID_ARGUMENT);
+    duet__sampler_destroy(NULL);
 }
 END_TEST
 
