@@ -58,7 +58,7 @@ static inline uint16_t duet__cpu_f32_to_bf16(float f)
     return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
 }
 
-/* IEEE half to f32, exact (model/dtype.c's duet__f16_to_f32, which the hot loops cannot inline),
+/* IEEE half to f32, exact (model/dtype.c's duet_f16_to_f32, which the hot loops cannot inline),
  * without branches so that loops of it vectorise: the exponent is
  * rebiased by adding (127 − 15) << 23, an all-ones exponent (inf, NaN) gets the rest of the
  * way, a zero one (zero, subnormal) is normalised by subtracting 2⁻¹⁴ after adding its bit. */

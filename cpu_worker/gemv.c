@@ -21,8 +21,6 @@
 #include "gemv.h"
 #include "cpu_worker-int.h"
 
-#include "../model/model-int.h" /* duet__f16_to_f32, duet__f32_to_f16 */
-
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -85,9 +83,9 @@ static bool pack_f16_lane(uint8_t *tile, uint32_t j, const float *wrow, uint32_t
     bool ok = true;
 
     for (uint32_t col = 0; col < k; col++) {
-        uint16_t h = duet__f32_to_f16(wrow[col]);
+        uint16_t h = duet_f32_to_f16(wrow[col]);
 
-        ok &= !isfinite(wrow[col]) || isfinite(duet__f16_to_f32(h));
+        ok &= !isfinite(wrow[col]) || isfinite(duet_f16_to_f32(h));
         words[(size_t)col / 2 * (CHUNK / 2) + (col & 1u) * TILE + j] = h;
     }
     return ok;
@@ -124,9 +122,9 @@ static bool group_params(const float *v, uint32_t n_valid, duet_gemv_fmt fmt, bo
     } else {
         s = amax / (fmt == DUET_GEMV_INT8 ? 127.0f : 7.0f);
     }
-    *s16 = duet__f32_to_f16(s);
-    *m16 = duet__f32_to_f16(m);
-    return isfinite(duet__f16_to_f32(*s16)) && isfinite(duet__f16_to_f32(*m16));
+    *s16 = duet_f32_to_f16(s);
+    *m16 = duet_f32_to_f16(m);
+    return isfinite(duet_f16_to_f32(*s16)) && isfinite(duet_f16_to_f32(*m16));
 }
 
 /* The code of w with the stored (rounded) s and m: symmetric round(w / s) + z, asymmetric
@@ -156,8 +154,8 @@ static bool pack_group_lane(const duet_gemv_weight *w, uint8_t *blk, uint32_t j,
 
     if (!group_params(wrow + c0, n_valid, w->fmt, w->asym, &s16, &m16))
         return false;
-    s = duet__f16_to_f32(s16);
-    m = duet__f16_to_f32(m16);
+    s = duet_f16_to_f32(s16);
+    m = duet_f16_to_f32(m16);
     for (uint32_t e = 0; e < w->group; e++) {
         unsigned nib;
         size_t off = code_offset(w->fmt, j, e, &nib);
@@ -300,16 +298,16 @@ float duet__gemv_weight_get(const duet_gemv_weight *w, uint32_t row, uint32_t co
         return duet__cpu_bf16_to_f32(
             load_u16(tile + (size_t)col / 2 * CHUNK + 4u * j + 2u * (col & 1u)));
     if (w->fmt == DUET_GEMV_F16)
-        return duet__f16_to_f32(
+        return duet_f16_to_f32(
             load_u16(tile + (size_t)col / 2 * CHUNK + (col & 1u) * 2u * TILE + 2u * j));
     blk = tile + (size_t)(col / w->group) * w->group_bytes;
     e = col % w->group;
     cb = codes_bytes(w->fmt, w->group);
     off = code_offset(w->fmt, j, e, &nib);
     u = nib ? blk[off] >> 4 : (w->fmt == DUET_GEMV_INT4 ? blk[off] & 0x0f : blk[off]);
-    s = duet__f16_to_f32(load_u16(blk + cb + 2u * j));
+    s = duet_f16_to_f32(load_u16(blk + cb + 2u * j));
     if (w->asym)
-        return s * (float)u + duet__f16_to_f32(load_u16(blk + cb + 32 + 2u * j));
+        return s * (float)u + duet_f16_to_f32(load_u16(blk + cb + 32 + 2u * j));
     return s * (float)(u - (w->fmt == DUET_GEMV_INT8 ? 128 : 8));
 }
 
@@ -583,8 +581,8 @@ static void quant_tile_rows(const duet_gemv_weight *w, const duet_gemv_act *a, c
         float s[TILE], m[TILE];
 
         for (uint32_t j = 0; j < TILE; j++) {
-            s[j] = duet__f16_to_f32(load_u16(blk + cb + 2 * j));
-            m[j] = w->asym ? duet__f16_to_f32(load_u16(blk + cb + 32 + 2 * j)) : 0.0f;
+            s[j] = duet_f16_to_f32(load_u16(blk + cb + 2 * j));
+            m[j] = w->asym ? duet_f16_to_f32(load_u16(blk + cb + 32 + 2 * j)) : 0.0f;
         }
         for (uint32_t r = 0; r < rows; r++) {
             size_t row = (size_t)(r0 + r);

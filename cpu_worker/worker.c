@@ -18,8 +18,6 @@
 
 #include "cpu_worker-int.h"
 
-#include "../model/model-int.h"
-
 #include <duet/plugin.h>
 
 #include <dnnl.h>
@@ -404,7 +402,7 @@ static duet_status load_weights(duet_worker *w)
     if (!st && d->arch == DUET_ARCH_LLAMA) {
         if (!(w->inv_freq = calloc(d->head_dim / 2 + 1, sizeof(double))))
             return fail(w, DUET_STATUS_OUT_OF_MEMORY, "cpu worker: out of memory");
-        duet__model_rope_freqs(d, w->inv_freq);
+        duet_model_rope_inv_freq(d, w->inv_freq);
     }
     return st;
 }

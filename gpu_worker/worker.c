@@ -17,8 +17,6 @@
 
 #include "worker.h"
 
-#include "../model/model-int.h"
-
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdarg.h>
@@ -431,7 +429,7 @@ static duet_status rank_setup(duet_gpu_rank *r, void *arg)
         if (!f)
             st = duet__gpu_rank_fail(r, DUET_STATUS_OUT_OF_MEMORY, "gpu worker: out of memory");
         if (!st) {
-            duet__model_rope_freqs(d, f);
+            duet_model_rope_inv_freq(d, f);
             st = dev_alloc(r, (void **)&r->inv_freq, d->head_dim / 2 * sizeof(double), "RoPE");
         }
         if (!st && cudaMemcpy(r->inv_freq, f, d->head_dim / 2 * sizeof(double),

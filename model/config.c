@@ -517,7 +517,7 @@ duet_status duet__genconfig_parse(const char *path, const char *buf, size_t len,
 }
 
 /* Rotary frequencies (model-int.h). */
-void duet__model_rope_freqs(const duet_model_desc *d, double *inv_freq)
+void duet_model_rope_inv_freq(const duet_model_desc *d, double *inv_freq)
 {
     const double pi = 3.14159265358979323846;
     double low_wavelen = d->rope_original_max_position / d->rope_low_freq_factor;

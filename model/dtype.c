@@ -95,7 +95,7 @@ uint16_t duet__f32_to_bf16(float f)
     return (uint16_t)(x >> 16);
 }
 
-float duet__f16_to_f32(uint16_t h)
+float duet_f16_to_f32(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
@@ -109,7 +109,7 @@ float duet__f16_to_f32(uint16_t h)
     return sign ? -sub : sub;
 }
 
-uint16_t duet__f32_to_f16(float f)
+uint16_t duet_f32_to_f16(float f)
 {
     uint32_t x = f32_to_bits(f), ax = x & 0x7fffffffu;
     uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
@@ -135,7 +135,7 @@ void duet__store(duet_dtype dtype, const float *in, size_t n, void *out)
     switch (dtype) {
     case DUET_DTYPE_F16:
         for (size_t i = 0; i < n; i++)
-            h[i] = duet__f32_to_f16(in[i]);
+            h[i] = duet_f32_to_f16(in[i]);
         break;
     case DUET_DTYPE_BF16:
         for (size_t i = 0; i < n; i++)
@@ -153,7 +153,7 @@ static void read_16(const unsigned char *p, uint64_t n, bool bf16, float *out)
         uint16_t h;
 
         memcpy(&h, p + 2 * i, sizeof(h));
-        out[i] = bf16 ? duet__bf16_to_f32(h) : duet__f16_to_f32(h);
+        out[i] = bf16 ? duet__bf16_to_f32(h) : duet_f16_to_f32(h);
     }
 }
 

@@ -62,14 +62,9 @@ void duet__progress_end(struct duet__progress *p);
 
 bool duet__dtype_parse(const char *name, duet_dtype *out);
 bool duet__dtype_is_float(duet_dtype dtype); /* F32, F16, BF16, F64 */
-/* Rotary frequencies of a Llama description, scaling (linear, llama3) applied: inv_freq[i] for
- * i < head_dim / 2, the angle of position p being p × inv_freq[i]. The workers' RoPE. */
-void duet__model_rope_freqs(const duet_model_desc *d, double *inv_freq);
 
 float duet__bf16_to_f32(uint16_t h);
 uint16_t duet__f32_to_bf16(float f); /* round to nearest, ties to even; NaN stays NaN */
-float duet__f16_to_f32(uint16_t h);
-uint16_t duet__f32_to_f16(float f); /* round to nearest, ties to even; overflow to infinity */
 /* Stores n floats as F32, F16 or BF16 (little-endian) at out. */
 void duet__store(duet_dtype dtype, const float *in, size_t n, void *out);
 

@@ -1193,7 +1193,7 @@ static double layout_weight(const duet_gemv_weight *w, uint32_t j, uint32_t i)
     }
     if (w->fmt == DUET_GEMV_F16) { /* column 2c's 16 halves, then 2c + 1's */
         memcpy(&s16, tile + (size_t)(i / 2) * 64 + (i % 2) * 32 + 2 * (j % 16), 2);
-        return duet__f16_to_f32(s16);
+        return duet_f16_to_f32(s16);
     }
     blk = tile + (size_t)(i / w->group) * w->group_bytes;
     i %= w->group;
@@ -1207,8 +1207,8 @@ static double layout_weight(const duet_gemv_weight *w, uint32_t j, uint32_t i)
     if (w->asym)
         memcpy(&m16, blk + codes + 32 + 2 * (j % 16), 2);
     if (w->asym)
-        return (double)duet__f16_to_f32(s16) * u + duet__f16_to_f32(m16);
-    return (double)duet__f16_to_f32(s16) * (u - (w->fmt == DUET_GEMV_INT8 ? 128 : 8));
+        return (double)duet_f16_to_f32(s16) * u + duet_f16_to_f32(m16);
+    return (double)duet_f16_to_f32(s16) * (u - (w->fmt == DUET_GEMV_INT8 ? 128 : 8));
 }
 
 START_TEST(test_gemv_packed_bytes_follow_the_layout_of_gemv_h)
@@ -1489,7 +1489,7 @@ START_TEST(test_gemv_widen_gives_the_packed_weights_exactly)
     duet__gemv_weight_widen(&w, 0, 16, out, 256);
     for (uint32_t j = 0; j < 256; j++)
         for (uint32_t i = 0; i < 256; i++) {
-            float want = duet__f16_to_f32((uint16_t)(j << 8 | i)), got = out[j * 256 + i];
+            float want = duet_f16_to_f32((uint16_t)(j << 8 | i)), got = out[j * 256 + i];
 
             if (memcmp(&got, &want, sizeof(float)) != 0 && !(isnan(got) && isnan(want)))
                 ck_abort_msg("half 0x%04x widened to %a, want %a", j << 8 | i, got, want);
@@ -1650,22 +1650,22 @@ START_TEST(test_f16_conversion_rounds_to_nearest_even_with_subnormals_inf_and_na
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-        ck_assert_msg(duet__f32_to_f16(bits_f32(cases[i].in)) == cases[i].out,
+        ck_assert_msg(duet_f32_to_f16(bits_f32(cases[i].in)) == cases[i].out,
                       "0x%08x → 0x%04x, want 0x%04x", cases[i].in,
-                      duet__f32_to_f16(bits_f32(cases[i].in)), cases[i].out);
-    ck_assert_float_eq(duet__f16_to_f32(0x0001), 0x1p-24f);
-    ck_assert_float_eq(duet__f16_to_f32(0x03ff), 1023 * 0x1p-24f);
-    ck_assert_float_eq(duet__f16_to_f32(0x7bff), 65504.0f);
-    ck_assert_float_eq(duet__f16_to_f32(0xc000), -2.0f);
-    ck_assert(isinf(duet__f16_to_f32(0x7c00)) && duet__f16_to_f32(0x7c00) > 0);
-    ck_assert(signbit(duet__f16_to_f32(0x8000)));
-    ck_assert(isnan(duet__f16_to_f32(0x7e00)) && isnan(duet__f16_to_f32(0xfc01)));
-    ck_assert((duet__f32_to_f16(NAN) & 0x7c00) == 0x7c00 && (duet__f32_to_f16(NAN) & 0x3ff) != 0);
-    ck_assert((duet__f32_to_f16(bits_f32(0x7f800001)) & 0x3ff) != 0);
+                      duet_f32_to_f16(bits_f32(cases[i].in)), cases[i].out);
+    ck_assert_float_eq(duet_f16_to_f32(0x0001), 0x1p-24f);
+    ck_assert_float_eq(duet_f16_to_f32(0x03ff), 1023 * 0x1p-24f);
+    ck_assert_float_eq(duet_f16_to_f32(0x7bff), 65504.0f);
+    ck_assert_float_eq(duet_f16_to_f32(0xc000), -2.0f);
+    ck_assert(isinf(duet_f16_to_f32(0x7c00)) && duet_f16_to_f32(0x7c00) > 0);
+    ck_assert(signbit(duet_f16_to_f32(0x8000)));
+    ck_assert(isnan(duet_f16_to_f32(0x7e00)) && isnan(duet_f16_to_f32(0xfc01)));
+    ck_assert((duet_f32_to_f16(NAN) & 0x7c00) == 0x7c00 && (duet_f32_to_f16(NAN) & 0x3ff) != 0);
+    ck_assert((duet_f32_to_f16(bits_f32(0x7f800001)) & 0x3ff) != 0);
     /* every f16 but NaN survives the round trip */
     for (uint32_t h = 0; h < 0x10000; h++)
         if ((h & 0x7c00) != 0x7c00 || (h & 0x3ff) == 0)
-            if (duet__f32_to_f16(duet__f16_to_f32((uint16_t)h)) != h)
+            if (duet_f32_to_f16(duet_f16_to_f32((uint16_t)h)) != h)
                 ck_abort_msg("0x%04x does not survive the round trip", h);
 }
 END_TEST
@@ -1674,10 +1674,10 @@ START_TEST(test_f16_conversion_picks_the_nearest_half_of_random_values)
 {
     for (int i = 0; i < 200000; i++) {
         float f = (float)(urand() * ldexp(1.0, (int)irand(44) - 28));
-        uint16_t h = duet__f32_to_f16(f);
-        double got = duet__f16_to_f32(h), d = fabs(got - f);
-        double below = duet__f16_to_f32((uint16_t)(h - 1));
-        double above = (h & 0x7fff) < 0x7bff ? duet__f16_to_f32((uint16_t)(h + 1)) : got;
+        uint16_t h = duet_f32_to_f16(f);
+        double got = duet_f16_to_f32(h), d = fabs(got - f);
+        double below = duet_f16_to_f32((uint16_t)(h - 1));
+        double above = (h & 0x7fff) < 0x7bff ? duet_f16_to_f32((uint16_t)(h + 1)) : got;
 
         if ((h & 0x7fff) == 0x7c00) { /* overflow only past the tie above 65504 */
             if (fabs(f) < 65520.0)

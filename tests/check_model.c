@@ -1647,12 +1647,12 @@ START_TEST(test_conversions_round_to_nearest_even)
     uint64_t s = 0x1234567;
 
     for (uint32_t h = 0; h < 65536; h++) {
-        float b = duet__bf16_to_f32((uint16_t)h), f = duet__f16_to_f32((uint16_t)h);
+        float b = duet__bf16_to_f32((uint16_t)h), f = duet_f16_to_f32((uint16_t)h);
 
         if (!isnan(b))
             ck_assert_uint_eq(duet__f32_to_bf16(b), h);
         if (!isnan(f))
-            ck_assert_uint_eq(duet__f32_to_f16(f), h);
+            ck_assert_uint_eq(duet_f32_to_f16(f), h);
     }
     for (int i = 0; i < 200000; i++) {
         uint32_t bits;
@@ -1669,13 +1669,13 @@ START_TEST(test_conversions_round_to_nearest_even)
         h = duet__f32_to_bf16(f);
         r = duet__bf16_to_f32(h);
         assert_nearest(f, r, duet__bf16_to_f32(smaller(h)), duet__bf16_to_f32(h + 1), h);
-        h = duet__f32_to_f16(f);
-        r = duet__f16_to_f32(h);
-        assert_nearest(f, r, duet__f16_to_f32(smaller(h)), duet__f16_to_f32(h + 1), h);
+        h = duet_f32_to_f16(f);
+        r = duet_f16_to_f32(h);
+        assert_nearest(f, r, duet_f16_to_f32(smaller(h)), duet_f16_to_f32(h + 1), h);
     }
-    ck_assert_uint_eq(duet__f32_to_f16(65520.0f), 0x7c00);
-    ck_assert_uint_eq(duet__f32_to_f16(-1e-10f), 0x8000);
-    ck_assert(isnan(duet__f16_to_f32(duet__f32_to_f16(NAN))));
+    ck_assert_uint_eq(duet_f32_to_f16(65520.0f), 0x7c00);
+    ck_assert_uint_eq(duet_f32_to_f16(-1e-10f), 0x8000);
+    ck_assert(isnan(duet_f16_to_f32(duet_f32_to_f16(NAN))));
     ck_assert(isnan(duet__bf16_to_f32(duet__f32_to_bf16(NAN))));
 }
 END_TEST

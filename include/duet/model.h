@@ -167,6 +167,16 @@ DUET_API duet_status duet_model_check_values(const duet_model *model, uint32_t f
 DUET_API duet_status duet_tensor_read_f32(const duet_tensor *tensor, uint64_t first, uint64_t count,
                                           float *out);
 
+/* Rotary frequencies of a Llama description, its rope scaling (linear, llama3) applied:
+ * inv_freq[i] for i < head_dim / 2, the angle of position p being p × inv_freq[i] (what every
+ * worker's RoPE uses). */
+DUET_API void duet_model_rope_inv_freq(const duet_model_desc *desc, double *inv_freq);
+
+/* IEEE half precision to float (exact), and float to half: round to nearest, ties to even,
+ * overflow to infinity, NaN kept. */
+DUET_API float duet_f16_to_f32(uint16_t h);
+DUET_API uint16_t duet_f32_to_f16(float f);
+
 /* "F32", "BF16", ... as safetensors spells them; "?" for other values. */
 DUET_API const char *duet_dtype_name(duet_dtype dtype);
 /* Bytes per element; 0 for other values. */
