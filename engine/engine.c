@@ -232,31 +232,28 @@ static duet_status caches_size(duet_engine *e)
     return DUET_STATUS_OK;
 }
 
-/* The largest execute() the scheduler can ask for: a step's token budget (the scheduler's
- * default when not configured) plus, with a draft, k + 1 scored rows for every sequence; and
- * the output rows of that many sequences. */
-static void batch_rows(const duet_engine *e, uint32_t *rows, uint32_t *out)
-{
-    uint64_t tokens = (uint64_t)cfg_int(e->cfg, "scheduler.max_num_batched_tokens", 0);
-    uint64_t seqs = (uint64_t)cfg_int(e->cfg, "scheduler.max_num_seqs", 256), r, o;
-
-    if (tokens == 0)
-        tokens = cfg_bool(e->cfg, "scheduler.chunked_prefill")
-                     ? 512
-                     : (e->max_model_len > 2048 ? e->max_model_len : 2048);
-    o = seqs * (e->k + 1);
-    r = e->k ? tokens + o : (tokens > seqs ? tokens : seqs);
-    *rows = r < UINT32_MAX ? (uint32_t)r : UINT32_MAX;
-    *out = o < UINT32_MAX ? (uint32_t)o : UINT32_MAX;
-}
-
-/* Allocates both caches; each worker sets up for the largest step too (a warm-up, so that
- * running out of memory there is an error now and not in the middle of serving). */
+/* Allocates both caches; each worker sets up for the largest step the scheduler can make (a
+ * warm-up, so that running out of memory there is an error now and not in the middle of
+ * serving), and so does the engine's speculative state. That step feeds the token budget plus,
+ * with a draft, k + 1 scored rows for every sequence, and has output rows for that many. */
 static duet_status caches_alloc(duet_engine *e)
 {
+    duet_scheduler_params sp;
+    uint64_t r, o;
     uint32_t rows, out;
 
-    batch_rows(e, &rows, &out);
+    duet_scheduler_params_get(e->sched, &sp);
+    o = (uint64_t)sp.max_num_seqs * (e->k + 1);
+    r = e->k ? sp.max_num_batched_tokens + o
+             : (sp.max_num_batched_tokens > sp.max_num_seqs ? sp.max_num_batched_tokens
+                                                            : sp.max_num_seqs);
+    rows = r < UINT32_MAX ? (uint32_t)r : UINT32_MAX;
+    out = o < UINT32_MAX ? (uint32_t)o : UINT32_MAX;
+    if (e->spec && !duet__spec_reserve_max(e->spec, sp.max_num_seqs))
+        return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY,
+                                 "out of memory for the probability rows of %u sequences "
+                                 "(scheduler.max_num_seqs) of %u tokens (speculative.num_tokens)",
+                                 sp.max_num_seqs, e->k);
     for (uint32_t i = 0; i < e->n_workers; i++) {
         struct duet__eworker *wk = &e->workers[i];
         duet_cache_config cc = {.struct_size = sizeof(cc),
@@ -422,11 +419,6 @@ static duet_status spec_init(duet_engine *e)
                                 cfg_bool(e->cfg, "speculative.adaptive"));
     if (!e->spec)
         return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
-    if (!duet__spec_reserve_max(e->spec, (uint32_t)cfg_int(e->cfg, "scheduler.max_num_seqs", 256)))
-        return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY,
-                                 "out of memory for the probability rows of %lld sequences "
-                                 "(scheduler.max_num_seqs) of %u tokens (speculative.num_tokens)",
-                                 (long long)cfg_int(e->cfg, "scheduler.max_num_seqs", 256), e->k);
     if (e->workers[1].info.vocab_size != e->workers[0].info.vocab_size)
         return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT,
                                  "speculative.draft_model: %s has a vocabulary of %u tokens, the "
@@ -456,9 +448,9 @@ static duet_status engine_build(duet_engine *e)
     if (!st)
         st = limits_init(e);
     if (!st)
-        st = caches_alloc(e);
-    if (!st)
         st = sched_init(e);
+    if (!st)
+        st = caches_alloc(e);
     e->next_id = 1;
     e->m.acceptance_rate = -1.0;
     return st;

@@ -433,6 +433,11 @@ void duet__sched_finish_group(duet_scheduler *s, struct duet__group *g, duet_sch
     duet__queue_push_back(s, DUET__Q_FINISHED, g);
 }
 
+void duet_scheduler_params_get(const duet_scheduler *s, duet_scheduler_params *out)
+{
+    *out = s->p;
+}
+
 duet_status duet_scheduler_abort(duet_scheduler *s, uint64_t request_id)
 {
     struct duet__group *g;

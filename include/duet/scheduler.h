@@ -259,6 +259,8 @@ DUET_API duet_status duet_scheduler_create(const duet_scheduler_params *p, duet_
 /* Releases s and every request it holds; their block tables are freed in the block manager.
  * NULL is allowed. */
 DUET_API void duet_scheduler_destroy(duet_scheduler *s);
+/* The parameters s runs with, defaults resolved (max_num_batched_tokens when it was 0). */
+DUET_API void duet_scheduler_params_get(const duet_scheduler *s, duet_scheduler_params *out);
 
 /* The message of the last failed call, or "" when none failed. Owned by s. */
 DUET_API const char *duet_scheduler_error(const duet_scheduler *s);
