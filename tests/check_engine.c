@@ -247,6 +247,8 @@ struct run {
     uint32_t n_ids;
     duet_finish_reason finish;
     uint32_t streamed; /* tokens seen through first_new while it ran */
+    uint32_t proposed; /* the request's num_proposed */
+    char error[512];   /* its error (DUET_FINISH_ERROR); "" otherwise */
 };
 
 /* Steps e until every request finished, recording results by request id (runs[i].id). */
@@ -269,6 +271,11 @@ static void run_all(duet_engine *e, struct run *runs, uint32_t n)
                     memcpy(runs[i].ids, ro->ids, ro->n_ids * sizeof(int32_t));
                 runs[i].n_ids = ro->n_ids;
                 runs[i].finish = ro->finish;
+                runs[i].proposed = ro->num_proposed;
+                /* an error exactly when the request failed */
+                ck_assert_int_eq(ro->error != NULL, ro->finish == DUET_FINISH_ERROR);
+                if (ro->error)
+                    snprintf(runs[i].error, sizeof(runs[i].error), "%s", ro->error);
             }
         }
     }
@@ -637,8 +644,6 @@ static void nonfinite_fails_one_request(const char *target, const char *const *s
     int32_t good[64], bad[64], want[MAX_GEN];
     uint32_t n = prompt_of(0, good);
     struct run runs[2] = {0};
-    const duet_step_output *so;
-    bool seen_error = false;
     duet_engine_metrics m;
 
     worker_greedy(good, n, 12, want);
@@ -648,30 +653,10 @@ static void nonfinite_fails_one_request(const char *target, const char *const *s
     bad[n - 2] = NAN_TOKEN;
     runs[0].id = add(e, bad, n, 12, true);
     runs[1].id = add(e, good, n, 12, true);
-    for (int steps = 0; duet_engine_has_unfinished(e); steps++) {
-        ck_assert_int_lt(steps, 1000);
-        ck_assert_msg(duet_engine_step(e, &so) == DUET_STATUS_OK, "%s", duet_engine_error(e));
-        for (uint32_t j = 0; j < so->n_requests; j++) {
-            const duet_request_output *ro = &so->requests[j];
-            uint32_t i = ro->request_id == runs[0].id ? 0 : 1;
-
-            if (ro->n_ids) /* ids may be NULL without tokens */
-                memcpy(runs[i].ids, ro->ids, ro->n_ids * sizeof(int32_t));
-            runs[i].n_ids = ro->n_ids;
-            runs[i].finish = ro->finish;
-            if (ro->finish == DUET_FINISH_ERROR) {
-                ck_assert_uint_eq(i, 0);
-                ck_assert_ptr_nonnull(ro->error);
-                ck_assert_msg(strstr(ro->error, culprit) && strstr(ro->error, "non-finite"), "%s",
-                              ro->error);
-                seen_error = true;
-            } else {
-                ck_assert_ptr_null(ro->error);
-            }
-        }
-    }
-    ck_assert(seen_error);
+    run_all(e, runs, 2);
     ck_assert_int_eq(runs[0].finish, DUET_FINISH_ERROR);
+    ck_assert_msg(strstr(runs[0].error, culprit) && strstr(runs[0].error, "non-finite"), "%s",
+                  runs[0].error);
     ck_assert_int_eq(runs[1].finish, DUET_FINISH_LENGTH);
     ck_assert_uint_eq(runs[1].n_ids, 12);
     for (uint32_t j = 0; j < 12; j++)
@@ -757,7 +742,7 @@ START_TEST(test_a_request_may_turn_speculation_off)
     duet_config *cfg = config_of(spec_sets(false, 3, NULL));
     duet_engine *e = engine_of(cfg);
     int32_t prompt[64], want[MAX_GEN];
-    uint32_t n = prompt_of(2, prompt), proposed[2] = {0, 0};
+    uint32_t n = prompt_of(2, prompt);
     struct run runs[2] = {0};
     duet_request_params p;
 
@@ -771,30 +756,15 @@ START_TEST(test_a_request_may_turn_speculation_off)
     p.spec_disabled = true;
     ck_assert_int_eq(duet_engine_add_request(e, &p, &runs[0].id), DUET_STATUS_OK);
     runs[1].id = add(e, prompt, n, 20, true);
-    for (int steps = 0; duet_engine_has_unfinished(e); steps++) {
-        const duet_step_output *so;
-
-        ck_assert_int_lt(steps, 1000);
-        ck_assert_msg(duet_engine_step(e, &so) == DUET_STATUS_OK, "%s", duet_engine_error(e));
-        for (uint32_t j = 0; j < so->n_requests; j++) {
-            const duet_request_output *ro = &so->requests[j];
-            uint32_t i = ro->request_id == runs[0].id ? 0 : 1;
-
-            if (ro->n_ids)
-                memcpy(runs[i].ids, ro->ids, ro->n_ids * sizeof(int32_t));
-            runs[i].n_ids = ro->n_ids;
-            runs[i].finish = ro->finish;
-            proposed[i] = ro->num_proposed;
-        }
-    }
+    run_all(e, runs, 2);
     for (uint32_t i = 0; i < 2; i++) {
         ck_assert_int_eq(runs[i].finish, DUET_FINISH_LENGTH);
         ck_assert_uint_eq(runs[i].n_ids, 20);
         for (uint32_t j = 0; j < 20; j++)
             ck_assert_int_eq(runs[i].ids[j], want[j]);
     }
-    ck_assert_uint_eq(proposed[0], 0);
-    ck_assert_uint_gt(proposed[1], 0);
+    ck_assert_uint_eq(runs[0].proposed, 0);
+    ck_assert_uint_gt(runs[1].proposed, 0);
     duet_engine_destroy(e);
     duet_config_destroy(cfg);
 }
