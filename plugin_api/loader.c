@@ -57,6 +57,7 @@ struct search {
  * directory that is missing, not a directory or not searchable goes to the unusable list. */
 static char *try_dir(const char *dir, size_t dir_len, const char *name, struct search *sr)
 {
+    const char *why = NULL;
     struct stat st;
     char *path;
 
@@ -70,11 +71,14 @@ static char *try_dir(const char *dir, size_t dir_len, const char *name, struct s
     free(path);
     if (asprintf(&path, "%.*s", (int)dir_len, dir) < 0)
         return NULL;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode) || access(path, X_OK) != 0)
-        duet__strbuf_appendf(&sr->unusable, "%s%s (%s)", sr->unusable.len ? ", " : "", path,
-                             stat(path, &st) != 0   ? strerror(errno)
-                             : !S_ISDIR(st.st_mode) ? "not a directory"
-                                                    : "cannot be searched");
+    if (stat(path, &st) != 0)
+        why = strerror(errno);
+    else if (!S_ISDIR(st.st_mode))
+        why = "not a directory";
+    else if (access(path, X_OK) != 0)
+        why = "cannot be searched";
+    if (why)
+        duet__strbuf_appendf(&sr->unusable, "%s%s (%s)", sr->unusable.len ? ", " : "", path, why);
     free(path);
     return NULL;
 }
