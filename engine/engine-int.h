@@ -100,7 +100,8 @@ struct duet_engine {
     struct duet__scratch sc;
     duet_step_output step_out;
     duet_engine_metrics m;
-    bool broken; /* a worker failed mid-step */
+    uint32_t n_fail_pending; /* requests with fail_pending set (abort_failed runs only then) */
+    bool broken;             /* a worker failed mid-step */
     char error[1024];
 };
 

@@ -280,18 +280,20 @@ void duet__fail_nonfinite(duet_engine *e, uint32_t i, uint32_t which, uint32_t p
     if (r->error)
         memcpy(r->error, msg, (size_t)n + 1);
     r->fail_pending = true;
+    e->n_fail_pending++;
     e->m.failed_requests++;
 }
 
 /* Ends the requests failed by this step (after every commit: aborting frees their tables). */
 static duet_status abort_failed(duet_engine *e)
 {
-    for (uint32_t i = 0; i < e->n_reqs; i++) {
+    for (uint32_t i = 0; e->n_fail_pending && i < e->n_reqs; i++) {
         struct duet__req *r = e->reqs[i];
 
         if (!r->fail_pending)
             continue;
         r->fail_pending = false;
+        e->n_fail_pending--;
         if (duet_scheduler_abort(e->sched, r->id))
             return duet__engine_fail(e, DUET_STATUS_INTERNAL, "scheduler abort: %s",
                                      duet_scheduler_error(e->sched));
