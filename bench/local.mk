@@ -14,7 +14,7 @@ tools_duet_bench_LDADD = libduet.la model/libduet_model_gen.la model/libduet_mod
 if BUILD_CPU_WORKER
 tools_duet_bench_SOURCES += bench/gemv.c cpu_worker/gemv.h cpu_worker/gemv.c \
 	cpu_worker/cpu_worker-int.h
-tools_duet_bench_CPPFLAGS += -DDUET_BENCH_GEMV -I$(top_srcdir)/sampling
+tools_duet_bench_CPPFLAGS += -DDUET_BENCH_GEMV -I$(top_srcdir)/sampling $(WORKER_KIT_CPPFLAGS)
 tools_duet_bench_CFLAGS += $(OPENMP_CFLAGS)
 tools_duet_bench_LDADD += $(CPU_WORKER_ISA_LIBS)
 tools_duet_bench_LDFLAGS = $(OPENMP_CFLAGS)
@@ -25,7 +25,7 @@ endif
 # device-to-device copy's bandwidth (gpu_worker/probe.cu), built in with CUDA; without it the
 # subcommand says so and exits 77.
 if HAVE_CUDA
-tools_duet_bench_SOURCES += bench/gpu.c gpu_worker/gpu_worker-int.h
+tools_duet_bench_SOURCES += bench/gpu.c gpu_worker/probe.h
 tools_duet_bench_CPPFLAGS += -DDUET_BENCH_GPU $(CUDA_CPPFLAGS) \
 	-DDUET_BENCH_GPU_PLUGIN_DIR='"$(abs_top_builddir)/gpu_worker/.libs"'
 tools_duet_bench_LDADD += gpu_worker/libduet_gpu_kernels.la $(CUDA_LDFLAGS) $(CUDA_LIBS)

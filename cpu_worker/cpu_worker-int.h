@@ -223,6 +223,7 @@ duet_status duet__cpu_widened_run(const duet_gemv_weight *w, const float *x, siz
 #include <duet/model.h>
 
 #include "sampling.h"
+#include "worker_kit.h"
 
 /* The own kernels take a matrix that also has a GEMM path for at most this many rows, the GEMM
  * above: decode, drafting and k + 1 scoring stay on the own kernels, prefill goes to oneDNN's
@@ -293,14 +294,13 @@ typedef struct duet_cpu_scratch {
     size_t gemv_act_bytes; /* its size */
     float *panel;          /* widened weights of duet__cpu_widened_run, or NULL until needed */
     size_t panel_elems;    /* its floats */
-    /* execute.c's bookkeeping, grown like the rest */
-    size_t n_segs_cap;    /* entries of segs and seq_index */
-    duet_cpu_seg *segs;   /* [n_segs_cap] */
-    uint64_t *row_base;   /* [n_segs_cap] first output row of each sequence */
-    size_t n_tok_cap;     /* entries of tokens, logit_rows, logit_seq */
-    int32_t *tokens;      /* [n_tok_cap] fed tokens, all sequences back to back */
-    uint32_t *logit_rows; /* [n_tok_cap] rows whose logits a step needs */
-    void *dest;           /* [n_tok_cap] execute.c's struct row_dest of each of those rows */
+    /* execute.c's bookkeeping: the rows of a step, and segs, tokens and logit_rows carved
+     * from book (duet__cpu_book) */
+    duet_kit_rows plan;   /* which logit row goes where */
+    duet_kit_arena book;  /* segs, tokens, logit_rows */
+    duet_cpu_seg *segs;   /* [sequences] */
+    int32_t *tokens;      /* [fed] fed tokens, all sequences back to back */
+    uint32_t *logit_rows; /* [fed] rows whose logits a step needs */
 } duet_cpu_scratch;
 
 struct duet_worker {
@@ -318,6 +318,7 @@ struct duet_worker {
     bool quant_lm_head;             /* the lm_head quantised too (setting quantize_lm_head) */
     const duet_gemv_ops *gemv;      /* the own kernels CPUID chose */
     uint32_t threads;               /* OpenMP threads of every step */
+    uint64_t kv_budget;             /* cache bytes for a budget of 0 (cache.cpu_kv_space_gib) */
     duet_cpu_dnn *dnn;              /* oneDNN engine, stream, scratch */
     const duet_tensor *embed;       /* [vocab][width] read row by row from the mapping */
     const duet_tensor *positions;   /* OPT learned positions [max_position + 2][hidden] */
@@ -332,7 +333,7 @@ struct duet_worker {
     duet_cpu_kv swap;               /* swap pool, same layout */
     duet_cpu_scratch s;             /* per-step buffers */
     duet__sampler **samplers;       /* [threads] one per OpenMP thread */
-    char err[1024];                 /* last_error() */
+    duet_kit_error err;             /* last_error() */
 };
 
 /* Runs the model over rows of tokens (segments as duet__cpu_kv_write describes, rows numbered

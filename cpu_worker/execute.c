@@ -17,8 +17,6 @@
 
 #include "cpu_worker-int.h"
 
-#include "batch_check.h"
-
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -41,7 +39,7 @@ static duet_status check_batch(duet_worker *w, const duet_batch *b, const duet_b
                              .num_blocks = w->kv.base ? w->kv.num_blocks : 0,
                              .num_swap_blocks = w->swap.num_blocks};
 
-    return duet__batch_check(&lim, b, o, rows, fed, w->err, sizeof(w->err));
+    return duet_kit_batch_check(&lim, b, o, rows, fed, w->err.msg, sizeof(w->err.msg));
 }
 
 /* ---- steps -------------------------------------------------------------------------------- */
@@ -56,37 +54,20 @@ static void cache_ops(duet_worker *w, const duet_batch *b)
         duet__cpu_kv_copy_block(&w->kv, b->copy[i].src, &w->kv, b->copy[i].dst);
 }
 
-#define GROW(ptr, count) (free(ptr), (ptr) = malloc((count) * sizeof(*(ptr))))
-
-/* Where the rows of one logit row go. */
-struct row_dest {
-    const duet_seq *q;
-    int64_t out_row; /* output row, -1 when the row only serves prompt log-probabilities */
-    int64_t fed_row; /* global fed index for prompt log-probabilities, -1 for none */
-    int32_t next;    /* the next fed token (prompt log-probabilities), -1 for the last */
-    uint64_t pos;    /* position of the token this row chooses */
-};
-
+/* Room for the bookkeeping of n_seqs sequences and n_fed fed tokens: the kit's rows and segs,
+ * tokens and logit_rows carved from one arena. */
 static duet_status grow_book(duet_worker *w, size_t n_segs, size_t n_tok)
 {
     duet_cpu_scratch *s = &w->s;
+    size_t segs = n_segs * sizeof(duet_cpu_seg), toks = n_tok * sizeof(int32_t);
+    char *base;
 
-    if (n_segs > s->n_segs_cap) {
-        if (!GROW(s->segs, n_segs) || !GROW(s->row_base, n_segs)) {
-            s->n_segs_cap = 0;
-            return fail(w, DUET_STATUS_OUT_OF_MEMORY, "cpu worker: out of memory");
-        }
-        s->n_segs_cap = n_segs;
-    }
-    if (n_tok > s->n_tok_cap) {
-        free(s->dest);
-        s->dest = NULL;
-        s->n_tok_cap = 0;
-        if (!GROW(s->tokens, n_tok) || !GROW(s->logit_rows, n_tok) ||
-            !(s->dest = malloc(n_tok * sizeof(struct row_dest))))
-            return fail(w, DUET_STATUS_OUT_OF_MEMORY, "cpu worker: out of memory");
-        s->n_tok_cap = n_tok;
-    }
+    if (!duet_kit_rows_reserve(&s->plan, n_segs, n_tok) ||
+        !(base = duet_kit_arena_reserve(&s->book, segs + toks + n_tok * sizeof(uint32_t))))
+        return fail(w, DUET_STATUS_OUT_OF_MEMORY, "cpu worker: out of memory");
+    s->segs = (duet_cpu_seg *)(void *)base;
+    s->tokens = (int32_t *)(void *)(base + segs);
+    s->logit_rows = (uint32_t *)(void *)(base + segs + toks);
     return DUET_STATUS_OK;
 }
 
@@ -107,30 +88,15 @@ static bool row_finite(const float *logits, size_t V)
     return !bad;
 }
 
-/* An output row whose logits were not all finite: nothing sampled (DUET_TOKEN_NONFINITE). */
-static void nonfinite_row(const duet_batch *b, duet_batch_output *o, int64_t row, size_t V)
-{
-    size_t M = b->max_logprobs;
-
-    o->tokens[row] = DUET_TOKEN_NONFINITE;
-    if (b->flags & DUET_BATCH_WANT_PROBS)
-        memset(o->probs + row * V, 0, V * sizeof(float));
-    if (b->flags & DUET_BATCH_WANT_LOGPROBS) {
-        o->token_logprobs[row] = NAN;
-        for (size_t k = 0; k < M; k++)
-            o->logprobs[(size_t)row * M + k] = (duet_logprob){-1, NAN};
-    }
-}
-
 static void emit_row(duet_worker *w, const duet_batch *b, duet_batch_output *o,
-                     const struct row_dest *r, const float *logits)
+                     const duet_kit_row *r, const float *logits)
 {
     duet__sampler *s = w->samplers[omp_get_thread_num() % (int)w->threads];
     const duet_sampling_params *sp = &r->q->sampling;
     size_t V = w->d->vocab_size, M = b->max_logprobs;
 
     if (r->out_row >= 0 && !row_finite(logits, V)) {
-        nonfinite_row(b, o, r->out_row, V);
+        duet_kit_row_nonfinite(b, o, r->out_row, (uint32_t)V);
     } else if (r->out_row >= 0) {
         bool lp = b->flags & DUET_BATCH_WANT_LOGPROBS;
         duet_logprob *top = lp && M ? o->logprobs + (size_t)r->out_row * M : NULL;
@@ -140,8 +106,7 @@ static void emit_row(duet_worker *w, const duet_batch *b, duet_batch_output *o,
             duet__sample_row(s, logits, sp, r->pos,
                              (b->flags & DUET_BATCH_WANT_PROBS) ? o->probs + r->out_row * V : NULL,
                              lp ? o->token_logprobs + r->out_row : NULL, top, n_top);
-        for (uint32_t k = n_top; top && k < M; k++)
-            top[k] = (duet_logprob){-1, 0.0f};
+        duet_kit_emit_top(top, top, n_top, (uint32_t)M);
     }
     if (r->fed_row >= 0) {
         duet_logprob *top = M ? o->prompt_logprobs + (size_t)r->fed_row * M : NULL;
@@ -149,91 +114,65 @@ static void emit_row(duet_worker *w, const duet_batch *b, duet_batch_output *o,
 
         duet__row_logprobs(s, logits, top ? n_top : 0, top, r->next,
                            o->prompt_next_logprobs + r->fed_row);
-        for (uint32_t k = n_top; top && k < M; k++)
-            top[k] = (duet_logprob){-1, 0.0f};
+        duet_kit_emit_top(top, top, n_top, (uint32_t)M);
     }
 }
 
 /* Samples / scores the logit rows of a step in parallel. */
-static void emit_rows(duet_worker *w, const duet_batch *b, duet_batch_output *o,
-                      const struct row_dest *dest, uint32_t n)
+static void emit_rows(duet_worker *w, const duet_batch *b, duet_batch_output *o, uint32_t n)
 {
     size_t V = w->d->vocab_size;
+    const duet_kit_row *rows = w->s.plan.rows;
 
 #pragma omp parallel for schedule(dynamic, 1) if (n > 1)
     for (uint32_t i = 0; i < n; i++)
-        emit_row(w, b, o, &dest[i], w->s.logits + i * V);
+        emit_row(w, b, o, &rows[i], w->s.logits + i * V);
 }
 
-/* The first forward: every fed token. row_base[i] = first output row of sequence i. */
-static duet_status feed(duet_worker *w, const duet_batch *b, duet_batch_output *o,
-                        const uint64_t *row_base, struct row_dest *dest, uint32_t n_fed)
+/* The first forward: every fed token, logits for the kit's rows. */
+static duet_status feed(duet_worker *w, const duet_batch *b, duet_batch_output *o)
 {
     duet_cpu_scratch *s = &w->s;
-    bool plp = b->flags & DUET_BATCH_WANT_PROMPT_LOGPROBS;
-    uint32_t row = 0, n_out = 0;
+    uint32_t row = 0, n_out = duet_kit_rows_feed(&s->plan, b);
     duet_status st;
 
     for (uint32_t i = 0; i < b->n_seqs; i++) {
         const duet_seq *q = duet_batch_seq(b, i);
-        uint32_t first_out = q->n_tokens - q->n_outputs;
 
         s->segs[i] = (duet_cpu_seg){q->block_table, q->pos, q->n_tokens, row};
         memcpy(s->tokens + row, q->tokens, q->n_tokens * sizeof(int32_t));
-        for (uint32_t j = 0; j < q->n_tokens; j++) {
-            bool is_out = j >= first_out;
-
-            if (!is_out && !plp)
-                continue;
-            s->logit_rows[n_out] = row + j;
-            dest[n_out] = (struct row_dest){
-                .q = q,
-                .out_row = is_out ? (int64_t)(row_base[i] + j - first_out) : -1,
-                .fed_row = plp ? (int64_t)(row + j) : -1,
-                .next = j + 1 < q->n_tokens ? q->tokens[j + 1] : -1,
-                .pos = (uint64_t)q->pos + j + 1,
-            };
-            n_out++;
-        }
         row += q->n_tokens;
     }
-    (void)n_fed;
+    for (uint32_t i = 0; i < n_out; i++)
+        s->logit_rows[i] = s->plan.rows[i].fed;
     st = duet__cpu_forward(w, s->segs, b->n_seqs, s->tokens, row, s->logit_rows, n_out);
     if (!st)
-        emit_rows(w, b, o, dest, n_out);
+        emit_rows(w, b, o, n_out);
     return st;
 }
 
 /* Drafting step `step` (1-based): sequences with n_draft_steps >= step feed their last token. */
 static duet_status draft_step(duet_worker *w, const duet_batch *b, duet_batch_output *o,
-                              const uint64_t *row_base, struct row_dest *dest, uint32_t step)
+                              uint32_t step)
 {
     duet_cpu_scratch *s = &w->s;
-    uint32_t n = 0;
+    uint32_t n = duet_kit_rows_draft(&s->plan, b, o, step);
     duet_status st;
 
-    for (uint32_t i = 0; i < b->n_seqs; i++) {
-        const duet_seq *q = duet_batch_seq(b, i);
-        uint64_t prev = row_base[i] + q->n_outputs + step - 2;
-        uint32_t pos = q->pos + q->n_tokens - 1 + step;
-
-        if (q->n_draft_steps < step)
-            continue;
-        /* After a non-finite row the draft goes on with token 0; its rows repeat the mark. */
-        s->tokens[n] = o->tokens[prev] < 0 ? 0 : o->tokens[prev];
-        s->segs[n] = (duet_cpu_seg){q->block_table, pos, 1, n};
-        s->logit_rows[n] = n;
-        dest[n] = (struct row_dest){q, (int64_t)(prev + 1), -1, -1, (uint64_t)pos + 1};
-        n++;
-    }
     if (!n)
         return DUET_STATUS_OK;
+    for (uint32_t i = 0; i < n; i++) {
+        const duet_kit_row *r = &s->plan.rows[i];
+
+        s->tokens[i] = s->plan.draft_tok[i];
+        s->segs[i] = (duet_cpu_seg){r->q->block_table, (uint32_t)(r->pos - 1), 1, i};
+        s->logit_rows[i] = i;
+    }
     st = duet__cpu_forward(w, s->segs, n, s->tokens, n, s->logit_rows, n);
-    if (!st)
-        emit_rows(w, b, o, dest, n);
-    for (uint32_t i = 0; !st && i < n; i++)
-        if (o->tokens[dest[i].out_row - 1] == DUET_TOKEN_NONFINITE)
-            nonfinite_row(b, o, dest[i].out_row, w->d->vocab_size);
+    if (!st) {
+        emit_rows(w, b, o, n);
+        duet_kit_rows_repeat_nonfinite(&s->plan, n, b, o, w->d->vocab_size);
+    }
     return st;
 }
 
@@ -276,7 +215,8 @@ duet_status duet__cpu_warm_up(duet_worker *w, uint32_t max_rows, uint32_t max_ou
     if ((st = grow_book(w, max_rows ? max_rows : 1, max_rows > n ? max_rows : n)) ||
         (st = duet__cpu_grow_scratch(w, max_rows, max_out)))
         return st;
-    if ((st = dnn_headroom(w)) || (st = duet__cpu_dnn_prepare(w->dnn, w->err, sizeof(w->err))))
+    if ((st = dnn_headroom(w)) ||
+        (st = duet__cpu_dnn_prepare(w->dnn, w->err.msg, sizeof(w->err.msg))))
         return st;
     __atomic_store_n(&dnn_set_up, true, __ATOMIC_RELAXED);
     /* A prefill of n rows above the GEMV threshold at positions 0 .., then one decode row. */
@@ -300,14 +240,12 @@ duet_status duet__cpu_warm_up(duet_worker *w, uint32_t max_rows, uint32_t max_ou
 
 duet_status duet__cpu_execute(duet_worker *w, const duet_batch *b, duet_batch_output *o)
 {
-    uint64_t rows = 0, fed = 0, *row_base, at = 0;
-    uint32_t max_steps = 0;
-    struct row_dest *dest;
+    uint64_t rows = 0, fed = 0;
     duet_status st;
 
     if (!w)
         return DUET_STATUS_INVALID_ARGUMENT;
-    w->err[0] = '\0';
+    w->err.msg[0] = '\0';
     if (!b || !o)
         return fail(w, DUET_STATUS_INVALID_ARGUMENT, "cpu worker: execute: NULL batch or output");
     if ((st = check_batch(w, b, o, &rows, &fed)))
@@ -318,17 +256,8 @@ duet_status duet__cpu_execute(duet_worker *w, const duet_batch *b, duet_batch_ou
         return DUET_STATUS_OK;
     if ((st = grow_book(w, b->n_seqs, fed)))
         return st;
-    row_base = w->s.row_base;
-    dest = w->s.dest;
-    for (uint32_t i = 0; i < b->n_seqs; i++) {
-        const duet_seq *q = duet_batch_seq(b, i);
-
-        row_base[i] = at;
-        at += (uint64_t)q->n_outputs + q->n_draft_steps;
-        max_steps = q->n_draft_steps > max_steps ? q->n_draft_steps : max_steps;
-    }
-    st = feed(w, b, o, row_base, dest, (uint32_t)fed);
-    for (uint32_t step = 1; !st && step <= max_steps; step++)
-        st = draft_step(w, b, o, row_base, dest, step);
+    st = feed(w, b, o);
+    for (uint32_t step = 1; !st && step <= w->s.plan.max_steps; step++)
+        st = draft_step(w, b, o, step);
     return st;
 }

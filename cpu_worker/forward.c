@@ -62,7 +62,8 @@ duet_status duet__cpu_grow_scratch(duet_worker *w, size_t rows, size_t n_out)
 
 out_nomem:
     s->rows = s->out_rows = 0; /* a failed GROW leaves NULL: regrow everything next time */
-    snprintf(w->err, sizeof(w->err), "cpu worker: out of memory for the scratch of %zu rows", rows);
+    snprintf(w->err.msg, sizeof(w->err.msg),
+             "cpu worker: out of memory for the scratch of %zu rows", rows);
     return DUET_STATUS_OUT_OF_MEMORY;
 }
 
@@ -124,7 +125,7 @@ static duet_status widened_run(duet_worker *w, const duet_cpu_mat *mat, const fl
         w->s.panel_elems = need;
     }
     return duet__cpu_widened_run(&mat->gemv, x, x_stride, m, y, mat->n, w->s.panel,
-                                 w->s.panel_elems, w->err, sizeof(w->err));
+                                 w->s.panel_elems, w->err.msg, sizeof(w->err.msg));
 }
 
 duet_status duet__cpu_mat_run(duet_worker *w, const duet_cpu_mat *mat, const float *x,
@@ -160,7 +161,8 @@ duet_status duet__cpu_mat_run(duet_worker *w, const duet_cpu_mat *mat, const flo
     }
     if (widen)
         return widened_run(w, mat, x, x_stride, m, y);
-    return duet__cpu_linear_run(w->dnn, mat->dnn, x, x_stride, m, y, w->err, sizeof(w->err));
+    return duet__cpu_linear_run(w->dnn, mat->dnn, x, x_stride, m, y, w->err.msg,
+                                sizeof(w->err.msg));
 }
 
 #define RUN(mat, x, stride, m, y) RUN_NORMED(mat, x, stride, m, NULL, y)

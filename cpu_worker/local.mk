@@ -13,7 +13,7 @@ EXTRA_DIST += tests/as_avx2.sh $(AVX2_EMULATED_TESTS)
 CPU_WORKER_KERNEL_SOURCES = cpu_worker/cpu_worker-int.h cpu_worker/kernels.c cpu_worker/linear.c \
 	cpu_worker/gemv.h cpu_worker/gemv.c
 CPU_WORKER_CFLAGS = $(AM_CFLAGS) $(OPENMP_CFLAGS)
-CPU_WORKER_CPPFLAGS = $(AM_CPPFLAGS) $(ONEDNN_CPPFLAGS) -I$(top_srcdir)/sampling
+CPU_WORKER_CPPFLAGS = $(AM_CPPFLAGS) $(ONEDNN_CPPFLAGS) -I$(top_srcdir)/sampling $(WORKER_KIT_CPPFLAGS)
 CPU_WORKER_LIBS = $(ONEDNN_LDFLAGS) $(ONEDNN_LIBS) -lm
 EXTRA_DIST += cpu_worker/gemv_avx2.c cpu_worker/gemv_avx512.c
 
@@ -37,7 +37,8 @@ cpu_worker_duet_cpu_worker_la_CFLAGS = $(CPU_WORKER_CFLAGS)
 # -z nodelete: dlclose must not unmap libgomp and oneDNN under OpenMP's parked pool threads
 # (they outlive every worker), so the plugin and what it loaded stay mapped once loaded.
 cpu_worker_duet_cpu_worker_la_LDFLAGS = $(PLUGIN_LDFLAGS) $(OPENMP_CFLAGS) -Wl,-z,nodelete
-cpu_worker_duet_cpu_worker_la_LIBADD = $(CPU_WORKER_ISA_LIBS) model/libduet_model.la \
+cpu_worker_duet_cpu_worker_la_LIBADD = $(CPU_WORKER_ISA_LIBS) worker_kit/libduet_worker_kit.la \
+	model/libduet_model.la \
 	sampling/libduet_sampling.la $(CPU_WORKER_LIBS)
 EXPORT_CHECKED_PLUGINS += $(abs_top_builddir)/cpu_worker/.libs/duet_cpu_worker.so
 

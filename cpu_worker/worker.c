@@ -38,23 +38,12 @@ duet_status duet__cpu_fail(duet_worker *w, duet_status st, const char *fmt, ...)
     va_list ap;
 
     va_start(ap, fmt);
-    vsnprintf(w->err, sizeof(w->err), fmt, ap);
+    duet_kit_vfail(&w->err, st, fmt, ap);
     va_end(ap);
     return st;
 }
 
 /* ---- settings --------------------------------------------------------------------------- */
-
-static duet_status setting_string(duet_worker *w, const char *key, const char **out)
-{
-    char path[64];
-    duet_status st;
-
-    snprintf(path, sizeof(path), "%s.%s", w->section, key);
-    st = w->host->config_get_string(w->host->ctx, path, out);
-    return st ? fail(w, st, "cpu worker: cannot read setting %s (%s)", path, duet_status_str(st))
-              : st;
-}
 
 static bool one_of(const char *s, const char *const *set)
 {
@@ -68,50 +57,37 @@ static duet_status read_settings(duet_worker *w)
 {
     static const char *const dtypes[] = {"auto", "f32", "bf16", NULL};
     static const char *const weight_types[] = {"auto", "f32", "bf16", "f16", "int8", "int4", NULL};
-    const char *dtype, *weights;
-    char path[64];
-    int64_t threads = 0, group = 32;
-    duet_status st = setting_string(w, "dtype", &dtype);
+    duet_kit_settings k;
+    duet_status st = duet_kit_settings_read(w->host, w->section, &k, "cpu worker", &w->err);
 
-    if (!st)
-        st = setting_string(w, "weights", &weights);
     if (st)
         return st;
-    if (!one_of(dtype, dtypes))
+    if (!one_of(k.dtype, dtypes))
         return fail(w, DUET_STATUS_UNSUPPORTED,
                     "cpu worker: %s.dtype = \"%s\": the CPU worker computes in \"f32\" or \"bf16\" "
                     "(\"auto\": the best this CPU has for the weights)",
-                    w->section, dtype);
-    if (!one_of(weights, weight_types))
+                    w->section, k.dtype);
+    if (!one_of(k.weights, weight_types))
         return fail(
             w, DUET_STATUS_UNSUPPORTED,
             "cpu worker: %s.weights = \"%s\": the CPU worker stores weights as \"f32\", "
             "\"bf16\", \"f16\", \"int8\" or \"int4\" (\"auto\": as the model file has them)",
-            w->section, weights);
-    snprintf(w->req_dtype, sizeof(w->req_dtype), "%s", dtype);
-    snprintf(w->req_weights, sizeof(w->req_weights), "%s", weights);
-    w->quant = strcmp(weights, "int8") == 0   ? DUET_CPU_QUANT_INT8
-               : strcmp(weights, "int4") == 0 ? DUET_CPU_QUANT_INT4
-                                              : DUET_CPU_QUANT_NONE;
-    snprintf(path, sizeof(path), "%s.threads", w->section);
-    if (w->host->config_get_int(w->host->ctx, path, &threads) != DUET_STATUS_OK)
-        threads = 0;
-    w->threads = threads > 0 ? (uint32_t)threads : (uint32_t)omp_get_num_procs();
-    /* the quantisation keys have defaults in the schema; a host without them gets these */
-    snprintf(path, sizeof(path), "%s.group_size", w->section);
-    w->host->config_get_int(w->host->ctx, path, &group);
-    if (group != 32 && group != 64 && group != 128)
+            w->section, k.weights);
+    if (k.group_size != 32 && k.group_size != 64 && k.group_size != 128)
         return fail(w, DUET_STATUS_UNSUPPORTED,
                     "cpu worker: %s.group_size = %lld: the CPU worker quantises in groups of 32, "
                     "64 or 128",
-                    w->section, (long long)group);
-    w->group = (uint32_t)group;
-    w->zero_point = false;
-    snprintf(path, sizeof(path), "%s.zero_point", w->section);
-    w->host->config_get_bool(w->host->ctx, path, &w->zero_point);
-    w->quant_lm_head = true;
-    snprintf(path, sizeof(path), "%s.quantize_lm_head", w->section);
-    w->host->config_get_bool(w->host->ctx, path, &w->quant_lm_head);
+                    w->section, (long long)k.group_size);
+    snprintf(w->req_dtype, sizeof(w->req_dtype), "%s", k.dtype);
+    snprintf(w->req_weights, sizeof(w->req_weights), "%s", k.weights);
+    w->quant = strcmp(k.weights, "int8") == 0   ? DUET_CPU_QUANT_INT8
+               : strcmp(k.weights, "int4") == 0 ? DUET_CPU_QUANT_INT4
+                                                : DUET_CPU_QUANT_NONE;
+    w->threads = k.threads > 0 ? (uint32_t)k.threads : (uint32_t)omp_get_num_procs();
+    w->group = (uint32_t)k.group_size;
+    w->zero_point = k.zero_point;
+    w->quant_lm_head = k.quantize_lm_head;
+    w->kv_budget = (uint64_t)(k.cpu_kv_space_gib * (double)(1ull << 30));
     w->gemv = duet__gemv_ops(duet__gemv_isa_best());
     return DUET_STATUS_OK;
 }
@@ -174,21 +150,17 @@ static duet_status resolve_types(duet_worker *w)
 /* Logs what resolve_types chose, and with which kernels. */
 static void log_types(duet_worker *w)
 {
-    char msg[256];
-
-    if (!w->host->log)
-        return;
-    snprintf(msg, sizeof(msg),
-             "%s: weights %s (setting %s), compute %s (dtype %s), GEMV kernels %s, %s", w->section,
-             w->quant == DUET_CPU_QUANT_INT8   ? "int8"
-             : w->quant == DUET_CPU_QUANT_INT4 ? "int4"
-                                               : store_name(w->store),
-             w->req_weights, w->bf16 ? "bf16" : "f32", w->req_dtype, w->gemv->name,
-             w->bf16 ? "oneDNN bf16 matmul above the GEMV rows"
-             : w->store == DUET_CPU_STORE_F32 || w->quant != DUET_CPU_QUANT_NONE
-                 ? "oneDNN f32 matmul"
-                 : "f32 GEMM (dnnl_sgemm) over widened panels above the GEMV rows");
-    w->host->log(w->host->ctx, DUET_LOG_INFO, "cpu", msg);
+    duet_kit_log(w->host, DUET_LOG_INFO, "cpu",
+                 "%s: weights %s (setting %s), compute %s (dtype %s), GEMV kernels %s, %s",
+                 w->section,
+                 w->quant == DUET_CPU_QUANT_INT8   ? "int8"
+                 : w->quant == DUET_CPU_QUANT_INT4 ? "int4"
+                                                   : store_name(w->store),
+                 w->req_weights, w->bf16 ? "bf16" : "f32", w->req_dtype, w->gemv->name,
+                 w->bf16 ? "oneDNN bf16 matmul above the GEMV rows"
+                 : w->store == DUET_CPU_STORE_F32 || w->quant != DUET_CPU_QUANT_NONE
+                     ? "oneDNN f32 matmul"
+                     : "f32 GEMM (dnnl_sgemm) over widened panels above the GEMV rows");
 }
 
 /* ---- weights ---------------------------------------------------------------------------- */
@@ -226,19 +198,19 @@ static duet_status mat_create(duet_worker *w, const char *name, const float *wt,
         st = duet__gemv_weight_pack(&mat->gemv, name, wt, bias, n, k,
                                     w->quant == DUET_CPU_QUANT_INT8 ? DUET_GEMV_INT8
                                                                     : DUET_GEMV_INT4,
-                                    w->group, w->zero_point, w->err, sizeof(w->err));
+                                    w->group, w->zero_point, w->err.msg, sizeof(w->err.msg));
     } else if (w->store != DUET_CPU_STORE_F32 && !w->bf16) {
         /* 2-byte storage computed in f32: the own kernels only, widened for large M */
         st = duet__gemv_weight_pack(&mat->gemv, name, wt, bias, n, k,
                                     w->store == DUET_CPU_STORE_F16 ? DUET_GEMV_F16
                                                                    : DUET_GEMV_BF16_F32,
-                                    0, false, w->err, sizeof(w->err));
+                                    0, false, w->err.msg, sizeof(w->err.msg));
     } else {
-        st = duet__cpu_linear_create(w->dnn, name, wt, bias, n, k, w->bf16, &mat->dnn, w->err,
-                                     sizeof(w->err));
+        st = duet__cpu_linear_create(w->dnn, name, wt, bias, n, k, w->bf16, &mat->dnn, w->err.msg,
+                                     sizeof(w->err.msg));
         if (!st && w->bf16 && w->gemv != &duet__gemv_generic_ops)
             st = duet__gemv_weight_pack(&mat->gemv, name, wt, bias, n, k, DUET_GEMV_BF16, 0, false,
-                                        w->err, sizeof(w->err));
+                                        w->err.msg, sizeof(w->err.msg));
     }
     if (st) {
         mat_destroy(mat);
@@ -452,7 +424,8 @@ static void worker_destroy(duet_worker *w)
     free(s->x), free(s->h), free(s->qkv), free(s->att), free(s->mlp), free(s->act);
     free(s->cos_sin), free(s->pos), free(s->final), free(s->logits), free(s->gemv_act);
     free(s->panel);
-    free(s->segs), free(s->row_base), free(s->tokens), free(s->logit_rows), free(s->dest);
+    duet_kit_rows_fini(&s->plan);
+    duet_kit_arena_fini(&s->book);
     free_pool(&w->kv);
     free_pool(&w->swap);
     duet__cpu_dnn_destroy(w->dnn);
@@ -477,11 +450,8 @@ static duet_status worker_create(const duet_worker_params *params, duet_worker *
     duet_status st;
 
     *out = NULL;
-    if (!params || params->struct_size < sizeof(duet_worker_params) || !params->model_dir ||
-        !params->section || !params->host || strlen(params->section) >= sizeof(w->section)) {
-        snprintf(errbuf, errbuf_size, "cpu worker: create: incomplete parameters");
-        return DUET_STATUS_INVALID_ARGUMENT;
-    }
+    if ((st = duet_kit_check_params(params, sizeof(w->section), "cpu worker", errbuf, errbuf_size)))
+        return st;
     if (!(w = calloc(1, sizeof(*w)))) {
         snprintf(errbuf, errbuf_size, "cpu worker: out of memory");
         return DUET_STATUS_OUT_OF_MEMORY;
@@ -490,8 +460,8 @@ static duet_status worker_create(const duet_worker_params *params, duet_worker *
     strcpy(w->section, params->section);
     st = read_settings(w);
     if (!st)
-        st = duet_model_create(params->model_dir, DUET_MODEL_QUIET, &w->model, w->err,
-                               sizeof(w->err));
+        st = duet_model_create(params->model_dir, DUET_MODEL_QUIET, &w->model, w->err.msg,
+                               sizeof(w->err.msg));
     if (!st && duet_model_describe(w->model)->head_dim > DUET_CPU_MAX_HEAD_DIM)
         st =
             fail(w, DUET_STATUS_UNSUPPORTED, "cpu worker: %s: head_dim %u: at most %u is supported",
@@ -499,7 +469,7 @@ static duet_status worker_create(const duet_worker_params *params, duet_worker *
     if (!st) {
         w->d = duet_model_describe(w->model);
         omp_set_num_threads((int)w->threads);
-        st = duet__cpu_dnn_create(&w->dnn, w->err, sizeof(w->err));
+        st = duet__cpu_dnn_create(&w->dnn, w->err.msg, sizeof(w->err.msg));
     }
     if (!st)
         st = resolve_types(w);
@@ -510,7 +480,7 @@ static duet_status worker_create(const duet_worker_params *params, duet_worker *
     if (!st)
         st = make_samplers(w);
     if (st) {
-        snprintf(errbuf, errbuf_size, "%s", w->err);
+        snprintf(errbuf, errbuf_size, "%s", w->err.msg);
         worker_destroy(w);
         return st;
     }
@@ -520,35 +490,20 @@ static duet_status worker_create(const duet_worker_params *params, duet_worker *
 
 static duet_status worker_describe(duet_worker *w, duet_model_info *info)
 {
-    duet_status st;
-
-    if (!info)
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT, "cpu worker: describe: info is NULL");
-    st = duet_model_fill_info(w->model, info);
-    if (!st && DUET_ABI_HAS_FIELD(info, duet_model_info, weight_bytes))
-        info->weight_bytes = w->weight_bytes;
-    return st;
+    return duet_kit_describe(w->model, w->weight_bytes, info, "cpu worker", &w->err);
 }
 
 static duet_status worker_cache_geometry(duet_worker *w, duet_cache_geometry *g)
 {
     const duet_model_desc *d = w->d;
     duet_cpu_kv kv;
-    uint64_t budget;
+    duet_status st = duet_kit_check_geometry(g, "cpu worker", &w->err);
 
-    if (!g || g->struct_size < sizeof(*g) || g->block_size == 0 || g->block_size > 65536)
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                    "cpu worker: cache_geometry: block_size must be 1 .. 65536");
-    budget = g->budget_bytes;
-    if (!budget) {
-        double gib = 4.0;
-
-        w->host->config_get_float(w->host->ctx, "cache.cpu_kv_space_gib", &gib);
-        budget = (uint64_t)(gib * (double)(1ull << 30));
-    }
+    if (st)
+        return st;
     duet__cpu_kv_layout(&kv, g->block_size, d->num_layers, d->num_kv_heads, d->head_dim, w->bf16);
     g->block_bytes = kv.block_bytes;
-    g->num_blocks = budget / kv.block_bytes;
+    g->num_blocks = (g->budget_bytes ? g->budget_bytes : w->kv_budget) / kv.block_bytes;
     return DUET_STATUS_OK;
 }
 
@@ -578,17 +533,10 @@ static duet_status alloc_pool(duet_worker *w, duet_cpu_kv *kv, uint32_t count, c
 static duet_status worker_init_cache(duet_worker *w, const duet_cache_config *c)
 {
     const duet_model_desc *d = w->d;
-    duet_status st;
+    duet_status st = duet_kit_check_cache_config(c, w->kv.base != NULL, "cpu worker", &w->err);
 
-    if (!c || !DUET_ABI_HAS_FIELD(c, duet_cache_config, num_swap_blocks) || c->block_size == 0 ||
-        c->block_size > 65536)
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                    "cpu worker: init_cache: block_size must be 1 .. 65536");
-    if (w->kv.base)
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                    "cpu worker: init_cache: the cache already exists");
-    if (c->num_blocks == 0)
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT, "cpu worker: init_cache: num_blocks is 0");
+    if (st)
+        return st;
     duet__cpu_kv_layout(&w->kv, c->block_size, d->num_layers, d->num_kv_heads, d->head_dim,
                         w->bf16);
     w->swap = w->kv;
@@ -606,11 +554,11 @@ static duet_status worker_init_cache(duet_worker *w, const duet_cache_config *c)
 
 static const char *worker_last_error(const duet_worker *w)
 {
-    return w ? w->err : "";
+    return w ? w->err.msg : "";
 }
 
-/* duet_worker_plugin.details: the kernels this CPU gets, filled by duet_plugin_query. */
-static char details[320];
+/* duet_worker_plugin.details: the kernels this CPU gets, written by the first query. */
+static duet_kit_details details = DUET_KIT_DETAILS_INIT;
 
 /* oneDNN's ISA as it runs here (CPUID lowered by $ONEDNN_MAX_CPU_ISA). */
 static const char *dnn_isa_name(void)
@@ -643,12 +591,7 @@ static bool dnn_isa_has_bf16(void)
 }
 
 static const duet_worker_plugin plugin = {
-    .struct_size = sizeof(duet_worker_plugin),
-    .abi_major = DUET_ABI_MAJOR,
-    .abi_minor = DUET_ABI_MINOR,
-    .fingerprint = DUET_ABI_FINGERPRINT,
-    .name = "cpu",
-    .version = CPU_WORKER_VERSION,
+    DUET_KIT_PLUGIN_HEADER("cpu", CPU_WORKER_VERSION),
     /* F16: f16 weights (computed in f32); an f16 compute dtype is refused at create */
     .caps = DUET_CAP_TARGET | DUET_CAP_DRAFT | DUET_CAP_SWAP | DUET_CAP_F32 | DUET_CAP_BF16 |
             DUET_CAP_F16 | DUET_CAP_INT8 | DUET_CAP_INT4 | DUET_CAP_PREFIX_CACHE,
@@ -659,18 +602,17 @@ static const duet_worker_plugin plugin = {
     .init_cache = worker_init_cache,
     .execute = duet__cpu_execute,
     .last_error = worker_last_error,
-    .details = details,
+    .details = details.text,
 };
 
 DUET_API const duet_worker_plugin *duet_plugin_query(uint32_t host_abi_major,
                                                      const duet_host_services *host);
 
-const duet_worker_plugin *duet_plugin_query(uint32_t host_abi_major, const duet_host_services *host)
+static void fill_details(char *text, size_t size)
 {
     duet_gemv_isa isa = duet__gemv_isa_best();
 
-    (void)host;
-    snprintf(details, sizeof(details),
+    snprintf(text, size,
              "GEMV kernels %s (CPUID%s); dtype auto: %s; oneDNN %d.%d (ISA %s) matmul for f32 "
              "and bf16 prefill, dnnl_sgemm over widened bf16 / f16",
              duet__gemv_isa_name(isa), getenv("DUET_CPU_ISA") ? ", lowered by $DUET_CPU_ISA" : "",
@@ -678,5 +620,10 @@ const duet_worker_plugin *duet_plugin_query(uint32_t host_abi_major, const duet_
                  ? "bf16 for bf16 and int8 / int4 weights, f32 for f32 and f16"
                  : "f32 (no AVX512-BF16 or AMX here)",
              (int)dnnl_version()->major, (int)dnnl_version()->minor, dnn_isa_name());
-    return host_abi_major == DUET_ABI_MAJOR ? &plugin : NULL;
+}
+
+const duet_worker_plugin *duet_plugin_query(uint32_t host_abi_major, const duet_host_services *host)
+{
+    (void)host;
+    return duet_kit_query(&plugin, host_abi_major, &details, fill_details);
 }

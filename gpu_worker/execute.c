@@ -1,7 +1,7 @@
 /*
  * execute() of the GPU worker (plugin.h: duet_batch, duet_batch_output; worker.h).
  *
- *   check ─► batch_check.h, as the CPU worker: nothing is touched before the batch is valid
+ *   check ─► duet_kit_batch_check, as every worker: nothing is touched before the batch is valid
  *   cache ─► swap_in (pinned host → device), swap_out, copy (device → device): one
  *            cudaMemcpyAsync per block and rank, on the rank's stream, in that order
  *   feed  ─► the plan (plan.c) of every fed token in one pinned arena, copied to every rank;
@@ -10,15 +10,15 @@
  *   draft ─► step s = 1 .. max n_draft_steps: one row per sequence still drafting, fed the token
  *            its previous row sampled, at the next position
  *
- * Row bookkeeping is the CPU worker's: output row o of sequence i is row_base(i) + o, its token
- * chosen at position pos + (fed index) + 1; prompt log-probabilities go to the fed row's global
- * index.
+ * Row bookkeeping is the worker kit's (duet_kit_rows): output row o of sequence i is
+ * row_base(i) + o, its token chosen at position pos + (fed index) + 1; prompt log-probabilities
+ * go to the fed row's global index. The step's buffers, host and device, are this file's: it
+ * grows them and frees them (duet__gpu_scratch_free, duet__gpu_host_scratch_free).
  */
 #include "config.h"
 
 #include "worker.h"
 
-#include "batch_check.h"
 #include "sampling.h"
 
 #include <math.h>
@@ -27,21 +27,6 @@
 #include <string.h>
 
 #define fail duet__gpu_fail
-
-/* Where the outputs of one logit row go. */
-struct row_dest {
-    const duet_seq *q;
-    int64_t out_row; /* output row, -1 when the row only serves prompt log-probabilities */
-    int64_t fed_row; /* global fed index for prompt log-probabilities, -1 for none */
-};
-
-/* Host bookkeeping of one execute, carved from w->book. */
-struct book {
-    struct row_dest *dest;   /* [n_fed] */
-    duet_gpu_plan_seq *seqs; /* [n_seqs] */
-    uint64_t *row_base;      /* [n_seqs] */
-    int32_t *draft_tok;      /* [n_seqs] */
-};
 
 /* What a forward job needs: the plan (its arena is w->h_arena) and the batch's wishes. */
 struct step {
@@ -366,14 +351,14 @@ static duet_status sample(duet_gpu_rank *r, const struct step *st, const struct 
     uint32_t n = st->p.n_out, V = w->d->vocab_size;
     struct out_layout L = out_layout(n, st->max_top, V, st->want_probs);
     const duet_gpu_sample_row *h_rows =
-        (const duet_gpu_sample_row *)((const char *)w->h_arena + st->p.off_rows);
+        (const duet_gpu_sample_row *)((const char *)w->h_arena.base + st->p.off_rows);
     duet_gpu_sample_out so = {.tokens = s->tokens,
                               .probs = st->want_probs ? s->probs : NULL,
                               .token_logprob = s->token_logprob,
                               .top = st->max_top ? s->top : NULL,
                               .next_logprob = s->next_logprob,
                               .max_top = st->max_top};
-    char *h = w->h_out;
+    char *h = w->h_out.base;
     duet_status ss = duet__gpu_sample(w->sampler, r->stream, logits, n, dp->rows, h_rows, &so,
                                       r->err, sizeof(r->err));
 
@@ -407,8 +392,8 @@ static duet_status rank_forward(duet_gpu_rank *r, void *arg)
 
     if (fs)
         return fs;
-    GPU_TRY(
-        r, cudaMemcpyAsync(r->s.arena, w->h_arena, st->p.bytes, cudaMemcpyHostToDevice, r->stream));
+    GPU_TRY(r, cudaMemcpyAsync(r->s.arena, w->h_arena.base, st->p.bytes, cudaMemcpyHostToDevice,
+                               r->stream));
     a = r->s.arena;
     dp = (struct dplan){.tokens = (const uint32_t *)(a + st->p.off_tokens),
                         .pos = (const uint32_t *)(a + st->p.off_pos),
@@ -459,48 +444,55 @@ static duet_status rank_cache_ops(duet_gpu_rank *r, void *arg)
 
 /* ---- host side of a step ----------------------------------------------------------------- */
 
-/* Grows a pinned host buffer. */
-static duet_status host_grow(duet_gpu_worker *w, void **buf, size_t *cap, size_t bytes)
+/* Pinned host memory for the arenas (cudaHostAlloc; NULL when it fails). */
+static void *pinned_alloc(size_t bytes)
 {
-    cudaError_t e;
+    void *p = NULL;
 
-    if (bytes <= *cap)
-        return DUET_STATUS_OK;
-    cudaFreeHost(*buf);
-    *buf = NULL;
-    *cap = 0;
-    if ((e = cudaHostAlloc(buf, bytes, cudaHostAllocDefault)) != cudaSuccess) {
-        *buf = NULL;
-        return fail(w, DUET_STATUS_OUT_OF_MEMORY,
-                    "gpu worker: cannot allocate %zu bytes of pinned host memory: %s", bytes,
-                    cudaGetErrorString(e));
+    if (cudaHostAlloc(&p, bytes, cudaHostAllocDefault) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return NULL;
     }
-    *cap = bytes;
-    return DUET_STATUS_OK;
+    return p;
 }
 
-static duet_status book_make(duet_gpu_worker *w, uint32_t n_seqs, uint64_t n_fed, struct book *bk)
+static void pinned_free(void *p)
 {
-    size_t need = (size_t)n_fed * sizeof(struct row_dest) +
-                  (size_t)n_seqs * (sizeof(duet_gpu_plan_seq) + sizeof(uint64_t) + sizeof(int32_t));
+    cudaFreeHost(p);
+}
 
-    if (need > w->book_bytes) {
-        free(w->book);
-        w->book_bytes = 0;
-        if (!(w->book = malloc(need)))
-            return fail(w, DUET_STATUS_OUT_OF_MEMORY, "gpu worker: out of memory");
-        w->book_bytes = need;
-    }
-    bk->dest = w->book;
-    bk->seqs = (duet_gpu_plan_seq *)(bk->dest + n_fed);
-    bk->row_base = (uint64_t *)(bk->seqs + n_seqs);
-    bk->draft_tok = (int32_t *)(bk->row_base + n_seqs);
+/* A pinned arena of at least bytes. */
+static void *host_grow(duet_gpu_worker *w, duet_kit_arena *a, size_t bytes)
+{
+    void *p;
+
+    a->alloc = pinned_alloc;
+    a->release = pinned_free;
+    if (!(p = duet_kit_arena_reserve(a, bytes)))
+        fail(w, DUET_STATUS_OUT_OF_MEMORY,
+             "gpu worker: cannot allocate %zu bytes of pinned host memory", bytes);
+    return p;
+}
+
+void duet__gpu_host_scratch_free(duet_gpu_worker *w)
+{
+    duet_kit_arena_fini(&w->h_arena);
+    duet_kit_arena_fini(&w->h_out);
+    duet_kit_arena_fini(&w->book);
+    duet_kit_rows_fini(&w->plan);
+}
+
+/* Room for the rows of n_seqs sequences and n_fed fed tokens, and the plan's sequences. */
+static duet_status book_make(duet_gpu_worker *w, uint32_t n_seqs, uint64_t n_fed)
+{
+    if (!duet_kit_rows_reserve(&w->plan, n_seqs, n_fed) ||
+        !duet_kit_arena_reserve(&w->book, (size_t)n_seqs * sizeof(duet_gpu_plan_seq)))
+        return fail(w, DUET_STATUS_OUT_OF_MEMORY, "gpu worker: out of memory");
     return DUET_STATUS_OK;
 }
 
 /* The settings row of a logit row. */
-static duet_gpu_sample_row sample_row(const duet_batch *b, const struct row_dest *d, uint64_t pos,
-                                      int32_t next)
+static duet_gpu_sample_row sample_row(const duet_batch *b, const duet_kit_row *d)
 {
     const duet_sampling_params *sp = &d->q->sampling;
     uint32_t n_lp = d->out_row >= 0 && (b->flags & DUET_BATCH_WANT_LOGPROBS) ? sp->n_logprobs : 0;
@@ -512,11 +504,11 @@ static duet_gpu_sample_row sample_row(const duet_batch *b, const struct row_dest
         .min_p = sp->min_p,
         .top_k = sp->top_k,
         .seed = sp->seed,
-        .position = pos,
+        .position = d->pos,
         .mode = (d->out_row >= 0 ? DUET_GPU_ROW_SAMPLE | DUET_GPU_ROW_FINITE : 0u) |
                 (d->fed_row >= 0 ? DUET_GPU_ROW_SCORE : 0u),
         .n_top = n_lp > n_plp ? n_lp : n_plp,
-        .next = d->fed_row >= 0 ? next : -1,
+        .next = d->fed_row >= 0 ? d->next : -1,
     };
 }
 
@@ -524,35 +516,31 @@ static duet_gpu_sample_row sample_row(const duet_batch *b, const struct row_dest
 static duet_status plan_make(duet_gpu_worker *w, struct step *st, const duet_gpu_plan_seq *seqs,
                              uint32_t n, uint32_t n_out)
 {
-    duet_status ps;
-
     duet__gpu_plan_count(&st->p, seqs, n, w->block_size, w->pcfg.q_rows);
     st->p.n_out = n_out;
     duet__gpu_plan_layout(&st->p);
-    ps = host_grow(w, &w->h_arena, &w->h_arena_bytes, st->p.bytes);
-    if (ps)
-        return ps;
-    duet__gpu_plan_fill(&st->p, w->h_arena, seqs, n, w->block_size);
+    if (!host_grow(w, &w->h_arena, st->p.bytes))
+        return DUET_STATUS_OUT_OF_MEMORY;
+    duet__gpu_plan_fill(&st->p, w->h_arena.base, seqs, n, w->block_size);
     return DUET_STATUS_OK;
 }
 
-/* Runs the step's forward on every rank and writes the rows of dest[0 .. n_out) to o. */
-static duet_status run_step(duet_gpu_worker *w, struct step *st, const struct row_dest *dest,
-                            duet_batch_output *o)
+/* Runs the step's forward on every rank and writes the kit's rows [0 .. n_out) to o. */
+static duet_status run_step(duet_gpu_worker *w, struct step *st, duet_batch_output *o)
 {
     const duet_batch *b = st->b;
     uint32_t n = st->p.n_out, V = w->d->vocab_size, M = b->max_logprobs;
     struct out_layout L = out_layout(n, st->max_top, V, st->want_probs);
     const char *h;
-    duet_status rs = host_grow(w, &w->h_out, &w->h_out_bytes, L.bytes);
+    duet_status rs = host_grow(w, &w->h_out, L.bytes) ? DUET_STATUS_OK : DUET_STATUS_OUT_OF_MEMORY;
 
     if (!rs)
         rs = duet__gpu_ranks_run(w, rank_forward, st);
     if (rs)
         return rs;
-    h = w->h_out;
+    h = w->h_out.base;
     for (uint32_t i = 0; i < n; i++) {
-        const struct row_dest *d = &dest[i];
+        const duet_kit_row *d = &w->plan.rows[i];
         const duet_sampling_params *sp = &d->q->sampling;
         const duet_logprob *top = (const duet_logprob *)(h + L.top) + (size_t)i * st->max_top;
 
@@ -565,126 +553,87 @@ static duet_status run_step(duet_gpu_worker *w, struct step *st, const struct ro
                        V * sizeof(float));
             if (b->flags & DUET_BATCH_WANT_LOGPROBS) {
                 o->token_logprobs[row] = ((const float *)(h + L.token_lp))[i];
-                for (uint32_t k = 0; k < M; k++)
-                    o->logprobs[row * M + k] =
-                        k < sp->n_logprobs ? top[k] : (duet_logprob){-1, 0.0f};
+                duet_kit_emit_top(o->logprobs + row * M, top, sp->n_logprobs, M);
             }
         }
         if (d->fed_row >= 0) {
             size_t row = (size_t)d->fed_row;
 
             o->prompt_next_logprobs[row] = ((const float *)(h + L.next_lp))[i];
-            for (uint32_t k = 0; k < M; k++)
-                o->prompt_logprobs[row * M + k] =
-                    k < sp->n_prompt_logprobs ? top[k] : (duet_logprob){-1, 0.0f};
+            duet_kit_emit_top(o->prompt_logprobs + row * M, top, sp->n_prompt_logprobs, M);
         }
+    }
+    return DUET_STATUS_OK;
+}
+
+/* The plan of n_out rows over n plan sequences, their logit rows and their sampler settings. */
+static duet_status step_make(duet_gpu_worker *w, struct step *st, uint32_t n, uint32_t n_out)
+{
+    duet_gpu_sample_row *rows;
+    uint32_t *out;
+    duet_status ps = plan_make(w, st, w->book.base, n, n_out);
+
+    if (ps)
+        return ps;
+    out = (uint32_t *)((char *)w->h_arena.base + st->p.off_out);
+    rows = (duet_gpu_sample_row *)((char *)w->h_arena.base + st->p.off_rows);
+    for (uint32_t i = 0; i < n_out; i++) {
+        out[i] = w->plan.rows[i].fed;
+        rows[i] = sample_row(st->b, &w->plan.rows[i]);
     }
     return DUET_STATUS_OK;
 }
 
 /* The first forward: every fed token. */
 static duet_status feed(duet_gpu_worker *w, const duet_batch *b, duet_batch_output *o,
-                        const struct book *bk, struct step *st)
+                        struct step *st)
 {
-    bool plp = b->flags & DUET_BATCH_WANT_PROMPT_LOGPROBS;
-    uint32_t n_out = 0, row = 0;
-    duet_gpu_sample_row *rows;
-    uint32_t *out;
+    duet_gpu_plan_seq *seqs = w->book.base;
+    uint32_t n_out = duet_kit_rows_feed(&w->plan, b);
     duet_status fs;
 
     for (uint32_t i = 0; i < b->n_seqs; i++) {
         const duet_seq *q = duet_batch_seq(b, i);
 
-        bk->seqs[i] = (duet_gpu_plan_seq){q->tokens, q->n_tokens, q->pos, q->block_table};
-        n_out += plp ? q->n_tokens : q->n_outputs;
+        seqs[i] = (duet_gpu_plan_seq){q->tokens, q->n_tokens, q->pos, q->block_table};
     }
-    if ((fs = plan_make(w, st, bk->seqs, b->n_seqs, n_out)))
+    if ((fs = step_make(w, st, b->n_seqs, n_out)))
         return fs;
-    out = (uint32_t *)((char *)w->h_arena + st->p.off_out);
-    rows = (duet_gpu_sample_row *)((char *)w->h_arena + st->p.off_rows);
-    n_out = 0;
-    for (uint32_t i = 0; i < b->n_seqs; i++) {
-        const duet_seq *q = duet_batch_seq(b, i);
-        uint32_t first_out = q->n_tokens - q->n_outputs;
-
-        for (uint32_t j = 0; j < q->n_tokens; j++) {
-            bool is_out = j >= first_out;
-            struct row_dest *d = &bk->dest[n_out];
-
-            if (!is_out && !plp)
-                continue;
-            *d = (struct row_dest){q, is_out ? (int64_t)(bk->row_base[i] + j - first_out) : -1,
-                                   plp ? (int64_t)(row + j) : -1};
-            out[n_out] = row + j;
-            rows[n_out] = sample_row(b, d, (uint64_t)q->pos + j + 1,
-                                     j + 1 < q->n_tokens ? q->tokens[j + 1] : -1);
-            n_out++;
-        }
-        row += q->n_tokens;
-    }
-    return run_step(w, st, bk->dest, o);
+    return run_step(w, st, o);
 }
 
 /* Drafting step `step` (1-based): sequences with n_draft_steps >= step feed their last token. */
 static duet_status draft_step(duet_gpu_worker *w, const duet_batch *b, duet_batch_output *o,
-                              const struct book *bk, struct step *st, uint32_t step)
+                              struct step *st, uint32_t step)
 {
-    uint32_t n = 0;
-    duet_gpu_sample_row *rows;
-    uint32_t *out;
+    duet_gpu_plan_seq *seqs = w->book.base;
+    uint32_t n = duet_kit_rows_draft(&w->plan, b, o, step);
     duet_status ds;
 
-    for (uint32_t i = 0; i < b->n_seqs; i++) {
-        const duet_seq *q = duet_batch_seq(b, i);
-        uint64_t prev = bk->row_base[i] + q->n_outputs + step - 2;
-
-        if (q->n_draft_steps < step)
-            continue;
-        /* After a non-finite row the draft goes on with token 0; its rows repeat the mark. */
-        bk->draft_tok[n] = o->tokens[prev] < 0 ? 0 : o->tokens[prev];
-        bk->seqs[n] = (duet_gpu_plan_seq){&bk->draft_tok[n], 1, q->pos + q->n_tokens - 1 + step,
-                                          q->block_table};
-        bk->dest[n] = (struct row_dest){q, (int64_t)(prev + 1), -1};
-        n++;
-    }
     if (!n)
         return DUET_STATUS_OK;
-    if ((ds = plan_make(w, st, bk->seqs, n, n)))
-        return ds;
-    out = (uint32_t *)((char *)w->h_arena + st->p.off_out);
-    rows = (duet_gpu_sample_row *)((char *)w->h_arena + st->p.off_rows);
     for (uint32_t i = 0; i < n; i++) {
-        out[i] = i;
-        rows[i] = sample_row(b, &bk->dest[i], (uint64_t)bk->seqs[i].pos + 1, -1);
-    }
-    if ((ds = run_step(w, st, bk->dest, o)))
-        return ds;
-    for (uint32_t i = 0; i < n; i++) {
-        size_t row = (size_t)bk->dest[i].out_row, V = w->d->vocab_size;
+        const duet_kit_row *r = &w->plan.rows[i];
 
-        if (o->tokens[row - 1] != DUET_TOKEN_NONFINITE)
-            continue;
-        o->tokens[row] = DUET_TOKEN_NONFINITE;
-        if (st->want_probs)
-            memset(o->probs + row * V, 0, V * sizeof(float));
-        if (b->flags & DUET_BATCH_WANT_LOGPROBS)
-            o->token_logprobs[row] = NAN;
+        seqs[i] = (duet_gpu_plan_seq){&w->plan.draft_tok[i], 1, (uint32_t)(r->pos - 1),
+                                      r->q->block_table};
     }
+    if ((ds = step_make(w, st, n, n)) || (ds = run_step(w, st, o)))
+        return ds;
+    duet_kit_rows_repeat_nonfinite(&w->plan, n, b, o, w->d->vocab_size);
     return DUET_STATUS_OK;
 }
 
 duet_status duet__gpu_execute(duet_gpu_worker *w, const duet_batch *b, duet_batch_output *o)
 {
-    uint64_t rows = 0, fed = 0, at = 0;
-    uint32_t max_steps = 0;
+    uint64_t rows = 0, fed = 0;
     duet_batch_limits lim;
     struct step st;
-    struct book bk = {NULL, NULL, NULL, NULL};
     duet_status es;
 
     if (!w)
         return DUET_STATUS_INVALID_ARGUMENT;
-    w->err[0] = '\0';
+    w->err.msg[0] = '\0';
     if (!b || !o)
         return fail(w, DUET_STATUS_INVALID_ARGUMENT, "gpu worker: execute: NULL batch or output");
     lim = (duet_batch_limits){.who = "gpu worker",
@@ -693,30 +642,23 @@ duet_status duet__gpu_execute(duet_gpu_worker *w, const duet_batch *b, duet_batc
                               .block_size = w->block_size,
                               .num_blocks = w->num_blocks,
                               .num_swap_blocks = w->num_swap_blocks};
-    if ((es = duet__batch_check(&lim, b, o, &rows, &fed, w->err, sizeof(w->err))))
+    if ((es = duet_kit_batch_check(&lim, b, o, &rows, &fed, w->err.msg, sizeof(w->err.msg))))
         return es;
     if ((b->n_swap_in || b->n_swap_out || b->n_copy) &&
         (es = duet__gpu_ranks_run(w, rank_cache_ops, (void *)b)))
         return es;
     if (!b->n_seqs)
         return DUET_STATUS_OK;
-    if ((es = book_make(w, b->n_seqs, fed, &bk)))
+    if ((es = book_make(w, b->n_seqs, fed)))
         return es;
-    for (uint32_t i = 0; i < b->n_seqs; i++) {
-        const duet_seq *q = duet_batch_seq(b, i);
-
-        bk.row_base[i] = at;
-        at += (uint64_t)q->n_outputs + q->n_draft_steps;
-        max_steps = q->n_draft_steps > max_steps ? q->n_draft_steps : max_steps;
-    }
     memset(&st, 0, sizeof(st));
     st.b = b;
     st.want_probs = b->flags & DUET_BATCH_WANT_PROBS;
     st.max_top = (b->flags & (DUET_BATCH_WANT_LOGPROBS | DUET_BATCH_WANT_PROMPT_LOGPROBS))
                      ? b->max_logprobs
                      : 0;
-    es = feed(w, b, o, &bk, &st);
-    for (uint32_t step = 1; !es && step <= max_steps; step++)
-        es = draft_step(w, b, o, &bk, &st, step);
+    es = feed(w, b, o, &st);
+    for (uint32_t step = 1; !es && step <= w->plan.max_steps; step++)
+        es = draft_step(w, b, o, &st, step);
     return es;
 }

@@ -12,7 +12,8 @@ EXTRA_DIST += tools/gpu-emu/local.mk tools/gpu-emu/check-gpu-emu.sh tools/gpu-em
 	tools/gpu-emu/inc/cub/block/block_reduce.cuh tools/gpu-emu/inc/cub/block/block_scan.cuh \
 	tools/gpu-emu/inc/cub/device/device_segmented_radix_sort.cuh
 
-GPU_WORKER_CPPFLAGS = $(AM_CPPFLAGS) $(CUDA_CPPFLAGS) $(NCCL_CPPFLAGS) -I$(top_srcdir)/sampling
+GPU_WORKER_CPPFLAGS = $(AM_CPPFLAGS) $(CUDA_CPPFLAGS) $(NCCL_CPPFLAGS) -I$(top_srcdir)/sampling \
+	$(WORKER_KIT_CPPFLAGS)
 
 # The host arithmetic (plan.h: shards, cache sizing, one step's arrays, the prefill tile): pure C,
 # built and tested with or without CUDA.
@@ -34,7 +35,8 @@ if HAVE_CUDA
 # output needs libcudart and the C++ runtime. It calls plan.c (the prefill tile): link it before
 # libduet_gpu_plan.la.
 noinst_LTLIBRARIES += gpu_worker/libduet_gpu_kernels.la
-gpu_worker_libduet_gpu_kernels_la_SOURCES = $(GPU_WORKER_CU) gpu_worker/gpu_worker-int.h
+gpu_worker_libduet_gpu_kernels_la_SOURCES = $(GPU_WORKER_CU) gpu_worker/gpu_worker-int.h \
+	gpu_worker/probe.h
 nodist_EXTRA_gpu_worker_libduet_gpu_kernels_la_SOURCES = dummy.c
 gpu_worker_libduet_gpu_kernels_la_LIBADD = $(CUDA_LDFLAGS) $(CUDA_LIBS) -lstdc++
 
@@ -43,7 +45,8 @@ gpu_worker_duet_gpu_worker_la_SOURCES = $(GPU_WORKER_C) gpu_worker/worker.h gpu_
 gpu_worker_duet_gpu_worker_la_CPPFLAGS = $(GPU_WORKER_CPPFLAGS)
 gpu_worker_duet_gpu_worker_la_LDFLAGS = $(PLUGIN_LDFLAGS)
 gpu_worker_duet_gpu_worker_la_LIBADD = gpu_worker/libduet_gpu_plan.la \
-	gpu_worker/libduet_gpu_kernels.la model/libduet_model.la sampling/libduet_sampling.la \
+	gpu_worker/libduet_gpu_kernels.la worker_kit/libduet_worker_kit.la model/libduet_model.la \
+	sampling/libduet_sampling.la \
 	$(CUDA_LDFLAGS) $(CUBLAS_LIBS) $(NCCL_LDFLAGS) $(NCCL_LIBS) $(CUDA_LIBS) $(PTHREAD_LIBS) -lm
 EXPORT_CHECKED_PLUGINS += $(abs_top_builddir)/gpu_worker/.libs/duet_gpu_worker.so
 

@@ -14,6 +14,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+duet_status duet__gpu_fail(duet_gpu_worker *w, duet_status st, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    duet_kit_vfail(&w->err, st, fmt, ap);
+    va_end(ap);
+    (void)cudaGetLastError(); /* as duet__gpu_rank_fail: no stale error for the next launch */
+    return st;
+}
+
 duet_status duet__gpu_rank_fail(duet_gpu_rank *r, duet_status st, const char *fmt, ...)
 {
     va_list ap;
@@ -145,7 +156,7 @@ duet_status duet__gpu_ranks_run(duet_gpu_worker *w, duet_status (*job)(duet_gpu_
         for (uint32_t i = 0; i < w->tp; i++) {
             run_job(&w->ranks[i]);
             if (w->ranks[i].st) {
-                snprintf(w->err, sizeof(w->err), "%s", w->ranks[i].err);
+                snprintf(w->err.msg, sizeof(w->err.msg), "%s", w->ranks[i].err);
                 return w->ranks[i].st;
             }
         }
@@ -160,7 +171,7 @@ duet_status duet__gpu_ranks_run(duet_gpu_worker *w, duet_status (*job)(duet_gpu_
     pthread_mutex_unlock(&w->mu);
     for (uint32_t i = 0; i < w->tp; i++) {
         if (w->ranks[i].st) {
-            snprintf(w->err, sizeof(w->err), "%s", w->ranks[i].err);
+            snprintf(w->err.msg, sizeof(w->err.msg), "%s", w->ranks[i].err);
             return w->ranks[i].st;
         }
     }

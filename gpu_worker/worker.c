@@ -31,47 +31,38 @@
 
 #define fail duet__gpu_fail
 
-duet_status duet__gpu_fail(duet_gpu_worker *w, duet_status st, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(w->err, sizeof(w->err), fmt, ap);
-    va_end(ap);
-    (void)cudaGetLastError(); /* as duet__gpu_rank_fail: no stale error for the next launch */
-    return st;
-}
-
 /* ---- settings --------------------------------------------------------------------------- */
 
-static duet_status setting_string(duet_gpu_worker *w, const char *key, const char **out)
+/* device "auto" (= cuda:0) or "cuda:N" into *first; false for anything else. */
+static bool parse_device(const char *device, int *first)
 {
-    char path[64];
-    duet_status st;
+    char *end;
+    long n;
 
-    snprintf(path, sizeof(path), "%s.%s", w->section, key);
-    st = w->host->config_get_string(w->host->ctx, path, out);
-    return st ? fail(w, st, "gpu worker: cannot read setting %s (%s)", path, duet_status_str(st))
-              : st;
+    if (strcmp(device, "auto") == 0) {
+        *first = 0;
+        return true;
+    }
+    n = strncmp(device, "cuda:", 5) == 0 ? strtol(device + 5, &end, 10) : -1;
+    if (n < 0 || n > 1024 || end == device + 5 || *end)
+        return false;
+    *first = (int)n;
+    return true;
 }
 
 static duet_status read_settings(duet_gpu_worker *w, int *first_device)
 {
-    const char *dtype, *weights, *device;
-    char path[64];
-    int64_t tp = 1;
-    duet_status st = setting_string(w, "dtype", &dtype);
+    duet_kit_settings k;
+    const char *dtype;
+    duet_status st = duet_kit_settings_read(w->host, w->section, &k, "gpu worker", &w->err);
 
-    if (!st)
-        st = setting_string(w, "weights", &weights);
-    if (!st)
-        st = setting_string(w, "device", &device);
     if (st)
         return st;
     /* auto: the weights' type when set, else bf16, which every GPU the worker builds for (sm_80
      * on) computes */
+    dtype = k.dtype;
     if (strcmp(dtype, "auto") == 0)
-        dtype = strcmp(weights, "f32") == 0 || strcmp(weights, "f16") == 0 ? weights : "bf16";
+        dtype = strcmp(k.weights, "f32") == 0 || strcmp(k.weights, "f16") == 0 ? k.weights : "bf16";
     if (strcmp(dtype, "f32") == 0)
         w->dt = DUET_GPU_F32;
     else if (strcmp(dtype, "bf16") == 0)
@@ -83,31 +74,23 @@ static duet_status read_settings(duet_gpu_worker *w, int *first_device)
                     "gpu worker: %s.dtype = \"%s\": the GPU worker computes in \"f32\", \"bf16\" "
                     "or \"f16\"",
                     w->section, dtype);
-    if (strcmp(weights, "auto") != 0 && strcmp(weights, dtype) != 0)
+    if (strcmp(k.weights, "auto") != 0 && strcmp(k.weights, dtype) != 0)
         return fail(
             w, DUET_STATUS_UNSUPPORTED,
             "gpu worker: %s.weights = \"%s\" with dtype \"%s\": the GPU worker keeps weights "
             "in its compute type (\"auto\" or \"%s\"); weight-only int8 / int4 are the "
             "CPU worker's",
-            w->section, weights, dtype, dtype);
-    if (strcmp(device, "auto") == 0) {
-        *first_device = 0;
-    } else {
-        char *end;
-        long n = strncmp(device, "cuda:", 5) == 0 ? strtol(device + 5, &end, 10) : -1;
-
-        if (n < 0 || n > 1024 || end == device + 5 || *end)
-            return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                        "gpu worker: %s.device = \"%s\": expected \"auto\" or \"cuda:N\"",
-                        w->section, device);
-        *first_device = (int)n;
-    }
-    snprintf(path, sizeof(path), "%s.tensor_parallel", w->section);
-    w->host->config_get_int(w->host->ctx, path, &tp);
-    if (tp < 1 || tp > 64)
+            w->section, k.weights, dtype, dtype);
+    if (!parse_device(k.device, first_device))
         return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                    "gpu worker: %s.tensor_parallel = %lld: 1 .. 64", w->section, (long long)tp);
-    w->tp = (uint32_t)tp;
+                    "gpu worker: %s.device = \"%s\": expected \"auto\" or \"cuda:N\"", w->section,
+                    k.device);
+    if (k.tensor_parallel < 1 || k.tensor_parallel > 64)
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
+                    "gpu worker: %s.tensor_parallel = %lld: 1 .. 64", w->section,
+                    (long long)k.tensor_parallel);
+    w->tp = (uint32_t)k.tensor_parallel;
+    w->memory_fraction = k.memory_fraction;
     return DUET_STATUS_OK;
 }
 
@@ -373,21 +356,6 @@ static duet_status load_ends(struct loader *ld)
     return st ? st : upload(ld, th, r->sh.vocab0, r->sh.n_vocab, 0, width, r->lm_head.w, w->dt);
 }
 
-static void log_msg(duet_gpu_worker *w, duet_log_level level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void log_msg(duet_gpu_worker *w, duet_log_level level, const char *fmt, ...)
-{
-    char msg[256];
-    va_list ap;
-
-    if (!w->host->log)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    w->host->log(w->host->ctx, level, "gpu", msg);
-}
-
 /* The rank job of create: stream, cuBLAS, weights of the shard. */
 static duet_status rank_setup(duet_gpu_rank *r, void *arg)
 {
@@ -419,9 +387,9 @@ static duet_status rank_setup(duet_gpu_rank *r, void *arg)
         st = d->arch == DUET_ARCH_LLAMA ? load_llama_layer(&ld, (int32_t)l, &r->layers[l])
                                         : load_opt_layer(&ld, (int32_t)l, &r->layers[l]);
         if (!st && r->index == 0)
-            log_msg(w, DUET_LOG_INFO, "%s: layer %u / %u on the device(s), %.2f GiB on device %d",
-                    w->section, l + 1, d->num_layers, (double)r->weight_bytes / (1 << 30),
-                    r->device);
+            duet_kit_log(w->host, DUET_LOG_INFO, "gpu",
+                         "%s: layer %u / %u on the device(s), %.2f GiB on device %d", w->section,
+                         l + 1, d->num_layers, (double)r->weight_bytes / (1 << 30), r->device);
     }
     if (!st && d->arch == DUET_ARCH_LLAMA) {
         double *f = calloc(d->head_dim / 2 + 1, sizeof(double));
@@ -492,9 +460,7 @@ static void worker_destroy(duet_worker *w)
     for (uint32_t i = 0; w->ranks && i < w->tp; i++)
         rank_free(&w->ranks[i], w->d ? w->d->num_layers : 0);
     free(w->ranks);
-    cudaFreeHost(w->h_arena);
-    cudaFreeHost(w->h_out);
-    free(w->book);
+    duet__gpu_host_scratch_free(w);
     duet_model_destroy(w->model);
     free(w);
 }
@@ -522,7 +488,7 @@ static duet_status plan_ranks(duet_gpu_worker *w, int first)
         r->w = w;
         r->index = i;
         r->device = first + (int)i;
-        st = duet__gpu_shard(w->d, w->tp, i, &r->sh, w->err, sizeof(w->err));
+        st = duet__gpu_shard(w->d, w->tp, i, &r->sh, w->err.msg, sizeof(w->err.msg));
         if (st)
             return st;
         if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, r->device) !=
@@ -541,15 +507,13 @@ static duet_status worker_create(const duet_worker_params *params, duet_worker *
                                  size_t errbuf_size)
 {
     duet_worker *w;
+    struct cudaDeviceProp prop = {0};
     duet_status st;
     int first = 0;
 
     *out = NULL;
-    if (!params || params->struct_size < sizeof(duet_worker_params) || !params->model_dir ||
-        !params->section || !params->host || strlen(params->section) >= sizeof(w->section)) {
-        snprintf(errbuf, errbuf_size, "gpu worker: create: incomplete parameters");
-        return DUET_STATUS_INVALID_ARGUMENT;
-    }
+    if ((st = duet_kit_check_params(params, sizeof(w->section), "gpu worker", errbuf, errbuf_size)))
+        return st;
     if (!(w = calloc(1, sizeof(*w)))) {
         snprintf(errbuf, errbuf_size, "gpu worker: out of memory");
         return DUET_STATUS_OUT_OF_MEMORY;
@@ -558,8 +522,8 @@ static duet_status worker_create(const duet_worker_params *params, duet_worker *
     strcpy(w->section, params->section);
     st = read_settings(w, &first);
     if (!st)
-        st = duet_model_create(params->model_dir, DUET_MODEL_QUIET, &w->model, w->err,
-                               sizeof(w->err));
+        st = duet_model_create(params->model_dir, DUET_MODEL_QUIET, &w->model, w->err.msg,
+                               sizeof(w->err.msg));
     if (!st) {
         w->d = duet_model_describe(w->model);
         st = plan_ranks(w, first);
@@ -572,42 +536,38 @@ static duet_status worker_create(const duet_worker_params *params, duet_worker *
         st =
             fail(w, DUET_STATUS_DEVICE, "gpu worker: cudaSetDevice(%d) failed", w->ranks[0].device);
     if (!st)
-        st = duet__gpu_sampler_create(w->d->vocab_size, &w->sampler, w->err, sizeof(w->err));
+        st =
+            duet__gpu_sampler_create(w->d->vocab_size, &w->sampler, w->err.msg, sizeof(w->err.msg));
     if (st) {
-        snprintf(errbuf, errbuf_size, "%s", w->err);
+        snprintf(errbuf, errbuf_size, "%s", w->err.msg);
         worker_destroy(w);
         return st;
     }
     for (uint32_t i = 0; i < w->tp; i++)
         w->weight_bytes += w->ranks[i].weight_bytes;
-    log_msg(w, DUET_LOG_INFO, "%s: %.2f GiB of weights on %u device(s) from cuda:%d", w->section,
-            (double)w->weight_bytes / (1 << 30), w->tp, first);
+    if (cudaGetDeviceProperties(&prop, first) != cudaSuccess)
+        snprintf(prop.name, sizeof(prop.name), "?");
+    duet_kit_log(w->host, DUET_LOG_INFO, "gpu",
+                 "%s: %.2f GiB of weights on %u device(s) from cuda:%d (%.64s, sm_%d%d)",
+                 w->section, (double)w->weight_bytes / (1 << 30), w->tp, first, prop.name,
+                 prop.major, prop.minor);
     *out = w;
     return DUET_STATUS_OK;
 }
 
 static duet_status worker_describe(duet_worker *w, duet_model_info *info)
 {
-    duet_status st;
-
-    if (!info)
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT, "gpu worker: describe: info is NULL");
-    st = duet_model_fill_info(w->model, info);
-    if (!st && DUET_ABI_HAS_FIELD(info, duet_model_info, weight_bytes))
-        info->weight_bytes = w->weight_bytes;
-    return st;
+    return duet_kit_describe(w->model, w->weight_bytes, info, "gpu worker", &w->err);
 }
 
 static duet_status worker_cache_geometry(duet_worker *w, duet_cache_geometry *g)
 {
     uint64_t rank_bytes, free_bytes[64], total_bytes[64];
-    double fraction = 0.9;
+    duet_status st = duet_kit_check_geometry(g, "gpu worker", &w->err);
 
-    if (!g || g->struct_size < sizeof(*g) || g->block_size == 0 || g->block_size > 65536)
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                    "gpu worker: cache_geometry: block_size must be 1 .. 65536");
+    if (st)
+        return st;
     rank_bytes = duet__gpu_block_bytes(w->d, &w->ranks[0].sh, g->block_size, w->dt);
-    w->host->config_get_float(w->host->ctx, "cache.memory_fraction", &fraction);
     for (uint32_t i = 0; !g->budget_bytes && i < w->tp; i++) {
         size_t fr = 0, total = 0;
         cudaError_t e = cudaSetDevice(w->ranks[i].device);
@@ -621,8 +581,8 @@ static duet_status worker_cache_geometry(duet_worker *w, duet_cache_geometry *g)
         total_bytes[i] = total;
     }
     g->block_bytes = rank_bytes * w->tp;
-    g->num_blocks =
-        duet__gpu_num_blocks(g->budget_bytes, free_bytes, total_bytes, w->tp, fraction, rank_bytes);
+    g->num_blocks = duet__gpu_num_blocks(g->budget_bytes, free_bytes, total_bytes, w->tp,
+                                         w->memory_fraction, rank_bytes);
     if (g->num_blocks > UINT32_MAX / g->block_size) /* init_cache's limit: 2^32 slots */
         g->num_blocks = UINT32_MAX / g->block_size;
     return DUET_STATUS_OK;
@@ -671,17 +631,10 @@ static duet_status rank_cache(duet_gpu_rank *r, void *arg)
 
 static duet_status worker_init_cache(duet_worker *w, const duet_cache_config *c)
 {
-    duet_status st;
+    duet_status st = duet_kit_check_cache_config(c, w->num_blocks != 0, "gpu worker", &w->err);
 
-    if (!c || !DUET_ABI_HAS_FIELD(c, duet_cache_config, num_swap_blocks) || c->block_size == 0 ||
-        c->block_size > 65536)
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                    "gpu worker: init_cache: block_size must be 1 .. 65536");
-    if (w->num_blocks)
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT,
-                    "gpu worker: init_cache: the cache already exists");
-    if (c->num_blocks == 0)
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT, "gpu worker: init_cache: num_blocks is 0");
+    if (st)
+        return st;
     if ((uint64_t)c->num_blocks * c->block_size > UINT32_MAX)
         return fail(w, DUET_STATUS_OUT_OF_MEMORY,
                     "gpu worker: init_cache: %u blocks of %u positions: more than the 2^32 slots "
@@ -705,19 +658,16 @@ static duet_status worker_init_cache(duet_worker *w, const duet_cache_config *c)
 
 static const char *worker_last_error(const duet_worker *w)
 {
-    return w ? w->err : "";
+    return w ? w->err.msg : "";
 }
 
-/* duet_worker_plugin.details: the devices this machine has, filled by duet_plugin_query. */
-static char details[256];
+/* duet_worker_plugin.details: what the plugin was built with and the driver it finds, written by
+ * the first query — without starting the CUDA runtime, which create() does (and then logs the
+ * devices it uses). */
+static duet_kit_details details = DUET_KIT_DETAILS_INIT;
 
 static const duet_worker_plugin plugin = {
-    .struct_size = sizeof(duet_worker_plugin),
-    .abi_major = DUET_ABI_MAJOR,
-    .abi_minor = DUET_ABI_MINOR,
-    .fingerprint = DUET_ABI_FINGERPRINT,
-    .name = "gpu",
-    .version = GPU_WORKER_VERSION,
+    DUET_KIT_PLUGIN_HEADER("gpu", GPU_WORKER_VERSION),
     .caps = DUET_CAP_TARGET | DUET_CAP_DRAFT | DUET_CAP_SWAP | DUET_CAP_F32 | DUET_CAP_BF16 |
             DUET_CAP_F16 | DUET_CAP_PREFIX_CACHE
 #ifdef DUET_HAVE_NCCL
@@ -731,34 +681,36 @@ static const duet_worker_plugin plugin = {
     .init_cache = worker_init_cache,
     .execute = duet__gpu_execute,
     .last_error = worker_last_error,
-    .details = details,
+    .details = details.text,
 };
 
 DUET_API const duet_worker_plugin *duet_plugin_query(uint32_t host_abi_major,
                                                      const duet_host_services *host);
 
-const duet_worker_plugin *duet_plugin_query(uint32_t host_abi_major, const duet_host_services *host)
+/* cudaRuntimeGetVersion and cudaDriverGetVersion answer without creating a context. */
+static void fill_details(char *text, size_t size)
 {
-    int n = duet__gpu_device_count(), runtime = 0, driver = 0;
-    struct cudaDeviceProp prop;
+    int runtime = 0, driver = 0;
 
-    (void)host;
     cudaRuntimeGetVersion(&runtime);
     cudaDriverGetVersion(&driver);
-    if (n > 0 && cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
-        snprintf(details, sizeof(details),
-                 "%d CUDA device(s), cuda:0 %.64s (sm_%d%d, %.0f GiB); CUDA runtime %d.%d, driver "
-                 "%d.%d; cuBLAS GEMMs%s",
-                 n, prop.name, prop.major, prop.minor, (double)prop.totalGlobalMem / (1 << 30),
-                 runtime / 1000, runtime % 1000 / 10, driver / 1000, driver % 1000 / 10,
-#ifdef DUET_HAVE_NCCL
-                 "; NCCL tensor parallelism"
-#else
-                 "; no NCCL (tensor_parallel = 1 only)"
-#endif
-        );
-    else
-        snprintf(details, sizeof(details), "no CUDA device visible (CUDA runtime %d.%d)",
+    if (!driver) {
+        snprintf(text, size, "CUDA runtime %d.%d, no CUDA driver; cuBLAS GEMMs (cublasGemmEx)",
                  runtime / 1000, runtime % 1000 / 10);
-    return host_abi_major == DUET_ABI_MAJOR ? &plugin : NULL;
+        return;
+    }
+    snprintf(text, size, "CUDA runtime %d.%d, driver %d.%d; cuBLAS GEMMs (cublasGemmEx)%s",
+             runtime / 1000, runtime % 1000 / 10, driver / 1000, driver % 1000 / 10,
+#ifdef DUET_HAVE_NCCL
+             "; NCCL tensor parallelism"
+#else
+             "; no NCCL (tensor_parallel = 1 only)"
+#endif
+    );
+}
+
+const duet_worker_plugin *duet_plugin_query(uint32_t host_abi_major, const duet_host_services *host)
+{
+    (void)host;
+    return duet_kit_query(&plugin, host_abi_major, &details, fill_details);
 }

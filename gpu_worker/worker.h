@@ -1,10 +1,13 @@
 /*
  * worker.h — the GPU worker's C glue (docs/gpu-worker.md): one duet_worker, one duet_gpu_rank
- * per GPU of its tensor-parallel group.
+ * per GPU of its tensor-parallel group. Calls go one way: worker.c → execute.c → ranks.c, gemm.c
+ * → the device code (gpu_worker-int.h); the plugin scaffolding is the worker kit's.
  *
  *   worker.c   plugin table, settings, weights to the devices, describe, cache sizing and pools
- *   execute.c  execute(): checks, cache operations, the step's plan, forward, sampling, rows out
- *   ranks.c    the rank threads (one per GPU when tensor_parallel > 1) and NCCL
+ *   execute.c  execute(): checks, cache operations, the step's plan, forward, sampling, rows out;
+ *              it owns the step's buffers (host and device) and frees them
+ *   ranks.c    the rank threads (one per GPU when tensor_parallel > 1), NCCL, and the failure
+ *              messages of the worker and its ranks
  *   gemm.c     cuBLAS GEMMs
  *
  * Every rank holds the weights of its shard (gpu_worker-int.h: duet_gpu_shard), its own KV pool
@@ -16,6 +19,7 @@
 #define DUET_GPU_WORKER_H
 
 #include "gpu_worker-int.h"
+#include "worker_kit.h"
 
 #include <cublas_v2.h>
 #include <pthread.h>
@@ -102,18 +106,17 @@ struct duet_worker {
     const duet_model_desc *d;  /* its architecture */
     duet_gpu_dtype dt;         /* weights, KV cache, GEMM inputs */
     uint32_t tp;               /* ranks */
+    double memory_fraction;    /* of each device's memory for the cache (cache.memory_fraction) */
     duet_gpu_rank *ranks;      /* [tp] */
     duet_gpu_prefill_cfg pcfg; /* prefill attention tile (the smallest device's shared memory) */
     uint64_t weight_bytes;     /* over all ranks */
     uint32_t num_blocks, num_swap_blocks, block_size; /* the cache (0 before init_cache) */
     duet_gpu_sampler *sampler;                        /* on rank 0 */
-    /* host side of a step, grown like the device scratch */
-    void *h_arena; /* pinned: the plan */
-    size_t h_arena_bytes;
-    void *h_out; /* pinned: sampler outputs copied back */
-    size_t h_out_bytes;
-    void *book; /* execute.c's per-row bookkeeping */
-    size_t book_bytes;
+    /* host side of a step (execute.c's), grown like the device scratch */
+    duet_kit_arena h_arena; /* pinned: the plan */
+    duet_kit_arena h_out;   /* pinned: sampler outputs copied back */
+    duet_kit_rows plan;     /* which logit row goes where */
+    duet_kit_arena book;    /* the plan's sequences (duet_gpu_plan_seq) */
     /* rank threads (tp > 1) */
     pthread_mutex_t mu;
     pthread_cond_t go, done;
@@ -123,10 +126,12 @@ struct duet_worker {
     bool pool; /* threads and the sync objects exist */
     duet_status (*job)(duet_gpu_rank *r, void *arg);
     void *job_arg;
-    char err[1024]; /* last_error() */
+    duet_kit_error err; /* last_error() */
 };
 
 typedef struct duet_worker duet_gpu_worker;
+
+/* ---- ranks.c ------------------------------------------------------------------------------ */
 
 /* Writes the message of a failure into w->err and returns st. */
 duet_status duet__gpu_fail(duet_gpu_worker *w, duet_status st, const char *fmt, ...)
@@ -146,8 +151,6 @@ duet_status duet__gpu_rank_fail(duet_gpu_rank *r, duet_status st, const char *fm
                 e_ == cudaErrorMemoryAllocation ? DUET_STATUS_OUT_OF_MEMORY : DUET_STATUS_DEVICE,  \
                 "gpu worker: device %d: %s: %s", (r)->device, #call, cudaGetErrorString(e_));      \
     } while (0)
-
-/* ---- ranks.c ------------------------------------------------------------------------------ */
 
 /* Starts one thread per rank (tp > 1) and the NCCL communicator; nothing for tp = 1. */
 duet_status duet__gpu_ranks_start(duet_gpu_worker *w);
@@ -174,5 +177,7 @@ duet_status duet__gpu_gemm(duet_gpu_rank *r, const duet_gpu_mat *mat, const void
 duet_status duet__gpu_execute(duet_gpu_worker *w, const duet_batch *b, duet_batch_output *o);
 /* Releases a rank's step buffers. */
 void duet__gpu_scratch_free(duet_gpu_rank *r);
+/* Releases the worker's host buffers of a step. */
+void duet__gpu_host_scratch_free(duet_gpu_worker *w);
 
 #endif /* DUET_GPU_WORKER_H */

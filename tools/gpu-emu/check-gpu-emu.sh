@@ -32,7 +32,8 @@ chmod u+w src/gw/*
 "$PYTHON" "$E/rewrite.py" src/gw/kernels.cu src/kernels.cc
 "$PYTHON" "$E/rewrite.py" src/gw/sample.cu src/sample.cc
 
-INCS="-I$E/inc -I$O/cfg $CUDA_CPPFLAGS -I$O/src/gw -I$srcdir/sampling -I$srcdir/include -I$B -I$srcdir"
+INCS="-I$E/inc -I$O/cfg $CUDA_CPPFLAGS -I$O/src/gw -I$srcdir/sampling -I$srcdir/worker_kit \
+    -I$srcdir/include -I$B -I$srcdir"
 CXXF="-std=c++20 -O2 -g -fPIC"
 CF="-DHAVE_CONFIG_H -std=gnu11 -O2 -g -fPIC -Wall -Wextra -Werror -pthread -fvisibility=hidden"
 $CXX $CXXF $INCS -shared -o libemu_cuda.so "$E/emu_rt.cc" -pthread
@@ -47,7 +48,8 @@ wait $p1
 wait $p2
 $CXX -shared -o duet_gpu_worker.so src/worker.o src/execute.o src/plan.o src/gemm.o src/ranks.o \
     src/kernels.o src/sample.o -Wl,--version-script="$srcdir/build-aux/plugin.map" \
-    "$B/model/.libs/libduet_model.a" "$B/sampling/.libs/libduet_sampling.a" \
+    "$B/worker_kit/.libs/libduet_worker_kit.a" "$B/model/.libs/libduet_model.a" \
+    "$B/sampling/.libs/libduet_sampling.a" \
     -L"$O" -lemu_cuda -Wl,-rpath,"$O" -pthread -lm
 
 link() {

@@ -1,8 +1,9 @@
 /*
- * The checks every worker runs on a batch before it touches anything (batch_check.h). Nothing is
- * written but the message.
+ * The checks every worker runs on a batch before it touches anything (worker_kit.h:
+ * duet_kit_batch_check), so that every worker refuses the same batches with the same messages.
+ * Nothing is written but the message.
  */
-#include "batch_check.h"
+#include "worker_kit.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -134,9 +135,9 @@ static duet_status check_output(struct ctx *c, const duet_batch *b, const duet_b
     return DUET_STATUS_OK;
 }
 
-duet_status duet__batch_check(const duet_batch_limits *lim, const duet_batch *b,
-                              const duet_batch_output *o, uint64_t *rows, uint64_t *fed, char *err,
-                              size_t err_size)
+duet_status duet_kit_batch_check(const duet_batch_limits *lim, const duet_batch *b,
+                                 const duet_batch_output *o, uint64_t *rows, uint64_t *fed,
+                                 char *err, size_t err_size)
 {
     struct ctx cx = {lim, err, err_size}, *c = &cx;
     duet_status st;

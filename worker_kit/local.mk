@@ -1,0 +1,9 @@
+# worker_kit: what every worker plugin needs besides its model runner and kernels (worker_kit.h;
+# docs/plugin-abi.md, "Writing a worker"): the plugin table and its details, typed settings,
+# create / describe / cache checks, the batch checks, the row bookkeeping of execute, scratch.
+# A convenience library the plugins (and the mock worker) link.
+WORKER_KIT_CPPFLAGS = -I$(top_srcdir)/worker_kit
+noinst_LTLIBRARIES += worker_kit/libduet_worker_kit.la
+worker_kit_libduet_worker_kit_la_SOURCES = worker_kit/worker_kit.h worker_kit/plugin.c \
+	worker_kit/settings.c worker_kit/batch_check.c worker_kit/rows.c worker_kit/arena.c
+worker_kit_libduet_worker_kit_la_LIBADD = -lm
