@@ -6,7 +6,7 @@
  */
 #include "bench.h"
 
-#include "../gpu_worker/gpu_worker-int.h"
+#include "../gpu_worker/probe.h"
 
 #include <cuda_runtime_api.h>
 #include <stdio.h>

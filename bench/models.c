@@ -5,7 +5,7 @@
  */
 #include "bench.h"
 
-#include "../model/model-int.h"
+#include "../model/model_gen.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -50,7 +50,7 @@
 #define _GNU_SOURCE
 #include "bench.h"
 
-#include "../model/model-int.h"
+#include "../model/model_gen.h"
 
 #include <duet/config.h>
 #include <duet/duet.h>

@@ -1,7 +1,7 @@
 /*
- * gpu_worker-int.h — the GPU worker's internal interfaces (docs/gpu-worker.md).
+ * gpu_worker-int.h — the GPU worker's device side and host arithmetic (docs/gpu-worker.md); the
+ * C glue that drives it (worker.c, execute.c, ranks.c, gemm.c) is worker.h's.
  *
- *   worker.c    the plugin table, settings, weights to the device, cache, execute, ranks (threads)
  *   plan.c      host arithmetic: tensor-parallel shards, cache geometry, one step's flat arrays
  *   gemm.c      y = x·Wᵀ through cuBLAS (bf16 / f16 / f32 inputs, f32 accumulation and output)
  *   kernels.cu  embedding, norms, RoPE + KV write, activations, paged attention (decode, prefill)
@@ -14,39 +14,21 @@
  * Element types: weights, the KV cache and GEMM inputs are one dtype per worker (f32, bf16 or
  * f16); the residual stream, GEMM outputs, queries and logits are f32.
  *
- * The host arithmetic (element types, KV layout, shards, cache sizing, a step's arrays, the
- * prefill tile, the sampler's row settings) is plan.h, which builds without CUDA.
+ * The probe (device count, bandwidth) is probe.h. The host arithmetic (element types, KV layout,
+ * shards, cache sizing, a step's arrays, the prefill tile, the sampler's row settings) is plan.h,
+ * which builds without CUDA.
  */
 #ifndef DUET_GPU_WORKER_INT_H
 #define DUET_GPU_WORKER_INT_H
 
 #include "plan.h"
+#include "probe.h"
 
 #include <cuda_runtime_api.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* ---- the probe (probe.cu) ----------------------------------------------------------------- */
-
-/* Number of visible CUDA devices; 0 when there is none or no driver. Never fails. */
-int duet__gpu_device_count(void);
-
-/* y[i] += a * x[i] for i < n, computed on device 0: a round trip through device memory and one
- * kernel launch, used to check the CUDA build and toolchain end to end. DUET_STATUS_UNSUPPORTED
- * when no device is present, DUET_STATUS_DEVICE with the failing call and CUDA's message in
- * errbuf when the runtime fails. */
-duet_status duet__gpu_saxpy(size_t n, float a, const float *x, float *y, char *errbuf,
-                            size_t errbuf_size);
-
-/* The device-memory bandwidth of `device`: copies a buffer of `bytes` into another `passes`
- * times (cudaMemcpy device to device, each copy timed by CUDA events) and sets *best_gbs to the
- * best pass in GB/s (10^9 bytes) counting the read and the write: 2 x bytes per copy.
- * DUET_STATUS_UNSUPPORTED with "no CUDA device N" in err when the device is absent,
- * DUET_STATUS_DEVICE with the failing call when the runtime fails. */
-duet_status duet__gpu_copy_bandwidth(int device, size_t bytes, uint32_t passes, double *best_gbs,
-                                     char *err, size_t err_size);
 
 /* ---- kernels (kernels.cu) ----------------------------------------------------------------- */
 

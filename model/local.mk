@@ -9,6 +9,7 @@ duet_include_HEADERS += include/duet/model.h
 
 MODEL_SOURCES = \
 	model/model-int.h \
+	model/model_gen.h \
 	model/config.c \
 	model/dtype.c \
 	model/index.c \

@@ -8,7 +8,7 @@
 
 #include "cli.h"
 
-#include "../model/model-int.h"
+#include "../model/model_gen.h"
 
 #include <errno.h>
 #include <getopt.h>
