@@ -105,25 +105,27 @@ struct duet_engine {
     char error[1024];
 };
 
-/* engine.c */
-duet_status duet__engine_fail(duet_engine *e, duet_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* request.c */
 struct duet__req *duet__engine_find(duet_engine *e, uint64_t id, uint32_t *index);
 void duet__req_free(struct duet__req *r);
 /* Appends n tokens (and their log-probabilities, rows of stride `stride`; may be NULL). */
 duet_status duet__req_append(struct duet__req *r, const int32_t *tokens, uint32_t n,
                              const float *token_logprobs, const duet_logprob *logprobs,
                              uint32_t stride);
+
+/* util.c */
+duet_status duet__engine_fail(duet_engine *e, duet_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 double duet__now_s(void);
 uint64_t duet__now_ns(void);
+/* Grows *p (elements of elem bytes, capacity *cap) to hold want; false when out of memory. */
+bool duet__grow(void **p, uint32_t *cap, uint32_t want, size_t elem);
 
 /* step.c */
 /* Fails the request of scheduled sequence i: worker `which` (0 target, 1 draft) gave a row of
  * non-finite logits for position pos. The request ends with DUET_FINISH_ERROR after the step;
  * its sequence must not be committed. */
 void duet__fail_nonfinite(duet_engine *e, uint32_t i, uint32_t which, uint32_t pos);
-/* Grows *p (elements of elem bytes, capacity *cap) to hold want; false when out of memory. */
-bool duet__grow(void **p, uint32_t *cap, uint32_t want, size_t elem);
 duet_status duet__engine_step(duet_engine *e, const duet_step_output **out);
 /* Fills e->sc.seqs / e->sc.owner with a plain batch for the scheduler's output (one output row
  * per sampling sequence); *n_rows and *max_logprobs receive the rows and the largest n_logprobs

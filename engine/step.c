@@ -16,24 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-bool duet__grow(void **p, uint32_t *cap, uint32_t want, size_t elem)
-{
-    void *q;
-    uint32_t c;
-
-    if (want <= *cap)
-        return true;
-    c = *cap ? *cap : 8;
-    while (c < want)
-        c *= 2;
-    q = realloc(*p, (size_t)c * elem);
-    if (!q)
-        return false;
-    *p = q;
-    *cap = c;
-    return true;
-}
-
 /* Room for n_seqs sequences, n_rows output rows of max_logprobs entries. */
 static bool scratch_reserve(struct duet__scratch *sc, uint32_t n_seqs, uint32_t n_rows,
                             uint32_t max_logprobs)
