@@ -100,10 +100,75 @@ struct duet_engine {
     struct duet__scratch sc;
     duet_step_output step_out;
     duet_engine_metrics m;
-    uint32_t n_fail_pending; /* requests with fail_pending set (abort_failed runs only then) */
-    bool broken;             /* a worker failed mid-step */
+    uint32_t
+        n_fail_pending; /* requests with fail_pending set (duet__commit_failed runs only then) */
+    bool broken;        /* a worker failed mid-step */
     char error[1024];
 };
+
+/* step.c: one step (duet_engine_step does the timing and the broken state around it). */
+duet_status duet__engine_step(duet_engine *e, const duet_step_output **out);
+
+/* spec.c: the speculative state (buffers, adaptive k) of an engine with a draft; NULL when out
+ * of memory. adaptive: choose k per step (docs/engine.md). */
+struct duet__spec *duet__spec_create(uint32_t k_max, uint32_t vocab, bool adaptive);
+void duet__spec_destroy(struct duet__spec *sp);
+/* Reserves the buffers of a step of max_seqs sequences (their probability rows: the largest
+ * allocations of a step), so that a step of any size allocates nothing that could fail. */
+bool duet__spec_reserve_max(struct duet__spec *sp, uint32_t max_seqs);
+/* spec.c: the speculative decode of a step (DESIGN §7): propose, score, verify, commit. */
+duet_status duet__spec_decode(duet_engine *e, const duet_sched_output *so);
+/* Runs the step's cache operations on the draft and feeds it what its cache lacks up to the end
+ * of what the target is fed (e->sc.seqs, built by duet__batch_seqs), without sampling. */
+duet_status duet__spec_draft_prefill(duet_engine *e, const duet_sched_output *so);
+
+/* batch.c */
+void duet__scratch_free(struct duet__scratch *sc);
+/* Fills e->sc.seqs / e->sc.owner with a plain batch for the scheduler's output (one output row
+ * per sampling sequence); *n_rows and *max_logprobs receive the rows and the largest n_logprobs
+ * among them. */
+duet_status duet__batch_seqs(duet_engine *e, const duet_sched_output *so, uint32_t *n_rows,
+                             uint32_t *max_logprobs);
+/* A batch over the step's cache operations (so may be NULL: none) and seqs[n_seqs]. */
+void duet__batch_init(const duet_sched_output *so, const duet_seq *seqs, uint32_t n_seqs,
+                      uint32_t flags, uint32_t max_logprobs, duet_batch *b);
+/* The plain step's batch b and its output o in e->sc: duet__batch_seqs, with the token and prompt
+ * log-probabilities asked for (b->max_logprobs, DUET_BATCH_WANT_PROMPT_LOGPROBS in b->flags). */
+duet_status duet__batch_plain(duet_engine *e, const duet_sched_output *so, duet_batch *b,
+                              duet_batch_output *o);
+
+/* run.c: execute() on worker `which` (0 target, 1 draft), timed; a failure is named in e->error.
+ * With the draft thread the draft's execute() runs there, waited for at once. */
+duet_status duet__worker_run(duet_engine *e, uint32_t which, const duet_batch *b,
+                             duet_batch_output *o);
+/* run.c: the draft thread (docs/engine.md, "Overlap"). start creates it (e->dt), stop
+ * joins and frees it (NULL is allowed). post hands the draft worker one execute() of b into o,
+ * which the caller keeps alive until wait; wait blocks until it is done, adds its seconds to
+ * draft_s and those inside the target's interval [t0_ns, t1_ns) (0, 0: none) to overlap_s, and
+ * returns its status (a failure is named in e->error). At most one job is in flight. */
+duet_status duet__draft_thread_start(duet_engine *e);
+void duet__draft_thread_stop(duet_engine *e);
+void duet__draft_post(duet_engine *e, const duet_batch *b, duet_batch_output *o);
+duet_status duet__draft_wait(duet_engine *e, uint64_t t0_ns, uint64_t t1_ns);
+
+/* commit.c: reports n tokens of scheduled sequence i (e->sc.seqs[i]) to its request and the
+ * scheduler. */
+duet_status duet__commit(duet_engine *e, uint32_t i, const int32_t *tokens, uint32_t n,
+                         const float *token_logprobs, const duet_logprob *logprobs,
+                         uint32_t stride);
+/* Commits the row of each sampling sequence of a plain batch (e->sc.tokens, log-probabilities of
+ * max_lp entries), or fails its request when the row was non-finite. */
+duet_status duet__commit_rows(duet_engine *e, uint32_t n_seqs, uint32_t max_lp);
+/* Copies the prompt log-probabilities of a plain batch (e->sc) into the requests that lack them. */
+void duet__commit_prompt_lp(duet_engine *e, uint32_t n_seqs, uint32_t max_lp);
+/* Fails the request of scheduled sequence i: worker `which` (0 target, 1 draft) gave a row of
+ * non-finite logits for position pos. The request ends with DUET_FINISH_ERROR after the step;
+ * its sequence must not be committed. */
+void duet__fail_nonfinite(duet_engine *e, uint32_t i, uint32_t which, uint32_t pos);
+/* Ends the requests failed by this step (after every commit: aborting frees their tables). */
+duet_status duet__commit_failed(duet_engine *e);
+/* Moves a finished request from reqs to retired, its ids set to the scheduler's final ones. */
+duet_status duet__commit_retire(duet_engine *e, const duet_sched_result *res);
 
 /* request.c */
 struct duet__req *duet__engine_find(duet_engine *e, uint64_t id, uint32_t *index);
@@ -120,52 +185,5 @@ double duet__now_s(void);
 uint64_t duet__now_ns(void);
 /* Grows *p (elements of elem bytes, capacity *cap) to hold want; false when out of memory. */
 bool duet__grow(void **p, uint32_t *cap, uint32_t want, size_t elem);
-
-/* step.c */
-/* Fails the request of scheduled sequence i: worker `which` (0 target, 1 draft) gave a row of
- * non-finite logits for position pos. The request ends with DUET_FINISH_ERROR after the step;
- * its sequence must not be committed. */
-void duet__fail_nonfinite(duet_engine *e, uint32_t i, uint32_t which, uint32_t pos);
-duet_status duet__engine_step(duet_engine *e, const duet_step_output **out);
-/* Fills e->sc.seqs / e->sc.owner with a plain batch for the scheduler's output (one output row
- * per sampling sequence); *n_rows and *max_logprobs receive the rows and the largest n_logprobs
- * among them. */
-duet_status duet__engine_batch_seqs(duet_engine *e, const duet_sched_output *so, uint32_t *n_rows,
-                                    uint32_t *max_logprobs);
-/* Plain decoding of a step: the target alone, one token per sampling sequence. */
-duet_status duet__engine_run_plain(duet_engine *e, const duet_sched_output *so);
-/* A batch over the step's cache operations (so may be NULL: none) and seqs[n_seqs]. */
-void duet__batch_init(const duet_sched_output *so, const duet_seq *seqs, uint32_t n_seqs,
-                      uint32_t flags, uint32_t max_logprobs, duet_batch *b);
-/* execute() on worker `which` (0 target, 1 draft), timed; a failure is named in e->error. */
-duet_status duet__worker_run(duet_engine *e, uint32_t which, const duet_batch *b,
-                             duet_batch_output *o);
-/* Reports n tokens of scheduled sequence i (e->sc.seqs[i]) to its request and the scheduler. */
-duet_status duet__commit(duet_engine *e, uint32_t i, const int32_t *tokens, uint32_t n,
-                         const float *token_logprobs, const duet_logprob *logprobs,
-                         uint32_t stride);
-
-/* spec.c: the speculative state (buffers, adaptive k) of an engine with a draft; NULL when out
- * of memory. adaptive: choose k per step (docs/engine.md). */
-struct duet__spec *duet__spec_create(uint32_t k_max, uint32_t vocab, bool adaptive);
-void duet__spec_destroy(struct duet__spec *sp);
-/* Reserves the buffers of a step of max_seqs sequences (their probability rows: the largest
- * allocations of a step), so that a step of any size allocates nothing that could fail. */
-bool duet__spec_reserve_max(struct duet__spec *sp, uint32_t max_seqs);
-/* spec.c: the speculative decode of a step (DESIGN §7): propose, score, verify, commit. */
-duet_status duet__engine_spec_decode(duet_engine *e, const duet_sched_output *so);
-/* Runs the step's cache operations on the draft and feeds it what its cache lacks up to the end
- * of what the target is fed (e->sc.seqs, built by duet__engine_batch_seqs), without sampling. */
-duet_status duet__engine_draft_prefill(duet_engine *e, const duet_sched_output *so);
-
-/* overlap.c: the draft thread (docs/engine.md, "Overlap"). start creates it (e->dt), stop
- * joins and frees it (NULL is allowed). post hands the draft worker one execute() of b into o,
- * which the caller keeps alive until wait; wait blocks until it is done, adds its seconds to
- * draft_s and those inside the target's interval [t0_ns, t1_ns) (0, 0: none) to overlap_s, and
- * returns its status (a failure is named in e->error). At most one job is in flight. */
-duet_status duet__draft_thread_start(duet_engine *e);
-void duet__draft_thread_stop(duet_engine *e);
-void duet__draft_post(duet_engine *e, const duet_batch *b, duet_batch_output *o);
-duet_status duet__draft_wait(duet_engine *e, uint64_t t0_ns, uint64_t t1_ns);
 
 #endif /* DUET_ENGINE_INT_H */

@@ -456,18 +456,6 @@ duet_status duet_engine_create(const duet_config *cfg, duet_engine **out, char *
     return DUET_STATUS_OK;
 }
 
-static void scratch_free(struct duet__scratch *sc)
-{
-    free(sc->seqs);
-    free(sc->owner);
-    free(sc->tokens);
-    free(sc->token_logprobs);
-    free(sc->prompt_top);
-    free(sc->prompt_next);
-    free(sc->logprobs);
-    free(sc->out);
-}
-
 void duet_engine_destroy(duet_engine *e)
 {
     if (!e)
@@ -488,7 +476,7 @@ void duet_engine_destroy(duet_engine *e)
         duet__req_free(e->retired[i]);
     free(e->reqs);
     free(e->retired);
-    scratch_free(&e->sc);
+    duet__scratch_free(&e->sc);
     duet__spec_destroy(e->spec);
     free(e);
 }

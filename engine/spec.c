@@ -169,7 +169,7 @@ static uint32_t draft_start(const duet_engine *e, uint32_t i)
     return d < q->pos ? d : q->pos;
 }
 
-duet_status duet__engine_draft_prefill(duet_engine *e, const duet_sched_output *so)
+duet_status duet__spec_draft_prefill(duet_engine *e, const duet_sched_output *so)
 {
     struct duet__spec *sp = e->spec;
     duet_batch b;
@@ -529,13 +529,13 @@ static void adapt(struct duet__spec *sp, uint32_t n, uint32_t k, uint64_t p, uin
 
 /* ---- the step ------------------------------------------------------------------------------- */
 
-duet_status duet__engine_spec_decode(duet_engine *e, const duet_sched_output *so)
+duet_status duet__spec_decode(duet_engine *e, const duet_sched_output *so)
 {
     struct duet__spec *sb = e->spec;
     uint32_t n_rows, max_lp, rt, rd, n = so->num_seqs, k = sb->k_next, n_spec = 0;
     uint64_t p0 = e->m.proposed, a0 = e->m.accepted;
     double d0 = e->m.draft_s, t0 = e->m.execute_s;
-    duet_status st = duet__engine_batch_seqs(e, so, &n_rows, &max_lp);
+    duet_status st = duet__batch_seqs(e, so, &n_rows, &max_lp);
 
     if (st)
         return st;

@@ -1,5 +1,7 @@
 /*
- * overlap.c — the draft thread of DESIGN §7.5 (docs/engine.md, "Overlap").
+ * run.c — every call into a worker's execute() (engine-int.h has the map): duet__worker_run on
+ * the step loop's thread, and the draft thread of DESIGN §7.5 (docs/engine.md, "Overlap"). Calls
+ * only util.c.
  *
  * When the target and the draft live on different devices the engine owns one extra thread that
  * makes every call into the draft worker, so that the step loop can run the target meanwhile:
@@ -147,4 +149,28 @@ duet_status duet__draft_wait(duet_engine *e, uint64_t t0_ns, uint64_t t1_ns)
         duet__engine_fail(e, st, "draft worker: execute: %s", dt->msg);
     pthread_mutex_unlock(&dt->mu);
     return st;
+}
+
+duet_status duet__worker_run(duet_engine *e, uint32_t which, const duet_batch *b,
+                             duet_batch_output *o)
+{
+    struct duet__eworker *wk = &e->workers[which];
+    double t0, dt;
+    duet_status st;
+
+    if (which == 1 && e->dt) { /* with overlap only the draft thread calls the draft */
+        duet__draft_post(e, b, o);
+        return duet__draft_wait(e, 0, 0);
+    }
+    t0 = duet__now_s();
+    st = wk->t->execute(wk->w, b, o);
+    dt = duet__now_s() - t0;
+    if (which == 0)
+        e->m.execute_s += dt;
+    else
+        e->m.draft_s += dt;
+    if (st)
+        return duet__engine_fail(e, st, "%s worker: execute: %s", which ? "draft" : "target",
+                                 wk->t->last_error(wk->w));
+    return DUET_STATUS_OK;
 }
