@@ -76,6 +76,59 @@ struct duet__scratch {
     uint32_t cap_out;
 };
 
+/* What a sequence of a speculative step keeps across the updates (which invalidate the
+ * scheduler's pointers). */
+struct duet__spec_seq {
+    uint32_t len;  /* T: tokens before the step */
+    uint32_t k;    /* proposals, 0 for a plain decode */
+    uint32_t trow; /* first target row */
+    uint32_t drow; /* first draft row */
+};
+
+/* Adaptive k (adapt.c; docs/engine.md) keeps, per sequence of a step: alpha, an exponential
+ * moving average of the step's acceptance rate; draft_tok_s, of the draft's seconds per proposed
+ * token; verify_at[k], of the target's scoring seconds with k proposals (0 until k was tried). */
+struct duet__adapt {
+    bool on;                                    /* speculative.adaptive: else k stays k_max */
+    uint32_t k_max;                             /* speculative.num_tokens */
+    uint32_t k_next;                            /* proposals for the next step */
+    double alpha;                               /* EMA acceptance rate; < 0 before any */
+    double draft_tok_s;                         /* EMA draft seconds per proposed token */
+    double verify_at[DUET_MAX_SPEC_TOKENS + 1]; /* EMA scoring seconds at k; 0 unknown */
+    uint64_t decisions;                         /* adaptive choices made */
+};
+
+/*
+ * The engine's speculative state (with a draft). spec.c fills the buffers with a step's batches,
+ * run.c hands the draft's proposals to the target, verify.c reads both workers' rows. Buffers
+ * grow to the largest step seen and are never shrunk, so a steady-state step allocates nothing.
+ */
+struct duet__spec {
+    struct duet__spec_seq *ss; /* [cap_seqs] */
+    duet_seq *dseqs;           /* [cap_seqs] the draft's batch */
+    uint32_t cap_seqs;
+    int32_t *feed, *ttok; /* [cap_rt] target tokens: last, x1..xk per sequence; sampled */
+    float *tlp;           /* [cap_rt] target token logprobs */
+    uint32_t cap_rt;
+    duet_logprob *lps; /* [cap_lps] = [rt][max_lp] */
+    uint32_t cap_lps;
+    int32_t *dtok; /* [cap_rd] draft tokens */
+    uint32_t cap_rd;
+    float *tprobs, *dprobs; /* [cap_tp] = [rt][V], [cap_dp] = [rd][V] */
+    size_t cap_tp, cap_dp;
+    float *scratch; /* [V] */
+    uint32_t vocab, k_max;
+    struct duet__adapt ad;
+};
+
+/* A part of a speculative step (spec.c builds it, run.c runs it): sequences [lo, hi) of
+ * e->sc.seqs, the draft's batch that proposes for them and the target's that scores them. */
+struct duet__spec_part {
+    uint32_t lo, hi;
+    duet_batch propose, score;
+    duet_batch_output propose_out, score_out;
+};
+
 struct duet_engine {
     const duet_config *cfg;
     duet_host *host;
@@ -116,11 +169,18 @@ void duet__spec_destroy(struct duet__spec *sp);
 /* Reserves the buffers of a step of max_seqs sequences (their probability rows: the largest
  * allocations of a step), so that a step of any size allocates nothing that could fail. */
 bool duet__spec_reserve_max(struct duet__spec *sp, uint32_t max_seqs);
-/* spec.c: the speculative decode of a step (DESIGN §7): propose, score, verify, commit. */
+/* The speculative decode of a step (DESIGN §7): propose, score, verify, commit. */
 duet_status duet__spec_decode(duet_engine *e, const duet_sched_output *so);
 /* Runs the step's cache operations on the draft and feeds it what its cache lacks up to the end
  * of what the target is fed (e->sc.seqs, built by duet__batch_seqs), without sampling. */
 duet_status duet__spec_draft_prefill(duet_engine *e, const duet_sched_output *so);
+
+/* adapt.c: k_max proposals at first; with on, duet__adapt_update picks each next k. */
+void duet__adapt_init(struct duet__adapt *ad, uint32_t k_max, bool on);
+/* Folds a step's measurements (n sequences that proposed k each; p proposed, a accepted; the
+ * draft's and the target's seconds) into the averages, and picks the next k (ad->k_next). */
+void duet__adapt_update(struct duet__adapt *ad, uint32_t n, uint32_t k, uint64_t p, uint64_t a,
+                        double draft_s, double verify_s);
 
 /* batch.c */
 void duet__scratch_free(struct duet__scratch *sc);
@@ -141,15 +201,18 @@ duet_status duet__batch_plain(duet_engine *e, const duet_sched_output *so, duet_
  * With the draft thread the draft's execute() runs there, waited for at once. */
 duet_status duet__worker_run(duet_engine *e, uint32_t which, const duet_batch *b,
                              duet_batch_output *o);
-/* run.c: the draft thread (docs/engine.md, "Overlap"). start creates it (e->dt), stop
- * joins and frees it (NULL is allowed). post hands the draft worker one execute() of b into o,
- * which the caller keeps alive until wait; wait blocks until it is done, adds its seconds to
- * draft_s and those inside the target's interval [t0_ns, t1_ns) (0, 0: none) to overlap_s, and
- * returns its status (a failure is named in e->error). At most one job is in flight. */
+/* Runs a speculative step's parts (1, or 2 with the draft thread): each part's proposals, then
+ * its scores, the proposals copied into the target's fed tokens in between; with two parts the
+ * second part's proposals run beside the first part's scoring. Every job has ended on return. */
+duet_status duet__run_spec(duet_engine *e, struct duet__spec_part *parts, uint32_t n_parts);
+/* The draft thread (docs/engine.md, "Overlap"): start creates it (e->dt), stop joins and frees
+ * it (NULL is allowed). */
 duet_status duet__draft_thread_start(duet_engine *e);
 void duet__draft_thread_stop(duet_engine *e);
-void duet__draft_post(duet_engine *e, const duet_batch *b, duet_batch_output *o);
-duet_status duet__draft_wait(duet_engine *e, uint64_t t0_ns, uint64_t t1_ns);
+
+/* verify.c: verifies and commits the n sequences of a speculative step whose workers have run
+ * (e->spec's rows; max_lp log-probabilities per target row), in batch order. */
+duet_status duet__verify_commit(duet_engine *e, uint32_t n, uint32_t max_lp);
 
 /* commit.c: reports n tokens of scheduled sequence i (e->sc.seqs[i]) to its request and the
  * scheduler. */
