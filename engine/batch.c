@@ -49,6 +49,25 @@ void duet__scratch_free(struct duet__scratch *sc)
     free(sc->out);
 }
 
+/* Scheduled sequence s of group gr as the workers see it: the tokens it is fed this step at
+ * pos num_computed, one output row when the scheduler expects a token from it, prompt
+ * log-probabilities only while it prefills. */
+static duet_seq seq_of(const duet_sched_group *gr, const duet_sched_seq *s)
+{
+    duet_seq q = {.seq_id = s->seq_id,
+                  .tokens = s->tokens + s->num_computed,
+                  .n_tokens = s->num_new_tokens,
+                  .pos = s->num_computed,
+                  .block_table = s->block_table,
+                  .n_blocks = s->num_blocks,
+                  .n_outputs = s->num_samples > 0 ? 1 : 0,
+                  .sampling = *gr->sampling};
+
+    if (!s->is_prefill)
+        q.sampling.n_prompt_logprobs = 0;
+    return q;
+}
+
 duet_status duet__batch_seqs(duet_engine *e, const duet_sched_output *so, uint32_t *n_rows,
                              uint32_t *max_logprobs)
 {
@@ -69,16 +88,7 @@ duet_status duet__batch_seqs(duet_engine *e, const duet_sched_output *so, uint32
             const duet_sched_seq *s = &gr->seqs[i];
             duet_seq *q = &e->sc.seqs[n];
 
-            *q = (duet_seq){.seq_id = s->seq_id,
-                            .tokens = s->tokens + s->num_computed,
-                            .n_tokens = s->num_new_tokens,
-                            .pos = s->num_computed,
-                            .block_table = s->block_table,
-                            .n_blocks = s->num_blocks,
-                            .n_outputs = s->num_samples > 0 ? 1 : 0,
-                            .sampling = *gr->sampling};
-            if (!s->is_prefill)
-                q->sampling.n_prompt_logprobs = 0;
+            *q = seq_of(gr, s);
             e->sc.owner[n++] = r;
             *n_rows += q->n_outputs;
             if (gr->sampling->n_logprobs > *max_logprobs)

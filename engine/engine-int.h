@@ -7,14 +7,45 @@
  *   ├── reqs[n_reqs]       every request not yet reported finished, in arrival order
  *   ├── retired[n_retired] requests reported finished by the last step, freed by the next one
  *   ├── per-step scratch   batch seqs, output rows, out[] — grown on demand, never shrunk
- *   ├── spec               (with a draft) spec.c's buffers, grown the same way, and the
- *   │                      measurements behind adaptive k
- *   └── dt                 (with overlap) overlap.c's draft thread, which then makes every call
+ *   ├── spec               (with a draft) the speculative step's buffers, grown the same way,
+ *   │                      and the measurements behind adaptive k
+ *   └── dt                 (with overlap) run.c's draft thread, which then makes every call
  *                          into the draft worker
  *
  * A request's record keeps the tokens the engine handed to the scheduler (ids), and their
  * log-probabilities; when the scheduler finishes the request its result replaces ids (it may have
  * dropped tokens after a stop).
+ *
+ * The files, top to bottom. A file calls only files below it, never one above (no cycles), and
+ * nothing below spec.c calls back into speculation:
+ *
+ *   engine.c    the public API: create and destroy (configuration, workers, caches, scheduler),
+ *               requests in, abort, metrics; duet_engine_step() times step.c's step
+ *   step.c      one step: schedule, then plain (here) or speculative (spec.c); end the requests
+ *               the workers failed; take the finished, retire them, build the step's output
+ *   spec.c      speculation, one bounded part: its state, the draft's prefill, each sequence's
+ *               lookahead k, the proposal and score batches, the halves for overlap, the step
+ *   adapt.c     adaptive k: moving averages of acceptance and costs, the next k
+ *   batch.c     the per-step scratch, and batches from the scheduler's output
+ *   run.c       every worker execute(): on the step loop, or on the draft thread (overlap), and
+ *               a speculative step's propose / score runs, serial or overlapped
+ *   verify.c    a speculative step's verification, sequence by sequence, then its commit
+ *   rejection.c the verifier itself (rejection.h; also built into check_rejection alone)
+ *   commit.c    tokens and log-probabilities into the requests and the scheduler, non-finite
+ *               failures, failed requests ended, finished requests retired
+ *   request.c   a request's record: find, append, free
+ *   util.c      failing with a message, the clock, growing an array
+ *
+ * Who calls whom (each may also call request.c and util.c, which call no engine file):
+ *
+ *   engine.c ─► step.c, spec.c, batch.c, run.c   (the last three: creating, destroying state)
+ *   step.c   ─► spec.c, batch.c, run.c, commit.c (the plain path goes straight to the bottom)
+ *   spec.c   ─► adapt.c, batch.c, run.c, verify.c
+ *   verify.c ─► rejection.c, commit.c
+ *   adapt.c, batch.c, run.c, commit.c, rejection.c ─► no file above request.c
+ *
+ * so a speculative step flows step ─► spec ─► batch ─► run ─► verify ─► commit, and a plain one
+ * step ─► batch ─► run ─► commit.
  */
 #ifndef DUET_ENGINE_INT_H
 #define DUET_ENGINE_INT_H
@@ -141,8 +172,8 @@ struct duet_engine {
     uint32_t k; /* speculative.num_tokens (0 without a draft) */
     struct duet__accept_params accept;
     uint32_t disable_by_batch_size; /* speculation off in steps running more sequences; 0 never */
-    struct duet__spec *spec;        /* spec.c's state, with a draft */
-    struct duet__draft_thread *dt;  /* overlap.c's draft thread; NULL without overlap */
+    struct duet__spec *spec;        /* the speculative state, with a draft */
+    struct duet__draft_thread *dt;  /* run.c's draft thread; NULL without overlap */
     duet_block_manager *bm;
     duet_scheduler *sched;
     uint64_t next_id;

@@ -1,6 +1,7 @@
 /*
- * engine.c — building and tearing down an engine, requests in and out (duet/duet.h).
- * The step itself is step.c (plain decoding) and spec.c (speculative decoding).
+ * engine.c — building and tearing down an engine, requests in and out (duet/duet.h): the top
+ * of the engine's files (engine-int.h has the map). The step itself is step.c, which runs plain
+ * decoding and hands speculative steps to spec.c.
  */
 #include "config.h"
 
