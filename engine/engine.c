@@ -1,6 +1,7 @@
 /*
- * engine.c — building and tearing down an engine, requests in and out (duet/duet.h).
- * The step itself is step.c (plain decoding) and spec.c (speculative decoding).
+ * engine.c — building and tearing down an engine, requests in and out (duet/duet.h): the top
+ * of the engine's files (engine-int.h has the map). The step itself is step.c, which runs plain
+ * decoding and hands speculative steps to spec.c.
  */
 #include "config.h"
 
@@ -13,17 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-duet_status duet__engine_fail(duet_engine *e, duet_status st, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(e->error, sizeof(e->error), fmt, ap);
-    va_end(ap);
-    return st;
-}
 
 /* A warning through the host's logger (stderr unless the host routes it). */
 static void engine_warn(duet_engine *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -37,19 +27,6 @@ static void engine_warn(duet_engine *e, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     h->log(h->ctx, DUET_LOG_WARN, "engine", msg);
-}
-
-uint64_t duet__now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-double duet__now_s(void)
-{
-    return (double)duet__now_ns() * 1e-9;
 }
 
 void duet_request_params_init(duet_request_params *p)
@@ -480,32 +457,6 @@ duet_status duet_engine_create(const duet_config *cfg, duet_engine **out, char *
     return DUET_STATUS_OK;
 }
 
-static void scratch_free(struct duet__scratch *sc)
-{
-    free(sc->seqs);
-    free(sc->owner);
-    free(sc->tokens);
-    free(sc->token_logprobs);
-    free(sc->prompt_top);
-    free(sc->prompt_next);
-    free(sc->logprobs);
-    free(sc->out);
-}
-
-void duet__req_free(struct duet__req *r)
-{
-    if (!r)
-        return;
-    free(r->prompt);
-    free(r->ids);
-    free(r->token_logprobs);
-    free(r->logprobs);
-    free(r->prompt_lp);
-    free(r->prompt_top);
-    free(r->error);
-    free(r);
-}
-
 void duet_engine_destroy(duet_engine *e)
 {
     if (!e)
@@ -526,7 +477,7 @@ void duet_engine_destroy(duet_engine *e)
         duet__req_free(e->retired[i]);
     free(e->reqs);
     free(e->retired);
-    scratch_free(&e->sc);
+    duet__scratch_free(&e->sc);
     duet__spec_destroy(e->spec);
     free(e);
 }
@@ -537,66 +488,6 @@ const char *duet_engine_error(const duet_engine *e)
 }
 
 /* ---- requests ----------------------------------------------------------------------------- */
-
-/* e->reqs is in increasing id order (ids are handed out in order, appended, and removed with
- * memmove), so a lookup is a binary search: the step looks up every scheduled group. */
-struct duet__req *duet__engine_find(duet_engine *e, uint64_t id, uint32_t *index)
-{
-    uint32_t lo = 0, hi = e->n_reqs;
-
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-
-        if (e->reqs[mid]->id < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    if (lo == e->n_reqs || e->reqs[lo]->id != id)
-        return NULL;
-    if (index)
-        *index = lo;
-    return e->reqs[lo];
-}
-
-duet_status duet__req_append(struct duet__req *r, const int32_t *tokens, uint32_t n,
-                             const float *token_logprobs, const duet_logprob *logprobs,
-                             uint32_t stride)
-{
-    uint32_t nl = r->sampling.n_logprobs;
-
-    if (r->n_ids + n > r->cap) {
-        uint32_t cap = r->cap ? r->cap : 16;
-        while (cap < r->n_ids + n)
-            cap *= 2;
-        int32_t *ids = realloc(r->ids, cap * sizeof(*ids));
-        if (!ids)
-            return DUET_STATUS_OUT_OF_MEMORY;
-        r->ids = ids;
-        if (nl) {
-            float *tl = realloc(r->token_logprobs, cap * sizeof(*tl));
-            if (tl)
-                r->token_logprobs = tl;
-            duet_logprob *lp = tl ? realloc(r->logprobs, (size_t)cap * nl * sizeof(*lp)) : NULL;
-            if (!lp)
-                return DUET_STATUS_OUT_OF_MEMORY;
-            r->logprobs = lp;
-        }
-        r->cap = cap;
-    }
-    for (uint32_t i = 0; i < n; i++) {
-        r->ids[r->n_ids] = tokens[i];
-        if (nl) {
-            r->token_logprobs[r->n_ids] = token_logprobs ? token_logprobs[i] : NAN;
-            for (uint32_t j = 0; j < nl; j++)
-                r->logprobs[(size_t)r->n_ids * nl + j] =
-                    logprobs ? logprobs[(size_t)i * stride + j]
-                             : (duet_logprob){.token = -1, .logprob = -INFINITY};
-        }
-        r->n_ids++;
-    }
-    return DUET_STATUS_OK;
-}
 
 static duet_status check_request(duet_engine *e, const duet_request_params *p)
 {

@@ -1,12 +1,14 @@
-# engine: the serving loop of DESIGN §7, part of libduet: duet/duet.h (engine.c: create, requests;
-# step.c: one scheduler step through the workers; spec.c: speculative decode steps; overlap.c:
-# the draft thread that runs the draft beside the target) and its
-# verification step (rejection sampling, typical acceptance, greedy matching), which draws
-# through the shared sampler. Included after tests/local.mk: its suites join CHECK_TESTS.
+# engine: the serving loop of DESIGN §7, part of libduet: duet/duet.h. engine-int.h has the file
+# map and the direction of calls: engine.c (create, requests) ─► step.c (one scheduler step) ─►
+# spec.c, adapt.c (speculation) ─► batch.c (batches) ─► run.c (worker calls, the draft thread)
+# ─► verify.c ─► commit.c ─► request.c, util.c. Its verification step (rejection.c: rejection
+# sampling, typical acceptance, greedy matching) draws through the shared sampler. Included after
+# tests/local.mk: its suites join CHECK_TESTS.
 duet_include_HEADERS += include/duet/duet.h
 ENGINE_SOURCES = engine/rejection.h engine/rejection.c
 libduet_la_SOURCES += $(ENGINE_SOURCES) engine/engine-int.h engine/engine.c engine/step.c \
-	engine/spec.c engine/overlap.c
+	engine/spec.c engine/adapt.c engine/batch.c engine/run.c engine/verify.c engine/commit.c \
+	engine/request.c engine/util.c
 libduet_la_LIBADD += sampling/libduet_sampling.la
 
 if HAVE_CHECK

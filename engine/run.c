@@ -1,5 +1,7 @@
 /*
- * overlap.c — the draft thread of DESIGN §7.5 (docs/engine.md, "Overlap").
+ * run.c — every call into a worker's execute() (engine-int.h has the map): duet__worker_run on
+ * the step loop's thread, and the draft thread of DESIGN §7.5 (docs/engine.md, "Overlap"). Calls
+ * only util.c.
  *
  * When the target and the draft live on different devices the engine owns one extra thread that
  * makes every call into the draft worker, so that the step loop can run the target meanwhile:
@@ -23,6 +25,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct duet__draft_thread {
     pthread_t thread;
@@ -115,7 +118,9 @@ void duet__draft_thread_stop(duet_engine *e)
     e->dt = NULL;
 }
 
-void duet__draft_post(duet_engine *e, const duet_batch *b, duet_batch_output *o)
+/* Hands the draft worker one execute() of b into o, which the caller keeps alive until
+ * draft_wait. */
+static void draft_post(duet_engine *e, const duet_batch *b, duet_batch_output *o)
 {
     struct duet__draft_thread *dt = e->dt;
 
@@ -128,7 +133,10 @@ void duet__draft_post(duet_engine *e, const duet_batch *b, duet_batch_output *o)
     pthread_mutex_unlock(&dt->mu);
 }
 
-duet_status duet__draft_wait(duet_engine *e, uint64_t t0_ns, uint64_t t1_ns)
+/* Blocks until the posted job is done, adds its seconds to draft_s and those inside the target's
+ * interval [t0_ns, t1_ns) (0, 0: none) to overlap_s, and returns its status (a failure is named
+ * in e->error). */
+static duet_status draft_wait(duet_engine *e, uint64_t t0_ns, uint64_t t1_ns)
 {
     struct duet__draft_thread *dt = e->dt;
     uint64_t lo, hi;
@@ -147,4 +155,89 @@ duet_status duet__draft_wait(duet_engine *e, uint64_t t0_ns, uint64_t t1_ns)
         duet__engine_fail(e, st, "draft worker: execute: %s", dt->msg);
     pthread_mutex_unlock(&dt->mu);
     return st;
+}
+
+duet_status duet__worker_run(duet_engine *e, uint32_t which, const duet_batch *b,
+                             duet_batch_output *o)
+{
+    struct duet__eworker *wk = &e->workers[which];
+    double t0, dt;
+    duet_status st;
+
+    if (which == 1 && e->dt) { /* with overlap only the draft thread calls the draft */
+        draft_post(e, b, o);
+        return draft_wait(e, 0, 0);
+    }
+    t0 = duet__now_s();
+    st = wk->t->execute(wk->w, b, o);
+    dt = duet__now_s() - t0;
+    if (which == 0)
+        e->m.execute_s += dt;
+    else
+        e->m.draft_s += dt;
+    if (st)
+        return duet__engine_fail(e, st, "%s worker: execute: %s", which ? "draft" : "target",
+                                 wk->t->last_error(wk->w));
+    return DUET_STATUS_OK;
+}
+
+/* The target scores what the draft proposed: each sequence's proposals of [lo, hi) follow its
+ * last token in the target's fed tokens. */
+static void feed_proposals(struct duet__spec *sb, uint32_t lo, uint32_t hi)
+{
+    for (uint32_t i = lo; i < hi; i++) {
+        int32_t *f = &sb->feed[sb->ss[i].trow + 1];
+
+        memcpy(f, &sb->dtok[sb->ss[i].drow], sb->ss[i].k * sizeof(int32_t));
+        for (uint32_t j = 0; j < sb->ss[i].k; j++)
+            f[j] = f[j] < 0 ? 0 : f[j]; /* a failed draft row: scored, then dropped */
+    }
+}
+
+/* Propose, then score, for the whole batch. */
+static duet_status run_serial(duet_engine *e, struct duet__spec_part *a)
+{
+    duet_status st = duet__worker_run(e, 1, &a->propose, &a->propose_out);
+
+    if (st)
+        return st;
+    feed_proposals(e->spec, a->lo, a->hi);
+    return duet__worker_run(e, 0, &a->score, &a->score_out);
+}
+
+/*
+ * The overlap (DESIGN §7.5): halves A = [0, h) and B = [h, n), each sequence's work independent
+ * of the others' (own block table, own draws), so the order changes no token:
+ *
+ *     draft:   propose(A) │ propose(B)  │
+ *     target:             │ score(A)    │ score(B)
+ *
+ * The step's cache operations go with the first call on each worker (A's batches).
+ */
+static duet_status run_overlapped(duet_engine *e, struct duet__spec_part *a,
+                                  struct duet__spec_part *b)
+{
+    uint64_t t0, t1;
+    duet_status st, st_b;
+
+    st = duet__worker_run(e, 1, &a->propose, &a->propose_out);
+    if (st)
+        return st;
+    draft_post(e, &b->propose, &b->propose_out);
+    feed_proposals(e->spec, a->lo, a->hi);
+    t0 = duet__now_ns();
+    st = duet__worker_run(e, 0, &a->score, &a->score_out);
+    t1 = duet__now_ns();
+    /* Always waited for: B's buffers must be idle before anything returns. */
+    st_b = draft_wait(e, t0, t1);
+    e->m.overlap_steps++;
+    if (st || st_b)
+        return st ? st : st_b;
+    feed_proposals(e->spec, b->lo, b->hi);
+    return duet__worker_run(e, 0, &b->score, &b->score_out);
+}
+
+duet_status duet__run_spec(duet_engine *e, struct duet__spec_part *parts, uint32_t n_parts)
+{
+    return n_parts == 2 ? run_overlapped(e, &parts[0], &parts[1]) : run_serial(e, &parts[0]);
 }

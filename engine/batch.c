@@ -1,0 +1,174 @@
+/*
+ * batch.c — the per-step scratch (e->sc) and the batches built in it from the scheduler's
+ * output (docs/engine.md, "One step"). A sequence feeds tokens[num_computed .. num_computed +
+ * num_new_tokens) at pos num_computed and samples one row when the scheduler expects tokens from
+ * it (the last prompt chunk, a decode). spec.c turns the same sequences into its proposal and
+ * score batches. Calls only request.c and util.c.
+ */
+#include "config.h"
+
+#include "engine-int.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+/* Room for n_seqs sequences, n_rows output rows of max_logprobs entries. */
+static bool scratch_reserve(struct duet__scratch *sc, uint32_t n_seqs, uint32_t n_rows,
+                            uint32_t max_logprobs)
+{
+    uint32_t c = sc->cap_seqs, r = sc->cap_rows, l = sc->cap_logprobs;
+    uint32_t want_l = n_rows * (max_logprobs ? max_logprobs : 1);
+
+    if (!duet__grow((void **)&sc->seqs, &c, n_seqs, sizeof(*sc->seqs)))
+        return false;
+    c = sc->cap_seqs;
+    if (!duet__grow((void **)&sc->owner, &c, n_seqs, sizeof(*sc->owner)))
+        return false;
+    sc->cap_seqs = c;
+    if (!duet__grow((void **)&sc->tokens, &r, n_rows, sizeof(*sc->tokens)))
+        return false;
+    r = sc->cap_rows;
+    if (!duet__grow((void **)&sc->token_logprobs, &r, n_rows, sizeof(*sc->token_logprobs)))
+        return false;
+    sc->cap_rows = r;
+    if (!duet__grow((void **)&sc->logprobs, &l, want_l, sizeof(*sc->logprobs)))
+        return false;
+    sc->cap_logprobs = l;
+    return true;
+}
+
+void duet__scratch_free(struct duet__scratch *sc)
+{
+    free(sc->seqs);
+    free(sc->owner);
+    free(sc->tokens);
+    free(sc->token_logprobs);
+    free(sc->prompt_top);
+    free(sc->prompt_next);
+    free(sc->logprobs);
+    free(sc->out);
+}
+
+/* Scheduled sequence s of group gr as the workers see it: the tokens it is fed this step at
+ * pos num_computed, one output row when the scheduler expects a token from it, prompt
+ * log-probabilities only while it prefills. */
+static duet_seq seq_of(const duet_sched_group *gr, const duet_sched_seq *s)
+{
+    duet_seq q = {.seq_id = s->seq_id,
+                  .tokens = s->tokens + s->num_computed,
+                  .n_tokens = s->num_new_tokens,
+                  .pos = s->num_computed,
+                  .block_table = s->block_table,
+                  .n_blocks = s->num_blocks,
+                  .n_outputs = s->num_samples > 0 ? 1 : 0,
+                  .sampling = *gr->sampling};
+
+    if (!s->is_prefill)
+        q.sampling.n_prompt_logprobs = 0;
+    return q;
+}
+
+duet_status duet__batch_seqs(duet_engine *e, const duet_sched_output *so, uint32_t *n_rows,
+                             uint32_t *max_logprobs)
+{
+    uint32_t n = 0;
+
+    *n_rows = 0;
+    *max_logprobs = 0;
+    if (!scratch_reserve(&e->sc, so->num_seqs, so->num_seqs, 0))
+        return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
+    for (uint32_t g = 0; g < so->num_groups; g++) {
+        const duet_sched_group *gr = &so->groups[g];
+        struct duet__req *r = duet__engine_find(e, gr->request_id, NULL);
+
+        if (!r)
+            return duet__engine_fail(e, DUET_STATUS_INTERNAL, "scheduled request %llu unknown",
+                                     (unsigned long long)gr->request_id);
+        for (uint32_t i = 0; i < gr->num_seqs; i++) {
+            const duet_sched_seq *s = &gr->seqs[i];
+            duet_seq *q = &e->sc.seqs[n];
+
+            *q = seq_of(gr, s);
+            e->sc.owner[n++] = r;
+            *n_rows += q->n_outputs;
+            if (gr->sampling->n_logprobs > *max_logprobs)
+                *max_logprobs = gr->sampling->n_logprobs;
+            if (q->sampling.n_prompt_logprobs > *max_logprobs)
+                *max_logprobs = q->sampling.n_prompt_logprobs;
+            if (s->is_prefill)
+                e->m.prompt_tokens += s->num_new_tokens;
+        }
+    }
+    if (!scratch_reserve(&e->sc, n, *n_rows, *max_logprobs))
+        return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
+    return DUET_STATUS_OK;
+}
+
+void duet__batch_init(const duet_sched_output *so, const duet_seq *seqs, uint32_t n_seqs,
+                      uint32_t flags, uint32_t max_logprobs, duet_batch *b)
+{
+    *b = (duet_batch){.struct_size = sizeof(*b),
+                      .flags = flags,
+                      .n_swap_in = so ? so->num_swap_in : 0,
+                      .n_swap_out = so ? so->num_swap_out : 0,
+                      .n_copy = so ? so->num_copy : 0,
+                      .n_seqs = n_seqs,
+                      .seq_size = sizeof(duet_seq),
+                      .max_logprobs = max_logprobs,
+                      .swap_in = so ? so->swap_in : NULL,
+                      .swap_out = so ? so->swap_out : NULL,
+                      .copy = so ? so->copy : NULL,
+                      .seqs = seqs};
+}
+
+/* Room for the prompt log-probabilities of the batch (P fed tokens); false when none is
+ * wanted. */
+static duet_status prompt_lp_reserve(duet_engine *e, uint32_t n_seqs, uint32_t max_lp, bool *want)
+{
+    struct duet__scratch *sc = &e->sc;
+    uint32_t p = 0, cap = sc->cap_prompt, cap_top = sc->cap_prompt_top;
+
+    *want = false;
+    for (uint32_t i = 0; i < n_seqs; i++) {
+        p += sc->seqs[i].n_tokens;
+        *want = *want || sc->seqs[i].sampling.n_prompt_logprobs > 0;
+    }
+    if (!*want)
+        return DUET_STATUS_OK;
+    if (!duet__grow((void **)&sc->prompt_next, &cap, p, sizeof(float)) ||
+        !duet__grow((void **)&sc->prompt_top, &cap_top, p * max_lp, sizeof(duet_logprob)))
+        return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
+    sc->cap_prompt = cap;
+    sc->cap_prompt_top = cap_top;
+    /* A worker that fills nothing leaves "unknown", not garbage. */
+    for (uint32_t i = 0; i < p; i++)
+        sc->prompt_next[i] = NAN;
+    for (size_t i = 0; i < (size_t)p * max_lp; i++)
+        sc->prompt_top[i] = (duet_logprob){.token = -1, .logprob = -INFINITY};
+    return DUET_STATUS_OK;
+}
+
+duet_status duet__batch_plain(duet_engine *e, const duet_sched_output *so, duet_batch *b,
+                              duet_batch_output *o)
+{
+    uint32_t n_rows, max_lp;
+    bool want_prompt = false;
+    duet_status st = duet__batch_seqs(e, so, &n_rows, &max_lp);
+
+    if (!st)
+        st = prompt_lp_reserve(e, so->num_seqs, max_lp, &want_prompt);
+    if (st)
+        return st;
+    duet__batch_init(so, e->sc.seqs, so->num_seqs,
+                     (max_lp ? DUET_BATCH_WANT_LOGPROBS : 0) |
+                         (want_prompt ? DUET_BATCH_WANT_PROMPT_LOGPROBS : 0),
+                     max_lp, b);
+    *o = (duet_batch_output){.struct_size = sizeof(*o),
+                             .n_rows = n_rows,
+                             .tokens = e->sc.tokens,
+                             .token_logprobs = max_lp ? e->sc.token_logprobs : NULL,
+                             .logprobs = max_lp ? e->sc.logprobs : NULL,
+                             .prompt_logprobs = want_prompt ? e->sc.prompt_top : NULL,
+                             .prompt_next_logprobs = want_prompt ? e->sc.prompt_next : NULL};
+    return DUET_STATUS_OK;
+}
