@@ -12,19 +12,19 @@ BLOCK_MANAGER_SOURCES = \
 	block_manager/manager.c \
 	block_manager/map.c \
 	block_manager/swap.c
-libduet_la_SOURCES += $(BLOCK_MANAGER_SOURCES)
+# A convenience library: libduet links it, and so does the suite (through tests/fault.mk).
+noinst_LTLIBRARIES += block_manager/libduet_block_manager.la
+block_manager_libduet_block_manager_la_SOURCES = $(BLOCK_MANAGER_SOURCES)
+libduet_la_LIBADD += block_manager/libduet_block_manager.la
 
 if HAVE_CHECK
-# The suite compiles the sources itself (with the test-only checker): libduet hides internals.
+# The suite links the part's own objects (libduet hides internals), their allocator renamed to
+# tests/fault.c's (tests/fault.mk), and the test-only checker.
 check_PROGRAMS += tests/check_block_manager
 tests_check_block_manager_SOURCES = tests/check_block_manager.c tests/check_util.h \
-	tests/fault.c tests/fault.h \
-	$(BLOCK_MANAGER_SOURCES) block_manager/check.c
+	tests/fault.c tests/fault.h block_manager/check.c
 tests_check_block_manager_CFLAGS = $(TEST_CFLAGS)
-# Fault injection: the suite's copy of the sources allocates through the suite's wrappers.
-tests_check_block_manager_CPPFLAGS = $(AM_CPPFLAGS) -Dmalloc=duet_test_malloc \
-	-Dcalloc=duet_test_calloc -Drealloc=duet_test_realloc
-tests_check_block_manager_LDADD = $(TEST_LIBS)
+tests_check_block_manager_LDADD = tests/fault-block_manager.a $(TEST_LIBS)
 CHECK_TESTS += tests/check_block_manager
 
 tests_check_abi_SOURCES += tests/headers/block_manager.c

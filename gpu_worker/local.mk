@@ -4,7 +4,8 @@
 # without a GPU.
 GPU_WORKER_CU = gpu_worker/probe.cu gpu_worker/kernels.cu gpu_worker/sample.cu
 GPU_WORKER_C = gpu_worker/worker.c gpu_worker/execute.c gpu_worker/gemm.c gpu_worker/ranks.c
-EXTRA_DIST += gpu_worker/gpu_worker-int.h gpu_worker/worker.h gpu_worker/tests.mk $(GPU_WORKER_CU) \
+EXTRA_DIST += gpu_worker/gpu_worker-int.h gpu_worker/probe.h gpu_worker/worker.h gpu_worker/tests.mk \
+	$(GPU_WORKER_CU) \
 	$(GPU_WORKER_C)
 # The host emulation of CUDA behind `make check-gpu-emu` (tools/gpu-emu/local.mk).
 EXTRA_DIST += tools/gpu-emu/local.mk tools/gpu-emu/check-gpu-emu.sh tools/gpu-emu/rewrite.py tools/gpu-emu/cuda_emu.h \

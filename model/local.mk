@@ -41,19 +41,17 @@ tools_duet_model_info_LDADD = libduet.la
 
 # ---- tests -------------------------------------------------------------------------------
 if HAVE_CHECK
-# The suite compiles the sources itself: it reads internals (model-int.h) and injects
-# allocation failures (malloc, calloc, realloc renamed to its wrappers; jansson's through
-# json_set_alloc_funcs).
+# The suite links the part's own objects: it reads internals (model-int.h) and injects
+# allocation failures (malloc, calloc, realloc renamed to its wrappers in those objects,
+# tests/fault.mk; jansson's through json_set_alloc_funcs).
 check_PROGRAMS += tests/check_model
 tests_check_model_SOURCES = tests/check_model.c tests/check_model_cxx.cc tests/check_util.h \
 	tests/test_dirs.h \
 	tests/fault.c tests/fault.h \
-	tests/reference_forward.c tests/reference_forward.h $(MODEL_SOURCES) $(MODEL_GEN_SOURCES)
+	tests/reference_forward.c tests/reference_forward.h
 tests_check_model_CFLAGS = $(TEST_CFLAGS) $(JANSSON_CFLAGS)
 tests_check_model_CXXFLAGS = $(AM_CXXFLAGS) -std=c++11
-tests_check_model_CPPFLAGS = $(AM_CPPFLAGS) -Dmalloc=duet_test_malloc -Dcalloc=duet_test_calloc \
-	-Drealloc=duet_test_realloc
-tests_check_model_LDADD = $(CHECK_LIBS) $(JANSSON_LIBS) -lm
+tests_check_model_LDADD = tests/fault-model_gen.a tests/fault-model.a $(CHECK_LIBS) $(JANSSON_LIBS) -lm
 CHECK_TESTS += tests/check_model
 tests_check_abi_SOURCES += tests/headers/model.c
 

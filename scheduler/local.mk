@@ -13,19 +13,19 @@ SCHEDULER_SOURCES = \
 	scheduler/scheduler.c \
 	scheduler/step.c \
 	scheduler/update.c
-libduet_la_SOURCES += $(SCHEDULER_SOURCES)
+# A convenience library: libduet links it, and so does the suite (through tests/fault.mk).
+noinst_LTLIBRARIES += scheduler/libduet_scheduler.la
+scheduler_libduet_scheduler_la_SOURCES = $(SCHEDULER_SOURCES)
+libduet_la_LIBADD += scheduler/libduet_scheduler.la
 
 if HAVE_CHECK
-# The suite compiles the sources itself (internals, test hooks, fault injection) and takes the
-# block manager from libduet.
+# The suite links the part's own objects (internals, fault injection: tests/fault.mk) and takes
+# the block manager from libduet.
 check_PROGRAMS += tests/check_scheduler
 tests_check_scheduler_SOURCES = tests/check_scheduler.c tests/check_util.h \
-	tests/fault.c tests/fault.h \
-	$(SCHEDULER_SOURCES)
+	tests/fault.c tests/fault.h
 tests_check_scheduler_CFLAGS = $(TEST_CFLAGS)
-tests_check_scheduler_CPPFLAGS = $(AM_CPPFLAGS) -Dmalloc=duet_test_malloc \
-	-Dcalloc=duet_test_calloc -Drealloc=duet_test_realloc
-tests_check_scheduler_LDADD = $(TEST_LIBS)
+tests_check_scheduler_LDADD = tests/fault-scheduler.a $(TEST_LIBS)
 CHECK_TESTS += tests/check_scheduler
 
 tests_check_abi_SOURCES += tests/headers/scheduler.c

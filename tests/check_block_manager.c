@@ -21,15 +21,9 @@
 static duet_block_manager *bm;
 static char err[512];
 
-/* Fault injection. block_manager/local.mk compiles this program with malloc, calloc and realloc
- * renamed to the duet_test_ functions of tests/fault.c, so the block manager's allocations come
+/* Fault injection. The suite links the block manager's own objects with malloc, calloc and realloc
+ * renamed to the duet_test_ functions of tests/fault.c (tests/fault.mk), so its allocations come
  * here; duet_test_fail_countdown = N makes the Nth from now fail (-1: none). */
-#undef malloc
-#undef calloc
-#undef realloc
-void *malloc(size_t size);
-void *calloc(size_t n, size_t size);
-void *realloc(void *p, size_t size);
 
 static void make_bm(uint32_t bs, uint32_t g, uint32_t c, double watermark, bool caching,
                     uint32_t sliding_window)

@@ -27,15 +27,9 @@ static duet_block_manager *bm;
 static duet_scheduler *s;
 static char err[512];
 
-/* Fault injection. scheduler/local.mk compiles this program with malloc, calloc and realloc
- * renamed to the duet_test_ functions of tests/fault.c, so the scheduler's allocations come here;
- * duet_test_fail_countdown = N makes the Nth from now fail (-1: none). */
-#undef malloc
-#undef calloc
-#undef realloc
-void *malloc(size_t size);
-void *calloc(size_t n, size_t size);
-void *realloc(void *p, size_t size);
+/* Fault injection. The suite links the scheduler's own objects with malloc, calloc and realloc
+ * renamed to the duet_test_ functions of tests/fault.c (tests/fault.mk), so its allocations come
+ * here; duet_test_fail_countdown = N makes the Nth from now fail (-1: none). */
 
 /* ---- fixtures ---------------------------------------------------------------------------- */
 

@@ -1,10 +1,6 @@
 /* Allocation fault injection shared by the suites (tests/fault.h). */
 #include "fault.h"
 
-/* This file is compiled with the renames too: reach the real allocator. */
-#undef malloc
-#undef calloc
-#undef realloc
 #include <stdlib.h>
 
 long duet_test_fail_countdown = -1;

@@ -1,8 +1,9 @@
 /*
- * fault.h — allocation fault injection for the suites that compile a part's sources themselves
- * (block manager, scheduler, model). Their local.mk renames malloc, calloc and realloc in that
- * program to the duet_test_ functions below; a test sets duet_test_fail_countdown = N so that the
- * Nth allocation from now fails (-1: none), and reads duet_test_injected to know whether one did.
+ * fault.h — allocation fault injection for the suites of the block manager, the scheduler and the
+ * model reader. They link the part's own archive with malloc, calloc and realloc renamed to the
+ * duet_test_ functions below (tests/fault.mk); a test sets duet_test_fail_countdown = N so that
+ * the Nth allocation from now fails (-1: none), and reads duet_test_injected to know whether one
+ * did.
  */
 #ifndef DUET_TEST_FAULT_H
 #define DUET_TEST_FAULT_H
