@@ -605,9 +605,6 @@ static const duet_worker_plugin plugin = {
     .details = details.text,
 };
 
-DUET_API const duet_worker_plugin *duet_plugin_query(uint32_t host_abi_major,
-                                                     const duet_host_services *host);
-
 static void fill_details(char *text, size_t size)
 {
     duet_gemv_isa isa = duet__gemv_isa_best();

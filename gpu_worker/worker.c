@@ -684,9 +684,6 @@ static const duet_worker_plugin plugin = {
     .details = details.text,
 };
 
-DUET_API const duet_worker_plugin *duet_plugin_query(uint32_t host_abi_major,
-                                                     const duet_host_services *host);
-
 /* cudaRuntimeGetVersion and cudaDriverGetVersion answer without creating a context. */
 static void fill_details(char *text, size_t size)
 {

@@ -63,6 +63,10 @@ typedef struct duet_kit_details {
         PTHREAD_MUTEX_INITIALIZER, false, ""                                                       \
     }
 
+/* The one symbol a plugin exports (plugin.h), which it defines with duet_kit_query's help. */
+DUET_API const duet_worker_plugin *duet_plugin_query(uint32_t host_abi_major,
+                                                     const duet_host_services *host);
+
 /* The body of a plugin's duet_plugin_query: fills details once with fill(text, size) (NULL: no
  * details) and returns table when host_abi_major is DUET_ABI_MAJOR, else NULL. */
 const duet_worker_plugin *duet_kit_query(const duet_worker_plugin *table, uint32_t host_abi_major,
