@@ -9,7 +9,7 @@ duet_include_HEADERS += include/duet/model.h
 
 MODEL_SOURCES = \
 	model/model-int.h \
-	model/config.c \
+	model/hf_config.c \
 	model/dtype.c \
 	model/index.c \
 	model/layout.c \

@@ -1,6 +1,6 @@
 /*
  * model-int.h — internals shared by the files of model/: the reader (libduet_model.la: dtype.c,
- * util.c, safetensors.c, index.c, config.c, layout.c, model.c) and the generator
+ * util.c, safetensors.c, index.c, hf_config.c, layout.c, model.c) and the generator
  * (libduet_model_gen.la: write.c, generate.c, draft.c, presets.c).
  *
  * The parsers take memory buffers, not files, so that the fuzz targets (fuzz/) and the tests
@@ -106,7 +106,7 @@ duet_status duet__index_parse(const char *path, const char *buf, size_t len,
 void duet__index_fini(struct duet__index *ix);
 const struct duet__index_entry *duet__index_find(const struct duet__index *ix, const char *name);
 
-/* ---- config.c: config.json and generation_config.json ------------------------------------ */
+/* ---- hf_config.c: config.json and generation_config.json --------------------------------- */
 
 /* Limits on every size in config.json, so that shapes and byte counts never overflow. */
 #define DUET__MAX_DIM (1u << 24)    /* hidden, intermediate, vocab, positions, head products */
