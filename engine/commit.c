@@ -82,13 +82,12 @@ void duet__commit_prompt_lp(duet_engine *e, uint32_t n_seqs, uint32_t max_lp)
 void duet__fail_nonfinite(duet_engine *e, uint32_t i, uint32_t which, uint32_t pos)
 {
     struct duet__req *r = e->sc.owner[i];
-    const char *dir = "";
+    const char *dir = which ? e->settings->speculative.draft_model : e->settings->model;
     char msg[1024];
     int n;
 
     if (r->fail_pending || r->error)
         return;
-    duet_config_get_string(e->cfg, which ? "speculative.draft_model" : "model", &dir);
     n = snprintf(msg, sizeof(msg),
                  "the %s model %s gave non-finite logits (NaN or infinity) at position %u: its "
                  "weights or activations overflow (%s.check_values = true checks the weights at "

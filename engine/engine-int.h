@@ -162,6 +162,7 @@ struct duet__spec_part {
 
 struct duet_engine {
     const duet_config *cfg;
+    const duet_settings *settings; /* cfg's, typed: every key the engine reads */
     duet_host *host;
     struct duet__eworker workers[2];
     uint32_t n_workers;  /* 1, or 2 with a draft */

@@ -57,31 +57,6 @@ const char *duet_finish_reason_str(duet_finish_reason f)
 
 /* ---- workers ---------------------------------------------------------------------------- */
 
-static int64_t cfg_int(const duet_config *cfg, const char *key, int64_t dflt)
-{
-    int64_t v;
-    return duet_config_get_int(cfg, key, &v) == DUET_STATUS_OK ? v : dflt;
-}
-
-static double cfg_float(const duet_config *cfg, const char *key, double dflt)
-{
-    double v;
-    return duet_config_get_float(cfg, key, &v) == DUET_STATUS_OK ? v : dflt;
-}
-
-static bool cfg_bool(const duet_config *cfg, const char *key)
-{
-    bool v = false;
-    duet_config_get_bool(cfg, key, &v);
-    return v;
-}
-
-static const char *cfg_str(const duet_config *cfg, const char *key, const char *dflt)
-{
-    const char *v;
-    return duet_config_get_string(cfg, key, &v) == DUET_STATUS_OK ? v : dflt;
-}
-
 /* The configuration key that sizes a worker's KV cache. */
 static const char *budget_key(const struct duet__eworker *wk)
 {
@@ -104,9 +79,11 @@ static duet_status check_values(duet_engine *e, const char *key, const char *dir
     return DUET_STATUS_OK;
 }
 
-/* Loads, checks and creates the worker of `section`, describes it and sizes its cache. */
+/* Loads, checks and creates the worker of `section` (whose keys are ws), describes it and sizes
+ * its cache. */
 static duet_status worker_open(duet_engine *e, struct duet__eworker *wk, const char *section,
-                               duet_worker_role role, const char *model_dir)
+                               const duet_worker_settings *ws, duet_worker_role role,
+                               const char *model_dir)
 {
     char key[64], msg[768];
     duet_worker_params wp = {.struct_size = sizeof(wp),
@@ -117,14 +94,14 @@ static duet_status worker_open(duet_engine *e, struct duet__eworker *wk, const c
     duet_status st;
 
     snprintf(key, sizeof(key), "%s.check_values", section);
-    if (cfg_bool(e->cfg, key)) {
+    if (ws->check_values) {
         st = check_values(e, key, model_dir);
         if (st)
             return st;
     }
     snprintf(key, sizeof(key), "%s.worker", section);
-    st = duet_plugin_load(cfg_str(e->cfg, key, "cpu"), cfg_str(e->cfg, "plugin_dir", NULL), wp.host,
-                          &wk->plugin, msg, sizeof(msg));
+    st = duet_plugin_load(ws->worker, e->settings->plugin_dir, wp.host, &wk->plugin, msg,
+                          sizeof(msg));
     if (!st)
         st = duet_plugin_check_settings(wk->plugin, e->cfg, section, role, msg, sizeof(msg));
     if (st)
@@ -153,8 +130,8 @@ static duet_status worker_open(duet_engine *e, struct duet__eworker *wk, const c
 /* Whether the draft runs on the target's device: the same plugin and the same device string. */
 static bool same_device(const duet_engine *e)
 {
-    const char *td = cfg_str(e->cfg, "target.device", "auto");
-    const char *dd = cfg_str(e->cfg, "speculative.device", "auto");
+    const char *td = e->settings->target.device;
+    const char *dd = e->settings->speculative.draft.device;
 
     return e->n_workers > 1 && !strcmp(e->workers[0].t->name, e->workers[1].t->name) &&
            !strcmp(td, dd);
@@ -170,7 +147,7 @@ static duet_status caches_size(duet_engine *e)
 {
     uint64_t blocks = UINT64_MAX, bytes_sum = 0, swap = 0;
     bool can_swap = true, all_cpu = true;
-    double gib = cfg_float(e->cfg, "cache.swap_space_gib", 4.0);
+    double gib = e->settings->cache.swap_space_gib;
 
     for (uint32_t i = 0; i < e->n_workers; i++) {
         struct duet__eworker *wk = &e->workers[i];
@@ -195,7 +172,7 @@ static duet_status caches_size(duet_engine *e)
     }
     /* The default swap space is host memory set aside for preempted sequences; on a CPU-only
      * engine the KV cache is host memory already, so only an explicit setting reserves it. */
-    if (all_cpu && !duet_config_is_set(e->cfg, "cache.swap_space_gib"))
+    if (all_cpu && !e->settings->cache.swap_space_gib_given)
         gib = 0;
     if (can_swap && gib > 0)
         swap = (uint64_t)(gib * 1073741824.0) / bytes_sum;
@@ -255,19 +232,16 @@ static duet_status caches_alloc(duet_engine *e)
 
 static duet_status sched_params(duet_engine *e, duet_scheduler_params *sp)
 {
-    const char *policy = cfg_str(e->cfg, "scheduler.policy", "fcfs");
-    const char *pre = cfg_str(e->cfg, "scheduler.preemption", "auto");
+    const duet_scheduler_settings *ss = &e->settings->scheduler;
     const duet_model_info *ti = &e->workers[0].info;
 
     duet_scheduler_params_init(sp);
-    sp->max_num_seqs = (uint32_t)cfg_int(e->cfg, "scheduler.max_num_seqs", 256);
-    sp->max_num_batched_tokens = (uint32_t)cfg_int(e->cfg, "scheduler.max_num_batched_tokens", 0);
+    sp->max_num_seqs = (uint32_t)ss->max_num_seqs;
+    sp->max_num_batched_tokens = (uint32_t)ss->max_num_batched_tokens;
     sp->max_model_len = e->max_model_len;
-    sp->policy = strcmp(policy, "priority") ? DUET_SCHED_POLICY_FCFS : DUET_SCHED_POLICY_PRIORITY;
-    sp->preemption = !strcmp(pre, "recompute") ? DUET_SCHED_PREEMPTION_RECOMPUTE
-                     : !strcmp(pre, "swap")    ? DUET_SCHED_PREEMPTION_SWAP
-                                               : DUET_SCHED_PREEMPTION_AUTO;
-    sp->chunked_prefill = cfg_bool(e->cfg, "scheduler.chunked_prefill");
+    sp->policy = ss->policy;
+    sp->preemption = ss->preemption;
+    sp->chunked_prefill = ss->chunked_prefill;
     sp->num_lookahead_slots = e->k;
     for (uint32_t i = 0; i < ti->n_eos && i < 8 && i < DUET_SCHED_MAX_EOS; i++)
         sp->eos_token_ids[sp->num_eos_token_ids++] = ti->eos_token_ids[i];
@@ -314,7 +288,7 @@ static void bm_params(const duet_engine *e, duet_block_manager_params *bp)
     bp->block_size = e->block_size;
     bp->num_device_blocks = e->num_blocks;
     bp->num_host_blocks = e->num_swap;
-    bp->prefix_caching = cfg_bool(e->cfg, "cache.prefix_caching");
+    bp->prefix_caching = e->settings->cache.prefix_caching;
 }
 
 /* max_model_len: the least max_position of the models, scheduler.max_model_len when lower, and
@@ -322,7 +296,7 @@ static void bm_params(const duet_engine *e, duet_block_manager_params *bp)
 static duet_status limits_init(duet_engine *e)
 {
     duet_block_manager_params bp;
-    int64_t mml = cfg_int(e->cfg, "scheduler.max_model_len", 0);
+    int64_t mml = e->settings->scheduler.max_model_len;
 
     e->max_model_len = e->workers[0].info.max_position;
     for (uint32_t i = 1; i < e->n_workers; i++)
@@ -363,28 +337,25 @@ static duet_status sched_init(duet_engine *e)
 static bool overlap_wanted(const duet_engine *e)
 {
     const char *force = getenv("DUET_FORCE_OVERLAP");
-    bool on = true;
 
     if (force && *force)
         return strcmp(force, "0") != 0;
-    duet_config_get_bool(e->cfg, "speculative.overlap", &on);
-    return on && !same_device(e);
+    return e->settings->speculative.overlap && !same_device(e);
 }
 
 static duet_status spec_init(duet_engine *e)
 {
-    const char *acc = cfg_str(e->cfg, "speculative.acceptance", "rejection");
-    const char *draft = cfg_str(e->cfg, "speculative.draft_model", "");
+    const duet_speculative_settings *ss = &e->settings->speculative;
+    const char *draft = ss->draft_model;
     duet_status st;
 
-    e->k = (uint32_t)cfg_int(e->cfg, "speculative.num_tokens", 4);
-    e->accept.method = strcmp(acc, "typical") ? DUET__ACCEPT_REJECTION : DUET__ACCEPT_TYPICAL;
-    e->accept.typical_threshold = (float)cfg_float(
-        e->cfg, "speculative.typical_posterior_threshold", DUET__TYPICAL_THRESHOLD_DEFAULT);
-    e->accept.typical_alpha = (float)cfg_float(e->cfg, "speculative.typical_posterior_alpha",
-                                               DUET__TYPICAL_ALPHA_DEFAULT);
-    e->disable_by_batch_size = (uint32_t)cfg_int(e->cfg, "speculative.disable_by_batch_size", 0);
-    st = worker_open(e, &e->workers[1], "speculative", DUET_ROLE_DRAFT, draft);
+    e->k = (uint32_t)ss->num_tokens;
+    e->accept.method =
+        ss->acceptance == DUET_ACCEPTANCE_TYPICAL ? DUET__ACCEPT_TYPICAL : DUET__ACCEPT_REJECTION;
+    e->accept.typical_threshold = (float)ss->typical_posterior_threshold;
+    e->accept.typical_alpha = (float)ss->typical_posterior_alpha;
+    e->disable_by_batch_size = (uint32_t)ss->disable_by_batch_size;
+    st = worker_open(e, &e->workers[1], "speculative", &ss->draft, DUET_ROLE_DRAFT, draft);
     e->n_workers = 2;
     if (st)
         return st;
@@ -392,15 +363,14 @@ static duet_status spec_init(duet_engine *e)
         return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT,
                                  "speculative.num_tokens: %u is outside 1..%u", e->k,
                                  DUET_MAX_SPEC_TOKENS);
-    e->spec = duet__spec_create(e->k, e->workers[0].info.vocab_size,
-                                cfg_bool(e->cfg, "speculative.adaptive"));
+    e->spec = duet__spec_create(e->k, e->workers[0].info.vocab_size, ss->adaptive);
     if (!e->spec)
         return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
     if (e->workers[1].info.vocab_size != e->workers[0].info.vocab_size)
         return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT,
                                  "speculative.draft_model: %s has a vocabulary of %u tokens, the "
                                  "target %s has %u: they must be equal",
-                                 draft, e->workers[1].info.vocab_size, cfg_str(e->cfg, "model", ""),
+                                 draft, e->workers[1].info.vocab_size, e->settings->model,
                                  e->workers[0].info.vocab_size);
     if (overlap_wanted(e))
         return duet__draft_thread_start(e);
@@ -409,16 +379,15 @@ static duet_status spec_init(duet_engine *e)
 
 static duet_status engine_build(duet_engine *e)
 {
-    duet_log_level level = DUET_LOG_WARN;
+    const duet_settings *s = e->settings;
     duet_status st;
 
-    duet_log_level_parse(cfg_str(e->cfg, "log_level", "warn"), &level);
-    if (duet_host_create(e->cfg, level, &e->host))
+    if (duet_host_create(e->cfg, s->log_level, &e->host))
         return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
-    e->block_size = (uint32_t)cfg_int(e->cfg, "cache.block_size", 16);
+    e->block_size = (uint32_t)s->cache.block_size;
     e->n_workers = 1;
-    st = worker_open(e, &e->workers[0], "target", DUET_ROLE_TARGET, cfg_str(e->cfg, "model", ""));
-    if (!st && duet_config_has_group(e->cfg, "speculative"))
+    st = worker_open(e, &e->workers[0], "target", &s->target, DUET_ROLE_TARGET, s->model);
+    if (!st && s->speculative.enabled)
         st = spec_init(e);
     if (!st)
         st = caches_size(e);
@@ -446,7 +415,11 @@ duet_status duet_engine_create(const duet_config *cfg, duet_engine **out, char *
         return DUET_STATUS_OUT_OF_MEMORY;
     }
     e->cfg = cfg;
-    st = engine_build(e);
+    e->settings = duet_config_settings(cfg);
+    st = e->settings ? engine_build(e)
+                     : duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT,
+                                         "the configuration is not validated: call "
+                                         "duet_config_validate() before duet_engine_create()");
     if (st) {
         if (err && err_size)
             snprintf(err, err_size, "%s", e->error);
@@ -627,7 +600,7 @@ void duet_engine_metrics_get(const duet_engine *e, duet_engine_metrics *out)
     out->target_idle_s = fmax(0.0, e->m.elapsed_s - e->m.execute_s);
     out->draft_idle_s = e->n_workers > 1 ? fmax(0.0, e->m.elapsed_s - e->m.draft_s) : 0;
     out->num_spec_tokens = e->n_workers > 1 ? e->k : 0;
-    out->adaptive = e->spec && cfg_bool(e->cfg, "speculative.adaptive");
+    out->adaptive = e->spec && e->settings->speculative.adaptive;
     out->num_free_blocks = duet_block_manager_num_free_blocks(e->bm, DUET_BLOCK_POOL_DEVICE);
     out->num_total_blocks = duet_block_manager_num_total_blocks(e->bm, DUET_BLOCK_POOL_DEVICE);
     out->num_swap_blocks = e->num_swap;

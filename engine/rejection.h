@@ -38,10 +38,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* docs/configuration.md: speculative.typical_posterior_threshold / typical_posterior_alpha */
-#define DUET__TYPICAL_THRESHOLD_DEFAULT 0.09f
-#define DUET__TYPICAL_ALPHA_DEFAULT 0.3f
-
 enum duet__accept_method {
     DUET__ACCEPT_REJECTION, /* modified rejection sampling (speculative.acceptance = rejection) */
     DUET__ACCEPT_TYPICAL,   /* typical acceptance (speculative.acceptance = typical) */

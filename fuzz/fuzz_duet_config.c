@@ -2,11 +2,11 @@
  * Fuzz target: a duet configuration (libconfig syntax and the schema of docs/configuration.md).
  * The input is split at its first NUL byte: before it the configuration text, given to
  * duet_config_load_string() as "fuzz.cfg"; after it lines of KEY=VALUE, each given to
- * duet_config_set() as a --set override. Then validation, every schema key read back with its
- * type, and the resolved configuration printed. A refusal must carry a message; nothing may
- * crash, leak or read out of bounds. Inputs holding "@include" are left out: an include reads
- * the file it names (check_config tests the include checks), and the fuzzer must not wander the
- * file system.
+ * duet_config_set() as a --set override. Then validation, the typed settings checked against the
+ * getters, every schema key read back with its type, and the resolved configuration printed. A
+ * refusal must carry a message; nothing may crash, leak or read out of bounds. Inputs holding
+ * "@include" are left out: an include reads the file it names (check_config tests the include
+ * checks), and the fuzzer must not wander the file system.
  */
 #include <duet/config.h>
 
@@ -61,12 +61,34 @@ static void read_back(const duet_config *cfg)
     }
 }
 
+/* The typed settings exist exactly when validation passed, and agree with the getters. */
+static void check_settings(const duet_config *cfg, bool valid)
+{
+    const duet_settings *st = duet_config_settings(cfg);
+    const char *model = NULL;
+    int64_t block_size = 0;
+
+    if (!valid) {
+        if (st)
+            abort();
+        return;
+    }
+    if (!st || duet_config_get_string(cfg, "model", &model) != DUET_STATUS_OK ||
+        duet_config_get_int(cfg, "cache.block_size", &block_size) != DUET_STATUS_OK)
+        abort();
+    if (strcmp(st->model, model) != 0 || st->cache.block_size != block_size ||
+        st->speculative.enabled != duet_config_has_group(cfg, "speculative") ||
+        (unsigned)st->scheduler.policy > DUET_SCHED_POLICY_PRIORITY)
+        abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const uint8_t *nul = memchr(data, 0, size);
     size_t text_len = nul ? (size_t)(nul - data) : size;
     char *text = malloc(text_len + 1), *sets = NULL, *line, *save = NULL;
     duet_config *cfg = NULL;
+    duet_status st;
     FILE *sink;
 
     if (!text)
@@ -89,8 +111,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (duet_config_set(cfg, line) != DUET_STATUS_OK && !duet_config_error(cfg)[0])
                 abort();
     }
-    if (duet_config_validate(cfg) != DUET_STATUS_OK && !duet_config_error(cfg)[0])
+    st = duet_config_validate(cfg);
+    if (st != DUET_STATUS_OK && !duet_config_error(cfg)[0])
         abort();
+    check_settings(cfg, st == DUET_STATUS_OK);
     read_back(cfg);
     sink = fopen("/dev/null", "w");
     if (sink) {

@@ -10,7 +10,7 @@ duet_include_HEADERS += include/duet/model.h
 MODEL_SOURCES = \
 	model/model-int.h \
 	model/model_gen.h \
-	model/config.c \
+	model/hf_config.c \
 	model/dtype.c \
 	model/index.c \
 	model/layout.c \
@@ -100,8 +100,9 @@ fuzz/fuzz-safetensors: $(top_srcdir)/fuzz/fuzz_safetensors.c $(FUZZ_MODEL_C)
 fuzz/fuzz-config: $(top_srcdir)/fuzz/fuzz_config.c $(FUZZ_MODEL_C)
 	$(AM_V_CC)$(FUZZ_BUILD) $(top_srcdir)/fuzz/fuzz_config.c $(FUZZ_MODEL_C) $(JANSSON_LIBS) -lm
 
-FUZZ_DUET_CONFIG_C = $(top_srcdir)/plugin_api/config.c $(top_srcdir)/plugin_api/util.c \
-	$(top_srcdir)/plugin_api/status.c
+FUZZ_DUET_CONFIG_C = $(top_srcdir)/plugin_api/schema.c $(top_srcdir)/plugin_api/settings.c \
+	$(top_srcdir)/plugin_api/settings_parse.c $(top_srcdir)/plugin_api/settings_print.c \
+	$(top_srcdir)/plugin_api/util.c $(top_srcdir)/plugin_api/status.c
 fuzz/fuzz-duet_config: $(top_srcdir)/fuzz/fuzz_duet_config.c $(FUZZ_DUET_CONFIG_C)
 	$(AM_V_CC)$(FUZZ_BUILD) $(LIBCONFIG_CFLAGS) -DDUET_PKGLIBDIR='"$(pkglibdir)"' \
 	  $(top_srcdir)/fuzz/fuzz_duet_config.c $(FUZZ_DUET_CONFIG_C) $(LIBCONFIG_LIBS) -lm

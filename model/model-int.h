@@ -1,6 +1,6 @@
 /*
  * model-int.h — internals shared by the files of model/: the reader (libduet_model.la: dtype.c,
- * util.c, safetensors.c, index.c, config.c, layout.c, model.c) and the generator
+ * util.c, safetensors.c, index.c, hf_config.c, layout.c, model.c) and the generator
  * (libduet_model_gen.la: write.c, generate.c, draft.c, presets.c). What the generator offers
  * the rest of the tree is model_gen.h.
  *
@@ -101,7 +101,7 @@ duet_status duet__index_parse(const char *path, const char *buf, size_t len,
 void duet__index_fini(struct duet__index *ix);
 const struct duet__index_entry *duet__index_find(const struct duet__index *ix, const char *name);
 
-/* ---- config.c: config.json and generation_config.json ------------------------------------ */
+/* ---- hf_config.c: config.json and generation_config.json --------------------------------- */
 
 /* config.json → desc (every field); BOS/EOS from it as the fallback. */
 duet_status duet__config_parse(const char *path, const char *buf, size_t len, duet_model_desc *desc,

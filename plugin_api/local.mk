@@ -2,9 +2,12 @@
 lib_LTLIBRARIES += libduet.la
 libduet_la_SOURCES = \
 	plugin_api/plugin_api-int.h \
-	plugin_api/config.c \
 	plugin_api/host.c \
 	plugin_api/loader.c \
+	plugin_api/schema.c \
+	plugin_api/settings.c \
+	plugin_api/settings_parse.c \
+	plugin_api/settings_print.c \
 	plugin_api/status.c \
 	plugin_api/util.c
 libduet_la_CPPFLAGS = $(AM_CPPFLAGS) -DDUET_PKGLIBDIR='"$(pkglibdir)"' $(LIBCONFIG_CFLAGS)

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include <check.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1127,6 +1128,319 @@ START_TEST(test_print_to_a_failing_stream_is_an_io_error)
 }
 END_TEST
 
+/* ---- typed settings ---------------------------------------------------------------------- */
+
+/*
+ * Where each key lands in duet_settings, written out here by hand, apart from the schema's own
+ * table, with a valid value other than the key's default. The tests below fail when a schema key
+ * has no row here (so no typed field), when a row names a key the schema lacks (a renamed key),
+ * or when a typed field disagrees with the by-name getter of its key.
+ */
+enum mirror_kind { MIRROR_STRING, MIRROR_INT, MIRROR_FLOAT, MIRROR_BOOL, MIRROR_ENUM };
+
+struct mirror {
+    const char *key;          /* dotted path */
+    size_t offset;            /* offsetof(duet_settings, field) */
+    enum mirror_kind kind;    /* the field's C type */
+    const char *const *names; /* MIRROR_ENUM: the string of each enum constant, by value */
+    const char *other;        /* a value other than the default, as --set takes it */
+};
+
+static const char *const log_level_names[] = {
+    [DUET_LOG_ERROR] = "error",
+    [DUET_LOG_WARN] = "warn",
+    [DUET_LOG_INFO] = "info",
+    [DUET_LOG_DEBUG] = "debug",
+    NULL,
+};
+static const char *const acceptance_names[] = {
+    [DUET_ACCEPTANCE_REJECTION] = "rejection",
+    [DUET_ACCEPTANCE_TYPICAL] = "typical",
+    NULL,
+};
+static const char *const preemption_names[] = {
+    [DUET_SCHED_PREEMPTION_AUTO] = "auto",
+    [DUET_SCHED_PREEMPTION_RECOMPUTE] = "recompute",
+    [DUET_SCHED_PREEMPTION_SWAP] = "swap",
+    NULL,
+};
+static const char *const policy_names[] = {
+    [DUET_SCHED_POLICY_FCFS] = "fcfs",
+    [DUET_SCHED_POLICY_PRIORITY] = "priority",
+    NULL,
+};
+
+#define MIRROR(key, field, kind, names, other)                                                     \
+    {                                                                                              \
+        key, offsetof(duet_settings, field), MIRROR_##kind, names, other                           \
+    }
+
+static const struct mirror mirrors[] = {
+    MIRROR("model", model, STRING, NULL, "models/other"),
+    MIRROR("plugin_dir", plugin_dir, STRING, NULL, "/opt/duet"),
+    MIRROR("log_level", log_level, ENUM, log_level_names, "debug"),
+    MIRROR("target.worker", target.worker, STRING, NULL, "gpu"),
+    MIRROR("target.device", target.device, STRING, NULL, "cuda:1"),
+    MIRROR("target.dtype", target.dtype, STRING, NULL, "bf16"),
+    MIRROR("target.weights", target.weights, STRING, NULL, "int8"),
+    MIRROR("target.group_size", target.group_size, INT, NULL, "64"),
+    MIRROR("target.zero_point", target.zero_point, BOOL, NULL, "true"),
+    MIRROR("target.quantize_lm_head", target.quantize_lm_head, BOOL, NULL, "false"),
+    MIRROR("target.threads", target.threads, INT, NULL, "6"),
+    MIRROR("target.tensor_parallel", target.tensor_parallel, INT, NULL, "2"),
+    MIRROR("target.check_values", target.check_values, BOOL, NULL, "true"),
+    MIRROR("speculative.draft_model", speculative.draft_model, STRING, NULL, "models/draft"),
+    MIRROR("speculative.worker", speculative.draft.worker, STRING, NULL, "./duet_x_worker.so"),
+    MIRROR("speculative.device", speculative.draft.device, STRING, NULL, "cpu"),
+    MIRROR("speculative.dtype", speculative.draft.dtype, STRING, NULL, "f32"),
+    MIRROR("speculative.weights", speculative.draft.weights, STRING, NULL, "int4"),
+    MIRROR("speculative.group_size", speculative.draft.group_size, INT, NULL, "128"),
+    MIRROR("speculative.zero_point", speculative.draft.zero_point, BOOL, NULL, "true"),
+    MIRROR("speculative.quantize_lm_head", speculative.draft.quantize_lm_head, BOOL, NULL, "false"),
+    MIRROR("speculative.threads", speculative.draft.threads, INT, NULL, "3"),
+    MIRROR("speculative.tensor_parallel", speculative.draft.tensor_parallel, INT, NULL, "4"),
+    MIRROR("speculative.check_values", speculative.draft.check_values, BOOL, NULL, "true"),
+    MIRROR("speculative.num_tokens", speculative.num_tokens, INT, NULL, "7"),
+    MIRROR("speculative.acceptance", speculative.acceptance, ENUM, acceptance_names, "typical"),
+    MIRROR("speculative.typical_posterior_threshold", speculative.typical_posterior_threshold,
+           FLOAT, NULL, "0.25"),
+    MIRROR("speculative.typical_posterior_alpha", speculative.typical_posterior_alpha, FLOAT, NULL,
+           "0.5"),
+    MIRROR("speculative.disable_by_batch_size", speculative.disable_by_batch_size, INT, NULL, "32"),
+    MIRROR("speculative.overlap", speculative.overlap, BOOL, NULL, "false"),
+    MIRROR("speculative.adaptive", speculative.adaptive, BOOL, NULL, "true"),
+    MIRROR("cache.block_size", cache.block_size, INT, NULL, "32"),
+    MIRROR("cache.memory_fraction", cache.memory_fraction, FLOAT, NULL, "0.75"),
+    MIRROR("cache.swap_space_gib", cache.swap_space_gib, FLOAT, NULL, "8"),
+    MIRROR("cache.prefix_caching", cache.prefix_caching, BOOL, NULL, "true"),
+    MIRROR("cache.cpu_kv_space_gib", cache.cpu_kv_space_gib, FLOAT, NULL, "16.5"),
+    MIRROR("scheduler.max_num_seqs", scheduler.max_num_seqs, INT, NULL, "128"),
+    MIRROR("scheduler.max_num_batched_tokens", scheduler.max_num_batched_tokens, INT, NULL, "8192"),
+    MIRROR("scheduler.max_model_len", scheduler.max_model_len, INT, NULL, "4096"),
+    MIRROR("scheduler.preemption", scheduler.preemption, ENUM, preemption_names, "swap"),
+    MIRROR("scheduler.chunked_prefill", scheduler.chunked_prefill, BOOL, NULL, "true"),
+    MIRROR("scheduler.policy", scheduler.policy, ENUM, policy_names, "priority"),
+};
+#define N_MIRRORS (sizeof(mirrors) / sizeof(mirrors[0]))
+
+static const struct mirror *mirror_of(const char *key)
+{
+    for (size_t i = 0; i < N_MIRRORS; i++)
+        if (strcmp(mirrors[i].key, key) == 0)
+            return &mirrors[i];
+    return NULL;
+}
+
+static duet_config_type mirror_type(const struct mirror *m)
+{
+    switch (m->kind) {
+    case MIRROR_INT:
+        return DUET_CONFIG_TYPE_INT;
+    case MIRROR_FLOAT:
+        return DUET_CONFIG_TYPE_FLOAT;
+    case MIRROR_BOOL:
+        return DUET_CONFIG_TYPE_BOOL;
+    case MIRROR_STRING:
+    case MIRROR_ENUM:
+        break;
+    }
+    return DUET_CONFIG_TYPE_STRING;
+}
+
+/* The string field, or the name of the enum field's value, of m in s. */
+static const char *typed_string(const duet_settings *s, const struct mirror *m)
+{
+    const char *field = (const char *)s + m->offset, *str;
+    size_t n = 0;
+    int e;
+
+    if (m->kind == MIRROR_STRING) {
+        memcpy(&str, field, sizeof(str));
+        return str;
+    }
+    memcpy(&e, field, sizeof(e));
+    while (m->names[n])
+        n++;
+    ck_assert_msg(e >= 0 && (size_t)e < n, "%s: typed enum value %d is not a constant", m->key, e);
+    return m->names[e];
+}
+
+/* Asserts that m's field of s holds what the by-name getter returns for m->key in cfg. */
+static void expect_typed_equals_getter(const duet_config *cfg, const duet_settings *s,
+                                       const struct mirror *m)
+{
+    const char *field = (const char *)s + m->offset, *want_s = NULL, *got_s;
+    int64_t want_i = 0, got_i;
+    double want_f = 0, got_f;
+    bool want_b = false, got_b;
+
+    switch (m->kind) {
+    case MIRROR_STRING:
+    case MIRROR_ENUM:
+        got_s = typed_string(s, m);
+        if (duet_config_get_string(cfg, m->key, &want_s) != DUET_STATUS_OK)
+            ck_assert_msg(!got_s, "%s: typed \"%s\", the getter has no value", m->key, got_s);
+        else
+            ck_assert_msg(got_s && strcmp(got_s, want_s) == 0, "%s: typed \"%s\", getter \"%s\"",
+                          m->key, got_s ? got_s : "(null)", want_s);
+        break;
+    case MIRROR_INT:
+        memcpy(&got_i, field, sizeof(got_i));
+        ck_assert_int_eq(duet_config_get_int(cfg, m->key, &want_i), DUET_STATUS_OK);
+        ck_assert_msg(got_i == want_i, "%s: typed %lld, getter %lld", m->key, (long long)got_i,
+                      (long long)want_i);
+        break;
+    case MIRROR_FLOAT:
+        memcpy(&got_f, field, sizeof(got_f));
+        ck_assert_int_eq(duet_config_get_float(cfg, m->key, &want_f), DUET_STATUS_OK);
+        ck_assert_msg(got_f == want_f, "%s: typed %.17g, getter %.17g", m->key, got_f, want_f);
+        break;
+    case MIRROR_BOOL:
+        memcpy(&got_b, field, sizeof(got_b));
+        ck_assert_int_eq(duet_config_get_bool(cfg, m->key, &want_b), DUET_STATUS_OK);
+        ck_assert_msg(got_b == want_b, "%s: typed %d, getter %d", m->key, got_b, want_b);
+        break;
+    }
+}
+
+/* Asserts every typed field of validated cfg, and the fields that are not keys, against the
+ * by-name readers. */
+static void expect_typed_settings_agree(const duet_config *cfg)
+{
+    const duet_settings *s = duet_config_settings(cfg);
+
+    ck_assert_ptr_nonnull(s);
+    ck_assert_uint_eq(s->struct_size, sizeof(duet_settings));
+    for (size_t i = 0; i < N_MIRRORS; i++)
+        expect_typed_equals_getter(cfg, s, &mirrors[i]);
+    ck_assert_int_eq(s->speculative.enabled, duet_config_has_group(cfg, "speculative"));
+    ck_assert_int_eq(s->cache.swap_space_gib_given,
+                     duet_config_is_set(cfg, "cache.swap_space_gib"));
+}
+
+/* A validated configuration with every key set by --set to its mirror's other value. */
+static duet_config *config_with_every_key_set(void)
+{
+    duet_config *cfg = new_config();
+
+    for (size_t i = 0; i < N_MIRRORS; i++) {
+        char *assignment = concat(mirrors[i].key, "=");
+        char *full = concat(assignment, mirrors[i].other);
+
+        ck_assert_msg(duet_config_set(cfg, full) == DUET_STATUS_OK, "%s", duet_config_error(cfg));
+        free(full);
+        free(assignment);
+    }
+    ck_assert_msg(duet_config_validate(cfg) == DUET_STATUS_OK, "%s", duet_config_error(cfg));
+    return cfg;
+}
+
+START_TEST(test_every_schema_key_has_a_typed_field)
+{
+    size_t n = 0;
+    duet_config_type type;
+
+    for (const char *key; (key = duet_config_key_name(n)) != NULL; n++) {
+        const struct mirror *m = mirror_of(key);
+
+        ck_assert_msg(m, "schema key %s has no typed field (duet_settings) in the table here", key);
+        ck_assert_int_eq(duet_config_key_type(key, &type), DUET_STATUS_OK);
+        ck_assert_msg(type == mirror_type(m), "%s: schema type %d, typed field type %d", key, type,
+                      mirror_type(m));
+    }
+    for (size_t i = 0; i < N_MIRRORS; i++)
+        ck_assert_msg(duet_config_key_type(mirrors[i].key, &type) == DUET_STATUS_OK,
+                      "typed field of %s: the schema has no such key", mirrors[i].key);
+    ck_assert_uint_eq(n, N_MIRRORS);
+    ck_assert_ptr_null(duet_config_key_name((size_t)-1));
+}
+END_TEST
+
+START_TEST(test_typed_settings_hold_the_defaults_of_unset_keys)
+{
+    duet_config *cfg = new_config();
+    const duet_settings *s;
+
+    ck_assert_int_eq(duet_config_set(cfg, "model=models/m"), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_config_validate(cfg), DUET_STATUS_OK);
+    expect_typed_settings_agree(cfg);
+    s = duet_config_settings(cfg);
+    ck_assert_ptr_null(s->plugin_dir);
+    ck_assert_ptr_null(s->speculative.draft_model);
+    ck_assert(!s->speculative.enabled);
+    ck_assert(!s->cache.swap_space_gib_given);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_typed_settings_hold_every_value_set)
+{
+    duet_config *dflt = new_config(), *cfg = config_with_every_key_set();
+    const duet_settings *s = duet_config_settings(cfg), *d;
+
+    expect_typed_settings_agree(cfg);
+    ck_assert(s->speculative.enabled);
+    ck_assert(s->cache.swap_space_gib_given);
+    /* Every field moved off its default: no two keys share a field, none is left unfilled. */
+    ck_assert_int_eq(duet_config_set(dflt, "model=models/m"), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_config_validate(dflt), DUET_STATUS_OK);
+    d = duet_config_settings(dflt);
+    for (size_t i = 0; i < N_MIRRORS; i++) {
+        const struct mirror *m = &mirrors[i];
+        const char *a = (const char *)s + m->offset, *b = (const char *)d + m->offset;
+
+        ck_assert_msg(duet_config_is_set(cfg, m->key), "%s not set", m->key);
+        if (m->kind == MIRROR_STRING || m->kind == MIRROR_ENUM) {
+            const char *ts = typed_string(s, m), *td = typed_string(d, m);
+
+            ck_assert_msg(ts && (!td || strcmp(ts, td) != 0), "%s: typed field kept its default",
+                          m->key);
+        } else {
+            size_t size = m->kind == MIRROR_BOOL ? sizeof(bool) : sizeof(int64_t);
+
+            ck_assert_msg(memcmp(a, b, size) != 0, "%s: typed field kept its default", m->key);
+        }
+    }
+    duet_config_destroy(dflt);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_typed_settings_of_a_full_file_match_its_values)
+{
+    duet_config *cfg = load_good("good-full.cfg");
+
+    ck_assert_msg(duet_config_validate(cfg) == DUET_STATUS_OK, "%s", duet_config_error(cfg));
+    expect_typed_settings_agree(cfg);
+    ck_assert_int_eq(duet_config_settings(cfg)->scheduler.policy, DUET_SCHED_POLICY_PRIORITY);
+    ck_assert_int_eq(duet_config_settings(cfg)->speculative.acceptance, DUET_ACCEPTANCE_TYPICAL);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_typed_settings_exist_only_while_validated)
+{
+    duet_config *cfg = config_with_every_key_set();
+
+    ck_assert_ptr_null(duet_config_settings(NULL));
+    ck_assert_ptr_nonnull(duet_config_settings(cfg));
+    ck_assert_int_eq(duet_config_set(cfg, "cache.block_size=3"), DUET_STATUS_BAD_CONFIG);
+    ck_assert_ptr_nonnull(duet_config_settings(cfg)); /* a failed set changed nothing */
+    ck_assert_int_eq(duet_config_set(cfg, "cache.block_size=64"), DUET_STATUS_OK);
+    ck_assert_ptr_null(duet_config_settings(cfg));
+    ck_assert_int_eq(duet_config_validate(cfg), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_config_settings(cfg)->cache.block_size, 64);
+    ck_assert_int_eq(duet_config_drop_group(cfg, "speculative"), DUET_STATUS_OK);
+    ck_assert_ptr_null(duet_config_settings(cfg));
+    ck_assert_int_eq(duet_config_validate(cfg), DUET_STATUS_OK);
+    expect_typed_settings_agree(cfg);
+    ck_assert(!duet_config_settings(cfg)->speculative.enabled);
+    ck_assert_int_eq(duet_config_load_string(cfg, "model = \"m\";", "late.cfg"), DUET_STATUS_OK);
+    ck_assert_ptr_null(duet_config_settings(cfg));
+    duet_config_destroy(cfg);
+}
+END_TEST
+
 /* ---- suite ------------------------------------------------------------------------------- */
 
 static void add(Suite *s, const char *name, const TTest *test)
@@ -1198,6 +1512,11 @@ static Suite *config_suite(void)
     ADD(s, test_print_round_trips_defaults_and_minimal_files);
     ADD(s, test_print_names_the_source_of_each_value);
     ADD(s, test_print_to_a_failing_stream_is_an_io_error);
+    ADD(s, test_every_schema_key_has_a_typed_field);
+    ADD(s, test_typed_settings_hold_the_defaults_of_unset_keys);
+    ADD(s, test_typed_settings_hold_every_value_set);
+    ADD(s, test_typed_settings_of_a_full_file_match_its_values);
+    ADD(s, test_typed_settings_exist_only_while_validated);
     return s;
 }
 

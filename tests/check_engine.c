@@ -827,6 +827,24 @@ START_TEST(test_draft_with_another_vocabulary_is_refused)
 }
 END_TEST
 
+/* The engine reads the typed settings of a validated configuration (duet_config_settings); one
+ * changed since its validation has none, and is refused with a message saying so. */
+START_TEST(test_a_configuration_changed_after_validation_is_refused)
+{
+    duet_config *cfg = config_of(NULL);
+    duet_engine *e = NULL;
+
+    ck_assert_int_eq(duet_config_set(cfg, "cache.block_size=32"), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_engine_create(cfg, &e, err, sizeof(err)), DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_ptr_null(e);
+    ck_assert_msg(strstr(err, "duet_config_validate") != NULL, "%s", err);
+    ck_assert_int_eq(duet_config_validate(cfg), DUET_STATUS_OK);
+    e = engine_of(cfg);
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
 /* Steps e until request id finishes; copies its ids, and when asked (non-NULL) its token
  * log-probabilities and its prompt log-probabilities (n_top per position). */
 static void finish_one(duet_engine *e, uint64_t id, int32_t *ids, float *tok_lp, float *prompt_lp,
@@ -1666,6 +1684,7 @@ static Suite *engine_suite(void)
         {"spec-disabled", test_a_request_may_turn_speculation_off},
         {"logprobs", test_logprobs_of_greedy_tokens_rank_them_first},
         {"draft", test_draft_with_another_vocabulary_is_refused},
+        {"unvalidated", test_a_configuration_changed_after_validation_is_refused},
         {"prompt-logprobs", test_prompt_logprobs_agree_with_decoding},
         {"speculative", test_speculative_greedy_output_equals_plain_decoding_for_k_1_to_4},
         {"speculative bf16 in f32",

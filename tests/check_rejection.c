@@ -49,8 +49,8 @@ static const double chi2_crit_001[16] = {
 
 static const struct duet__accept_params REJECTION = {DUET__ACCEPT_REJECTION, 0.0f, 0.0f};
 static const struct duet__accept_params GREEDY = {DUET__ACCEPT_GREEDY, 0.0f, 0.0f};
-static const struct duet__accept_params TYPICAL = {
-    DUET__ACCEPT_TYPICAL, DUET__TYPICAL_THRESHOLD_DEFAULT, DUET__TYPICAL_ALPHA_DEFAULT};
+/* The defaults of speculative.typical_posterior_threshold and typical_posterior_alpha. */
+static const struct duet__accept_params TYPICAL = {DUET__ACCEPT_TYPICAL, 0.09f, 0.3f};
 
 /* Buffers of one proposal of up to KMAX drafts over up to VMAX tokens. */
 static int32_t drafts[KMAX], tokens[KMAX + 1];

@@ -18,10 +18,15 @@
  *
  * Keys are dotted paths: "model", "target.worker", "cache.block_size". A configuration object is
  * not thread-safe for writing; once validated it may be read from any number of threads.
+ *
+ * Once validated, the whole configuration is also readable as C structs, one per group
+ * (duet_config_settings()): the schema fills them, so a default lives in one place and a key
+ * renamed in the schema cannot go unnoticed by a reader that would fall back to its own default.
  */
 #ifndef DUET_CONFIG_H
 #define DUET_CONFIG_H
 
+#include <duet/scheduler.h>
 #include <duet/types.h>
 #include <stdio.h>
 
@@ -101,6 +106,86 @@ DUET_API duet_status duet_config_key_type(const char *key, duet_config_type *out
 
 /* Where key's value came from: "FILE:LINE", "--set", or "default". Owned by cfg. */
 DUET_API const char *duet_config_source(const duet_config *cfg, const char *key);
+
+/* The dotted path of the index-th key of the schema (0, 1, ... in the order duet_config_print()
+ * writes them), or NULL past the last: lists every key the schema knows. Static strings. */
+DUET_API const char *duet_config_key_name(size_t index);
+
+/* ---- typed settings ---------------------------------------------------------------------- */
+
+/* speculative.acceptance; the values follow the order of the key's allowed strings. */
+typedef enum duet_acceptance {
+    DUET_ACCEPTANCE_REJECTION = 0, /* "rejection": modified rejection sampling (exact) */
+    DUET_ACCEPTANCE_TYPICAL = 1,   /* "typical": typical acceptance (Medusa) */
+} duet_acceptance;
+
+/* The keys the target and the draft worker share: "target.KEY" and "speculative.KEY". */
+typedef struct duet_worker_settings {
+    const char *worker;      /* .worker: plugin name ([a-z0-9_]+) or a path containing '/' */
+    const char *device;      /* .device: "auto", "cpu", "cuda:0", ... */
+    const char *dtype;       /* .dtype: "auto" | "bf16" | "f16" | "f32" */
+    const char *weights;     /* .weights: "auto" | "bf16" | "f16" | "f32" | "int8" | "int4" */
+    int64_t group_size;      /* .group_size: int8/int4 inputs sharing one scale: 32, 64, 128 */
+    bool zero_point;         /* .zero_point: int8/int4 groups are asymmetric */
+    bool quantize_lm_head;   /* .quantize_lm_head: the output head is quantised too */
+    int64_t threads;         /* .threads: CPU threads, 0 = all cores */
+    int64_t tensor_parallel; /* .tensor_parallel: devices, 1..64 */
+    bool check_values;       /* .check_values: check every weight is finite at load */
+} duet_worker_settings;
+
+/* The "speculative" group. */
+typedef struct duet_speculative_settings {
+    bool enabled;               /* the group is present: speculative decoding is on */
+    const char *draft_model;    /* speculative.draft_model; NULL when the group is absent */
+    duet_worker_settings draft; /* speculative.worker, .device, .dtype, ... (as the target's) */
+    int64_t num_tokens;         /* speculative.num_tokens: k, proposals per step, 1..32 */
+    duet_acceptance acceptance; /* speculative.acceptance */
+    double typical_posterior_threshold; /* speculative.typical_posterior_threshold, (0, 1] */
+    double typical_posterior_alpha;     /* speculative.typical_posterior_alpha, (0, 1] */
+    int64_t disable_by_batch_size; /* speculative.disable_by_batch_size: sequences; 0 = never */
+    bool overlap;                  /* speculative.overlap: draft while the target verifies */
+    bool adaptive;                 /* speculative.adaptive: size k from measured acceptance */
+} duet_speculative_settings;
+
+/* The "cache" group. */
+typedef struct duet_cache_settings {
+    int64_t block_size;        /* cache.block_size: tokens per KV block, power of two 1..256 */
+    double memory_fraction;    /* cache.memory_fraction: of a GPU worker's device memory, (0, 1] */
+    double swap_space_gib;     /* cache.swap_space_gib: GiB of host memory for swapped blocks */
+    bool swap_space_gib_given; /* cache.swap_space_gib was given (file or --set), not defaulted */
+    bool prefix_caching;       /* cache.prefix_caching */
+    double cpu_kv_space_gib;   /* cache.cpu_kv_space_gib: GiB of KV cache of a CPU worker */
+} duet_cache_settings;
+
+/* The "scheduler" group. */
+typedef struct duet_scheduler_settings {
+    int64_t max_num_seqs; /* scheduler.max_num_seqs: sequences per step */
+    int64_t
+        max_num_batched_tokens; /* scheduler.max_num_batched_tokens: tokens per step; 0 = auto */
+    int64_t max_model_len;      /* scheduler.max_model_len: tokens; 0 = the models' */
+    duet_sched_preemption preemption; /* scheduler.preemption */
+    bool chunked_prefill;             /* scheduler.chunked_prefill */
+    duet_sched_policy policy;         /* scheduler.policy */
+} duet_scheduler_settings;
+
+/* Every key of a validated configuration, typed: each field holds what the getter of its key
+ * returns (the value given, else the schema's default). Fields are only ever appended; a reader
+ * compiled against a newer header checks struct_size before using a newer field. */
+typedef struct duet_settings {
+    uint32_t struct_size;                  /* sizeof(duet_settings) of the library */
+    const char *model;                     /* model: target model directory */
+    const char *plugin_dir;                /* plugin_dir; NULL when not given */
+    duet_log_level log_level;              /* log_level */
+    duet_worker_settings target;           /* target.* */
+    duet_speculative_settings speculative; /* speculative.* */
+    duet_cache_settings cache;             /* cache.* */
+    duet_scheduler_settings scheduler;     /* scheduler.* */
+} duet_settings;
+
+/* The typed settings of cfg, filled by the last successful duet_config_validate(); NULL before it,
+ * and again after any call that changes cfg (load, set, drop_group) until it is validated anew.
+ * Owned by cfg, as are its strings: valid until cfg changes or is destroyed. */
+DUET_API const duet_settings *duet_config_settings(const duet_config *cfg);
 
 /* Writes the resolved configuration (every known key of every present group, defaults included)
  * in libconfig syntax, each value followed by a comment naming its source. The output loads back

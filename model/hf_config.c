@@ -1,5 +1,6 @@
 /*
- * config.json and generation_config.json → duet_model_desc.
+ * hf_config.c — a Hugging Face model's config.json and generation_config.json → duet_model_desc.
+ * (Not duet's own configuration: that is plugin_api/, duet/config.h.)
  *
  * The keys and defaults are those of Hugging Face's LlamaConfig (which MistralForCausalLM
  * configs also fit when sliding_window is null) and OPTConfig. Keys duet does not need are
