@@ -22,7 +22,7 @@
  * Activations are prepared once per (shape, m) and are not timed: the worker prepares them once
  * for all the projections that share an input.
  */
-#include "config.h"
+#include "build_config.h"
 
 #include "bench.h"
 

@@ -13,7 +13,7 @@
  * Output row o of sequence i is row_base(i) + o; its token is sampled at position
  * pos + (fed index) + 1, so a request draws the same numbers in any batch.
  */
-#include "config.h"
+#include "build_config.h"
 
 #include "cpu_worker-int.h"
 

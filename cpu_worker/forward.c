@@ -14,7 +14,7 @@
  * All rows of all sequences go through each GEMM together (M = rows); only attention looks at
  * sequence boundaries. The scratch grows to the largest step and is reused.
  */
-#include "config.h"
+#include "build_config.h"
 
 #include "cpu_worker-int.h"
 

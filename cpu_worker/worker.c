@@ -14,7 +14,7 @@
  * quantize_lm_head, threads (0 = every core). resolve_types() turns the two `auto`s into what
  * this model and this CPU get (docs/cpu-worker.md, "Types").
  */
-#include "config.h"
+#include "build_config.h"
 
 #include "cpu_worker-int.h"
 

@@ -4,7 +4,7 @@
  * the k with the most tokens per second that they predict. Pure arithmetic on struct
  * duet__adapt; calls no other engine file.
  */
-#include "config.h"
+#include "build_config.h"
 
 #include "engine-int.h"
 

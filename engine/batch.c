@@ -5,7 +5,7 @@
  * it (the last prompt chunk, a decode). spec.c turns the same sequences into its proposal and
  * score batches. Calls only request.c and util.c.
  */
-#include "config.h"
+#include "build_config.h"
 
 #include "engine-int.h"
 

@@ -5,7 +5,7 @@
  * failed by non-finite logits and their end after the step, and the scheduler's finished
  * requests retired with its final token lists. Calls only request.c and util.c.
  */
-#include "config.h"
+#include "build_config.h"
 
 #include "engine-int.h"
 

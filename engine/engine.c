@@ -3,7 +3,7 @@
  * of the engine's files (engine-int.h has the map). The step itself is step.c, which runs plain
  * decoding and hands speculative steps to spec.c.
  */
-#include "config.h"
+#include "build_config.h"
 
 #include "engine-int.h"
 

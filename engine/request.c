@@ -2,7 +2,7 @@
  * request.c — a request's record (struct duet__req): finding it among the live ones, appending
  * its tokens and their log-probabilities, freeing it. It calls no other engine file.
  */
-#include "config.h"
+#include "build_config.h"
 
 #include "engine-int.h"
 

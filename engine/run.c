@@ -19,7 +19,7 @@
  * to the step loop and are only touched by the draft thread between post and wait. The thread
  * is created with the engine (when overlap is in use) and joined by duet_engine_destroy().
  */
-#include "config.h"
+#include "build_config.h"
 
 #include "engine-int.h"
 

@@ -28,7 +28,7 @@
  * With overlap (e->dt) the batch is split in two halves (split_parts) and the draft proposes for
  * the second while the target scores the first (run.c); verify and commit are the same.
  */
-#include "config.h"
+#include "build_config.h"
 
 #include "engine-int.h"
 

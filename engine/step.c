@@ -8,7 +8,7 @@
  * The plain path is batch.c's batch, the target's execute() (run.c), the draft fed the same
  * tokens (spec.c) and commit.c. Decode steps with lookahead slots and a draft speculate instead.
  */
-#include "config.h"
+#include "build_config.h"
 
 #include "engine-int.h"
 

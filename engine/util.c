@@ -2,7 +2,7 @@
  * util.c — the helpers under every other engine file (engine-int.h has the map): failing with
  * a message in e->error, the monotonic clock, growing an array. It calls no other engine file.
  */
-#include "config.h"
+#include "build_config.h"
 
 #include "engine-int.h"
 

@@ -6,7 +6,7 @@
  * with the target's log-probabilities, and the draft cache's length is set. Calls only
  * rejection.c, commit.c and util.c.
  */
-#include "config.h"
+#include "build_config.h"
 
 #include "../sampling/sampling.h"
 #include "engine-int.h"

@@ -15,7 +15,7 @@
  * go to the fed row's global index. The step's buffers, host and device, are this file's: it
  * grows them and frees them (duet__gpu_scratch_free, duet__gpu_host_scratch_free).
  */
-#include "config.h"
+#include "build_config.h"
 
 #include "worker.h"
 

@@ -8,7 +8,7 @@
  * Inputs of the worker's dtype (bf16, f16 or f32), output f32, CUBLAS_COMPUTE_32F: f32
  * accumulation, and no TF32 for f32 inputs (the f32 worker is the exact one).
  */
-#include "config.h"
+#include "build_config.h"
 
 #include "worker.h"
 

@@ -3,7 +3,7 @@
  * many KV blocks fit, the flat arrays one forward step hands the kernels, and the prefill
  * attention tile. Pure C without CUDA: the host tests check all of it on any machine.
  */
-#include "config.h"
+#include "build_config.h"
 
 #include "plan.h"
 

@@ -5,7 +5,7 @@
  * stream and gathers the logits. Multi-node groups are not built here: NCCL's own bootstrap
  * (ncclGetUniqueId + ncclCommInitRank across processes) would replace ncclCommInitAll.
  */
-#include "config.h"
+#include "build_config.h"
 
 #include "worker.h"
 

@@ -13,7 +13,7 @@
  * N .. N + tensor_parallel − 1), dtype auto (= bf16) | f32 | bf16 | f16, weights auto | the dtype,
  * tensor_parallel; cache.memory_fraction.
  */
-#include "config.h"
+#include "build_config.h"
 
 #include "worker.h"
 

@@ -31,7 +31,7 @@
  * outputs to e keeps the token's share of the stream what it is untied, and random signs make
  * its self-vote Σ w_i e_i² average zero.
  */
-#include "config.h"
+#include "build_config.h"
 
 #include "model-int.h"
 

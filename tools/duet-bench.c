@@ -6,7 +6,7 @@
  * load: compare numbers measured side by side in one run. docs/performance.md records them with
  * the command that produced them.
  */
-#include "config.h"
+#include "build_config.h"
 
 #include "cli.h"
 

@@ -4,7 +4,7 @@
  * model.safetensors.index.json. Either the shapes of a public model (--preset), explicit shapes,
  * or a draft derived from an existing target (--draft-of). Weights are streamed to disk.
  */
-#include "config.h"
+#include "build_config.h"
 
 #include "cli.h"
 

@@ -4,7 +4,7 @@
  * (duet_model_create), so a folder it accepts loads, and a folder it refuses gets the same
  * message: the file, the tensor or key, and what is wrong.
  */
-#include "config.h"
+#include "build_config.h"
 
 #include <duet/model.h>
 

@@ -10,7 +10,7 @@
  * SIGINT / SIGTERM it aborts the rest, prints them (finish "abort", with the tokens they had) and
  * the summary, and exits with 128 + the signal.
  */
-#include "config.h"
+#include "build_config.h"
 
 #include "cli.h"
 

@@ -24,8 +24,8 @@ cd "$O"
 say() { printf '%s\n' "$*"; }
 
 say "gpu-emu: building the emulation in $O"
-# config.h without NCCL: the emulation has one device and no NCCL.
-grep -v DUET_HAVE_NCCL "$B/config.h" > cfg/config.h
+# build_config.h without NCCL: the emulation has one device and no NCCL.
+grep -v DUET_HAVE_NCCL "$B/build_config.h" > cfg/build_config.h
 rm -rf src && mkdir -p src/gw
 cp "$srcdir"/gpu_worker/*.c "$srcdir"/gpu_worker/*.h "$srcdir"/gpu_worker/*.cu src/gw/
 chmod u+w src/gw/*
