@@ -7,8 +7,8 @@ GEMV_ISA_TESTS = tests/gemv-generic.isa tests/gemv-avx2.isa tests/gemv-avx512.is
 EXTRA_DIST += tests/gemv_isa.sh $(GEMV_ISA_TESTS)
 # tests/NAME_avx2.avx2: tests/NAME run as on an AVX2-only CPU (tests/as_avx2.sh) where AVX-512 is.
 AVX2_LOG_COMPILER = $(SHELL) $(top_srcdir)/tests/as_avx2.sh
-AVX2_EMULATED_TESTS = tests/check_cpu_worker_avx2.avx2 tests/check_engine_avx2.avx2 \
-	tests/bench_smoke_avx2.avx2
+AVX2_EMULATED_TESTS = tests/check_cpu_worker_avx2.avx2 tests/worker-cpu_avx2.avx2 \
+	tests/check_engine_avx2.avx2 tests/bench_smoke_avx2.avx2
 EXTRA_DIST += tests/as_avx2.sh $(AVX2_EMULATED_TESTS)
 CPU_WORKER_KERNEL_SOURCES = cpu_worker/cpu_worker-int.h cpu_worker/kernels.c cpu_worker/linear.c \
 	cpu_worker/gemv.h cpu_worker/gemv.c
@@ -55,13 +55,12 @@ CHECK_TESTS += tests/check_cpu_kernels
 # The same program's GEMV cases once per ISA, each a SKIP where the CPU lacks it.
 TESTS += $(GEMV_ISA_TESTS)
 
-# The plugin through the ABI against tests/reference_forward.c on generated models.
+# What only the CPU worker has, through the ABI against tests/reference_forward.c on generated
+# models (its ABI contract: tests/worker-cpu.conformance, tests/local.mk).
 check_PROGRAMS += tests/check_cpu_worker
-tests_check_cpu_worker_SOURCES = tests/check_cpu_worker.c tests/check_util.h tests/test_dirs.h \
-	tests/reference_forward.c tests/reference_forward.h
+tests_check_cpu_worker_SOURCES = tests/check_cpu_worker.c $(WORKER_HARNESS_SOURCES)
 tests_check_cpu_worker_CFLAGS = $(TEST_CFLAGS) $(JANSSON_CFLAGS)
-tests_check_cpu_worker_LDADD = model/libduet_model_gen.la model/libduet_model.la \
-	$(TEST_LIBS) $(JANSSON_LIBS) -lm
+tests_check_cpu_worker_LDADD = $(WORKER_HARNESS_LIBS)
 CHECK_TESTS += tests/check_cpu_worker
 TESTS += $(AVX2_EMULATED_TESTS)
 endif

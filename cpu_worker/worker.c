@@ -490,7 +490,8 @@ static duet_status worker_create(const duet_worker_params *params, duet_worker *
 
 static duet_status worker_describe(duet_worker *w, duet_model_info *info)
 {
-    return duet_kit_describe(w->model, w->weight_bytes, info, "cpu worker", &w->err);
+    return duet_kit_describe(duet_model_fill_info, w->model, w->weight_bytes, info, "cpu worker",
+                             &w->err);
 }
 
 static duet_status worker_cache_geometry(duet_worker *w, duet_cache_geometry *g)

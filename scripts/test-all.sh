@@ -31,7 +31,8 @@ make -j"$jobs" check || { cat tests/*.log; exit 1; }
 result() { sed -n 's/^:test-result: //p' "tests/$1.trs" 2>/dev/null | head -n 1; }
 isa_paths="GEMV kernels generic $(result gemv-generic), avx2 $(result gemv-avx2), avx512\
  $(result gemv-avx512); as an AVX2-only CPU (ONEDNN_MAX_CPU_ISA=AVX2 DUET_CPU_ISA=avx2):\
- check_cpu_worker $(result check_cpu_worker_avx2), check_engine $(result check_engine_avx2),\
+ check_cpu_worker $(result check_cpu_worker_avx2), worker conformance (cpu)\
+ $(result worker-cpu_avx2), check_engine $(result check_engine_avx2),\
  bench_smoke $(result bench_smoke_avx2)"
 
 step "GPU worker under the host emulation of CUDA (make check-gpu-emu)"

@@ -4,8 +4,9 @@ EXTRA_DIST += tests/fixtures/duet_notelf_worker.so tests/configs tests/run_check
 # ---- test-only plugins (never installed) ------------------------------------------------
 check_LTLIBRARIES += tests/duet_mock_worker.la
 tests_duet_mock_worker_la_SOURCES = tests/fixtures/mock_worker.c
+tests_duet_mock_worker_la_CPPFLAGS = $(AM_CPPFLAGS) $(WORKER_KIT_CPPFLAGS)
 tests_duet_mock_worker_la_LDFLAGS = $(TEST_PLUGIN_LDFLAGS)
-tests_duet_mock_worker_la_LIBADD = -lm
+tests_duet_mock_worker_la_LIBADD = worker_kit/libduet_worker_kit.la -lm
 
 check_LTLIBRARIES += tests/duet_badmajor_worker.la tests/duet_badfingerprint_worker.la \
 	tests/duet_small_worker.la tests/duet_nullexecute_worker.la tests/duet_nullname_worker.la \
@@ -77,7 +78,28 @@ tests_check_abi_LDADD = $(TEST_LIBS)
 
 CHECK_TESTS = tests/check_config tests/check_loader tests/check_exports tests/check_abi
 TESTS += $(CHECK_TESTS)
+
+# The worker suites' shared code (worker_harness.h): the conformance suite here, the CPU and GPU
+# workers' own suites in cpu_worker/local.mk and gpu_worker/tests.mk.
+WORKER_HARNESS_SOURCES = tests/worker_harness.c tests/worker_harness.h tests/check_util.h \
+	tests/test_dirs.h tests/reference_forward.c tests/reference_forward.h
+WORKER_HARNESS_LIBS = model/libduet_model_gen.la model/libduet_model.la $(TEST_LIBS) \
+	$(JANSSON_LIBS) -lm
+
+# The worker ABI contract against the plugin it is given (tests/check_worker_conformance.c), run
+# by tests/conformance.sh for each tests/worker-NAME.conformance: the mock, the CPU and the GPU
+# worker (a SKIP where that plugin was not built, or without a CUDA device).
+check_PROGRAMS += tests/check_worker_conformance
+tests_check_worker_conformance_SOURCES = tests/check_worker_conformance.c $(WORKER_HARNESS_SOURCES)
+tests_check_worker_conformance_CFLAGS = $(TEST_CFLAGS) $(JANSSON_CFLAGS)
+tests_check_worker_conformance_LDADD = $(WORKER_HARNESS_LIBS)
+CONFORMANCE_LOG_COMPILER = $(SHELL) $(top_srcdir)/tests/conformance.sh
+CONFORMANCE_TESTS = tests/worker-mock.conformance tests/worker-cpu.conformance \
+	tests/worker-gpu.conformance
+TESTS += $(CONFORMANCE_TESTS)
 endif
+EXTRA_DIST += tests/conformance.sh tests/worker-mock.conformance tests/worker-cpu.conformance \
+	tests/worker-gpu.conformance
 
 # duet-run end to end: --check against the mock plugin, errors and exit codes.
 TESTS += tests/run_check.sh
@@ -99,14 +121,15 @@ installcheck-local: $(check_LTLIBRARIES)
 # of 2026-12-07 showed them too); with ONEDNN_MAX_CPU_ISA=AVX they are gone. This run is for our
 # memory errors and leaks; the AVX2 and AVX-512 paths are the plain and ASan runs' business.
 # The GEMV kernel cases run there too, each ISA through tests/gemv_isa.sh with valgrind as its
-# $DUET_TEST_WRAPPER (valgrind's CPU has no AVX-512: that one is a SKIP).
+# $DUET_TEST_WRAPPER (valgrind's CPU has no AVX-512: that one is a SKIP), and the conformance runs
+# through tests/conformance.sh the same way (the GPU worker's is a SKIP there).
 VALGRIND_RUN = $(LIBTOOL) --mode=execute $(VALGRIND) --error-exitcode=99 --quiet \
 	--leak-check=full --errors-for-leak-kinds=definite \
 	--suppressions=$(abs_top_srcdir)/tests/valgrind.supp
 check-valgrind:
 	@test -n "$(VALGRIND)" || { echo "valgrind not found"; exit 1; }
 	ONEDNN_MAX_CPU_ISA=AVX CK_FORK=no DUET_TEST_VALGRIND=1 DUET_TEST_WRAPPER='$(VALGRIND_RUN)' \
-	  $(MAKE) $(AM_MAKEFLAGS) check TESTS='$(CHECK_TESTS) $(GEMV_ISA_TESTS)' \
+	  $(MAKE) $(AM_MAKEFLAGS) check TESTS='$(CHECK_TESTS) $(GEMV_ISA_TESTS) $(CONFORMANCE_TESTS)' \
 	  LOG_COMPILER='$(VALGRIND_RUN)'
 .PHONY: check-valgrind
 EXTRA_DIST += tests/valgrind.supp

@@ -63,14 +63,15 @@ void duet_kit_log(const duet_host_services *host, duet_log_level level, const ch
     host->log(host->ctx, level, plugin, msg);
 }
 
-duet_status duet_kit_describe(const duet_model *model, uint64_t weight_bytes, duet_model_info *info,
+duet_status duet_kit_describe(duet_status (*fill_info)(const duet_model *, duet_model_info *),
+                              const duet_model *model, uint64_t weight_bytes, duet_model_info *info,
                               const char *who, duet_kit_error *e)
 {
     duet_status st;
 
     if (!info)
         return duet_kit_fail(e, DUET_STATUS_INVALID_ARGUMENT, "%s: describe: info is NULL", who);
-    st = duet_model_fill_info(model, info);
+    st = fill_info(model, info);
     if (!st && DUET_ABI_HAS_FIELD(info, duet_model_info, weight_bytes))
         info->weight_bytes = weight_bytes;
     return st;

@@ -108,8 +108,11 @@ void duet_kit_log(const duet_host_services *host, duet_log_level level, const ch
 
 /* ---- describe, cache_geometry, init_cache --------------------------------------------------- */
 
-/* describe() of a worker that runs model with weight_bytes of weights. */
-duet_status duet_kit_describe(const duet_model *model, uint64_t weight_bytes, duet_model_info *info,
+/* describe() of a worker that runs model with weight_bytes of weights: info filled by fill_info
+ * (the model reader's duet_model_fill_info; the kit does not link the reader), weight_bytes set
+ * where the host's struct has room for it. */
+duet_status duet_kit_describe(duet_status (*fill_info)(const duet_model *, duet_model_info *),
+                              const duet_model *model, uint64_t weight_bytes, duet_model_info *info,
                               const char *who, duet_kit_error *e);
 
 /* cache_geometry()'s input: a block size of 1 .. 65536 in a struct the host filled. */

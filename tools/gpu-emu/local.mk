@@ -5,8 +5,8 @@
 # (its files are in EXTRA_DIST in gpu_worker/local.mk: distributed with or without CUDA)
 
 check-gpu-emu:
-	$(MAKE) $(AM_MAKEFLAGS) tests/check_gpu_worker tests/check_gpu_kernels \
-		tests/check_gpu_sampler cpu_worker/duet_cpu_worker.la
+	$(MAKE) $(AM_MAKEFLAGS) tests/check_gpu_worker tests/check_worker_conformance \
+		tests/check_gpu_kernels tests/check_gpu_sampler cpu_worker/duet_cpu_worker.la
 	srcdir='$(abs_top_srcdir)' builddir='$(abs_top_builddir)' CC='$(CC)' CXX='$(CXX)' \
 	CUDA_CPPFLAGS='$(CUDA_CPPFLAGS)' CHECK_LIBS='$(CHECK_LIBS)' JANSSON_LIBS='$(JANSSON_LIBS)' \
 	PYTHON='python3' W_OBJS='$(tests_check_gpu_worker_OBJECTS)' \
