@@ -13,7 +13,8 @@
  *     }
  *     duet_engine_destroy(e);
  *
- * Ownership: the configuration is borrowed and must outlive the engine. A step's output, and
+ * Ownership: the configuration is borrowed and must outlive the engine, unchanged (the engine
+ * reads its typed settings, duet_config_settings(), while it runs). A step's output, and
  * everything it points to, is owned by the engine and valid until the next duet_engine_step(),
  * duet_engine_abort() or duet_engine_destroy(). An engine is not thread-safe: one thread at a
  * time.
@@ -153,7 +154,8 @@ DUET_API void duet_request_params_init(duet_request_params *p);
  * the workers, sizes and allocates their KV caches (the same number of blocks in both), and the
  * block manager and scheduler (docs/engine.md lists the keys read). On failure *out is NULL and
  * err[err_size] (may be NULL) names the key, file or worker at fault. The caller owns *out and
- * releases it with duet_engine_destroy(); cfg must outlive it.
+ * releases it with duet_engine_destroy(); cfg must outlive it, unchanged. A configuration that
+ * was never validated, or was changed after, is refused (INVALID_ARGUMENT).
  */
 DUET_API duet_status duet_engine_create(const duet_config *cfg, duet_engine **out, char *err,
                                         size_t err_size);
