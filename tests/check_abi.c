@@ -19,8 +19,9 @@ START_TEST(test_each_header_compiles_on_its_own)
     ck_assert_int_eq(duet_test_header_types() + duet_test_header_plugin() +
                          duet_test_header_config() + duet_test_header_loader() +
                          duet_test_header_block_manager() + duet_test_header_scheduler() +
-                         duet_test_header_model() + duet_test_header_duet(),
-                     8);
+                         duet_test_header_model() + duet_test_header_duet() +
+                         duet_test_header_tokenizer(),
+                     9);
 }
 END_TEST
 

@@ -99,7 +99,10 @@ START_TEST(test_libduet_exports_its_api_and_hides_internals)
     ck_assert(exported("duet_status_str"));
     ck_assert(exported("duet_plugin_load"));
     ck_assert(exported("duet_config_load_file"));
+    ck_assert(exported("duet_tokenizer_encode"));
+    ck_assert(exported("duet_detok_push"));
     ck_assert(!exported("duet__errf"));
+    ck_assert(!exported("duet__bpe_word"));
     ck_assert(!exported("duet__strbuf_appendf"));
     for (size_t i = 0; i < ex.n; i++)
         ck_assert_msg(strncmp(ex.names[i], "duet_", 5) == 0 && strncmp(ex.names[i], "duet__", 6),

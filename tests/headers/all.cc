@@ -7,6 +7,7 @@
 #include <duet/model.h>
 #include <duet/plugin.h>
 #include <duet/scheduler.h>
+#include <duet/tokenizer.h>
 #include <duet/types.h>
 
 #include "headers.h"

