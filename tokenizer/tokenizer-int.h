@@ -155,7 +155,11 @@ bool duet__utf8_incomplete(const unsigned char *s, size_t k);
 char *duet__utf8_sanitize(const char *text, size_t len, size_t *out_len);
 
 /* Loading (load.c, components.c). */
-duet_status duet__load_json(duet_tokenizer *t, const char *path, char *err, size_t err_size);
+duet_status duet__load_json(duet_tokenizer *t, const char *path, const char *text, size_t len,
+                            char *err, size_t err_size);
+/* A tokenizer from tokenizer.json's text alone (the fuzz target): no companion files. */
+duet_status duet__tokenizer_from_json(const char *text, size_t len, duet_tokenizer **out, char *err,
+                                      size_t err_size);
 duet_status duet__load_components(duet_tokenizer *t, void *root, const char *path, char *err,
                                   size_t err_size);
 void duet__steps_free(duet__step *s, uint32_t n);

@@ -123,21 +123,19 @@ static void load_config(duet_tokenizer *t, const char *dir)
     json_decref(gen);
 }
 
-duet_status duet_tokenizer_load(const char *dir, duet_tokenizer **out, char *err, size_t err_size)
+/* A tokenizer from DIR/tokenizer.json (TEXT NULL) or from TEXT, without the companion files. */
+static duet_status create(const char *path, const char *text, size_t len, duet_tokenizer **out,
+                          char *err, size_t err_size)
 {
-    char path[4096];
-    duet_tokenizer *t;
+    duet_tokenizer *t = calloc(1, sizeof(*t));
     duet_status st;
 
-    if (!dir || !out)
-        return DUET_STATUS_INVALID_ARGUMENT;
     *out = NULL;
-    t = calloc(1, sizeof(*t));
     if (!t)
         return DUET_STATUS_OUT_OF_MEMORY;
     t->unk_id = -1;
-    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
-    st = duet__load_json(t, path, err, err_size);
+    t->bos_id = -1;
+    st = duet__load_json(t, path, text, len, err, err_size);
     if (st == DUET_STATUS_OK)
         st = duet__cache_create(&t->cache);
     if (st != DUET_STATUS_OK) {
@@ -146,9 +144,28 @@ duet_status duet_tokenizer_load(const char *dir, duet_tokenizer **out, char *err
         duet_tokenizer_destroy(t);
         return st;
     }
-    load_config(t, dir);
     *out = t;
     return DUET_STATUS_OK;
+}
+
+duet_status duet__tokenizer_from_json(const char *text, size_t len, duet_tokenizer **out, char *err,
+                                      size_t err_size)
+{
+    return create("tokenizer.json", text, len, out, err, err_size);
+}
+
+duet_status duet_tokenizer_load(const char *dir, duet_tokenizer **out, char *err, size_t err_size)
+{
+    char path[4096];
+    duet_status st;
+
+    if (!dir || !out)
+        return DUET_STATUS_INVALID_ARGUMENT;
+    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+    st = create(path, NULL, 0, out, err, err_size);
+    if (st == DUET_STATUS_OK)
+        load_config(*out, dir);
+    return st;
 }
 
 void duet_tokenizer_destroy(duet_tokenizer *t)

@@ -45,7 +45,8 @@ DUET_API void duet_tokenizer_destroy(duet_tokenizer *tok);
  * APIs do; NUL bytes are ordinary characters). ADD_SPECIAL applies the post-processor (BOS/EOS),
  * as Hugging Face's encode does by default; special-token strings inside the text are always
  * matched. The caller owns *IDS (N ids; NULL when N is 0) and releases it with
- * duet_tokenizer_free. */
+ * duet_tokenizer_free. DUET_STATUS_UNSUPPORTED when a pre-tokenizer's regex gives up on the text
+ * (PCRE2's match limit), never a partial split. */
 DUET_API duet_status duet_tokenizer_encode(const duet_tokenizer *tok, const char *text, size_t len,
                                            bool add_special, int32_t **ids, size_t *n);
 
