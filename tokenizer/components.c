@@ -175,6 +175,28 @@ static duet_status parse_dec(duet__step *s, json_t *j, const char *type)
     return dup_str(&s->str2, json_string_value(json_object_get(j, "content")));
 }
 
+static duet_status chain_add(chain *c, json_t *j, int depth);
+
+/* A Sequence's steps, in order; nesting deeper than 4 is refused as an unsupported type. */
+static duet_status chain_add_list(chain *c, json_t *j, int depth)
+{
+    json_t *list = json_object_get(j, c->list_key), *e;
+    duet_status st;
+    size_t i;
+
+    if (!json_is_array(list)) {
+        duet__set_err(c->err, c->err_size, "%s: %s Sequence has no \"%s\" array", c->path, c->what,
+                      c->list_key);
+        return DUET_STATUS_BAD_FORMAT;
+    }
+    json_array_foreach(list, i, e)
+    {
+        if ((st = chain_add(c, e, depth + 1)) != DUET_STATUS_OK)
+            return st;
+    }
+    return DUET_STATUS_OK;
+}
+
 static duet_status chain_add(chain *c, json_t *j, int depth)
 {
     const char *type = json_string_value(json_object_get(j, "type"));
@@ -186,19 +208,8 @@ static duet_status chain_add(chain *c, json_t *j, int depth)
         duet__set_err(c->err, c->err_size, "%s: %s has no \"type\"", c->path, c->what);
         return DUET_STATUS_BAD_FORMAT;
     }
-    if (strcmp(type, "Sequence") == 0 && depth < 4) {
-        json_t *list = json_object_get(j, c->list_key), *e;
-        size_t i;
-
-        if (!json_is_array(list)) {
-            duet__set_err(c->err, c->err_size, "%s: %s Sequence has no \"%s\" array", c->path,
-                          c->what, c->list_key);
-            return DUET_STATUS_BAD_FORMAT;
-        }
-        json_array_foreach(list, i,
-                           e) if ((st = chain_add(c, e, depth + 1)) != DUET_STATUS_OK) return st;
-        return DUET_STATUS_OK;
-    }
+    if (strcmp(type, "Sequence") == 0 && depth < 4)
+        return chain_add_list(c, j, depth);
     if (*c->n == DUET__MAX_STEPS) {
         duet__set_err(c->err, c->err_size, "%s: %s has more than %d steps", c->path, c->what,
                       DUET__MAX_STEPS);
@@ -213,9 +224,8 @@ static duet_status chain_add(chain *c, json_t *j, int depth)
                       type);
     else if (st == DUET_STATUS_BAD_FORMAT)
         duet__set_err(c->err, c->err_size,
-                      "%s: %s \"%s\" is malformed (a missing key or bad "
-                      "regex)",
-                      c->path, c->what, type);
+                      "%s: %s \"%s\" is malformed (a missing key or bad regex)", c->path, c->what,
+                      type);
     return st;
 }
 

@@ -116,20 +116,50 @@ static bool replace_all(duet__enc *e, const char *from, const char *to)
     return true;
 }
 
-static bool nfc(duet__enc *e)
+/* NFC of LEN bytes at S appended to OUT (utf8proc). */
+static bool nfc_append(buf *out, const char *s, size_t len)
 {
-    utf8proc_uint8_t *out = NULL;
+    utf8proc_uint8_t *r = NULL;
     utf8proc_ssize_t n;
     bool ok;
 
-    n = utf8proc_map((const utf8proc_uint8_t *)e->text.p, (utf8proc_ssize_t)e->text.n, &out,
+    n = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)len, &r,
                      UTF8PROC_STABLE | UTF8PROC_COMPOSE);
     if (n < 0)
         return false;
-    e->next.n = 0;
-    ok = buf_add(&e->next, (const char *)out, (size_t)n);
-    free(out);
+    ok = buf_add(out, (const char *)r, (size_t)n);
+    free(r);
     return ok;
+}
+
+/* NFC, touching only what can change. Chars below U+0300 (lead bytes below 0xCC) are starters
+ * that never combine with what precedes them and are their own NFC, so the text can be cut
+ * before any of them: only a run of chars from U+0300 up, with the char before it, goes through
+ * utf8proc; the rest (all of plain English) is copied. */
+static bool nfc(duet__enc *e)
+{
+    const char *s = e->text.p;
+    size_t n = e->text.n, done = 0, i = 0, prev = 0;
+
+    e->next.n = 0;
+    while (i < n) {
+        size_t end;
+
+        if ((unsigned char)s[i] < 0xcc) {
+            prev = i++;
+            while (i < n && ((unsigned char)s[i] & 0xc0) == 0x80)
+                i++;
+            continue;
+        }
+        for (end = i;
+             end < n && ((unsigned char)s[end] >= 0xcc || ((unsigned char)s[end] & 0xc0) == 0x80);)
+            end++;
+        if (!buf_add(&e->next, s + done, prev - done) ||
+            !nfc_append(&e->next, s + prev, end - prev))
+            return false;
+        done = prev = i = end;
+    }
+    return buf_add(&e->next, s + done, n - done);
 }
 
 static bool normalize(duet__enc *e)
