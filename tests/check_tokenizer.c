@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "check_util.h"
+#include "fault.h"
 #include "test_dirs.h"
 
 static duet_tokenizer *load(const char *name)
@@ -287,6 +288,50 @@ START_TEST(test_config_files_give_bos_and_eos_ids)
 }
 END_TEST
 
+/* Loads NAME, encodes TEXT and decodes the ids with allocation number N failing: every step
+ * either works or says DUET_STATUS_OUT_OF_MEMORY. Returns whether a failure was injected. */
+static bool run_with_failure(const char *name, const char *text, long n)
+{
+    const char *src = getenv("DUET_TEST_SRCDIR");
+    char dir[4096], err[512] = "", *out;
+    duet_tokenizer *tok = NULL;
+    int32_t *ids = NULL;
+    size_t n_ids;
+    duet_status st;
+
+    snprintf(dir, sizeof(dir), "%s/tests/fixtures/tokenizers/%s", src ? src : "..", name);
+    duet_test_injected = false;
+    duet_test_fail_countdown = n;
+    st = duet_tokenizer_load(dir, &tok, err, sizeof(err));
+    if (st == DUET_STATUS_OK)
+        st = duet_tokenizer_encode(tok, text, strlen(text), true, &ids, &n_ids);
+    if (st == DUET_STATUS_OK) {
+        st = duet_tokenizer_decode(tok, ids, n_ids, false, &out, NULL);
+        if (st == DUET_STATUS_OK)
+            duet_tokenizer_free(out);
+    }
+    duet_test_fail_countdown = -1;
+    ck_assert_msg(st == DUET_STATUS_OK || (st == DUET_STATUS_OUT_OF_MEMORY && duet_test_injected),
+                  "%s, allocation %ld failing: status %d (%s)", name, n, st, err);
+    duet_tokenizer_free(ids);
+    duet_tokenizer_destroy(tok);
+    return duet_test_injected;
+}
+
+START_TEST(test_every_allocation_failure_is_reported_cleanly)
+{
+    const char *names[] = {"bytelevel", "split", "sentencepiece", "metaspace"};
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        long n = 0;
+
+        while (run_with_failure(names[i], "hello w\xc3\xa9<s> <|bos|>zz 12 e\xcc\x81", n))
+            n++;
+        ck_assert_msg(n > 20, "%s: only %ld allocations", names[i], n);
+    }
+}
+END_TEST
+
 /* ---- refusals ----------------------------------------------------------------------------- */
 
 static char scratch[4096];
@@ -378,6 +423,7 @@ int main(void)
         {"detok_prefixes", test_streamed_text_equals_the_one_shot_decode_on_every_prefix},
         {"detok_utf8", test_streamed_pieces_are_complete_utf8},
         {"config", test_config_files_give_bos_and_eos_ids},
+        {"allocation_failures", test_every_allocation_failure_is_reported_cleanly},
     };
     const struct duet_test_case refusals[] = {
         {"unsupported", test_unsupported_components_are_refused_by_name},

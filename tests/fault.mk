@@ -6,7 +6,7 @@
 FAULT_RENAME = --redefine-sym malloc=duet_test_malloc --redefine-sym calloc=duet_test_calloc \
 	--redefine-sym realloc=duet_test_realloc
 FAULT_ARCHIVES = tests/fault-block_manager.a tests/fault-scheduler.a tests/fault-model.a \
-	tests/fault-model_gen.a
+	tests/fault-model_gen.a tests/fault-tokenizer.a
 CLEANFILES += $(FAULT_ARCHIVES)
 EXTRA_DIST += tests/fault.mk
 
@@ -18,3 +18,5 @@ tests/fault-model.a: model/libduet_model.la
 	$(AM_V_GEN)$(MKDIR_P) tests && $(OBJCOPY) $(FAULT_RENAME) model/.libs/libduet_model.a $@
 tests/fault-model_gen.a: model/libduet_model_gen.la
 	$(AM_V_GEN)$(MKDIR_P) tests && $(OBJCOPY) $(FAULT_RENAME) model/.libs/libduet_model_gen.a $@
+tests/fault-tokenizer.a: tokenizer/libduet_tokenizer.la
+	$(AM_V_GEN)$(MKDIR_P) tests && $(OBJCOPY) $(FAULT_RENAME) tokenizer/.libs/libduet_tokenizer.a $@

@@ -315,7 +315,7 @@ void duet_detok_destroy(duet_detok *d)
 duet_status duet_tokenizer_decode(const duet_tokenizer *t, const int32_t *ids, size_t n,
                                   bool skip_special, char **text, size_t *len)
 {
-    duet_detok *d;
+    duet_detok *d = NULL;
     dbuf all = {0};
     const char *s;
     size_t sl;

@@ -29,10 +29,14 @@ tools_duet_tokenize_LDADD = libduet.la $(JANSSON_LIBS)
 
 # ---- tests -------------------------------------------------------------------------------
 if HAVE_CHECK
+# The suite links the part's own objects with the allocator renamed (tests/fault.mk), so that it
+# can fail every allocation of loading, encoding and decoding in turn.
 check_PROGRAMS += tests/check_tokenizer
-tests_check_tokenizer_SOURCES = tests/check_tokenizer.c tests/check_util.h tests/test_dirs.h
+tests_check_tokenizer_SOURCES = tests/check_tokenizer.c tests/check_util.h tests/test_dirs.h \
+	tests/fault.c tests/fault.h
 tests_check_tokenizer_CFLAGS = $(TEST_CFLAGS)
-tests_check_tokenizer_LDADD = $(TEST_LIBS)
+tests_check_tokenizer_LDADD = tests/fault-tokenizer.a $(TOKENIZER_LIBS) $(PTHREAD_LIBS) \
+	$(CHECK_LIBS)
 CHECK_TESTS += tests/check_tokenizer
 tests_check_abi_SOURCES += tests/headers/tokenizer.c
 endif
