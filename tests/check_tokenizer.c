@@ -11,6 +11,7 @@
 #include <duet/tokenizer.h>
 
 #include <check.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +93,7 @@ START_TEST(test_added_tokens_split_the_text_before_the_model)
     EXPECT(tok, "hello<tool>world", false, 259, 267, 119, 261, 263);
     EXPECT(tok, "<|bos|><|bos|>", true, 266, 266, 266);
     EXPECT(tok, "<|bos", false, '<', '|', 'b', 'o', 's'); /* a prefix of a token is text */
+    EXPECT(tok, "hello  <mask>  world", false, 259, 269, 119, 261, 263); /* lstrip, rstrip */
     ck_assert_int_eq(duet_tokenizer_token_to_id(tok, "<tool>", 6), 267);
     ck_assert(duet_tokenizer_is_special(tok, 266));
     ck_assert(!duet_tokenizer_is_special(tok, 267));
@@ -173,15 +175,15 @@ END_TEST
 START_TEST(test_decode_refuses_ids_outside_the_vocabulary)
 {
     duet_tokenizer *tok = load("bytelevel");
-    const int32_t bad[] = {259, 100000}, neg[] = {-1};
+    const int32_t bad[] = {259, 270}, neg[] = {-1};
     char *text;
 
     ck_assert_int_eq(duet_tokenizer_decode(tok, bad, 2, false, &text, NULL),
                      DUET_STATUS_INVALID_ARGUMENT);
     ck_assert_int_eq(duet_tokenizer_decode(tok, neg, 1, false, &text, NULL),
                      DUET_STATUS_INVALID_ARGUMENT);
-    ck_assert_uint_eq(duet_tokenizer_vocab_size(tok), 269);
-    ck_assert_ptr_null(duet_tokenizer_id_to_token(tok, 269, NULL));
+    ck_assert_uint_eq(duet_tokenizer_vocab_size(tok), 270);
+    ck_assert_ptr_null(duet_tokenizer_id_to_token(tok, 270, NULL));
     duet_tokenizer_destroy(tok);
 }
 END_TEST
@@ -332,6 +334,62 @@ START_TEST(test_every_allocation_failure_is_reported_cleanly)
 }
 END_TEST
 
+struct encode_job {
+    const duet_tokenizer *tok;
+    bool same; /* every encode gave the ids of the first */
+};
+
+static const char *const thread_texts[] = {
+    "hello world", "hello<tool>world", "xyz hello xyz", "\xc3\xa9\xc3\xa9 hello", "world world",
+};
+
+static void *encode_many(void *arg)
+{
+    struct encode_job *job = arg;
+    int32_t *first[5] = {NULL}, *ids;
+    size_t n_first[5], n;
+
+    job->same = true;
+    for (int round = 0; round < 2000; round++) {
+        size_t k = (size_t)round % 5;
+
+        if (duet_tokenizer_encode(job->tok, thread_texts[k], strlen(thread_texts[k]), true, &ids,
+                                  &n) != DUET_STATUS_OK) {
+            job->same = false;
+            break;
+        }
+        if (!first[k]) {
+            first[k] = ids;
+            n_first[k] = n;
+            continue;
+        }
+        job->same &= n == n_first[k] && memcmp(ids, first[k], n * sizeof(*ids)) == 0;
+        duet_tokenizer_free(ids);
+    }
+    for (size_t k = 0; k < 5; k++)
+        duet_tokenizer_free(first[k]);
+    return NULL;
+}
+
+START_TEST(test_threads_encode_with_one_tokenizer_at_once)
+{
+    duet_tokenizer *tok = load("bytelevel");
+    struct encode_job jobs[4];
+    pthread_t th[4];
+
+    for (int i = 0; i < 4; i++) {
+        jobs[i].tok = tok;
+        ck_assert_int_eq(pthread_create(&th[i], NULL, encode_many, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_msg(jobs[i].same, "thread %d saw different ids for one text", i);
+    }
+    EXPECT(tok, "hello world", true, 266, 259, 264);
+    duet_tokenizer_destroy(tok);
+}
+END_TEST
+
 /* ---- refusals ----------------------------------------------------------------------------- */
 
 static char scratch[4096];
@@ -424,6 +482,7 @@ int main(void)
         {"detok_utf8", test_streamed_pieces_are_complete_utf8},
         {"config", test_config_files_give_bos_and_eos_ids},
         {"allocation_failures", test_every_allocation_failure_is_reported_cleanly},
+        {"threads", test_threads_encode_with_one_tokenizer_at_once},
     };
     const struct duet_test_case refusals[] = {
         {"unsupported", test_unsupported_components_are_refused_by_name},

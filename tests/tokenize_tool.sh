@@ -38,7 +38,7 @@ expect "a NUL byte is a character" 0 '^\{"ids":\[97,0,98\]\}$' 'a\000b' -m "$bl"
 expect "decodes ids" 0 '^\{"text":"<\|bos\|>hello world"\}$' '[266, 259, 264]' -m "$bl" --decode
 expect "--skip-special" 0 '^\{"text":"hello world"\}$' '[266,259,264]' -m "$bl" -d --skip-special
 expect "SentencePiece decode" 0 '^\{"text":"<s> hello w"\}$' '[1,268,259,269]' -m "$sp" -d
-expect "an id past the vocabulary" 1 'ids\[1\] is not a token id below 269' '[1, 269]' -m "$bl" -d
+expect "an id past the vocabulary" 1 'ids\[1\] is not a token id below 270' '[1, 270]' -m "$bl" -d
 expect "decode input not an array" 1 'expected a JSON array of ids' '"hi"' -m "$bl" -d
 expect "decode input not JSON" 1 'input is not JSON' '[1,' -m "$bl" -d
 expect "--jsonl answers every line" 0 '^\{"ids":\[259\]\}$' '"hello"\n"world"\n' -m "$bl" --jsonl \
