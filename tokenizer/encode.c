@@ -292,6 +292,34 @@ static bool pre_tokenize(duet__enc *e, bool section_first)
     return true;
 }
 
+/* SentencePiece-style sections (sp_cut): a new span before each U+2581 that follows another
+ * char. No token spans such a cut, so BPE on the pieces equals BPE on the whole, and a long
+ * text becomes short, cacheable words instead of one word the length of the text. */
+static bool sp_cut(duet__enc *e)
+{
+    static const char meta[] = "\xe2\x96\x81";
+    const char *s = e->text.p;
+
+    e->out.n = 0;
+    for (size_t i = 0; i < e->cur.n; i++) {
+        size_t start = e->cur.v[i].off, end = start + e->cur.v[i].len;
+
+        for (size_t p = start + 3; p + 3 <= end; p++) {
+            if (memcmp(s + p, meta, 3) != 0 || memcmp(s + p - 3, meta, 3) == 0)
+                continue;
+            if (!span_add(&e->out, start, p - start))
+                return false;
+            start = p;
+        }
+        if (!span_add(&e->out, start, end - start))
+            return false;
+    }
+    spans t = e->cur;
+    e->cur = e->out;
+    e->out = t;
+    return true;
+}
+
 /* ---- sections ----------------------------------------------------------------------------- */
 
 static duet_status encode_span(duet__enc *e, span sp)
@@ -320,7 +348,8 @@ static duet_status encode_section(duet__enc *e, const char *s, size_t len, bool 
         return DUET_STATUS_OK;
     e->text.n = 0;
     e->next.n = 0;
-    if (!buf_add(&e->text, s, len) || !normalize(e) || !pre_tokenize(e, section_first))
+    if (!buf_add(&e->text, s, len) || !normalize(e) || !pre_tokenize(e, section_first) ||
+        (e->t->sp_cut && !sp_cut(e)))
         return e->regex_failed ? DUET_STATUS_UNSUPPORTED : DUET_STATUS_OUT_OF_MEMORY;
     for (size_t i = 0; i < e->cur.n && st == DUET_STATUS_OK; i++)
         st = encode_span(e, e->cur.v[i]);

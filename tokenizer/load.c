@@ -245,6 +245,26 @@ static duet_status check_model(json_t *model, const char *path, char *err, size_
     return DUET_STATUS_OK;
 }
 
+/* True when every U+2581 of every vocabulary token lies in the token's leading run of them. */
+static bool metaspace_leads_only(const duet_tokenizer *t)
+{
+    static const char meta[] = "\xe2\x96\x81";
+
+    for (uint32_t i = 0; i < t->vocab.cap; i++) {
+        const char *s = t->arena.data + t->vocab.slot_off[i];
+        uint32_t len = t->vocab.slot_len[i], k = 0;
+
+        if (len == UINT32_MAX)
+            continue;
+        while (k + 3 <= len && memcmp(s + k, meta, 3) == 0)
+            k += 3;
+        for (; k + 3 <= len; k++)
+            if (memcmp(s + k, meta, 3) == 0)
+                return false;
+    }
+    return true;
+}
+
 static void model_flags(duet_tokenizer *t, json_t *model)
 {
     const char *unk = json_string_value(json_object_get(model, "unk_token"));
@@ -254,6 +274,7 @@ static void model_flags(duet_tokenizer *t, json_t *model)
     t->fuse_unk = json_is_true(json_object_get(model, "fuse_unk"));
     t->ignore_merges = json_is_true(json_object_get(model, "ignore_merges"));
     t->unk_id = unk ? duet__strmap_get(&t->vocab, &t->arena, unk, strlen(unk)) : -1;
+    t->sp_cut = t->n_pre == 0 && metaspace_leads_only(t);
     for (int b = 0; b < 256; b++) {
         snprintf(name, sizeof(name), "<0x%02X>", b);
         t->byte_ids[b] = duet__strmap_get(&t->vocab, &t->arena, name, 6);

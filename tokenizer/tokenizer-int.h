@@ -124,10 +124,13 @@ struct duet_tokenizer {
     uint32_t n_pre;
     duet__step dec[DUET__MAX_STEPS];
     uint32_t n_dec;
-    bool byte_level;              /* pre-tokenized words are mapped byte -> char before BPE */
-    bool byte_fallback;           /* unknown chars -> <0xXX> tokens */
-    bool fuse_unk;                /* consecutive unknowns -> one unk */
-    bool ignore_merges;           /* a word found whole in the vocabulary is one token */
+    bool byte_level;    /* pre-tokenized words are mapped byte -> char before BPE */
+    bool byte_fallback; /* unknown chars -> <0xXX> tokens */
+    bool fuse_unk;      /* consecutive unknowns -> one unk */
+    bool ignore_merges; /* a word found whole in the vocabulary is one token */
+    bool sp_cut; /* no pre-tokenizer, and no token has U+2581 after another char: a section can be
+                  * cut before every U+2581 that follows another char and BPE gives the same
+                  * ids on the pieces (which the cache then holds) as on the whole */
     int32_t unk_id;               /* -1 when none */
     int32_t byte_ids[256];        /* <0xXX> token ids, -1 where absent */
     int32_t prefix[4], suffix[4]; /* post-processor ids around the sequence */
