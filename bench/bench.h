@@ -54,6 +54,12 @@ struct duet_bench_gemv_opts {
     uint32_t prefill; /* --gemv-prefill: rows of the int8 prefill shape, 0 = 512 (32 quick) */
 };
 
+/* Options of the tokenizer benchmark. */
+struct duet_bench_tokenizer_opts {
+    const char *dir;  /* --tokenizer DIR: the folder with tokenizer.json (required) */
+    const char *text; /* --text FILE: the text to encode (default: generated English words) */
+};
+
 /* Options every benchmark receives. */
 struct duet_bench_opts {
     double seconds;                       /* time budget of one measurement, split over `repeats` */
@@ -62,6 +68,7 @@ struct duet_bench_opts {
     struct duet_bench_worker_opts worker; /* cpu-worker and spec */
     struct duet_bench_spec_opts spec;     /* spec only */
     struct duet_bench_gemv_opts gemv;     /* gemv only */
+    struct duet_bench_tokenizer_opts tok; /* tokenizer only */
 };
 
 /* One measured operation: median and best nanoseconds per operation over the repetitions. */
@@ -71,6 +78,9 @@ struct duet_bench_result {
     double ns_best;
     uint64_t ops; /* operations timed in all repetitions */
 };
+
+/* The tokenizer benchmark (bench/tokenizer.c): load, encode, decode and stream. */
+int duet__bench_tokenizer(const struct duet_bench_opts *o, json_t *results);
 
 /* Monotonic time in nanoseconds. */
 uint64_t duet__bench_now_ns(void);

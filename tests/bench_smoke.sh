@@ -176,4 +176,20 @@ case $gstatus in
 esac
 "$top_builddir/tools/duet-bench" --quick --dtype int8 gpu-worker >/dev/null 2>&1
 case $? in 0) echo "FAIL: gpu-worker accepted int8"; exit 1 ;; esac
+# tokenizer: the hand-written byte-level fixture (exit 77 without --tokenizer).
+srcdir=${DUET_TEST_SRCDIR:-.}
+out=$("$top_builddir/tools/duet-bench" --quick --repeats 1 \
+    --tokenizer "$srcdir/tests/fixtures/tokenizers/bytelevel" tokenizer) || {
+    echo "FAIL: duet-bench tokenizer exited $?"
+    exit 1
+}
+for name in tokenizer_load tokenizer_encode tokenizer_decode tokenizer_stream; do
+    printf '%s\n' "$out" | grep -q "\"name\": \"$name\"" || {
+        echo "FAIL: no result named $name"
+        printf '%s\n' "$out"
+        exit 1
+    }
+done
+"$top_builddir/tools/duet-bench" --quick tokenizer >/dev/null 2>&1
+case $? in 77) ;; *) echo "FAIL: tokenizer without --tokenizer is not a skip"; exit 1 ;; esac
 echo "1 passed, 0 failed"

@@ -51,6 +51,8 @@ static const struct {
      duet__bench_spec},
     {"gpu-worker", "GPU worker plugin: the same, against a device-to-device copy's bandwidth",
      gpu_worker},
+    {"tokenizer", "tokenizer.json: load ms, encode and decode MB/s, streamed ns per token",
+     duet__bench_tokenizer},
 #ifdef DUET_BENCH_GEMV
     {"gemv", "CPU worker GEMV kernels: GB/s of packed bf16/int8/int4 weights per ISA and shape",
      duet__bench_gemv},
@@ -120,6 +122,11 @@ static void usage(FILE *f)
             "                      too)\n"
             "  --gemv-prefill M    rows of the int8 prefill call (default 512; 32 with --quick)\n"
             "\n"
+            "tokenizer options (exits 77 without --tokenizer):\n"
+            "  --tokenizer DIR     the folder with tokenizer.json\n"
+            "  --text FILE         the text to encode (default: 4 MB of generated English\n"
+            "                      words, 64 kB with --quick)\n"
+            "\n"
             "Benchmarks:\n");
     for (size_t i = 0; i < N_BENCHES; i++)
         fprintf(f, "  %-15s %s\n", benches[i].name, benches[i].what);
@@ -181,6 +188,8 @@ enum {
     OPT_FMT,
     OPT_GROUP,
     OPT_GEMV_PREFILL,
+    OPT_TOKENIZER,
+    OPT_TEXT,
 };
 
 static bool parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
@@ -337,6 +346,16 @@ static bool parse_gemv_opt(int c, char *arg, struct duet_bench_gemv_opts *g)
     return false;
 }
 
+/* The tokenizer options; false for an empty value. */
+static bool parse_tokenizer_opt(int c, char *arg, struct duet_bench_tokenizer_opts *t)
+{
+    if (c == OPT_TOKENIZER)
+        t->dir = arg;
+    else
+        t->text = arg;
+    return *arg != '\0';
+}
+
 /* Returns -1 to go on, or the exit status. */
 static int parse_args(int argc, char **argv, struct duet_bench_opts *o)
 {
@@ -367,6 +386,8 @@ static int parse_args(int argc, char **argv, struct duet_bench_opts *o)
         {"fmt", required_argument, NULL, OPT_FMT},
         {"group", required_argument, NULL, OPT_GROUP},
         {"gemv-prefill", required_argument, NULL, OPT_GEMV_PREFILL},
+        {"tokenizer", required_argument, NULL, OPT_TOKENIZER},
+        {"text", required_argument, NULL, OPT_TEXT},
         {NULL, 0, NULL, 0}};
     char *end;
     int c;
@@ -383,7 +404,8 @@ static int parse_args(int argc, char **argv, struct duet_bench_opts *o)
             snprintf(shown, sizeof(shown), "%s", optarg); /* parsing splits optarg */
             if (c < OPT_SPEC_TARGET ? parse_worker_opt(c, optarg, &o->worker)
                 : c < OPT_ISA       ? parse_spec_opt(c, optarg, &o->spec)
-                                    : parse_gemv_opt(c, optarg, &o->gemv))
+                : c < OPT_TOKENIZER ? parse_gemv_opt(c, optarg, &o->gemv)
+                                    : parse_tokenizer_opt(c, optarg, &o->tok))
                 continue;
             while (longopts[i].val != c)
                 i++;
