@@ -5,6 +5,10 @@
 //                                                (one id array per corpus line), ref_text.jsonl and
 //                                                ref_text_skip.jsonl (their decode, keeping and
 //                                                skipping special tokens)
+//   node tokenizer_ref.mjs gpt2 DIR - OUT         writes OUT/tokenizer.json: DIR's with GPT-2's
+//                                                pre-tokenizer (ByteLevel, add_prefix_space and
+//                                                its own regex) and no ignore_merges, and copies
+//                                                tokenizer_config.json
 //   node tokenizer_ref.mjs compare NAME CORPUS OUT   compares duet_*.jsonl with ref_*.jsonl line
 //                                                by line, prints every mismatch with its line and
 //                                                a summary, and exits 1 when any line differs
@@ -16,8 +20,8 @@ import path from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
 
 const [mode, a, corpusPath, out] = process.argv.slice(2);
-const corpus = fs.readFileSync(corpusPath, "utf8").split("\n").filter((l) => l.length > 0)
-    .map((l) => JSON.parse(l));
+const corpus = mode === "gpt2" ? [] : fs.readFileSync(corpusPath, "utf8").split("\n")
+    .filter((l) => l.length > 0).map((l) => JSON.parse(l));
 const readJsonl = (f) => fs.readFileSync(path.join(out, f), "utf8").split("\n")
     .filter((l) => l.length > 0).map((l) => JSON.parse(l));
 const writeJsonl = (f, rows) =>
@@ -64,5 +68,16 @@ function compare(name) {
     process.exit(bad ? 1 : 0);
 }
 
+function gpt2(dir) {
+    const json = JSON.parse(fs.readFileSync(path.join(dir, "tokenizer.json"), "utf8"));
+    json.pre_tokenizer = { type: "ByteLevel", add_prefix_space: true, trim_offsets: true,
+        use_regex: true };
+    json.model.ignore_merges = false;
+    fs.mkdirSync(out, { recursive: true });
+    fs.writeFileSync(path.join(out, "tokenizer.json"), JSON.stringify(json));
+    fs.copyFileSync(path.join(dir, "tokenizer_config.json"), path.join(out, "tokenizer_config.json"));
+}
+
 if (mode === "gen") gen(a);
+else if (mode === "gpt2") gpt2(a);
 else compare(a);
