@@ -126,6 +126,18 @@ START_TEST(test_sentencepiece_bpe_prepends_and_falls_back_to_bytes)
 }
 END_TEST
 
+START_TEST(test_normalized_added_tokens_match_the_normalized_text)
+{
+    duet_tokenizer *tok = load("sentencepiece-normalized");
+
+    /* "<s>" is matched as "▁<s>", its normalized form, in "▁hello▁<s>hello" */
+    EXPECT(tok, "hello <s>hello", true, 1, 268, 1, 260, 261, 265, 263);
+    EXPECT(tok, "<s>", false, 1); /* the section is prepended: "▁<s>" */
+    DECODES(tok, false, "<s> hello", 1, 268);
+    duet_tokenizer_destroy(tok);
+}
+END_TEST
+
 START_TEST(test_metaspace_splits_and_fuses_unknown_chars)
 {
     duet_tokenizer *tok = load("metaspace");
@@ -475,6 +487,7 @@ int main(void)
         {"split", test_split_regex_nfc_and_ignore_merges},
         {"sentencepiece", test_sentencepiece_bpe_prepends_and_falls_back_to_bytes},
         {"metaspace", test_metaspace_splits_and_fuses_unknown_chars},
+        {"normalized_added", test_normalized_added_tokens_match_the_normalized_text},
         {"bad_input", test_invalid_utf8_becomes_replacement_chars_and_nul_is_text},
         {"decode", test_decode_runs_the_decoder_chain},
         {"decode_bad_ids", test_decode_refuses_ids_outside_the_vocabulary},

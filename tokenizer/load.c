@@ -172,15 +172,38 @@ static duet_status added_one(duet_tokenizer *t, json_t *a, duet__added *out)
     t->tok_off[id] = out->off;
     t->tok_len[id] = out->len;
     t->special[id] = out->special;
-    if (out->len)
-        t->added_first[(unsigned char)t->arena.data[out->off]] = true;
     return duet__strmap_put(&t->added_map, &t->arena, out->off, out->len, out->id)
                ? DUET_STATUS_OK
                : DUET_STATUS_OUT_OF_MEMORY;
 }
 
-/* Added tokens: matched in the raw text, longest first. single_word, and normalized tokens under
- * a normalizer, would need matching rules duet does not have: refused, never approximated. */
+/* An added token with "normalized": true under a normalizer is matched, as Hugging Face does, in
+ * the normalized text by its normalized content (Llama 2's "<s>" becomes "▁<s>"). */
+static duet_status normalize_added(duet_tokenizer *t)
+{
+    for (uint32_t i = 0; i < t->n_nadded; i++) {
+        duet__added *a = &t->nadded[i];
+        char *norm;
+        size_t len;
+        duet_status st = duet__normalize_text(t, t->arena.data + a->off, a->len, &norm, &len);
+
+        if (st != DUET_STATUS_OK)
+            return st;
+        if (len > UINT32_MAX || !duet__arena_add(&t->arena, norm, len, &a->off)) {
+            free(norm);
+            return DUET_STATUS_OUT_OF_MEMORY;
+        }
+        a->len = (uint32_t)len;
+        if (len)
+            t->nadded_first[(unsigned char)norm[0]] = true;
+        free(norm);
+    }
+    qsort(t->nadded, t->n_nadded, sizeof(*t->nadded), cmp_added);
+    return DUET_STATUS_OK;
+}
+
+/* Added tokens: matched in the raw text (or the normalized one, above), longest first.
+ * single_word would need matching rules duet does not have: refused, never approximated. */
 static duet_status load_added(duet_tokenizer *t, json_t *added, const char *path, char *err,
                               size_t err_size)
 {
@@ -188,25 +211,32 @@ static duet_status load_added(duet_tokenizer *t, json_t *added, const char *path
     json_t *a;
 
     t->added = calloc(json_array_size(added) + 1, sizeof(*t->added));
-    if (!t->added || !duet__strmap_init(&t->added_map, (uint32_t)json_array_size(added)))
+    t->nadded = calloc(json_array_size(added) + 1, sizeof(*t->nadded));
+    if (!t->added || !t->nadded ||
+        !duet__strmap_init(&t->added_map, (uint32_t)json_array_size(added)))
         return DUET_STATUS_OUT_OF_MEMORY;
     json_array_foreach(added, i, a)
     {
+        bool norm = t->n_norm && json_is_true(json_object_get(a, "normalized"));
+        duet__added *slot = norm ? &t->nadded[t->n_nadded] : &t->added[t->n_added];
         duet_status st;
 
-        if (json_is_true(json_object_get(a, "single_word")) ||
-            (t->n_norm && json_is_true(json_object_get(a, "normalized")))) {
+        if (json_is_true(json_object_get(a, "single_word"))) {
             duet__set_err(err, err_size,
-                          "%s: added_tokens[%zu] (\"%s\") uses single_word or normalized with a "
-                          "normalizer, which duet does not support",
+                          "%s: added_tokens[%zu] (\"%s\") uses single_word, which duet does not "
+                          "support",
                           path, i, json_string_value(json_object_get(a, "content")));
             return DUET_STATUS_UNSUPPORTED;
         }
-        st = added_one(t, a, &t->added[t->n_added]);
+        st = added_one(t, a, slot);
         if (st != DUET_STATUS_OK)
             return st;
-        if (t->added[t->n_added].len)
+        if (slot->len && norm) {
+            t->n_nadded++;
+        } else if (slot->len) {
+            t->added_first[(unsigned char)t->arena.data[slot->off]] = true;
             t->n_added++;
+        }
     }
     qsort(t->added, t->n_added, sizeof(*t->added), cmp_added);
     return DUET_STATUS_OK;
@@ -306,6 +336,8 @@ static duet_status load_model(duet_tokenizer *t, json_t *root, const char *path,
         json_decref(added);
     if (st == DUET_STATUS_OK)
         model_flags(t, model);
+    if (st == DUET_STATUS_OK)
+        st = normalize_added(t);
     return st;
 }
 

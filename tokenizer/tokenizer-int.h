@@ -115,9 +115,13 @@ struct duet_tokenizer {
     duet__strmap vocab;     /* model vocabulary: token -> id */
     duet__strmap added_map; /* added tokens: content -> id */
     duet__pairmap merges;
-    duet__added *added; /* [n_added] sorted longest first */
+    duet__added *added; /* [n_added] matched in the raw text, sorted longest first */
     uint32_t n_added;
     bool added_first[256]; /* first bytes of added tokens */
+    duet__added *nadded;   /* [n_nadded] "normalized": true under a normalizer: their normalized
+                              content, matched in the normalized text, sorted longest first */
+    uint32_t n_nadded;
+    bool nadded_first[256];
     duet__step norm[DUET__MAX_STEPS];
     uint32_t n_norm;
     duet__step pre[DUET__MAX_STEPS];
@@ -176,6 +180,9 @@ typedef struct duet__ids {
     size_t n, cap;
 } duet__ids;
 bool duet__ids_push(duet__ids *ids, int32_t id);
+/* TEXT through the normalizers into a new string the caller frees (*OUT_LEN bytes). */
+duet_status duet__normalize_text(const duet_tokenizer *t, const char *text, size_t len, char **out,
+                                 size_t *out_len);
 /* One BPE word's working set, reused from word to word within one encode call. */
 typedef struct duet__bpe_scratch {
     struct duet__sym *sym;    /* [cap] the word's symbols, a linked list in an array */

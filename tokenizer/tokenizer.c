@@ -180,6 +180,7 @@ void duet_tokenizer_destroy(duet_tokenizer *t)
     duet__strmap_fini(&t->added_map);
     duet__pairmap_fini(&t->merges);
     free(t->added);
+    free(t->nadded);
     free(t->tok_off);
     free(t->tok_len);
     free(t->special);
