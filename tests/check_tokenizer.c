@@ -434,6 +434,54 @@ static void expect_refusal(const char *json, duet_status status, const char *nee
                   "message \"%s\" should name \"%s\" and the file", err, needle);
 }
 
+/* The fast path for model.vocab and model.merges (tokenizer/rawjson.c) and jansson's, which a
+ * file the fast path does not expect falls back to, must give the same tokenizer. */
+START_TEST(test_fast_and_jansson_loading_agree)
+{
+    const char *src = getenv("DUET_TEST_SRCDIR");
+    const char *texts[] = {"hello world", "hello<tool>world xyz", "\xc3\xa9 <mask> hello"};
+    char path[4200], err[512] = "", *json;
+    duet_tokenizer *fast = load("bytelevel"), *slow = NULL;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/tests/fixtures/tokenizers/bytelevel/tokenizer.json",
+             src ? src : "..");
+    f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    json = calloc(1, 1 << 20);
+    ck_assert_uint_gt(fread(json, 1, (1 << 20) - 1, f), 0);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/tokenizer.json", scratch);
+    f = fopen(path, "w");
+    /* nesting deeper than the fast path follows: jansson reads the whole file */
+    fputs("{\"deep\": ", f);
+    for (int i = 0; i < 70; i++)
+        fputc('[', f);
+    for (int i = 0; i < 70; i++)
+        fputc(']', f);
+    fprintf(f, ",%s", json + 1);
+    fclose(f);
+    ck_assert_int_eq(duet_tokenizer_load(scratch, &slow, err, sizeof(err)), DUET_STATUS_OK);
+    ck_assert_uint_eq(duet_tokenizer_vocab_size(slow), duet_tokenizer_vocab_size(fast));
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        int32_t *a, *b;
+        size_t na, nb;
+
+        ck_assert_int_eq(duet_tokenizer_encode(fast, texts[i], strlen(texts[i]), true, &a, &na),
+                         DUET_STATUS_OK);
+        ck_assert_int_eq(duet_tokenizer_encode(slow, texts[i], strlen(texts[i]), true, &b, &nb),
+                         DUET_STATUS_OK);
+        ck_assert_uint_eq(na, nb);
+        ck_assert_int_eq(memcmp(a, b, na * sizeof(*a)), 0);
+        duet_tokenizer_free(a);
+        duet_tokenizer_free(b);
+    }
+    free(json);
+    duet_tokenizer_destroy(fast);
+    duet_tokenizer_destroy(slow);
+}
+END_TEST
+
 #define BPE_MODEL "\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": []}"
 
 START_TEST(test_unsupported_components_are_refused_by_name)
@@ -500,6 +548,7 @@ int main(void)
     const struct duet_test_case refusals[] = {
         {"unsupported", test_unsupported_components_are_refused_by_name},
         {"malformed", test_malformed_files_are_refused_with_the_place},
+        {"fast_and_jansson", test_fast_and_jansson_loading_agree},
     };
     Suite *s = suite_create("tokenizer");
 

@@ -9,6 +9,7 @@
  */
 #include "tokenizer-int.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,69 +24,45 @@ int32_t duet__lookup(const duet_tokenizer *t, const char *s, size_t len)
     return id >= 0 ? id : duet__strmap_get(&t->vocab, &t->arena, s, len);
 }
 
-static bool valid_id(json_t *v)
+static bool raw_add(duet__raw *r, const char *s, size_t len, int64_t id)
 {
-    return json_is_integer(v) && json_integer_value(v) >= 0 &&
-           json_integer_value(v) < DUET__MAX_IDS;
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 1024;
+        uint32_t *off = realloc(r->off, cap * sizeof(*off)), *lens;
+        int64_t *ids;
+
+        if (off)
+            r->off = off;
+        lens = off ? realloc(r->len, cap * sizeof(*lens)) : NULL;
+        if (lens)
+            r->len = lens;
+        ids = lens ? realloc(r->id, cap * sizeof(*ids)) : NULL;
+        if (!ids)
+            return false;
+        r->id = ids;
+        r->cap = cap;
+    }
+    r->len[r->n] = (uint32_t)len;
+    r->id[r->n] = id;
+    return len <= UINT32_MAX && duet__arena_add(&r->strs, s, len, &r->off[r->n++]);
 }
 
-/* Sizes the id arrays: one past the largest id of the vocabulary and the added tokens. */
-static duet_status size_ids(duet_tokenizer *t, json_t *vocab, json_t *added, const char *path,
-                            char *err, size_t err_size)
+/* The jansson path: model.vocab as (token, id) entries; ids are checked by size_ids. */
+static duet_status vocab_from_json(json_t *vocab, duet__raw *r, const char *path, char *err,
+                                   size_t err_size)
 {
     const char *key;
     json_t *v;
-    size_t i;
-    uint32_t n = 0;
 
     json_object_foreach(vocab, key, v)
     {
-        if (!valid_id(v)) {
+        if (!json_is_integer(v)) {
             duet__set_err(err, err_size, "%s: model.vocab[\"%s\"] is not an id in [0, %d)", path,
                           key, DUET__MAX_IDS);
             return DUET_STATUS_BAD_FORMAT;
         }
-        if ((uint32_t)json_integer_value(v) + 1 > n)
-            n = (uint32_t)json_integer_value(v) + 1;
-    }
-    json_array_foreach(added, i, v)
-    {
-        json_t *id = json_object_get(v, "id");
-
-        if (!valid_id(id) || !json_is_string(json_object_get(v, "content"))) {
-            duet__set_err(err, err_size, "%s: added_tokens[%zu] needs an id and a content", path,
-                          i);
-            return DUET_STATUS_BAD_FORMAT;
-        }
-        if ((uint32_t)json_integer_value(id) + 1 > n)
-            n = (uint32_t)json_integer_value(id) + 1;
-    }
-    t->n_ids = n;
-    t->tok_off = calloc(n ? n : 1, sizeof(*t->tok_off));
-    t->tok_len = malloc((n ? n : 1) * sizeof(*t->tok_len));
-    t->special = calloc(n ? n : 1, sizeof(*t->special));
-    if (!t->tok_off || !t->tok_len || !t->special)
-        return DUET_STATUS_OUT_OF_MEMORY;
-    memset(t->tok_len, 0xff, (n ? n : 1) * sizeof(*t->tok_len));
-    return DUET_STATUS_OK;
-}
-
-static duet_status load_vocab(duet_tokenizer *t, json_t *vocab)
-{
-    const char *key;
-    json_t *v;
-
-    if (!duet__strmap_init(&t->vocab, (uint32_t)json_object_size(vocab)))
-        return DUET_STATUS_OUT_OF_MEMORY;
-    json_object_foreach(vocab, key, v)
-    {
-        uint32_t id = (uint32_t)json_integer_value(v), off, len = (uint32_t)strlen(key);
-
-        if (!duet__arena_add(&t->arena, key, len, &off) ||
-            !duet__strmap_put(&t->vocab, &t->arena, off, len, (int32_t)id))
+        if (!raw_add(r, key, strlen(key), json_integer_value(v)))
             return DUET_STATUS_OUT_OF_MEMORY;
-        t->tok_off[id] = off;
-        t->tok_len[id] = len;
     }
     return DUET_STATUS_OK;
 }
@@ -115,23 +92,104 @@ static bool merge_parts(json_t *m, const char **l, size_t *ll, const char **r, s
     return false;
 }
 
-static duet_status load_merges(duet_tokenizer *t, json_t *merges, const char *path, char *err,
-                               size_t err_size)
+/* The jansson path: model.merges as left, right entries. */
+static duet_status merges_from_json(json_t *merges, duet__raw *r, const char *path, char *err,
+                                    size_t err_size)
 {
-    char buf[1024];
     size_t i;
     json_t *m;
 
-    if (!duet__pairmap_init(&t->merges, (uint32_t)json_array_size(merges)))
-        return DUET_STATUS_OUT_OF_MEMORY;
     json_array_foreach(merges, i, m)
     {
-        const char *l, *r;
+        const char *l, *rt;
         size_t ll, rl;
+
+        if (!merge_parts(m, &l, &ll, &rt, &rl)) {
+            duet__set_err(err, err_size, "%s: model.merges[%zu] is not a pair of tokens", path, i);
+            return DUET_STATUS_BAD_FORMAT;
+        }
+        if (!raw_add(r, l, ll, -1) || !raw_add(r, rt, rl, -1))
+            return DUET_STATUS_OUT_OF_MEMORY;
+    }
+    return DUET_STATUS_OK;
+}
+
+static bool valid_id(int64_t id)
+{
+    return id >= 0 && id < DUET__MAX_IDS;
+}
+
+/* Sizes the id arrays: one past the largest id of the vocabulary and the added tokens. */
+static duet_status size_ids(duet_tokenizer *t, const duet__raw *vocab, json_t *added,
+                            const char *path, char *err, size_t err_size)
+{
+    json_t *v;
+    size_t i;
+    uint32_t n = 0;
+
+    for (i = 0; i < vocab->n; i++) {
+        if (!valid_id(vocab->id[i])) {
+            duet__set_err(err, err_size, "%s: model.vocab[\"%.*s\"] is not an id in [0, %d)", path,
+                          (int)(vocab->len[i] < 200 ? vocab->len[i] : 200),
+                          vocab->strs.data + vocab->off[i], DUET__MAX_IDS);
+            return DUET_STATUS_BAD_FORMAT;
+        }
+        if ((uint32_t)vocab->id[i] + 1 > n)
+            n = (uint32_t)vocab->id[i] + 1;
+    }
+    json_array_foreach(added, i, v)
+    {
+        json_t *id = json_object_get(v, "id");
+
+        if (!json_is_integer(id) || !valid_id(json_integer_value(id)) ||
+            !json_is_string(json_object_get(v, "content"))) {
+            duet__set_err(err, err_size, "%s: added_tokens[%zu] needs an id and a content", path,
+                          i);
+            return DUET_STATUS_BAD_FORMAT;
+        }
+        if ((uint32_t)json_integer_value(id) + 1 > n)
+            n = (uint32_t)json_integer_value(id) + 1;
+    }
+    t->n_ids = n;
+    t->tok_off = calloc(n ? n : 1, sizeof(*t->tok_off));
+    t->tok_len = malloc((n ? n : 1) * sizeof(*t->tok_len));
+    t->special = calloc(n ? n : 1, sizeof(*t->special));
+    if (!t->tok_off || !t->tok_len || !t->special)
+        return DUET_STATUS_OUT_OF_MEMORY;
+    memset(t->tok_len, 0xff, (n ? n : 1) * sizeof(*t->tok_len));
+    return DUET_STATUS_OK;
+}
+
+static duet_status load_vocab(duet_tokenizer *t, const duet__raw *vocab)
+{
+    if (!duet__strmap_init(&t->vocab, (uint32_t)vocab->n))
+        return DUET_STATUS_OUT_OF_MEMORY;
+    for (size_t i = 0; i < vocab->n; i++) {
+        uint32_t id = (uint32_t)vocab->id[i], off, len = vocab->len[i];
+
+        if (!duet__arena_add(&t->arena, vocab->strs.data + vocab->off[i], len, &off) ||
+            !duet__strmap_put(&t->vocab, &t->arena, off, len, (int32_t)id))
+            return DUET_STATUS_OUT_OF_MEMORY;
+        t->tok_off[id] = off;
+        t->tok_len[id] = len;
+    }
+    return DUET_STATUS_OK;
+}
+
+static duet_status load_merges(duet_tokenizer *t, const duet__raw *m, const char *path, char *err,
+                               size_t err_size)
+{
+    char buf[1024];
+
+    if (!duet__pairmap_init(&t->merges, (uint32_t)(m->n / 2)))
+        return DUET_STATUS_OUT_OF_MEMORY;
+    for (size_t i = 0; i + 1 < m->n; i += 2) {
+        const char *l = m->strs.data + m->off[i], *r = m->strs.data + m->off[i + 1];
+        size_t ll = m->len[i], rl = m->len[i + 1];
         int32_t a, b, c;
 
-        if (!merge_parts(m, &l, &ll, &r, &rl) || ll + rl > sizeof(buf)) {
-            duet__set_err(err, err_size, "%s: model.merges[%zu] is not a pair of tokens", path, i);
+        if (ll + rl > sizeof(buf)) {
+            duet__set_err(err, err_size, "%s: model.merges[%zu] is too long", path, i / 2);
             return DUET_STATUS_BAD_FORMAT;
         }
         memcpy(buf, l, ll);
@@ -141,10 +199,10 @@ static duet_status load_merges(duet_tokenizer *t, json_t *merges, const char *pa
         c = duet__strmap_get(&t->vocab, &t->arena, buf, ll + rl);
         if (a < 0 || b < 0 || c < 0) {
             duet__set_err(err, err_size, "%s: model.merges[%zu] names a token not in model.vocab",
-                          path, i);
+                          path, i / 2);
             return DUET_STATUS_BAD_FORMAT;
         }
-        if (!duet__pairmap_put(&t->merges, a, b, (int32_t)i, c))
+        if (!duet__pairmap_put(&t->merges, a, b, (int32_t)(i / 2), c))
             return DUET_STATUS_OUT_OF_MEMORY;
     }
     return DUET_STATUS_OK;
@@ -311,8 +369,28 @@ static void model_flags(duet_tokenizer *t, json_t *model)
     }
 }
 
-static duet_status load_model(duet_tokenizer *t, json_t *root, const char *path, char *err,
-                              size_t err_size)
+/* The vocabulary and merges, from the fast path (RAW already filled) or from jansson's objects. */
+static duet_status load_tables(duet_tokenizer *t, json_t *model, json_t *added, duet__raw *raw,
+                               const char *path, char *err, size_t err_size)
+{
+    duet_status st = DUET_STATUS_OK;
+
+    if (raw[0].n == 0 && raw[1].n == 0) {
+        st = vocab_from_json(json_object_get(model, "vocab"), &raw[0], path, err, err_size);
+        if (st == DUET_STATUS_OK)
+            st = merges_from_json(json_object_get(model, "merges"), &raw[1], path, err, err_size);
+    }
+    if (st == DUET_STATUS_OK)
+        st = size_ids(t, &raw[0], added, path, err, err_size);
+    if (st == DUET_STATUS_OK)
+        st = load_vocab(t, &raw[0]);
+    if (st == DUET_STATUS_OK)
+        st = load_merges(t, &raw[1], path, err, err_size);
+    return st;
+}
+
+static duet_status load_model(duet_tokenizer *t, json_t *root, duet__raw *raw, const char *path,
+                              char *err, size_t err_size)
 {
     json_t *model = json_object_get(root, "model");
     json_t *added = json_object_get(root, "added_tokens");
@@ -324,16 +402,11 @@ static duet_status load_model(duet_tokenizer *t, json_t *root, const char *path,
         duet__set_err(err, err_size, "%s: added_tokens must be an array", path);
         return DUET_STATUS_BAD_FORMAT;
     }
-    added = added ? added : json_array();
-    st = size_ids(t, json_object_get(model, "vocab"), added, path, err, err_size);
-    if (st == DUET_STATUS_OK)
-        st = load_vocab(t, json_object_get(model, "vocab"));
-    if (st == DUET_STATUS_OK)
-        st = load_merges(t, json_object_get(model, "merges"), path, err, err_size);
+    added = added ? json_incref(added) : json_array();
+    st = load_tables(t, model, added, raw, path, err, err_size);
     if (st == DUET_STATUS_OK)
         st = load_added(t, added, path, err, err_size);
-    if (!json_object_get(root, "added_tokens"))
-        json_decref(added);
+    json_decref(added);
     if (st == DUET_STATUS_OK)
         model_flags(t, model);
     if (st == DUET_STATUS_OK)
@@ -341,8 +414,8 @@ static duet_status load_model(duet_tokenizer *t, json_t *root, const char *path,
     return st;
 }
 
-static duet_status load_root(duet_tokenizer *t, json_t *root, const char *path, char *err,
-                             size_t err_size)
+static duet_status load_root(duet_tokenizer *t, json_t *root, duet__raw *raw, const char *path,
+                             char *err, size_t err_size)
 {
     duet_status st;
 
@@ -353,9 +426,70 @@ static duet_status load_root(duet_tokenizer *t, json_t *root, const char *path, 
     /* Components first: whether a normalizer exists decides which added tokens are accepted. */
     st = duet__load_components(t, root, path, err, err_size);
     if (st == DUET_STATUS_OK)
-        st = load_model(t, root, path, err, err_size);
+        st = load_model(t, root, raw, path, err, err_size);
     if (st == DUET_STATUS_OK)
         st = duet__load_post(t, json_object_get(root, "post_processor"), path, err, err_size);
+    return st;
+}
+
+static duet_status read_file(const char *path, char **out, size_t *len, char *err, size_t err_size)
+{
+    FILE *f = fopen(path, "rb");
+    duet_status st = DUET_STATUS_IO;
+    long size;
+
+    *out = NULL;
+    if (!f) {
+        duet__set_err(err, err_size, "%s: cannot open: %s", path, strerror(errno));
+        return DUET_STATUS_IO;
+    }
+    if (fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
+        *out = malloc((size_t)size + 1);
+        st = !*out                                             ? DUET_STATUS_OUT_OF_MEMORY
+             : fread(*out, 1, (size_t)size, f) == (size_t)size ? DUET_STATUS_OK
+                                                               : DUET_STATUS_IO;
+        *len = (size_t)size;
+    }
+    if (st == DUET_STATUS_IO)
+        duet__set_err(err, err_size, "%s: cannot read", path);
+    if (st != DUET_STATUS_OK) {
+        free(*out);
+        *out = NULL;
+    }
+    fclose(f);
+    return st;
+}
+
+/* Parses LEN bytes of TEXT: model.vocab and model.merges by the fast path when it can
+ * (rawjson.c), the rest, or everything, with jansson. */
+static duet_status parse(duet_tokenizer *t, const char *text, size_t len, const char *path,
+                         char *err, size_t err_size)
+{
+    duet__raw raw[2];
+    char *rest = NULL;
+    json_error_t jerr;
+    json_t *root;
+    duet_status st;
+
+    memset(raw, 0, sizeof(raw));
+    if (!duet__raw_split(text, len, &raw[0], &raw[1], &rest))
+        rest = NULL;
+    root = json_loadb(rest ? rest : text, len, JSON_ALLOW_NUL, &jerr);
+    if (!root && rest) { /* let jansson find the error in the whole text */
+        duet__raw_fini(&raw[0]);
+        duet__raw_fini(&raw[1]);
+        root = json_loadb(text, len, JSON_ALLOW_NUL, &jerr);
+    }
+    free(rest);
+    if (!root) {
+        duet__set_err(err, err_size, "%s:%d: %s", path, jerr.line, jerr.text);
+        st = DUET_STATUS_BAD_FORMAT;
+    } else {
+        st = load_root(t, root, raw, path, err, err_size);
+        json_decref(root);
+    }
+    duet__raw_fini(&raw[0]);
+    duet__raw_fini(&raw[1]);
     return st;
 }
 
@@ -363,17 +497,16 @@ static duet_status load_root(duet_tokenizer *t, json_t *root, const char *path, 
 duet_status duet__load_json(duet_tokenizer *t, const char *path, const char *text, size_t len,
                             char *err, size_t err_size)
 {
-    json_error_t jerr;
-    json_t *root = text ? json_loadb(text, len, JSON_ALLOW_NUL, &jerr)
-                        : json_load_file(path, JSON_ALLOW_NUL, &jerr);
+    char *file = NULL;
     duet_status st;
 
-    if (!root) {
-        duet__set_err(err, err_size, "%s:%d: %s", path, jerr.line, jerr.text);
-        return json_error_code(&jerr) == json_error_cannot_open_file ? DUET_STATUS_IO
-                                                                     : DUET_STATUS_BAD_FORMAT;
+    if (!text) {
+        st = read_file(path, &file, &len, err, err_size);
+        if (st != DUET_STATUS_OK)
+            return st;
+        text = file;
     }
-    st = load_root(t, root, path, err, err_size);
-    json_decref(root);
+    st = parse(t, text, len, path, err, err_size);
+    free(file);
     return st;
 }

@@ -10,6 +10,7 @@ TOKENIZER_SOURCES = \
 	tokenizer/encode.c \
 	tokenizer/load.c \
 	tokenizer/map.c \
+	tokenizer/rawjson.c \
 	tokenizer/tokenizer.c \
 	tokenizer/utf8.c
 TOKENIZER_CFLAGS = $(JANSSON_CFLAGS) $(PCRE2_CFLAGS) $(UTF8PROC_CFLAGS)

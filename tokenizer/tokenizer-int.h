@@ -161,6 +161,21 @@ bool duet__utf8_incomplete(const unsigned char *s, size_t k);
 /* A copy of TEXT with invalid sequences replaced by U+FFFD (WHATWG maximal subparts). */
 char *duet__utf8_sanitize(const char *text, size_t len, size_t *out_len);
 
+/* model.vocab or model.merges decoded by the fast path (rawjson.c). */
+typedef struct duet__raw {
+    duet__arena strs;    /* the decoded strings */
+    uint32_t *off, *len; /* [n] strings in strs: vocab tokens, or merges' left and right */
+    int64_t *id;         /* [n] vocab ids (unused for merges) */
+    size_t n, cap;
+} duet__raw;
+
+/* Finds and decodes model.vocab and model.merges of the LEN bytes of TEXT and gives the rest of
+ * the text, those values blanked to {} and [], in *REST (the caller frees it). False when the
+ * file is not of the expected shape: then jansson parses all of it. */
+bool duet__raw_split(const char *text, size_t len, duet__raw *vocab, duet__raw *merges,
+                     char **rest);
+void duet__raw_fini(duet__raw *r);
+
 /* Loading (load.c, components.c). */
 duet_status duet__load_json(duet_tokenizer *t, const char *path, const char *text, size_t len,
                             char *err, size_t err_size);
