@@ -4,9 +4,11 @@
  *
  *     { ...tokenizer.json... } \0\0 text to encode
  *
- * A refusal must carry a message naming tokenizer.json. An accepted tokenizer encodes the text
- * (with and without special tokens) into ids below its vocabulary size, and the streamed decode
- * of those ids equals the one-shot decode and is valid UTF-8.
+ * A refusal must carry a message naming tokenizer.json. The fast reader of model.vocab and
+ * model.merges and jansson's path must agree: the same status, and for an accepted file the same
+ * tokens for every id and the same ids for the text. An accepted tokenizer encodes the text (with
+ * and without special tokens) into ids below its vocabulary size, and the streamed decode of
+ * those ids equals the one-shot decode and is valid UTF-8.
  */
 #include "../tokenizer/tokenizer-int.h"
 
@@ -67,12 +69,55 @@ static void check_encode(const duet_tokenizer *tok, const char *text, size_t len
     duet_tokenizer_free(ids);
 }
 
+/* The same file through jansson alone must give the same tokenizer as through the fast path. */
+static void check_paths_agree(const char *json, size_t len, duet_status fast_st,
+                              const duet_tokenizer *fast, const char *text, size_t text_len)
+{
+    char err[512] = "";
+    duet_tokenizer *slow;
+    duet_status st;
+
+    duet__raw_disabled = true;
+    st = duet__tokenizer_from_json(json, len, &slow, err, sizeof(err));
+    duet__raw_disabled = false;
+    if (st == DUET_STATUS_OUT_OF_MEMORY || fast_st == DUET_STATUS_OUT_OF_MEMORY)
+        return;
+    if ((st == DUET_STATUS_OK) != (fast_st == DUET_STATUS_OK))
+        abort();
+    if (st != DUET_STATUS_OK)
+        return;
+    if (duet_tokenizer_vocab_size(slow) != duet_tokenizer_vocab_size(fast))
+        abort();
+    for (uint32_t id = 0; id < duet_tokenizer_vocab_size(fast); id++) {
+        size_t la = 0, lb = 0;
+        const char *a = duet_tokenizer_id_to_token(fast, (int32_t)id, &la);
+        const char *b = duet_tokenizer_id_to_token(slow, (int32_t)id, &lb);
+
+        if (!a != !b || la != lb || (a && memcmp(a, b, la) != 0))
+            abort();
+    }
+    if (text) {
+        int32_t *x, *y;
+        size_t nx, ny;
+
+        if (duet_tokenizer_encode(fast, text, text_len, true, &x, &nx) == DUET_STATUS_OK &&
+            duet_tokenizer_encode(slow, text, text_len, true, &y, &ny) == DUET_STATUS_OK) {
+            if (nx != ny || (nx && memcmp(x, y, nx * sizeof(*x)) != 0))
+                abort();
+            duet_tokenizer_free(y);
+        }
+        duet_tokenizer_free(x);
+    }
+    duet_tokenizer_destroy(slow);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *s = (const char *)data, *text = NULL;
     size_t json_len = size, text_len = 0;
     char err[512] = "";
     duet_tokenizer *tok;
+    duet_status st;
 
     for (size_t i = 0; i + 1 < size; i++) {
         if (data[i] == 0 && data[i + 1] == 0) {
@@ -82,7 +127,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         }
     }
-    if (duet__tokenizer_from_json(s, json_len, &tok, err, sizeof(err)) != DUET_STATUS_OK) {
+    st = duet__tokenizer_from_json(s, json_len, &tok, err, sizeof(err));
+
+    check_paths_agree(s, json_len, st, st == DUET_STATUS_OK ? tok : NULL, text, text_len);
+    if (st != DUET_STATUS_OK) {
         if (!strstr(err, "tokenizer.json"))
             abort();
         return 0;

@@ -519,6 +519,12 @@ START_TEST(test_malformed_files_are_refused_with_the_place)
     expect_refusal("{\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"(\"}, "
                    "\"behavior\": \"Isolated\"}, " BPE_MODEL "}",
                    DUET_STATUS_BAD_FORMAT, "Split");
+    expect_refusal(
+        "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 0}, \"merges\": []}}",
+        DUET_STATUS_BAD_FORMAT, "repeats the token \"b\" or its id 0");
+    expect_refusal(
+        "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"a\": 1}, \"merges\": []}}",
+        DUET_STATUS_BAD_FORMAT, "repeats the token \"a\"");
     expect_refusal("{\"added_tokens\": [{\"content\": \"x\"}], " BPE_MODEL "}",
                    DUET_STATUS_BAD_FORMAT, "added_tokens[0]");
     ck_assert_int_eq(duet_tokenizer_load("/nonexistent/dir", &tok, err, sizeof(err)),

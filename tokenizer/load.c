@@ -160,14 +160,23 @@ static duet_status size_ids(duet_tokenizer *t, const duet__raw *vocab, json_t *a
     return DUET_STATUS_OK;
 }
 
-static duet_status load_vocab(duet_tokenizer *t, const duet__raw *vocab)
+/* The vocabulary: distinct tokens with distinct ids, or id -> token would depend on the order
+ * a JSON reader happens to keep (Hugging Face's own readers differ there). */
+static duet_status load_vocab(duet_tokenizer *t, const duet__raw *vocab, const char *path,
+                              char *err, size_t err_size)
 {
     if (!duet__strmap_init(&t->vocab, (uint32_t)vocab->n))
         return DUET_STATUS_OUT_OF_MEMORY;
     for (size_t i = 0; i < vocab->n; i++) {
         uint32_t id = (uint32_t)vocab->id[i], off, len = vocab->len[i];
+        const char *s = vocab->strs.data + vocab->off[i];
 
-        if (!duet__arena_add(&t->arena, vocab->strs.data + vocab->off[i], len, &off) ||
+        if (t->tok_len[id] != UINT32_MAX || duet__strmap_get(&t->vocab, &t->arena, s, len) >= 0) {
+            duet__set_err(err, err_size, "%s: model.vocab repeats the token \"%.*s\" or its id %u",
+                          path, (int)(len < 200 ? len : 200), s, id);
+            return DUET_STATUS_BAD_FORMAT;
+        }
+        if (!duet__arena_add(&t->arena, s, len, &off) ||
             !duet__strmap_put(&t->vocab, &t->arena, off, len, (int32_t)id))
             return DUET_STATUS_OUT_OF_MEMORY;
         t->tok_off[id] = off;
@@ -339,11 +348,12 @@ static bool metaspace_leads_only(const duet_tokenizer *t)
     static const char meta[] = "\xe2\x96\x81";
 
     for (uint32_t i = 0; i < t->vocab.cap; i++) {
-        const char *s = t->arena.data + t->vocab.slot_off[i];
         uint32_t len = t->vocab.slot_len[i], k = 0;
+        const char *s;
 
         if (len == UINT32_MAX)
             continue;
+        s = t->arena.data + t->vocab.slot_off[i];
         while (k + 3 <= len && memcmp(s + k, meta, 3) == 0)
             k += 3;
         for (; k + 3 <= len; k++)
@@ -383,7 +393,7 @@ static duet_status load_tables(duet_tokenizer *t, json_t *model, json_t *added, 
     if (st == DUET_STATUS_OK)
         st = size_ids(t, &raw[0], added, path, err, err_size);
     if (st == DUET_STATUS_OK)
-        st = load_vocab(t, &raw[0]);
+        st = load_vocab(t, &raw[0], path, err, err_size);
     if (st == DUET_STATUS_OK)
         st = load_merges(t, &raw[1], path, err, err_size);
     return st;
@@ -474,11 +484,11 @@ static duet_status parse(duet_tokenizer *t, const char *text, size_t len, const 
     memset(raw, 0, sizeof(raw));
     if (!duet__raw_split(text, len, &raw[0], &raw[1], &rest))
         rest = NULL;
-    root = json_loadb(rest ? rest : text, len, JSON_ALLOW_NUL, &jerr);
+    root = json_loadb(rest ? rest : text, len, JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &jerr);
     if (!root && rest) { /* let jansson find the error in the whole text */
         duet__raw_fini(&raw[0]);
         duet__raw_fini(&raw[1]);
-        root = json_loadb(text, len, JSON_ALLOW_NUL, &jerr);
+        root = json_loadb(text, len, JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &jerr);
     }
     free(rest);
     if (!root) {

@@ -57,7 +57,7 @@ EXTRA_DIST += tests/tokenizer_ref.sh tests/tokenizer_ref.mjs tests/fixtures/toke
 check_PROGRAMS += fuzz/replay_tokenizer
 fuzz_replay_tokenizer_SOURCES = fuzz/replay.c fuzz/fuzz_tokenizer.c
 fuzz_replay_tokenizer_CPPFLAGS = $(AM_CPPFLAGS) -DFUZZ_TARGET='"tokenizer"'
-fuzz_replay_tokenizer_LDADD = tokenizer/libduet_tokenizer.la libduet.la $(TOKENIZER_LIBS)
+fuzz_replay_tokenizer_LDADD = tokenizer/libduet_tokenizer.la $(TOKENIZER_LIBS) $(PTHREAD_LIBS)
 TESTS += fuzz/replay_tokenizer
 EXTRA_DIST += fuzz/tokenizer.dict
 

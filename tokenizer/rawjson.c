@@ -170,7 +170,8 @@ static bool grow(duet__raw *r, size_t need)
     return true;
 }
 
-/* An integer id: digits only, as tokenizer.json writes them. */
+/* An integer id: digits only, without leading zeros (JSON has none), as tokenizer.json writes
+ * them; anything else (a sign, a fraction, an exponent) is left to jansson. */
 static const char *parse_id(const char *p, const char *end, int64_t *id)
 {
     int64_t v = 0;
@@ -178,7 +179,7 @@ static const char *parse_id(const char *p, const char *end, int64_t *id)
 
     while (p < end && *p >= '0' && *p <= '9' && p - start < 12)
         v = v * 10 + (*p++ - '0');
-    if (p == start ||
+    if (p == start || (*start == '0' && p - start > 1) ||
         (p < end && (*p == '.' || *p == 'e' || *p == 'E' || (*p >= '0' && *p <= '9'))))
         return NULL;
     *id = v;
@@ -325,6 +326,8 @@ void duet__raw_fini(duet__raw *r)
     memset(r, 0, sizeof(*r));
 }
 
+bool duet__raw_disabled;
+
 bool duet__raw_split(const char *text, size_t len, duet__raw *vocab, duet__raw *merges, char **rest)
 {
     static const char *const root_keys[] = {"model"}, *const model_keys[] = {"vocab", "merges"};
@@ -332,7 +335,7 @@ bool duet__raw_split(const char *text, size_t len, duet__raw *vocab, duet__raw *
     range model = {0}, vm[2] = {{0}, {0}};
 
     *rest = NULL;
-    if (!scan_object(text, end, root_keys, &model, 1) || !model.start ||
+    if (duet__raw_disabled || !scan_object(text, end, root_keys, &model, 1) || !model.start ||
         !scan_object(model.start, model.end, model_keys, vm, 2) || !vm[0].start || !vm[1].start ||
         vm[0].end - vm[0].start < 2 || vm[1].end - vm[1].start < 2)
         return false;

@@ -175,6 +175,9 @@ typedef struct duet__raw {
 bool duet__raw_split(const char *text, size_t len, duet__raw *vocab, duet__raw *merges,
                      char **rest);
 void duet__raw_fini(duet__raw *r);
+/* Set by the fuzz target only (single-threaded): every load takes jansson's path, so that it can
+ * compare the two. */
+extern bool duet__raw_disabled;
 
 /* Loading (load.c, components.c). */
 duet_status duet__load_json(duet_tokenizer *t, const char *path, const char *text, size_t len,
