@@ -17,10 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct dbuf {
-    char *p;
-    size_t n, cap;
-} dbuf;
+typedef duet__buf dbuf;
 
 struct duet_detok {
     const duet_tokenizer *t;
@@ -34,46 +31,13 @@ struct duet_detok {
     uint64_t n_out_tokens;                /* tokens emitted (no decoder: joined with ' ') */
 };
 
-static bool dbuf_add(dbuf *b, const char *s, size_t n)
-{
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        char *p;
-
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        p = realloc(b->p, cap);
-        if (!p)
-            return false;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-    return true;
-}
-
-static bool dbuf_reserve(dbuf *b, size_t room)
-{
-    char *p;
-
-    if (room <= b->cap)
-        return true;
-    p = realloc(b->p, room * 2);
-    if (!p)
-        return false;
-    b->p = p;
-    b->cap = room * 2;
-    return true;
-}
-
 /* Appends bytes to the output through the assembler; FINAL flushes an incomplete char too. */
 static bool emit(duet_detok *d, const char *s, size_t n, bool final)
 {
     size_t used;
 
-    if (!dbuf_add(&d->pending, s, n) || !dbuf_reserve(&d->out, d->out.n + d->pending.n * 3 + 1))
+    if (!duet__buf_add(&d->pending, s, n) ||
+        !duet__buf_fit(&d->out, d->out.n + d->pending.n * 3 + 1))
         return false;
     d->out.n +=
         duet__utf8_fix(d->pending.p, d->pending.n, d->out.p + d->out.n, final ? NULL : &used);
@@ -96,9 +60,9 @@ static bool step_byte_level(dbuf *o, const char *s, size_t n)
 
         if (b < 0) {
             o->n = 0;
-            return dbuf_add(o, s, n);
+            return duet__buf_add(o, s, n);
         }
-        if (!dbuf_add(o, &c, 1))
+        if (!duet__buf_add(o, &c, 1))
             return false;
     }
     return true;
@@ -111,7 +75,7 @@ static bool step_replace(dbuf *o, const char *s, size_t n, const char *from, con
     for (size_t i = 0; i < n;) {
         bool hit = i + fl <= n && memcmp(s + i, from, fl) == 0;
 
-        if (!(hit ? dbuf_add(o, to, tl) : dbuf_add(o, s + i, 1)))
+        if (!(hit ? duet__buf_add(o, to, tl) : duet__buf_add(o, s + i, 1)))
             return false;
         i += hit ? fl : 1;
     }
@@ -140,9 +104,9 @@ static bool step_metaspace(dbuf *o, const char *s, size_t n, const duet__step *s
     for (size_t i = 0; i < n;) {
         bool hit = i + rl <= n && memcmp(s + i, st->str, rl) == 0;
 
-        if (hit && !(first && st->flag) && !dbuf_add(o, " ", 1))
+        if (hit && !(first && st->flag) && !duet__buf_add(o, " ", 1))
             return false;
-        if (!hit && !dbuf_add(o, s + i, 1))
+        if (!hit && !duet__buf_add(o, s + i, 1))
             return false;
         i += hit ? rl : 1;
     }
@@ -203,9 +167,9 @@ static bool run_step(duet_detok *d, uint32_t k, const char *s, size_t n, dbuf *o
         if (!st->flag)
             d->strip_left[k] = st->start;
         cut = strip_start(s, n, st->str, &d->strip_left[k], st->flag);
-        return dbuf_add(o, s + cut, n - cut);
+        return duet__buf_add(o, s + cut, n - cut);
     default: /* Fuse: joining is what the stream does anyway */
-        return dbuf_add(o, s, n);
+        return duet__buf_add(o, s, n);
     }
 }
 
@@ -219,7 +183,7 @@ static bool run(duet_detok *d, uint32_t k, const char *s, size_t n)
 
         if (d->t->dec[k].kind == DUET__DEC_BYTE_FALLBACK) {
             if (byte_token(s, n, &byte))
-                return dbuf_add(&d->group, &byte, 1);
+                return duet__buf_add(&d->group, &byte, 1);
             if (!flush_group(d, k))
                 return false;
             continue;
@@ -327,11 +291,11 @@ duet_status duet_tokenizer_decode(const duet_tokenizer *t, const int32_t *ids, s
     st = duet_detok_create(t, skip_special, &d);
     for (size_t i = 0; i <= n && st == DUET_STATUS_OK; i++) {
         st = i < n ? duet_detok_push(d, ids[i], &s, &sl) : duet_detok_finish(d, &s, &sl);
-        if (st == DUET_STATUS_OK && !dbuf_add(&all, s, sl))
+        if (st == DUET_STATUS_OK && !duet__buf_add(&all, s, sl))
             st = DUET_STATUS_OUT_OF_MEMORY;
     }
     duet_detok_destroy(d);
-    if (st == DUET_STATUS_OK && !all.p && !dbuf_add(&all, "", 0))
+    if (st == DUET_STATUS_OK && !all.p && !duet__buf_add(&all, "", 0))
         st = DUET_STATUS_OUT_OF_MEMORY;
     if (st != DUET_STATUS_OK) {
         free(all.p);

@@ -20,10 +20,7 @@ typedef struct span {
     size_t off, len;
 } span;
 
-typedef struct buf {
-    char *p;
-    size_t n, cap;
-} buf;
+typedef duet__buf buf;
 
 typedef struct spans {
     span *v;
@@ -41,32 +38,6 @@ typedef struct duet__enc {
     duet__ids ids;
     bool regex_failed; /* PCRE2 gave up (its match or depth limit), not a plain no-match */
 } duet__enc;
-
-static bool buf_fit(buf *b, size_t n)
-{
-    if (n <= b->cap)
-        return true;
-    size_t cap = b->cap ? b->cap : 256;
-    char *p;
-
-    while (cap < n)
-        cap *= 2;
-    p = realloc(b->p, cap);
-    if (!p)
-        return false;
-    b->p = p;
-    b->cap = cap;
-    return true;
-}
-
-static bool buf_add(buf *b, const char *s, size_t n)
-{
-    if (!buf_fit(b, b->n + n + 1))
-        return false;
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    return true;
-}
 
 static bool span_add(spans *s, size_t off, size_t len)
 {
@@ -107,10 +78,10 @@ static bool replace_all(duet__enc *e, const char *from, const char *to)
     e->next.n = 0;
     while (i < e->text.n) {
         if (i + fl <= e->text.n && memcmp(e->text.p + i, from, fl) == 0) {
-            if (!buf_add(&e->next, to, tl))
+            if (!duet__buf_add(&e->next, to, tl))
                 return false;
             i += fl;
-        } else if (!buf_add(&e->next, e->text.p + i++, 1)) {
+        } else if (!duet__buf_add(&e->next, e->text.p + i++, 1)) {
             return false;
         }
     }
@@ -128,7 +99,7 @@ static bool nfc_append(buf *out, const char *s, size_t len)
                      UTF8PROC_STABLE | UTF8PROC_COMPOSE);
     if (n < 0)
         return false;
-    ok = buf_add(out, (const char *)r, (size_t)n);
+    ok = duet__buf_add(out, (const char *)r, (size_t)n);
     free(r);
     return ok;
 }
@@ -155,12 +126,12 @@ static bool nfc(duet__enc *e)
         for (end = i;
              end < n && ((unsigned char)s[end] >= 0xcc || ((unsigned char)s[end] & 0xc0) == 0x80);)
             end++;
-        if (!buf_add(&e->next, s + done, prev - done) ||
+        if (!duet__buf_add(&e->next, s + done, prev - done) ||
             !nfc_append(&e->next, s + prev, end - prev))
             return false;
         done = prev = i = end;
     }
-    return buf_add(&e->next, s + done, n - done);
+    return duet__buf_add(&e->next, s + done, n - done);
 }
 
 static bool normalize(duet__enc *e)
@@ -174,8 +145,8 @@ static bool normalize(duet__enc *e)
         else if (s->kind == DUET__NORM_REPLACE)
             ok = replace_all(e, s->str, s->str2);
         else if (e->text.n) /* Prepend: only to a non-empty text */
-            ok = buf_add(&e->next, s->str, strlen(s->str)) &&
-                 buf_add(&e->next, e->text.p, e->text.n);
+            ok = duet__buf_add(&e->next, s->str, strlen(s->str)) &&
+                 duet__buf_add(&e->next, e->text.p, e->text.n);
         if (!ok)
             return false;
         if (s->kind != DUET__NORM_PREPEND || e->text.n)
@@ -238,8 +209,8 @@ static bool prefix_spaces(duet__enc *e)
         span sp = e->cur.v[i];
         size_t at = e->next.n;
 
-        if ((e->text.p[sp.off] != ' ' && !buf_add(&e->next, " ", 1)) ||
-            !buf_add(&e->next, e->text.p + sp.off, sp.len) ||
+        if ((e->text.p[sp.off] != ' ' && !duet__buf_add(&e->next, " ", 1)) ||
+            !duet__buf_add(&e->next, e->text.p + sp.off, sp.len) ||
             !span_add(&e->out, at, e->next.n - at))
             return false;
     }
@@ -258,7 +229,7 @@ static bool metaspace(duet__enc *e, const duet__step *s, bool section_first)
     swap_text(e);
     if ((s->start == 1 || (s->start == 2 && section_first)) &&
         (e->text.n < rl || memcmp(e->text.p, s->str, rl) != 0)) {
-        if (!buf_add(&e->next, s->str, rl) || !buf_add(&e->next, e->text.p, e->text.n))
+        if (!duet__buf_add(&e->next, s->str, rl) || !duet__buf_add(&e->next, e->text.p, e->text.n))
             return false;
         swap_text(e);
     }
@@ -330,7 +301,7 @@ static duet_status encode_span(duet__enc *e, span sp)
 
     if (e->t->byte_level) {
         e->word.n = 0;
-        if (!buf_fit(&e->word, sp.len * 2 + 1))
+        if (!duet__buf_fit(&e->word, sp.len * 2 + 1))
             return DUET_STATUS_OUT_OF_MEMORY;
         for (size_t i = 0; i < sp.len; i++)
             e->word.n +=
@@ -351,7 +322,7 @@ static duet_status encode_piece(duet__enc *e, const char *s, size_t len, bool se
     e->text.n = 0;
     e->next.n = 0;
     e->cur.n = 0;
-    if (!buf_add(&e->text, s, len) || !span_add(&e->cur, 0, len) ||
+    if (!duet__buf_add(&e->text, s, len) || !span_add(&e->cur, 0, len) ||
         !pre_tokenize(e, section_first) || (e->t->sp_cut && !sp_cut(e)))
         return e->regex_failed ? DUET_STATUS_UNSUPPORTED : DUET_STATUS_OUT_OF_MEMORY;
     for (size_t i = 0; i < e->cur.n && st == DUET_STATUS_OK; i++)
@@ -419,12 +390,12 @@ static duet_status encode_section(duet__enc *e, const char *s, size_t len, bool 
         return DUET_STATUS_OK;
     e->text.n = 0;
     e->next.n = 0;
-    if (!buf_add(&e->text, s, len) || !normalize(e))
+    if (!duet__buf_add(&e->text, s, len) || !normalize(e))
         return DUET_STATUS_OUT_OF_MEMORY;
     if (t->n_nadded == 0)
         return encode_piece(e, e->text.p, e->text.n, section_first);
     e->sect.n = 0;
-    if (!buf_add(&e->sect, e->text.p, e->text.n))
+    if (!duet__buf_add(&e->sect, e->text.p, e->text.n))
         return DUET_STATUS_OUT_OF_MEMORY;
     return split_added(e, t->nadded, t->n_nadded, t->nadded_first, e->sect.p, e->sect.n,
                        section_first, encode_piece);
@@ -441,7 +412,7 @@ duet_status duet__normalize_text(const duet_tokenizer *t, const char *text, size
                                  size_t *out_len)
 {
     duet__enc e = {.t = t};
-    bool ok = buf_add(&e.text, text, len) && normalize(&e) && buf_add(&e.text, "", 0);
+    bool ok = duet__buf_add(&e.text, text, len) && normalize(&e) && duet__buf_add(&e.text, "", 0);
 
     *out = ok ? e.text.p : NULL;
     *out_len = ok ? e.text.n : 0;

@@ -26,6 +26,32 @@ void duet__set_err(char *err, size_t err_size, const char *fmt, ...)
     va_end(ap);
 }
 
+bool duet__buf_fit(duet__buf *b, size_t bytes)
+{
+    size_t cap = b->cap ? b->cap : 64;
+    char *p;
+
+    if (bytes <= b->cap)
+        return true;
+    while (cap < bytes)
+        cap = cap > SIZE_MAX / 2 ? bytes : cap * 2;
+    if (!(p = realloc(b->p, cap)))
+        return false;
+    b->p = p;
+    b->cap = cap;
+    return true;
+}
+
+bool duet__buf_add(duet__buf *b, const char *s, size_t n)
+{
+    if (n > SIZE_MAX - b->n - 1 || !duet__buf_fit(b, b->n + n + 1))
+        return false;
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = '\0';
+    return true;
+}
+
 bool duet__arena_add(duet__arena *a, const char *s, size_t len, uint32_t *off)
 {
     if (a->len + len + 1 > UINT32_MAX)

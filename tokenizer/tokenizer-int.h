@@ -212,6 +212,17 @@ duet_status duet__bpe_word(const duet_tokenizer *t, duet__bpe_scratch *s, const 
 duet_status duet__cache_create(duet__cache **out);
 void duet__cache_destroy(duet__cache *c);
 
+/* A growable byte string: p[0 .. n), a NUL after it once anything was added (map.c). */
+typedef struct duet__buf {
+    char *p;
+    size_t n, cap;
+} duet__buf;
+
+/* Capacity for at least `bytes` (doubling); false when out of memory (b unchanged). */
+bool duet__buf_fit(duet__buf *b, size_t bytes);
+/* Appends n bytes and keeps the NUL after them; false when out of memory. */
+bool duet__buf_add(duet__buf *b, const char *s, size_t n);
+
 void duet__set_err(char *err, size_t err_size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
