@@ -5,6 +5,7 @@ duet_include_HEADERS += include/duet/tokenizer.h
 TOKENIZER_SOURCES = \
 	tokenizer/tokenizer-int.h \
 	tokenizer/bpe.c \
+	tokenizer/chat.c \
 	tokenizer/components.c \
 	tokenizer/decode.c \
 	tokenizer/encode.c \

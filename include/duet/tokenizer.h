@@ -73,6 +73,51 @@ DUET_API int32_t duet_tokenizer_bos_id(const duet_tokenizer *tok);
 /* Copies up to MAX end-of-sequence ids into IDS and returns how many there are. */
 DUET_API size_t duet_tokenizer_eos_ids(const duet_tokenizer *tok, int32_t *ids, size_t max);
 
+/* ---- chat templates ------------------------------------------------------------------------
+ * tokenizer_config.json's Jinja "chat_template" (a string, or a list of {"name", "template"} of
+ * which "default" is taken), or DIR/chat_template.jinja, which takes precedence as in
+ * transformers. Rendering follows transformers' apply_chat_template: Jinja2 with trim_blocks and
+ * lstrip_blocks, the variables messages, add_generation_prompt, bos_token, eos_token, unk_token,
+ * pad_token (strings from tokenizer_config.json, "" when absent), tools and documents (when given),
+ * the functions raise_exception and strftime_now, and the filter tojson. Only a subset of Jinja is
+ * interpreted (docs/tokenizer.md); a construct outside it is DUET_STATUS_UNSUPPORTED with a
+ * message naming the template line, never wrong text. A rendered prompt already carries the
+ * template's BOS: encode it with ADD_SPECIAL false, as transformers and vLLM do. */
+
+/* The tokenizer's chat template (NUL-terminated; valid while TOK lives), or NULL when it has
+ * none. */
+DUET_API const char *duet_tokenizer_chat_template(const duet_tokenizer *tok);
+
+typedef struct duet_chat_options {
+    bool add_generation_prompt; /* end with the assistant's header (default true) */
+    const char *chat_template;  /* NULL: the tokenizer's own template */
+    const char *kwargs_json;    /* NULL, or a JSON object whose members become template variables
+                                   (vLLM's chat_template_kwargs: enable_thinking, tools, ...) */
+} duet_chat_options;
+
+/* Fills *OPTS with the defaults above. */
+DUET_API void duet_chat_options_init(duet_chat_options *opts);
+
+/* Renders MESSAGES_JSON (LEN bytes: a JSON array of objects with at least "role" and "content")
+ * with the tokenizer's template into a NUL-terminated prompt (*PROMPT_LEN bytes before the NUL
+ * when not NULL), which the caller releases with duet_tokenizer_free. OPTS NULL means the
+ * defaults. Errors: DUET_STATUS_INVALID_ARGUMENT for bad messages or a template's
+ * raise_exception (ERR holds its message), DUET_STATUS_NOT_FOUND when there is no template,
+ * DUET_STATUS_UNSUPPORTED / DUET_STATUS_BAD_FORMAT for templates outside the subset or malformed
+ * (ERR names the line). */
+DUET_API duet_status duet_tokenizer_apply_chat_template(const duet_tokenizer *tok,
+                                                        const char *messages_json, size_t len,
+                                                        const duet_chat_options *opts,
+                                                        char **prompt, size_t *prompt_len,
+                                                        char *err, size_t err_size);
+
+/* Renders a Jinja template TMPL (TMPL_LEN bytes) with the variables of CONTEXT_JSON (a JSON
+ * object; NULL means none) under the same rules, without a tokenizer. */
+DUET_API duet_status duet_chat_template_render(const char *tmpl, size_t tmpl_len,
+                                               const char *context_json, size_t context_len,
+                                               char **out, size_t *out_len, char *err,
+                                               size_t err_size);
+
 /* Incremental detokenization for streaming. Each push returns the bytes that became final: only
  * complete UTF-8; the concatenation of every push and the finish equals duet_tokenizer_decode of
  * the same ids, and each push costs O(1) amortised. *TEXT stays valid until the next call on D.
