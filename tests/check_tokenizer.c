@@ -482,6 +482,50 @@ START_TEST(test_fast_and_jansson_loading_agree)
 }
 END_TEST
 
+/* Loads JSON as DIR/tokenizer.json of the scratch folder. */
+static duet_tokenizer *load_json(const char *json)
+{
+    char path[4200], err[512] = "";
+    duet_tokenizer *tok = NULL;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/tokenizer.json", scratch);
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(json, f);
+    fclose(f);
+    ck_assert_msg(duet_tokenizer_load(scratch, &tok, err, sizeof(err)) == DUET_STATUS_OK, "%s",
+                  err);
+    return tok;
+}
+
+/* Hugging Face's AddedVocabulary (added_vocabulary.rs): a single_word match with a word char
+ * (Unicode \w) beside it is dropped and the search resumes after it; lstrip / rstrip take
+ * Unicode whitespace (U+3000, U+00A0), not only ASCII. */
+START_TEST(test_single_word_and_unicode_whitespace_stripping)
+{
+    duet_tokenizer *tok = load_json(
+        "{\"added_tokens\": ["
+        "{\"id\": 6, \"content\": \"<w>\", \"single_word\": true, \"lstrip\": false, "
+        "\"rstrip\": false, \"normalized\": false, \"special\": false},"
+        "{\"id\": 7, \"content\": \"<s>\", \"single_word\": false, \"lstrip\": true, "
+        "\"rstrip\": true, \"normalized\": false, \"special\": true}],"
+        "\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \" \": 2, \"x\": 3, "
+        "\"\xc3\xa9\": 4, \"\xe3\x80\x80\": 5, \"<\": 8, \"w\": 9, \">\": 10, \"\xc2\xa0\": 11, "
+        "\"_\": 12}, \"merges\": []}}");
+
+    EXPECT(tok, "a <w> b", false, 0, 2, 6, 2, 1);
+    EXPECT(tok, "<w>", false, 6);
+    EXPECT(tok, "a<w>b", false, 0, 8, 9, 10, 1);               /* inside a word: text */
+    EXPECT(tok, "\xc3\xa9<w>", false, 4, 8, 9, 10);            /* é is a word char */
+    EXPECT(tok, "_<w>", false, 12, 8, 9, 10);                  /* so is _ */
+    EXPECT(tok, "x<w><w> ", false, 3, 8, 9, 10, 6, 2);         /* resumes after the dropped one */
+    EXPECT(tok, "a\xe3\x80\x80<s>\xc2\xa0 b", false, 0, 7, 1); /* U+3000, U+00A0 stripped */
+    EXPECT(tok, "<s> <s>", false, 7, 7);
+    duet_tokenizer_destroy(tok);
+}
+END_TEST
+
 #define BPE_MODEL "\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": []}"
 
 START_TEST(test_unsupported_components_are_refused_by_name)
@@ -555,6 +599,7 @@ int main(void)
         {"unsupported", test_unsupported_components_are_refused_by_name},
         {"malformed", test_malformed_files_are_refused_with_the_place},
         {"fast_and_jansson", test_fast_and_jansson_loading_agree},
+        {"single_word", test_single_word_and_unicode_whitespace_stripping},
     };
     Suite *s = suite_create("tokenizer");
 

@@ -330,11 +330,6 @@ static duet_status encode_piece(duet__enc *e, const char *s, size_t len, bool se
     return st;
 }
 
-static bool is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-}
-
 /* The longest of the N added tokens A (sorted longest first) at TEXT + I, or NULL. */
 static const duet__added *match_added(const duet_tokenizer *t, const duet__added *a, uint32_t n,
                                       const bool *first, const char *text, size_t len, size_t i)
@@ -347,14 +342,26 @@ static const duet__added *match_added(const duet_tokenizer *t, const duet__added
     return NULL;
 }
 
+/* single_word: no word char just before BEGIN or just after END. */
+static bool single_word_ok(const char *text, size_t len, size_t begin, size_t end)
+{
+    size_t k;
+
+    return (begin == 0 || !duet__cp_is_word(duet__utf8_prev(text, begin, &k))) &&
+           (end == len || !duet__cp_is_word(duet__utf8_get(text + end, &k)));
+}
+
 typedef duet_status (*section_fn)(duet__enc *e, const char *s, size_t len, bool first);
 
-/* Splits TEXT around the added tokens of A: the text between goes to FN, a token becomes its
- * id; lstrip / rstrip take the whitespace beside a token with it. */
+/* Splits TEXT (valid UTF-8) around the added tokens of A: the text between goes to FN, a token
+ * becomes its id. As Hugging Face's AddedVocabulary: the leftmost longest match wins; a
+ * single_word match with a word char beside it is dropped and the search goes on after it;
+ * lstrip / rstrip take the Unicode whitespace beside a token with it (lstrip never reaching back
+ * into the previous token). */
 static duet_status split_added(duet__enc *e, const duet__added *a, uint32_t n, const bool *first,
                                const char *text, size_t len, bool text_first, section_fn fn)
 {
-    size_t start = 0, i = 0;
+    size_t start = 0, i = 0, k;
     duet_status st;
 
     while (i < len) {
@@ -365,16 +372,20 @@ static duet_status split_added(duet__enc *e, const duet__added *a, uint32_t n, c
             i++;
             continue;
         }
-        while (m->lstrip && end > start && is_space(text[end - 1]))
-            end--;
+        if (m->single_word && !single_word_ok(text, len, i, i + m->len)) {
+            i += m->len;
+            continue;
+        }
+        while (m->lstrip && end > start && duet__cp_is_space(duet__utf8_prev(text, end, &k)))
+            end -= k;
         st = fn(e, text + start, end - start, text_first && start == 0);
         if (st != DUET_STATUS_OK)
             return st;
         if (!duet__ids_push(&e->ids, m->id))
             return DUET_STATUS_OUT_OF_MEMORY;
         i += m->len;
-        while (m->rstrip && i < len && is_space(text[i]))
-            i++;
+        while (m->rstrip && i < len && duet__cp_is_space(duet__utf8_get(text + i, &k)))
+            i += k;
         start = i;
     }
     return fn(e, text + start, len - start, text_first && start == 0);

@@ -236,6 +236,7 @@ static duet_status added_one(duet_tokenizer *t, json_t *a, duet__added *out)
     out->special = json_is_true(json_object_get(a, "special"));
     out->lstrip = json_is_true(json_object_get(a, "lstrip"));
     out->rstrip = json_is_true(json_object_get(a, "rstrip"));
+    out->single_word = json_is_true(json_object_get(a, "single_word"));
     t->tok_off[id] = out->off;
     t->tok_len[id] = out->len;
     t->special[id] = out->special;
@@ -269,10 +270,8 @@ static duet_status normalize_added(duet_tokenizer *t)
     return DUET_STATUS_OK;
 }
 
-/* Added tokens: matched in the raw text (or the normalized one, above), longest first.
- * single_word would need matching rules duet does not have: refused, never approximated. */
-static duet_status load_added(duet_tokenizer *t, json_t *added, const char *path, char *err,
-                              size_t err_size)
+/* Added tokens: matched in the raw text (or the normalized one, above), longest first. */
+static duet_status load_added(duet_tokenizer *t, json_t *added)
 {
     size_t i;
     json_t *a;
@@ -288,13 +287,6 @@ static duet_status load_added(duet_tokenizer *t, json_t *added, const char *path
         duet__added *slot = norm ? &t->nadded[t->n_nadded] : &t->added[t->n_added];
         duet_status st;
 
-        if (json_is_true(json_object_get(a, "single_word"))) {
-            duet__set_err(err, err_size,
-                          "%s: added_tokens[%zu] (\"%s\") uses single_word, which duet does not "
-                          "support",
-                          path, i, json_string_value(json_object_get(a, "content")));
-            return DUET_STATUS_UNSUPPORTED;
-        }
         st = added_one(t, a, slot);
         if (st != DUET_STATUS_OK)
             return st;
@@ -415,7 +407,7 @@ static duet_status load_model(duet_tokenizer *t, json_t *root, duet__raw *raw, c
     added = added ? json_incref(added) : json_array();
     st = load_tables(t, model, added, raw, path, err, err_size);
     if (st == DUET_STATUS_OK)
-        st = load_added(t, added, path, err, err_size);
+        st = load_added(t, added);
     json_decref(added);
     if (st == DUET_STATUS_OK)
         model_flags(t, model);

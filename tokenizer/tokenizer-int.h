@@ -101,7 +101,8 @@ typedef struct duet__added {
     uint32_t off, len; /* content in the arena */
     int32_t id;
     bool special;
-    bool lstrip, rstrip;
+    bool lstrip, rstrip; /* take the whitespace before / after a match with it */
+    bool single_word;    /* match only where no word char is on either side */
 } duet__added;
 
 typedef struct duet__cache duet__cache;
@@ -153,6 +154,9 @@ int duet__cp_to_byte(uint32_t cp);
 size_t duet__utf8_len(const unsigned char *s, size_t n); /* bytes of a valid char at S, or 0 */
 size_t duet__utf8_put(char *dst, uint32_t cp);
 uint32_t duet__utf8_get(const char *s, size_t *len);
+uint32_t duet__utf8_prev(const char *s, size_t i, size_t *len); /* the char ending at S + I */
+bool duet__cp_is_space(uint32_t cp);                            /* Unicode White_Space */
+bool duet__cp_is_word(uint32_t cp);                             /* Rust regex's Unicode \w */
 /* Copies N bytes of SRC to DST (3 * N bytes of room) with every invalid sequence replaced by
  * U+FFFD (WHATWG maximal subparts) and returns the bytes written. With USED, an incomplete char
  * at the very end is left out (more bytes may complete it) and *USED gets the bytes consumed. */

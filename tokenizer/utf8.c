@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <utf8proc.h>
 
 /* Byte b is written as code point duet__byte_to_cp[b]: printable bytes stand for themselves,
  * the others for 256 + their rank among the unprintable ones (GPT-2's bytes_to_unicode). */
@@ -157,6 +158,53 @@ uint32_t duet__utf8_get(const char *s, size_t *len)
     *len = 4;
     return (uint32_t)(u[0] & 0x07) << 18 | (uint32_t)(u[1] & 0x3f) << 12 |
            (uint32_t)(u[2] & 0x3f) << 6 | (u[3] & 0x3f);
+}
+
+/* The code point of the valid char that ends at S + I (I > 0); *LEN gets its bytes. */
+uint32_t duet__utf8_prev(const char *s, size_t i, size_t *len)
+{
+    size_t k = 1;
+
+    while (k < 4 && k < i && ((unsigned char)s[i - k] & 0xc0) == 0x80)
+        k++;
+    return duet__utf8_get(s + i - k, len);
+}
+
+/* Unicode White_Space: what Rust's char::is_whitespace and regex \s match. */
+bool duet__cp_is_space(uint32_t cp)
+{
+    if (cp < 0x80)
+        return cp == ' ' || (cp >= 0x09 && cp <= 0x0d);
+    return cp == 0x85 || cp == 0xa0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) ||
+           cp == 0x2028 || cp == 0x2029 || cp == 0x202f || cp == 0x205f || cp == 0x3000;
+}
+
+/* Rust regex's Unicode \w: Alphabetic, marks, decimal digits, connector punctuation and
+ * Join_Control. Alphabetic is taken as the letters, letter numbers (Nl) and the circled letters
+ * U+24B6..U+24E9 (the Other_Alphabetic chars outside the marks that text is likely to hold). */
+bool duet__cp_is_word(uint32_t cp)
+{
+    if (cp < 0x80)
+        return (cp >= '0' && cp <= '9') || (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') ||
+               cp == '_';
+    if (cp == 0x200c || cp == 0x200d || (cp >= 0x24b6 && cp <= 0x24e9))
+        return true;
+    switch (utf8proc_category((utf8proc_int32_t)cp)) {
+    case UTF8PROC_CATEGORY_LU:
+    case UTF8PROC_CATEGORY_LL:
+    case UTF8PROC_CATEGORY_LT:
+    case UTF8PROC_CATEGORY_LM:
+    case UTF8PROC_CATEGORY_LO:
+    case UTF8PROC_CATEGORY_NL:
+    case UTF8PROC_CATEGORY_MN:
+    case UTF8PROC_CATEGORY_MC:
+    case UTF8PROC_CATEGORY_ME:
+    case UTF8PROC_CATEGORY_ND:
+    case UTF8PROC_CATEGORY_PC:
+        return true;
+    default:
+        return false;
+    }
 }
 
 size_t duet__utf8_fix(const char *src, size_t n, char *dst, size_t *used)
