@@ -49,6 +49,32 @@ expect "--jsonl bad line: an error line, exit 1" 1 '^\{"error":"expected a JSON 
     '"hello"\n42\n' -m "$bl" --jsonl
 expect "--jsonl decode" 0 '^\{"text":"hello"\}$' '[259]\n' -m "$bl" --jsonl --decode
 expect "--chat is not yet" 2 'not supported yet' '' -m "$bl" --chat
+# 10 MB inputs (the issue's bound) through Llama 3's split regex: random bytes (invalid UTF-8,
+# NULs), one whitespace run, one word, one run of digits; each must encode whole.
+split="$srcdir/tests/fixtures/tokenizers/split"
+big() {
+    name=$1 gen=$2
+    sh -c "$gen" | head -c 10000000 >"$tmp/big"
+    if "$tool" -m "$split" --no-special <"$tmp/big" >"$tmp/out" 2>&1 && grep -q '^{"ids":\[[0-9]' "$tmp/out"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        echo "FAIL: 10 MB of $name:"
+        head -c 300 "$tmp/out" | sed 's/^/    /'
+    fi
+}
+big "random bytes" 'head -c 10000000 /dev/urandom'
+big "spaces" "yes ' ' | tr -d '\n'"
+big "one letter" "yes a | tr -d '\n'"
+big "digits" "yes 7 | tr -d '\n'"
+# A regex that backtracks without bound still stops, with an error, not a hang.
+mkdir "$tmp/catastrophic"
+cat >"$tmp/catastrophic/tokenizer.json" <<'JSON'
+{"pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(a|a)+[^a]"}, "behavior": "Isolated",
+ "invert": false}, "model": {"type": "BPE", "vocab": {"a": 0, "c": 1}, "merges": []}}
+JSON
+expect "a runaway regex is an error" 1 'regex gave up' 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' \
+    -m "$tmp/catastrophic"
 expect "--model is required" 2 'model DIR is required' ''
 expect "unknown option" 2 'Usage' '' -m "$bl" --frobnicate
 expect "missing folder" 1 '/nonexistent/tokenizer.json' '' -m /nonexistent

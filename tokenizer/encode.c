@@ -34,6 +34,7 @@ typedef struct duet__enc {
     buf word;       /* one span after the byte -> char mapping */
     buf sect;       /* a normalized section, split around normalized added tokens */
     pcre2_match_data *md;
+    pcre2_match_context *mctx; /* the match limit, scaled to the text (split_span) */
     duet__bpe_scratch bpe;
     duet__ids ids;
     bool regex_failed; /* PCRE2 gave up (its match or depth limit), not a plain no-match */
@@ -158,6 +159,14 @@ static bool normalize(duet__enc *e)
 
 /* ---- pre-tokenizers ----------------------------------------------------------------------- */
 
+/* PCRE2's default match limit (10^7 backtracking steps per match) stops the split regexes on
+ * one whitespace run of a few MB (Llama 3's `\s*[\r\n]+` alternative scans the run and backs
+ * off it char by char before `\s+(?!\S)` takes it). The pre-tokenizer regexes do work
+ * proportional to the run they match, so each match may take a fixed multiple of the text left:
+ * long inputs encode, and a regex that really backtracks without bound still stops. */
+#define MATCH_LIMIT_BASE 10000000u
+#define MATCH_LIMIT_PER_BYTE 16u
+
 /* Matches and the gaps between them both become spans (behavior "Isolated"). */
 static bool split_span(duet__enc *e, pcre2_code *code, span sp)
 {
@@ -165,10 +174,16 @@ static bool split_span(duet__enc *e, pcre2_code *code, span sp)
     size_t pos = 0, last = 0;
 
     while (pos < sp.len) {
-        int rc = pcre2_match(code, (PCRE2_SPTR)subj, sp.len, pos, PCRE2_NO_UTF_CHECK, e->md, NULL);
+        size_t left = sp.len - pos;
+        uint32_t limit = left > (UINT32_MAX - MATCH_LIMIT_BASE) / MATCH_LIMIT_PER_BYTE
+                             ? UINT32_MAX
+                             : MATCH_LIMIT_BASE + (uint32_t)left * MATCH_LIMIT_PER_BYTE;
+        int rc;
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
         size_t k;
 
+        pcre2_set_match_limit(e->mctx, limit);
+        rc = pcre2_match(code, (PCRE2_SPTR)subj, sp.len, pos, PCRE2_NO_UTF_CHECK, e->md, e->mctx);
         if (rc == PCRE2_ERROR_NOMATCH)
             break;
         if (rc < 0) {
@@ -447,6 +462,7 @@ static void enc_fini(duet__enc *e)
     free(e->bpe.sym);
     free(e->bpe.heap);
     pcre2_match_data_free(e->md);
+    pcre2_match_context_free(e->mctx);
 }
 
 duet_status duet_tokenizer_encode(const duet_tokenizer *t, const char *text, size_t len,
@@ -463,7 +479,8 @@ duet_status duet_tokenizer_encode(const duet_tokenizer *t, const char *text, siz
     *n = 0;
     clean = duet__utf8_sanitize(text ? text : "", len, &clean_len);
     e.md = pcre2_match_data_create(4, NULL);
-    if (!clean || !e.md)
+    e.mctx = pcre2_match_context_create(NULL);
+    if (!clean || !e.md || !e.mctx)
         goto out_free;
     for (uint32_t i = 0; i < t->n_prefix * add_special; i++)
         if (!duet__ids_push(&e.ids, t->prefix[i]))

@@ -148,6 +148,9 @@ static json_t *encode_text(const duet_tokenizer *tok, const struct options *o, c
     duet_status st = duet_tokenizer_encode(tok, text, len, o->add_special, &ids, &n);
     json_t *arr, *res;
 
+    if (st == DUET_STATUS_UNSUPPORTED)
+        return error_obj("unsupported: the pre-tokenizer's regex gave up on this text (PCRE2's "
+                         "match limit)");
     if (st != DUET_STATUS_OK)
         return error_obj(duet_status_str(st));
     arr = json_array();
