@@ -34,8 +34,12 @@ libduet_la_LIBADD += model/libduet_model.la
 
 # ---- tools -------------------------------------------------------------------------------
 bin_PROGRAMS += tools/duet-mkmodel tools/duet-model-info
-tools_duet_mkmodel_SOURCES = tools/duet-mkmodel.c tools/cli.c tools/cli.h
-tools_duet_mkmodel_LDADD = model/libduet_model_gen.la model/libduet_model.la $(JANSSON_LIBS) -lm
+# --tokenizer links the tokenizer's own objects (tokenizer/local.mk), as the fuzz replay does.
+tools_duet_mkmodel_SOURCES = tools/duet-mkmodel.c tools/cli.c tools/cli.h \
+	tools/mkmodel_tokenizer.c tools/mkmodel_tokenizer.h
+tools_duet_mkmodel_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
+tools_duet_mkmodel_LDADD = model/libduet_model_gen.la model/libduet_model.la \
+	tokenizer/libduet_tokenizer.la $(TOKENIZER_LIBS) $(PTHREAD_LIBS) $(JANSSON_LIBS) -lm
 tools_duet_model_info_SOURCES = tools/duet-model-info.c
 tools_duet_model_info_LDADD = libduet.la
 

@@ -1,9 +1,10 @@
 #!/bin/sh
-# Installs the Debian 12 packages duet builds and tests with (apt-get update first). Packages
-# already present are not fetched again, so a second run is quick and needs no network.
+# Installs the Debian 12 packages duet builds and tests with (apt-get update first), and any
+# packages named as arguments (scripts/demo.sh asks for npm this way). Packages already present
+# are not fetched again, so a second run is quick and needs no network.
 set -eu
 packages="build-essential autoconf automake libtool pkg-config libconfig-dev check \
-libsubunit-dev libdnnl-dev libjansson-dev libpcre2-dev libutf8proc-dev valgrind clang-format git clang libclang-rt-14-dev"
+libsubunit-dev libdnnl-dev libjansson-dev libpcre2-dev libutf8proc-dev valgrind clang-format git clang libclang-rt-14-dev $*"
 missing=
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

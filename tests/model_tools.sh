@@ -79,6 +79,50 @@ expect "draft is written" 0 "wrote $tmp/d: LlamaForCausalLM, 1 layers" \
     "$mk" --draft-of "$tmp/t" --layers 1 --noise 0.1 --draft-layers spread --out "$tmp/d"
 expect "draft records its origin" 0 "\"draft_of\": \"$tmp/t\"" cat "$tmp/d/config.json"
 
+# --tokenizer: the vocabulary and the special ids come from the tokenizer, its files are copied
+# (generation_config.json merged into the generated one), and a draft takes its target's.
+srcdir=${DUET_TEST_SRCDIR:-.}
+sp="$srcdir/tests/fixtures/tokenizers/sentencepiece"
+bl="$srcdir/tests/fixtures/tokenizers/bytelevel"
+notiny="--arch llama --hidden 16 --layers 3 --heads 4 --kv-heads 2 --intermediate 24"
+expect "mkmodel takes the vocabulary from the tokenizer" 0 '"vocab_size": 270,' \
+    sh -c "\"$mk\" $notiny --quiet --tokenizer \"$sp\" --out \"$tmp/tk\" && cat \"$tmp/tk/config.json\""
+expect "and its BOS" 0 '"bos_token_id": 1,' cat "$tmp/tk/config.json"
+expect "and its EOS" 0 '"eos_token_id": 2' cat "$tmp/tk/generation_config.json"
+expect "tokenizer.json is copied" 0 "" cmp "$sp/tokenizer.json" "$tmp/tk/tokenizer.json"
+expect "tokenizer_config.json is copied" 0 "" cmp "$sp/tokenizer_config.json" \
+    "$tmp/tk/tokenizer_config.json"
+expect "the model reads back" 0 "^vocab_size: +270$" "$info" --no-tensors "$tmp/tk"
+mkdir "$tmp/bl" && cp "$bl"/* "$tmp/bl" || exit 99
+printf '{"eos_token_id": [268, 267], "temperature": 0.25}\n' >"$tmp/bl/generation_config.json"
+expect "a preset with a tokenizer" 0 "wrote $tmp/tb: LlamaForCausalLM, 2 layers" \
+    "$mk" --preset llama-68m --hidden 64 --heads 4 --intermediate 96 --tokenizer "$tmp/bl" \
+    --out "$tmp/tb"
+expect "its EOS list" 0 '"eos_token_id": \[\s*268,\s*267\s*\]' \
+    tr -d '\n' <"$tmp/tb/config.json"
+expect "generation_config.json keeps the tokenizer's other keys" 0 '"temperature": 0.25' \
+    cat "$tmp/tb/generation_config.json"
+expect "and the generator's" 0 '"_from_model_config": true' cat "$tmp/tb/generation_config.json"
+expect "a padded vocabulary with --vocab" 0 '"vocab_size": 300,' \
+    sh -c "\"$mk\" $notiny --vocab 300 --quiet --tokenizer \"$sp\" --out \"$tmp/tp\" && cat \"$tmp/tp/config.json\""
+expect "--vocab below the tokenizer's ids" 2 \
+    "--vocab 100 is smaller than the 270 token ids of the tokenizer in .*sentencepiece" \
+    "$mk" $notiny --vocab 100 --tokenizer "$sp" --out "$tmp/x"
+expect "a tokenizer that does not load" 1 "--tokenizer $tmp/none: $tmp/none/tokenizer.json" \
+    "$mk" $notiny --tokenizer "$tmp/none" --out "$tmp/x"
+expect "nothing is written when it does not" 1 "" test -e "$tmp/x/config.json"
+expect "a draft takes its target's tokenizer" 0 "" \
+    "$mk" --draft-of "$tmp/tk" --layers 1 --quiet --out "$tmp/tkd"
+expect "the draft's tokenizer.json" 0 "" cmp "$sp/tokenizer.json" "$tmp/tkd/tokenizer.json"
+expect "the draft's tokenizer_config.json" 0 "" cmp "$sp/tokenizer_config.json" \
+    "$tmp/tkd/tokenizer_config.json"
+expect "the draft's vocabulary" 0 '"vocab_size": 270,' cat "$tmp/tkd/config.json"
+expect "a draft gets no other tokenizer" 2 "--draft-of takes the target's tokenizer" \
+    "$mk" --draft-of "$tmp/tk" --layers 1 --tokenizer "$bl" --out "$tmp/x"
+expect "force replaces the tokenizer with the model" 0 "" \
+    "$mk" $tiny --quiet --force --out "$tmp/tk"
+expect "no stale tokenizer is left" 1 "" test -e "$tmp/tk/tokenizer.json"
+
 expect "model-info needs one folder" 2 "give exactly one model folder" "$info"
 expect "model-info on a missing folder" 1 "$tmp/none/config.json: No such file or directory" \
     "$info" "$tmp/none"

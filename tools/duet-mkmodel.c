@@ -2,11 +2,15 @@
  * duet-mkmodel — writes a deterministic random-weight model in Hugging Face layout (DESIGN §9,
  * docs/models.md): config.json, generation_config.json, and model.safetensors or shards with
  * model.safetensors.index.json. Either the shapes of a public model (--preset), explicit shapes,
- * or a draft derived from an existing target (--draft-of). Weights are streamed to disk.
+ * or a draft derived from an existing target (--draft-of). Weights are streamed to disk. With
+ * --tokenizer DIR the model takes a real tokenizer: its vocabulary size and special ids come from
+ * it and its files are copied into the model folder; a draft takes its target's tokenizer the
+ * same way (mkmodel_tokenizer.c).
  */
 #include "build_config.h"
 
 #include "cli.h"
+#include "mkmodel_tokenizer.h"
 
 #include "../model/model_gen.h"
 
@@ -24,6 +28,7 @@ struct options {
     const char *out;                /* --out DIR */
     const char *preset;             /* --preset NAME, or NULL */
     const char *draft_of;           /* --draft-of DIR, or NULL */
+    const char *tokenizer;          /* --tokenizer DIR, or NULL */
     duet_model_desc desc;           /* shapes given on the command line (0: not given) */
     bool has_arch;                  /* --arch */
     bool tie, post_ln;              /* --tie-embeddings, --post-layer-norm */
@@ -57,11 +62,20 @@ static void usage(FILE *f)
            "      --heads N              attention heads\n"
            "      --kv-heads N           key/value heads (llama; default: --heads)\n"
            "      --intermediate N       MLP width (llama intermediate_size, OPT ffn_dim)\n"
-           "      --vocab N              vocabulary size\n"
+           "      --vocab N              vocabulary size (with --tokenizer: at least its ids,\n"
+           "                             default exactly its ids)\n"
            "      --max-positions N      max_position_embeddings (default 2048)\n"
            "      --tie-embeddings       llama: lm_head shares embed_tokens\n"
            "      --word-embed-proj-dim N  opt: embedding width (adds project_in/out)\n"
            "      --post-layer-norm      opt: LayerNorm after each block (OPT-350m style)\n"
+           "Tokenizer:\n"
+           "      --tokenizer DIR        a Hugging Face tokenizer (DIR/tokenizer.json, loaded\n"
+           "                             first): sets the vocabulary size and the BOS / EOS /\n"
+           "                             pad ids, and copies tokenizer.json,\n"
+           "                             tokenizer_config.json, special_tokens_map.json and\n"
+           "                             chat_template.jinja into the model\n"
+           "                             (generation_config.json merged); a draft takes its\n"
+           "                             target's tokenizer files\n"
            "Weights:\n"
            "      --dtype f32|f16|bf16   file dtype (default bf16; drafts: the target's);\n"
            "                             one seed gives the same values in every dtype\n"
@@ -71,8 +85,8 @@ static void usage(FILE *f)
            "                             deep layers contribute little, so that an N-layer draft\n"
            "                             agrees with it (docs/models.md)\n"
            "Draft:\n"
-           "      --draft-of DIR         derive a draft from the model in DIR: same embeddings\n"
-           "                             and vocabulary, --layers N of its layers\n"
+           "      --draft-of DIR         derive a draft from the model in DIR: same embeddings,\n"
+           "                             vocabulary and tokenizer, --layers N of its layers\n"
            "      --noise X              relative noise on every other weight (0 .. 1, default 0)\n"
            "      --draft-layers first|spread  the first N layers (default) or N evenly spaced\n"
            "Output:\n"
@@ -124,6 +138,7 @@ enum {
     OPT_FORCE,
     OPT_QUIET,
     OPT_LIST,
+    OPT_TOKENIZER,
 };
 
 static const struct option long_options[] = {
@@ -151,6 +166,7 @@ static const struct option long_options[] = {
     {"force", no_argument, NULL, OPT_FORCE},
     {"quiet", no_argument, NULL, OPT_QUIET},
     {"list-presets", no_argument, NULL, OPT_LIST},
+    {"tokenizer", required_argument, NULL, OPT_TOKENIZER},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -317,6 +333,8 @@ static int parse_args(int argc, char **argv, struct options *o)
             o->out = optarg;
         } else if (c == OPT_DRAFT_OF) {
             o->draft_of = optarg;
+        } else if (c == OPT_TOKENIZER) {
+            o->tokenizer = optarg;
         } else if (takes_value(c)) {
             if (!parse_value(c, optarg, o)) {
                 fprintf(stderr, "duet-mkmodel: invalid value for --%s: '%s'\n",
@@ -374,9 +392,9 @@ static int explicit_desc(const struct options *o, duet_model_desc *d)
     const duet_model_desc *g = &o->desc;
 
     if (!g->hidden_size || !g->num_layers || !g->num_heads || !g->intermediate_size ||
-        !g->vocab_size)
+        (!g->vocab_size && !o->tokenizer))
         return usage_error("explicit shapes need --hidden, --layers, --heads, --intermediate "
-                           "and --vocab");
+                           "and --vocab (or --tokenizer)");
     duet__desc_defaults(d, g->arch);
     if (g->arch == DUET_ARCH_OPT) {
         d->bos_token_id = g->vocab_size > 2 ? 2 : 0;
@@ -424,6 +442,27 @@ static int report(const struct duet__msg *msg, int rc)
     return rc;
 }
 
+/* Writes the model of p (its description complete). */
+static int generate_with(const struct options *o, struct duet__gen_params *p, struct duet__msg *msg)
+{
+    int exponent;
+    duet_status st;
+
+    p->tail_from = o->tail_from >= 0 ? (uint32_t)o->tail_from : p->desc.num_layers;
+    if (o->tail_scale > 0) {
+        frexp(o->tail_scale, &exponent); /* scale = 0.5 × 2^exponent */
+        p->tail_log2 = exponent - 1;
+    }
+    if (duet__gen_check(p, msg))
+        return report(msg, EXIT_USAGE);
+    st = duet__gen_model(p, msg);
+    if (st)
+        return report(msg, st == DUET_STATUS_INVALID_ARGUMENT ? EXIT_USAGE : EXIT_FAILURE);
+    return EXIT_SUCCESS;
+}
+
+/* A target model: the description from the options (and --tokenizer, whose files are read
+ * before the output folder is touched and written after the model). */
 static int generate(const struct options *o, struct duet__msg *msg)
 {
     struct duet__gen_params p = {.dir = o->out,
@@ -431,22 +470,19 @@ static int generate(const struct options *o, struct duet__msg *msg)
                                  .shard_bytes = o->shard_bytes,
                                  .flags = o->quiet ? DUET_MODEL_QUIET : 0,
                                  .force = o->force};
-    int rc = target_desc(o, &p.desc), exponent;
-    duet_status st;
+    struct duet__tok_files tok = {0};
+    int rc = target_desc(o, &p.desc);
 
     if (rc >= 0)
         return rc;
-    p.tail_from = o->tail_from >= 0 ? (uint32_t)o->tail_from : p.desc.num_layers;
-    if (o->tail_scale > 0) {
-        frexp(o->tail_scale, &exponent); /* scale = 0.5 × 2^exponent */
-        p.tail_log2 = exponent - 1;
-    }
-    if (duet__gen_check(&p, msg))
-        return report(msg, EXIT_USAGE);
-    st = duet__gen_model(&p, msg);
-    if (st)
-        return report(msg, st == DUET_STATUS_INVALID_ARGUMENT ? EXIT_USAGE : EXIT_FAILURE);
-    return EXIT_SUCCESS;
+    if (o->tokenizer &&
+        (rc = duet__tok_files_read(o->tokenizer, &p.desc, o->desc.vocab_size != 0, &tok)))
+        return rc;
+    rc = generate_with(o, &p, msg);
+    if (rc == EXIT_SUCCESS && o->tokenizer)
+        rc = duet__tok_files_write(&tok, o->out);
+    duet__tok_files_free(&tok);
+    return rc;
 }
 
 static int derive(const struct options *o, struct duet__msg *msg)
@@ -462,11 +498,21 @@ static int derive(const struct options *o, struct duet__msg *msg)
                                    .shard_bytes = o->shard_bytes,
                                    .flags = o->quiet ? DUET_MODEL_QUIET : 0,
                                    .force = o->force};
-    duet_status st = duet__gen_draft(&p, msg);
+    struct duet__tok_files tok = {0};
+    bool shared = duet__tok_files_present(o->draft_of);
+    duet_status st;
+    int rc;
 
+    /* the target's tokenizer, so that draft and target share the vocabulary */
+    if (shared && (rc = duet__tok_files_read(o->draft_of, NULL, false, &tok)))
+        return rc;
+    st = duet__gen_draft(&p, msg);
     if (st)
-        return report(msg, st == DUET_STATUS_INVALID_ARGUMENT ? EXIT_USAGE : EXIT_FAILURE);
-    return EXIT_SUCCESS;
+        rc = report(msg, st == DUET_STATUS_INVALID_ARGUMENT ? EXIT_USAGE : EXIT_FAILURE);
+    else
+        rc = shared ? duet__tok_files_write(&tok, o->out) : EXIT_SUCCESS;
+    duet__tok_files_free(&tok);
+    return rc;
 }
 
 /* Mode rules that getopt cannot express; -1 to go on, or an exit status. */
@@ -489,6 +535,8 @@ static int check_modes(const struct options *o)
     if (o->preset || o->has_arch || shapes || o->tail_from >= 0)
         return usage_error("--draft-of takes its shapes from the target: give only --layers N "
                            "(and --noise, --draft-layers, --dtype, --seed)");
+    if (o->tokenizer)
+        return usage_error("--draft-of takes the target's tokenizer: --tokenizer is for targets");
     if (!g->num_layers)
         return usage_error("--draft-of needs --layers N");
     return -1;

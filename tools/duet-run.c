@@ -4,15 +4,20 @@
  * This version parses every flag, loads and validates the configuration (file plus --set
  * overrides), loads the target and draft plugins and checks them against the configuration. With
  * --check it prints the resolved configuration and each plugin's path, name, version, ABI and
- * capabilities, then exits 0. Without --check it builds the engine (duet/duet.h), queues one
- * request per prompt and steps the engine until every request finished, printing each request's
- * generated ids as it finishes (or, with --json, one object per request), then a summary. On
- * SIGINT / SIGTERM it aborts the rest, prints them (finish "abort", with the tokens they had) and
- * the summary, and exits with 128 + the signal.
+ * capabilities, then exits 0. Without --check it reads the prompts — token ids (--prompt-ids,
+ * --prompts), or text (--prompt, --prompts-text) or one conversation (--chat) encoded with the
+ * tokenizer of the target model's folder or of --tokenizer DIR (run_text.c) — builds the engine
+ * (duet/duet.h), checks that the tokenizer's ids fit the model's vocabulary, queues one request
+ * per prompt (the tokenizer's EOS ids as stop tokens, unless --ignore-eos) and steps the engine
+ * until every request finished, printing each request's generated ids, and their text when a
+ * tokenizer is loaded, as it finishes (or, with --json, one object per request), then a summary.
+ * On SIGINT / SIGTERM it aborts the rest, prints them (finish "abort", with the tokens they had)
+ * and the summary, and exits with 128 + the signal.
  */
 #include "build_config.h"
 
 #include "cli.h"
+#include "run_text.h"
 
 #include <duet/config.h>
 #include <duet/duet.h>
@@ -37,9 +42,13 @@ struct options {
     const char **sets; /* [n_sets] "key.path=value" */
     int n_sets;
     bool check;
-    bool no_speculative;    /* drop the "speculative" group: the same run without the draft */
-    const char *prompt_ids; /* "1,2,3" */
-    const char *prompts;    /* file, one comma-separated prompt per line */
+    bool no_speculative;      /* drop the "speculative" group: the same run without the draft */
+    const char *prompt_ids;   /* "1,2,3" */
+    const char *prompts;      /* file, one comma-separated prompt per line */
+    const char *prompt;       /* --prompt TEXT */
+    const char *prompts_text; /* --prompts-text FILE: one text prompt per line */
+    const char *chat;         /* --chat FILE: a JSON array of messages */
+    const char *tokenizer;    /* --tokenizer DIR; NULL: the target model's folder */
     long max_tokens;
     double temperature;
     long top_k;
@@ -57,7 +66,7 @@ static void usage(FILE *f)
             "Usage: duet-run --config FILE [options]\n"
             "\n"
             "Runs speculative decoding (or plain decoding without a 'speculative' group) over\n"
-            "prompts given as token ids.\n"
+            "prompts given as token ids or as text.\n"
             "\n"
             "Configuration:\n"
             "  -c, --config FILE        libconfig file (docs/configuration.md)\n"
@@ -68,20 +77,32 @@ static void usage(FILE *f)
             "                           details such as the CPU kernels chosen); exit\n"
             "      --no-speculative     run the same configuration without the draft: the\n"
             "                           'speculative' group is dropped (after --set)\n"
-            "Prompts:\n"
+            "Prompts (token ids, or text; not both):\n"
             "      --prompt-ids LIST    one prompt as comma-separated token ids: 1,2,3\n"
             "      --prompts FILE       one comma-separated prompt per line\n"
+            "      --prompt TEXT        one prompt as text (encoded with BOS)\n"
+            "      --prompts-text FILE  one text prompt per line (blank lines skipped); a line\n"
+            "                           starting with '\"' is a JSON string, which may hold \\n\n"
+            "      --chat FILE          one conversation: a JSON array of {\"role\", \"content\"}\n"
+            "                           messages, rendered with the tokenizer's chat template\n"
+            "                           (generation prompt added) and encoded without BOS\n"
+            "      --tokenizer DIR      the folder of tokenizer.json (default: the target\n"
+            "                           model's folder, when it has one); with a tokenizer the\n"
+            "                           output carries the generated text and its EOS ids stop\n"
+            "                           a request too\n"
             "Sampling:\n"
             "      --max-tokens N       tokens to generate per request (default 16)\n"
             "      --temperature T      0 = greedy (default 0)\n"
             "      --top-k K            0 = off (default 0)\n"
             "      --top-p P            1 = off (default 1)\n"
             "      --seed S             request i is seeded with S + i (default 0)\n"
-            "      --ignore-eos         do not stop at end-of-sequence tokens\n"
+            "      --ignore-eos         do not stop at end-of-sequence tokens (the model's\n"
+            "                           and the tokenizer's)\n"
             "      --logprobs N         top-N log-probabilities of each generated token\n"
             "      --prompt-logprobs N  top-N log-probabilities of each prompt token\n"
             "Output (each request printed when it finishes, then a summary):\n"
             "      --json               one JSON object per request, then a summary object\n"
+            "                           (with a tokenizer, \"text\" beside \"ids\")\n"
             "  -h, --help               this text\n"
             "  -V, --version            the version\n"
             "\n"
@@ -137,6 +158,10 @@ enum {
     OPT_PROMPT_LOGPROBS,
     OPT_JSON,
     OPT_NO_SPECULATIVE,
+    OPT_PROMPT,
+    OPT_PROMPTS_TEXT,
+    OPT_CHAT,
+    OPT_TOKENIZER,
 };
 
 static const struct option long_options[] = {
@@ -155,6 +180,10 @@ static const struct option long_options[] = {
     {"prompt-logprobs", required_argument, NULL, OPT_PROMPT_LOGPROBS},
     {"json", no_argument, NULL, OPT_JSON},
     {"no-speculative", no_argument, NULL, OPT_NO_SPECULATIVE},
+    {"prompt", required_argument, NULL, OPT_PROMPT},
+    {"prompts-text", required_argument, NULL, OPT_PROMPTS_TEXT},
+    {"chat", required_argument, NULL, OPT_CHAT},
+    {"tokenizer", required_argument, NULL, OPT_TOKENIZER},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -172,6 +201,18 @@ static bool parse_run_option(int c, const char *arg, struct options *o)
     case OPT_PROMPTS:
         o->prompts = arg;
         return true;
+    case OPT_PROMPT:
+        o->prompt = arg;
+        return true;
+    case OPT_PROMPTS_TEXT:
+        o->prompts_text = arg;
+        return true;
+    case OPT_CHAT:
+        o->chat = arg;
+        return true;
+    case OPT_TOKENIZER:
+        o->tokenizer = arg;
+        return *arg != '\0';
     case OPT_MAX_TOKENS:
         return parse_long(arg, 1, INT32_MAX, &o->max_tokens);
     case OPT_TEMPERATURE:
@@ -191,6 +232,23 @@ static bool parse_run_option(int c, const char *arg, struct options *o)
         return parse_long(arg, 0, 1024, &o->prompt_logprobs);
     }
     return false;
+}
+
+/* Prompt sources that cannot go together; -1 to go on, or the exit status. */
+static int check_prompt_sources(const struct options *o)
+{
+    bool ids = o->prompt_ids || o->prompts, text = o->prompt || o->prompts_text;
+    const char *what = NULL;
+
+    if (o->chat && (ids || text))
+        what = "--chat FILE is one conversation: it takes no other prompt option";
+    else if (ids && text)
+        what = "give prompts either as token ids (--prompt-ids, --prompts) or as text (--prompt, "
+               "--prompts-text), not both";
+    if (!what)
+        return -1;
+    fprintf(stderr, "duet-run: %s\nTry 'duet-run --help'.\n", what);
+    return EXIT_USAGE;
 }
 
 /* Returns -1 to go on, or the exit status. */
@@ -249,7 +307,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         fprintf(stderr, "duet-run: --config FILE is required\nTry 'duet-run --help'.\n");
         return EXIT_USAGE;
     }
-    return -1;
+    return check_prompt_sources(o);
 }
 
 static duet_status load_config(const struct options *o, duet_config *cfg)
@@ -298,47 +356,21 @@ static void print_plugin(const struct role *r, const duet_config *cfg)
 
 /* ---- generation ------------------------------------------------------------------------- */
 
-struct prompt {
-    int32_t *ids; /* [n] */
-    uint32_t n;
-};
-
-struct prompts {
-    struct prompt *v; /* [n] */
-    uint32_t n, cap;
-};
-
 /* Appends the ids of a comma-separated list (already checked by valid_id_list()). */
 static bool prompts_add(struct prompts *ps, const char *list)
 {
-    struct prompt p = {0};
+    int32_t *ids = malloc((strlen(list) / 2 + 1) * sizeof(int32_t));
     const char *s = list;
+    uint32_t n = 0;
 
-    if (ps->n == ps->cap) {
-        uint32_t cap = ps->cap ? 2 * ps->cap : 8;
-        struct prompt *v = realloc(ps->v, cap * sizeof(*v));
-        if (!v)
-            return false;
-        ps->v = v;
-        ps->cap = cap;
-    }
-    p.ids = malloc((strlen(list) / 2 + 1) * sizeof(int32_t));
-    if (!p.ids)
+    if (!ids)
         return false;
     while (*s) {
         char *end;
-        p.ids[p.n++] = (int32_t)strtol(s, &end, 10);
+        ids[n++] = (int32_t)strtol(s, &end, 10);
         s = *end ? end + 1 : end;
     }
-    ps->v[ps->n++] = p;
-    return true;
-}
-
-static void prompts_free(struct prompts *ps)
-{
-    for (uint32_t i = 0; i < ps->n; i++)
-        free(ps->v[i].ids);
-    free(ps->v);
+    return duet__prompts_push(ps, ids, n, NULL, 0);
 }
 
 /* Reads --prompts FILE: one comma-separated prompt per line; blank lines are skipped. */
@@ -438,21 +470,40 @@ static void json_logprobs(const duet_request_output *r)
     printf("]");
 }
 
-/* A JSON string: quotes, backslashes and control characters escaped. */
-static void json_string(const char *s)
+/* A JSON string of LEN bytes, escaped as jansson escapes (duet-tokenize prints the same text
+ * byte for byte): quotes, backslashes, \b \f \n \r \t, other control characters as \u00XX. */
+static void json_string(const char *s, size_t len)
 {
+    static const char short_escape[] = {
+        ['\b'] = 'b', ['\f'] = 'f', ['\n'] = 'n', ['\r'] = 'r', ['\t'] = 't'};
+
     putchar('"');
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
 
         if (c == '"' || c == '\\')
             printf("\\%c", c);
+        else if (c < sizeof(short_escape) && short_escape[c])
+            printf("\\%c", short_escape[c]);
         else if (c < 0x20)
             printf("\\u%04x", c);
         else
             putchar(c);
     }
     putchar('"');
+}
+
+/* The text of a request's generated ids as a JSON string (null when out of memory). */
+static void json_text(const duet_tokenizer *tok, const duet_request_output *r)
+{
+    size_t len;
+    char *text = duet__run_decode(tok, r->ids, r->n_ids, &len);
+
+    if (text)
+        json_string(text, len);
+    else
+        printf("null");
+    duet_tokenizer_free(text);
 }
 
 /* null for the first prompt token (and any position never computed), then the top-N maps. */
@@ -471,38 +522,76 @@ static void json_prompt_logprobs(const duet_request_output *r, const struct prom
     printf("]");
 }
 
-/* A finished request, as soon as it finished. spec: the engine has a draft (the request's
- * proposed / accepted counts are printed). */
-static void print_result(const struct options *o, const struct prompt *p,
-                         const duet_request_output *r, uint32_t index, bool spec)
+/* What a run prints with, and what it steps. */
+struct run {
+    const struct options *o;
+    duet_engine *e;
+    const struct prompts *ps;
+    const uint64_t *ids;       /* [ps->n] request ids, ascending */
+    const duet_tokenizer *tok; /* NULL: no tokenizer, ids only */
+    bool spec;                 /* the engine has a draft: proposed / accepted counts are printed */
+};
+
+/* A finished request, human-readable: one line, then the prompt's text (for text prompts) and
+ * the generated text (with a tokenizer), each a JSON string. */
+static void print_result_text(const struct run *run, const struct prompt *p,
+                              const duet_request_output *r, uint32_t index)
 {
+    printf("request %u: prompt [", index);
+    print_ids(p->ids, p->n, ",");
+    printf("] -> [");
+    print_ids(r->ids, r->n_ids, ",");
+    printf("] (%s, %u tokens", duet_finish_reason_str(r->finish), r->n_ids);
+    if (run->spec)
+        printf(", %u of %u proposals accepted", r->num_accepted, r->num_proposed);
+    printf(")%s%s\n", r->error ? ": " : "", r->error ? r->error : "");
+    if (p->text) {
+        printf("  prompt: ");
+        json_string(p->text, p->text_len);
+        printf("\n");
+    }
+    if (run->tok) {
+        printf("  text:   ");
+        json_text(run->tok, r);
+        printf("\n");
+    }
+}
+
+/* A finished request, as soon as it finished. */
+static void print_result(const struct run *run, const duet_request_output *r, uint32_t index)
+{
+    const struct prompt *p = &run->ps->v[index];
     bool lp = r->logprobs && r->token_logprobs && r->n_logprobs;
 
-    if (!o->json) {
-        printf("request %u: prompt [", index);
-        print_ids(p->ids, p->n, ",");
-        printf("] -> [");
-        print_ids(r->ids, r->n_ids, ",");
-        printf("] (%s, %u tokens", duet_finish_reason_str(r->finish), r->n_ids);
-        if (spec)
-            printf(", %u of %u proposals accepted", r->num_accepted, r->num_proposed);
-        printf(")%s%s\n", r->error ? ": " : "", r->error ? r->error : "");
+    if (!run->o->json) {
+        print_result_text(run, p, r, index);
         return;
     }
-    printf("{\"request\": %u, \"prompt_ids\": [", index);
+    printf("{\"request\": %u, ", index);
+    if (p->text) {
+        printf("\"prompt\": ");
+        json_string(p->text, p->text_len);
+        printf(", ");
+    }
+    printf("\"prompt_ids\": [");
     print_ids(p->ids, p->n, ", ");
     printf("], \"ids\": [");
     print_ids(r->ids, r->n_ids, ", ");
-    printf("], \"finish_reason\": \"%s\"", duet_finish_reason_str(r->finish));
+    printf("]");
+    if (run->tok) {
+        printf(", \"text\": ");
+        json_text(run->tok, r);
+    }
+    printf(", \"finish_reason\": \"%s\"", duet_finish_reason_str(r->finish));
     if (lp)
         json_logprobs(r);
     if (r->n_prompt_logprobs && r->prompt_logprobs)
         json_prompt_logprobs(r, p);
-    if (spec)
+    if (run->spec)
         printf(", \"proposed\": %u, \"accepted\": %u", r->num_proposed, r->num_accepted);
     if (r->error) {
         printf(", \"error\": ");
-        json_string(r->error);
+        json_string(r->error, strlen(r->error));
     }
     printf("}\n");
 }
@@ -585,14 +674,25 @@ static void print_summary(const struct options *o, const duet_engine_metrics *m,
            m->overlap_s, (unsigned long long)m->overlap_steps);
 }
 
-/* Queues every prompt; request i is seeded with seed + i. */
-static int add_requests(const struct options *o, duet_engine *e, const struct prompts *ps,
-                        uint64_t *ids)
+/* Queues every prompt; request i is seeded with seed + i. The tokenizer's EOS ids stop a
+ * request as the model's do (vLLM adds them to its stop ids), unless --ignore-eos. */
+static int add_requests(const struct run *run, uint64_t *ids)
 {
+    const struct options *o = run->o;
+    const struct prompts *ps = run->ps;
+    int32_t stop[DUET_TOKENIZER_MAX_EOS];
+    size_t n_stop = 0;
+
+    if (run->tok && !o->ignore_eos)
+        n_stop = duet_tokenizer_eos_ids(run->tok, stop, DUET_TOKENIZER_MAX_EOS);
+    if (n_stop > DUET_TOKENIZER_MAX_EOS)
+        n_stop = DUET_TOKENIZER_MAX_EOS;
     for (uint32_t i = 0; i < ps->n; i++) {
         duet_request_params p;
 
         duet_request_params_init(&p);
+        p.stop_token_ids = stop;
+        p.n_stop_token_ids = (uint32_t)n_stop;
         p.prompt = ps->v[i].ids;
         p.n_prompt = ps->v[i].n;
         p.max_tokens = (uint32_t)o->max_tokens;
@@ -603,8 +703,8 @@ static int add_requests(const struct options *o, duet_engine *e, const struct pr
         p.sampling.seed = o->seed + i;
         p.sampling.n_logprobs = (uint32_t)o->logprobs;
         p.sampling.n_prompt_logprobs = (uint32_t)o->prompt_logprobs;
-        if (duet_engine_add_request(e, &p, &ids[i])) {
-            fprintf(stderr, "duet-run: prompt %u: %s\n", i, duet_engine_error(e));
+        if (duet_engine_add_request(run->e, &p, &ids[i])) {
+            fprintf(stderr, "duet-run: prompt %u: %s\n", i, duet_engine_error(run->e));
             return EXIT_FAILURE;
         }
     }
@@ -688,11 +788,12 @@ static void abort_rest(duet_engine *e, const uint64_t *ids, uint32_t n, const st
 }
 
 /* Steps the engine until every request finished, printing each one as it finishes. */
-static int run_engine(const struct options *o, duet_engine *e, const struct prompts *ps,
-                      const uint64_t *ids, bool spec, struct tally *t)
+static int run_engine(const struct run *run, struct tally *t)
 {
     bool tty = isatty(STDERR_FILENO), aborting = false;
-    uint32_t n = ps->n;
+    duet_engine *e = run->e;
+    const uint64_t *ids = run->ids;
+    uint32_t n = run->ps->n;
     int rc = 0;
 
     while (!rc && duet_engine_has_unfinished(e)) {
@@ -716,7 +817,7 @@ static int run_engine(const struct options *o, duet_engine *e, const struct prom
                 continue;
             if (tty)
                 progress(e, t->done, n, true);
-            print_result(o, &ps->v[i], ro, i, spec);
+            print_result(run, ro, i);
             t->printed[i] = 1;
             t->done++;
             t->failed += ro->finish == DUET_FINISH_ERROR;
@@ -732,24 +833,85 @@ static int run_engine(const struct options *o, duet_engine *e, const struct prom
     return rc;
 }
 
+/* The first text option given ("--chat", ...), or NULL when the prompts are ids. */
+static const char *text_flag(const struct options *o)
+{
+    return o->chat ? "--chat" : o->prompt ? "--prompt" : o->prompts_text ? "--prompts-text" : NULL;
+}
+
+/* The folder of the tokenizer: --tokenizer DIR, else the target model's. */
+static const char *tokenizer_dir(const struct options *o, const duet_config *cfg)
+{
+    return o->tokenizer ? o->tokenizer : duet_config_settings(cfg)->model;
+}
+
+/* Loads the tokenizer (when text options or --tokenizer ask for one, or the model's folder has
+ * one) and reads every prompt, ids or text. Returns 0, or the exit status. */
+static int read_prompts(const struct options *o, const duet_config *cfg, duet_tokenizer **tok,
+                        struct prompts *ps)
+{
+    const char *flag = text_flag(o), *dir = tokenizer_dir(o, cfg);
+    int rc = duet__run_tokenizer_load(dir, flag != NULL, o->tokenizer != NULL, flag, tok);
+
+    if (!rc && o->prompt_ids && !prompts_add(ps, o->prompt_ids)) {
+        fprintf(stderr, "duet-run: out of memory\n");
+        rc = EXIT_FAILURE;
+    }
+    if (!rc && o->prompts)
+        rc = prompts_read(o->prompts, ps);
+    if (!rc && o->prompt)
+        rc = duet__run_add_text(*tok, o->prompt, strlen(o->prompt), "--prompt", ps);
+    if (!rc && o->prompts_text)
+        rc = duet__run_read_text_prompts(*tok, o->prompts_text, ps);
+    if (!rc && o->chat)
+        rc = duet__run_read_chat(*tok, dir, o->chat, ps);
+    if (!rc && ps->n == 0) {
+        fprintf(stderr, "duet-run: no prompt: give --prompt-ids LIST, --prompts FILE, --prompt "
+                        "TEXT, --prompts-text FILE or --chat FILE\n");
+        rc = EXIT_USAGE;
+    }
+    return rc;
+}
+
+/* A tokenizer with ids past the target model's vocabulary is not the model's: it could encode a
+ * prompt the model cannot read. An error when the run asked for the tokenizer; otherwise (the
+ * model folder's, for a run on ids) it is dropped with a warning. Returns 0, or the exit status. */
+static int check_vocab(const struct options *o, const duet_config *cfg, duet_tokenizer **tok,
+                       const duet_engine_metrics *m)
+{
+    bool asked = text_flag(o) || o->tokenizer;
+    uint32_t v = *tok ? duet_tokenizer_vocab_size(*tok) : 0;
+
+    if (v <= m->vocab_size)
+        return 0;
+    fprintf(stderr,
+            "duet-run: %sthe tokenizer in %s has %u token ids, more than the target model's "
+            "vocabulary (%u): it is not this model's tokenizer (give the model's own with "
+            "--tokenizer DIR, or generate the model with duet-mkmodel --tokenizer DIR)%s\n",
+            asked ? "" : "warning: ", tokenizer_dir(o, cfg), v, m->vocab_size,
+            asked ? "" : "; the output has ids only");
+    if (asked)
+        return EXIT_FAILURE;
+    duet_tokenizer_destroy(*tok);
+    *tok = NULL;
+    return 0;
+}
+
 static int generate(const struct options *o, const duet_config *cfg)
 {
     struct prompts ps = {0};
     struct tally t = {0};
+    struct run run = {.o = o, .ps = &ps};
     uint64_t *ids = NULL;
+    duet_tokenizer *tok = NULL;
     duet_engine *e = NULL;
     duet_engine_metrics m;
     char err[1024];
-    int rc = EXIT_FAILURE;
+    int rc = read_prompts(o, cfg, &tok, &ps);
 
-    if ((o->prompt_ids && !prompts_add(&ps, o->prompt_ids)) ||
-        (o->prompts && prompts_read(o->prompts, &ps)))
+    if (rc)
         goto out_prompts;
-    if (ps.n == 0) {
-        fprintf(stderr, "duet-run: no prompt: give --prompt-ids LIST or --prompts FILE\n");
-        rc = EXIT_USAGE;
-        goto out_prompts;
-    }
+    rc = EXIT_FAILURE;
     t.printed = calloc(ps.n, 1);
     ids = calloc(ps.n, sizeof(*ids));
     if (!t.printed || !ids)
@@ -758,9 +920,15 @@ static int generate(const struct options *o, const duet_config *cfg)
         fprintf(stderr, "duet-run: %s\n", err);
         goto out_prompts;
     }
-    catch_stop_signals();
     duet_engine_metrics_get(e, &m);
-    if (add_requests(o, e, &ps, ids) || run_engine(o, e, &ps, ids, m.speculative, &t))
+    if (check_vocab(o, cfg, &tok, &m))
+        goto out_engine;
+    catch_stop_signals();
+    run.e = e;
+    run.ids = ids;
+    run.tok = tok;
+    run.spec = m.speculative;
+    if (add_requests(&run, ids) || run_engine(&run, &t))
         goto out_engine;
     duet_engine_metrics_get(e, &m);
     print_summary(o, &m, ps.n);
@@ -781,7 +949,8 @@ out_engine:
 out_prompts:
     free(t.printed);
     free(ids);
-    prompts_free(&ps);
+    duet__prompts_free(&ps);
+    duet_tokenizer_destroy(tok);
     return rc;
 }
 
