@@ -4,11 +4,18 @@ duet_include_HEADERS += include/duet/tokenizer.h
 
 TOKENIZER_SOURCES = \
 	tokenizer/tokenizer-int.h \
+	tokenizer/jinja-int.h \
 	tokenizer/bpe.c \
 	tokenizer/chat.c \
 	tokenizer/components.c \
 	tokenizer/decode.c \
 	tokenizer/encode.c \
+	tokenizer/jinja_builtin.c \
+	tokenizer/jinja_eval.c \
+	tokenizer/jinja_filter.c \
+	tokenizer/jinja_lex.c \
+	tokenizer/jinja_parse.c \
+	tokenizer/jinja_value.c \
 	tokenizer/load.c \
 	tokenizer/map.c \
 	tokenizer/rawjson.c \
