@@ -826,6 +826,8 @@ static duet__jnode *parse_block_with(parser *P, int kind, const char *end, int l
     if (!expect_end(P) || !(n->c = subparse(P, ends)))
         return NULL;
     P->pos++;
+    if (kind == DUET__N_BODY) /* {% generation %}: just its body */
+        return expect_end(P) ? n->c : NULL;
     return expect_end(P) && deepen(P, n) ? n : NULL;
 }
 
