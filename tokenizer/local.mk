@@ -62,6 +62,13 @@ TESTS += tests/tokenizer_ref.sh
 EXTRA_DIST += tests/tokenizer_ref.sh tests/tokenizer_ref.mjs tests/fixtures/tokenizer_corpus.jsonl \
 	tests/fixtures/tokenizers
 
+# Chat prompts of duet-tokenize --chat against Python's jinja2 (as transformers renders them) on
+# the Llama 3 / Qwen templates of the same npm cache and the fixture templates (Llama 2, 3.1,
+# 3.2, Mistral); a SKIP without python3-jinja2.
+TESTS += tests/chat_template_ref.sh
+EXTRA_DIST += tests/chat_template_ref.sh tests/chat_template_ref.py tests/fixtures/chat_cases.json \
+	tests/fixtures/chat_templates
+
 # ---- fuzzing -----------------------------------------------------------------------------
 # make check replays fuzz/corpus/tokenizer through the target; make fuzz runs it (model/local.mk).
 check_PROGRAMS += fuzz/replay_tokenizer
