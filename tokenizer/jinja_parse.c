@@ -710,7 +710,7 @@ static duet__jnode *parse_for(parser *P, int line)
 
 static duet__jnode *parse_if(parser *P, int line)
 {
-    static const char *const ends[] = {"elif", "else", "endif", NULL}, *const else_ends[] = {
+    static const char *const ends[] = {"endif", "elif", "else", NULL}, *const else_ends[] = {
                                                                            "endif", NULL};
     duet__jnode *n = node(P, DUET__N_IF, line);
 
