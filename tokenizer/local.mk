@@ -22,7 +22,7 @@ TOKENIZER_SOURCES = \
 	tokenizer/tokenizer.c \
 	tokenizer/utf8.c
 TOKENIZER_CFLAGS = $(JANSSON_CFLAGS) $(PCRE2_CFLAGS) $(UTF8PROC_CFLAGS)
-TOKENIZER_LIBS = $(JANSSON_LIBS) $(PCRE2_LIBS) $(UTF8PROC_LIBS)
+TOKENIZER_LIBS = $(JANSSON_LIBS) $(PCRE2_LIBS) $(UTF8PROC_LIBS) -lm
 
 noinst_LTLIBRARIES += tokenizer/libduet_tokenizer.la
 tokenizer_libduet_tokenizer_la_SOURCES = $(TOKENIZER_SOURCES)
@@ -47,6 +47,14 @@ tests_check_tokenizer_CFLAGS = $(TEST_CFLAGS)
 tests_check_tokenizer_LDADD = tests/fault-tokenizer.a $(TOKENIZER_LIBS) $(PTHREAD_LIBS) \
 	$(CHECK_LIBS)
 CHECK_TESTS += tests/check_tokenizer
+# Chat templates: each construct against jinja2's text, errors, limits, allocation failures.
+check_PROGRAMS += tests/check_chat_template
+tests_check_chat_template_SOURCES = tests/check_chat_template.c tests/check_util.h tests/fault.c \
+	tests/fault.h
+tests_check_chat_template_CFLAGS = $(TEST_CFLAGS) -I$(top_srcdir)/tokenizer
+tests_check_chat_template_LDADD = tests/fault-tokenizer.a $(TOKENIZER_LIBS) $(PTHREAD_LIBS) \
+	$(CHECK_LIBS)
+CHECK_TESTS += tests/check_chat_template
 tests_check_abi_SOURCES += tests/headers/tokenizer.c
 endif
 
