@@ -235,6 +235,8 @@ static duet__jnode *parse_subscript(parser *P, duet__jnode *obj)
         }
         break;
     }
+    if (n->kind == DUET__N_INDEX && !parts[0])
+        return fail(P, "an expression") ? NULL : NULL;
     if (!expect_op(P, "]"))
         return NULL;
     n->a = obj;
