@@ -86,9 +86,24 @@ fuzz_replay_tokenizer_LDADD = tokenizer/libduet_tokenizer.la $(TOKENIZER_LIBS) $
 TESTS += fuzz/replay_tokenizer
 EXTRA_DIST += fuzz/tokenizer.dict
 
+# The chat-template interpreter: fuzz/corpus/template replayed by make check, fuzzed by make fuzz.
+check_PROGRAMS += fuzz/replay_template
+fuzz_replay_template_SOURCES = fuzz/replay.c fuzz/fuzz_template.c
+fuzz_replay_template_CPPFLAGS = $(AM_CPPFLAGS) -DFUZZ_TARGET='"template"'
+fuzz_replay_template_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
+fuzz_replay_template_LDADD = tokenizer/libduet_tokenizer.la $(TOKENIZER_LIBS) $(PTHREAD_LIBS)
+TESTS += fuzz/replay_template
+EXTRA_DIST += fuzz/template.dict
+
 FUZZ_TARGETS += tokenizer
 FUZZ_TOKENIZER_C = $(patsubst %,$(top_srcdir)/%,$(filter %.c,$(TOKENIZER_SOURCES)))
 fuzz/fuzz-tokenizer: $(top_srcdir)/fuzz/fuzz_tokenizer.c $(FUZZ_TOKENIZER_C)
 	$(AM_V_CC)$(FUZZ_BUILD) $(PCRE2_CFLAGS) $(UTF8PROC_CFLAGS) $(top_srcdir)/fuzz/fuzz_tokenizer.c \
 	  $(FUZZ_TOKENIZER_C) $(TOKENIZER_LIBS) -lpthread
 fuzz: fuzz/fuzz-tokenizer
+
+FUZZ_TARGETS += template
+fuzz/fuzz-template: $(top_srcdir)/fuzz/fuzz_template.c $(FUZZ_TOKENIZER_C)
+	$(AM_V_CC)$(FUZZ_BUILD) $(JANSSON_CFLAGS) $(PCRE2_CFLAGS) $(UTF8PROC_CFLAGS) \
+	  $(top_srcdir)/fuzz/fuzz_template.c $(FUZZ_TOKENIZER_C) $(TOKENIZER_LIBS) -lpthread
+fuzz: fuzz/fuzz-template
