@@ -193,6 +193,20 @@ static const struct render_case render_cases[] = {
      "{% for a in [1, 2] %}{% for b in 'xy' %}{{ loop.index }}{{ b }}{% endfor %}{{ loop.index "
      "}};{% endfor %}",
      "{}", "1x2y1;1x2y2;"},
+    {"negative_zero_and_split_rest",
+     "{{ -0.0 }} {{ -0.5|round }} {{ '  a  b  '.split(none, 1) }} {{ 'a b '.split(' ', 5) }}", "{}",
+     "-0.0 -0.0 ['a', 'b  '] ['a', 'b', '']"},
+    {"macro_varargs_kwargs",
+     "{% macro m(a) %}{{ a }}{{ varargs }}{{ kwargs }}{% endmacro %}{{ m(1, 2, 3, x=4) }}{{ m() }}",
+     "{}", "1(2, 3){'x': 4}(){}"},
+    {"range_as_a_list",
+     "{{ range(3)|list }}{{ range(3)|length }}{{ range(3) == [0, 1, 2] }}{{ 1 in range(3) }}{{ "
+     "range(4)|join }}{{ range(5)[1:3]|list }}",
+     "{}", "[0, 1, 2]3FalseTrue0123[1, 2]"},
+    {"titlecase_digraph",
+     "{{ '\307\206a'.title() }}{{ '\307\206a'.capitalize() }}{{ '\307\206a'|title }}{{ "
+     "'\307\206a'|capitalize }}",
+     "{}", "\307\205a\307\205a\307\204a\307\205a"},
     {"ints_and_bools",
      "{{ true + 1 }}{{ 10 // 3 * 3 + 10 % 3 }}{{ 1 - 2 - 3 }}{{ 2 ** 3 ** 2 }}{{ 1.5 + 1 }}{{ 3 / "
      "1 }}",
@@ -252,6 +266,10 @@ START_TEST(test_unsupported_constructs_are_refused_naming_the_line)
                  "recursive", NULL);
     expect_error("{{ 922337203685477580 * 100 }}", NULL, DUET_STATUS_UNSUPPORTED, "64 bits", NULL);
     expect_error("{{ f(*args) }}", NULL, DUET_STATUS_UNSUPPORTED, "*args", NULL);
+    expect_error("{{ range(3) }}", NULL, DUET_STATUS_UNSUPPORTED, "printing a range", NULL);
+    expect_error("{{ 'stra\303\237e'.upper() }}", NULL, DUET_STATUS_UNSUPPORTED, "U+00DF", NULL);
+    expect_error("{{ '\\N{BULLET}' }}", NULL, DUET_STATUS_UNSUPPORTED, "\\N{", NULL);
+    expect_error("{{ '%s' % 1 }}", NULL, DUET_STATUS_UNSUPPORTED, "formatting with %", NULL);
 }
 END_TEST
 
@@ -281,6 +299,10 @@ START_TEST(test_runtime_errors_are_invalid_argument_as_in_jinja2)
                  "non-namespace", NULL);
     expect_error("{% for a, b in [1] %}{% endfor %}", NULL, DUET_STATUS_INVALID_ARGUMENT, "unpack",
                  NULL);
+    expect_error("{% macro m(a) %}{% endmacro %}{{ m(1, 2) }}", NULL, DUET_STATUS_INVALID_ARGUMENT,
+                 "not more than 1", NULL);
+    expect_error("{% macro m(a) %}{% endmacro %}{{ m(b=2) }}", NULL, DUET_STATUS_INVALID_ARGUMENT,
+                 "no keyword argument 'b'", NULL);
     expect_error("{{ x|tojson }}", NULL, DUET_STATUS_INVALID_ARGUMENT, "not JSON serializable",
                  NULL);
     expect_error("{{ range(200000)|length }}", NULL, DUET_STATUS_CAPACITY, "range too big", NULL);

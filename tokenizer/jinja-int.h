@@ -87,7 +87,9 @@ typedef struct duet__jv {
 
 typedef struct duet__jlist {
     size_t n;
-    duet__jv *v; /* [n] */
+    duet__jv *v;   /* [n] */
+    bool is_range; /* from range() (or a slice of one): Python prints, compares and adds it
+                      unlike a list, so those are refused or answered as Python does */
 } duet__jlist;
 
 typedef struct duet__jdict {

@@ -374,20 +374,8 @@ static bool split_str(duet__jctx *c, const duet__jstr *s, const duet__jstr *sep,
         if (i >= s->n)
             break;
         b = i;
-        if (max == 0) {
-            size_t e = s->n;
-
-            while (e > b) { /* the rest, right-stripped */
-                size_t k = e - 1;
-
-                while (k > b && ((unsigned char)s->p[k] & 0xc0) == 0x80)
-                    k--;
-                if (!duet__py_space(duet__utf8_get(s->p + k, &len)))
-                    break;
-                e = k;
-            }
-            return duet__jv_str(c, s->p + b, e - b, &piece) && push(c, out, &cap, piece);
-        }
+        if (max == 0) /* the rest as it is, trailing whitespace included */
+            return duet__jv_str(c, s->p + b, s->n - b, &piece) && push(c, out, &cap, piece);
         while (i < s->n && !duet__py_space(duet__utf8_get(s->p + i, &len)))
             i += len;
         if (!duet__jv_str(c, s->p + b, i - b, &piece) || !push(c, out, &cap, piece))
@@ -449,6 +437,16 @@ bool duet__jinja_replace(duet__jctx *c, int line, const duet__jstr *s, const due
     return ok;
 }
 
+/* Code points whose Python case mapping is not one-to-one (SpecialCasing.txt: ß -> SS, ligatures,
+ * Greek with iota subscript, İ) or depends on context (final sigma). */
+static bool special_casing(uint32_t cp)
+{
+    return cp == 0xdf || cp == 0x130 || cp == 0x149 || cp == 0x1f0 || cp == 0x390 || cp == 0x3a3 ||
+           cp == 0x3b0 || cp == 0x587 || (cp >= 0x1e96 && cp <= 0x1e9e) ||
+           (cp >= 0x1f50 && cp <= 0x1f56) || (cp >= 0x1f80 && cp <= 0x1fff) ||
+           (cp >= 0xfb00 && cp <= 0xfb17);
+}
+
 static bool is_cased(uint32_t cp)
 {
     return utf8proc_toupper((utf8proc_int32_t)cp) != (utf8proc_int32_t)cp ||
@@ -468,8 +466,15 @@ bool duet__jinja_case(duet__jctx *c, const duet__jstr *s, char mode, duet__jv *o
         bool upper = mode == 'u' || (mode == 't' && !prev_cased) || (mode == 'c' && first) ||
                      (mode == 'j' && first);
 
-        m = upper ? (uint32_t)utf8proc_toupper((utf8proc_int32_t)cp)
-                  : (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp);
+        if (special_casing(cp))
+            return duet__jerr(c, DUET_STATUS_UNSUPPORTED, 0,
+                              "case mapping of U+%04X is not supported", (unsigned)cp);
+        if (upper && (mode == 't' || mode == 'c'))
+            m = (uint32_t)utf8proc_totitle((utf8proc_int32_t)cp);
+        else if (upper)
+            m = (uint32_t)utf8proc_toupper((utf8proc_int32_t)cp);
+        else
+            m = (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp);
         if (mode == 't')
             prev_cased = is_cased(cp);
         first = mode == 'j' && (duet__py_space(cp) || (cp && cp < 128 && strchr("-({[<", (int)cp)));
@@ -856,6 +861,7 @@ static bool f_range(duet__jctx *c, int line, const duet__jargs *a, duet__jv *out
         return false;
     for (int64_t i = 0; i < n; i++)
         out->u.l->v[i] = duet__jv_int(v[0] + i * v[2]);
+    out->u.l->is_range = true;
     return true;
 }
 

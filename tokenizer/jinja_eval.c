@@ -204,12 +204,18 @@ static bool arith(duet__jctx *c, int line, int op, duet__jv a, duet__jv b, duet_
     bool int_a = a.kind == DUET__JV_INT || a.kind == DUET__JV_BOOL;
     bool int_b = b.kind == DUET__JV_INT || b.kind == DUET__JV_BOOL;
 
+    if ((a.kind == DUET__JV_LIST && a.u.l->is_range) ||
+        (b.kind == DUET__JV_LIST && b.u.l->is_range))
+        return type_error(c, line, op_name(op), a, b);
     if (op == DUET__OP_ADD && seq_a && a.kind == b.kind)
         return concat(c, a, b, out);
     if (op == DUET__OP_MUL && seq_a && int_b)
         return repeat(c, a, ival(b), out);
     if (op == DUET__OP_MUL && int_a && seq_b)
         return repeat(c, b, ival(a), out);
+    if (op == DUET__OP_MOD && a.kind == DUET__JV_STR)
+        return duet__jerr(c, DUET_STATUS_UNSUPPORTED, line,
+                          "string formatting with %% is not supported");
     if (!duet__jv_is_num(a) || !duet__jv_is_num(b))
         return type_error(c, line, op_name(op), a, b);
     if (int_a && int_b && op != DUET__OP_DIV && !(op == DUET__OP_POW && ival(b) < 0))
@@ -446,6 +452,7 @@ static bool eval_slice(duet__jctx *c, duet__jframe *f, const duet__jnode *n, due
             return false;
         for (size_t i = 0; i < count; i++)
             out->u.l->v[i] = obj.u.l->v[ix[0] + (int64_t)i * ix[1]];
+        out->u.l->is_range = obj.u.l->is_range;
         return true;
     }
     if (obj.kind != DUET__JV_STR) {
@@ -639,6 +646,43 @@ static bool new_frame(duet__jctx *c, duet__jframe *parent, duet__jframe **out)
     return true;
 }
 
+/* Binds varargs (a tuple of the positional arguments past the parameters) and kwargs (a dict of
+ * the keyword arguments that name none) when the macro's body uses them, as Jinja2 does; without
+ * them, such arguments are an error. */
+static bool bind_extras(duet__jctx *c, int line, duet__jframe *f, const duet__jnode *def,
+                        const duet__jargs *a)
+{
+    duet__jv va, kw, name;
+    size_t extra = a->npos > def->n ? a->npos - def->n : 0;
+
+    if (extra && !(def->op & 1))
+        return duet__jerr(c, DUET_STATUS_INVALID_ARGUMENT, line,
+                          "macro '%s' takes not more than %zu argument(s)", def->lit.u.s->p,
+                          def->n);
+    if (!duet__jv_list(c, extra, DUET__JV_TUPLE, &va) || !duet__jv_dict(c, DUET__JV_DICT, &kw))
+        return false;
+    if (extra)
+        memcpy(va.u.l->v, a->pos + def->n, extra * sizeof(duet__jv));
+    for (size_t i = 0; i < a->nkw; i++) {
+        size_t k = 0;
+
+        while (k < def->n && strcmp(def->kids[k]->lit.u.s->p, a->kwname[i]->p) != 0)
+            k++;
+        if (k < def->n && k >= a->npos)
+            continue;
+        if (k < def->n || !(def->op & 2))
+            return duet__jerr(c, DUET_STATUS_INVALID_ARGUMENT, line,
+                              "macro '%s' takes no keyword argument '%s'", def->lit.u.s->p,
+                              a->kwname[i]->p);
+        if (!duet__jdict_set(c, kw.u.d, (duet__jv){.kind = DUET__JV_STR, .u.s = a->kwname[i]},
+                             a->kw[i]))
+            return false;
+    }
+    if ((def->op & 1) && (!duet__jv_str(c, "varargs", 7, &name) || !set_var(c, f, name.u.s, va)))
+        return false;
+    return !(def->op & 2) || (duet__jv_str(c, "kwargs", 6, &name) && set_var(c, f, name.u.s, kw));
+}
+
 static bool call_macro(duet__jctx *c, int line, const duet__jmacro *m, const duet__jargs *a,
                        duet__jv *out)
 {
@@ -646,25 +690,11 @@ static bool call_macro(duet__jctx *c, int line, const duet__jmacro *m, const due
     duet__jframe *f;
     bool ok;
 
-    if (a->npos > def->n)
-        return duet__jerr(c, DUET_STATUS_INVALID_ARGUMENT, line,
-                          "macro '%s' takes not more than %zu argument(s)", def->lit.u.s->p,
-                          def->n);
     if (c->calls >= c->lim.max_calls)
         return duet__jerr(c, DUET_STATUS_CAPACITY, line, "macro calls nested deeper than %d",
                           c->lim.max_calls);
-    if (!new_frame(c, m->frame, &f))
+    if (!new_frame(c, m->frame, &f) || !bind_extras(c, line, f, def, a))
         return false;
-    for (size_t i = 0; i < a->nkw; i++) {
-        size_t k = 0;
-
-        while (k < def->n && strcmp(def->kids[k]->lit.u.s->p, a->kwname[i]->p) != 0)
-            k++;
-        if (k == def->n || k < a->npos)
-            return duet__jerr(c, DUET_STATUS_INVALID_ARGUMENT, line,
-                              "macro '%s' takes no keyword argument '%s'", def->lit.u.s->p,
-                              a->kwname[i]->p);
-    }
     for (size_t k = 0; k < def->n; k++) {
         const duet__jnode *p = def->kids[k];
         duet__jv v = duet__jv_undef(), *kv = NULL;

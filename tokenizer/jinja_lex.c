@@ -308,6 +308,8 @@ static long unescape(const char *s, size_t left, size_t *used)
         *used = k;
         return cp;
     }
+    if (s[0] == 'N')
+        return -5;
     if (!digits)
         return -1;
     if ((size_t)digits >= left)
@@ -335,9 +337,12 @@ static bool lex_string(lexer *L, size_t start)
         long cp =
             L->s[k] == '\\' && k + 1 < L->n ? unescape(L->s + k + 1, L->n - k - 1, &used) : -4;
 
-        if (cp == -3) {
+        if (cp == -3 || cp == -5) {
             free(b.p);
-            return duet__jerr(L->c, DUET_STATUS_BAD_FORMAT, line, "bad escape in a string");
+            return cp == -5
+                       ? duet__jerr(L->c, DUET_STATUS_UNSUPPORTED, line,
+                                    "\\N{...} escapes are not supported")
+                       : duet__jerr(L->c, DUET_STATUS_BAD_FORMAT, line, "bad escape in a string");
         }
         if (cp >= 0)
             ok = duet__buf_add(&b, cpbuf, duet__utf8_put(cpbuf, (uint32_t)cp));

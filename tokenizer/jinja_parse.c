@@ -21,8 +21,9 @@ typedef struct parser {
     duet__jctx *c;
     const duet__jtok *t; /* [n], ending with DUET__T_EOF */
     size_t n, pos;
-    int depth; /* statement nesting */
-    int loops; /* for loops around the statement being parsed */
+    int depth;       /* statement nesting */
+    int loops;       /* for loops around the statement being parsed */
+    int macro_names; /* varargs (1) and kwargs (2) seen in the macro being parsed */
 } parser;
 
 typedef struct kidvec {
@@ -453,6 +454,10 @@ static duet__jnode *parse_primary(parser *P)
         n->lit = duet__jv_none();
     else if ((n->kind = DUET__N_NAME) && !name_lit(P, t, &n->lit))
         return NULL;
+    if (n->kind == DUET__N_NAME)
+        P->macro_names |= tok_is(t, DUET__T_NAME, "varargs")  ? 1
+                          : tok_is(t, DUET__T_NAME, "kwargs") ? 2
+                                                              : 0;
     return n;
 }
 
@@ -785,7 +790,7 @@ static duet__jnode *parse_macro(parser *P, int line)
     static const char *const ends[] = {"endmacro", NULL};
     duet__jnode *n = node(P, DUET__N_MACRO, line);
     kidvec k = {0};
-    int loops = P->loops;
+    int loops = P->loops, names;
 
     if (!n || cur(P)->kind != DUET__T_NAME)
         return n && fail(P, "a macro name") ? NULL : NULL;
@@ -807,8 +812,12 @@ static duet__jnode *parse_macro(parser *P, int line)
             return NULL;
     }
     P->loops = 0;
+    names = P->macro_names;
+    P->macro_names = 0;
     if (!expect_end(P) || !(n->c = subparse(P, ends)))
         return NULL;
+    n->op = P->macro_names; /* the body takes extra arguments as varargs / kwargs */
+    P->macro_names |= names;
     P->loops = loops;
     P->pos++;
     if (cur(P)->kind == DUET__T_NAME)

@@ -341,7 +341,7 @@ bool duet__jv_eq(duet__jv a, duet__jv b, int depth)
         return a.u.s->n == b.u.s->n && memcmp(a.u.s->p, b.u.s->p, a.u.s->n) == 0;
     case DUET__JV_LIST:
     case DUET__JV_TUPLE:
-        if (a.u.l->n != b.u.l->n)
+        if (a.u.l->n != b.u.l->n || a.u.l->is_range != b.u.l->is_range)
             return false;
         for (size_t i = 0; i < a.u.l->n; i++)
             if (!duet__jv_eq(a.u.l->v[i], b.u.l->v[i], depth + 1))
@@ -401,6 +401,7 @@ void duet__float_repr(double f, char out[40])
 {
     char e[40], digits[24];
     int p, exp, nd = 0;
+    bool neg = signbit(f) != 0; /* -0.0 prints as Python's "-0.0" */
 
     if (isnan(f) || isinf(f)) {
         snprintf(out, 40, "%s", isnan(f) ? "nan" : f < 0 ? "-inf" : "inf");
@@ -419,14 +420,14 @@ void duet__float_repr(double f, char out[40])
     while (nd > 1 && digits[nd - 1] == '0')
         digits[--nd] = '\0';
     if (exp < -4 || exp >= 16) {
-        snprintf(out, 40, "%s%c%s%s%se%c%02d", f < 0 ? "-" : "", digits[0], nd > 1 ? "." : "",
+        snprintf(out, 40, "%s%c%s%s%se%c%02d", neg ? "-" : "", digits[0], nd > 1 ? "." : "",
                  digits + 1, "", exp < 0 ? '-' : '+', exp < 0 ? -exp : exp);
     } else if (exp < 0) {
-        snprintf(out, 40, "%s0.%.*s%s", f < 0 ? "-" : "", -exp - 1, "0000", digits);
+        snprintf(out, 40, "%s0.%.*s%s", neg ? "-" : "", -exp - 1, "0000", digits);
     } else if (nd > exp + 1) {
-        snprintf(out, 40, "%s%.*s.%s", f < 0 ? "-" : "", exp + 1, digits, digits + exp + 1);
+        snprintf(out, 40, "%s%.*s.%s", neg ? "-" : "", exp + 1, digits, digits + exp + 1);
     } else {
-        snprintf(out, 40, "%s%s%.*s.0", f < 0 ? "-" : "", digits, exp + 1 - nd, "0000000000000000");
+        snprintf(out, 40, "%s%s%.*s.0", neg ? "-" : "", digits, exp + 1 - nd, "0000000000000000");
     }
 }
 
@@ -476,6 +477,10 @@ static bool write_repr_str(duet__jctx *c, duet__buf *b, const duet__jstr *s)
 static bool write_seq(duet__jctx *c, int line, duet__buf *b, duet__jv v, int depth)
 {
     bool tuple = v.kind == DUET__JV_TUPLE;
+
+    if (v.u.l->is_range)
+        return duet__jerr(c, DUET_STATUS_UNSUPPORTED, line,
+                          "printing a range is not supported (use |list)");
 
     if (!puts_(c, b, tuple ? "(" : "["))
         return false;
@@ -590,6 +595,10 @@ static bool json_container(duet__jctx *c, int line, duet__buf *b, duet__jv v,
 {
     bool dict = v.kind == DUET__JV_DICT;
     size_t n = dict ? v.u.d->n : v.u.l->n;
+
+    if (!dict && v.u.l->is_range)
+        return duet__jerr(c, DUET_STATUS_INVALID_ARGUMENT, line,
+                          "Object of type range is not JSON serializable");
 
     if (n == 0)
         return puts_(c, b, dict ? "{}" : "[]");
