@@ -111,7 +111,6 @@ typedef struct duet__jmacro {
 typedef struct duet__jloop {
     const duet__jlist *items;
     size_t i; /* index0 of the current item */
-    int depth0;
 } duet__jloop;
 
 typedef enum duet__jfunc {
@@ -215,8 +214,7 @@ typedef struct duet__jctx {
     duet__buf *out;      /* where output goes now (a capture inside a macro or block set) */
     duet__jdict globals; /* the caller's variables */
     int line;            /* the line being evaluated, for errors that have none at hand */
-    int loop_depth;
-    int breaking; /* 1: break, 2: continue pending */
+    int breaking;        /* 1: break, 2: continue pending */
 } duet__jctx;
 
 /* Arena memory (zeroed); NULL after setting an error (out of memory, or over max_bytes). */

@@ -108,9 +108,9 @@ static bool loop_attr(duet__jctx *c, const duet__jloop *l, const char *name, due
     else if (strcmp(name, "length") == 0)
         *out = duet__jv_int((int64_t)n);
     else if (strcmp(name, "depth") == 0)
-        *out = duet__jv_int(l->depth0 + 1);
+        *out = duet__jv_int(1); /* loops are not recursive here: always the first level */
     else if (strcmp(name, "depth0") == 0)
-        *out = duet__jv_int(l->depth0);
+        *out = duet__jv_int(0);
     else if (strcmp(name, "previtem") == 0 && i > 0)
         *out = l->items->v[i - 1];
     else if (strcmp(name, "nextitem") == 0 && i + 1 < n)

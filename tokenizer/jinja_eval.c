@@ -795,7 +795,6 @@ static bool exec_for(duet__jctx *c, duet__jframe *f, const duet__jnode *n)
     if (items->n == 0)
         return n->d ? exec(c, f, n->d) : true;
     loop->items = items;
-    loop->depth0 = c->loop_depth++;
     for (size_t i = 0; i < items->n; i++) {
         duet__jframe *g;
 
@@ -810,7 +809,6 @@ static bool exec_for(duet__jctx *c, duet__jframe *f, const duet__jnode *n)
         }
         c->breaking = 0;
     }
-    c->loop_depth--;
     return true;
 }
 
