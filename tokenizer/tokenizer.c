@@ -79,10 +79,11 @@ static int32_t config_token(const duet_tokenizer *t, json_t *cfg, const char *ke
     return s ? duet__lookup(t, s, strlen(s)) : -1;
 }
 
-static json_t *load_optional(const char *dir, const char *name, char *path, size_t path_size)
+static json_t *load_optional(const char *dir, const char *name, size_t flags, char *path,
+                             size_t path_size)
 {
     snprintf(path, path_size, "%s/%s", dir, name);
-    return json_load_file(path, 0, NULL);
+    return json_load_file(path, flags, NULL);
 }
 
 /* transformers' LlamaTokenizer(Fast) rebuilds its template from add_bos_token / add_eos_token. */
@@ -101,13 +102,17 @@ static void llama_flags(duet_tokenizer *t, json_t *cfg)
     t->suffix[0] = eos_id;
 }
 
-static void load_config(duet_tokenizer *t, const char *dir)
+static duet_status load_config(duet_tokenizer *t, const char *dir)
 {
     char path[4096];
-    json_t *cfg = load_optional(dir, "tokenizer_config.json", path, sizeof(path));
-    json_t *gen = load_optional(dir, "generation_config.json", path, sizeof(path));
+    /* Reals for integers: Llama 3's model_max_length (1e30) is beyond jansson's integers, and
+     * no key read here is a number. */
+    json_t *cfg =
+        load_optional(dir, "tokenizer_config.json", JSON_DECODE_INT_AS_REAL, path, sizeof(path));
+    json_t *gen = load_optional(dir, "generation_config.json", 0, path, sizeof(path));
     json_t *eos = json_object_get(gen, "eos_token_id"), *e;
     size_t i;
+    duet_status st;
 
     t->bos_id = config_token(t, cfg, "bos_token");
     if (json_is_integer(eos) && json_integer_value(eos) >= 0)
@@ -119,8 +124,10 @@ static void load_config(duet_tokenizer *t, const char *dir)
     if (t->n_eos == 0 && config_token(t, cfg, "eos_token") >= 0)
         t->eos_ids[t->n_eos++] = config_token(t, cfg, "eos_token");
     llama_flags(t, cfg);
+    st = duet__chat_load(t, dir, cfg);
     json_decref(cfg);
     json_decref(gen);
+    return st;
 }
 
 /* A tokenizer from DIR/tokenizer.json (TEXT NULL) or from TEXT, without the companion files. */
@@ -163,8 +170,11 @@ duet_status duet_tokenizer_load(const char *dir, duet_tokenizer **out, char *err
         return DUET_STATUS_INVALID_ARGUMENT;
     snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
     st = create(path, NULL, 0, out, err, err_size);
-    if (st == DUET_STATUS_OK)
-        load_config(*out, dir);
+    if (st == DUET_STATUS_OK && (st = load_config(*out, dir)) != DUET_STATUS_OK) {
+        duet__set_err(err, err_size, "%s: out of memory reading the chat template", dir);
+        duet_tokenizer_destroy(*out);
+        *out = NULL;
+    }
     return st;
 }
 
@@ -173,6 +183,7 @@ void duet_tokenizer_destroy(duet_tokenizer *t)
     if (!t)
         return;
     duet__cache_destroy(t->cache);
+    duet__chat_free(t);
     duet__steps_free(t->norm, t->n_norm);
     duet__steps_free(t->pre, t->n_pre);
     duet__steps_free(t->dec, t->n_dec);

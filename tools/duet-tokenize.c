@@ -5,9 +5,16 @@
  *
  *   encode:            stdin (raw UTF-8 text)      -> {"ids": [...]}
  *   --decode:          stdin (a JSON array of ids) -> {"text": "..."}
+ *   --chat:            stdin (a JSON array of {"role", "content", ...} messages)
+ *                      -> {"prompt": "...", "ids": [...]}: the chat template's prompt (with the
+ *                      assistant's generation prompt unless --no-generation-prompt) and its ids,
+ *                      encoded WITHOUT the post-processor's special tokens, since the template
+ *                      writes them itself (as transformers' apply_chat_template(tokenize=True)
+ *                      and vLLM do)
  *   --jsonl:           one JSON value per input line (a string to encode, an array of ids to
- *                      decode) -> one JSON object per output line; a bad line answers
- *                      {"error": "..."} and the exit status is 1 at the end
+ *                      decode, a messages array with --chat) -> one JSON object per output
+ *                      line; a bad line answers {"error": "..."} and the exit status is 1 at
+ *                      the end
  */
 #include "build_config.h"
 
@@ -27,6 +34,10 @@ struct options {
     bool add_special;  /* encode: the post-processor's BOS / EOS */
     bool skip_special; /* decode: drop special tokens */
     bool jsonl;
+    bool chat;               /* messages to a prompt */
+    bool gen_prompt;         /* --chat: add the generation prompt */
+    char *chat_template;     /* --chat-template FILE's text, or NULL */
+    const char *chat_kwargs; /* --chat-kwargs JSON, or NULL */
 };
 
 static void usage(FILE *f)
@@ -43,8 +54,17 @@ static void usage(FILE *f)
             "  -d, --decode         ids to text\n"
             "      --no-special     encode without the BOS / EOS the tokenizer adds\n"
             "      --skip-special   decode without special tokens\n"
-            "      --jsonl          one JSON value per line in (a string, or an array of ids\n"
-            "                       with --decode), one JSON object per line out\n"
+            "      --chat           a JSON array of messages to the chat template's prompt:\n"
+            "                       prints {\"prompt\": \"...\", \"ids\": [...]}, the ids encoded\n"
+            "                       without special tokens (the template writes them)\n"
+            "      --no-generation-prompt  --chat: end after the last message, without the\n"
+            "                       assistant's header\n"
+            "      --chat-template FILE  --chat: this Jinja template instead of the model's\n"
+            "      --chat-kwargs JSON    --chat: a JSON object of extra template variables\n"
+            "                       (enable_thinking, tools, ...)\n"
+            "      --jsonl          one JSON value per line in (a string, an array of ids\n"
+            "                       with --decode, a messages array with --chat), one JSON\n"
+            "                       object per line out\n"
             "  -h, --help           this text\n"
             "  -V, --version        the version\n"
             "\n"
@@ -52,9 +72,37 @@ static void usage(FILE *f)
             "lines with --jsonl), 2 bad usage.\n");
 }
 
+static char *read_all(FILE *f, size_t *len);
+
+/* --chat-template FILE: its text (NUL-terminated) in O. */
+static int read_template(const char *path, struct options *o)
+{
+    FILE *f = fopen(path, "rb");
+    size_t len;
+
+    free(o->chat_template);
+    o->chat_template = f ? read_all(f, &len) : NULL;
+    if (f)
+        fclose(f);
+    if (!o->chat_template) {
+        fprintf(stderr, "duet-tokenize: cannot read %s\n", path);
+        return 1;
+    }
+    o->chat_template[len] = '\0';
+    return 0;
+}
+
 static int parse_args(int argc, char **argv, struct options *o)
 {
-    enum { OPT_NO_SPECIAL = 256, OPT_SKIP_SPECIAL, OPT_JSONL, OPT_CHAT };
+    enum {
+        OPT_NO_SPECIAL = 256,
+        OPT_SKIP_SPECIAL,
+        OPT_JSONL,
+        OPT_CHAT,
+        OPT_NO_GEN,
+        OPT_CHAT_TEMPLATE,
+        OPT_CHAT_KWARGS
+    };
     static const struct option long_options[] = {
         {"model", required_argument, NULL, 'm'},
         {"decode", no_argument, NULL, 'd'},
@@ -62,13 +110,16 @@ static int parse_args(int argc, char **argv, struct options *o)
         {"skip-special", no_argument, NULL, OPT_SKIP_SPECIAL},
         {"jsonl", no_argument, NULL, OPT_JSONL},
         {"chat", no_argument, NULL, OPT_CHAT},
+        {"no-generation-prompt", no_argument, NULL, OPT_NO_GEN},
+        {"chat-template", required_argument, NULL, OPT_CHAT_TEMPLATE},
+        {"chat-kwargs", required_argument, NULL, OPT_CHAT_KWARGS},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     int c;
 
-    *o = (struct options){.add_special = true};
+    *o = (struct options){.add_special = true, .gen_prompt = true};
     while ((c = getopt_long(argc, argv, "m:dhV", long_options, NULL)) != -1) {
         switch (c) {
         case 'm':
@@ -87,9 +138,18 @@ static int parse_args(int argc, char **argv, struct options *o)
             o->jsonl = true;
             break;
         case OPT_CHAT:
-            fprintf(stderr, "duet-tokenize: --chat is not supported yet (chat templates come "
-                            "later, issue 18)\n");
-            return EXIT_USAGE;
+            o->chat = true;
+            break;
+        case OPT_NO_GEN:
+            o->gen_prompt = false;
+            break;
+        case OPT_CHAT_TEMPLATE:
+            if (read_template(optarg, o) != 0)
+                return 1;
+            break;
+        case OPT_CHAT_KWARGS:
+            o->chat_kwargs = optarg;
+            break;
         case 'h':
             usage(stdout);
             exit(0);
@@ -100,6 +160,10 @@ static int parse_args(int argc, char **argv, struct options *o)
             usage(stderr);
             return EXIT_USAGE;
         }
+    }
+    if (o->chat && o->decode) {
+        fprintf(stderr, "duet-tokenize: --chat and --decode do not go together\n");
+        return EXIT_USAGE;
     }
     if (!o->dir || optind != argc) {
         fprintf(stderr, "duet-tokenize: %s\n",
@@ -192,15 +256,45 @@ static json_t *decode_ids(const duet_tokenizer *tok, const struct options *o, js
     return res;
 }
 
+/* --chat: a messages array -> {"prompt", "ids"}. */
+static json_t *chat_answer(const duet_tokenizer *tok, const struct options *o, const char *in,
+                           size_t len)
+{
+    duet_chat_options opts;
+    char *prompt, err[512] = "";
+    size_t plen;
+    json_t *res, *enc;
+    duet_status st;
+
+    duet_chat_options_init(&opts);
+    opts.add_generation_prompt = o->gen_prompt;
+    opts.chat_template = o->chat_template;
+    opts.kwargs_json = o->chat_kwargs;
+    st = duet_tokenizer_apply_chat_template(tok, in, len, &opts, &prompt, &plen, err, sizeof(err));
+    if (st != DUET_STATUS_OK)
+        return error_obj(err[0] ? err : duet_status_str(st));
+    enc = encode_text(tok, &(struct options){.add_special = false}, prompt, plen);
+    if (json_object_get(enc, "error")) {
+        duet_tokenizer_free(prompt);
+        return enc;
+    }
+    res = json_pack("{s:s%,s:O}", "prompt", prompt, plen, "ids", json_object_get(enc, "ids"));
+    json_decref(enc);
+    duet_tokenizer_free(prompt);
+    return res ? res : error_obj("out of memory");
+}
+
 /* One input value (--jsonl line or --decode input) -> the answer. */
 static json_t *answer(const duet_tokenizer *tok, const struct options *o, const char *in,
                       size_t len)
 {
     json_error_t jerr;
-    json_t *v = json_loadb(in, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr), *res;
+    json_t *v, *res;
     char msg[256];
 
-    if (!v) {
+    if (o->chat)
+        return chat_answer(tok, o, in, len);
+    if (!(v = json_loadb(in, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr))) {
         snprintf(msg, sizeof(msg), "input is not JSON: %s", jerr.text);
         return error_obj(msg);
     }
@@ -257,10 +351,13 @@ int main(int argc, char **argv)
     size_t len;
     int rc = parse_args(argc, argv, &o);
 
-    if (rc)
+    if (rc) {
+        free(o.chat_template);
         return rc;
+    }
     if (duet_tokenizer_load(o.dir, &tok, err, sizeof(err)) != DUET_STATUS_OK) {
         fprintf(stderr, "duet-tokenize: %s\n", err);
+        free(o.chat_template);
         return 1;
     }
     if (o.jsonl) {
@@ -269,10 +366,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "duet-tokenize: cannot read stdin (out of memory)\n");
         rc = 1;
     } else {
-        rc = print(o.decode ? answer(tok, &o, in, len) : encode_text(tok, &o, in, len), false) ? 0
-                                                                                               : 1;
+        rc = print(o.decode || o.chat ? answer(tok, &o, in, len) : encode_text(tok, &o, in, len),
+                   false)
+                 ? 0
+                 : 1;
         free(in);
     }
     duet_tokenizer_destroy(tok);
+    free(o.chat_template);
     return rc;
 }

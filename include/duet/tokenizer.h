@@ -78,11 +78,14 @@ DUET_API size_t duet_tokenizer_eos_ids(const duet_tokenizer *tok, int32_t *ids, 
  * which "default" is taken), or DIR/chat_template.jinja, which takes precedence as in
  * transformers. Rendering follows transformers' apply_chat_template: Jinja2 with trim_blocks and
  * lstrip_blocks, the variables messages, add_generation_prompt, bos_token, eos_token, unk_token,
- * pad_token (strings from tokenizer_config.json, "" when absent), tools and documents (when given),
- * the functions raise_exception and strftime_now, and the filter tojson. Only a subset of Jinja is
+ * pad_token (strings from tokenizer_config.json, undefined when absent, as transformers'
+ * special_tokens_map), tools and documents (none unless the kwargs give them), the functions
+ * raise_exception and strftime_now, and transformers' tojson filter. Only a subset of Jinja is
  * interpreted (docs/tokenizer.md); a construct outside it is DUET_STATUS_UNSUPPORTED with a
- * message naming the template line, never wrong text. A rendered prompt already carries the
- * template's BOS: encode it with ADD_SPECIAL false, as transformers and vLLM do. */
+ * message naming the template line, never wrong text, and it does not make loading fail. Limits
+ * on memory, output, steps and nesting stop hostile templates with DUET_STATUS_CAPACITY. A
+ * rendered prompt already carries the template's BOS: encode it with ADD_SPECIAL false, as
+ * transformers and vLLM do. */
 
 /* The tokenizer's chat template (NUL-terminated; valid while TOK lives), or NULL when it has
  * none. */
@@ -101,10 +104,11 @@ DUET_API void duet_chat_options_init(duet_chat_options *opts);
 /* Renders MESSAGES_JSON (LEN bytes: a JSON array of objects with at least "role" and "content")
  * with the tokenizer's template into a NUL-terminated prompt (*PROMPT_LEN bytes before the NUL
  * when not NULL), which the caller releases with duet_tokenizer_free. OPTS NULL means the
- * defaults. Errors: DUET_STATUS_INVALID_ARGUMENT for bad messages or a template's
- * raise_exception (ERR holds its message), DUET_STATUS_NOT_FOUND when there is no template,
- * DUET_STATUS_UNSUPPORTED / DUET_STATUS_BAD_FORMAT for templates outside the subset or malformed
- * (ERR names the line). */
+ * defaults. Errors: DUET_STATUS_INVALID_ARGUMENT for bad messages or kwargs, a template's
+ * raise_exception (ERR holds its message) or another error Jinja2 would raise while rendering,
+ * DUET_STATUS_NOT_FOUND when there is no template, DUET_STATUS_UNSUPPORTED /
+ * DUET_STATUS_BAD_FORMAT for templates outside the subset or malformed, DUET_STATUS_CAPACITY past
+ * the limits (ERR names the line). */
 DUET_API duet_status duet_tokenizer_apply_chat_template(const duet_tokenizer *tok,
                                                         const char *messages_json, size_t len,
                                                         const duet_chat_options *opts,
