@@ -180,6 +180,17 @@ static const struct render_case render_cases[] = {
      "{{ range(3)|list }}{{ range(1, 4)|list }}{{ range(10, 0, -3)|list }}{{ range(0)|list }}",
      "{}", "[0, 1, 2][1, 2, 3][10, 7, 4, 1][]"},
     {"generation_tag", "a{% generation %}b{{ 1 }}{% endgeneration %}c", "{}", "ab1c"},
+    {"indent",
+     "{{ 'a\\n\\nb\\n'|indent(2) }}|{{ 'a\\n\\nb\\n'|indent(2, true, true) }}|{{ "
+     "'\\n'|indent('--', blank=true) }}|{{ ''|indent(first=true) }}|{{ 'x\\n \\ny'|indent(3) }}",
+     "{}", "a\n\n  b\n|  a\n  \n  b\n  |\n--|    |x\n    \n   y"},
+    /* map / select / reverse give generators: always true (even when empty), iterable, and
+     * 'in' consumes them */
+    {"generators",
+     "{% if [1]|select('none') %}T{% endif %}{{ [1, 2]|map('string')|join('-') }}{{ 2 in "
+     "[1, 2]|map('int') }}{{ [1, 2]|reverse|list }}{{ [3]|map('int') is sequence }}{{ [3]|"
+     "map('int') is iterable }}{{ [4, 5]|map('int')|first }}",
+     "{}", "T1-2True[2, 1]FalseTrue4"},
     {"dict_function", "{% set d = dict(a=1, b='x') %}{{ d }}{{ d.b }}", "{}",
      "{'a': 1, 'b': 'x'}x"},
     {"attribute_methods_shadow_keys", "{{ d['items'] }}{{ d.get('items') }}",
@@ -267,6 +278,10 @@ START_TEST(test_unsupported_constructs_are_refused_naming_the_line)
     expect_error("{{ 922337203685477580 * 100 }}", NULL, DUET_STATUS_UNSUPPORTED, "64 bits", NULL);
     expect_error("{{ f(*args) }}", NULL, DUET_STATUS_UNSUPPORTED, "*args", NULL);
     expect_error("{{ range(3) }}", NULL, DUET_STATUS_UNSUPPORTED, "printing a range", NULL);
+    expect_error("{{ [1]|map('int') }}", NULL, DUET_STATUS_UNSUPPORTED, "printing a generator",
+                 NULL);
+    expect_error("{% set g = [1]|select %}{{ g|list }}{{ g|list }}", NULL, DUET_STATUS_UNSUPPORTED,
+                 "used a second time", NULL);
     expect_error("{{ 'stra\303\237e'.upper() }}", NULL, DUET_STATUS_UNSUPPORTED, "U+00DF", NULL);
     expect_error("{{ '\\N{BULLET}' }}", NULL, DUET_STATUS_UNSUPPORTED, "\\N{", NULL);
     expect_error("{{ '%s' % 1 }}", NULL, DUET_STATUS_UNSUPPORTED, "formatting with %", NULL);
@@ -295,6 +310,10 @@ START_TEST(test_runtime_errors_are_invalid_argument_as_in_jinja2)
     expect_error("{{ x.y.z }}", NULL, DUET_STATUS_INVALID_ARGUMENT, "undefined", NULL);
     expect_error("{{ 1 < 'a' }}", NULL, DUET_STATUS_INVALID_ARGUMENT, "'<' not supported", NULL);
     expect_error("{{ 1 // 0 }}", NULL, DUET_STATUS_INVALID_ARGUMENT, "division by zero", NULL);
+    expect_error("{{ [1]|map('int')|length }}", NULL, DUET_STATUS_INVALID_ARGUMENT,
+                 "'generator' has no len()", NULL);
+    expect_error("{{ [1]|map('int')|last }}", NULL, DUET_STATUS_INVALID_ARGUMENT, "not reversible",
+                 NULL);
     expect_error("{% set x = 1 %}{% set x.a = 2 %}", NULL, DUET_STATUS_INVALID_ARGUMENT,
                  "non-namespace", NULL);
     expect_error("{% for a, b in [1] %}{% endfor %}", NULL, DUET_STATUS_INVALID_ARGUMENT, "unpack",

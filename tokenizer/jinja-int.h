@@ -62,6 +62,9 @@ typedef enum duet__jkind {
     DUET__JV_FUNC,   /* a global function: range, namespace, dict, raise_exception, ... */
     DUET__JV_METHOD, /* a method looked up on a value: obj and name, applied by a call */
     DUET__JV_LOOP,   /* the loop variable of a for */
+    DUET__JV_GEN,    /* what map / select / reject / selectattr / rejectattr / reverse return: a
+                        generator or iterator in Jinja2, so always true, iterable once, and with
+                        no len, index or printable form (u.l holds the items; jlist.used) */
 } duet__jkind;
 
 typedef struct duet__jstr {
@@ -90,6 +93,7 @@ typedef struct duet__jlist {
     duet__jv *v;   /* [n] */
     bool is_range; /* from range() (or a slice of one): Python prints, compares and adds it
                       unlike a list, so those are refused or answered as Python does */
+    bool used;     /* a DUET__JV_GEN already iterated: Python would find it exhausted */
 } duet__jlist;
 
 typedef struct duet__jdict {

@@ -215,6 +215,15 @@ bool duet__jinja_iter(duet__jctx *c, int line, duet__jv v, duet__jlist **out)
     case DUET__JV_TUPLE:
         *out = v.u.l;
         return true;
+    case DUET__JV_GEN:
+        /* Jinja2 would see it exhausted (or partly, after |first): refused, not guessed */
+        if (v.u.l->used)
+            return duet__jerr(c, DUET_STATUS_UNSUPPORTED, line,
+                              "the result of map / select / reject / reverse is a generator in "
+                              "Jinja2 and is used a second time here (add |list where it is made)");
+        v.u.l->used = true;
+        *out = v.u.l;
+        return true;
     case DUET__JV_UNDEF:
         return duet__jv_list(c, 0, DUET__JV_LIST, &l) && (*out = l.u.l);
     case DUET__JV_DICT:
@@ -779,7 +788,8 @@ static bool test_kind(const char *name, duet__jv v, bool *out)
         *out = k == DUET__JV_DICT;
     else if (strcmp(name, "iterable") == 0 || strcmp(name, "sequence") == 0)
         *out = k == DUET__JV_STR || k == DUET__JV_LIST || k == DUET__JV_TUPLE ||
-               k == DUET__JV_DICT || k == DUET__JV_UNDEF || (k == DUET__JV_LOOP && name[0] == 'i');
+               k == DUET__JV_DICT || k == DUET__JV_UNDEF ||
+               ((k == DUET__JV_LOOP || k == DUET__JV_GEN) && name[0] == 'i');
     else if (strcmp(name, "callable") == 0)
         *out = k == DUET__JV_MACRO || k == DUET__JV_FUNC || k == DUET__JV_METHOD;
     else

@@ -244,12 +244,18 @@ static bool contains(duet__jctx *c, int line, duet__jv item, duet__jv seq, bool 
                (item.u.s->n <= seq.u.s->n &&
                 duet__memmem(seq.u.s->p, seq.u.s->n, item.u.s->p, item.u.s->n) != NULL);
         return true;
+    case DUET__JV_GEN: /* consumed up to the match in Python: used, as any iteration */
     case DUET__JV_LIST:
-    case DUET__JV_TUPLE:
+    case DUET__JV_TUPLE: {
+        duet__jlist *l;
+
+        if (!duet__jinja_iter(c, line, seq, &l))
+            return false;
         *out = false;
-        for (size_t i = 0; i < seq.u.l->n && !*out; i++)
-            *out = duet__jv_eq(item, seq.u.l->v[i], 0);
+        for (size_t i = 0; i < l->n && !*out; i++)
+            *out = duet__jv_eq(item, l->v[i], 0);
         return true;
+    }
     case DUET__JV_DICT:
     case DUET__JV_NS:
         *out = duet__jdict_get(seq.u.d, item) != NULL;

@@ -181,6 +181,9 @@ static bool f_last(duet__jctx *c, int line, duet__jv v, const duet__jargs *a, du
     (void)a;
     if (v.kind == DUET__JV_DICT)
         return duet__jerr(c, DUET_STATUS_UNSUPPORTED, line, "last of a dict is not supported");
+    if (v.kind == DUET__JV_GEN) /* Jinja2 calls reversed() on it */
+        return duet__jerr(c, DUET_STATUS_INVALID_ARGUMENT, line,
+                          "'generator' object is not reversible");
     return f_first_last(c, line, v, true, out);
 }
 
@@ -198,7 +201,8 @@ static bool f_reverse(duet__jctx *c, int line, duet__jv v, const duet__jargs *a,
             ok = duet__buf_add(&b, l->v[i - 1].u.s->p, l->v[i - 1].u.s->n);
         return from_buf(c, line, &b, ok, out);
     }
-    if (!duet__jv_list(c, l->n, DUET__JV_LIST, out))
+    /* reversed() of a list is an iterator; of a generator, Jinja2 makes a list */
+    if (!duet__jv_list(c, l->n, v.kind == DUET__JV_GEN ? DUET__JV_LIST : DUET__JV_GEN, out))
         return false;
     for (size_t i = 0; i < l->n; i++)
         out->u.l->v[i] = l->v[l->n - 1 - i];
@@ -427,6 +431,22 @@ static bool f_tojson(duet__jctx *c, int line, duet__jv v, const duet__jargs *a, 
     return from_buf(c, line, &b, true, out);
 }
 
+/* A line break of Python's str.splitlines other than \n: \r, \v, \f, U+001C..U+001E, U+0085,
+ * U+2028, U+2029. */
+static bool other_line_break(const duet__jstr *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        unsigned char ch = (unsigned char)s->p[i];
+
+        if (ch == '\r' || ch == '\v' || ch == '\f' || (ch >= 0x1c && ch <= 0x1e) ||
+            (ch == 0xc2 && i + 1 < s->n && (unsigned char)s->p[i + 1] == 0x85) ||
+            (ch == 0xe2 && i + 2 < s->n && (unsigned char)s->p[i + 1] == 0x80 &&
+             ((unsigned char)s->p[i + 2] == 0xa8 || (unsigned char)s->p[i + 2] == 0xa9)))
+            return true;
+    }
+    return false;
+}
+
 static bool f_indent(duet__jctx *c, int line, duet__jv v, const duet__jargs *a, duet__jv *out)
 {
     const duet__jv *w = duet__jarg(a, 0, "width"), *first = duet__jarg(a, 1, "first"),
@@ -434,7 +454,7 @@ static bool f_indent(duet__jctx *c, int line, duet__jv v, const duet__jargs *a, 
     const duet__jstr *s;
     duet__jv ind;
     duet__buf b = {0};
-    bool ok = true, at_start = true;
+    bool ok = true;
     char sp[64];
 
     if (!to_s(c, line, v, &s))
@@ -450,20 +470,19 @@ static bool f_indent(duet__jctx *c, int line, duet__jv v, const duet__jargs *a, 
         if (!duet__jv_str(c, sp, (size_t)n, &ind))
             return false;
     }
-    if (memchr(s->p, '\r', s->n) || memchr(s->p, '\v', s->n) || memchr(s->p, '\f', s->n))
+    if (other_line_break(s))
         return duet__jerr(c, DUET_STATUS_UNSUPPORTED, line,
-                          "indent of text with \\r, \\v or \\f is not supported");
-    for (size_t i = 0; ok && i < s->n; i++) {
-        bool empty = s->p[i] == '\n';
-
-        if (at_start && (i > 0 || (first && duet__jv_truthy(*first))) &&
-            (!empty || (blank && duet__jv_truthy(*blank))))
-            ok = duet__buf_add(&b, ind.u.s->p, ind.u.s->n);
-        ok = ok && duet__buf_add(&b, s->p + i, 1);
-        at_start = empty;
-    }
-    if (ok && s->n == 0 && first && duet__jv_truthy(*first))
+                          "indent of text with line breaks other than \\n is not supported");
+    /* Jinja2's do_indent splits S + "\n" into lines, that is S at every \n: the lines after the
+     * first get the indent, only the non-empty ones unless BLANK; FIRST indents the first too */
+    if (first && duet__jv_truthy(*first))
         ok = duet__buf_add(&b, ind.u.s->p, ind.u.s->n);
+    for (size_t i = 0; ok && i < s->n; i++) {
+        ok = duet__buf_add(&b, s->p + i, 1);
+        if (ok && s->p[i] == '\n' &&
+            ((blank && duet__jv_truthy(*blank)) || (i + 1 < s->n && s->p[i + 1] != '\n')))
+            ok = duet__buf_add(&b, ind.u.s->p, ind.u.s->n);
+    }
     return from_buf(c, line, &b, ok, out);
 }
 
@@ -509,7 +528,7 @@ static bool select_items(duet__jctx *c, int line, duet__jv v, const duet__jargs 
         targs.pos = a->pos + first_arg + 1;
         targs.npos = a->npos - first_arg - 1;
     }
-    if (!duet__jinja_iter(c, line, v, &l) || !duet__jv_list(c, l->n, DUET__JV_LIST, out))
+    if (!duet__jinja_iter(c, line, v, &l) || !duet__jv_list(c, l->n, DUET__JV_GEN, out))
         return false;
     for (size_t i = 0; i < l->n; i++) {
         duet__jv x = l->v[i];
@@ -565,7 +584,7 @@ static bool f_map(duet__jctx *c, int line, duet__jv v, const duet__jargs *a, due
         fargs.pos = a->pos + 1;
         fargs.npos = a->npos - 1;
     }
-    if (!duet__jinja_iter(c, line, v, &l) || !duet__jv_list(c, l->n, DUET__JV_LIST, out))
+    if (!duet__jinja_iter(c, line, v, &l) || !duet__jv_list(c, l->n, DUET__JV_GEN, out))
         return false;
     for (size_t i = 0; i < l->n; i++) {
         duet__jv *x = &out->u.l->v[i];

@@ -295,8 +295,8 @@ double duet__jv_num(duet__jv v)
 const char *duet__jv_type(duet__jv v)
 {
     static const char *const names[] = {
-        "Undefined", "NoneType", "bool",      "int",   "float",    "str",    "list",
-        "tuple",     "dict",     "Namespace", "Macro", "function", "method", "LoopContext"};
+        "Undefined", "NoneType",  "bool",  "int",      "float",  "str",         "list",     "tuple",
+        "dict",      "Namespace", "Macro", "function", "method", "LoopContext", "generator"};
     return names[v.kind];
 }
 
