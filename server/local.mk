@@ -16,6 +16,15 @@ if HAVE_CHECK
 tests_check_abi_SOURCES += tests/headers/server.c
 endif
 
+# duet-server end to end with curl on a tiny generated model and draft with a real tokenizer.
+TESTS += tests/server_check.sh
+EXTRA_DIST += tests/server_check.sh
+
+# The official openai npm client against duet-server (cached like tests/tokenizer_ref.sh's
+# packages in tests/server-npm; distclean removes it; a SKIP without the registry).
+TESTS += tests/server_openai.sh
+EXTRA_DIST += tests/server_openai.sh tests/server_openai.mjs
+
 # ---- fuzzing -----------------------------------------------------------------------------
 # make check replays fuzz/corpus/server_request through the parser; make fuzz runs it.
 check_PROGRAMS += fuzz/replay_server_request
