@@ -309,5 +309,31 @@ rc=$?
 [ "$rc" = 1 ] && grep -q 'listening on' "$tmp/bad.log" && grep -q "$tmp/none" "$tmp/bad.log" &&
     pass || fail "failed load: exit $rc: $(cat "$tmp/bad.log")"
 
+# server.request_timeout_s: a request that would run for seconds is aborted after one.
+"$mk" --out "$tmp/long" --arch llama --hidden 64 --layers 2 --heads 4 --kv-heads 2 \
+    --intermediate 128 --vocab 270 --max-positions 16384 --dtype f32 >/dev/null || exit 99
+cp "$tmp/t/tokenizer.json" "$tmp/t/tokenizer_config.json" "$tmp/long/" || exit 99
+cat >"$tmp/long.cfg" <<CFG
+model = "$tmp/long";
+target: { worker = "cpu"; threads = 1; };
+cache: { block_size = 16; cpu_kv_space_gib = 0.05; };
+server: { port = 0; request_timeout_s = 1; };
+CFG
+"$server" --config "$tmp/long.cfg" >"$tmp/long.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do
+    grep -q 'ready$' "$tmp/long.log" 2>/dev/null && break
+    sleep 0.1
+done
+base="http://127.0.0.1:$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\)$|\1|p' "$tmp/long.log")"
+post /v1/completions '{"prompt": [5], "max_tokens": 16000, "ignore_eos": true}'
+[ "$code" = 200 ] && [ "$(js "$tmp/body" 'd.choices[0].finish_reason + " " + (d.usage.completion_tokens < 16000)')" = "abort true" ] &&
+    pass || fail "request_timeout_s: $code $(head -c 300 "$tmp/body")"
+kill -TERM "$pid"
+wait "$pid"
+rc=$?
+pid=
+[ "$rc" = 0 ] && pass || fail "second server: exit $rc"
+
 echo "server_check: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
