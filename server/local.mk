@@ -14,6 +14,12 @@ tools_duet_server_LDADD = libduet.la $(PTHREAD_LIBS)
 
 if HAVE_CHECK
 tests_check_abi_SOURCES += tests/headers/server.c
+# The request parser on its own (the suite compiles it: libduet hides the duet__ internals).
+check_PROGRAMS += tests/check_server
+tests_check_server_SOURCES = tests/check_server.c tests/check_util.h $(SERVER_REQUEST_SOURCES)
+tests_check_server_CFLAGS = $(TEST_CFLAGS) $(JANSSON_CFLAGS)
+tests_check_server_LDADD = $(JANSSON_LIBS) $(CHECK_LIBS)
+CHECK_TESTS += tests/check_server
 endif
 
 # duet-server end to end with curl on a tiny generated model and draft with a real tokenizer.

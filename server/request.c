@@ -100,6 +100,12 @@ static bool get_bool(json_t *v, const char *name, struct duet__srv_error *err, b
     return true;
 }
 
+/* A string without NUL characters (prompts may hold them; names and templates may not). */
+static bool plain_string(json_t *v)
+{
+    return json_is_string(v) && strlen(json_string_value(v)) == json_string_length(v);
+}
+
 static bool oom(struct duet__srv_error *err)
 {
     return duet__srv_fail(err, 500, NULL, NULL, "out of memory");
@@ -202,8 +208,7 @@ static bool get_stop(json_t *v, struct duet__srv_request *r, struct duet__srv_er
         return oom(err);
     for (i = 0; i < n; i++) {
         x = json_is_array(v) ? json_array_get(v, i) : v;
-        if (!json_is_string(x) || json_string_length(x) == 0 ||
-            strlen(json_string_value(x)) != json_string_length(x))
+        if (!plain_string(x) || json_string_length(x) == 0)
             return bad(err, "stop", "must hold non-empty strings");
         r->stop[i] = strdup(json_string_value(x));
         if (!r->stop[i])
@@ -498,7 +503,7 @@ static bool kind_field(const char *k, json_t *v, struct duet__srv_request *r,
     if (strcmp(k, "chat_template") == 0 && chat_like) {
         if (json_is_null(v))
             return true;
-        if (!json_is_string(v))
+        if (!plain_string(v))
             return bad(err, k, "must be a string");
         r->chat_template = strdup(json_string_value(v));
         return r->chat_template ? true : oom(err);
@@ -515,7 +520,7 @@ static bool one_field(const char *k, json_t *v, struct duet__srv_request *r,
     if (strcmp(k, "model") == 0) {
         if (json_is_null(v))
             return true;
-        if (!json_is_string(v))
+        if (!plain_string(v))
             return bad(err, "model", "must be a string");
         r->model = strdup(json_string_value(v));
         return r->model ? true : oom(err);
@@ -581,7 +586,7 @@ bool duet__srv_request_parse(const char *json, size_t len, enum duet__srv_kind k
 
     defaults(out, kind);
     memset(err, 0, sizeof(*err));
-    root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+    root = json_loadb(json, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!root)
         return duet__srv_fail(err, 400, NULL, NULL, "invalid JSON at line %d, column %d: %s",
                               jerr.line, jerr.column, jerr.text);
