@@ -310,6 +310,7 @@ static void serve(duet_server *srv)
 
         drain_queue(srv);
         reap(srv);
+        duet_engine_metrics_get(srv->engine, &srv->metrics);
         if (!duet_engine_has_unfinished(srv->engine)) {
             pthread_cond_wait(&srv->wake, &srv->lock);
             continue;
@@ -352,6 +353,7 @@ static void load(duet_server *srv)
     pthread_mutex_lock(&srv->lock);
     srv->tok = tok;
     srv->engine = engine;
+    srv->metrics = m;
     srv->max_model_len = m.max_model_len;
     srv->vocab_size = m.vocab_size;
     if (srv->state == DUET_SERVER_LOADING)

@@ -160,7 +160,8 @@ struct duet_server {
     struct duet__srv_job *queue, *queue_tail; /* QUEUED jobs, in arrival order */
     struct duet__srv_job *active;             /* RUNNING jobs */
     uint32_t n_inflight;                      /* choices queued or running (server.max_queue) */
-    uint64_t next_job;                        /* for ids */
+    duet_engine_metrics metrics; /* the engine's, copied by the engine thread after each pass */
+    uint64_t next_job;           /* for ids */
 
     /* set by the engine thread before state turns READY; read-only after */
     duet_tokenizer *tok;
@@ -178,6 +179,9 @@ double duet__srv_now(void);                                              /* mono
 int duet__srv_reply_json(struct MHD_Connection *c, int status, char *body); /* takes body */
 int duet__srv_reply_error(struct MHD_Connection *c, const struct duet__srv_error *err);
 bool duet__srv_client_gone(struct MHD_Connection *c);
+
+/* metrics.c: GET /metrics, Prometheus text with vLLM's names */
+int duet__srv_reply_metrics(duet_server *srv, struct MHD_Connection *c);
 
 /* generate.c: POST /v1/completions and /v1/chat/completions with a parsed request */
 int duet__srv_generate(duet_server *srv, struct MHD_Connection *c, struct duet__srv_request *req);

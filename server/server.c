@@ -3,11 +3,11 @@
  *
  *   connection thread: access handler, called once for the headers, then per body piece, then
  *   once more with no data:
- *     headers  ─► route (404 / 405), auth (401; /health stays open), loaded? (503),
+ *     headers  ─► route (404 / 405), auth (401; only /v1/ paths, as vLLM), loaded? (503),
  *                 Content-Length over server.max_body_bytes (413)
  *     body     ─► appended to the connection's buffer (413 past the limit)
  *     end      ─► request.c parses it ─► model check (404) ─► generate.c, or the small answers
- *                 here: /tokenize, /detokenize; GET /health and /v1/models need no body
+ *                 here: /tokenize, /detokenize; GET /health, /v1/models, /metrics need no body
  *
  * Handlers may block (thread per connection): a non-streaming completion waits in its handler,
  * a stream in its content callback. duet_server_stop() quiesces the listener, tells the engine
@@ -144,7 +144,16 @@ static int reply_detokenize(duet_server *srv, struct MHD_Connection *c, struct d
 
 /* ---- routing ------------------------------------------------------------------------------ */
 
-enum route { R_NONE, R_HEALTH, R_MODELS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE };
+enum route {
+    R_NONE,
+    R_HEALTH,
+    R_MODELS,
+    R_METRICS,
+    R_COMPLETIONS,
+    R_CHAT,
+    R_TOKENIZE,
+    R_DETOKENIZE
+};
 
 static const struct {
     const char *path;
@@ -153,6 +162,7 @@ static const struct {
 } routes[] = {
     {"/health", "GET", R_HEALTH},
     {"/v1/models", "GET", R_MODELS},
+    {"/metrics", "GET", R_METRICS},
     {"/v1/completions", "POST", R_COMPLETIONS},
     {"/v1/chat/completions", "POST", R_CHAT},
     {"/tokenize", "POST", R_TOKENIZE},
@@ -206,7 +216,7 @@ static int on_headers(duet_server *srv, struct MHD_Connection *c, const char *ur
         return reply_fail(c, 404, NULL, "no such path: ", url);
     if (status == 405)
         return reply_fail(c, 405, NULL, "method not allowed here: ", method);
-    if (x->route != R_HEALTH && !authorized(srv, c))
+    if (strncmp(url, "/v1/", 4) == 0 && !authorized(srv, c))
         return reply_fail(c, 401, "invalid_api_key", "missing or wrong API key", "");
     pthread_mutex_lock(&srv->lock);
     state = srv->state;
@@ -218,6 +228,8 @@ static int on_headers(duet_server *srv, struct MHD_Connection *c, const char *ur
                           state == DUET_SERVER_LOADING ? "still loading" : "not serving");
     if (x->route == R_MODELS)
         return reply_models(srv, c);
+    if (x->route == R_METRICS)
+        return duet__srv_reply_metrics(srv, c);
     if (cl && strtoull(cl, NULL, 10) > (unsigned long long)srv->set->server.max_body_bytes)
         return reply_fail(c, 413, NULL, "the request body is over server.max_body_bytes", "");
     *answered = false;

@@ -284,6 +284,23 @@ post /v1/completions "{$greedy}"
 [ "$code" = 200 ] && [ "$(js "$tmp/body" 'd.choices[0].text')" = "$greedy_text" ] && pass ||
     fail "serving after clients left: $code"
 
+# /metrics: once every client is gone nothing runs and every KV block is free again (the
+# disconnected requests were aborted), tokens were generated and the draft proposed some.
+for _ in $(seq 1 100); do
+    curl -s --max-time 10 -o "$tmp/metrics" "$base/metrics"
+    grep -q '^vllm:num_requests_running{model_name="tiny"} 0$' "$tmp/metrics" && break
+    sleep 0.1
+done
+grep -q '^vllm:num_requests_running{model_name="tiny"} 0$' "$tmp/metrics" &&
+    grep -q '^vllm:num_requests_waiting{model_name="tiny"} 0$' "$tmp/metrics" &&
+    grep -q '^vllm:gpu_cache_usage_perc{model_name="tiny"} 0$' "$tmp/metrics" &&
+    grep -q '^# TYPE vllm:generation_tokens_total counter$' "$tmp/metrics" &&
+    grep -Eq '^vllm:generation_tokens_total\{model_name="tiny"\} [1-9][0-9]*$' "$tmp/metrics" &&
+    grep -Eq '^vllm:spec_decode_num_draft_tokens_total\{model_name="tiny"\} [1-9][0-9]*$' "$tmp/metrics" &&
+    pass || fail "metrics after the clients left: $(cat "$tmp/metrics")"
+code=$(curl -s --max-time 10 -o "$tmp/body" -w '%{http_code}' --data-binary '{"prompt": "x"}' "$base/tokenize")
+[ "$code" = 200 ] && pass || fail "tokenize needs no key (only /v1/ paths do, as vLLM): $code"
+
 # ---- SIGTERM --------------------------------------------------------------------------------
 curl -s -N --max-time 60 -H "Authorization: Bearer $key" --data-binary \
     '{"prompt": [5], "max_tokens": 250, "ignore_eos": true, "stream": true}' -o "$tmp/last" \

@@ -11,7 +11,7 @@
  * The "server" group of the configuration (docs/configuration.md) sets the address, the API key,
  * the served model name, the tokenizer folder and the limits. Endpoints: POST /v1/completions,
  * POST /v1/chat/completions (both with SSE streaming), GET /v1/models, GET /health,
- * POST /tokenize, POST /detokenize.
+ * GET /metrics (Prometheus, vLLM's names), POST /tokenize, POST /detokenize.
  *
  * Threads: libmicrohttpd runs one thread per connection; one engine thread loads the tokenizer
  * and the engine, then steps the engine for every request. The functions below may be called
