@@ -326,6 +326,28 @@ rc=$?
 [ "$rc" = 1 ] && grep -q 'listening on' "$tmp/bad.log" && grep -q "$tmp/none" "$tmp/bad.log" &&
     pass || fail "failed load: exit $rc: $(cat "$tmp/bad.log")"
 
+# Loading is visible: a tokenizer.json that is a FIFO holds the load until it is written, and
+# meanwhile the server listens and answers 503.
+mkdir "$tmp/fifo" && cp "$tmp/t/tokenizer_config.json" "$tmp/fifo/" &&
+    mkfifo "$tmp/fifo/tokenizer.json" || exit 99
+"$server" --config "$tmp/spec.cfg" --port 0 --tokenizer "$tmp/fifo" >"$tmp/fifo.log" 2>&1 &
+pid=$!
+port=
+for _ in $(seq 1 100); do
+    port=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\)$|\1|p' "$tmp/fifo.log" 2>/dev/null)
+    [ -n "$port" ] && break
+    sleep 0.1
+done
+base="http://127.0.0.1:$port"
+health=$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' "$base/health")
+post /v1/completions '{"prompt": "x"}'
+[ "$health" = 503 ] && [ "$code" = 503 ] && [ "$(js "$tmp/body" 'd.error.message')" = "the model is still loading" ] &&
+    pass || fail "while loading: $code $(cat "$tmp/body")"
+timeout 10 cat "$tmp/t/tokenizer.json" >"$tmp/fifo/tokenizer.json" 2>/dev/null
+kill -TERM "$pid"
+wait "$pid"
+pid=
+
 # server.request_timeout_s: a request that would run for seconds is aborted after one.
 "$mk" --out "$tmp/long" --arch llama --hidden 64 --layers 2 --heads 4 --kv-heads 2 \
     --intermediate 128 --vocab 270 --max-positions 16384 --dtype f32 >/dev/null || exit 99
