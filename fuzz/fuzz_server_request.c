@@ -5,11 +5,12 @@
  * The parser must answer every input: either a request whose fields keep the promises of
  * server-int.h (prompts present and non-empty lists, ids in [0, INT32_MAX], stop strings
  * non-empty and max_stop_len their longest, messages a JSON text, top_p in (0, 1]), or an error
- * with a 4xx / 500 status, a type and a message. The same input parsed twice gives the same
- * answer (the function is pure).
+ * with a 4xx / 500 status, a type and a message in valid UTF-8. The same input parsed twice gives
+ * the same answer (the function is pure).
  */
 #include "../server/server-int.h"
 
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,8 +47,14 @@ static void check_request(const struct duet__srv_request *r)
 
 static void check_error(const struct duet__srv_error *e)
 {
+    json_t *msg = json_string(e->message), *param = json_string(e->param);
+
     if ((e->status != 400 && e->status != 500) || !e->type || !e->message[0])
         abort();
+    if (!msg || !param) /* the answer's JSON needs valid UTF-8 */
+        abort();
+    json_decref(msg);
+    json_decref(param);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

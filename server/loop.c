@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 double duet__srv_now(void)
 {
@@ -350,6 +351,7 @@ static void load(duet_server *srv)
         return;
     }
     duet_engine_metrics_get(engine, &m);
+    srand((unsigned)time(NULL) ^ (unsigned)getpid()); /* seeds of requests without "seed" */
     pthread_mutex_lock(&srv->lock);
     srv->tok = tok;
     srv->engine = engine;

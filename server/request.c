@@ -23,6 +23,32 @@
 #define MAX_PROMPTS 1024 /* prompts in one request */
 #define MAX_STOPS 64     /* stop strings in one request */
 
+/* Cuts an incomplete UTF-8 sequence off the end of s: a name cut to fit, or a message that
+ * filled its buffer, must stay valid UTF-8 to go into the JSON answer. */
+static void trim_utf8_tail(char *s)
+{
+    size_t n = strlen(s), lead = n;
+
+    while (lead > 0 && n - lead < 4 && ((unsigned char)s[lead - 1] & 0xC0) == 0x80)
+        lead--;
+    if (lead == 0)
+        return;
+    lead--; /* s[lead]: the last byte that is not a continuation byte */
+    {
+        unsigned char c = (unsigned char)s[lead];
+        size_t want = c < 0x80 ? 1 : c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+
+        if (n - lead < want)
+            s[lead] = '\0';
+    }
+}
+
+void duet__srv_utf8_copy(char *dst, size_t size, const char *src)
+{
+    snprintf(dst, size, "%s", src);
+    trim_utf8_tail(dst);
+}
+
 bool duet__srv_fail(struct duet__srv_error *err, int status, const char *code, const char *param,
                     const char *fmt, ...)
 {
@@ -40,6 +66,8 @@ bool duet__srv_fail(struct duet__srv_error *err, int status, const char *code, c
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof(err->message), fmt, ap);
     va_end(ap);
+    trim_utf8_tail(err->param);
+    trim_utf8_tail(err->message);
     return false;
 }
 
@@ -412,8 +440,11 @@ static bool get_stream_options(json_t *v, struct duet__srv_request *r, struct du
                                       "'stream_options.continuous_usage_stats' is not supported "
                                       "yet");
         } else {
+            char name[65];
+
+            duet__srv_utf8_copy(name, sizeof(name), k);
             return duet__srv_fail(err, 400, NULL, "stream_options",
-                                  "unknown field 'stream_options.%.64s'", k);
+                                  "unknown field 'stream_options.%s'", name);
         }
     }
     return true;
@@ -516,6 +547,7 @@ static bool one_field(const char *k, json_t *v, struct duet__srv_request *r,
                       struct duet__srv_error *err)
 {
     bool ok, handled, generates = r->kind == DUET__SRV_COMPLETIONS || r->kind == DUET__SRV_CHAT;
+    char name[65];
 
     if (strcmp(k, "model") == 0) {
         if (json_is_null(v))
@@ -542,7 +574,8 @@ static bool one_field(const char *k, json_t *v, struct duet__srv_request *r,
                                   k);
         }
     }
-    return duet__srv_fail(err, 400, NULL, k, "unknown field '%.64s'", k);
+    duet__srv_utf8_copy(name, sizeof(name), k);
+    return duet__srv_fail(err, 400, NULL, k, "unknown field '%s'", name);
 }
 
 static void defaults(struct duet__srv_request *r, enum duet__srv_kind kind)

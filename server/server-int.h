@@ -88,6 +88,9 @@ bool duet__srv_request_parse(const char *json, size_t len, enum duet__srv_kind k
                              struct duet__srv_request *out, struct duet__srv_error *err);
 void duet__srv_request_fini(struct duet__srv_request *r);
 
+/* Copies at most SIZE - 1 bytes of SRC into DST without cutting a UTF-8 character. */
+void duet__srv_utf8_copy(char *dst, size_t size, const char *src);
+
 /* Fills *ERR with STATUS, TYPE, CODE, PARAM (may be NULL) and a printf message. Returns false. */
 bool duet__srv_fail(struct duet__srv_error *err, int status, const char *code, const char *param,
                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));

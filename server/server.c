@@ -47,13 +47,30 @@ int duet__srv_reply_json(struct MHD_Connection *c, int status, char *body)
     return ret;
 }
 
+/* A JSON string of s; bytes that are not UTF-8 (a URL can hold any) become '?' instead. */
+static json_t *json_text(const char *s)
+{
+    json_t *j = json_string(s);
+    char *copy;
+
+    if (j || !(copy = strdup(s)))
+        return j;
+    for (char *p = copy; *p; p++)
+        if ((unsigned char)*p >= 0x80)
+            *p = '?';
+    j = json_string(copy);
+    free(copy);
+    return j;
+}
+
 int duet__srv_reply_error(struct MHD_Connection *c, const struct duet__srv_error *err)
 {
-    json_t *e = json_pack("{s:s, s:s}", "message", err->message, "type", err->type);
-    json_t *root;
+    json_t *e = json_object(), *root;
     char *body;
 
-    json_object_set_new(e, "param", err->param[0] ? json_string(err->param) : json_null());
+    json_object_set_new(e, "message", json_text(err->message));
+    json_object_set_new(e, "type", json_string(err->type));
+    json_object_set_new(e, "param", err->param[0] ? json_text(err->param) : json_null());
     json_object_set_new(e, "code", err->code ? json_string(err->code) : json_null());
     root = json_pack("{s:o}", "error", e);
     body = root ? json_dumps(root, JSON_COMPACT) : NULL;
@@ -135,7 +152,7 @@ static int reply_detokenize(duet_server *srv, struct MHD_Connection *c, struct d
 
     if (duet_tokenizer_decode(srv->tok, r->prompts[0].ids, r->prompts[0].n_ids, false, &text, &len))
         return reply_fail(c, 400, NULL, "a token id is out of the vocabulary", "");
-    root = json_pack("{s:s%}", "prompt", text, len);
+    root = json_pack("{s:o}", "prompt", json_stringn_nocheck(text, len));
     duet_tokenizer_free(text);
     body = root ? json_dumps(root, JSON_COMPACT) : NULL;
     json_decref(root);
@@ -274,8 +291,11 @@ static int on_body_end(duet_server *srv, struct MHD_Connection *c, struct exchan
     if (!duet__srv_request_parse(x->body ? x->body : "", x->len, kinds[x->route], &req, &err))
         return duet__srv_reply_error(c, &err);
     if (req.model && strcmp(req.model, srv->model_name) != 0) {
-        duet__srv_fail(&err, 404, "model_not_found", "model", "The model `%.200s` does not exist.",
-                       req.model);
+        char name[201];
+
+        duet__srv_utf8_copy(name, sizeof(name), req.model);
+        duet__srv_fail(&err, 404, "model_not_found", "model", "The model `%s` does not exist.",
+                       name);
         duet__srv_request_fini(&req);
         return duet__srv_reply_error(c, &err);
     }

@@ -7,6 +7,7 @@
 #include "../server/server-int.h"
 
 #include <check.h>
+#include <jansson.h>
 #include <string.h>
 
 #include "check_util.h"
@@ -117,6 +118,26 @@ START_TEST(test_unknown_fields_and_bad_values_name_the_field)
 }
 END_TEST
 
+START_TEST(test_messages_stay_valid_utf8_when_cut)
+{
+    char body[512];
+    json_t *msg, *param;
+
+    /* a field name of 1 + 2 x 40 bytes: the message quotes 64 of them, cutting an 'é' */
+    strcpy(body, "{\"prompt\": \"x\", \"a");
+    for (int i = 0; i < 40; i++)
+        strcat(body, "\xc3\xa9");
+    strcat(body, "\": 1}");
+    ck_assert(!parse(DUET__SRV_COMPLETIONS, body));
+    msg = json_string(err.message);
+    param = json_string(err.param);
+    ck_assert_msg(msg && param, "not UTF-8: '%s' / '%s'", err.message, err.param);
+    ck_assert(strstr(err.message, "unknown field 'a\xc3\xa9"));
+    json_decref(msg);
+    json_decref(param);
+}
+END_TEST
+
 START_TEST(test_stop_strings_record_the_longest)
 {
     ck_assert(parse(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"stop\": [\"ab\", \"\\n\\n\\n\"], "
@@ -176,6 +197,7 @@ static Suite *server_suite(void)
         {"not built yet", test_fields_not_built_yet_are_refused_unless_neutral},
         {"bad fields", test_unknown_fields_and_bad_values_name_the_field},
         {"stop", test_stop_strings_record_the_longest},
+        {"utf-8", test_messages_stay_valid_utf8_when_cut},
         {"chat", test_chat_content_parts_are_joined_and_kwargs_kept},
         {"tokenize", test_tokenize_takes_one_prompt_or_messages},
     };

@@ -223,6 +223,7 @@ expect_error "prompt + max_tokens too long" 400 "256 tokens.*260 tokens \(250 in
 expect_error "unknown model" 404 "The model \`gpt-4\` does not exist" /v1/completions '{"model": "gpt-4", "prompt": "x"}'
 [ "$(js "$tmp/body" 'd.error.code')" = model_not_found ] && pass || fail "model_not_found code"
 expect_error "unknown path" 404 "no such path" /v1/nope '{}'
+expect_error "a path that is not UTF-8" 404 "no such path: /v1/\\?x" /v1/%ffx '{}'
 code=$(curl -s --max-time 10 -o "$tmp/body" -w '%{http_code}' -H "Authorization: Bearer $key" "$base/v1/completions")
 [ "$code" = 405 ] && grep -q '"error"' "$tmp/body" && pass || fail "GET completions: $code"
 big=$(head -c 5000 /dev/zero | tr '\0' a)
