@@ -257,6 +257,11 @@ else
         [ "$(node -e 'const s = JSON.parse(process.argv[1]); process.stdout.write(s[0] + "|" + s[1] + "|" + s[3])' "$s")" = \
             "$(js "$tmp/chat.json" 'd.choices[0].message.content + "|length|true"')" ] &&
         pass || fail "chat stream: $s"
+    post /tokenize "{$msgs}"
+    cp "$tmp/body" "$tmp/chat_tokens.json"
+    post /tokenize '{"prompt": "### user\nHi\n### assistant\n", "add_special_tokens": false}'
+    [ "$(js "$tmp/chat_tokens.json" 'd.tokens')" = "$(js "$tmp/body" 'd.tokens')" ] && pass ||
+        fail "tokenize messages: $(cat "$tmp/chat_tokens.json") vs $(cat "$tmp/body")"
 fi
 
 # ---- concurrency and disconnects ------------------------------------------------------------
