@@ -28,7 +28,8 @@
 
 /* ---- the keys ---------------------------------------------------------------------------- */
 
-const char *const duet__group_names[N_GROUPS] = {"target", "speculative", "cache", "scheduler"};
+const char *const duet__group_names[N_GROUPS] = {"target", "speculative", "cache", "scheduler",
+                                                 "server"};
 
 /* Allowed strings. Those of a KEY_ENUM key are in the order of its enum's constants:
  * duet_log_level, duet_acceptance, duet_sched_preemption, duet_sched_policy. */
@@ -138,6 +139,22 @@ const struct key duet__keys[N_KEYS] = {
         BOOL("scheduler.chunked_prefill", GROUP_SCHEDULER, false, scheduler.chunked_prefill),
     [K_SCHED_POLICY] =
         STR("scheduler.policy", GROUP_SCHEDULER, KEY_ENUM, policies, "fcfs", scheduler.policy),
+    [K_SERVER_HOST] =
+        STR("server.host", GROUP_SERVER, KEY_NONEMPTY, NULL, "127.0.0.1", server.host),
+    [K_SERVER_PORT] = INT("server.port", GROUP_SERVER, 0, 0, 65535, 8000, server.port),
+    [K_SERVER_API_KEY] = STR("server.api_key", GROUP_SERVER, KEY_NO_DEFAULT | KEY_NONEMPTY, NULL,
+                             NULL, server.api_key),
+    [K_SERVER_SERVED_MODEL_NAME] =
+        STR("server.served_model_name", GROUP_SERVER, KEY_NO_DEFAULT | KEY_NONEMPTY, NULL, NULL,
+            server.served_model_name),
+    [K_SERVER_TOKENIZER] = STR("server.tokenizer", GROUP_SERVER, KEY_NO_DEFAULT | KEY_NONEMPTY,
+                               NULL, NULL, server.tokenizer),
+    [K_SERVER_MAX_QUEUE] =
+        INT("server.max_queue", GROUP_SERVER, 0, 1, 1000000, 1024, server.max_queue),
+    [K_SERVER_REQUEST_TIMEOUT] =
+        INT("server.request_timeout_s", GROUP_SERVER, 0, 0, 604800, 0, server.request_timeout_s),
+    [K_SERVER_MAX_BODY_BYTES] = INT("server.max_body_bytes", GROUP_SERVER, 0, 1024, 1073741824,
+                                    16777216, server.max_body_bytes),
 };
 
 /* Bounds the length of every path in duet__keys[]; sizes the edit-distance row (asserted). */

@@ -20,8 +20,8 @@ START_TEST(test_each_header_compiles_on_its_own)
                          duet_test_header_config() + duet_test_header_loader() +
                          duet_test_header_block_manager() + duet_test_header_scheduler() +
                          duet_test_header_model() + duet_test_header_duet() +
-                         duet_test_header_tokenizer(),
-                     9);
+                         duet_test_header_tokenizer() + duet_test_header_server(),
+                     10);
 }
 END_TEST
 

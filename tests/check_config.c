@@ -62,6 +62,14 @@ static const char *const all_keys[] = {
     "scheduler.preemption",
     "scheduler.chunked_prefill",
     "scheduler.policy",
+    "server.host",
+    "server.port",
+    "server.api_key",
+    "server.served_model_name",
+    "server.tokenizer",
+    "server.max_queue",
+    "server.request_timeout_s",
+    "server.max_body_bytes",
 };
 #define N_ALL_KEYS (sizeof(all_keys) / sizeof(all_keys[0]))
 
@@ -276,6 +284,11 @@ START_TEST(test_defaults_are_returned_for_unset_keys)
     expect_string(cfg, "scheduler.preemption", "auto");
     expect_bool(cfg, "scheduler.chunked_prefill", false);
     expect_string(cfg, "scheduler.policy", "fcfs");
+    expect_string(cfg, "server.host", "127.0.0.1");
+    expect_int(cfg, "server.port", 8000);
+    expect_int(cfg, "server.max_queue", 1024);
+    expect_int(cfg, "server.request_timeout_s", 0);
+    expect_int(cfg, "server.max_body_bytes", 16777216);
     for (size_t i = 0; i < N_ALL_KEYS; i++) {
         ck_assert(!duet_config_is_set(cfg, all_keys[i]));
         ck_assert_str_eq(duet_config_source(cfg, all_keys[i]), "default");
@@ -421,6 +434,14 @@ START_TEST(test_full_file_sets_every_key)
     expect_string(cfg, "scheduler.preemption", "swap");
     expect_bool(cfg, "scheduler.chunked_prefill", true);
     expect_string(cfg, "scheduler.policy", "priority");
+    expect_string(cfg, "server.host", "0.0.0.0");
+    expect_int(cfg, "server.port", 9000);
+    expect_string(cfg, "server.api_key", "secret");
+    expect_string(cfg, "server.served_model_name", "llama-2-7b-chat");
+    expect_string(cfg, "server.tokenizer", "models/llama-2-7b-tok");
+    expect_int(cfg, "server.max_queue", 64);
+    expect_int(cfg, "server.request_timeout_s", 120);
+    expect_int(cfg, "server.max_body_bytes", 65536);
     duet_config_destroy(cfg);
 }
 END_TEST
@@ -1220,6 +1241,14 @@ static const struct mirror mirrors[] = {
     MIRROR("scheduler.preemption", scheduler.preemption, ENUM, preemption_names, "swap"),
     MIRROR("scheduler.chunked_prefill", scheduler.chunked_prefill, BOOL, NULL, "true"),
     MIRROR("scheduler.policy", scheduler.policy, ENUM, policy_names, "priority"),
+    MIRROR("server.host", server.host, STRING, NULL, "0.0.0.0"),
+    MIRROR("server.port", server.port, INT, NULL, "9000"),
+    MIRROR("server.api_key", server.api_key, STRING, NULL, "secret"),
+    MIRROR("server.served_model_name", server.served_model_name, STRING, NULL, "tiny"),
+    MIRROR("server.tokenizer", server.tokenizer, STRING, NULL, "models/tok"),
+    MIRROR("server.max_queue", server.max_queue, INT, NULL, "8"),
+    MIRROR("server.request_timeout_s", server.request_timeout_s, INT, NULL, "30"),
+    MIRROR("server.max_body_bytes", server.max_body_bytes, INT, NULL, "4096"),
 };
 #define N_MIRRORS (sizeof(mirrors) / sizeof(mirrors[0]))
 

@@ -90,8 +90,9 @@ DUET_API duet_status duet_config_get_bool(const duet_config *cfg, const char *ke
 /* True when key was given explicitly, by the file or by an override (not a default). */
 DUET_API bool duet_config_is_set(const duet_config *cfg, const char *key);
 
-/* True when the group ("target", "speculative", "cache", "scheduler") appeared in the file or was
- * created by an override. "speculative" being present is what turns speculative decoding on. */
+/* True when the group ("target", "speculative", "cache", "scheduler", "server") appeared in the
+ * file or was created by an override. "speculative" being present is what turns speculative
+ * decoding on. */
 DUET_API bool duet_config_has_group(const duet_config *cfg, const char *group);
 
 /* Removes a group ("speculative", ...): its keys return to their defaults (or to no value) and
@@ -168,6 +169,18 @@ typedef struct duet_scheduler_settings {
     duet_sched_policy policy;         /* scheduler.policy */
 } duet_scheduler_settings;
 
+/* The "server" group: duet-server (duet/server.h, docs/server.md). */
+typedef struct duet_server_settings {
+    const char *host;              /* server.host: address to listen on */
+    int64_t port;                  /* server.port: TCP port, 0 = any free port */
+    const char *api_key;           /* server.api_key: required bearer token; NULL = none */
+    const char *served_model_name; /* server.served_model_name; NULL = the model folder's name */
+    const char *tokenizer;         /* server.tokenizer: folder; NULL = the model folder */
+    int64_t max_queue;             /* server.max_queue: requests waiting or running, then 429 */
+    int64_t request_timeout_s;     /* server.request_timeout_s: seconds, then abort; 0 = none */
+    int64_t max_body_bytes;        /* server.max_body_bytes: request body bytes, then 413 */
+} duet_server_settings;
+
 /* Every key of a validated configuration, typed: each field holds what the getter of its key
  * returns (the value given, else the schema's default). Fields are only ever appended; a reader
  * compiled against a newer header checks struct_size before using a newer field. */
@@ -180,6 +193,7 @@ typedef struct duet_settings {
     duet_speculative_settings speculative; /* speculative.* */
     duet_cache_settings cache;             /* cache.* */
     duet_scheduler_settings scheduler;     /* scheduler.* */
+    duet_server_settings server;           /* server.* (appended) */
 } duet_settings;
 
 /* The typed settings of cfg, filled by the last successful duet_config_validate(); NULL before it,

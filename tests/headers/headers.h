@@ -18,6 +18,7 @@ int duet_test_header_scheduler(void);
 int duet_test_header_model(void);
 int duet_test_header_duet(void);
 int duet_test_header_tokenizer(void);
+int duet_test_header_server(void);
 
 /* From C++: the fingerprint and struct sizes as g++ sees them. */
 uint64_t duet_test_cxx_fingerprint(void);

@@ -1,0 +1,56 @@
+// The official openai npm client against duet-server: run from the npm cache folder (where
+// node_modules is) as `node server_openai.mjs BASE_URL API_KEY PROMPT_IDS_JSON WANT_TEXT`.
+// Non-streaming and streaming completions must give the greedy text the caller computed with
+// duet-run, the stream must end with a usage chunk, and a wrong model must raise the client's
+// NotFoundError (404) carrying our error object.
+import OpenAI from "openai";
+
+const [base, key, promptJson, want] = process.argv.slice(2);
+const client = new OpenAI({ baseURL: base + "/v1", apiKey: key, maxRetries: 0, timeout: 60000 });
+const prompt = JSON.parse(promptJson);
+const params = { model: "tiny", prompt, max_tokens: 24, temperature: 0, ignore_eos: true };
+let failed = 0;
+const check = (name, ok, got) => {
+  if (!ok) {
+    failed++;
+    console.log(`FAIL: ${name}: ${JSON.stringify(got)}`);
+  }
+};
+
+const models = await client.models.list();
+check("models.list", models.data.length === 1 && models.data[0].id === "tiny", models.data);
+
+const c = await client.completions.create(params);
+check("completion text", c.choices[0].text === want, c);
+check("completion usage", c.usage.completion_tokens === 24 && c.choices[0].finish_reason === "length", c);
+
+const stream = await client.completions.create({
+  ...params, stream: true, stream_options: { include_usage: true },
+});
+let text = "", usage = null, finish = null;
+for await (const chunk of stream) {
+  if (chunk.choices.length) {
+    text += chunk.choices[0].text;
+    finish = chunk.choices[0].finish_reason || finish;
+  } else {
+    usage = chunk.usage;
+  }
+}
+check("stream text", text === want, text);
+check("stream usage", usage && usage.completion_tokens === 24 && finish === "length", usage);
+
+try {
+  await client.completions.create({ ...params, model: "gpt-4" });
+  check("wrong model raises", false, "no error");
+} catch (e) {
+  check("wrong model raises NotFoundError", e instanceof OpenAI.NotFoundError && e.status === 404 &&
+        e.error && e.error.code === "model_not_found", String(e));
+}
+try {
+  await client.completions.create({ ...params, n: 2 });
+  check("n = 2 raises", false, "no error");
+} catch (e) {
+  check("n = 2 raises BadRequestError", e instanceof OpenAI.BadRequestError && /not supported yet/.test(e.message), String(e));
+}
+console.log(`server_openai: ${failed ? failed + " failed" : "all passed"}`);
+process.exit(failed ? 1 : 0);
