@@ -519,8 +519,10 @@ static bool kind_field(const char *k, json_t *v, struct duet__srv_request *r,
     }
     if (strcmp(k, "messages") == 0 && chat_like)
         return get_messages(v, r, err);
-    if (strcmp(k, "add_special_tokens") == 0 && r->kind != DUET__SRV_DETOKENIZE)
+    if (strcmp(k, "add_special_tokens") == 0 && r->kind != DUET__SRV_DETOKENIZE) {
+        r->add_special_given = true;
         return get_bool(v, k, err, &r->add_special_tokens);
+    }
     if (strcmp(k, "add_generation_prompt") == 0 && chat_like)
         return get_bool(v, k, err, &r->add_generation_prompt);
     if (strcmp(k, "chat_template_kwargs") == 0 && chat_like) {
@@ -603,6 +605,8 @@ static bool check_whole(struct duet__srv_request *r, struct duet__srv_error *err
                               "give exactly one of 'prompt' and 'messages'");
     if (r->kind == DUET__SRV_TOKENIZE && r->n_prompts > 1)
         return duet__srv_fail(err, 400, NULL, "prompt", "'prompt' must be one prompt");
+    if (r->kind == DUET__SRV_TOKENIZE && r->messages_json && !r->add_special_given)
+        r->add_special_tokens = false; /* vLLM's /tokenize of messages, as chat */
     if (r->include_usage && !r->stream)
         return duet__srv_fail(err, 400, NULL, "stream_options",
                               "'stream_options' can only be given with 'stream': true");

@@ -64,6 +64,7 @@ struct duet__srv_request {
     char *chat_template;        /* vLLM's "chat_template", or NULL */
     bool add_generation_prompt; /* default true */
     bool add_special_tokens;    /* completions and tokenize-prompt: true; chat: false */
+    bool add_special_given;     /* the request set add_special_tokens */
     int64_t max_tokens;         /* max_tokens / max_completion_tokens; -1: until max_model_len */
     double temperature;         /* default 1, as OpenAI and vLLM */
     double top_p;               /* (0, 1], default 1 */
