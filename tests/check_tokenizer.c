@@ -417,10 +417,10 @@ static void teardown_dir(void)
 }
 
 /* Writes JSON as scratch/tokenizer.json, loads it, expects STATUS and a message with NEEDLE. */
-static void expect_refusal(const char *json, duet_status status, const char *needle)
+/* Writes JSON as tokenizer.json of the scratch folder. */
+static void write_tokenizer_json(const char *json)
 {
-    char path[4200], err[512] = "";
-    duet_tokenizer *tok = NULL;
+    char path[4200];
     FILE *f;
 
     snprintf(path, sizeof(path), "%s/tokenizer.json", scratch);
@@ -428,6 +428,14 @@ static void expect_refusal(const char *json, duet_status status, const char *nee
     ck_assert_ptr_nonnull(f);
     fputs(json, f);
     fclose(f);
+}
+
+static void expect_refusal(const char *json, duet_status status, const char *needle)
+{
+    char err[512] = "";
+    duet_tokenizer *tok = NULL;
+
+    write_tokenizer_json(json);
     ck_assert_int_eq(duet_tokenizer_load(scratch, &tok, err, sizeof(err)), status);
     ck_assert_ptr_null(tok);
     ck_assert_msg(strstr(err, needle) && strstr(err, "tokenizer.json"),
@@ -485,15 +493,10 @@ END_TEST
 /* Loads JSON as DIR/tokenizer.json of the scratch folder. */
 static duet_tokenizer *load_json(const char *json)
 {
-    char path[4200], err[512] = "";
+    char err[512] = "";
     duet_tokenizer *tok = NULL;
-    FILE *f;
 
-    snprintf(path, sizeof(path), "%s/tokenizer.json", scratch);
-    f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(json, f);
-    fclose(f);
+    write_tokenizer_json(json);
     ck_assert_msg(duet_tokenizer_load(scratch, &tok, err, sizeof(err)) == DUET_STATUS_OK, "%s",
                   err);
     return tok;
