@@ -109,14 +109,30 @@ static bool check_prompt(duet_server *srv, const struct duet__srv_request *req, 
     return true;
 }
 
-/* A job holding the request and one choice per prompt; NULL with *err set. */
+/* vLLM refuses a priority the scheduler's policy ignores. */
+static bool check_priority(duet_server *srv, const struct duet__srv_request *req,
+                           struct duet__srv_error *err)
+{
+    if (req->priority != 0 && srv->set->scheduler.policy != DUET_SCHED_POLICY_PRIORITY)
+        return duet__srv_fail(err, 400, NULL, "priority",
+                              "Got priority %d but Priority scheduling is not enabled.",
+                              req->priority);
+    return true;
+}
+
+/* A job holding the request and n choices per prompt (choice p * n + i: sequence i of prompt p,
+ * as OpenAI and vLLM number them); NULL with *err set. Only the first choice of a prompt holds
+ * its ids. */
 static struct duet__srv_job *job_create(duet_server *srv, struct duet__srv_request *req,
                                         struct duet__srv_error *err)
 {
-    uint32_t n = req->kind == DUET__SRV_CHAT ? 1 : req->n_prompts;
-    struct duet__srv_job *job = calloc(1, sizeof(*job));
+    uint32_t np = req->kind == DUET__SRV_CHAT ? 1 : req->n_prompts, n = req->n;
+    struct duet__srv_job *job;
 
-    if (!job || !(job->choices = calloc(n, sizeof(*job->choices)))) {
+    if (!check_priority(srv, req, err))
+        return NULL;
+    job = calloc(1, sizeof(*job));
+    if (!job || !(job->choices = calloc((size_t)np * n, sizeof(*job->choices)))) {
         free(job);
         duet__srv_fail(err, 500, NULL, NULL, "out of memory");
         return NULL;
@@ -125,20 +141,23 @@ static struct duet__srv_job *job_create(duet_server *srv, struct duet__srv_reque
     job->refs = 1;
     job->req = *req;
     memset(req, 0, sizeof(*req));
-    for (uint32_t i = 0; i < n; i++) {
+    for (uint32_t i = 0; i < np; i++) {
         size_t len = 0;
         int32_t *ids = NULL;
 
         if (!prompt_ids(srv, &job->req, i, &ids, &len, err) ||
             !check_prompt(srv, &job->req, ids, len, err)) {
             free(ids);
-            job->n_choices = i;
+            job->n_choices = i * n;
             duet__srv_job_release(srv, job);
             return NULL;
         }
-        job->choices[i].prompt = ids;
-        job->choices[i].n_prompt = (uint32_t)len;
-        job->n_choices = i + 1;
+        for (uint32_t j = 0; j < n; j++) {
+            job->choices[i * n + j].prompt = j ? NULL : ids;
+            job->choices[i * n + j].n_prompt = (uint32_t)len;
+            job->choices[i * n + j].seq = j;
+        }
+        job->n_choices = (i + 1) * n;
     }
     return job;
 }
@@ -203,7 +222,7 @@ static json_t *usage_of(const struct duet__srv_job *job)
     uint64_t prompt = 0, completion = 0;
 
     for (uint32_t i = 0; i < job->n_choices; i++) {
-        prompt += job->choices[i].n_prompt;
+        prompt += job->choices[i].seq ? 0 : job->choices[i].n_prompt; /* once per prompt */
         completion += job->choices[i].n_tokens;
     }
     return json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)prompt, "total_tokens",
@@ -350,16 +369,17 @@ static void produce(struct stream *s)
 {
     struct duet__srv_job *job = s->job;
 
-    if (job->req.kind == DUET__SRV_CHAT && !job->role_sent) {
+    for (uint32_t i = 0; job->req.kind == DUET__SRV_CHAT && !job->role_sent && i < job->n_choices;
+         i++) { /* every choice opens with its role (vLLM) */
         json_t *root = envelope(s->srv, job, "chat.completion.chunk");
 
         json_object_set_new(root, "choices",
-                            json_pack("[{s:I, s:{s:s, s:s}, s:n, s:n}]", "index", (json_int_t)0,
+                            json_pack("[{s:I, s:{s:s, s:s}, s:n, s:n}]", "index", (json_int_t)i,
                                       "delta", "role", "assistant", "content", "", "logprobs",
                                       "finish_reason"));
         out_event(s, root);
-        job->role_sent = true;
     }
+    job->role_sent = true;
     for (uint32_t i = 0; i < job->n_choices; i++) {
         struct duet__srv_choice *ch = &job->choices[i];
         size_t end = streamable(job, ch);

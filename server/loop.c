@@ -122,36 +122,51 @@ static void choice_finish(struct duet__srv_job *job, struct duet__srv_choice *ch
     job->n_done++;
 }
 
-/* The new ids of one output: text, stop strings, finish. */
+/* Whether every choice of ch's engine request (its n siblings) has finished. */
+static bool siblings_done(const struct duet__srv_job *job, const struct duet__srv_choice *ch)
+{
+    const struct duet__srv_choice *first = ch - ch->seq;
+
+    for (uint32_t i = 0; i < job->req.n; i++)
+        if (!first[i].finish)
+            return false;
+    return true;
+}
+
+/* The new ids of sequence ch->seq of one output: text, stop strings, finish. A stop string
+ * ends the engine request only once every sequence of it has ended. */
 static void take_output(duet_server *srv, struct duet__srv_job *job, struct duet__srv_choice *ch,
                         const duet_request_output *r)
 {
-    uint32_t end = r->n_ids;
+    const duet_completion_output *o = &r->outputs[ch->seq];
+    duet_finish_reason fin = r->finish == DUET_FINISH_NONE ? DUET_FINISH_NONE : o->finish;
+    uint32_t end = o->n_ids;
     size_t old_len = ch->len;
     bool stopped = false;
 
-    ch->n_tokens = r->n_ids;
-    if (r->finish == DUET_FINISH_STOP && end > 0)
+    ch->n_tokens = o->n_ids;
+    if (fin == DUET_FINISH_STOP && end > 0)
         end--; /* the EOS or stop token: counted, not shown (as vLLM) */
-    for (uint32_t t = r->first_new; t < end && !stopped; t++) {
+    for (uint32_t t = o->first_new; t < end && !stopped; t++) {
         const char *text;
         size_t n;
 
-        if (duet_detok_push(ch->detok, r->ids[t], &text, &n) == DUET_STATUS_OK && n)
+        if (duet_detok_push(ch->detok, o->ids[t], &text, &n) == DUET_STATUS_OK && n)
             append_text(ch, text, n);
         stopped = match_stop(&job->req, ch, old_len);
     }
-    if (!stopped && r->finish != DUET_FINISH_NONE) {
+    if (!stopped && fin != DUET_FINISH_NONE) {
         size_t before = ch->len;
 
-        choice_finish(job, ch, finish_name(r->finish), true);
+        choice_finish(job, ch, finish_name(fin), true);
         if (match_stop(&job->req, ch, before))
             ch->finish = "stop";
         return;
     }
     if (stopped) {
         choice_finish(job, ch, "stop", false);
-        duet_engine_abort(srv->engine, ch->engine_id);
+        if (siblings_done(job, ch))
+            duet_engine_abort(srv->engine, ch->engine_id);
     }
 }
 
@@ -209,6 +224,17 @@ static void admit(duet_server *srv, struct duet__srv_job *job)
         struct duet__srv_choice *ch = &job->choices[i];
         duet_request_params p;
 
+        if (duet_detok_create(srv->tok, true, &ch->detok)) {
+            job->failed = true;
+            duet__srv_fail(&job->err, 500, NULL, NULL, "out of memory");
+            job_abort(srv, job);
+            return;
+        }
+        if (ch->seq) { /* a later sequence of the request of choice i - seq */
+            ch->engine_id = (ch - ch->seq)->engine_id;
+            ch->added = true;
+            continue;
+        }
         duet_request_params_init(&p);
         p.prompt = ch->prompt;
         p.n_prompt = ch->n_prompt;
@@ -217,15 +243,16 @@ static void admit(duet_server *srv, struct duet__srv_job *job)
         p.sampling.top_p = (float)job->req.top_p;
         p.sampling.top_k = job->req.top_k;
         p.sampling.min_p = (float)job->req.min_p;
+        /* choice i draws with seed + i: its engine request's sequence j with seed + i + j */
         p.sampling.seed = job->req.has_seed ? job->req.seed + i : (uint64_t)rand() << 31 ^ rand();
         p.stop_token_ids = job->req.stop_token_ids;
         p.n_stop_token_ids = job->req.n_stop_token_ids;
         p.ignore_eos = job->req.ignore_eos;
-        if (duet_detok_create(srv->tok, true, &ch->detok) ||
-            duet_engine_add_request(srv->engine, &p, &ch->engine_id)) {
+        p.n = job->req.n;
+        p.priority = job->req.priority;
+        if (duet_engine_add_request(srv->engine, &p, &ch->engine_id)) {
             job->failed = true;
-            duet__srv_fail(&job->err, ch->detok ? 400 : 500, NULL, "prompt", "%s",
-                           ch->detok ? duet_engine_error(srv->engine) : "out of memory");
+            duet__srv_fail(&job->err, 400, NULL, "prompt", "%s", duet_engine_error(srv->engine));
             job_abort(srv, job);
             return;
         }
@@ -285,13 +312,16 @@ static void take_step(duet_server *srv, const duet_step_output *so)
         struct duet__srv_job *job;
         struct duet__srv_choice *ch = find_choice(srv, r->request_id, &job);
 
-        if (!ch || ch->finish)
+        if (!ch)
             continue;
-        take_output(srv, job, ch, r);
-        if (job->n_done == job->n_choices)
+        for (uint32_t j = 0; j < job->req.n && j < r->n_outputs; j++)
+            if (!ch[j].finish)
+                take_output(srv, job, &ch[j], r);
+        if (job->n_done == job->n_choices) {
             job_done(srv, job);
-        else
-            pthread_cond_broadcast(&job->cond);
+            continue;
+        }
+        pthread_cond_broadcast(&job->cond);
     }
 }
 

@@ -4,8 +4,8 @@
  *   JSON text ─► jansson tree ─► one pass over the members ─► struct duet__srv_request
  *                                   │ known field: type and range checked, value copied
  *                                   │ field that changes results but is not built yet
- *                                   │   (n > 1, logprobs, penalties, ...): 400 "not supported yet"
- *                                   │   unless it holds its neutral value (n = 1, echo = false)
+ *                                   │   (best_of, logprobs, penalties, ...): 400 "not supported
+ *                                   │   yet" unless it holds its neutral value (echo = false)
  *                                   └ anything else: 400 "unknown field"
  *
  * Nothing here knows the tokenizer or the engine: lengths, the vocabulary and max_model_len are
@@ -22,6 +22,7 @@
 
 #define MAX_PROMPTS 1024 /* prompts in one request */
 #define MAX_STOPS 64     /* stop strings in one request */
+#define MAX_N 1024       /* choices per prompt ("n"); the engine caps it at max_num_seqs */
 
 /* Cuts an incomplete UTF-8 sequence off the end of s: a name cut to fit, or a message that
  * filled its buffer, must stay valid UTF-8 to go into the JSON answer. */
@@ -354,8 +355,7 @@ static bool neutral(const char *name, json_t *v)
                                                 "allowed_token_ids",
                                                 "bad_words",
                                                 NULL};
-    static const char *const zero[] = {"presence_penalty", "frequency_penalty", "priority",
-                                       "min_tokens", NULL};
+    static const char *const zero[] = {"presence_penalty", "frequency_penalty", "min_tokens", NULL};
 
     for (const char *const *f = null_or_false; *f; f++)
         if (strcmp(name, *f) == 0)
@@ -366,7 +366,7 @@ static bool neutral(const char *name, json_t *v)
     for (const char *const *f = zero; *f; f++)
         if (strcmp(name, *f) == 0)
             return json_is_null(v) || (json_is_number(v) && json_number_value(v) == 0);
-    if (strcmp(name, "n") == 0 || strcmp(name, "best_of") == 0)
+    if (strcmp(name, "best_of") == 0)
         return json_is_null(v) || (json_is_integer(v) && json_integer_value(v) == 1);
     if (strcmp(name, "repetition_penalty") == 0 || strcmp(name, "length_penalty") == 0)
         return json_is_null(v) || (json_is_number(v) && json_number_value(v) == 1);
@@ -379,8 +379,7 @@ static bool neutral(const char *name, json_t *v)
 
 static bool is_deferred(const char *name)
 {
-    static const char *const names[] = {"n",
-                                        "best_of",
+    static const char *const names[] = {"best_of",
                                         "logprobs",
                                         "top_logprobs",
                                         "echo",
@@ -388,7 +387,6 @@ static bool is_deferred(const char *name)
                                         "frequency_penalty",
                                         "repetition_penalty",
                                         "logit_bias",
-                                        "priority",
                                         "use_beam_search",
                                         "length_penalty",
                                         "suffix",
@@ -492,6 +490,18 @@ static bool sampling_field(const char *k, json_t *v, struct duet__srv_request *r
                    : get_ids(v, k, err, &r->stop_token_ids, &r->n_stop_token_ids);
     } else if (strcmp(k, "ignore_eos") == 0) {
         return get_bool(v, k, err, &r->ignore_eos);
+    } else if (strcmp(k, "n") == 0) {
+        if (json_is_null(v))
+            return true;
+        if (!get_int(v, k, 1, MAX_N, err, &i))
+            return false;
+        r->n = (uint32_t)i;
+    } else if (strcmp(k, "priority") == 0) {
+        if (json_is_null(v))
+            return true;
+        if (!get_int(v, k, INT32_MIN, INT32_MAX, err, &i))
+            return false;
+        r->priority = (int32_t)i;
     } else if (strcmp(k, "stream") == 0) {
         return json_is_null(v) ? true : get_bool(v, k, err, &r->stream);
     } else if (strcmp(k, "stream_options") == 0) {
@@ -587,6 +597,7 @@ static void defaults(struct duet__srv_request *r, enum duet__srv_kind kind)
     r->max_tokens = -1;
     r->temperature = 1.0;
     r->top_p = 1.0;
+    r->n = 1;
     r->add_generation_prompt = true;
     r->add_special_tokens = kind != DUET__SRV_CHAT;
 }

@@ -80,6 +80,8 @@ struct duet__srv_request {
     bool ignore_eos;
     bool stream;
     bool include_usage; /* stream_options.include_usage */
+    uint32_t n;         /* choices per prompt, default 1 */
+    int32_t priority;   /* vLLM's request priority, default 0 */
 };
 
 /* Reads LEN bytes of JSON text as a request of KIND. On success *OUT is filled and owned by the
@@ -106,7 +108,8 @@ struct MHD_Connection;
 struct duet__srv_choice {
     int32_t *prompt; /* [n_prompt], owned */
     uint32_t n_prompt;
-    uint64_t engine_id;
+    uint64_t engine_id; /* shared by the n choices of one prompt */
+    uint32_t seq;       /* its sequence in that engine request: index % n */
     bool added;         /* duet_engine_add_request() accepted it */
     duet_detok *detok;  /* owned; engine thread only */
     char *text;         /* [len] visible text so far (stop strings cut off), owned */

@@ -195,6 +195,64 @@ post /v1/completions "{$sampled}"
 b=$(js "$tmp/body" 'd.choices[0].text')
 [ "$code" = 200 ] && [ -n "$a" ] && [ "$a" = "$b" ] && pass || fail "seed: '$a' then '$b'"
 
+# ---- n choices per prompt ----------------------------------------------------------------------
+# Choice p * n + i is sequence i of prompt p; greedy sequences all equal the prompt's greedy
+# text; the prompt counts once in the usage.
+post /v1/completions '{"prompt": [[5, 6, 7, 8], [9, 10, 11]], "n": 3, "max_tokens": 24, "temperature": 0, "ignore_eos": true}'
+[ "$code" = 200 ] && [ "$(js "$tmp/body" 'd.choices.map(c => c.index).join(",") + " " + JSON.stringify(d.usage)')" = \
+    '0,1,2,3,4,5 {"prompt_tokens":7,"total_tokens":151,"completion_tokens":144}' ] &&
+    [ "$(js "$tmp/body" 'd.choices.slice(0, 3).map(c => c.text).join("|")')" = "$greedy_text|$greedy_text|$greedy_text" ] &&
+    [ "$(js "$tmp/body" 'new Set(d.choices.slice(3).map(c => c.text)).size')" = 1 ] &&
+    pass || fail "n = 3 greedy: $(cat "$tmp/body")"
+# Seeded: choice i draws as an n = 1 request seeded seed + i, reproducibly; the choices differ.
+post /v1/completions "{$sampled, \"n\": 3}"
+cp "$tmp/body" "$tmp/n3.json"
+post /v1/completions "{$sampled, \"n\": 3}"
+same=$(js "$tmp/body" 'JSON.stringify(d.choices)')
+[ "$code" = 200 ] && [ "$same" = "$(js "$tmp/n3.json" 'JSON.stringify(d.choices)')" ] &&
+    [ "$(js "$tmp/n3.json" 'new Set(d.choices.map(c => c.text)).size')" = 3 ] &&
+    pass || fail "n = 3 seeded: $(cat "$tmp/n3.json") then $same"
+solo=
+for i in 0 1 2; do
+    post /v1/completions "{$(echo "$sampled" | sed "s/\"seed\": 42/\"seed\": $((42 + i))/")}"
+    solo="$solo$(js "$tmp/body" 'd.choices[0].text')|"
+done
+[ "$solo" = "$(js "$tmp/n3.json" 'd.choices.map(c => c.text + "|").join("")')" ] && pass ||
+    fail "n = 3 seeded vs seeds 42..44 alone: $solo vs $(cat "$tmp/n3.json")"
+# Streamed: every chunk names its choice; the texts, finishes and usage equal the answer above.
+post /v1/completions "{$sampled, \"n\": 3, \"stream\": true, \"stream_options\": {\"include_usage\": true}}" -N
+got=$(node -e '
+const raw = require("fs").readFileSync(process.argv[1], "utf8");
+const t = [], f = []; let usage = null;
+raw.split("\n\n").filter(e => e && e !== "data: [DONE]").forEach(e => {
+  const d = JSON.parse(e.slice(6));
+  if (!d.choices.length) { usage = d.usage; return; }
+  if (d.choices.length !== 1) process.exit(1);
+  const c = d.choices[0];
+  t[c.index] = (t[c.index] || "") + c.text;
+  if (c.finish_reason) f[c.index] = c.finish_reason;
+});
+process.stdout.write(JSON.stringify([t, f, usage]));' "$tmp/body")
+[ "$got" = "$(js "$tmp/n3.json" 'JSON.stringify([d.choices.map(c => c.text), d.choices.map(c => c.finish_reason), d.usage])')" ] &&
+    pass || fail "n = 3 streamed: $got vs $(cat "$tmp/n3.json")"
+# Chat: n messages; streamed, each choice opens with its role.
+post /v1/chat/completions '{"messages": [{"role": "user", "content": "Hi"}], "n": 2, "max_tokens": 6, "temperature": 0, "ignore_eos": true, "stream": true}' -N
+[ "$(node -e '
+const raw = require("fs").readFileSync(process.argv[1], "utf8");
+const r = [], t = [];
+raw.split("\n\n").filter(e => e && e !== "data: [DONE]").forEach(e => {
+  const c = JSON.parse(e.slice(6)).choices[0];
+  if (c.delta.role) r.push(c.index); else t[c.index] = (t[c.index] || "") + (c.delta.content || "");
+});
+process.stdout.write(r.join(",") + " " + (t.length === 2 && t[0] === t[1] && t[0].length > 0));' "$tmp/body")" = "0,1 true" ] &&
+    pass || fail "chat n = 2 streamed: $(head -c 800 "$tmp/body")"
+# A stop string ends only its own choice; the others run on.
+post /v1/completions "{$greedy, \"n\": 2, \"stop\": [$stopjson]}"
+[ "$(js "$tmp/body" 'd.choices.map(c => c.finish_reason + ":" + c.text).join("|")')" = "stop:$wantstop|stop:$wantstop" ] &&
+    pass || fail "n = 2 with a stop string: $(cat "$tmp/body")"
+expect_error "n = 0" 400 "'n' must be in" /v1/completions '{"prompt": "x", "n": 0}'
+expect_error "priority without the priority policy" 400 "Priority scheduling is not enabled" /v1/completions '{"prompt": "x", "priority": 1}'
+
 # ---- tokenize / detokenize ------------------------------------------------------------------
 post /tokenize '{"prompt": "Hello world", "add_special_tokens": false}'
 toks=$(js "$tmp/body" 'd.tokens')
@@ -210,7 +268,7 @@ post /tokenize '{"prompt": "Hi"}'
 expect_error "malformed JSON" 400 "invalid JSON" /v1/completions '{"prompt": "x",'
 expect_error "wrong type" 400 "'max_tokens' must be an integer" /v1/completions '{"prompt": "x", "max_tokens": "8"}'
 expect_error "out of range" 400 "'top_p' must be in" /v1/completions '{"prompt": "x", "top_p": 2}'
-expect_error "n > 1" 400 "'n' is not supported yet" /v1/completions '{"prompt": "x", "n": 2}'
+expect_error "best_of" 400 "'best_of' is not supported yet" /v1/completions '{"prompt": "x", "best_of": 2}'
 expect_error "logprobs" 400 "'logprobs' is not supported yet" /v1/completions '{"prompt": "x", "logprobs": 2}'
 expect_error "penalty" 400 "'presence_penalty' is not supported yet" /v1/chat/completions '{"messages": [{"role": "user", "content": "x"}], "presence_penalty": 0.5}'
 expect_error "unknown field" 400 "unknown field 'frobnicate'" /v1/completions '{"prompt": "x", "frobnicate": 1}'
@@ -358,7 +416,8 @@ target: { worker = "cpu"; threads = 1; };
 cache: { block_size = 16; cpu_kv_space_gib = 0.05; };
 server: { port = 0; request_timeout_s = 1; };
 CFG
-"$server" --config "$tmp/long.cfg" >"$tmp/long.log" 2>&1 &
+"$server" --config "$tmp/long.cfg" --set 'scheduler.policy="priority"' --set scheduler.max_num_seqs=4 \
+    >"$tmp/long.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 600); do
     grep -q 'ready$' "$tmp/long.log" 2>/dev/null && break
@@ -368,6 +427,11 @@ base="http://127.0.0.1:$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\)$|\
 post /v1/completions '{"prompt": [5], "max_tokens": 16000, "ignore_eos": true}'
 [ "$code" = 200 ] && [ "$(js "$tmp/body" 'd.choices[0].finish_reason + " " + (d.usage.completion_tokens < 16000)')" = "abort true" ] &&
     pass || fail "request_timeout_s: $code $(head -c 300 "$tmp/body")"
+# Under the priority policy a priority is accepted.
+post /v1/completions '{"prompt": [5], "max_tokens": 4, "ignore_eos": true, "priority": -3}'
+[ "$code" = 200 ] && [ "$(js "$tmp/body" 'd.usage.completion_tokens')" = 4 ] && pass ||
+    fail "priority under the priority policy: $code $(cat "$tmp/body")"
+expect_error "n above max_num_seqs" 400 "max_num_seqs" /v1/completions '{"prompt": [5], "n": 5}'
 kill -TERM "$pid"
 wait "$pid"
 rc=$?
