@@ -7,6 +7,7 @@
  */
 #include "build_config.h"
 
+#include "../sampling/sampling.h"
 #include "engine-int.h"
 
 #include <math.h>
@@ -23,6 +24,12 @@ static bool scratch_reserve(struct duet__scratch *sc, uint32_t n_seqs, uint32_t 
         return false;
     c = sc->cap_seqs;
     if (!duet__grow((void **)&sc->owner, &c, n_seqs, sizeof(*sc->owner)))
+        return false;
+    c = sc->cap_seqs;
+    if (!duet__grow((void **)&sc->rec, &c, n_seqs, sizeof(*sc->rec)))
+        return false;
+    c = sc->cap_seqs;
+    if (!duet__grow((void **)&sc->samples, &c, n_seqs, sizeof(*sc->samples)))
         return false;
     sc->cap_seqs = c;
     if (!duet__grow((void **)&sc->tokens, &r, n_rows, sizeof(*sc->tokens)))
@@ -41,6 +48,11 @@ void duet__scratch_free(struct duet__scratch *sc)
 {
     free(sc->seqs);
     free(sc->owner);
+    free(sc->rec);
+    free(sc->samples);
+    free(sc->probs);
+    free(sc->fork_tok);
+    free(sc->fork_lp);
     free(sc->tokens);
     free(sc->token_logprobs);
     free(sc->prompt_top);
@@ -49,10 +61,14 @@ void duet__scratch_free(struct duet__scratch *sc)
     free(sc->out);
 }
 
-/* Scheduled sequence s of group gr as the workers see it: the tokens it is fed this step at
- * pos num_computed, one output row when the scheduler expects a token from it, prompt
- * log-probabilities only while it prefills. */
-static duet_seq seq_of(const duet_sched_group *gr, const duet_sched_seq *s)
+/* Scheduled sequence s (index idx in its request) of group gr as the workers see it: the tokens
+ * it is fed this step at pos num_computed, one output row when the scheduler expects a token from
+ * it, prompt log-probabilities only while it prefills. Sequence idx draws with seed + idx (vLLM's
+ * child requests), so sequence 0 draws as a request with n = 1. A group that forks samples its
+ * first n tokens from one row: commit.c draws the others from its probabilities, looking their
+ * log-probabilities up in a top list of the whole vocabulary when sampled tokens need them. */
+static duet_seq seq_of(const duet_sched_group *gr, const duet_sched_seq *s, uint32_t idx,
+                       uint32_t vocab)
 {
     duet_seq q = {.seq_id = s->seq_id,
                   .tokens = s->tokens + s->num_computed,
@@ -63,15 +79,36 @@ static duet_seq seq_of(const duet_sched_group *gr, const duet_sched_seq *s)
                   .n_outputs = s->num_samples > 0 ? 1 : 0,
                   .sampling = *gr->sampling};
 
+    q.sampling.seed += idx;
     if (!s->is_prefill)
         q.sampling.n_prompt_logprobs = 0;
+    if (s->num_samples > 1 && q.sampling.n_logprobs && q.sampling.temperature >= DUET_SAMPLING_EPS)
+        q.sampling.n_logprobs = vocab;
     return q;
+}
+
+/* The record of scheduled sequence s of r: the scheduler numbers a request's sequences from the
+ * prompt's id up, so the first one scheduled is sequence 0. */
+static struct duet__seqrec *rec_of(duet_engine *e, struct duet__req *r, const duet_sched_seq *s,
+                                   uint32_t *idx)
+{
+    if (!r->based) {
+        r->seq_base = s->seq_id;
+        r->based = true;
+    }
+    if (s->seq_id < r->seq_base || s->seq_id - r->seq_base >= r->n) {
+        duet__engine_fail(e, DUET_STATUS_INTERNAL, "request %llu: sequence %llu out of range",
+                          (unsigned long long)r->id, (unsigned long long)s->seq_id);
+        return NULL;
+    }
+    *idx = (uint32_t)(s->seq_id - r->seq_base);
+    return &r->seqs[*idx];
 }
 
 duet_status duet__batch_seqs(duet_engine *e, const duet_sched_output *so, uint32_t *n_rows,
                              uint32_t *max_logprobs)
 {
-    uint32_t n = 0;
+    uint32_t n = 0, vocab = e->workers[0].info.vocab_size;
 
     *n_rows = 0;
     *max_logprobs = 0;
@@ -87,12 +124,17 @@ duet_status duet__batch_seqs(duet_engine *e, const duet_sched_output *so, uint32
         for (uint32_t i = 0; i < gr->num_seqs; i++) {
             const duet_sched_seq *s = &gr->seqs[i];
             duet_seq *q = &e->sc.seqs[n];
+            uint32_t idx = 0;
 
-            *q = seq_of(gr, s);
+            e->sc.rec[n] = rec_of(e, r, s, &idx);
+            if (!e->sc.rec[n])
+                return DUET_STATUS_INTERNAL;
+            *q = seq_of(gr, s, idx, vocab);
+            e->sc.samples[n] = s->num_samples;
             e->sc.owner[n++] = r;
             *n_rows += q->n_outputs;
-            if (gr->sampling->n_logprobs > *max_logprobs)
-                *max_logprobs = gr->sampling->n_logprobs;
+            if (q->sampling.n_logprobs > *max_logprobs)
+                *max_logprobs = q->sampling.n_logprobs;
             if (q->sampling.n_prompt_logprobs > *max_logprobs)
                 *max_logprobs = q->sampling.n_prompt_logprobs;
             if (s->is_prefill)
@@ -148,20 +190,44 @@ static duet_status prompt_lp_reserve(duet_engine *e, uint32_t n_seqs, uint32_t m
     return DUET_STATUS_OK;
 }
 
+/* Probability rows for every output row when a group of the batch forks (commit.c draws its
+ * other sequences' first tokens from them); false when none forks. */
+static duet_status probs_reserve(duet_engine *e, uint32_t n_seqs, uint32_t n_rows, bool *want)
+{
+    struct duet__scratch *sc = &e->sc;
+    size_t need = (size_t)n_rows * e->workers[0].info.vocab_size;
+    float *p;
+
+    *want = false;
+    for (uint32_t i = 0; i < n_seqs; i++)
+        *want = *want || sc->samples[i] > 1;
+    if (!*want || need <= sc->cap_probs)
+        return DUET_STATUS_OK;
+    p = realloc(sc->probs, need * sizeof(float));
+    if (!p)
+        return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
+    sc->probs = p;
+    sc->cap_probs = need;
+    return DUET_STATUS_OK;
+}
+
 duet_status duet__batch_plain(duet_engine *e, const duet_sched_output *so, duet_batch *b,
                               duet_batch_output *o)
 {
     uint32_t n_rows, max_lp;
-    bool want_prompt = false;
+    bool want_prompt = false, want_probs = false;
     duet_status st = duet__batch_seqs(e, so, &n_rows, &max_lp);
 
     if (!st)
         st = prompt_lp_reserve(e, so->num_seqs, max_lp, &want_prompt);
+    if (!st)
+        st = probs_reserve(e, so->num_seqs, n_rows, &want_probs);
     if (st)
         return st;
     duet__batch_init(so, e->sc.seqs, so->num_seqs,
                      (max_lp ? DUET_BATCH_WANT_LOGPROBS : 0) |
-                         (want_prompt ? DUET_BATCH_WANT_PROMPT_LOGPROBS : 0),
+                         (want_prompt ? DUET_BATCH_WANT_PROMPT_LOGPROBS : 0) |
+                         (want_probs ? DUET_BATCH_WANT_PROBS : 0),
                      max_lp, b);
     *o = (duet_batch_output){.struct_size = sizeof(*o),
                              .n_rows = n_rows,
@@ -169,6 +235,7 @@ duet_status duet__batch_plain(duet_engine *e, const duet_sched_output *so, duet_
                              .token_logprobs = max_lp ? e->sc.token_logprobs : NULL,
                              .logprobs = max_lp ? e->sc.logprobs : NULL,
                              .prompt_logprobs = want_prompt ? e->sc.prompt_top : NULL,
-                             .prompt_next_logprobs = want_prompt ? e->sc.prompt_next : NULL};
+                             .prompt_next_logprobs = want_prompt ? e->sc.prompt_next : NULL,
+                             .probs = want_probs ? e->sc.probs : NULL};
     return DUET_STATUS_OK;
 }

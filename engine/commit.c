@@ -7,6 +7,7 @@
  */
 #include "build_config.h"
 
+#include "../sampling/sampling.h"
 #include "engine-int.h"
 
 #include <math.h>
@@ -18,7 +19,7 @@ duet_status duet__commit(duet_engine *e, uint32_t i, const int32_t *tokens, uint
                          const float *token_logprobs, const duet_logprob *logprobs, uint32_t stride)
 {
     struct duet__req *r = e->sc.owner[i];
-    duet_status st = duet__req_append(r, tokens, n, token_logprobs, logprobs, stride);
+    duet_status st = duet__req_append(r, e->sc.rec[i], tokens, n, token_logprobs, logprobs, stride);
 
     if (st)
         return duet__engine_fail(e, st, "out of memory");
@@ -27,6 +28,66 @@ duet_status duet__commit(duet_engine *e, uint32_t i, const int32_t *tokens, uint
     e->m.decode_seq_steps++;
     st = duet_scheduler_update(e->sched, e->sc.seqs[i].seq_id, tokens, n);
     if (st)
+        return duet__engine_fail(e, DUET_STATUS_INTERNAL, "scheduler update: %s",
+                                 duet_scheduler_error(e->sched));
+    return DUET_STATUS_OK;
+}
+
+/* The log-probability of token t in a row: the sampled token's, else from the row's top list
+ * (which covers the whole vocabulary when the row forks a sampled group; batch.c). */
+static float row_logprob(const struct duet__scratch *sc, uint32_t row, int32_t t, uint32_t max_lp)
+{
+    const duet_logprob *top = &sc->logprobs[(size_t)row * max_lp];
+
+    if (sc->tokens[row] == t)
+        return sc->token_logprobs[row];
+    for (uint32_t j = 0; j < max_lp; j++)
+        if (top[j].token == t)
+            return top[j].logprob;
+    return NAN;
+}
+
+/* The last prompt row of a group that forks into m sequences: the worker sampled sequence 0's
+ * first token; sequence j's is drawn from the same probabilities with the draw sequence j would
+ * make alone (seed + j, the same position), so a greedy group's sequences are all equal. Each
+ * sequence gets its token and the row's log-probabilities; the children's draft caches hold
+ * what the parent's does (the blocks are shared). */
+static duet_status commit_fork(duet_engine *e, uint32_t i, uint32_t row, uint32_t m,
+                               uint32_t max_lp)
+{
+    struct duet__scratch *sc = &e->sc;
+    const duet_seq *q = &sc->seqs[i];
+    struct duet__req *r = sc->owner[i];
+    uint32_t vocab = e->workers[0].info.vocab_size, cap = sc->cap_fork;
+    const float *probs = &sc->probs[(size_t)row * vocab];
+    uint64_t pos = q->pos + q->n_tokens; /* the chosen token's (worker_kit.h) */
+    duet_status st;
+
+    if (!duet__grow((void **)&sc->fork_tok, &cap, m, sizeof(int32_t)))
+        return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
+    cap = sc->cap_fork;
+    if (!duet__grow((void **)&sc->fork_lp, &cap, m, sizeof(float)))
+        return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
+    sc->cap_fork = cap;
+    sc->fork_tok[0] = sc->tokens[row];
+    for (uint32_t j = 1; j < m; j++) {
+        double u = duet__rng_uniform(q->sampling.seed + j, pos, DUET_DRAW_SAMPLE);
+        int32_t t = duet__sample_from_probs(probs, vocab, u);
+        sc->fork_tok[j] = t < 0 ? sc->tokens[row] : t;
+    }
+    for (uint32_t j = 0; j < m; j++) {
+        struct duet__seqrec *s = sc->rec[i] + j;
+        sc->fork_lp[j] = max_lp ? row_logprob(sc, row, sc->fork_tok[j], max_lp) : NAN;
+        st = duet__req_append(r, s, &sc->fork_tok[j], 1, max_lp ? &sc->fork_lp[j] : NULL,
+                              max_lp ? &sc->logprobs[(size_t)row * max_lp] : NULL, max_lp);
+        if (st)
+            return duet__engine_fail(e, st, "out of memory");
+        s->draft_computed = sc->rec[i]->draft_computed;
+    }
+    r->touched = true;
+    e->m.generated_tokens += m;
+    e->m.decode_seq_steps += m;
+    if (duet_scheduler_update(e->sched, q->seq_id, sc->fork_tok, m))
         return duet__engine_fail(e, DUET_STATUS_INTERNAL, "scheduler update: %s",
                                  duet_scheduler_error(e->sched));
     return DUET_STATUS_OK;
@@ -45,8 +106,12 @@ duet_status duet__commit_rows(duet_engine *e, uint32_t n_seqs, uint32_t max_lp)
             row++;
             continue;
         }
-        st = duet__commit(e, i, &e->sc.tokens[row], 1, max_lp ? &e->sc.token_logprobs[row] : NULL,
-                          max_lp ? &e->sc.logprobs[(size_t)row * max_lp] : NULL, max_lp);
+        if (e->sc.samples[i] > 1)
+            st = commit_fork(e, i, row, e->sc.samples[i], max_lp);
+        else
+            st = duet__commit(e, i, &e->sc.tokens[row], 1,
+                              max_lp ? &e->sc.token_logprobs[row] : NULL,
+                              max_lp ? &e->sc.logprobs[(size_t)row * max_lp] : NULL, max_lp);
         row++;
     }
     return st;
@@ -134,9 +199,28 @@ static duet_finish_reason finish_of(duet_sched_finish f)
     return DUET_FINISH_NONE;
 }
 
+/* Sets sequence s's tokens to the scheduler's final ones (it may have dropped what followed a
+ * stop or the length limit, or never seen tokens the engine appended). */
+static duet_status retire_seq(duet_engine *e, struct duet__req *r, struct duet__seqrec *s,
+                              const duet_sched_seq_result *sr)
+{
+    uint32_t n = sr->num_output;
+
+    if (n > s->n_ids && duet__req_append(r, s, sr->output + s->n_ids, n - s->n_ids, NULL, NULL, 0))
+        return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
+    if (n < s->n_ids)
+        e->m.generated_tokens -= s->n_ids - n;
+    if (n)
+        memcpy(s->ids, sr->output, n * sizeof(int32_t));
+    s->n_ids = n;
+    if (s->first_new > n)
+        s->first_new = n;
+    return DUET_STATUS_OK;
+}
+
 duet_status duet__commit_retire(duet_engine *e, const duet_sched_result *res)
 {
-    uint32_t idx, n = res->num_seqs ? res->seqs[0].num_output : 0;
+    uint32_t idx;
     struct duet__req *r = duet__engine_find(e, res->request_id, &idx);
     uint32_t cap = e->cap_retired;
 
@@ -146,17 +230,22 @@ duet_status duet__commit_retire(duet_engine *e, const duet_sched_result *res)
     if (!duet__grow((void **)&e->retired, &cap, e->n_retired + 1, sizeof(*e->retired)))
         return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
     e->cap_retired = cap;
-    if (n > r->n_ids &&
-        duet__req_append(r, res->seqs[0].output + r->n_ids, n - r->n_ids, NULL, NULL, 0))
-        return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
-    if (n < r->n_ids) /* the scheduler dropped what followed a stop or the length limit */
-        e->m.generated_tokens -= r->n_ids - n;
-    if (n)
-        memcpy(r->ids, res->seqs[0].output, n * sizeof(int32_t));
-    r->n_ids = n;
-    if (r->first_new > n)
-        r->first_new = n;
     r->finish = r->error ? DUET_FINISH_ERROR : finish_of(res->finish);
+    for (uint32_t i = 0; i < r->n; i++)
+        r->seqs[i].finish = r->finish;
+    for (uint32_t i = 0; i < res->num_seqs; i++) {
+        const duet_sched_seq_result *sr = &res->seqs[i];
+        uint64_t j = r->based ? sr->seq_id - r->seq_base : i;
+        duet_status st;
+
+        if (j >= r->n) /* a sequence never scheduled: nothing to report */
+            continue;
+        st = retire_seq(e, r, &r->seqs[j], sr);
+        if (st)
+            return st;
+        if (!r->error && sr->finish != DUET_SCHED_FINISH_NONE)
+            r->seqs[j].finish = finish_of(sr->finish);
+    }
     r->num_preemptions = res->num_preemptions;
     memmove(&e->reqs[idx], &e->reqs[idx + 1], (e->n_reqs - idx - 1) * sizeof(*e->reqs));
     e->n_reqs--;

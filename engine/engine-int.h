@@ -70,20 +70,30 @@ struct duet__eworker {
     duet_cache_geometry geom;    /* cache_geometry() with budget 0 */
 };
 
+/* One sequence of a request (n of them; sequence i has the scheduler's id seq_base + i). */
+struct duet__seqrec {
+    int32_t *ids; /* [cap] generated tokens */
+    uint32_t n_ids, cap;
+    float *token_logprobs;     /* [cap] when sampling.n_logprobs > 0 */
+    duet_logprob *logprobs;    /* [cap][n_logprobs] */
+    uint32_t first_new;        /* ids[first_new..) are this step's */
+    uint32_t draft_computed;   /* tokens whose KV the draft cache holds */
+    duet_finish_reason finish; /* set when the request retires */
+};
+
 struct duet__req {
     uint64_t id;
     duet_sampling_params sampling;
     int32_t *prompt; /* [n_prompt] */
     uint32_t n_prompt;
-    int32_t *ids; /* [cap] generated tokens */
-    uint32_t n_ids, cap;
-    float *token_logprobs;    /* [cap] when sampling.n_logprobs > 0 */
-    duet_logprob *logprobs;   /* [cap][n_logprobs] */
-    float *prompt_lp;         /* [n_prompt] with n_prompt_logprobs: NAN until known */
-    duet_logprob *prompt_top; /* [n_prompt][n_prompt_logprobs]: token -1 until known */
-    uint32_t first_new;       /* ids[first_new..) are this step's */
-    uint32_t draft_computed;  /* tokens whose KV the draft cache holds */
-    bool touched;             /* emitted tokens this step */
+    uint32_t n;                   /* sequences (the request's n) */
+    struct duet__seqrec *seqs;    /* [n] */
+    duet_completion_output *outs; /* [n] the step output's rows for it */
+    uint64_t seq_base;            /* the scheduler's id of sequence 0, once scheduled */
+    bool based;                   /* seq_base is known */
+    float *prompt_lp;             /* [n_prompt] with n_prompt_logprobs: NAN until known */
+    duet_logprob *prompt_top;     /* [n_prompt][n_prompt_logprobs]: token -1 until known */
+    bool touched;                 /* emitted tokens this step */
     duet_finish_reason finish;
     uint32_t num_preemptions;
     uint32_t proposed, accepted; /* draft tokens proposed for it, and accepted */
@@ -93,9 +103,16 @@ struct duet__req {
 
 /* Per-step buffers, grown to the largest step seen. */
 struct duet__scratch {
-    duet_seq *seqs;           /* [cap_seqs] */
-    struct duet__req **owner; /* [cap_seqs] the request of each scheduled sequence */
+    duet_seq *seqs;            /* [cap_seqs] */
+    struct duet__req **owner;  /* [cap_seqs] the request of each scheduled sequence */
+    struct duet__seqrec **rec; /* [cap_seqs] and the sequence's record */
+    uint32_t *samples;         /* [cap_seqs] tokens the scheduler expects (n for a fork) */
     uint32_t cap_seqs;
+    float *probs; /* [cap_probs] = [rows][V] sampled rows, when a group forks */
+    size_t cap_probs;
+    int32_t *fork_tok; /* [cap_fork] a fork's first tokens */
+    float *fork_lp;    /* [cap_fork] and their log-probabilities */
+    uint32_t cap_fork;
     int32_t *tokens;        /* [cap_rows] */
     float *token_logprobs;  /* [cap_rows] */
     duet_logprob *logprobs; /* [cap_rows][max_logprobs] */
@@ -268,10 +285,11 @@ duet_status duet__commit_retire(duet_engine *e, const duet_sched_result *res);
 /* request.c */
 struct duet__req *duet__engine_find(duet_engine *e, uint64_t id, uint32_t *index);
 void duet__req_free(struct duet__req *r);
-/* Appends n tokens (and their log-probabilities, rows of stride `stride`; may be NULL). */
-duet_status duet__req_append(struct duet__req *r, const int32_t *tokens, uint32_t n,
-                             const float *token_logprobs, const duet_logprob *logprobs,
-                             uint32_t stride);
+/* Appends n tokens to sequence s of r (and their log-probabilities, rows of stride `stride`;
+ * may be NULL). */
+duet_status duet__req_append(const struct duet__req *r, struct duet__seqrec *s,
+                             const int32_t *tokens, uint32_t n, const float *token_logprobs,
+                             const duet_logprob *logprobs, uint32_t stride);
 
 /* util.c */
 duet_status duet__engine_fail(duet_engine *e, duet_status st, const char *fmt, ...)

@@ -34,6 +34,7 @@ void duet_request_params_init(duet_request_params *p)
     memset(p, 0, sizeof(*p));
     p->sampling.top_p = 1.0f;
     p->max_tokens = 16;
+    p->n = 1;
 }
 
 const char *duet_finish_reason_str(duet_finish_reason f)
@@ -462,6 +463,24 @@ const char *duet_engine_error(const duet_engine *e)
 
 /* ---- requests ----------------------------------------------------------------------------- */
 
+/* n sequences must fit one step (a group runs all its sequences at once); a priority means
+ * something only under the priority policy, and vLLM refuses it elsewhere. */
+static duet_status check_n_priority(duet_engine *e, const duet_request_params *p)
+{
+    duet_scheduler_params sp;
+
+    duet_scheduler_params_get(e->sched, &sp);
+    if (p->n == 0 || p->n > sp.max_num_seqs)
+        return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT,
+                                 "n is %u: it must be 1 .. %u (scheduler.max_num_seqs)", p->n,
+                                 sp.max_num_seqs);
+    if (p->priority != 0 && sp.policy != DUET_SCHED_POLICY_PRIORITY)
+        return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT,
+                                 "priority %d: a priority needs scheduler.policy = \"priority\"",
+                                 p->priority);
+    return DUET_STATUS_OK;
+}
+
 static duet_status check_request(duet_engine *e, const duet_request_params *p)
 {
     const duet_sampling_params *s = &p->sampling;
@@ -494,7 +513,7 @@ static duet_status check_request(duet_engine *e, const duet_request_params *p)
                                  s->n_logprobs, s->n_prompt_logprobs, vocab);
     if (p->n_stop_token_ids && !p->stop_token_ids)
         return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT, "stop_token_ids is NULL");
-    return DUET_STATUS_OK;
+    return check_n_priority(e, p);
 }
 
 static duet_status reqs_push(duet_engine *e, struct duet__req *r)
@@ -536,7 +555,13 @@ duet_status duet_engine_add_request(duet_engine *e, const duet_request_params *p
     if (st)
         return st;
     r = calloc(1, sizeof(*r));
-    if (!r || !(r->prompt = malloc(p->n_prompt * sizeof(int32_t))) || reqs_push(e, r)) {
+    if (r) {
+        r->n = p->n;
+        r->seqs = calloc(p->n, sizeof(*r->seqs));
+        r->outs = calloc(p->n, sizeof(*r->outs));
+    }
+    if (!r || !r->seqs || !r->outs || !(r->prompt = malloc(p->n_prompt * sizeof(int32_t))) ||
+        reqs_push(e, r)) {
         duet__req_free(r);
         return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
     }
@@ -560,6 +585,8 @@ duet_status duet_engine_add_request(duet_engine *e, const duet_request_params *p
     sr.num_stop_token_ids = p->n_stop_token_ids;
     sr.ignore_eos = p->ignore_eos;
     sr.spec_disabled = p->spec_disabled;
+    sr.n = p->n;
+    sr.priority = p->priority;
     st = duet_scheduler_add(e->sched, &sr);
     if (st) {
         e->n_reqs--;

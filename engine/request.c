@@ -30,41 +30,41 @@ struct duet__req *duet__engine_find(duet_engine *e, uint64_t id, uint32_t *index
     return e->reqs[lo];
 }
 
-duet_status duet__req_append(struct duet__req *r, const int32_t *tokens, uint32_t n,
-                             const float *token_logprobs, const duet_logprob *logprobs,
-                             uint32_t stride)
+duet_status duet__req_append(const struct duet__req *r, struct duet__seqrec *s,
+                             const int32_t *tokens, uint32_t n, const float *token_logprobs,
+                             const duet_logprob *logprobs, uint32_t stride)
 {
     uint32_t nl = r->sampling.n_logprobs;
 
-    if (r->n_ids + n > r->cap) {
-        uint32_t cap = r->cap ? r->cap : 16;
-        while (cap < r->n_ids + n)
+    if (s->n_ids + n > s->cap) {
+        uint32_t cap = s->cap ? s->cap : 16;
+        while (cap < s->n_ids + n)
             cap *= 2;
-        int32_t *ids = realloc(r->ids, cap * sizeof(*ids));
+        int32_t *ids = realloc(s->ids, cap * sizeof(*ids));
         if (!ids)
             return DUET_STATUS_OUT_OF_MEMORY;
-        r->ids = ids;
+        s->ids = ids;
         if (nl) {
-            float *tl = realloc(r->token_logprobs, cap * sizeof(*tl));
+            float *tl = realloc(s->token_logprobs, cap * sizeof(*tl));
             if (tl)
-                r->token_logprobs = tl;
-            duet_logprob *lp = tl ? realloc(r->logprobs, (size_t)cap * nl * sizeof(*lp)) : NULL;
+                s->token_logprobs = tl;
+            duet_logprob *lp = tl ? realloc(s->logprobs, (size_t)cap * nl * sizeof(*lp)) : NULL;
             if (!lp)
                 return DUET_STATUS_OUT_OF_MEMORY;
-            r->logprobs = lp;
+            s->logprobs = lp;
         }
-        r->cap = cap;
+        s->cap = cap;
     }
     for (uint32_t i = 0; i < n; i++) {
-        r->ids[r->n_ids] = tokens[i];
+        s->ids[s->n_ids] = tokens[i];
         if (nl) {
-            r->token_logprobs[r->n_ids] = token_logprobs ? token_logprobs[i] : NAN;
+            s->token_logprobs[s->n_ids] = token_logprobs ? token_logprobs[i] : NAN;
             for (uint32_t j = 0; j < nl; j++)
-                r->logprobs[(size_t)r->n_ids * nl + j] =
+                s->logprobs[(size_t)s->n_ids * nl + j] =
                     logprobs ? logprobs[(size_t)i * stride + j]
                              : (duet_logprob){.token = -1, .logprob = -INFINITY};
         }
-        r->n_ids++;
+        s->n_ids++;
     }
     return DUET_STATUS_OK;
 }
@@ -73,10 +73,14 @@ void duet__req_free(struct duet__req *r)
 {
     if (!r)
         return;
+    for (uint32_t i = 0; r->seqs && i < r->n; i++) {
+        free(r->seqs[i].ids);
+        free(r->seqs[i].token_logprobs);
+        free(r->seqs[i].logprobs);
+    }
+    free(r->seqs);
+    free(r->outs);
     free(r->prompt);
-    free(r->ids);
-    free(r->token_logprobs);
-    free(r->logprobs);
     free(r->prompt_lp);
     free(r->prompt_top);
     free(r->error);

@@ -120,7 +120,7 @@ bool duet__spec_reserve_max(struct duet__spec *sp, uint32_t max_seqs)
 static uint32_t draft_start(const duet_engine *e, uint32_t i)
 {
     const duet_seq *q = &e->sc.seqs[i];
-    uint32_t d = e->sc.owner[i]->draft_computed;
+    uint32_t d = e->sc.rec[i]->draft_computed;
 
     return d < q->pos ? d : q->pos;
 }
@@ -156,7 +156,7 @@ duet_status duet__spec_draft_prefill(duet_engine *e, const duet_sched_output *so
         const duet_seq *q = &e->sc.seqs[i];
 
         ds[i] = draft_seq(e, i, q->pos + q->n_tokens);
-        e->sc.owner[i]->draft_computed = q->pos + q->n_tokens;
+        e->sc.rec[i]->draft_computed = q->pos + q->n_tokens;
     }
     duet__batch_init(so, ds, so->num_seqs, 0, 0, &b);
     return duet__worker_run(e, 1, &b, &o);

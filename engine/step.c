@@ -35,16 +35,29 @@ static duet_status run_plain(duet_engine *e, const duet_sched_output *so)
 
 static void output_of(const struct duet__req *r, duet_request_output *o)
 {
+    const struct duet__seqrec *s0 = &r->seqs[0];
+    bool lp = r->sampling.n_logprobs > 0;
+
+    for (uint32_t i = 0; i < r->n; i++) {
+        const struct duet__seqrec *s = &r->seqs[i];
+        r->outs[i] = (duet_completion_output){.index = i,
+                                              .ids = s->ids,
+                                              .n_ids = s->n_ids,
+                                              .first_new = s->first_new,
+                                              .finish = s->finish,
+                                              .token_logprobs = lp ? s->token_logprobs : NULL,
+                                              .logprobs = lp ? s->logprobs : NULL};
+    }
     *o =
         (duet_request_output){.request_id = r->id,
                               .prompt = r->prompt,
                               .n_prompt = r->n_prompt,
-                              .ids = r->ids,
-                              .n_ids = r->n_ids,
-                              .first_new = r->first_new,
+                              .ids = s0->ids,
+                              .n_ids = s0->n_ids,
+                              .first_new = s0->first_new,
                               .finish = r->finish,
-                              .token_logprobs = r->sampling.n_logprobs ? r->token_logprobs : NULL,
-                              .logprobs = r->sampling.n_logprobs ? r->logprobs : NULL,
+                              .token_logprobs = lp ? s0->token_logprobs : NULL,
+                              .logprobs = lp ? s0->logprobs : NULL,
                               .n_logprobs = r->sampling.n_logprobs,
                               .prompt_token_logprobs = r->prompt_lp,
                               .prompt_logprobs = r->prompt_top,
@@ -52,7 +65,9 @@ static void output_of(const struct duet__req *r, duet_request_output *o)
                               .num_preemptions = r->num_preemptions,
                               .num_proposed = r->proposed,
                               .num_accepted = r->accepted,
-                              .error = r->error};
+                              .error = r->error,
+                              .outputs = r->outs,
+                              .n_outputs = r->n};
 }
 
 /* Collects finished requests, then lists every request that has news. */
@@ -85,8 +100,10 @@ static void step_begin(duet_engine *e)
         duet__req_free(e->retired[i]);
     e->n_retired = 0;
     for (uint32_t i = 0; i < e->n_reqs; i++) {
-        e->reqs[i]->touched = false;
-        e->reqs[i]->first_new = e->reqs[i]->n_ids;
+        struct duet__req *r = e->reqs[i];
+        r->touched = false;
+        for (uint32_t j = 0; j < r->n; j++)
+            r->seqs[j].first_new = r->seqs[j].n_ids;
     }
     memset(&e->step_out, 0, sizeof(e->step_out));
 }

@@ -105,8 +105,7 @@ duet_status duet__verify_commit(duet_engine *e, uint32_t n, uint32_t max_lp)
             break;
         if (max_lp)
             emitted_logprobs(sb, s->trow, emitted, m, max_lp, lp);
-        e->sc.owner[i]->draft_computed =
-            s->len + (s->k ? (m - 1 < s->k - 1 ? m - 1 : s->k - 1) : 0);
+        e->sc.rec[i]->draft_computed = s->len + (s->k ? (m - 1 < s->k - 1 ? m - 1 : s->k - 1) : 0);
         st = duet__commit(e, i, emitted, m, max_lp ? lp : NULL,
                           max_lp ? &sb->lps[(size_t)s->trow * max_lp] : NULL, max_lp);
     }

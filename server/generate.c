@@ -109,14 +109,61 @@ static bool check_prompt(duet_server *srv, const struct duet__srv_request *req, 
     return true;
 }
 
-/* A job holding the request and one choice per prompt; NULL with *err set. */
+/* With echo, the text of prompt i for its n choices: the prompt as given, or its ids decoded
+ * (special tokens kept, as vLLM's tokenizer.decode). */
+static bool echo_init(duet_server *srv, struct duet__srv_job *job, uint32_t i, const int32_t *ids,
+                      size_t n_ids, struct duet__srv_error *err)
+{
+    const struct duet__srv_prompt *p = &job->req.prompts[i];
+    char *dec = NULL;
+    const char *text = p->text;
+    size_t len = p->text_len;
+
+    if (!text) {
+        if (duet_tokenizer_decode(srv->tok, ids, n_ids, false, &dec, &len))
+            return duet__srv_fail(err, 400, NULL, "prompt", "prompt %u cannot be decoded", i);
+        text = dec;
+    }
+    for (uint32_t j = 0; j < job->req.n; j++) {
+        struct duet__srv_choice *ch = &job->choices[i * job->req.n + j];
+
+        ch->echo = malloc(len + 1);
+        if (!ch->echo)
+            break;
+        memcpy(ch->echo, text, len);
+        ch->echo[len] = '\0';
+        ch->echo_len = len;
+    }
+    duet_tokenizer_free(dec);
+    if (!job->choices[i * job->req.n + job->req.n - 1].echo)
+        return duet__srv_fail(err, 500, NULL, NULL, "out of memory");
+    return true;
+}
+
+/* vLLM refuses a priority the scheduler's policy ignores. */
+static bool check_priority(duet_server *srv, const struct duet__srv_request *req,
+                           struct duet__srv_error *err)
+{
+    if (req->priority != 0 && srv->set->scheduler.policy != DUET_SCHED_POLICY_PRIORITY)
+        return duet__srv_fail(err, 400, NULL, "priority",
+                              "Got priority %d but Priority scheduling is not enabled.",
+                              req->priority);
+    return true;
+}
+
+/* A job holding the request and n choices per prompt (choice p * n + i: sequence i of prompt p,
+ * as OpenAI and vLLM number them); NULL with *err set. Only the first choice of a prompt holds
+ * its ids. */
 static struct duet__srv_job *job_create(duet_server *srv, struct duet__srv_request *req,
                                         struct duet__srv_error *err)
 {
-    uint32_t n = req->kind == DUET__SRV_CHAT ? 1 : req->n_prompts;
-    struct duet__srv_job *job = calloc(1, sizeof(*job));
+    uint32_t np = req->kind == DUET__SRV_CHAT ? 1 : req->n_prompts, n = req->n;
+    struct duet__srv_job *job;
 
-    if (!job || !(job->choices = calloc(n, sizeof(*job->choices)))) {
+    if (!check_priority(srv, req, err))
+        return NULL;
+    job = calloc(1, sizeof(*job));
+    if (!job || !(job->choices = calloc((size_t)np * n, sizeof(*job->choices)))) {
         free(job);
         duet__srv_fail(err, 500, NULL, NULL, "out of memory");
         return NULL;
@@ -125,20 +172,30 @@ static struct duet__srv_job *job_create(duet_server *srv, struct duet__srv_reque
     job->refs = 1;
     job->req = *req;
     memset(req, 0, sizeof(*req));
-    for (uint32_t i = 0; i < n; i++) {
+    for (uint32_t i = 0; i < np; i++) {
         size_t len = 0;
         int32_t *ids = NULL;
 
         if (!prompt_ids(srv, &job->req, i, &ids, &len, err) ||
             !check_prompt(srv, &job->req, ids, len, err)) {
             free(ids);
-            job->n_choices = i;
+            job->n_choices = i * n;
             duet__srv_job_release(srv, job);
             return NULL;
         }
-        job->choices[i].prompt = ids;
-        job->choices[i].n_prompt = (uint32_t)len;
-        job->n_choices = i + 1;
+        for (uint32_t j = 0; j < n; j++) {
+            struct duet__srv_choice *ch = &job->choices[i * n + j];
+
+            ch->prompt = j ? NULL : ids;
+            ch->n_prompt = (uint32_t)len;
+            ch->seq = j;
+            ch->lp.stride = job->req.logprobs > 0 ? (uint32_t)job->req.logprobs : 1;
+        }
+        job->n_choices = (i + 1) * n;
+        if (job->req.echo && !echo_init(srv, job, i, ids, len, err)) {
+            duet__srv_job_release(srv, job);
+            return NULL;
+        }
     }
     return job;
 }
@@ -203,7 +260,7 @@ static json_t *usage_of(const struct duet__srv_job *job)
     uint64_t prompt = 0, completion = 0;
 
     for (uint32_t i = 0; i < job->n_choices; i++) {
-        prompt += job->choices[i].n_prompt;
+        prompt += job->choices[i].seq ? 0 : job->choices[i].n_prompt; /* once per prompt */
         completion += job->choices[i].n_tokens;
     }
     return json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)prompt, "total_tokens",
@@ -217,6 +274,25 @@ static json_t *envelope(duet_server *srv, const struct duet__srv_job *job, const
                      (json_int_t)job->created, "model", srv->model_name);
 }
 
+/* echo[n_echo] then text[n] as one JSON string (both may be NULL when empty). */
+static json_t *choice_text(const char *echo, size_t n_echo, const char *text, size_t n)
+{
+    char *buf;
+    json_t *s;
+
+    if (!n_echo)
+        return json_stringn_nocheck(text ? text : "", n);
+    buf = malloc(n_echo + n + 1);
+    if (!buf)
+        return NULL;
+    memcpy(buf, echo, n_echo);
+    if (n)
+        memcpy(buf + n_echo, text, n);
+    s = json_stringn_nocheck(buf, n_echo + n);
+    free(buf);
+    return s;
+}
+
 static char *final_answer(duet_server *srv, const struct duet__srv_job *job)
 {
     bool chat = job->req.kind == DUET__SRV_CHAT;
@@ -226,9 +302,14 @@ static char *final_answer(duet_server *srv, const struct duet__srv_job *job)
 
     for (uint32_t i = 0; i < job->n_choices; i++) {
         const struct duet__srv_choice *ch = &job->choices[i];
-        json_t *text = json_stringn_nocheck(ch->text ? ch->text : "", ch->len);
+        json_t *text = choice_text(ch->echo, ch->echo_len, ch->text, ch->len);
         json_t *c = json_pack("{s:I, s:n, s:s}", "index", (json_int_t)i, "logprobs",
                               "finish_reason", ch->finish ? ch->finish : "abort");
+        double chars = 0;
+
+        if (job->req.logprobs >= 0)
+            json_object_set_new(c, "logprobs",
+                                duet__srv_logprobs_json(srv, job, ch, 0, ch->lp.n, true, &chars));
 
         if (chat)
             json_object_set_new(c, "message",
@@ -309,11 +390,14 @@ static void out_event(struct stream *s, json_t *root)
     free(text);
 }
 
-/* One chunk of choice i: text (n bytes) and its finish reason or NULL. */
+/* One chunk of choice i: text (n bytes), the echo first when not sent yet, the log-probabilities
+ * of the tokens whose text it completes (all the rest when it finishes), and its finish reason
+ * or NULL. */
 static void out_chunk(struct stream *s, uint32_t i, const char *text, size_t n, const char *finish)
 {
     struct duet__srv_job *job = s->job;
-    bool chat = job->req.kind == DUET__SRV_CHAT;
+    struct duet__srv_choice *ch = &job->choices[i];
+    bool chat = job->req.kind == DUET__SRV_CHAT, echo = !ch->echo_sent && ch->echo_len;
     json_t *root = envelope(s->srv, job, chat ? "chat.completion.chunk" : "text_completion");
     json_t *c = json_pack("{s:I, s:n}", "index", (json_int_t)i, "logprobs");
 
@@ -324,8 +408,20 @@ static void out_chunk(struct stream *s, uint32_t i, const char *text, size_t n, 
             json_object_set_new(delta, "content", json_stringn_nocheck(text, n));
         json_object_set_new(c, "delta", delta);
     } else {
-        json_object_set_new(c, "text", json_stringn_nocheck(text, n));
+        json_object_set_new(c, "text", choice_text(ch->echo, echo ? ch->echo_len : 0, text, n));
     }
+    if (job->req.logprobs >= 0) {
+        uint32_t to = ch->lp.sent;
+        size_t end = ch->sent + n;
+
+        while (to < ch->lp.n && (finish || ch->lp.end[to] <= end))
+            to++;
+        json_object_set_new(
+            c, "logprobs",
+            duet__srv_logprobs_json(s->srv, job, ch, ch->lp.sent, to, echo, &ch->lp_chars));
+        ch->lp.sent = to;
+    }
+    ch->echo_sent = true;
     json_object_set_new(c, "finish_reason", finish ? json_string(finish) : json_null());
     json_object_set_new(root, "choices", json_pack("[o]", c));
     out_event(s, root);
@@ -350,16 +446,17 @@ static void produce(struct stream *s)
 {
     struct duet__srv_job *job = s->job;
 
-    if (job->req.kind == DUET__SRV_CHAT && !job->role_sent) {
+    for (uint32_t i = 0; job->req.kind == DUET__SRV_CHAT && !job->role_sent && i < job->n_choices;
+         i++) { /* every choice opens with its role (vLLM) */
         json_t *root = envelope(s->srv, job, "chat.completion.chunk");
 
         json_object_set_new(root, "choices",
-                            json_pack("[{s:I, s:{s:s, s:s}, s:n, s:n}]", "index", (json_int_t)0,
+                            json_pack("[{s:I, s:{s:s, s:s}, s:n, s:n}]", "index", (json_int_t)i,
                                       "delta", "role", "assistant", "content", "", "logprobs",
                                       "finish_reason"));
         out_event(s, root);
-        job->role_sent = true;
     }
+    job->role_sent = true;
     for (uint32_t i = 0; i < job->n_choices; i++) {
         struct duet__srv_choice *ch = &job->choices[i];
         size_t end = streamable(job, ch);

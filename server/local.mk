@@ -5,7 +5,7 @@
 duet_include_HEADERS += include/duet/server.h
 SERVER_REQUEST_SOURCES = server/server-int.h server/request.c
 libduet_la_SOURCES += $(SERVER_REQUEST_SOURCES) server/server.c server/generate.c server/loop.c \
-	server/metrics.c
+	server/metrics.c server/logprobs.c
 libduet_la_CPPFLAGS += $(JANSSON_CFLAGS) $(MHD_CFLAGS)
 libduet_la_LIBADD += $(JANSSON_LIBS) $(MHD_LIBS)
 

@@ -32,11 +32,23 @@ double duet__srv_now(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+static void lp_free(struct duet__srv_lp *lp)
+{
+    free(lp->ids);
+    free(lp->vals);
+    free(lp->top);
+    free(lp->end);
+    free(lp->prompt_vals);
+    free(lp->prompt_top);
+}
+
 static void job_free(struct duet__srv_job *job)
 {
     for (uint32_t i = 0; i < job->n_choices; i++) {
         free(job->choices[i].prompt);
         free(job->choices[i].text);
+        free(job->choices[i].echo);
+        lp_free(&job->choices[i].lp);
         duet_detok_destroy(job->choices[i].detok);
     }
     free(job->choices);
@@ -122,36 +134,117 @@ static void choice_finish(struct duet__srv_job *job, struct duet__srv_choice *ch
     job->n_done++;
 }
 
-/* The new ids of one output: text, stop strings, finish. */
+/* Keeps token t of o with its log-probabilities (rows of stride entries) and the text length it
+ * ended at; false when out of memory. */
+static bool lp_push(struct duet__srv_lp *lp, const duet_completion_output *o, uint32_t t,
+                    size_t end)
+{
+    if (!o->token_logprobs || !o->logprobs)
+        return true;
+    if (lp->n == lp->cap) {
+        uint32_t cap = lp->cap ? 2 * lp->cap : 64;
+        int32_t *ids = realloc(lp->ids, cap * sizeof(*ids));
+        float *vals = ids ? realloc(lp->vals, cap * sizeof(*vals)) : NULL;
+        duet_logprob *top = NULL;
+        size_t *ends = NULL;
+
+        lp->ids = ids ? ids : lp->ids;
+        lp->vals = vals ? vals : lp->vals;
+        if (vals)
+            top = realloc(lp->top, (size_t)cap * lp->stride * sizeof(*top));
+        lp->top = top ? top : lp->top;
+        if (top)
+            ends = realloc(lp->end, cap * sizeof(*ends));
+        if (!ends)
+            return false;
+        lp->end = ends;
+        lp->cap = cap;
+    }
+    lp->ids[lp->n] = o->ids[t];
+    lp->vals[lp->n] = o->token_logprobs[t];
+    memcpy(&lp->top[(size_t)lp->n * lp->stride], &o->logprobs[(size_t)t * lp->stride],
+           lp->stride * sizeof(duet_logprob));
+    lp->end[lp->n++] = end;
+    return true;
+}
+
+/* With echo and logprobs, the prompt's log-probabilities, once the engine has them (its first
+ * token follows the whole prompt). */
+static void lp_prompt(struct duet__srv_lp *lp, const duet_request_output *r)
+{
+    size_t n = r->n_prompt;
+
+    if (lp->prompt_vals || !r->prompt_token_logprobs || !r->prompt_logprobs ||
+        r->n_prompt_logprobs != lp->stride)
+        return;
+    lp->prompt_vals = malloc(n * sizeof(float));
+    lp->prompt_top = malloc(n * lp->stride * sizeof(duet_logprob));
+    if (!lp->prompt_vals || !lp->prompt_top) {
+        free(lp->prompt_vals);
+        free(lp->prompt_top);
+        lp->prompt_vals = NULL;
+        lp->prompt_top = NULL;
+        return;
+    }
+    memcpy(lp->prompt_vals, r->prompt_token_logprobs, n * sizeof(float));
+    memcpy(lp->prompt_top, r->prompt_logprobs, n * lp->stride * sizeof(duet_logprob));
+}
+
+/* Whether every choice of ch's engine request (its n siblings) has finished. */
+static bool siblings_done(const struct duet__srv_job *job, const struct duet__srv_choice *ch)
+{
+    const struct duet__srv_choice *first = ch - ch->seq;
+
+    for (uint32_t i = 0; i < job->req.n; i++)
+        if (!first[i].finish)
+            return false;
+    return true;
+}
+
+/* The new ids of sequence ch->seq of one output: text, stop strings, finish. A stop string
+ * ends the engine request only once every sequence of it has ended. */
 static void take_output(duet_server *srv, struct duet__srv_job *job, struct duet__srv_choice *ch,
                         const duet_request_output *r)
 {
-    uint32_t end = r->n_ids;
+    const duet_completion_output *o = &r->outputs[ch->seq];
+    duet_finish_reason fin = r->finish == DUET_FINISH_NONE ? DUET_FINISH_NONE : o->finish;
+    uint32_t end = o->n_ids;
     size_t old_len = ch->len;
     bool stopped = false;
 
-    ch->n_tokens = r->n_ids;
-    if (r->finish == DUET_FINISH_STOP && end > 0)
+    ch->n_tokens = o->n_ids;
+    if (fin == DUET_FINISH_STOP && end > 0)
         end--; /* the EOS or stop token: counted, not shown (as vLLM) */
-    for (uint32_t t = r->first_new; t < end && !stopped; t++) {
+    if (job->req.logprobs >= 0 && job->req.echo && o->n_ids)
+        lp_prompt(&ch->lp, r);
+    for (uint32_t t = o->first_new; t < o->n_ids && !stopped; t++) {
         const char *text;
         size_t n;
 
-        if (duet_detok_push(ch->detok, r->ids[t], &text, &n) == DUET_STATUS_OK && n)
-            append_text(ch, text, n);
-        stopped = match_stop(&job->req, ch, old_len);
+        if (t < end) {
+            if (duet_detok_push(ch->detok, o->ids[t], &text, &n) == DUET_STATUS_OK && n)
+                append_text(ch, text, n);
+            stopped = match_stop(&job->req, ch, old_len);
+        }
+        if (job->req.logprobs >= 0 && !lp_push(&ch->lp, o, t, ch->len)) {
+            choice_finish(job, ch, "abort", false); /* out of memory for its logprobs */
+            if (siblings_done(job, ch))
+                duet_engine_abort(srv->engine, ch->engine_id);
+            return;
+        }
     }
-    if (!stopped && r->finish != DUET_FINISH_NONE) {
+    if (!stopped && fin != DUET_FINISH_NONE) {
         size_t before = ch->len;
 
-        choice_finish(job, ch, finish_name(r->finish), true);
+        choice_finish(job, ch, finish_name(fin), true);
         if (match_stop(&job->req, ch, before))
             ch->finish = "stop";
         return;
     }
     if (stopped) {
         choice_finish(job, ch, "stop", false);
-        duet_engine_abort(srv->engine, ch->engine_id);
+        if (siblings_done(job, ch))
+            duet_engine_abort(srv->engine, ch->engine_id);
     }
 }
 
@@ -209,6 +302,17 @@ static void admit(duet_server *srv, struct duet__srv_job *job)
         struct duet__srv_choice *ch = &job->choices[i];
         duet_request_params p;
 
+        if (duet_detok_create(srv->tok, true, &ch->detok)) {
+            job->failed = true;
+            duet__srv_fail(&job->err, 500, NULL, NULL, "out of memory");
+            job_abort(srv, job);
+            return;
+        }
+        if (ch->seq) { /* a later sequence of the request of choice i - seq */
+            ch->engine_id = (ch - ch->seq)->engine_id;
+            ch->added = true;
+            continue;
+        }
         duet_request_params_init(&p);
         p.prompt = ch->prompt;
         p.n_prompt = ch->n_prompt;
@@ -217,15 +321,20 @@ static void admit(duet_server *srv, struct duet__srv_job *job)
         p.sampling.top_p = (float)job->req.top_p;
         p.sampling.top_k = job->req.top_k;
         p.sampling.min_p = (float)job->req.min_p;
+        /* choice i draws with seed + i: its engine request's sequence j with seed + i + j */
         p.sampling.seed = job->req.has_seed ? job->req.seed + i : (uint64_t)rand() << 31 ^ rand();
         p.stop_token_ids = job->req.stop_token_ids;
         p.n_stop_token_ids = job->req.n_stop_token_ids;
         p.ignore_eos = job->req.ignore_eos;
-        if (duet_detok_create(srv->tok, true, &ch->detok) ||
-            duet_engine_add_request(srv->engine, &p, &ch->engine_id)) {
+        p.n = job->req.n;
+        p.priority = job->req.priority;
+        if (job->req.logprobs >= 0) /* 0: the token's own log-probability only */
+            p.sampling.n_logprobs = job->req.logprobs > 0 ? (uint32_t)job->req.logprobs : 1;
+        if (job->req.logprobs >= 0 && job->req.echo)
+            p.sampling.n_prompt_logprobs = p.sampling.n_logprobs;
+        if (duet_engine_add_request(srv->engine, &p, &ch->engine_id)) {
             job->failed = true;
-            duet__srv_fail(&job->err, ch->detok ? 400 : 500, NULL, "prompt", "%s",
-                           ch->detok ? duet_engine_error(srv->engine) : "out of memory");
+            duet__srv_fail(&job->err, 400, NULL, "prompt", "%s", duet_engine_error(srv->engine));
             job_abort(srv, job);
             return;
         }
@@ -285,13 +394,16 @@ static void take_step(duet_server *srv, const duet_step_output *so)
         struct duet__srv_job *job;
         struct duet__srv_choice *ch = find_choice(srv, r->request_id, &job);
 
-        if (!ch || ch->finish)
+        if (!ch)
             continue;
-        take_output(srv, job, ch, r);
-        if (job->n_done == job->n_choices)
+        for (uint32_t j = 0; j < job->req.n && j < r->n_outputs; j++)
+            if (!ch[j].finish)
+                take_output(srv, job, &ch[j], r);
+        if (job->n_done == job->n_choices) {
             job_done(srv, job);
-        else
-            pthread_cond_broadcast(&job->cond);
+            continue;
+        }
+        pthread_cond_broadcast(&job->cond);
     }
 }
 

@@ -22,15 +22,21 @@ static void metric(FILE *f, const char *name, const char *type, const char *help
             name, model, value);
 }
 
-/* Prompts waiting in the queue and running in the engine; under srv->lock. */
+/* Prompts (engine requests, of n choices each) waiting in the queue and running in the engine;
+ * under srv->lock. */
 static void count_requests(const duet_server *srv, uint32_t *waiting, uint32_t *running)
 {
     *waiting = *running = 0;
     for (const struct duet__srv_job *j = srv->queue; j; j = j->next)
-        *waiting += j->n_choices;
+        *waiting += j->n_choices / j->req.n;
     for (const struct duet__srv_job *j = srv->active; j; j = j->next)
-        for (uint32_t i = 0; i < j->n_choices; i++)
-            *running += !j->choices[i].finish;
+        for (uint32_t i = 0; i < j->n_choices; i += j->req.n) {
+            bool live = false;
+
+            for (uint32_t k = 0; k < j->req.n; k++)
+                live = live || !j->choices[i + k].finish;
+            *running += live;
+        }
 }
 
 static void write_metrics(FILE *f, const char *model, const duet_engine_metrics *m,

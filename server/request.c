@@ -4,8 +4,8 @@
  *   JSON text ─► jansson tree ─► one pass over the members ─► struct duet__srv_request
  *                                   │ known field: type and range checked, value copied
  *                                   │ field that changes results but is not built yet
- *                                   │   (n > 1, logprobs, penalties, ...): 400 "not supported yet"
- *                                   │   unless it holds its neutral value (n = 1, echo = false)
+ *                                   │   (best_of, penalties, ...): 400 "not supported yet"
+ *                                   │   unless it holds its neutral value (chat's echo = false)
  *                                   └ anything else: 400 "unknown field"
  *
  * Nothing here knows the tokenizer or the engine: lengths, the vocabulary and max_model_len are
@@ -22,6 +22,8 @@
 
 #define MAX_PROMPTS 1024 /* prompts in one request */
 #define MAX_STOPS 64     /* stop strings in one request */
+#define MAX_LOGPROBS 20  /* vLLM's default max_logprobs */
+#define MAX_N 1024       /* choices per prompt ("n"); the engine caps it at max_num_seqs */
 
 /* Cuts an incomplete UTF-8 sequence off the end of s: a name cut to fit, or a message that
  * filled its buffer, must stay valid UTF-8 to go into the JSON answer. */
@@ -334,8 +336,7 @@ static bool get_messages(json_t *v, struct duet__srv_request *r, struct duet__sr
 /* Fields that change results and are not built yet: accepted only with their neutral value. */
 static bool neutral(const char *name, json_t *v)
 {
-    static const char *const null_or_false[] = {"logprobs",
-                                                "echo",
+    static const char *const null_or_false[] = {"echo",
                                                 "use_beam_search",
                                                 "include_stop_str_in_output",
                                                 "suffix",
@@ -354,19 +355,18 @@ static bool neutral(const char *name, json_t *v)
                                                 "allowed_token_ids",
                                                 "bad_words",
                                                 NULL};
-    static const char *const zero[] = {"presence_penalty", "frequency_penalty", "priority",
-                                       "min_tokens", NULL};
+    static const char *const zero[] = {"presence_penalty", "frequency_penalty", "min_tokens", NULL};
 
     for (const char *const *f = null_or_false; *f; f++)
         if (strcmp(name, *f) == 0)
             return json_is_null(v) || json_is_false(v) ||
                    (json_is_integer(v) && json_integer_value(v) == 0 &&
-                    strcmp(name, "logprobs") != 0 && strcmp(name, "echo") != 0) ||
+                    strcmp(name, "echo") != 0) ||
                    (json_is_array(v) && json_array_size(v) == 0);
     for (const char *const *f = zero; *f; f++)
         if (strcmp(name, *f) == 0)
             return json_is_null(v) || (json_is_number(v) && json_number_value(v) == 0);
-    if (strcmp(name, "n") == 0 || strcmp(name, "best_of") == 0)
+    if (strcmp(name, "best_of") == 0)
         return json_is_null(v) || (json_is_integer(v) && json_integer_value(v) == 1);
     if (strcmp(name, "repetition_penalty") == 0 || strcmp(name, "length_penalty") == 0)
         return json_is_null(v) || (json_is_number(v) && json_number_value(v) == 1);
@@ -379,16 +379,13 @@ static bool neutral(const char *name, json_t *v)
 
 static bool is_deferred(const char *name)
 {
-    static const char *const names[] = {"n",
-                                        "best_of",
-                                        "logprobs",
+    static const char *const names[] = {"best_of",
                                         "top_logprobs",
                                         "echo",
                                         "presence_penalty",
                                         "frequency_penalty",
                                         "repetition_penalty",
                                         "logit_bias",
-                                        "priority",
                                         "use_beam_search",
                                         "length_penalty",
                                         "suffix",
@@ -452,6 +449,40 @@ static bool get_stream_options(json_t *v, struct duet__srv_request *r, struct du
 
 /* The sampling fields every generating request shares. false with *err set, or true with
  * *handled telling whether the field was one of them. */
+/* Completions: "logprobs" (0..MAX_LOGPROBS top entries) and "echo"; chat: "logprobs" (a
+ * boolean) and "top_logprobs" (which needs it, checked in check_whole). Chat's "echo" is not
+ * built (it echoes the last message, not the prompt). */
+static bool logprobs_field(const char *k, json_t *v, struct duet__srv_request *r,
+                           struct duet__srv_error *err, bool *handled)
+{
+    bool chat = r->kind == DUET__SRV_CHAT, on;
+    json_int_t i;
+
+    if (strcmp(k, "echo") == 0) {
+        if (chat) {
+            *handled = false;
+            return true;
+        }
+        return json_is_null(v) || get_bool(v, k, err, &r->echo);
+    }
+    if (json_is_null(v))
+        return true;
+    if (chat && strcmp(k, "logprobs") == 0) {
+        if (!get_bool(v, k, err, &on))
+            return false;
+        r->chat_logprobs = on;
+        return true;
+    }
+    if (!chat && strcmp(k, "top_logprobs") == 0) {
+        *handled = false;
+        return true;
+    }
+    if (!get_int(v, k, 0, MAX_LOGPROBS, err, &i))
+        return false;
+    r->logprobs = (int32_t)i;
+    return true;
+}
+
 static bool sampling_field(const char *k, json_t *v, struct duet__srv_request *r,
                            struct duet__srv_error *err, bool *handled)
 {
@@ -492,6 +523,21 @@ static bool sampling_field(const char *k, json_t *v, struct duet__srv_request *r
                    : get_ids(v, k, err, &r->stop_token_ids, &r->n_stop_token_ids);
     } else if (strcmp(k, "ignore_eos") == 0) {
         return get_bool(v, k, err, &r->ignore_eos);
+    } else if (strcmp(k, "n") == 0) {
+        if (json_is_null(v))
+            return true;
+        if (!get_int(v, k, 1, MAX_N, err, &i))
+            return false;
+        r->n = (uint32_t)i;
+    } else if (strcmp(k, "logprobs") == 0 || strcmp(k, "top_logprobs") == 0 ||
+               strcmp(k, "echo") == 0) {
+        return logprobs_field(k, v, r, err, handled);
+    } else if (strcmp(k, "priority") == 0) {
+        if (json_is_null(v))
+            return true;
+        if (!get_int(v, k, INT32_MIN, INT32_MAX, err, &i))
+            return false;
+        r->priority = (int32_t)i;
     } else if (strcmp(k, "stream") == 0) {
         return json_is_null(v) ? true : get_bool(v, k, err, &r->stream);
     } else if (strcmp(k, "stream_options") == 0) {
@@ -587,6 +633,8 @@ static void defaults(struct duet__srv_request *r, enum duet__srv_kind kind)
     r->max_tokens = -1;
     r->temperature = 1.0;
     r->top_p = 1.0;
+    r->n = 1;
+    r->logprobs = -1;
     r->add_generation_prompt = true;
     r->add_special_tokens = kind != DUET__SRV_CHAT;
 }
@@ -610,6 +658,11 @@ static bool check_whole(struct duet__srv_request *r, struct duet__srv_error *err
     if (r->include_usage && !r->stream)
         return duet__srv_fail(err, 400, NULL, "stream_options",
                               "'stream_options' can only be given with 'stream': true");
+    if (r->kind == DUET__SRV_CHAT && !r->chat_logprobs && r->logprobs > 0)
+        return duet__srv_fail(err, 400, NULL, "top_logprobs",
+                              "when using 'top_logprobs', 'logprobs' must be set to true");
+    if (r->kind == DUET__SRV_CHAT)
+        r->logprobs = r->chat_logprobs ? (r->logprobs > 0 ? r->logprobs : 0) : -1;
     return true;
 }
 

@@ -80,6 +80,12 @@ struct duet__srv_request {
     bool ignore_eos;
     bool stream;
     bool include_usage; /* stream_options.include_usage */
+    uint32_t n;         /* choices per prompt, default 1 */
+    int32_t logprobs;   /* top log-probabilities per token: completions' "logprobs", chat's
+                           "top_logprobs" with "logprobs": true; -1: none */
+    bool echo;          /* completions: the prompt leads each choice's text (and logprobs) */
+    bool chat_logprobs; /* chat: "logprobs": true */
+    int32_t priority;   /* vLLM's request priority, default 0 */
 };
 
 /* Reads LEN bytes of JSON text as a request of KIND. On success *OUT is filled and owned by the
@@ -101,20 +107,41 @@ bool duet__srv_fail(struct duet__srv_error *err, int status, const char *code, c
 struct MHD_Daemon;
 struct MHD_Connection;
 
-/* One prompt of a job: one engine request. Written by the engine thread under srv->lock until
+/* The log-probabilities of a choice's tokens (engine thread writes, handler reads, under the
+ * lock): every generated token, the stop token included, and with echo its prompt's. */
+struct duet__srv_lp {
+    int32_t *ids;             /* [cap] generated tokens */
+    float *vals;              /* [cap] their log-probabilities */
+    duet_logprob *top;        /* [cap][stride] the engine's top list of each */
+    size_t *end;              /* [cap] bytes of the choice's text once the token was decoded */
+    uint32_t n, cap;          /* tokens */
+    uint32_t stride;          /* entries of a top row: max(req.logprobs, 1) */
+    uint32_t sent;            /* tokens streamed (handler) */
+    float *prompt_vals;       /* [n_prompt] with echo: the prompt's (NAN first), or NULL */
+    duet_logprob *prompt_top; /* [n_prompt][stride] */
+};
+
+/* One sequence of one prompt of a job (choice p * n + seq; the first of a prompt holds its
+ * engine request). Written by the engine thread under srv->lock until
  * the choice is done; read by the handler under the lock. */
 struct duet__srv_choice {
     int32_t *prompt; /* [n_prompt], owned */
     uint32_t n_prompt;
-    uint64_t engine_id;
-    bool added;         /* duet_engine_add_request() accepted it */
-    duet_detok *detok;  /* owned; engine thread only */
-    char *text;         /* [len] visible text so far (stop strings cut off), owned */
-    size_t len, cap;    /* bytes */
-    size_t sent;        /* bytes already streamed (handler) */
-    uint32_t n_tokens;  /* tokens generated */
-    const char *finish; /* "stop", "length", "abort"; NULL while it runs */
-    bool finish_sent;   /* the stream carried its finish_reason (handler) */
+    uint64_t engine_id;     /* shared by the n choices of one prompt */
+    uint32_t seq;           /* its sequence in that engine request: index % n */
+    bool added;             /* duet_engine_add_request() accepted it */
+    duet_detok *detok;      /* owned; engine thread only */
+    char *text;             /* [len] visible text so far (stop strings cut off), owned */
+    size_t len, cap;        /* bytes */
+    size_t sent;            /* bytes already streamed (handler) */
+    uint32_t n_tokens;      /* tokens generated */
+    const char *finish;     /* "stop", "length", "abort"; NULL while it runs */
+    bool finish_sent;       /* the stream carried its finish_reason (handler) */
+    struct duet__srv_lp lp; /* with req.logprobs >= 0 */
+    char *echo;             /* [echo_len] with req.echo: the prompt's text, owned */
+    size_t echo_len;
+    bool echo_sent;  /* the stream carried the echo (handler) */
+    double lp_chars; /* text_offset of the next streamed token (handler) */
 };
 
 enum duet__srv_job_state {
@@ -177,7 +204,14 @@ struct duet_server {
 /* loop.c */
 void *duet__srv_engine_main(void *arg);
 void duet__srv_job_release(duet_server *srv, struct duet__srv_job *job); /* under srv->lock */
-double duet__srv_now(void);                                              /* monotonic seconds */
+
+/* logprobs.c: the "logprobs" of choice ch for its tokens [from, to) (with_prompt: a completion's
+ * echoed prompt first); chars is the text_offset of the first token and is advanced. Under
+ * srv->lock; the caller owns the result. */
+struct json_t *duet__srv_logprobs_json(duet_server *srv, const struct duet__srv_job *job,
+                                       const struct duet__srv_choice *ch, uint32_t from,
+                                       uint32_t to, bool with_prompt, double *chars);
+double duet__srv_now(void); /* monotonic seconds */
 
 /* server.c: answers */
 int duet__srv_reply_json(struct MHD_Connection *c, int status, char *body); /* takes body */

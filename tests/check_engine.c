@@ -1665,6 +1665,237 @@ START_TEST(test_random_engines_finish_every_request_once_with_its_solo_tokens)
 }
 END_TEST
 
+/* ---- n > 1: one prompt, several sequences ------------------------------------------------- */
+
+#define MAX_N 4
+
+/* The sequences of one request (prompt 1, max_tokens 16, ignore_eos) with n sequences at
+ * temperature temp and seed, on an engine built with sets; checks the output's shape, that every
+ * block is free after, and returns the engine's metrics. */
+static duet_engine_metrics group_run(const char *const *sets, uint32_t n, float temp, uint64_t seed,
+                                     int32_t out[MAX_N][MAX_GEN], bool companion)
+{
+    duet_config *cfg = config_of(sets);
+    duet_engine *e = engine_of(cfg);
+    duet_request_params p;
+    duet_engine_metrics m;
+    int32_t prompt[64], companion_prompt[64];
+    uint32_t streamed[MAX_N] = {0}, n_ids[MAX_N] = {0};
+    uint64_t id;
+    bool finished = false;
+
+    duet_request_params_init(&p);
+    p.prompt = prompt;
+    p.n_prompt = prompt_of(1, prompt);
+    p.max_tokens = 16;
+    p.ignore_eos = true;
+    p.n = n;
+    p.sampling.temperature = temp;
+    p.sampling.seed = seed;
+    ck_assert_msg(duet_engine_add_request(e, &p, &id) == DUET_STATUS_OK, "%s",
+                  duet_engine_error(e));
+    if (companion) /* prompt 3 beside it: competition for the blocks */
+        add(e, companion_prompt, prompt_of(3, companion_prompt), 16, true);
+    for (int steps = 0; duet_engine_has_unfinished(e); steps++) {
+        const duet_step_output *so;
+
+        ck_assert_int_lt(steps, 1000);
+        ck_assert_msg(duet_engine_step(e, &so) == DUET_STATUS_OK, "%s", duet_engine_error(e));
+        for (uint32_t j = 0; j < so->n_requests; j++) {
+            const duet_request_output *ro = &so->requests[j];
+
+            if (ro->request_id != id)
+                continue;
+            ck_assert_uint_eq(ro->n_outputs, n);
+            ck_assert_uint_eq(ro->n_ids, ro->outputs[0].n_ids);
+            for (uint32_t i = 0; i < n; i++) {
+                const duet_completion_output *c = &ro->outputs[i];
+                ck_assert_uint_eq(c->index, i);
+                ck_assert_uint_le(c->first_new, c->n_ids);
+                ck_assert_uint_le(c->n_ids, 16);
+                streamed[i] += c->n_ids - c->first_new;
+                if (c->n_ids)
+                    memcpy(out[i], c->ids, c->n_ids * sizeof(int32_t));
+                n_ids[i] = c->n_ids;
+                ck_assert_int_eq(c->finish, ro->finish == DUET_FINISH_NONE ? DUET_FINISH_NONE
+                                                                           : DUET_FINISH_LENGTH);
+            }
+            finished = ro->finish != DUET_FINISH_NONE;
+        }
+    }
+    ck_assert(finished);
+    for (uint32_t i = 0; i < n; i++) {
+        ck_assert_uint_eq(n_ids[i], 16);
+        ck_assert_uint_eq(streamed[i], 16);
+    }
+    duet_engine_metrics_get(e, &m);
+    ck_assert_uint_eq(m.num_free_blocks, m.num_total_blocks);
+    ck_assert_uint_eq(m.generated_tokens, 16 * (n + companion));
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
+    return m;
+}
+
+static duet_engine_metrics group_outputs(const char *const *sets, uint32_t n, float temp,
+                                         uint64_t seed, int32_t out[MAX_N][MAX_GEN])
+{
+    return group_run(sets, n, temp, seed, out, false);
+}
+
+START_TEST(test_greedy_sequences_of_one_prompt_all_equal_the_worker_alone)
+{
+    int32_t out[MAX_N][MAX_GEN], prompt[64];
+    uint32_t len = prompt_of(1, prompt);
+    const int32_t *want = greedy_reference(1, prompt, len, 16);
+
+    group_outputs(NULL, 3, 0.0f, 0, out);
+    for (uint32_t i = 0; i < 3; i++)
+        for (uint32_t j = 0; j < 16; j++)
+            ck_assert_msg(out[i][j] == want[j], "sequence %u token %u: %d, worker %d", i, j,
+                          out[i][j], want[j]);
+}
+END_TEST
+
+/* Sequence i of a request seeded s draws as a request of n = 1 seeded s + i. */
+START_TEST(test_seeded_sequences_are_reproducible_differ_and_draw_as_seed_plus_index)
+{
+    int32_t a[MAX_N][MAX_GEN], b[MAX_N][MAX_GEN], solo[MAX_N][MAX_GEN];
+    uint32_t differ = 0;
+
+    group_outputs(NULL, 4, 0.8f, 7, a);
+    group_outputs(NULL, 4, 0.8f, 7, b);
+    for (uint32_t i = 0; i < 4; i++) {
+        group_outputs(NULL, 1, 0.8f, 7 + i, &solo[i]);
+        ck_assert_mem_eq(a[i], b[i], 16 * sizeof(int32_t));
+        ck_assert_mem_eq(a[i], solo[i], 16 * sizeof(int32_t));
+        for (uint32_t j = 0; j < i; j++)
+            differ += memcmp(a[i], a[j], 16 * sizeof(int32_t)) != 0;
+    }
+    ck_assert_uint_eq(differ, 6);
+}
+END_TEST
+
+/* Each sequence of a forked group is drafted and verified on its own: greedy output equals the
+ * worker's, and with the target as its own draft sampled output equals plain sampling. */
+START_TEST(test_speculative_sequences_of_one_prompt_equal_plain_decoding)
+{
+    int32_t out[MAX_N][MAX_GEN], plain[MAX_N][MAX_GEN], prompt[64];
+    uint32_t len = prompt_of(1, prompt);
+    const int32_t *want = greedy_reference(1, prompt, len, 16);
+    duet_engine_metrics m = group_outputs(spec_sets(false, 3, NULL), 3, 0.0f, 0, out);
+
+    ck_assert_uint_gt(m.proposed, 0);
+    spec_metrics_consistent(&m);
+    for (uint32_t i = 0; i < 3; i++)
+        ck_assert_mem_eq(out[i], want, 16 * sizeof(int32_t));
+    group_outputs(NULL, 4, 0.8f, 11, plain);
+    m = group_outputs(spec_sets(true, 3, NULL), 4, 0.8f, 11, out);
+    ck_assert_uint_gt(m.proposed, 0);
+    ck_assert_uint_eq(m.accepted, m.proposed);
+    for (uint32_t i = 0; i < 4; i++)
+        ck_assert_mem_eq(out[i], plain[i], 16 * sizeof(int32_t));
+}
+END_TEST
+
+/* A forked group preempted (swap or recompute of every sequence) keeps its greedy output. */
+START_TEST(test_sequences_of_one_prompt_survive_preemption)
+{
+    static const char *const sets[][3] = {
+        {"cache.cpu_kv_space_gib=0.0000763", "scheduler.preemption=\"recompute\"", NULL},
+        {"cache.cpu_kv_space_gib=0.0000763", "cache.swap_space_gib=0.001", NULL},
+    };
+    int32_t out[MAX_N][MAX_GEN], prompt[64];
+    uint32_t len = prompt_of(1, prompt);
+    const int32_t *want = greedy_reference(1, prompt, len, 16);
+
+    for (uint32_t c = 0; c < 2; c++) {
+        duet_engine_metrics m = group_run(sets[c], 4, 0.0f, 0, out, true);
+
+        ck_assert_uint_gt(m.preemptions, 0);
+        for (uint32_t i = 0; i < 4; i++)
+            ck_assert_mem_eq(out[i], want, 16 * sizeof(int32_t));
+    }
+}
+END_TEST
+
+START_TEST(test_n_and_priority_are_checked)
+{
+    duet_config *cfg = config_of(NULL);
+    duet_engine *e = engine_of(cfg);
+    duet_request_params p;
+    int32_t prompt[64];
+    uint64_t id;
+
+    duet_request_params_init(&p);
+    ck_assert_uint_eq(p.n, 1);
+    p.prompt = prompt;
+    p.n_prompt = prompt_of(0, prompt);
+    p.n = 0;
+    ck_assert_int_eq(duet_engine_add_request(e, &p, &id), DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(duet_engine_error(e), "n is 0"));
+    p.n = 257; /* scheduler.max_num_seqs is 256 */
+    ck_assert_int_eq(duet_engine_add_request(e, &p, &id), DUET_STATUS_INVALID_ARGUMENT);
+    p.n = 1;
+    p.priority = 3;
+    ck_assert_int_eq(duet_engine_add_request(e, &p, &id), DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(duet_engine_error(e), "scheduler.policy"));
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+/* Two requests, one sequence a step: the second (priority 0) finishes first under the priority
+ * policy, which preempts the first (priority 5); first come, first served otherwise. */
+static uint64_t first_finished(const char *policy, int32_t prio_a, int32_t prio_b,
+                               uint32_t *preempted_a)
+{
+    const char *sets[] = {"scheduler.max_num_seqs=1", policy, NULL};
+    duet_config *cfg = config_of(sets);
+    duet_engine *e = engine_of(cfg);
+    duet_request_params p;
+    int32_t prompt[64];
+    uint64_t ids[2], first = 0;
+
+    duet_request_params_init(&p);
+    p.prompt = prompt;
+    p.n_prompt = prompt_of(2, prompt);
+    p.max_tokens = 12;
+    p.ignore_eos = true;
+    p.priority = prio_a;
+    ck_assert_int_eq(duet_engine_add_request(e, &p, &ids[0]), DUET_STATUS_OK);
+    p.priority = prio_b;
+    ck_assert_int_eq(duet_engine_add_request(e, &p, &ids[1]), DUET_STATUS_OK);
+    while (duet_engine_has_unfinished(e)) {
+        const duet_step_output *so;
+        ck_assert_int_eq(duet_engine_step(e, &so), DUET_STATUS_OK);
+        for (uint32_t j = 0; j < so->n_requests; j++) {
+            const duet_request_output *ro = &so->requests[j];
+            if (ro->finish == DUET_FINISH_NONE)
+                continue;
+            ck_assert_int_eq(ro->finish, DUET_FINISH_LENGTH);
+            if (!first)
+                first = ro->request_id;
+            if (ro->request_id == ids[0])
+                *preempted_a = ro->num_preemptions;
+        }
+    }
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
+    return first == ids[0] ? 0 : 1;
+}
+
+START_TEST(test_a_more_important_request_runs_first_under_the_priority_policy)
+{
+    uint32_t pre = 0;
+
+    ck_assert_uint_eq(first_finished("scheduler.policy=\"priority\"", 5, 0, &pre), 1);
+    ck_assert_uint_gt(pre, 0);
+    ck_assert_uint_eq(first_finished("scheduler.policy=\"priority\"", 0, 5, &pre), 0);
+    ck_assert_uint_eq(pre, 0);
+    ck_assert_uint_eq(first_finished("scheduler.policy=\"fcfs\"", 0, 0, &pre), 0);
+}
+END_TEST
+
 static Suite *engine_suite(void)
 {
     Suite *s = suite_create("engine");
@@ -1709,6 +1940,12 @@ static Suite *engine_suite(void)
          test_overlapped_abort_frees_every_block_and_destroy_joins_the_draft_thread},
         {"distribution", test_speculative_sampling_keeps_the_target_distribution},
         {"soak", test_random_engines_finish_every_request_once_with_its_solo_tokens},
+        {"n greedy", test_greedy_sequences_of_one_prompt_all_equal_the_worker_alone},
+        {"n seeded", test_seeded_sequences_are_reproducible_differ_and_draw_as_seed_plus_index},
+        {"n speculative", test_speculative_sequences_of_one_prompt_equal_plain_decoding},
+        {"n preemption", test_sequences_of_one_prompt_survive_preemption},
+        {"n priority checks", test_n_and_priority_are_checked},
+        {"priority", test_a_more_important_request_runs_first_under_the_priority_policy},
     };
 
     duet_test_add_cases(s, cases, sizeof(cases) / sizeof(cases[0]), NULL, NULL, 120);

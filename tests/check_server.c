@@ -77,19 +77,77 @@ START_TEST(test_fields_not_built_yet_are_refused_unless_neutral)
                     "{\"prompt\": \"x\", \"n\": 1, \"logprobs\": null, \"echo\": false, "
                     "\"presence_penalty\": 0, \"repetition_penalty\": 1, \"logit_bias\": {}}"));
     duet__srv_request_fini(&req);
-    expect_refused(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"n\": 2}", "n",
-                   "'n' is not supported yet");
+    expect_refused(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"best_of\": 2}", "best_of",
+                   "'best_of' is not supported yet");
     ck_assert_str_eq(err.code, "unsupported_parameter");
-    expect_refused(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"echo\": true}", "echo",
-                   "not supported yet");
-    expect_refused(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"logprobs\": 0}", "logprobs",
-                   "not supported yet");
+    expect_refused(DUET__SRV_CHAT,
+                   "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"echo\": true}",
+                   "echo", "not supported yet");
     expect_refused(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"frequency_penalty\": 0.1}",
                    "frequency_penalty", "not supported yet");
     expect_refused(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"logit_bias\": {\"5\": 1}}",
                    "logit_bias", "not supported yet");
-    expect_refused(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"priority\": 3}", "priority",
-                   "not supported yet");
+}
+END_TEST
+
+START_TEST(test_logprobs_and_echo_are_read_per_endpoint)
+{
+    ck_assert(parse(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\"}"));
+    ck_assert_int_eq(req.logprobs, -1);
+    ck_assert(!req.echo);
+    duet__srv_request_fini(&req);
+    ck_assert(parse(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"logprobs\": 0, \"echo\": true}"));
+    ck_assert_int_eq(req.logprobs, 0);
+    ck_assert(req.echo);
+    duet__srv_request_fini(&req);
+    ck_assert(parse(DUET__SRV_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], "
+                                    "\"top_logprobs\": 3, \"logprobs\": true}"));
+    ck_assert_int_eq(req.logprobs, 3);
+    duet__srv_request_fini(&req);
+    ck_assert(parse(DUET__SRV_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], "
+                                    "\"logprobs\": true}"));
+    ck_assert_int_eq(req.logprobs, 0);
+    duet__srv_request_fini(&req);
+    ck_assert(parse(DUET__SRV_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], "
+                                    "\"logprobs\": false, \"top_logprobs\": 0}"));
+    ck_assert_int_eq(req.logprobs, -1);
+    duet__srv_request_fini(&req);
+    expect_refused(
+        DUET__SRV_CHAT,
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"top_logprobs\": 2}",
+        "top_logprobs", "'logprobs' must be set to true");
+    expect_refused(DUET__SRV_CHAT,
+                   "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"logprobs\": 2}",
+                   "logprobs", "must be a boolean");
+    expect_refused(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"logprobs\": 21}", "logprobs",
+                   "must be in [0, 20]");
+    expect_refused(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"logprobs\": true}", "logprobs",
+                   "must be an integer");
+    expect_refused(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"top_logprobs\": 2}",
+                   "top_logprobs", "not supported yet");
+}
+END_TEST
+
+START_TEST(test_n_and_priority_are_read)
+{
+    ck_assert(parse(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\"}"));
+    ck_assert_uint_eq(req.n, 1);
+    ck_assert_int_eq(req.priority, 0);
+    duet__srv_request_fini(&req);
+    ck_assert(parse(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"n\": 4, \"priority\": -7}"));
+    ck_assert_uint_eq(req.n, 4);
+    ck_assert_int_eq(req.priority, -7);
+    duet__srv_request_fini(&req);
+    ck_assert(parse(DUET__SRV_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], "
+                                    "\"n\": null, \"priority\": null}"));
+    ck_assert_uint_eq(req.n, 1);
+    duet__srv_request_fini(&req);
+    expect_refused(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"n\": 0}", "n", "must be in [1,");
+    expect_refused(DUET__SRV_CHAT,
+                   "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"n\": 1.5}", "n",
+                   "must be an integer");
+    expect_refused(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"priority\": 2147483648}",
+                   "priority", "must be in");
 }
 END_TEST
 
@@ -195,6 +253,8 @@ static Suite *server_suite(void)
         {"prompt forms", test_every_prompt_form_gives_one_choice_per_prompt},
         {"defaults", test_defaults_follow_openai_and_vllm},
         {"not built yet", test_fields_not_built_yet_are_refused_unless_neutral},
+        {"n and priority", test_n_and_priority_are_read},
+        {"logprobs and echo", test_logprobs_and_echo_are_read_per_endpoint},
         {"bad fields", test_unknown_fields_and_bad_values_name_the_field},
         {"stop", test_stop_strings_record_the_longest},
         {"utf-8", test_messages_stay_valid_utf8_when_cut},

@@ -85,6 +85,13 @@ expect "eos stops a request" 0 '"ids": \[7, 75, 2\], "finish_reason": "stop"' \
 expect "ignore-eos goes on" 0 '"ids": \[7, 75, 2, [0-9]+\], "finish_reason": "length"' \
     --config "$mock" --prompt-ids 5,6,7 --max-tokens 4 --json --temperature 0.8 --seed 3 \
     --ignore-eos
+expect "n sequences, each printed" 0 '^\{"request": 0, "sequence": 2, "prompt_ids": \[5, 6, 7\], "ids": \[[0-9]+, [0-9]+, [0-9]+\], "finish_reason": "length"\}$' \
+    --config "$mock" --prompt-ids 5,6,7 --max-tokens 3 --json --temperature 0.8 --seed 3 --n 3 \
+    --ignore-eos
+expect "sequence 0 draws as the request alone" 0 '^\{"request": 0, "sequence": 0, "prompt_ids": \[5, 6, 7\], "ids": \[7, 75, 2, [0-9]+\]' \
+    --config "$mock" --prompt-ids 5,6,7 --max-tokens 4 --json --temperature 0.8 --seed 3 --n 2 \
+    --ignore-eos
+expect "n of 0 is bad usage" 2 "--n" --config "$mock" --prompt-ids 5,6,7 --n 0
 printf '1,2,3\n\n4,5\n' >"$tmp/prompts"
 expect "prompts file, one request a line" 0 "^request 1: prompt \[4,5\] -> " \
     --config "$mock" --prompts "$tmp/prompts" --max-tokens 5

@@ -195,6 +195,152 @@ post /v1/completions "{$sampled}"
 b=$(js "$tmp/body" 'd.choices[0].text')
 [ "$code" = 200 ] && [ -n "$a" ] && [ "$a" = "$b" ] && pass || fail "seed: '$a' then '$b'"
 
+# ---- n choices per prompt ----------------------------------------------------------------------
+# Choice p * n + i is sequence i of prompt p; greedy sequences all equal the prompt's greedy
+# text; the prompt counts once in the usage.
+post /v1/completions '{"prompt": [[5, 6, 7, 8], [9, 10, 11]], "n": 3, "max_tokens": 24, "temperature": 0, "ignore_eos": true}'
+[ "$code" = 200 ] && [ "$(js "$tmp/body" 'd.choices.map(c => c.index).join(",") + " " + JSON.stringify(d.usage)')" = \
+    '0,1,2,3,4,5 {"prompt_tokens":7,"total_tokens":151,"completion_tokens":144}' ] &&
+    [ "$(js "$tmp/body" 'd.choices.slice(0, 3).map(c => c.text).join("|")')" = "$greedy_text|$greedy_text|$greedy_text" ] &&
+    [ "$(js "$tmp/body" 'new Set(d.choices.slice(3).map(c => c.text)).size')" = 1 ] &&
+    pass || fail "n = 3 greedy: $(cat "$tmp/body")"
+# Seeded: choice i draws as an n = 1 request seeded seed + i, reproducibly; the choices differ.
+post /v1/completions "{$sampled, \"n\": 3}"
+cp "$tmp/body" "$tmp/n3.json"
+post /v1/completions "{$sampled, \"n\": 3}"
+same=$(js "$tmp/body" 'JSON.stringify(d.choices)')
+[ "$code" = 200 ] && [ "$same" = "$(js "$tmp/n3.json" 'JSON.stringify(d.choices)')" ] &&
+    [ "$(js "$tmp/n3.json" 'new Set(d.choices.map(c => c.text)).size')" = 3 ] &&
+    pass || fail "n = 3 seeded: $(cat "$tmp/n3.json") then $same"
+solo=
+for i in 0 1 2; do
+    post /v1/completions "{$(echo "$sampled" | sed "s/\"seed\": 42/\"seed\": $((42 + i))/")}"
+    solo="$solo$(js "$tmp/body" 'd.choices[0].text')|"
+done
+[ "$solo" = "$(js "$tmp/n3.json" 'd.choices.map(c => c.text + "|").join("")')" ] && pass ||
+    fail "n = 3 seeded vs seeds 42..44 alone: $solo vs $(cat "$tmp/n3.json")"
+# Streamed: every chunk names its choice; the texts, finishes and usage equal the answer above.
+post /v1/completions "{$sampled, \"n\": 3, \"stream\": true, \"stream_options\": {\"include_usage\": true}}" -N
+got=$(node -e '
+const raw = require("fs").readFileSync(process.argv[1], "utf8");
+const t = [], f = []; let usage = null;
+raw.split("\n\n").filter(e => e && e !== "data: [DONE]").forEach(e => {
+  const d = JSON.parse(e.slice(6));
+  if (!d.choices.length) { usage = d.usage; return; }
+  if (d.choices.length !== 1) process.exit(1);
+  const c = d.choices[0];
+  t[c.index] = (t[c.index] || "") + c.text;
+  if (c.finish_reason) f[c.index] = c.finish_reason;
+});
+process.stdout.write(JSON.stringify([t, f, usage]));' "$tmp/body")
+[ "$got" = "$(js "$tmp/n3.json" 'JSON.stringify([d.choices.map(c => c.text), d.choices.map(c => c.finish_reason), d.usage])')" ] &&
+    pass || fail "n = 3 streamed: $got vs $(cat "$tmp/n3.json")"
+# Chat: n messages; streamed, each choice opens with its role.
+post /v1/chat/completions '{"messages": [{"role": "user", "content": "Hi"}], "n": 2, "max_tokens": 6, "temperature": 0, "ignore_eos": true, "stream": true}' -N
+[ "$(node -e '
+const raw = require("fs").readFileSync(process.argv[1], "utf8");
+const r = [], t = [];
+raw.split("\n\n").filter(e => e && e !== "data: [DONE]").forEach(e => {
+  const c = JSON.parse(e.slice(6)).choices[0];
+  if (c.delta.role) r.push(c.index); else t[c.index] = (t[c.index] || "") + (c.delta.content || "");
+});
+process.stdout.write(r.join(",") + " " + (t.length === 2 && t[0] === t[1] && t[0].length > 0));' "$tmp/body")" = "0,1 true" ] &&
+    pass || fail "chat n = 2 streamed: $(head -c 800 "$tmp/body")"
+# A stop string ends only its own choice; the others run on.
+post /v1/completions "{$greedy, \"n\": 2, \"stop\": [$stopjson]}"
+[ "$(js "$tmp/body" 'd.choices.map(c => c.finish_reason + ":" + c.text).join("|")')" = "stop:$wantstop|stop:$wantstop" ] &&
+    pass || fail "n = 2 with a stop string: $(cat "$tmp/body")"
+expect_error "n = 0" 400 "'n' must be in" /v1/completions '{"prompt": "x", "n": 0}'
+expect_error "priority without the priority policy" 400 "Priority scheduling is not enabled" /v1/completions '{"prompt": "x", "priority": 1}'
+
+# ---- logprobs and echo ------------------------------------------------------------------------
+msgs='"messages": [{"role": "user", "content": "Hi"}]'
+# The values are the engine's, as duet-run --json prints them (6 digits).
+"$run" --config "$tmp/spec.cfg" --prompt-ids 5,6,7,8 --max-tokens 24 --temperature 0 \
+    --ignore-eos --logprobs 3 --prompt-logprobs 3 --json 2>"$tmp/run.err" | head -n 1 >"$tmp/runlp.json" ||
+    { cat "$tmp/run.err"; exit 99; }
+# lp_equal RUN_JSON ANSWER_JSON: the answer's completions logprobs (with echo when the first
+# token_logprob is null) against duet-run's ids, logprobs and prompt_logprobs
+lp_equal() {
+    node -e '
+const fs = require("fs");
+const r = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
+const d = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
+const lp = d.choices[0].logprobs, near = (a, b) => Math.abs(a - b) <= 1e-4 * Math.max(1, Math.abs(b));
+const echo = lp.token_logprobs[0] === null;
+const ids = echo ? r.prompt_ids.concat(r.ids) : r.ids;
+const maps = echo ? r.prompt_logprobs.concat(r.logprobs) : r.logprobs;
+const ok = lp.tokens.length === ids.length && lp.token_logprobs.length === ids.length &&
+  lp.top_logprobs.length === ids.length && lp.text_offset.length === ids.length &&
+  lp.text_offset.every((o, t) => t === 0 ? o === 0 : o === lp.text_offset[t - 1] + [...lp.tokens[t - 1]].length) &&
+  ids.every((id, t) => {
+    if (maps[t] === null) return lp.token_logprobs[t] === null && lp.top_logprobs[t] === null;
+    /* tokens that decode alike share a key (as in vLLM): every value is one of the engine values, the
+       most likely one among them */
+    const top = Object.values(lp.top_logprobs[t]).sort((a, b) => b - a);
+    const want = Object.values(maps[t]).sort((a, b) => b - a);
+    return near(lp.token_logprobs[t], maps[t][id]) && top.length >= 1 && top.length <= 4 &&
+      near(top[0], want[0]) && top.every(v => want.some(w => near(v, w)));
+  });
+process.stdout.write(ok ? "ok" : "differ");' "$1" "$2"
+}
+post /v1/completions "{$greedy, \"logprobs\": 3}"
+[ "$code" = 200 ] && [ "$(js "$tmp/body" 'd.choices[0].text')" = "$greedy_text" ] &&
+    [ "$(lp_equal "$tmp/runlp.json" "$tmp/body")" = ok ] && pass ||
+    fail "logprobs 3: $(cat "$tmp/body") vs $(cat "$tmp/runlp.json")"
+cp "$tmp/body" "$tmp/lp3.json"
+post /v1/completions "{$greedy, \"logprobs\": 0}"
+[ "$(js "$tmp/body" 'd.choices[0].logprobs.top_logprobs.every(m => Object.keys(m).length === 1) && JSON.stringify(d.choices[0].logprobs.token_logprobs)')" = \
+    "$(js "$tmp/lp3.json" 'JSON.stringify(d.choices[0].logprobs.token_logprobs)')" ] && pass ||
+    fail "logprobs 0: $(cat "$tmp/body")"
+# echo: the prompt's text leads, and with logprobs its tokens (the first one null).
+post /v1/completions "{$greedy, \"logprobs\": 3, \"echo\": true}"
+prompt_text=$(echo '[5, 6, 7, 8]' | "$tokenize" --model "$tmp/t" --decode | node -e 'let s="";process.stdin.on("data",c=>s+=c).on("end",()=>process.stdout.write(JSON.parse(s).text))')
+[ "$code" = 200 ] && [ "$(js "$tmp/body" 'd.choices[0].text')" = "$prompt_text$greedy_text" ] &&
+    [ "$(lp_equal "$tmp/runlp.json" "$tmp/body")" = ok ] && pass ||
+    fail "echo with logprobs: $(cat "$tmp/body") vs $(cat "$tmp/runlp.json")"
+post /v1/completions '{"prompt": "Hello", "max_tokens": 5, "temperature": 0, "echo": true}'
+cp "$tmp/body" "$tmp/echo.json"
+post /v1/completions '{"prompt": "Hello", "max_tokens": 5, "temperature": 0}'
+[ "$(js "$tmp/echo.json" '[d.choices[0].text, d.choices[0].logprobs, d.usage]')" = \
+    "$(js "$tmp/body" '["Hello" + d.choices[0].text, null, d.usage]')" ] && pass ||
+    fail "echo: $(cat "$tmp/echo.json") vs $(cat "$tmp/body")"
+# Streamed, the chunks' logprobs add up to the answer's (echo and n included).
+post /v1/completions "{$greedy, \"logprobs\": 3, \"echo\": true, \"n\": 2}"
+cp "$tmp/body" "$tmp/lpn.json"
+post /v1/completions "{$greedy, \"logprobs\": 3, \"echo\": true, \"n\": 2, \"stream\": true}" -N
+got=$(node -e '
+const raw = require("fs").readFileSync(process.argv[1], "utf8");
+const c = [];
+raw.split("\n\n").filter(e => e && e !== "data: [DONE]").forEach(e => {
+  const x = JSON.parse(e.slice(6)).choices[0];
+  const o = c[x.index] = c[x.index] || {text: "", logprobs: {tokens: [], token_logprobs: [], top_logprobs: [], text_offset: []}};
+  o.text += x.text;
+  for (const k in o.logprobs) o.logprobs[k].push(...x.logprobs[k]);
+});
+process.stdout.write(JSON.stringify(c));' "$tmp/body")
+[ "$got" = "$(js "$tmp/lpn.json" 'JSON.stringify(d.choices.map(c => ({text: c.text, logprobs: c.logprobs})))')" ] &&
+    pass || fail "logprobs streamed: $got vs $(cat "$tmp/lpn.json")"
+# Chat: logprobs true with top_logprobs N; the values are the completion's of the rendered prompt.
+post /v1/chat/completions "{$msgs, \"max_tokens\": 12, \"temperature\": 0, \"ignore_eos\": true, \"logprobs\": true, \"top_logprobs\": 2}"
+cp "$tmp/body" "$tmp/chatlp.json"
+post /v1/completions "{\"prompt\": \"### user\\nHi\\n### assistant\\n\", \"add_special_tokens\": false, \"max_tokens\": 12, \"temperature\": 0, \"ignore_eos\": true, \"logprobs\": 2}"
+[ "$(js "$tmp/chatlp.json" 'const c = d.choices[0].logprobs.content; JSON.stringify([c.map(e => e.token), c.map(e => e.logprob), c.every(e => e.top_logprobs.length === 2 && JSON.stringify(e.bytes) === JSON.stringify([...Buffer.from(e.token)]) && e.top_logprobs[0].logprob >= e.top_logprobs[1].logprob)])')" = \
+    "$(js "$tmp/body" 'const l = d.choices[0].logprobs; JSON.stringify([l.tokens, l.token_logprobs, true])')" ] &&
+    pass || fail "chat logprobs: $(cat "$tmp/chatlp.json") vs $(cat "$tmp/body")"
+post /v1/chat/completions "{$msgs, \"max_tokens\": 4, \"logprobs\": true, \"stream\": true}" -N
+[ "$(node -e '
+const raw = require("fs").readFileSync(process.argv[1], "utf8");
+let n = 0;
+raw.split("\n\n").filter(e => e && e !== "data: [DONE]").forEach(e => {
+  const c = JSON.parse(e.slice(6)).choices[0];
+  if (c.logprobs) n += c.logprobs.content.filter(x => x.top_logprobs.length === 0).length;
+});
+process.stdout.write(String(n));' "$tmp/body")" = 4 ] && pass || fail "chat logprobs streamed: $(head -c 800 "$tmp/body")"
+expect_error "top_logprobs without logprobs" 400 "'logprobs' must be set to true" /v1/chat/completions "{$msgs, \"top_logprobs\": 2}"
+expect_error "logprobs above 20" 400 "'logprobs' must be in" /v1/completions '{"prompt": "x", "logprobs": 21}'
+expect_error "chat echo" 400 "'echo' is not supported yet" /v1/chat/completions "{$msgs, \"echo\": true}"
+
 # ---- tokenize / detokenize ------------------------------------------------------------------
 post /tokenize '{"prompt": "Hello world", "add_special_tokens": false}'
 toks=$(js "$tmp/body" 'd.tokens')
@@ -210,8 +356,7 @@ post /tokenize '{"prompt": "Hi"}'
 expect_error "malformed JSON" 400 "invalid JSON" /v1/completions '{"prompt": "x",'
 expect_error "wrong type" 400 "'max_tokens' must be an integer" /v1/completions '{"prompt": "x", "max_tokens": "8"}'
 expect_error "out of range" 400 "'top_p' must be in" /v1/completions '{"prompt": "x", "top_p": 2}'
-expect_error "n > 1" 400 "'n' is not supported yet" /v1/completions '{"prompt": "x", "n": 2}'
-expect_error "logprobs" 400 "'logprobs' is not supported yet" /v1/completions '{"prompt": "x", "logprobs": 2}'
+expect_error "best_of" 400 "'best_of' is not supported yet" /v1/completions '{"prompt": "x", "best_of": 2}'
 expect_error "penalty" 400 "'presence_penalty' is not supported yet" /v1/chat/completions '{"messages": [{"role": "user", "content": "x"}], "presence_penalty": 0.5}'
 expect_error "unknown field" 400 "unknown field 'frobnicate'" /v1/completions '{"prompt": "x", "frobnicate": 1}'
 expect_error "no prompt" 400 "'prompt' is required" /v1/completions '{"max_tokens": 3}'
@@ -358,7 +503,8 @@ target: { worker = "cpu"; threads = 1; };
 cache: { block_size = 16; cpu_kv_space_gib = 0.05; };
 server: { port = 0; request_timeout_s = 1; };
 CFG
-"$server" --config "$tmp/long.cfg" >"$tmp/long.log" 2>&1 &
+"$server" --config "$tmp/long.cfg" --set 'scheduler.policy="priority"' --set scheduler.max_num_seqs=4 \
+    >"$tmp/long.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 600); do
     grep -q 'ready$' "$tmp/long.log" 2>/dev/null && break
@@ -368,6 +514,11 @@ base="http://127.0.0.1:$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\)$|\
 post /v1/completions '{"prompt": [5], "max_tokens": 16000, "ignore_eos": true}'
 [ "$code" = 200 ] && [ "$(js "$tmp/body" 'd.choices[0].finish_reason + " " + (d.usage.completion_tokens < 16000)')" = "abort true" ] &&
     pass || fail "request_timeout_s: $code $(head -c 300 "$tmp/body")"
+# Under the priority policy a priority is accepted.
+post /v1/completions '{"prompt": [5], "max_tokens": 4, "ignore_eos": true, "priority": -3}'
+[ "$code" = 200 ] && [ "$(js "$tmp/body" 'd.usage.completion_tokens')" = 4 ] && pass ||
+    fail "priority under the priority policy: $code $(cat "$tmp/body")"
+expect_error "n above max_num_seqs" 400 "max_num_seqs" /v1/completions '{"prompt": [5], "n": 5}'
 kill -TERM "$pid"
 wait "$pid"
 rc=$?

@@ -1,8 +1,9 @@
 // The official openai npm client against duet-server: run from the npm cache folder (where
 // node_modules is) as `node server_openai.mjs BASE_URL API_KEY PROMPT_IDS_JSON WANT_TEXT`.
 // Non-streaming and streaming completions must give the greedy text the caller computed with
-// duet-run, the stream must end with a usage chunk, and a wrong model must raise the client's
-// NotFoundError (404) carrying our error object.
+// duet-run, the stream must end with a usage chunk, n = 2 must give two such choices with
+// logprobs (completions and chat), and a wrong model must raise the client's NotFoundError (404)
+// carrying our error object.
 import OpenAI from "openai";
 
 const [base, key, promptJson, want] = process.argv.slice(2);
@@ -46,11 +47,24 @@ try {
   check("wrong model raises NotFoundError", e instanceof OpenAI.NotFoundError && e.status === 404 &&
         e.error && e.error.code === "model_not_found", String(e));
 }
+const two = await client.completions.create({ ...params, n: 2, logprobs: 2 });
+check("n = 2 choices", two.choices.length === 2 && two.choices.every((ch, i) => ch.index === i && ch.text === want), two);
+check("logprobs", two.choices.every(ch => ch.logprobs.tokens.length === 24 &&
+      ch.logprobs.token_logprobs.every(v => typeof v === "number" && v <= 0) &&
+      ch.logprobs.top_logprobs.every(m => Object.keys(m).length >= 1 && Object.keys(m).length <= 3) &&
+      ch.logprobs.text_offset[0] === 0), two.choices[0].logprobs);
+const chat = await client.chat.completions.create({
+  model: "tiny", messages: [{ role: "user", content: "Hi" }], max_tokens: 6, temperature: 0,
+  ignore_eos: true, n: 2, logprobs: true, top_logprobs: 2,
+  chat_template: "{% for m in messages %}{{ m.content }}{% endfor %}",
+});
+check("chat n = 2 with logprobs", chat.choices.length === 2 && chat.choices.every(ch =>
+      ch.logprobs.content.length === 6 && ch.logprobs.content.every(e => e.top_logprobs.length === 2)), chat);
 try {
-  await client.completions.create({ ...params, n: 2 });
-  check("n = 2 raises", false, "no error");
+  await client.completions.create({ ...params, best_of: 2 });
+  check("best_of = 2 raises", false, "no error");
 } catch (e) {
-  check("n = 2 raises BadRequestError", e instanceof OpenAI.BadRequestError && /not supported yet/.test(e.message), String(e));
+  check("best_of = 2 raises BadRequestError", e instanceof OpenAI.BadRequestError && /not supported yet/.test(e.message), String(e));
 }
 console.log(`server_openai: ${failed ? failed + " failed" : "all passed"}`);
 process.exit(failed ? 1 : 0);

@@ -57,6 +57,7 @@ struct options {
     bool ignore_eos;
     long logprobs;
     long prompt_logprobs;
+    long n; /* --n: sequences per prompt */
     bool json;
 };
 
@@ -95,7 +96,11 @@ static void usage(FILE *f)
             "      --temperature T      0 = greedy (default 0)\n"
             "      --top-k K            0 = off (default 0)\n"
             "      --top-p P            1 = off (default 1)\n"
-            "      --seed S             request i is seeded with S + i (default 0)\n"
+            "      --seed S             request i is seeded with S + i x n; its sequence j\n"
+            "                           draws as S + i x n + j (default 0)\n"
+            "      --n N                sequences sampled from each prompt (default 1): the\n"
+            "                           prompt is computed once; each sequence is printed\n"
+            "                           (\"sequence\" in --json) when its request finishes\n"
             "      --ignore-eos         do not stop at end-of-sequence tokens (the model's\n"
             "                           and the tokenizer's)\n"
             "      --logprobs N         top-N log-probabilities of each generated token\n"
@@ -156,6 +161,7 @@ enum {
     OPT_IGNORE_EOS,
     OPT_LOGPROBS,
     OPT_PROMPT_LOGPROBS,
+    OPT_N,
     OPT_JSON,
     OPT_NO_SPECULATIVE,
     OPT_PROMPT,
@@ -178,6 +184,7 @@ static const struct option long_options[] = {
     {"ignore-eos", no_argument, NULL, OPT_IGNORE_EOS},
     {"logprobs", required_argument, NULL, OPT_LOGPROBS},
     {"prompt-logprobs", required_argument, NULL, OPT_PROMPT_LOGPROBS},
+    {"n", required_argument, NULL, OPT_N},
     {"json", no_argument, NULL, OPT_JSON},
     {"no-speculative", no_argument, NULL, OPT_NO_SPECULATIVE},
     {"prompt", required_argument, NULL, OPT_PROMPT},
@@ -230,6 +237,8 @@ static bool parse_run_option(int c, const char *arg, struct options *o)
         return parse_long(arg, 0, 1024, &o->logprobs);
     case OPT_PROMPT_LOGPROBS:
         return parse_long(arg, 0, 1024, &o->prompt_logprobs);
+    case OPT_N:
+        return parse_long(arg, 1, 1024, &o->n);
     }
     return false;
 }
@@ -256,7 +265,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 {
     int c;
 
-    *o = (struct options){.max_tokens = 16, .top_p = 1.0};
+    *o = (struct options){.max_tokens = 16, .top_p = 1.0, .n = 1};
     o->sets = calloc((size_t)argc, sizeof(*o->sets));
     if (!o->sets)
         return EXIT_FAILURE;
@@ -535,9 +544,12 @@ struct run {
 /* A finished request, human-readable: one line, then the prompt's text (for text prompts) and
  * the generated text (with a tokenizer), each a JSON string. */
 static void print_result_text(const struct run *run, const struct prompt *p,
-                              const duet_request_output *r, uint32_t index)
+                              const duet_request_output *r, uint32_t index, uint32_t seq)
 {
-    printf("request %u: prompt [", index);
+    printf("request %u", index);
+    if (run->o->n > 1)
+        printf(" sequence %u", seq);
+    printf(": prompt [");
     print_ids(p->ids, p->n, ",");
     printf("] -> [");
     print_ids(r->ids, r->n_ids, ",");
@@ -557,17 +569,39 @@ static void print_result_text(const struct run *run, const struct prompt *p,
     }
 }
 
-/* A finished request, as soon as it finished. */
+/* A finished request, as soon as it finished (with --n > 1, once per sequence). */
+static void print_one(const struct run *run, const duet_request_output *r, uint32_t index,
+                      uint32_t seq);
+
 static void print_result(const struct run *run, const duet_request_output *r, uint32_t index)
+{
+    for (uint32_t j = 0; j < r->n_outputs; j++) {
+        const duet_completion_output *c = &r->outputs[j];
+        duet_request_output v = *r; /* the request, as seen by sequence j */
+
+        v.ids = c->ids;
+        v.n_ids = c->n_ids;
+        v.first_new = c->first_new;
+        v.finish = c->finish;
+        v.token_logprobs = c->token_logprobs;
+        v.logprobs = c->logprobs;
+        print_one(run, &v, index, j);
+    }
+}
+
+static void print_one(const struct run *run, const duet_request_output *r, uint32_t index,
+                      uint32_t seq)
 {
     const struct prompt *p = &run->ps->v[index];
     bool lp = r->logprobs && r->token_logprobs && r->n_logprobs;
 
     if (!run->o->json) {
-        print_result_text(run, p, r, index);
+        print_result_text(run, p, r, index, seq);
         return;
     }
     printf("{\"request\": %u, ", index);
+    if (run->o->n > 1)
+        printf("\"sequence\": %u, ", seq);
     if (p->text) {
         printf("\"prompt\": ");
         json_string(p->text, p->text_len);
@@ -700,7 +734,8 @@ static int add_requests(const struct run *run, uint64_t *ids)
         p.sampling.temperature = (float)o->temperature;
         p.sampling.top_k = (int32_t)o->top_k;
         p.sampling.top_p = (float)o->top_p;
-        p.sampling.seed = o->seed + i;
+        p.sampling.seed = o->seed + (unsigned long long)i * (unsigned long long)o->n;
+        p.n = (uint32_t)o->n;
         p.sampling.n_logprobs = (uint32_t)o->logprobs;
         p.sampling.n_prompt_logprobs = (uint32_t)o->prompt_logprobs;
         if (duet_engine_add_request(run->e, &p, &ids[i])) {
