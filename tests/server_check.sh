@@ -119,6 +119,9 @@ for _ in $(seq 1 100); do
 done
 [ -n "$port" ] || { echo "FAIL: no 'listening on' line"; cat "$tmp/server.log"; exit 1; }
 base="http://127.0.0.1:$port"
+# Prefix caching is on for the server unless the configuration says otherwise (below: off).
+grep -q '^duet-server: prefix caching on$' "$tmp/server.log" && pass ||
+    fail "prefix caching is not on by default: $(cat "$tmp/server.log")"
 health=
 for _ in $(seq 1 600); do
     health=$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' "$base/health")
@@ -504,13 +507,15 @@ cache: { block_size = 16; cpu_kv_space_gib = 0.05; };
 server: { port = 0; request_timeout_s = 1; };
 CFG
 "$server" --config "$tmp/long.cfg" --set 'scheduler.policy="priority"' --set scheduler.max_num_seqs=4 \
-    >"$tmp/long.log" 2>&1 &
+    --set cache.prefix_caching=false >"$tmp/long.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 600); do
     grep -q 'ready$' "$tmp/long.log" 2>/dev/null && break
     sleep 0.1
 done
 base="http://127.0.0.1:$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\)$|\1|p' "$tmp/long.log")"
+grep -q '^duet-server: prefix caching off$' "$tmp/long.log" && pass ||
+    fail "--set cache.prefix_caching=false: $(cat "$tmp/long.log")"
 post /v1/completions '{"prompt": [5], "max_tokens": 16000, "ignore_eos": true}'
 [ "$code" = 200 ] && [ "$(js "$tmp/body" 'd.choices[0].finish_reason + " " + (d.usage.completion_tokens < 16000)')" = "abort true" ] &&
     pass || fail "request_timeout_s: $code $(head -c 300 "$tmp/body")"

@@ -151,10 +151,14 @@ static int parse_args(int argc, char **argv, struct options *o)
     return -1;
 }
 
+/* The file, then prefix caching on unless the file says otherwise (a server's requests share
+ * system prompts and chat turns; vllm serve's default too), then --set and the flags. */
 static duet_status load_config(const struct options *o, duet_config *cfg)
 {
     duet_status st = duet_config_load_file(cfg, o->config_path);
 
+    if (!st && !duet_config_is_set(cfg, "cache.prefix_caching"))
+        st = duet_config_set(cfg, "cache.prefix_caching=true");
     for (int i = 0; !st && i < o->n_sets; i++)
         st = duet_config_set(cfg, o->sets[i]);
     if (!st)
@@ -214,6 +218,8 @@ static int serve(const struct options *o)
         fprintf(stderr, "duet-server: %s\n", err);
         goto out_config;
     }
+    fprintf(stderr, "duet-server: prefix caching %s\n",
+            duet_config_settings(cfg)->cache.prefix_caching ? "on" : "off");
     fprintf(stderr, "duet-server: listening on http://%s:%u\n",
             duet_config_settings(cfg)->server.host, duet_server_port(srv));
     rc = wait_for_end(srv, &stop);
