@@ -52,6 +52,8 @@ static void output_of(const struct duet__req *r, duet_request_output *o)
                               .num_preemptions = r->num_preemptions,
                               .num_proposed = r->proposed,
                               .num_accepted = r->accepted,
+                              .num_drafts = r->drafts,
+                              .accepted_at = r->accepted_at,
                               .error = r->error};
 }
 

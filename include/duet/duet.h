@@ -83,7 +83,10 @@ typedef struct duet_request_output {
     uint32_t num_preemptions;            /* when finished: times it was preempted */
     uint32_t num_proposed;               /* draft tokens proposed for it so far */
     uint32_t num_accepted;               /* of those, accepted by verification */
-    const char *error; /* with DUET_FINISH_ERROR: what failed, naming the model; else NULL */
+    const char *error;   /* with DUET_FINISH_ERROR: what failed, naming the model; else NULL */
+    uint32_t num_drafts; /* verifications of its proposals: steps that drafted for it */
+    const uint32_t *accepted_at; /* [DUET_MAX_SPEC_TOKENS]: [j] proposals accepted at lookahead
+                                    position j (0-based; 0 from speculative.num_tokens on) */
 } duet_request_output;
 
 /* The result of one step. */
