@@ -165,6 +165,7 @@ static bool enqueue(duet_server *srv, struct duet__srv_job *job, struct duet__sr
              job->req.kind == DUET__SRV_CHAT ? "chatcmpl" : "cmpl",
              (unsigned long long)srv->next_job++, (unsigned long long)time(NULL) * 2654435761u);
     job->created = (long long)time(NULL);
+    job->arrival = duet__srv_now();
     if (srv->set->server.request_timeout_s > 0)
         job->deadline = duet__srv_now() + (double)srv->set->server.request_timeout_s;
     job->refs++;
@@ -198,17 +199,43 @@ static void wait_slice(duet_server *srv, struct duet__srv_job *job, struct MHD_C
 
 /* ---- JSON --------------------------------------------------------------------------------- */
 
-static json_t *usage_of(const struct duet__srv_job *job)
+/* duet's usage.spec_decode: the speculative counts of the job's choices, summed (as vLLM's
+ * spec_decode_* counters, for one request). */
+static json_t *spec_usage_of(const struct duet__srv_job *job, uint32_t k)
+{
+    json_int_t drafts = 0, tokens = 0, accepted = 0;
+    json_t *per_pos = json_array();
+
+    for (uint32_t j = 0; j < k && j < DUET_MAX_SPEC_TOKENS; j++) {
+        json_int_t a = 0;
+
+        for (uint32_t i = 0; i < job->n_choices; i++)
+            a += job->choices[i].accepted_at[j];
+        json_array_append_new(per_pos, json_integer(a));
+    }
+    for (uint32_t i = 0; i < job->n_choices; i++) {
+        drafts += job->choices[i].drafts;
+        tokens += job->choices[i].draft_tokens;
+        accepted += job->choices[i].accepted;
+    }
+    return json_pack("{s:I, s:I, s:I, s:o}", "num_drafts", drafts, "num_draft_tokens", tokens,
+                     "num_accepted_tokens", accepted, "num_accepted_tokens_per_pos", per_pos);
+}
+
+static json_t *usage_of(duet_server *srv, const struct duet__srv_job *job)
 {
     uint64_t prompt = 0, completion = 0;
+    json_t *u;
 
     for (uint32_t i = 0; i < job->n_choices; i++) {
         prompt += job->choices[i].n_prompt;
         completion += job->choices[i].n_tokens;
     }
-    return json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)prompt, "total_tokens",
-                     (json_int_t)(prompt + completion), "completion_tokens",
-                     (json_int_t)completion);
+    u = json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)prompt, "total_tokens",
+                  (json_int_t)(prompt + completion), "completion_tokens", (json_int_t)completion);
+    if (job->req.spec_decode_metrics)
+        json_object_set_new(u, "spec_decode", spec_usage_of(job, srv->num_spec_tokens));
+    return u;
 }
 
 static json_t *envelope(duet_server *srv, const struct duet__srv_job *job, const char *object)
@@ -238,7 +265,7 @@ static char *final_answer(duet_server *srv, const struct duet__srv_job *job)
         json_array_append_new(choices, c);
     }
     json_object_set_new(root, "choices", choices);
-    json_object_set_new(root, "usage", usage_of(job));
+    json_object_set_new(root, "usage", usage_of(srv, job));
     body = json_dumps(root, JSON_COMPACT);
     json_decref(root);
     return body;
@@ -378,7 +405,7 @@ static void produce(struct stream *s)
         if (job->req.kind != DUET__SRV_CHAT)
             json_object_set_new(root, "object", json_string("text_completion"));
         json_object_set_new(root, "choices", json_array());
-        json_object_set_new(root, "usage", usage_of(job));
+        json_object_set_new(root, "usage", usage_of(s->srv, job));
         out_event(s, root);
     }
     out_append(s, "data: [DONE]\n\n", 14);

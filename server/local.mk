@@ -25,7 +25,7 @@ endif
 
 # duet-server end to end with curl on a tiny generated model and draft with a real tokenizer.
 TESTS += tests/server_check.sh
-EXTRA_DIST += tests/server_check.sh
+EXTRA_DIST += tests/server_check.sh tests/prom_check.mjs
 
 # The official openai npm client against duet-server (cached like tests/tokenizer_ref.sh's
 # packages in tests/server-npm; distclean removes it; a SKIP without the registry).

@@ -109,9 +109,10 @@ static const char *finish_name(duet_finish_reason f)
     }
 }
 
-/* Records why ch ended; flush: the bytes the detokenizer still holds belong to the text. */
-static void choice_finish(struct duet__srv_job *job, struct duet__srv_choice *ch, const char *why,
-                          bool flush)
+/* Records why ch ended; flush: the bytes the detokenizer still holds belong to the text. A choice
+ * the engine had counts in the end-to-end latency, as every request vLLM finished. */
+static void choice_finish(duet_server *srv, struct duet__srv_job *job, struct duet__srv_choice *ch,
+                          const char *why, bool flush)
 {
     const char *text;
     size_t n;
@@ -120,6 +121,22 @@ static void choice_finish(struct duet__srv_job *job, struct duet__srv_choice *ch
         append_text(ch, text, n);
     ch->finish = why;
     job->n_done++;
+    if (ch->added)
+        duet__srv_observe_e2e(srv, duet__srv_now() - job->arrival);
+}
+
+/* The request's own counters from its output: first token time, speculative counts. */
+static void take_counts(duet_server *srv, struct duet__srv_job *job, struct duet__srv_choice *ch,
+                        const duet_request_output *r)
+{
+    if (ch->n_tokens == 0 && r->n_ids > 0)
+        duet__srv_observe_ttft(srv, duet__srv_now() - job->arrival);
+    ch->n_tokens = r->n_ids;
+    ch->drafts = r->num_drafts;
+    ch->draft_tokens = r->num_proposed;
+    ch->accepted = r->num_accepted;
+    if (r->accepted_at)
+        memcpy(ch->accepted_at, r->accepted_at, sizeof(ch->accepted_at));
 }
 
 /* The new ids of one output: text, stop strings, finish. */
@@ -130,7 +147,7 @@ static void take_output(duet_server *srv, struct duet__srv_job *job, struct duet
     size_t old_len = ch->len;
     bool stopped = false;
 
-    ch->n_tokens = r->n_ids;
+    take_counts(srv, job, ch, r);
     if (r->finish == DUET_FINISH_STOP && end > 0)
         end--; /* the EOS or stop token: counted, not shown (as vLLM) */
     for (uint32_t t = r->first_new; t < end && !stopped; t++) {
@@ -144,13 +161,13 @@ static void take_output(duet_server *srv, struct duet__srv_job *job, struct duet
     if (!stopped && r->finish != DUET_FINISH_NONE) {
         size_t before = ch->len;
 
-        choice_finish(job, ch, finish_name(r->finish), true);
+        choice_finish(srv, job, ch, finish_name(r->finish), true);
         if (match_stop(&job->req, ch, before))
             ch->finish = "stop";
         return;
     }
     if (stopped) {
-        choice_finish(job, ch, "stop", false);
+        choice_finish(srv, job, ch, "stop", false);
         duet_engine_abort(srv->engine, ch->engine_id);
     }
 }
@@ -182,7 +199,7 @@ static void job_abort(duet_server *srv, struct duet__srv_job *job)
             continue;
         if (ch->added)
             duet_engine_abort(srv->engine, ch->engine_id);
-        choice_finish(job, ch, "abort", false);
+        choice_finish(srv, job, ch, "abort", false);
     }
     job_done(srv, job);
 }
@@ -358,6 +375,7 @@ static void load(duet_server *srv)
     srv->metrics = m;
     srv->max_model_len = m.max_model_len;
     srv->vocab_size = m.vocab_size;
+    srv->num_spec_tokens = m.num_spec_tokens;
     if (srv->state == DUET_SERVER_LOADING)
         srv->state = DUET_SERVER_READY;
     pthread_mutex_unlock(&srv->lock);

@@ -3,7 +3,8 @@
 # the CPU worker) with the byte-level fixture tokenizer, an API key, port 0. Health and models,
 # greedy completions equal to duet-run's ids, SSE framing, usage, stop strings and stop token
 # ids, several prompts, seeds, tokenize / detokenize, every error status, 16 concurrent streams,
-# a client leaving mid-stream, chat (the tokenizer's error while templates are a placeholder,
+# a client leaving mid-stream, /metrics (strict exposition format, counters and histograms moved
+# by exactly the requests served, per-request speculative counts), chat (the tokenizer's error while templates are a placeholder,
 # the rendered prompt's completion once they work) and SIGTERM. JSON is read with node; every
 # curl has a timeout and the server is killed on any exit.
 set -u
@@ -107,6 +108,22 @@ events.forEach((e, i) => {
 process.stdout.write(JSON.stringify([text, finish, usage, role]));' "$1"
 }
 
+# prom NAME: GET /metrics into $tmp/NAME.prom, read strictly by prom_check.mjs (exposition
+# format, cumulative buckets, +Inf = _count), its samples as JSON in $tmp/NAME.json
+prom() {
+    curl -s --max-time 10 -o "$tmp/$1.prom" "$base/metrics" &&
+        node "$srcdir/tests/prom_check.mjs" "$tmp/$1.prom" >"$tmp/$1.json"
+}
+
+# mexpr A B EXPR: EXPR with a, b = the samples of prom A and B, and m(x, name) = sample NAME of
+# x labelled only with model_name="tiny" (duet: prefixed)
+mexpr() {
+    node -e 'const r = f => JSON.parse(require("fs").readFileSync(f, "utf8"));
+             const a = r(process.argv[1]), b = r(process.argv[2]);
+             const m = (x, n, l = "") => x[`duet:${n}{model_name="tiny"${l}}`];
+             process.stdout.write(String(eval(process.argv[3])));' "$tmp/$1.json" "$tmp/$2.json" "$3"
+}
+
 # ---- start ----------------------------------------------------------------------------------
 "$server" --config "$tmp/spec.cfg" --port 0 --api-key "$key" --set server.max_body_bytes=4096 \
     >"$tmp/server.log" 2>&1 &
@@ -127,6 +144,9 @@ for _ in $(seq 1 600); do
     sleep 0.1
 done
 [ "$health" = 200 ] && pass || { fail "health: $health"; cat "$tmp/server.log"; exit 1; }
+# A fresh server's metrics: well formed, every counter and histogram at 0.
+prom m0 && [ "$(mexpr m0 m0 '[m(a, "e2e_request_latency_seconds_count"), m(a, "time_to_first_token_seconds_count"), m(a, "generation_tokens_total"), m(a, "spec_decode_num_drafts_total"), m(a, "spec_decode_num_accepted_tokens_per_pos_total", ",position=\"2\"")]')" = 0,0,0,0,0 ] &&
+    pass || fail "metrics of a fresh server: $(cat "$tmp/m0.prom")"
 
 code=$(curl -s --max-time 10 -o "$tmp/body" -w '%{http_code}' -H "Authorization: Bearer $key" \
     "$base/v1/models")
@@ -288,16 +308,58 @@ post /v1/completions "{$greedy}"
 # disconnected requests were aborted), tokens were generated and the draft proposed some.
 for _ in $(seq 1 100); do
     curl -s --max-time 10 -o "$tmp/metrics" "$base/metrics"
-    grep -q '^vllm:num_requests_running{model_name="tiny"} 0$' "$tmp/metrics" && break
+    grep -q '^duet:num_requests_running{model_name="tiny"} 0$' "$tmp/metrics" && break
     sleep 0.1
 done
-grep -q '^vllm:num_requests_running{model_name="tiny"} 0$' "$tmp/metrics" &&
-    grep -q '^vllm:num_requests_waiting{model_name="tiny"} 0$' "$tmp/metrics" &&
-    grep -q '^vllm:gpu_cache_usage_perc{model_name="tiny"} 0$' "$tmp/metrics" &&
-    grep -q '^# TYPE vllm:generation_tokens_total counter$' "$tmp/metrics" &&
-    grep -Eq '^vllm:generation_tokens_total\{model_name="tiny"\} [1-9][0-9]*$' "$tmp/metrics" &&
-    grep -Eq '^vllm:spec_decode_num_draft_tokens_total\{model_name="tiny"\} [1-9][0-9]*$' "$tmp/metrics" &&
+grep -q '^duet:num_requests_running{model_name="tiny"} 0$' "$tmp/metrics" &&
+    grep -q '^duet:num_requests_waiting{model_name="tiny"} 0$' "$tmp/metrics" &&
+    grep -q '^duet:gpu_cache_usage_perc{model_name="tiny"} 0$' "$tmp/metrics" &&
+    grep -q '^# TYPE duet:generation_tokens counter$' "$tmp/metrics" &&
+    grep -Eq '^duet:generation_tokens_total\{model_name="tiny"\} [1-9][0-9]*$' "$tmp/metrics" &&
+    grep -Eq '^duet:spec_decode_num_draft_tokens_total\{model_name="tiny"\} [1-9][0-9]*$' "$tmp/metrics" &&
+    grep -q '^duet:time_to_first_token_seconds_bucket{le="0.001",model_name="tiny"} ' "$tmp/metrics" &&
+    grep -q '^duet:e2e_request_latency_seconds_bucket{le="7680",model_name="tiny"} ' "$tmp/metrics" &&
     pass || fail "metrics after the clients left: $(cat "$tmp/metrics")"
+
+# Three requests on a quiet server move the counters by exactly their own counts: one finished
+# request and one first token each in the histograms, their tokens, and their speculative counts
+# as usage.spec_decode reports them (asked for with duet's "spec_decode_metrics").
+prom m1 || fail "metrics before three requests: $(cat "$tmp/m1.prom")"
+post /v1/completions "{$greedy, \"spec_decode_metrics\": true}"
+cp "$tmp/body" "$tmp/sd1.json"
+[ "$(js "$tmp/sd1.json" 'd.choices[0].text')" = "$greedy_text" ] && pass ||
+    fail "spec_decode_metrics changed the text: $(cat "$tmp/sd1.json")"
+post /v1/completions "{$greedy, \"spec_decode_metrics\": true, \"stream\": true, \"stream_options\": {\"include_usage\": true}}" -N
+s=$(sse "$tmp/body") && node -e 'process.stdout.write(JSON.stringify(JSON.parse(process.argv[1])[2]))' "$s" >"$tmp/sd2.json" ||
+    fail "spec_decode_metrics streamed: $s"
+post /v1/chat/completions "{$msgs, \"max_tokens\": 12, \"temperature\": 0, \"ignore_eos\": true, \"spec_decode_metrics\": true}"
+js "$tmp/body" 'd.usage' >"$tmp/sd3.json"
+prom m2 || fail "metrics after three requests: $(cat "$tmp/m2.prom")"
+# sd: the three usage.spec_decode objects
+sd=$(node -e 'const r = f => JSON.parse(require("fs").readFileSync(f, "utf8"));
+    process.stdout.write(JSON.stringify([r(process.argv[1]).usage, r(process.argv[2]), r(process.argv[3])].map(u => u.spec_decode)))' \
+    "$tmp/sd1.json" "$tmp/sd2.json" "$tmp/sd3.json")
+[ "$(node -e 'const s = JSON.parse(process.argv[1]);
+    process.stdout.write(String(s.every(x => x.num_accepted_tokens_per_pos.length === 3 &&
+        x.num_accepted_tokens_per_pos.reduce((p, q) => p + q, 0) === x.num_accepted_tokens &&
+        x.num_accepted_tokens <= x.num_draft_tokens && x.num_drafts > 0 &&
+        x.num_draft_tokens <= 3 * x.num_drafts)))' "$sd")" = true ] &&
+    pass || fail "usage.spec_decode: $sd"
+want=$(node -e 'const s = JSON.parse(process.argv[1]), t = k => s.reduce((p, x) => p + x[k], 0);
+    process.stdout.write([3, 3, 60, t("num_drafts"), t("num_draft_tokens"), t("num_accepted_tokens"),
+        [0, 1, 2].map(j => s.reduce((p, x) => p + x.num_accepted_tokens_per_pos[j], 0)).join(":"),
+        true, 0, 0].join(","))' "$sd")
+got=$(mexpr m1 m2 'const d = n => m(b, n) - m(a, n), pos = j => `,position="${j}"`;
+    [d("e2e_request_latency_seconds_count"), d("time_to_first_token_seconds_count"),
+     d("generation_tokens_total"), d("spec_decode_num_drafts_total"),
+     d("spec_decode_num_draft_tokens_total"), d("spec_decode_num_accepted_tokens_total"),
+     [0, 1, 2].map(j => m(b, "spec_decode_num_accepted_tokens_per_pos_total", pos(j)) -
+                        m(a, "spec_decode_num_accepted_tokens_per_pos_total", pos(j))).join(":"),
+     d("prompt_tokens_total") >= 8 && d("e2e_request_latency_seconds_sum") > 0 &&
+         d("time_to_first_token_seconds_sum") > 0,
+     m(b, "num_requests_running"), m(b, "gpu_cache_usage_perc")].join(",")')
+[ -n "$want" ] && [ "$got" = "$want" ] && pass ||
+    fail "metrics moved by three requests: $got (want $want)"
 code=$(curl -s --max-time 10 -o "$tmp/body" -w '%{http_code}' --data-binary '{"prompt": "x"}' "$base/tokenize")
 [ "$code" = 200 ] && pass || fail "tokenize needs no key (only /v1/ paths do, as vLLM): $code"
 
