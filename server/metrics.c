@@ -137,6 +137,10 @@ static void write_metrics(FILE *f, const char *model, const struct snapshot *s)
     counter(f, "generation_tokens", "Number of generation tokens processed.", model,
             m->generated_tokens);
     counter(f, "num_preemptions", "Cumulative number of preemptions.", model, m->preemptions);
+    header(f, "engine_step_seconds", "counter",
+           "duet's own: seconds the engine thread spent inside duet_engine_step().");
+    fprintf(f, "duet:engine_step_seconds_total{model_name=\"%s\"} %.17g\n", model, m->elapsed_s);
+    counter(f, "engine_steps", "duet's own: engine steps that ran a batch.", model, m->steps);
     histogram(f, "time_to_first_token_seconds", "Histogram of time to first token in seconds.",
               model, &s->ttft, ttft_bounds, N_TTFT);
     histogram(f, "e2e_request_latency_seconds",

@@ -356,7 +356,8 @@ got=$(mexpr m1 m2 'const d = n => m(b, n) - m(a, n), pos = j => `,position="${j}
      [0, 1, 2].map(j => m(b, "spec_decode_num_accepted_tokens_per_pos_total", pos(j)) -
                         m(a, "spec_decode_num_accepted_tokens_per_pos_total", pos(j))).join(":"),
      d("prompt_tokens_total") >= 8 && d("e2e_request_latency_seconds_sum") > 0 &&
-         d("time_to_first_token_seconds_sum") > 0,
+         d("time_to_first_token_seconds_sum") > 0 && d("engine_steps_total") >= 20 &&
+         d("engine_step_seconds_total") > 0,
      m(b, "num_requests_running"), m(b, "gpu_cache_usage_perc")].join(",")')
 [ -n "$want" ] && [ "$got" = "$want" ] && pass ||
     fail "metrics moved by three requests: $got (want $want)"
