@@ -98,6 +98,17 @@ got=$(node -e 'const m = JSON.parse(require("fs").readFileSync(process.argv[1], 
 client alone "$prompts" "$MAX_TOKENS" >"$tmp/after.json" && cmp -s "$tmp/alone.json" "$tmp/after.json" &&
     pass || fail "after the load, the prompts alone answer differently"
 
+# A smoke run of the benchmark's load generator (bench/server_load.mjs): every token counted,
+# percentiles present, the engine's share of a burst's wall time in (0, 1].
+node "$srcdir/bench/server_load.mjs" "$base" burst 8 8 16 270 3 >"$tmp/burst.json" &&
+    node "$srcdir/bench/server_load.mjs" "$base" poisson 50 8 8 16 270 3 >"$tmp/poisson.json" &&
+    [ "$(node -e 'const fs = require("fs"), b = JSON.parse(fs.readFileSync(process.argv[1])),
+        p = JSON.parse(fs.readFileSync(process.argv[2]));
+        process.stdout.write(String([b, p].every(x => x.completion_tokens === 128 &&
+            x.ttft_ms.p99 >= x.ttft_ms.p50 && x.itl_ms.p99 >= x.itl_ms.p50 && x.throughput_tok_s > 0) &&
+            b.engine_share > 0 && b.engine_share <= 1))' "$tmp/burst.json" "$tmp/poisson.json")" = true ] &&
+    pass || fail "bench/server_load.mjs: $(cat "$tmp/burst.json" "$tmp/poisson.json")"
+
 kill -TERM "$pid"
 wait "$pid"
 rc=$?
