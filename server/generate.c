@@ -199,43 +199,52 @@ static void wait_slice(duet_server *srv, struct duet__srv_job *job, struct MHD_C
 
 /* ---- JSON --------------------------------------------------------------------------------- */
 
-/* duet's usage.spec_decode: the speculative counts of the job's choices, summed (as vLLM's
- * spec_decode_* counters, for one request). */
-static json_t *spec_usage_of(const struct duet__srv_job *job, uint32_t k)
-{
-    json_int_t drafts = 0, tokens = 0, accepted = 0;
-    json_t *per_pos = json_array();
-
-    for (uint32_t j = 0; j < k && j < DUET_MAX_SPEC_TOKENS; j++) {
-        json_int_t a = 0;
-
-        for (uint32_t i = 0; i < job->n_choices; i++)
-            a += job->choices[i].accepted_at[j];
-        json_array_append_new(per_pos, json_integer(a));
-    }
-    for (uint32_t i = 0; i < job->n_choices; i++) {
-        drafts += job->choices[i].drafts;
-        tokens += job->choices[i].draft_tokens;
-        accepted += job->choices[i].accepted;
-    }
-    return json_pack("{s:I, s:I, s:I, s:o}", "num_drafts", drafts, "num_draft_tokens", tokens,
-                     "num_accepted_tokens", accepted, "num_accepted_tokens_per_pos", per_pos);
-}
-
-static json_t *usage_of(duet_server *srv, const struct duet__srv_job *job)
+static json_t *usage_of(const struct duet__srv_job *job)
 {
     uint64_t prompt = 0, completion = 0;
-    json_t *u;
 
     for (uint32_t i = 0; i < job->n_choices; i++) {
         prompt += job->choices[i].n_prompt;
         completion += job->choices[i].n_tokens;
     }
-    u = json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)prompt, "total_tokens",
-                  (json_int_t)(prompt + completion), "completion_tokens", (json_int_t)completion);
-    if (job->req.spec_decode_metrics)
-        json_object_set_new(u, "spec_decode", spec_usage_of(job, srv->num_spec_tokens));
-    return u;
+    return json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)prompt, "total_tokens",
+                     (json_int_t)(prompt + completion), "completion_tokens",
+                     (json_int_t)completion);
+}
+
+/* vLLM's per-request metrics.speculative_decoding ("summary"), or NULL when the server was not
+ * asked for it (server.per_request_spec_decode_metrics), has no draft, or the request has several
+ * prompts (vLLM leaves it out for n > 1). */
+static json_t *spec_metrics_of(duet_server *srv, const struct duet__srv_job *job)
+{
+    const char *level = srv->set->server.per_request_spec_decode_metrics;
+    const struct duet__srv_choice *ch = &job->choices[0];
+    uint32_t k =
+        srv->num_spec_tokens < DUET_MAX_SPEC_TOKENS ? srv->num_spec_tokens : DUET_MAX_SPEC_TOKENS;
+    json_t *hist;
+
+    if (!level || strcmp(level, "summary") != 0 || k == 0 || job->n_choices != 1)
+        return NULL;
+    hist = json_array();
+    for (uint32_t j = 0; j <= k; j++) /* steps that accepted exactly j: at least j, not j + 1 */
+        json_array_append_new(hist, json_integer((j ? ch->accepted_at[j - 1] : ch->drafts) -
+                                                 (j < k ? ch->accepted_at[j] : 0)));
+    return json_pack(
+        "{s:{s:o, s:o, s:o, s:I, s:I, s:I, s:I}}", "speculative_decoding", "mean_acceptance_length",
+        ch->drafts ? json_real(1.0 + (double)ch->accepted / ch->drafts) : json_null(),
+        "draft_acceptance_rate",
+        ch->draft_tokens ? json_real((double)ch->accepted / ch->draft_tokens) : json_null(),
+        "acceptance_histogram", hist, "num_spec_steps", (json_int_t)ch->drafts,
+        "num_accepted_draft_tokens", (json_int_t)ch->accepted, "num_draft_tokens",
+        (json_int_t)ch->draft_tokens, "num_spec_tokens", (json_int_t)k);
+}
+
+static void add_spec_metrics(duet_server *srv, const struct duet__srv_job *job, json_t *root)
+{
+    json_t *m = spec_metrics_of(srv, job);
+
+    if (m)
+        json_object_set_new(root, "metrics", m);
 }
 
 static json_t *envelope(duet_server *srv, const struct duet__srv_job *job, const char *object)
@@ -265,7 +274,8 @@ static char *final_answer(duet_server *srv, const struct duet__srv_job *job)
         json_array_append_new(choices, c);
     }
     json_object_set_new(root, "choices", choices);
-    json_object_set_new(root, "usage", usage_of(srv, job));
+    json_object_set_new(root, "usage", usage_of(job));
+    add_spec_metrics(srv, job, root);
     body = json_dumps(root, JSON_COMPACT);
     json_decref(root);
     return body;
@@ -405,7 +415,8 @@ static void produce(struct stream *s)
         if (job->req.kind != DUET__SRV_CHAT)
             json_object_set_new(root, "object", json_string("text_completion"));
         json_object_set_new(root, "choices", json_array());
-        json_object_set_new(root, "usage", usage_of(s->srv, job));
+        json_object_set_new(root, "usage", usage_of(job));
+        add_spec_metrics(s->srv, job, root);
         out_event(s, root);
     }
     out_append(s, "data: [DONE]\n\n", 14);

@@ -496,8 +496,6 @@ static bool sampling_field(const char *k, json_t *v, struct duet__srv_request *r
         return json_is_null(v) ? true : get_bool(v, k, err, &r->stream);
     } else if (strcmp(k, "stream_options") == 0) {
         return get_stream_options(v, r, err);
-    } else if (strcmp(k, "spec_decode_metrics") == 0) {
-        return get_bool(v, k, err, &r->spec_decode_metrics);
     } else {
         *handled = false;
     }

@@ -79,8 +79,7 @@ struct duet__srv_request {
     uint32_t n_stop_token_ids;
     bool ignore_eos;
     bool stream;
-    bool include_usage;       /* stream_options.include_usage */
-    bool spec_decode_metrics; /* duet's "spec_decode_metrics": usage.spec_decode per request */
+    bool include_usage; /* stream_options.include_usage */
 };
 
 /* Reads LEN bytes of JSON text as a request of KIND. On success *OUT is filled and owned by the

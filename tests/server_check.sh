@@ -4,7 +4,7 @@
 # greedy completions equal to duet-run's ids, SSE framing, usage, stop strings and stop token
 # ids, several prompts, seeds, tokenize / detokenize, every error status, 16 concurrent streams,
 # a client leaving mid-stream, /metrics (strict exposition format, counters and histograms moved
-# by exactly the requests served, per-request speculative counts), chat (the tokenizer's error while templates are a placeholder,
+# by exactly the requests served, vLLM's per-request metrics.speculative_decoding), chat (the tokenizer's error while templates are a placeholder,
 # the rendered prompt's completion once they work) and SIGTERM. JSON is read with node; every
 # curl has a timeout and the server is killed on any exit.
 set -u
@@ -126,7 +126,7 @@ mexpr() {
 
 # ---- start ----------------------------------------------------------------------------------
 "$server" --config "$tmp/spec.cfg" --port 0 --api-key "$key" --set server.max_body_bytes=4096 \
-    >"$tmp/server.log" 2>&1 &
+    --per-request-spec-decode-metrics summary >"$tmp/server.log" 2>&1 &
 pid=$!
 port=
 for _ in $(seq 1 100); do
@@ -203,7 +203,7 @@ post /v1/completions '{"prompt": [5, 6, 7, 8], "max_tokens": 3, "temperature": 0
 
 # ---- several prompts, seeds -----------------------------------------------------------------
 post /v1/completions '{"prompt": [[5, 6, 7, 8], [9, 10, 11]], "max_tokens": 24, "temperature": 0, "ignore_eos": true}'
-[ "$code" = 200 ] && [ "$(js "$tmp/body" 'd.choices.map(c => c.index).join(",") + " " + d.usage.prompt_tokens')" = "0,1 7" ] &&
+[ "$code" = 200 ] && [ "$(js "$tmp/body" 'd.choices.map(c => c.index).join(",") + " " + d.usage.prompt_tokens + " " + ("metrics" in d)')" = "0,1 7 false" ] &&
     [ "$(js "$tmp/body" 'd.choices[0].text')" = "$greedy_text" ] && pass ||
     fail "two prompts: $(cat "$tmp/body")"
 post /v1/completions '{"prompt": ["Hello", "world"], "max_tokens": 4}'
@@ -323,32 +323,39 @@ grep -q '^duet:num_requests_running{model_name="tiny"} 0$' "$tmp/metrics" &&
 
 # Three requests on a quiet server move the counters by exactly their own counts: one finished
 # request and one first token each in the histograms, their tokens, and their speculative counts
-# as usage.spec_decode reports them (asked for with duet's "spec_decode_metrics").
+# as each answer's metrics.speculative_decoding reports them (vLLM's per-request "summary",
+# asked for with --per-request-spec-decode-metrics; in a stream, in the usage chunk).
 prom m1 || fail "metrics before three requests: $(cat "$tmp/m1.prom")"
-post /v1/completions "{$greedy, \"spec_decode_metrics\": true}"
-cp "$tmp/body" "$tmp/sd1.json"
-[ "$(js "$tmp/sd1.json" 'd.choices[0].text')" = "$greedy_text" ] && pass ||
-    fail "spec_decode_metrics changed the text: $(cat "$tmp/sd1.json")"
-post /v1/completions "{$greedy, \"spec_decode_metrics\": true, \"stream\": true, \"stream_options\": {\"include_usage\": true}}" -N
-s=$(sse "$tmp/body") && node -e 'process.stdout.write(JSON.stringify(JSON.parse(process.argv[1])[2]))' "$s" >"$tmp/sd2.json" ||
-    fail "spec_decode_metrics streamed: $s"
-post /v1/chat/completions "{$msgs, \"max_tokens\": 12, \"temperature\": 0, \"ignore_eos\": true, \"spec_decode_metrics\": true}"
-js "$tmp/body" 'd.usage' >"$tmp/sd3.json"
+post /v1/completions "{$greedy}"
+js "$tmp/body" 'd.metrics.speculative_decoding' >"$tmp/sd1.json"
+[ "$(js "$tmp/body" 'd.choices[0].text')" = "$greedy_text" ] && pass ||
+    fail "metrics changed the text: $(cat "$tmp/body")"
+post /v1/completions "{$greedy, \"stream\": true, \"stream_options\": {\"include_usage\": true}}" -N
+node -e 'const ev = require("fs").readFileSync(process.argv[1], "utf8").split("\n\n")
+        .filter(e => e.startsWith("data: {")).map(e => JSON.parse(e.slice(6)));
+    const u = ev.filter(d => d.choices.length === 0), m = ev.filter(d => "metrics" in d);
+    if (u.length !== 1 || m.length !== 1 || m[0] !== u[0]) process.exit(1);
+    process.stdout.write(JSON.stringify(u[0].metrics.speculative_decoding));' "$tmp/body" \
+    >"$tmp/sd2.json" || fail "metrics streamed not in the usage chunk alone: $(cat "$tmp/body")"
+post /v1/chat/completions "{$msgs, \"max_tokens\": 12, \"temperature\": 0, \"ignore_eos\": true}"
+js "$tmp/body" 'd.metrics.speculative_decoding' >"$tmp/sd3.json"
 prom m2 || fail "metrics after three requests: $(cat "$tmp/m2.prom")"
-# sd: the three usage.spec_decode objects
+# sd: the three metrics.speculative_decoding objects
 sd=$(node -e 'const r = f => JSON.parse(require("fs").readFileSync(f, "utf8"));
-    process.stdout.write(JSON.stringify([r(process.argv[1]).usage, r(process.argv[2]), r(process.argv[3])].map(u => u.spec_decode)))' \
+    process.stdout.write(JSON.stringify(process.argv.slice(1).map(r)))' \
     "$tmp/sd1.json" "$tmp/sd2.json" "$tmp/sd3.json")
-[ "$(node -e 'const s = JSON.parse(process.argv[1]);
-    process.stdout.write(String(s.every(x => x.num_accepted_tokens_per_pos.length === 3 &&
-        x.num_accepted_tokens_per_pos.reduce((p, q) => p + q, 0) === x.num_accepted_tokens &&
-        x.num_accepted_tokens <= x.num_draft_tokens && x.num_drafts > 0 &&
-        x.num_draft_tokens <= 3 * x.num_drafts)))' "$sd")" = true ] &&
-    pass || fail "usage.spec_decode: $sd"
+[ "$(node -e 'const s = JSON.parse(process.argv[1]), near = (x, y) => Math.abs(x - y) < 1e-9;
+    process.stdout.write(String(s.every(x => x.num_spec_tokens === 3 && x.acceptance_histogram.length === 4 &&
+        x.acceptance_histogram.reduce((p, q) => p + q, 0) === x.num_spec_steps &&
+        x.acceptance_histogram.reduce((p, q, j) => p + j * q, 0) === x.num_accepted_draft_tokens &&
+        x.num_spec_steps > 0 && x.num_draft_tokens <= 3 * x.num_spec_steps &&
+        near(x.mean_acceptance_length, 1 + x.num_accepted_draft_tokens / x.num_spec_steps) &&
+        near(x.draft_acceptance_rate, x.num_accepted_draft_tokens / x.num_draft_tokens))))' "$sd")" = true ] &&
+    pass || fail "metrics.speculative_decoding: $sd"
 want=$(node -e 'const s = JSON.parse(process.argv[1]), t = k => s.reduce((p, x) => p + x[k], 0);
-    process.stdout.write([3, 3, 60, t("num_drafts"), t("num_draft_tokens"), t("num_accepted_tokens"),
-        [0, 1, 2].map(j => s.reduce((p, x) => p + x.num_accepted_tokens_per_pos[j], 0)).join(":"),
-        true, 0, 0].join(","))' "$sd")
+    const at = j => s.reduce((p, x) => p + x.acceptance_histogram.slice(j + 1).reduce((a, b) => a + b, 0), 0);
+    process.stdout.write([3, 3, 60, t("num_spec_steps"), t("num_draft_tokens"),
+        t("num_accepted_draft_tokens"), [0, 1, 2].map(at).join(":"), true, 0, 0].join(","))' "$sd")
 got=$(mexpr m1 m2 'const d = n => m(b, n) - m(a, n), pos = j => `,position="${j}"`;
     [d("e2e_request_latency_seconds_count"), d("time_to_first_token_seconds_count"),
      d("generation_tokens_total"), d("spec_decode_num_drafts_total"),

@@ -46,6 +46,10 @@ server_lib_start "$tmp/server.log" "$tmp/load.cfg" ||
 prompts=$(node -e 'process.stdout.write(JSON.stringify(Array.from({length: 16}, (_, k) =>
     Array.from({length: 3 + k}, (_, t) => (7 * k + 13 * t + 5) % 260 + 1))))')
 client alone "$prompts" "$MAX_TOKENS" >"$tmp/alone.json" || exit 1
+# Without --per-request-spec-decode-metrics an answer has no metrics object (as vLLM).
+curl -s --max-time 30 --data-binary '{"prompt": [5], "max_tokens": 4}' "$base/v1/completions" \
+    >"$tmp/one.json" && grep -q '"usage"' "$tmp/one.json" && ! grep -q '"metrics"' "$tmp/one.json" &&
+    pass || fail "an answer by default: $(cat "$tmp/one.json")"
 
 # check_round FILE: every stream ended by length with its prompt's text alone; each prompt served
 # CLIENTS * EACH / 16 times
@@ -90,7 +94,7 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 node "$srcdir/tests/prom_check.mjs" "$tmp/m.prom" >"$tmp/m.json" || fail "/metrics is not well formed"
-total=$((16 + ROUNDS * CLIENTS * EACH + LEAVERS))
+total=$((16 + 1 + ROUNDS * CLIENTS * EACH + LEAVERS))
 got=$(node -e 'const m = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
     const v = n => m[`duet:${n}{model_name="tiny"}`];
     process.stdout.write([v("num_requests_running"), v("num_requests_waiting"),
