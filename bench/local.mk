@@ -33,7 +33,8 @@ else
 EXTRA_DIST += bench/gpu.c
 endif
 EXTRA_DIST += bench/run-block-manager.sh bench/run-scheduler.sh bench/run-cpu-worker.sh bench/run-gemv.sh \
-	bench/run-spec.sh bench/run-gpu-worker.sh bench/torch_llama.py
+	bench/run-spec.sh bench/run-gpu-worker.sh bench/torch_llama.py bench/run-server.sh \
+	bench/server_load.mjs
 
 # A smoke run of every benchmark (short budgets, small sizes): they run and print results.
 TESTS += tests/bench_smoke.sh

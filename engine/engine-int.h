@@ -97,8 +97,10 @@ struct duet__req {
     duet_finish_reason finish;
     uint32_t num_preemptions;
     uint32_t proposed, accepted; /* draft tokens proposed for it, and accepted */
-    char *error;                 /* why a worker failed it (DUET_FINISH_ERROR); NULL */
-    bool fail_pending;           /* error set this step: the scheduler aborts it after the step */
+    uint32_t drafts;             /* verifications of its proposals (steps that drafted for it) */
+    uint32_t accepted_at[DUET_MAX_SPEC_TOKENS]; /* [j]: accepted at lookahead position j */
+    char *error;       /* why a worker failed it (DUET_FINISH_ERROR); NULL */
+    bool fail_pending; /* error set this step: the scheduler aborts it after the step */
 };
 
 /* Per-step buffers, grown to the largest step seen. */

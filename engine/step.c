@@ -67,7 +67,9 @@ static void output_of(const struct duet__req *r, duet_request_output *o)
                               .num_accepted = r->accepted,
                               .error = r->error,
                               .outputs = r->outs,
-                              .n_outputs = r->n};
+                              .n_outputs = r->n,
+                              .num_drafts = r->drafts,
+                              .accepted_at = r->accepted_at};
 }
 
 /* Collects finished requests, then lists every request that has news. */

@@ -63,9 +63,11 @@ static duet_status verify_one(duet_engine *e, uint32_t i, const struct duet__spe
     for (uint32_t j = 0; j < s->k && j < DUET_MAX_SPEC_TOKENS; j++) {
         e->m.proposed_at[j]++;
         e->m.accepted_at[j] += j < a;
+        e->sc.owner[i]->accepted_at[j] += j < a;
     }
     e->sc.owner[i]->proposed += s->k;
     e->sc.owner[i]->accepted += a;
+    e->sc.owner[i]->drafts++;
     return DUET_STATUS_OK;
 }
 

@@ -39,6 +39,7 @@ static const char *const weight_types[] = {"auto", "bf16", "f16", "f32", "int8",
 static const char *const acceptances[] = {"rejection", "typical", NULL};
 static const char *const preemptions[] = {"auto", "recompute", "swap", NULL};
 static const char *const policies[] = {"fcfs", "priority", NULL};
+static const char *const spec_metrics_levels[] = {"none", "summary", NULL};
 
 #define STR(p, g, fl, set, d, f)                                                                   \
     {                                                                                              \
@@ -155,6 +156,9 @@ const struct key duet__keys[N_KEYS] = {
         INT("server.request_timeout_s", GROUP_SERVER, 0, 0, 604800, 0, server.request_timeout_s),
     [K_SERVER_MAX_BODY_BYTES] = INT("server.max_body_bytes", GROUP_SERVER, 0, 1024, 1073741824,
                                     16777216, server.max_body_bytes),
+    [K_SERVER_SPEC_METRICS] =
+        STR("server.per_request_spec_decode_metrics", GROUP_SERVER, 0, spec_metrics_levels, "none",
+            server.per_request_spec_decode_metrics),
 };
 
 /* Bounds the length of every path in duet__keys[]; sizes the edit-distance row (asserted). */

@@ -222,6 +222,7 @@ static bool enqueue(duet_server *srv, struct duet__srv_job *job, struct duet__sr
              job->req.kind == DUET__SRV_CHAT ? "chatcmpl" : "cmpl",
              (unsigned long long)srv->next_job++, (unsigned long long)time(NULL) * 2654435761u);
     job->created = (long long)time(NULL);
+    job->arrival = duet__srv_now();
     if (srv->set->server.request_timeout_s > 0)
         job->deadline = duet__srv_now() + (double)srv->set->server.request_timeout_s;
     job->refs++;
@@ -266,6 +267,41 @@ static json_t *usage_of(const struct duet__srv_job *job)
     return json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)prompt, "total_tokens",
                      (json_int_t)(prompt + completion), "completion_tokens",
                      (json_int_t)completion);
+}
+
+/* vLLM's per-request metrics.speculative_decoding ("summary"), or NULL when the server was not
+ * asked for it (server.per_request_spec_decode_metrics), has no draft, or the request has several
+ * prompts (vLLM leaves it out for n > 1). */
+static json_t *spec_metrics_of(duet_server *srv, const struct duet__srv_job *job)
+{
+    const char *level = srv->set->server.per_request_spec_decode_metrics;
+    const struct duet__srv_choice *ch = &job->choices[0];
+    uint32_t k =
+        srv->num_spec_tokens < DUET_MAX_SPEC_TOKENS ? srv->num_spec_tokens : DUET_MAX_SPEC_TOKENS;
+    json_t *hist;
+
+    if (!level || strcmp(level, "summary") != 0 || k == 0 || job->n_choices != 1)
+        return NULL;
+    hist = json_array();
+    for (uint32_t j = 0; j <= k; j++) /* steps that accepted exactly j: at least j, not j + 1 */
+        json_array_append_new(hist, json_integer((j ? ch->accepted_at[j - 1] : ch->drafts) -
+                                                 (j < k ? ch->accepted_at[j] : 0)));
+    return json_pack(
+        "{s:{s:o, s:o, s:o, s:I, s:I, s:I, s:I}}", "speculative_decoding", "mean_acceptance_length",
+        ch->drafts ? json_real(1.0 + (double)ch->accepted / ch->drafts) : json_null(),
+        "draft_acceptance_rate",
+        ch->draft_tokens ? json_real((double)ch->accepted / ch->draft_tokens) : json_null(),
+        "acceptance_histogram", hist, "num_spec_steps", (json_int_t)ch->drafts,
+        "num_accepted_draft_tokens", (json_int_t)ch->accepted, "num_draft_tokens",
+        (json_int_t)ch->draft_tokens, "num_spec_tokens", (json_int_t)k);
+}
+
+static void add_spec_metrics(duet_server *srv, const struct duet__srv_job *job, json_t *root)
+{
+    json_t *m = spec_metrics_of(srv, job);
+
+    if (m)
+        json_object_set_new(root, "metrics", m);
 }
 
 static json_t *envelope(duet_server *srv, const struct duet__srv_job *job, const char *object)
@@ -320,6 +356,7 @@ static char *final_answer(duet_server *srv, const struct duet__srv_job *job)
     }
     json_object_set_new(root, "choices", choices);
     json_object_set_new(root, "usage", usage_of(job));
+    add_spec_metrics(srv, job, root);
     body = json_dumps(root, JSON_COMPACT);
     json_decref(root);
     return body;
@@ -476,6 +513,7 @@ static void produce(struct stream *s)
             json_object_set_new(root, "object", json_string("text_completion"));
         json_object_set_new(root, "choices", json_array());
         json_object_set_new(root, "usage", usage_of(job));
+        add_spec_metrics(s->srv, job, root);
         out_event(s, root);
     }
     out_append(s, "data: [DONE]\n\n", 14);

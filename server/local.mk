@@ -25,7 +25,12 @@ endif
 
 # duet-server end to end with curl on a tiny generated model and draft with a real tokenizer.
 TESTS += tests/server_check.sh
-EXTRA_DIST += tests/server_check.sh
+EXTRA_DIST += tests/server_check.sh tests/prom_check.mjs
+
+# 64 concurrent streaming clients x 4 requests, 8 rounds: outputs equal to each prompt alone,
+# flat RSS, clients that leave mid-stream free their blocks (a few seconds; node's http module).
+TESTS += tests/server_load.sh
+EXTRA_DIST += tests/server_load.sh tests/server_load.mjs tests/server_lib.sh
 
 # The official openai npm client against duet-server (cached like tests/tokenizer_ref.sh's
 # packages in tests/server-npm; distclean removes it; a SKIP without the registry).

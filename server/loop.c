@@ -121,9 +121,22 @@ static const char *finish_name(duet_finish_reason f)
     }
 }
 
-/* Records why ch ended; flush: the bytes the detokenizer still holds belong to the text. */
-static void choice_finish(struct duet__srv_job *job, struct duet__srv_choice *ch, const char *why,
-                          bool flush)
+/* Whether every choice of ch's engine request (its n siblings) has finished. */
+static bool siblings_done(const struct duet__srv_job *job, const struct duet__srv_choice *ch)
+{
+    const struct duet__srv_choice *first = ch - ch->seq;
+
+    for (uint32_t i = 0; i < job->req.n; i++)
+        if (!first[i].finish)
+            return false;
+    return true;
+}
+
+/* Records why ch ended; flush: the bytes the detokenizer still holds belong to the text. An
+ * engine request counts in the end-to-end latency once its last sequence ends, as every request
+ * vLLM finished. */
+static void choice_finish(duet_server *srv, struct duet__srv_job *job, struct duet__srv_choice *ch,
+                          const char *why, bool flush)
 {
     const char *text;
     size_t n;
@@ -132,6 +145,23 @@ static void choice_finish(struct duet__srv_job *job, struct duet__srv_choice *ch
         append_text(ch, text, n);
     ch->finish = why;
     job->n_done++;
+    if ((ch - ch->seq)->added && siblings_done(job, ch))
+        duet__srv_observe_e2e(srv, duet__srv_now() - job->arrival);
+}
+
+/* The request's own counters from its output: first token time (once per engine request, on
+ * its sequence 0), speculative counts (the request's, kept on each of its sequences). */
+static void take_counts(duet_server *srv, struct duet__srv_job *job, struct duet__srv_choice *ch,
+                        const duet_request_output *r, const duet_completion_output *o)
+{
+    if (ch->seq == 0 && ch->n_tokens == 0 && o->n_ids > 0)
+        duet__srv_observe_ttft(srv, duet__srv_now() - job->arrival);
+    ch->n_tokens = o->n_ids;
+    ch->drafts = r->num_drafts;
+    ch->draft_tokens = r->num_proposed;
+    ch->accepted = r->num_accepted;
+    if (r->accepted_at)
+        memcpy(ch->accepted_at, r->accepted_at, sizeof(ch->accepted_at));
 }
 
 /* Keeps token t of o with its log-probabilities (rows of stride entries) and the text length it
@@ -190,17 +220,6 @@ static void lp_prompt(struct duet__srv_lp *lp, const duet_request_output *r)
     memcpy(lp->prompt_top, r->prompt_logprobs, n * lp->stride * sizeof(duet_logprob));
 }
 
-/* Whether every choice of ch's engine request (its n siblings) has finished. */
-static bool siblings_done(const struct duet__srv_job *job, const struct duet__srv_choice *ch)
-{
-    const struct duet__srv_choice *first = ch - ch->seq;
-
-    for (uint32_t i = 0; i < job->req.n; i++)
-        if (!first[i].finish)
-            return false;
-    return true;
-}
-
 /* The new ids of sequence ch->seq of one output: text, stop strings, finish. A stop string
  * ends the engine request only once every sequence of it has ended. */
 static void take_output(duet_server *srv, struct duet__srv_job *job, struct duet__srv_choice *ch,
@@ -212,7 +231,7 @@ static void take_output(duet_server *srv, struct duet__srv_job *job, struct duet
     size_t old_len = ch->len;
     bool stopped = false;
 
-    ch->n_tokens = o->n_ids;
+    take_counts(srv, job, ch, r, o);
     if (fin == DUET_FINISH_STOP && end > 0)
         end--; /* the EOS or stop token: counted, not shown (as vLLM) */
     if (job->req.logprobs >= 0 && job->req.echo && o->n_ids)
@@ -227,7 +246,7 @@ static void take_output(duet_server *srv, struct duet__srv_job *job, struct duet
             stopped = match_stop(&job->req, ch, old_len);
         }
         if (job->req.logprobs >= 0 && !lp_push(&ch->lp, o, t, ch->len)) {
-            choice_finish(job, ch, "abort", false); /* out of memory for its logprobs */
+            choice_finish(srv, job, ch, "abort", false); /* out of memory for its logprobs */
             if (siblings_done(job, ch))
                 duet_engine_abort(srv->engine, ch->engine_id);
             return;
@@ -236,13 +255,13 @@ static void take_output(duet_server *srv, struct duet__srv_job *job, struct duet
     if (!stopped && fin != DUET_FINISH_NONE) {
         size_t before = ch->len;
 
-        choice_finish(job, ch, finish_name(fin), true);
+        choice_finish(srv, job, ch, finish_name(fin), true);
         if (match_stop(&job->req, ch, before))
             ch->finish = "stop";
         return;
     }
     if (stopped) {
-        choice_finish(job, ch, "stop", false);
+        choice_finish(srv, job, ch, "stop", false);
         if (siblings_done(job, ch))
             duet_engine_abort(srv->engine, ch->engine_id);
     }
@@ -275,7 +294,7 @@ static void job_abort(duet_server *srv, struct duet__srv_job *job)
             continue;
         if (ch->added)
             duet_engine_abort(srv->engine, ch->engine_id);
-        choice_finish(job, ch, "abort", false);
+        choice_finish(srv, job, ch, "abort", false);
     }
     job_done(srv, job);
 }
@@ -470,6 +489,7 @@ static void load(duet_server *srv)
     srv->metrics = m;
     srv->max_model_len = m.max_model_len;
     srv->vocab_size = m.vocab_size;
+    srv->num_spec_tokens = m.num_spec_tokens;
     if (srv->state == DUET_SERVER_LOADING)
         srv->state = DUET_SERVER_READY;
     pthread_mutex_unlock(&srv->lock);

@@ -107,6 +107,15 @@ bool duet__srv_fail(struct duet__srv_error *err, int status, const char *code, c
 struct MHD_Daemon;
 struct MHD_Connection;
 
+/* A Prometheus histogram over one of metrics.c's bucket lists (vLLM's boundaries). */
+#define DUET__SRV_HIST_BUCKETS 24
+struct duet__srv_hist {
+    uint64_t count[DUET__SRV_HIST_BUCKETS + 1]; /* [b]: observations in bucket b alone (not
+                                                   cumulative); the last is +Inf */
+    double sum;                                 /* seconds */
+    uint64_t n;                                 /* observations */
+};
+
 /* The log-probabilities of a choice's tokens (engine thread writes, handler reads, under the
  * lock): every generated token, the stop token included, and with echo its prompt's. */
 struct duet__srv_lp {
@@ -140,8 +149,11 @@ struct duet__srv_choice {
     struct duet__srv_lp lp; /* with req.logprobs >= 0 */
     char *echo;             /* [echo_len] with req.echo: the prompt's text, owned */
     size_t echo_len;
-    bool echo_sent;  /* the stream carried the echo (handler) */
-    double lp_chars; /* text_offset of the next streamed token (handler) */
+    bool echo_sent;                          /* the stream carried the echo (handler) */
+    double lp_chars;                         /* text_offset of the next streamed token (handler) */
+    uint32_t drafts, draft_tokens, accepted; /* its request's speculative counts (engine
+                                                output; the same in its n sequences) */
+    uint32_t accepted_at[DUET_MAX_SPEC_TOKENS]; /* [j]: accepted at lookahead position j */
 };
 
 enum duet__srv_job_state {
@@ -165,6 +177,7 @@ struct duet__srv_job {
     uint32_t n_done;            /* choices finished */
     int refs;
     double deadline;            /* monotonic seconds; 0 = none */
+    double arrival;             /* monotonic seconds it was queued (latency histograms) */
     struct duet__srv_job *next; /* in srv->queue or srv->active */
     char id[48];                /* "cmpl-..." / "chatcmpl-..." */
     long long created;          /* Unix seconds */
@@ -192,6 +205,8 @@ struct duet_server {
     struct duet__srv_job *active;             /* RUNNING jobs */
     uint32_t n_inflight;                      /* choices queued or running (server.max_queue) */
     duet_engine_metrics metrics; /* the engine's, copied by the engine thread after each pass */
+    struct duet__srv_hist ttft;  /* seconds from arrival to a choice's first token */
+    struct duet__srv_hist e2e;   /* seconds from arrival to a choice's finish */
     uint64_t next_job;           /* for ids */
 
     /* set by the engine thread before state turns READY; read-only after */
@@ -199,6 +214,7 @@ struct duet_server {
     duet_engine *engine;
     uint32_t max_model_len;
     uint32_t vocab_size;
+    uint32_t num_spec_tokens; /* speculative.num_tokens; 0 without a draft */
 };
 
 /* loop.c */
@@ -220,6 +236,9 @@ bool duet__srv_client_gone(struct MHD_Connection *c);
 
 /* metrics.c: GET /metrics, Prometheus text with vLLM's names */
 int duet__srv_reply_metrics(duet_server *srv, struct MHD_Connection *c);
+/* Records a choice's first token / its end, SECONDS after its job's arrival; under srv->lock. */
+void duet__srv_observe_ttft(duet_server *srv, double seconds);
+void duet__srv_observe_e2e(duet_server *srv, double seconds);
 
 /* generate.c: POST /v1/completions and /v1/chat/completions with a parsed request */
 int duet__srv_generate(duet_server *srv, struct MHD_Connection *c, struct duet__srv_request *req);

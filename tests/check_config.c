@@ -70,6 +70,7 @@ static const char *const all_keys[] = {
     "server.max_queue",
     "server.request_timeout_s",
     "server.max_body_bytes",
+    "server.per_request_spec_decode_metrics",
 };
 #define N_ALL_KEYS (sizeof(all_keys) / sizeof(all_keys[0]))
 
@@ -289,6 +290,7 @@ START_TEST(test_defaults_are_returned_for_unset_keys)
     expect_int(cfg, "server.max_queue", 1024);
     expect_int(cfg, "server.request_timeout_s", 0);
     expect_int(cfg, "server.max_body_bytes", 16777216);
+    expect_string(cfg, "server.per_request_spec_decode_metrics", "none");
     for (size_t i = 0; i < N_ALL_KEYS; i++) {
         ck_assert(!duet_config_is_set(cfg, all_keys[i]));
         ck_assert_str_eq(duet_config_source(cfg, all_keys[i]), "default");
@@ -442,6 +444,7 @@ START_TEST(test_full_file_sets_every_key)
     expect_int(cfg, "server.max_queue", 64);
     expect_int(cfg, "server.request_timeout_s", 120);
     expect_int(cfg, "server.max_body_bytes", 65536);
+    expect_string(cfg, "server.per_request_spec_decode_metrics", "summary");
     duet_config_destroy(cfg);
 }
 END_TEST
@@ -1249,6 +1252,8 @@ static const struct mirror mirrors[] = {
     MIRROR("server.max_queue", server.max_queue, INT, NULL, "8"),
     MIRROR("server.request_timeout_s", server.request_timeout_s, INT, NULL, "30"),
     MIRROR("server.max_body_bytes", server.max_body_bytes, INT, NULL, "4096"),
+    MIRROR("server.per_request_spec_decode_metrics", server.per_request_spec_decode_metrics, STRING,
+           NULL, "summary"),
 };
 #define N_MIRRORS (sizeof(mirrors) / sizeof(mirrors[0]))
 

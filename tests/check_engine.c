@@ -1220,7 +1220,8 @@ START_TEST(test_request_output_counts_its_proposals)
     duet_config *cfg = config_of(spec_sets(false, 3, NULL));
     duet_engine *e = engine_of(cfg);
     int32_t prompt[64];
-    uint32_t n = prompt_of(1, prompt), proposed = 0, accepted = 0;
+    uint32_t n = prompt_of(1, prompt), proposed = 0, accepted = 0, drafts = 0;
+    uint32_t at[DUET_MAX_SPEC_TOKENS] = {0};
     uint64_t id = add(e, prompt, n, 20, true);
     duet_engine_metrics m;
 
@@ -1230,14 +1231,21 @@ START_TEST(test_request_output_counts_its_proposals)
         for (uint32_t j = 0; j < so->n_requests; j++) {
             ck_assert_uint_eq(so->requests[j].request_id, id);
             ck_assert_uint_ge(so->requests[j].num_proposed, proposed);
+            ck_assert_uint_ge(so->requests[j].num_drafts, drafts);
+            ck_assert_ptr_nonnull(so->requests[j].accepted_at);
             proposed = so->requests[j].num_proposed;
             accepted = so->requests[j].num_accepted;
+            drafts = so->requests[j].num_drafts;
+            memcpy(at, so->requests[j].accepted_at, sizeof(at));
         }
     }
     duet_engine_metrics_get(e, &m);
     ck_assert_uint_eq(proposed, m.proposed);
     ck_assert_uint_eq(accepted, m.accepted);
+    ck_assert_uint_eq(drafts, m.verified);
     ck_assert_uint_gt(proposed, 0);
+    for (uint32_t j = 0; j < DUET_MAX_SPEC_TOKENS; j++)
+        ck_assert_uint_eq(at[j], m.accepted_at[j]);
     duet_engine_destroy(e);
     duet_config_destroy(cfg);
 }

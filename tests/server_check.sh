@@ -3,7 +3,8 @@
 # the CPU worker) with the byte-level fixture tokenizer, an API key, port 0. Health and models,
 # greedy completions equal to duet-run's ids, SSE framing, usage, stop strings and stop token
 # ids, several prompts, seeds, tokenize / detokenize, every error status, 16 concurrent streams,
-# a client leaving mid-stream, chat (the tokenizer's error while templates are a placeholder,
+# a client leaving mid-stream, /metrics (strict exposition format, counters and histograms moved
+# by exactly the requests served, vLLM's per-request metrics.speculative_decoding), chat (the tokenizer's error while templates are a placeholder,
 # the rendered prompt's completion once they work) and SIGTERM. JSON is read with node; every
 # curl has a timeout and the server is killed on any exit.
 set -u
@@ -107,9 +108,25 @@ events.forEach((e, i) => {
 process.stdout.write(JSON.stringify([text, finish, usage, role]));' "$1"
 }
 
+# prom NAME: GET /metrics into $tmp/NAME.prom, read strictly by prom_check.mjs (exposition
+# format, cumulative buckets, +Inf = _count), its samples as JSON in $tmp/NAME.json
+prom() {
+    curl -s --max-time 10 -o "$tmp/$1.prom" "$base/metrics" &&
+        node "$srcdir/tests/prom_check.mjs" "$tmp/$1.prom" >"$tmp/$1.json"
+}
+
+# mexpr A B EXPR: EXPR with a, b = the samples of prom A and B, and m(x, name) = sample NAME of
+# x labelled only with model_name="tiny" (duet: prefixed)
+mexpr() {
+    node -e 'const r = f => JSON.parse(require("fs").readFileSync(f, "utf8"));
+             const a = r(process.argv[1]), b = r(process.argv[2]);
+             const m = (x, n, l = "") => x[`duet:${n}{model_name="tiny"${l}}`];
+             process.stdout.write(String(eval(process.argv[3])));' "$tmp/$1.json" "$tmp/$2.json" "$3"
+}
+
 # ---- start ----------------------------------------------------------------------------------
 "$server" --config "$tmp/spec.cfg" --port 0 --api-key "$key" --set server.max_body_bytes=4096 \
-    >"$tmp/server.log" 2>&1 &
+    --per-request-spec-decode-metrics summary >"$tmp/server.log" 2>&1 &
 pid=$!
 port=
 for _ in $(seq 1 100); do
@@ -130,6 +147,9 @@ for _ in $(seq 1 600); do
     sleep 0.1
 done
 [ "$health" = 200 ] && pass || { fail "health: $health"; cat "$tmp/server.log"; exit 1; }
+# A fresh server's metrics: well formed, every counter and histogram at 0.
+prom m0 && [ "$(mexpr m0 m0 '[m(a, "e2e_request_latency_seconds_count"), m(a, "time_to_first_token_seconds_count"), m(a, "generation_tokens_total"), m(a, "spec_decode_num_drafts_total"), m(a, "spec_decode_num_accepted_tokens_per_pos_total", ",position=\"2\"")]')" = 0,0,0,0,0 ] &&
+    pass || fail "metrics of a fresh server: $(cat "$tmp/m0.prom")"
 
 code=$(curl -s --max-time 10 -o "$tmp/body" -w '%{http_code}' -H "Authorization: Bearer $key" \
     "$base/v1/models")
@@ -186,7 +206,7 @@ post /v1/completions '{"prompt": [5, 6, 7, 8], "max_tokens": 3, "temperature": 0
 
 # ---- several prompts, seeds -----------------------------------------------------------------
 post /v1/completions '{"prompt": [[5, 6, 7, 8], [9, 10, 11]], "max_tokens": 24, "temperature": 0, "ignore_eos": true}'
-[ "$code" = 200 ] && [ "$(js "$tmp/body" 'd.choices.map(c => c.index).join(",") + " " + d.usage.prompt_tokens')" = "0,1 7" ] &&
+[ "$code" = 200 ] && [ "$(js "$tmp/body" 'd.choices.map(c => c.index).join(",") + " " + d.usage.prompt_tokens + " " + ("metrics" in d)')" = "0,1 7 false" ] &&
     [ "$(js "$tmp/body" 'd.choices[0].text')" = "$greedy_text" ] && pass ||
     fail "two prompts: $(cat "$tmp/body")"
 post /v1/completions '{"prompt": ["Hello", "world"], "max_tokens": 4}'
@@ -436,16 +456,66 @@ post /v1/completions "{$greedy}"
 # disconnected requests were aborted), tokens were generated and the draft proposed some.
 for _ in $(seq 1 100); do
     curl -s --max-time 10 -o "$tmp/metrics" "$base/metrics"
-    grep -q '^vllm:num_requests_running{model_name="tiny"} 0$' "$tmp/metrics" && break
+    grep -q '^duet:num_requests_running{model_name="tiny"} 0$' "$tmp/metrics" && break
     sleep 0.1
 done
-grep -q '^vllm:num_requests_running{model_name="tiny"} 0$' "$tmp/metrics" &&
-    grep -q '^vllm:num_requests_waiting{model_name="tiny"} 0$' "$tmp/metrics" &&
-    grep -q '^vllm:gpu_cache_usage_perc{model_name="tiny"} 0$' "$tmp/metrics" &&
-    grep -q '^# TYPE vllm:generation_tokens_total counter$' "$tmp/metrics" &&
-    grep -Eq '^vllm:generation_tokens_total\{model_name="tiny"\} [1-9][0-9]*$' "$tmp/metrics" &&
-    grep -Eq '^vllm:spec_decode_num_draft_tokens_total\{model_name="tiny"\} [1-9][0-9]*$' "$tmp/metrics" &&
+grep -q '^duet:num_requests_running{model_name="tiny"} 0$' "$tmp/metrics" &&
+    grep -q '^duet:num_requests_waiting{model_name="tiny"} 0$' "$tmp/metrics" &&
+    grep -q '^duet:gpu_cache_usage_perc{model_name="tiny"} 0$' "$tmp/metrics" &&
+    grep -q '^# TYPE duet:generation_tokens counter$' "$tmp/metrics" &&
+    grep -Eq '^duet:generation_tokens_total\{model_name="tiny"\} [1-9][0-9]*$' "$tmp/metrics" &&
+    grep -Eq '^duet:spec_decode_num_draft_tokens_total\{model_name="tiny"\} [1-9][0-9]*$' "$tmp/metrics" &&
+    grep -q '^duet:time_to_first_token_seconds_bucket{le="0.001",model_name="tiny"} ' "$tmp/metrics" &&
+    grep -q '^duet:e2e_request_latency_seconds_bucket{le="7680",model_name="tiny"} ' "$tmp/metrics" &&
     pass || fail "metrics after the clients left: $(cat "$tmp/metrics")"
+
+# Three requests on a quiet server move the counters by exactly their own counts: one finished
+# request and one first token each in the histograms, their tokens, and their speculative counts
+# as each answer's metrics.speculative_decoding reports them (vLLM's per-request "summary",
+# asked for with --per-request-spec-decode-metrics; in a stream, in the usage chunk).
+prom m1 || fail "metrics before three requests: $(cat "$tmp/m1.prom")"
+post /v1/completions "{$greedy}"
+js "$tmp/body" 'd.metrics.speculative_decoding' >"$tmp/sd1.json"
+[ "$(js "$tmp/body" 'd.choices[0].text')" = "$greedy_text" ] && pass ||
+    fail "metrics changed the text: $(cat "$tmp/body")"
+post /v1/completions "{$greedy, \"stream\": true, \"stream_options\": {\"include_usage\": true}}" -N
+node -e 'const ev = require("fs").readFileSync(process.argv[1], "utf8").split("\n\n")
+        .filter(e => e.startsWith("data: {")).map(e => JSON.parse(e.slice(6)));
+    const u = ev.filter(d => d.choices.length === 0), m = ev.filter(d => "metrics" in d);
+    if (u.length !== 1 || m.length !== 1 || m[0] !== u[0]) process.exit(1);
+    process.stdout.write(JSON.stringify(u[0].metrics.speculative_decoding));' "$tmp/body" \
+    >"$tmp/sd2.json" || fail "metrics streamed not in the usage chunk alone: $(cat "$tmp/body")"
+post /v1/chat/completions "{$msgs, \"max_tokens\": 12, \"temperature\": 0, \"ignore_eos\": true}"
+js "$tmp/body" 'd.metrics.speculative_decoding' >"$tmp/sd3.json"
+prom m2 || fail "metrics after three requests: $(cat "$tmp/m2.prom")"
+# sd: the three metrics.speculative_decoding objects
+sd=$(node -e 'const r = f => JSON.parse(require("fs").readFileSync(f, "utf8"));
+    process.stdout.write(JSON.stringify(process.argv.slice(1).map(r)))' \
+    "$tmp/sd1.json" "$tmp/sd2.json" "$tmp/sd3.json")
+[ "$(node -e 'const s = JSON.parse(process.argv[1]), near = (x, y) => Math.abs(x - y) < 1e-9;
+    process.stdout.write(String(s.every(x => x.num_spec_tokens === 3 && x.acceptance_histogram.length === 4 &&
+        x.acceptance_histogram.reduce((p, q) => p + q, 0) === x.num_spec_steps &&
+        x.acceptance_histogram.reduce((p, q, j) => p + j * q, 0) === x.num_accepted_draft_tokens &&
+        x.num_spec_steps > 0 && x.num_draft_tokens <= 3 * x.num_spec_steps &&
+        near(x.mean_acceptance_length, 1 + x.num_accepted_draft_tokens / x.num_spec_steps) &&
+        near(x.draft_acceptance_rate, x.num_accepted_draft_tokens / x.num_draft_tokens))))' "$sd")" = true ] &&
+    pass || fail "metrics.speculative_decoding: $sd"
+want=$(node -e 'const s = JSON.parse(process.argv[1]), t = k => s.reduce((p, x) => p + x[k], 0);
+    const at = j => s.reduce((p, x) => p + x.acceptance_histogram.slice(j + 1).reduce((a, b) => a + b, 0), 0);
+    process.stdout.write([3, 3, 60, t("num_spec_steps"), t("num_draft_tokens"),
+        t("num_accepted_draft_tokens"), [0, 1, 2].map(at).join(":"), true, 0, 0].join(","))' "$sd")
+got=$(mexpr m1 m2 'const d = n => m(b, n) - m(a, n), pos = j => `,position="${j}"`;
+    [d("e2e_request_latency_seconds_count"), d("time_to_first_token_seconds_count"),
+     d("generation_tokens_total"), d("spec_decode_num_drafts_total"),
+     d("spec_decode_num_draft_tokens_total"), d("spec_decode_num_accepted_tokens_total"),
+     [0, 1, 2].map(j => m(b, "spec_decode_num_accepted_tokens_per_pos_total", pos(j)) -
+                        m(a, "spec_decode_num_accepted_tokens_per_pos_total", pos(j))).join(":"),
+     d("prompt_tokens_total") >= 8 && d("e2e_request_latency_seconds_sum") > 0 &&
+         d("time_to_first_token_seconds_sum") > 0 && d("engine_steps_total") >= 20 &&
+         d("engine_step_seconds_total") > 0,
+     m(b, "num_requests_running"), m(b, "gpu_cache_usage_perc")].join(",")')
+[ -n "$want" ] && [ "$got" = "$want" ] && pass ||
+    fail "metrics moved by three requests: $got (want $want)"
 code=$(curl -s --max-time 10 -o "$tmp/body" -w '%{http_code}' --data-binary '{"prompt": "x"}' "$base/tokenize")
 [ "$code" = 200 ] && pass || fail "tokenize needs no key (only /v1/ paths do, as vLLM): $code"
 

@@ -2,10 +2,11 @@
  * duet-server — the OpenAI-compatible HTTP server (DESIGN §9, docs/server.md).
  *
  * Loads and validates the configuration (file, then --set, then --host / --port / --api-key /
- * --tokenizer, which are server.* keys), starts the server (duet/server.h): the listener first,
- * printing "listening on http://HOST:PORT" on standard error at once, then the engine loads in
- * the background (/health answers 503 until it is ready; "ready" is printed then). SIGINT /
- * SIGTERM stop it: no new connections, what runs is aborted, exit 0. A failed load exits 1.
+ * --tokenizer / --per-request-spec-decode-metrics, which are server.* keys), starts the server
+ * (duet/server.h): the listener first, printing "listening on http://HOST:PORT" on standard error
+ * at once, then the engine loads in the background (/health answers 503 until it is ready; "ready"
+ * is printed then). SIGINT / SIGTERM stop it: no new connections, what runs is aborted, exit 0. A
+ * failed load exits 1.
  */
 #include "build_config.h"
 
@@ -40,6 +41,9 @@ static void usage(FILE *f)
             "      --port P          TCP port, 0 = any free one (server.port, default 8000)\n"
             "      --api-key KEY     require 'Authorization: Bearer KEY' (server.api_key)\n"
             "      --tokenizer DIR   tokenizer folder (server.tokenizer; default: the model's)\n"
+            "      --per-request-spec-decode-metrics LEVEL\n"
+            "                        none or summary: each answer's own speculative counts\n"
+            "                        (server.per_request_spec_decode_metrics, default none)\n"
             "  -h, --help            this text\n"
             "  -V, --version         the version\n"
             "\n"
@@ -63,6 +67,7 @@ static const struct option long_options[] = {
     {"port", required_argument, NULL, 'p'},
     {"api-key", required_argument, NULL, 'k'},
     {"tokenizer", required_argument, NULL, 't'},
+    {"per-request-spec-decode-metrics", required_argument, NULL, 'm'},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -125,6 +130,9 @@ static int parse_args(int argc, char **argv, struct options *o)
             break;
         case 't':
             ok = add_flag_set(o, "server.tokenizer", optarg, true);
+            break;
+        case 'm':
+            ok = add_flag_set(o, "server.per_request_spec_decode_metrics", optarg, true);
             break;
         case 'h':
             usage(stdout);

@@ -179,6 +179,8 @@ typedef struct duet_server_settings {
     int64_t max_queue;             /* server.max_queue: requests waiting or running, then 429 */
     int64_t request_timeout_s;     /* server.request_timeout_s: seconds, then abort; 0 = none */
     int64_t max_body_bytes;        /* server.max_body_bytes: request body bytes, then 413 */
+    const char *per_request_spec_decode_metrics; /* server.per_request_spec_decode_metrics:
+                                                    "none" or "summary" (appended) */
 } duet_server_settings;
 
 /* Every key of a validated configuration, typed: each field holds what the getter of its key
