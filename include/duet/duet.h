@@ -107,7 +107,7 @@ typedef struct duet_request_output {
     const char *error; /* with DUET_FINISH_ERROR: what failed, naming the model; else NULL */
     const duet_completion_output *outputs; /* [n_outputs] every sequence, in index order */
     uint32_t n_outputs;                    /* the request's n */
-    uint32_t num_drafts; /* verifications of its proposals: steps that drafted for it */
+    uint32_t num_drafts;         /* verifications of its proposals: steps that drafted for it */
     const uint32_t *accepted_at; /* [DUET_MAX_SPEC_TOKENS]: [j] proposals accepted at lookahead
                                     position j (0-based; 0 from speculative.num_tokens on) */
 } duet_request_output;
