@@ -88,6 +88,50 @@ int32_t duet__sample_row(duet__sampler *sampler, const float *logits,
 void duet__row_logprobs(duet__sampler *sampler, const float *logits, uint32_t n_top,
                         duet_logprob *top, int32_t next, float *next_logprob);
 
+/* Minor 3 penalties (plugin.h: duet_penalties). The tokens a row counts as generated beyond
+ * pen->seen: fed tokens after the first output position, then tokens sampled by earlier drafting
+ * steps (negative ones, DUET_TOKEN_NONFINITE, are skipped). */
+typedef struct duet__recent {
+    const int32_t *fed;   /* [n_fed] */
+    uint32_t n_fed;       /* scoring row j: j */
+    const int32_t *drawn; /* [n_drawn] */
+    uint32_t n_drawn;     /* drafting step s: s */
+} duet__recent;
+
+/* The recent tokens of the row of sequence q that chooses the token at `position` (the kit's
+ * row pos) and writes output row out_row of out_tokens (the batch output's tokens, whose earlier
+ * rows of q are already sampled). */
+static inline duet__recent duet__penalty_recent(const duet_seq *q, uint64_t position,
+                                                const int32_t *out_tokens, int64_t out_row)
+{
+    uint64_t first = (uint64_t)q->pos + q->n_tokens - q->n_outputs; /* fed pos of output row 0 */
+    uint64_t d = position - 1 - first;
+    duet__recent rc = {q->tokens + (q->n_tokens - q->n_outputs) + 1, 0, NULL, 0};
+
+    if (q->n_outputs == 0 || position < first + 1)
+        return rc;
+    if (d < q->n_outputs) {
+        rc.n_fed = (uint32_t)d;
+    } else {
+        rc.n_fed = q->n_outputs - 1;
+        rc.n_drawn = (uint32_t)(d - q->n_outputs + 1);
+        rc.drawn = out_tokens + out_row - rc.n_drawn;
+    }
+    return rc;
+}
+
+/* Writes logits[vocab] with pen applied (plugin.h's formula; recent as above, may be NULL) into
+ * out[vocab]. In double precision, rounded once per logit. */
+void duet__penalize(const float *logits, uint32_t vocab, const duet_penalties *pen,
+                    const duet__recent *recent, float *out);
+
+/* duet__sample_row with penalties: the token and probs from the penalised logits, the
+ * log-probabilities from the raw ones. pen NULL: exactly duet__sample_row. */
+int32_t duet__sample_row_penalized(duet__sampler *sampler, const float *logits,
+                                   const duet_sampling_params *sp, const duet_penalties *pen,
+                                   const duet__recent *recent, uint64_t position, float *probs,
+                                   float *token_logprob, duet_logprob *top, uint32_t n_top);
+
 /* The token at which the cumulative sum of probs[vocab] (in id order, non-negative entries that
  * need not sum to 1) first exceeds u × the total; the last token with positive mass when rounding
  * runs past the end; -1 when no entry is positive. */
