@@ -47,7 +47,7 @@ spec="$srcdir/examples/mock-speculative.cfg"
 expect "check prints the plugin" 0 "^  name: +mock$" --config "$mock" --check
 expect "check prints the path" 0 "^  path: +$DUET_TEST_PLUGIN_DIR/duet_mock_worker.so$" \
     --config "$mock" --check
-expect "check prints abi and caps" 0 "^  capabilities: target,draft,swap,f32$" --config "$mock" --check
+expect "check prints abi and caps" 0 "^  capabilities: target,draft,swap,f32,penalties$" --config "$mock" --check
 expect "check prints the resolved config" 0 "block_size = 16;" --config "$mock" --check
 expect "check ends with ok" 0 "^check: ok$" --config "$mock" --check
 expect "override shows in the config" 0 "block_size = 64; +# --set" --config "$mock" --check \
