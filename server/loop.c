@@ -221,6 +221,11 @@ static void admit(duet_server *srv, struct duet__srv_job *job)
         p.stop_token_ids = job->req.stop_token_ids;
         p.n_stop_token_ids = job->req.n_stop_token_ids;
         p.ignore_eos = job->req.ignore_eos;
+        p.presence_penalty = (float)job->req.presence_penalty;
+        p.frequency_penalty = (float)job->req.frequency_penalty;
+        p.repetition_penalty = (float)job->req.repetition_penalty;
+        p.logit_bias = job->req.logit_bias;
+        p.n_logit_bias = job->req.n_logit_bias;
         if (duet_detok_create(srv->tok, true, &ch->detok) ||
             duet_engine_add_request(srv->engine, &p, &ch->engine_id)) {
             job->failed = true;
