@@ -4,8 +4,8 @@
 # greedy completions equal to duet-run's ids, SSE framing, usage, stop strings and stop token
 # ids, several prompts, seeds, penalties and logit_bias, tokenize / detokenize, every error
 # status, 16 concurrent streams, a client leaving mid-stream, chat (the tokenizer's error while
-# templates are a placeholder, the rendered prompt's completion once they work) and SIGTERM. JSON is read with node; every
-# curl has a timeout and the server is killed on any exit.
+# templates are a placeholder, the rendered prompt's completion once they work) and SIGTERM.
+# JSON is read with node; every curl has a timeout and the server is killed on any exit.
 set -u
 top_builddir=${DUET_TEST_BUILDDIR:-.}
 srcdir=${DUET_TEST_SRCDIR:-.}
