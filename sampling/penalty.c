@@ -66,33 +66,33 @@ static int32_t recent_at(const duet__recent *rc, uint32_t i)
     return i < rc->n_fed ? rc->fed[i] : rc->drawn[i - rc->n_fed];
 }
 
-static void penalize_one(float *out, int32_t t, const duet_penalties *p, const duet__recent *rc)
+static duet__penalty_edit edit_of(int32_t t, const duet_penalties *p, const duet__recent *rc)
 {
     const duet_token_count *s = find_seen(p, t);
     const duet_token_bias *b = find_bias(p, t);
     uint32_t extra = recent_count(rc, t, UINT32_MAX);
-    double v = (double)out[t] + (b ? (double)b->bias : 0.0);
+    duet__penalty_edit e = {t, b ? b->bias : 0.0f, 1.0f, 0.0};
 
     if (s || extra) {
         double c = (double)(s ? s->count : 0) + extra;
 
-        v = v > 0 ? v / (double)p->repetition : v * (double)p->repetition;
-        v -= (double)p->frequency * c + (c > 0 ? (double)p->presence : 0.0);
+        e.repetition = p->repetition;
+        e.subtract = (double)p->frequency * c + (c > 0 ? (double)p->presence : 0.0);
     }
-    out[t] = (float)v;
+    return e;
 }
 
-void duet__penalize(const float *logits, uint32_t vocab, const duet_penalties *p,
-                    const duet__recent *rc, float *out)
+uint32_t duet__penalty_edits(const duet_penalties *p, const duet__recent *rc, uint32_t vocab,
+                             duet__penalty_edit *out)
 {
-    uint32_t n_recent = rc ? rc->n_fed + rc->n_drawn : 0;
+    uint32_t n = 0, n_recent = rc ? rc->n_fed + rc->n_drawn : 0;
 
-    memcpy(out, logits, (size_t)vocab * sizeof(*out));
     for (uint32_t i = 0; i < p->n_seen; i++)
-        penalize_one(out, p->seen[i].token, p, rc);
+        if ((uint32_t)p->seen[i].token < vocab)
+            out[n++] = edit_of(p->seen[i].token, p, rc);
     for (uint32_t i = 0; i < p->n_bias; i++)
-        if (!find_seen(p, p->bias[i].token))
-            penalize_one(out, p->bias[i].token, p, rc);
+        if ((uint32_t)p->bias[i].token < vocab && !find_seen(p, p->bias[i].token))
+            out[n++] = edit_of(p->bias[i].token, p, rc);
     for (uint32_t i = 0; i < n_recent; i++) {
         int32_t t = recent_at(rc, i);
 
@@ -100,6 +100,29 @@ void duet__penalize(const float *logits, uint32_t vocab, const duet_penalties *p
         if (t < 0 || (uint32_t)t >= vocab || find_seen(p, t) || find_bias(p, t) ||
             recent_count(rc, t, i) > 0)
             continue;
-        penalize_one(out, t, p, rc);
+        out[n++] = edit_of(t, p, rc);
+    }
+    return n;
+}
+
+void duet__penalize(const float *logits, uint32_t vocab, const duet_penalties *p,
+                    const duet__recent *rc, float *out)
+{
+    memcpy(out, logits, (size_t)vocab * sizeof(*out));
+    for (uint32_t i = 0; i < p->n_seen; i++)
+        if ((uint32_t)p->seen[i].token < vocab) {
+            duet__penalty_edit e = edit_of(p->seen[i].token, p, rc);
+
+            out[e.token] = duet__penalty_apply(out[e.token], &e);
+        }
+    for (uint32_t i = 0, n = rc ? rc->n_fed + rc->n_drawn : 0; i < p->n_bias + n; i++) {
+        duet__penalty_edit e;
+        int32_t t = i < p->n_bias ? p->bias[i].token : recent_at(rc, i - p->n_bias);
+
+        if (t < 0 || (uint32_t)t >= vocab || find_seen(p, t) ||
+            (i >= p->n_bias && (find_bias(p, t) || recent_count(rc, t, i - p->n_bias) > 0)))
+            continue;
+        e = edit_of(t, p, rc);
+        out[t] = duet__penalty_apply(out[t], &e);
     }
 }

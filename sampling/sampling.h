@@ -120,8 +120,31 @@ static inline duet__recent duet__penalty_recent(const duet_seq *q, uint64_t posi
     return rc;
 }
 
+/* What the penalties do to one token's logit l: v = l + bias; v = v > 0 ? v / repetition :
+ * v * repetition (repetition 1 when the token is in neither prompt nor output); v - subtract
+ * (frequency × count + presence × (count > 0)). In double, rounded once: the same on a device. */
+typedef struct duet__penalty_edit {
+    int32_t token;
+    float bias;
+    float repetition;
+    double subtract;
+} duet__penalty_edit;
+
+static inline DUET_RNG_HD float duet__penalty_apply(float l, const duet__penalty_edit *e)
+{
+    double v = (double)l + (double)e->bias;
+
+    v = v > 0 ? v / (double)e->repetition : v * (double)e->repetition;
+    return (float)(v - e->subtract);
+}
+
+/* The edits of one row (each token of seen ∪ bias ∪ recent once, tokens outside [0, vocab)
+ * skipped) into out, which has room for n_seen + n_bias + n_fed + n_drawn; returns how many. */
+uint32_t duet__penalty_edits(const duet_penalties *pen, const duet__recent *recent, uint32_t vocab,
+                             duet__penalty_edit *out);
+
 /* Writes logits[vocab] with pen applied (plugin.h's formula; recent as above, may be NULL) into
- * out[vocab]. In double precision, rounded once per logit. */
+ * out[vocab]: duet__penalty_apply over duet__penalty_edits. */
 void duet__penalize(const float *logits, uint32_t vocab, const duet_penalties *pen,
                     const duet__recent *recent, float *out);
 

@@ -997,13 +997,27 @@ START_TEST(test_penalties_match_a_double_precision_reference)
 {
     static const uint32_t vocabs[] = {2, 7, 97, 1000};
     static struct pen_case c;
-    static float out[1000];
+    static float out[1000], again[1000];
+    static duet__penalty_edit edits[1100];
+    uint32_t n_edits;
 
     seed_inputs(0x9e7a1);
     for (uint32_t v = 0; v < 4; v++)
         for (uint32_t row = 0; row < 300; row++) {
             pen_case_fill(&c, vocabs[v]);
             duet__penalize(c.logits, c.vocab, &c.pen, &c.rc, out);
+            /* the edit list a device applies gives the same row, bit for bit */
+            n_edits = duet__penalty_edits(&c.pen, &c.rc, c.vocab, edits);
+            ck_assert_uint_le(n_edits, c.pen.n_seen + c.pen.n_bias + c.rc.n_fed + c.rc.n_drawn);
+            memcpy(again, c.logits, c.vocab * sizeof(float));
+            for (uint32_t i = 0; i < n_edits; i++) {
+                for (uint32_t j = 0; j < i; j++)
+                    EXPECT(edits[j].token != edits[i].token, "token %d edited twice",
+                           edits[i].token);
+                again[edits[i].token] = duet__penalty_apply(again[edits[i].token], &edits[i]);
+            }
+            EXPECT(!memcmp(again, out, c.vocab * sizeof(float)), "vocab %u row %u: edits differ",
+                   c.vocab, row);
             for (uint32_t t = 0; t < c.vocab; t++)
                 EXPECT(fabs(out[t] - c.ref[t]) <= 1e-6 * fmax(1.0, fabs(c.ref[t])),
                        "vocab %u row %u token %u: %.9g, reference %.9g (rep %g freq %g pres %g)",
