@@ -758,21 +758,39 @@ START_TEST(test_penalised_scoring_and_drafting_rows_match_the_penalised_referenc
     struct wk k;
 
     ck_assert_ptr_nonnull(pen_logits);
+    wk_open(&k, tm, &o);
+    if (!(k.t->caps & DUET_CAP_PENALTIES)) { /* "penalties capability" checks the refusal */
+        free(pen_logits);
+        wk_close(&k);
+        return;
+    }
     make_tokens(tokens, L + K, vocab, 120);
     tokens[L - 2] = tokens[1]; /* repeats: generated tokens counted more than once */
     tokens[L + 1] = tokens[L - 1];
     tokens[L + 2] = tokens[L];
     pen_fixture_init(&f, tokens, L, P, vocab);
-    wk_open(&k, tm, &o);
     prefill_silent(&k, tokens, L - 1, 0, ta, 2);
     prefill_silent(&k, tokens, L - 1, 0, tb, 2);
     s = seq_make(31, tokens + L - 1, K + 1, L - 1, ta, 2, K + 1, warm);
+    s.sampling.n_logprobs = 3;
     s.penalties = &f.pen;
-    exec_ok(&k, &s, 1, DUET_BATCH_WANT_PROBS, NULL, &scored);
+    exec_ok(&k, &s, 1, DUET_BATCH_WANT_PROBS | DUET_BATCH_WANT_LOGPROBS, NULL, &scored);
     logits = reference(tm, tokens, L + K);
-    for (uint32_t j = 0; j <= K; j++)
-        pen_reference_row(logits + (size_t)(L - 1 + j) * vocab, vocab, tokens, L + j, P, &f.pen,
+    for (uint32_t j = 0; j <= K; j++) {
+        const double *raw_row = logits + (size_t)(L - 1 + j) * vocab;
+        struct ref_row raw;
+
+        pen_reference_row(raw_row, vocab, tokens, L + j, P, &f.pen,
                           pen_logits + (size_t)(L - 1 + j) * vocab);
+        /* log-probabilities stay the raw row's */
+        assert_top_list(scored.lp + (size_t)j * scored.stride, 3, raw_row, vocab, k.tol,
+                        "penalised scoring, raw top", j);
+        ref_row_init(&raw, raw_row, vocab, 1.0, k.tol);
+        ck_assert_msg(fabs(scored.token_lp[j] - raw.lp[scored.tokens[j]]) <= raw.lim,
+                      "row %u: token logprob %.6f, raw reference %.6f", j,
+                      (double)scored.token_lp[j], raw.lp[scored.tokens[j]]);
+        ref_row_fini(&raw);
+    }
     assert_rows_match(&scored, 0, K + 1, pen_logits, L - 1, 0.8, warm.seed, k.tol,
                       "penalised scoring");
     free(logits);

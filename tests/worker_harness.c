@@ -67,7 +67,7 @@ static const struct worker_profile profiles[] = {
         /* budget 0 sizes the cache from free device memory; a small pinned swap pool */
         .cache_settings = "memory_fraction = 0.5; swap_space_gib = 0.0625;",
         .caps = DUET_CAP_TARGET | DUET_CAP_DRAFT | DUET_CAP_SWAP | DUET_CAP_F32 | DUET_CAP_BF16 |
-                DUET_CAP_F16 | DUET_CAP_PREFIX_CACHE,
+                DUET_CAP_F16 | DUET_CAP_PREFIX_CACHE | DUET_CAP_PENALTIES,
         .caps_optional = DUET_CAP_TP,    /* with NCCL */
         .details_names = "CUDA runtime", /* and the driver; no context is created for it */
         .dtypes = dtypes_gpu,
