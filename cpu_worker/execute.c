@@ -106,7 +106,7 @@ static void emit_row(duet_worker *w, const duet_batch *b, duet_batch_output *o,
         duet__recent rc = duet__penalty_recent(r->q, r->pos, o->tokens, r->out_row);
 
         o->tokens[r->out_row] = duet__sample_row_penalized(
-            s, logits, sp, r->q->penalties, &rc, r->pos,
+            s, logits, sp, duet_seq_penalties(b, r->q), &rc, r->pos,
             (b->flags & DUET_BATCH_WANT_PROBS) ? o->probs + r->out_row * V : NULL,
             lp ? o->token_logprobs + r->out_row : NULL, top, n_top);
         duet_kit_emit_top(top, top, n_top, (uint32_t)M);

@@ -620,9 +620,9 @@ static duet_status run_step(duet_gpu_worker *w, struct step *st, duet_batch_outp
 
 /* The most penalty edits a logit row can have: its seen and bias lists, and every fed or drafted
  * token of its sequence (0 without penalties or without a sampled token). */
-static size_t row_edits_bound(const duet_kit_row *d)
+static size_t row_edits_bound(const duet_batch *b, const duet_kit_row *d)
 {
-    const duet_penalties *p = d->q->penalties;
+    const duet_penalties *p = duet_seq_penalties(b, d->q);
 
     if (!p || d->out_row < 0)
         return 0;
@@ -643,11 +643,11 @@ static void edits_fill(duet_gpu_worker *w, struct step *st, const duet_batch_out
         duet__recent rc;
         uint32_t m;
 
-        if (!d->q->penalties || d->out_row < 0)
+        if (!duet_seq_penalties(st->b, d->q) || d->out_row < 0)
             continue;
         st->penalized = true;
         rc = duet__penalty_recent(d->q, d->pos, o->tokens, d->out_row);
-        m = duet__penalty_edits(d->q->penalties, &rc, w->d->vocab_size, one);
+        m = duet__penalty_edits(duet_seq_penalties(st->b, d->q), &rc, w->d->vocab_size, one);
         for (uint32_t j = 0; j < m; j++)
             e[st->n_edits++] = (duet_gpu_penalty_edit){.row = i,
                                                        .token = one[j].token,
@@ -668,7 +668,7 @@ static duet_status step_make(duet_gpu_worker *w, struct step *st, const duet_bat
     duet_status ps;
 
     for (uint32_t i = 0; i < n_out; i++) {
-        size_t m = row_edits_bound(&w->plan.rows[i]);
+        size_t m = row_edits_bound(st->b, &w->plan.rows[i]);
 
         max_edits += m;
         per_row = m > per_row ? m : per_row;

@@ -71,9 +71,9 @@ static duet_status check_sampling(struct ctx *c, const duet_batch *b, const duet
 
 /* Minor 3 penalties: present only where the worker applies them; values in range; both lists
  * sorted by token, unique, inside the vocabulary. */
-static duet_status check_penalties(struct ctx *c, const duet_seq *q)
+static duet_status check_penalties(struct ctx *c, const duet_batch *b, const duet_seq *q)
 {
-    const duet_penalties *p = q->penalties;
+    const duet_penalties *p = duet_seq_penalties(b, q);
     unsigned long long id = (unsigned long long)q->seq_id;
     bool neutral;
 
@@ -158,7 +158,7 @@ static duet_status check_seq(struct ctx *c, const duet_batch *b, const duet_seq 
                         "cache has %u)",
                         c->lim->who, id, (unsigned long long)i, q->block_table[i],
                         c->lim->num_blocks);
-    st = check_penalties(c, q);
+    st = check_penalties(c, b, q);
     return st ? st : check_sampling(c, b, q);
 }
 
@@ -190,7 +190,9 @@ duet_status duet_kit_batch_check(const duet_batch_limits *lim, const duet_batch 
     struct ctx cx = {lim, err, err_size}, *c = &cx;
     duet_status st;
 
-    if (b->struct_size < sizeof(*b) || (b->n_seqs && (!b->seqs || b->seq_size < sizeof(duet_seq))))
+    /* a host of minor 2 passes duet_seq without penalties: duet_seq_penalties() reads NULL */
+    if (b->struct_size < sizeof(*b) ||
+        (b->n_seqs && (!b->seqs || b->seq_size < offsetof(duet_seq, penalties))))
         return fail(c, DUET_STATUS_INVALID_ARGUMENT,
                     "%s: batch struct_size %u / seq_size %u too small, or no seqs", c->lim->who,
                     b->struct_size, b->seq_size);

@@ -260,7 +260,8 @@ typedef struct duet_seq {
     const float *draft_probs;    /* VERIFY: [n_outputs - 1][vocab_size] the rows they were
                                     sampled from; else NULL */
     /* ---- minor 3 (read it when batch->seq_size covers it) ---- */
-    const duet_penalties *penalties; /* NULL: none; else only for a DUET_CAP_PENALTIES worker */
+    const duet_penalties *penalties; /* NULL: none; else only for a DUET_CAP_PENALTIES worker;
+                                        read with duet_seq_penalties() */
 } duet_seq;
 
 /* Batch flags. */
@@ -334,6 +335,14 @@ static inline const duet_seq *duet_batch_seq(const duet_batch *batch, uint32_t i
 {
     return (const duet_seq *)(const void *)((const char *)batch->seqs +
                                             (size_t)i * batch->seq_size);
+}
+
+/* The penalties of sequence q of batch (minor 3): NULL when the host's duet_seq (seq_size) is
+ * older than the field or has none. Readers use this, never q->penalties directly. */
+static inline const duet_penalties *duet_seq_penalties(const duet_batch *batch, const duet_seq *q)
+{
+    return batch->seq_size >= offsetof(duet_seq, penalties) + sizeof(q->penalties) ? q->penalties
+                                                                                   : NULL;
 }
 
 /* ------------------------------------------------------------------------------------------ */
