@@ -37,7 +37,8 @@ static duet_status check_batch(duet_worker *w, const duet_batch *b, const duet_b
                              .max_position = w->d->max_position,
                              .block_size = w->kv.block_size,
                              .num_blocks = w->kv.base ? w->kv.num_blocks : 0,
-                             .num_swap_blocks = w->swap.num_blocks};
+                             .num_swap_blocks = w->swap.num_blocks,
+                             .penalties = true};
 
     return duet_kit_batch_check(&lim, b, o, rows, fed, w->err.msg, sizeof(w->err.msg));
 }
@@ -102,10 +103,12 @@ static void emit_row(duet_worker *w, const duet_batch *b, duet_batch_output *o,
         duet_logprob *top = lp && M ? o->logprobs + (size_t)r->out_row * M : NULL;
         uint32_t n_top = lp ? sp->n_logprobs : 0;
 
-        o->tokens[r->out_row] =
-            duet__sample_row(s, logits, sp, r->pos,
-                             (b->flags & DUET_BATCH_WANT_PROBS) ? o->probs + r->out_row * V : NULL,
-                             lp ? o->token_logprobs + r->out_row : NULL, top, n_top);
+        duet__recent rc = duet__penalty_recent(r->q, r->pos, o->tokens, r->out_row);
+
+        o->tokens[r->out_row] = duet__sample_row_penalized(
+            s, logits, sp, duet_seq_penalties(b, r->q), &rc, r->pos,
+            (b->flags & DUET_BATCH_WANT_PROBS) ? o->probs + r->out_row * V : NULL,
+            lp ? o->token_logprobs + r->out_row : NULL, top, n_top);
         duet_kit_emit_top(top, top, n_top, (uint32_t)M);
     }
     if (r->fed_row >= 0) {

@@ -595,7 +595,8 @@ static const duet_worker_plugin plugin = {
     DUET_KIT_PLUGIN_HEADER("cpu", CPU_WORKER_VERSION),
     /* F16: f16 weights (computed in f32); an f16 compute dtype is refused at create */
     .caps = DUET_CAP_TARGET | DUET_CAP_DRAFT | DUET_CAP_SWAP | DUET_CAP_F32 | DUET_CAP_BF16 |
-            DUET_CAP_F16 | DUET_CAP_INT8 | DUET_CAP_INT4 | DUET_CAP_PREFIX_CACHE,
+            DUET_CAP_F16 | DUET_CAP_INT8 | DUET_CAP_INT4 | DUET_CAP_PREFIX_CACHE |
+            DUET_CAP_PENALTIES,
     .create = worker_create,
     .destroy = worker_destroy,
     .describe = worker_describe,

@@ -59,6 +59,9 @@ void duet__scratch_free(struct duet__scratch *sc)
     free(sc->prompt_next);
     free(sc->logprobs);
     free(sc->out);
+    free(sc->pens);
+    free(sc->seen);
+    free(sc->keys);
 }
 
 /* Scheduled sequence s (index idx in its request) of group gr as the workers see it: the tokens
@@ -105,6 +108,88 @@ static struct duet__seqrec *rec_of(duet_engine *e, struct duet__req *r, const du
     return &r->seqs[*idx];
 }
 
+/* ---- penalties (docs/engine.md, "Penalties") ----------------------------------------------- */
+
+static int cmp_u64(const void *pa, const void *pb)
+{
+    uint64_t a = *(const uint64_t *)pa, b = *(const uint64_t *)pb;
+
+    return (a > b) - (a < b);
+}
+
+/* The seen list of a sequence holding tokens[n] of which the first n_prompt are the prompt:
+ * every distinct token, sorted, with its count among the generated ones. keys has room for n;
+ * returns the entries written to seen. */
+static uint32_t seen_of(const int32_t *tokens, uint32_t n, uint32_t n_prompt, uint64_t *keys,
+                        duet_token_count *seen)
+{
+    uint32_t m = 0;
+
+    for (uint32_t i = 0; i < n; i++)
+        keys[i] = (uint64_t)(uint32_t)tokens[i] << 1 | (i >= n_prompt);
+    qsort(keys, n, sizeof(*keys), cmp_u64);
+    for (uint32_t i = 0; i < n; i++) {
+        int32_t t = (int32_t)(keys[i] >> 1);
+
+        if (!m || seen[m - 1].token != t)
+            seen[m++] = (duet_token_count){.token = t, .count = 0};
+        seen[m - 1].count += (uint32_t)(keys[i] & 1);
+    }
+    return m;
+}
+
+/* Points every sampling sequence of a penalised request at its penalties: the request's
+ * settings, and with repetition / frequency / presence the seen list of all its tokens (the
+ * fed position of its first output row is its last token: a decode, the last prompt chunk, and
+ * spec.c's proposal and score batches, which copy these seqs). The sort costs O(L log L) per
+ * sequence and step, only for requests that count tokens. */
+static duet_status batch_penalties(duet_engine *e, const duet_sched_output *so)
+{
+    struct duet__scratch *sc = &e->sc;
+    uint32_t n = 0, n_pen = 0, seen_total = 0, max_len = 0, at = 0;
+
+    for (uint32_t g = 0; g < so->num_groups; g++)
+        for (uint32_t i = 0; i < so->groups[g].num_seqs; i++, n++) {
+            const duet_sched_seq *s = &so->groups[g].seqs[i];
+
+            if (!sc->owner[n]->penalized || !sc->seqs[n].n_outputs)
+                continue;
+            n_pen++;
+            if (sc->owner[n]->count_seen) {
+                seen_total += s->num_tokens;
+                max_len = s->num_tokens > max_len ? s->num_tokens : max_len;
+            }
+        }
+    if (!n_pen)
+        return DUET_STATUS_OK;
+    if (!duet__grow((void **)&sc->pens, &sc->cap_pens, n_pen, sizeof(*sc->pens)) ||
+        !duet__grow((void **)&sc->seen, &sc->cap_seen, seen_total ? seen_total : 1,
+                    sizeof(*sc->seen)) ||
+        !duet__grow((void **)&sc->keys, &sc->cap_keys, max_len ? max_len : 1, sizeof(*sc->keys)))
+        return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
+    n = n_pen = 0;
+    for (uint32_t g = 0; g < so->num_groups; g++)
+        for (uint32_t i = 0; i < so->groups[g].num_seqs; i++, n++) {
+            const duet_sched_seq *s = &so->groups[g].seqs[i];
+            struct duet__req *r = sc->owner[n];
+            duet_penalties *pen = &sc->pens[n_pen++];
+
+            if (!r->penalized || !sc->seqs[n].n_outputs) {
+                n_pen--;
+                continue;
+            }
+            *pen = r->pen;
+            if (r->count_seen) {
+                pen->seen = sc->seen + at;
+                pen->n_seen =
+                    seen_of(s->tokens, s->num_tokens, r->n_prompt, sc->keys, sc->seen + at);
+                at += pen->n_seen;
+            }
+            sc->seqs[n].penalties = pen;
+        }
+    return DUET_STATUS_OK;
+}
+
 duet_status duet__batch_seqs(duet_engine *e, const duet_sched_output *so, uint32_t *n_rows,
                              uint32_t *max_logprobs)
 {
@@ -143,7 +228,7 @@ duet_status duet__batch_seqs(duet_engine *e, const duet_sched_output *so, uint32
     }
     if (!scratch_reserve(&e->sc, n, *n_rows, *max_logprobs))
         return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
-    return DUET_STATUS_OK;
+    return batch_penalties(e, so);
 }
 
 void duet__batch_init(const duet_sched_output *so, const duet_seq *seqs, uint32_t n_seqs,

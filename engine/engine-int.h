@@ -99,8 +99,12 @@ struct duet__req {
     uint32_t proposed, accepted; /* draft tokens proposed for it, and accepted */
     uint32_t drafts;             /* verifications of its proposals (steps that drafted for it) */
     uint32_t accepted_at[DUET_MAX_SPEC_TOKENS]; /* [j]: accepted at lookahead position j */
-    char *error;       /* why a worker failed it (DUET_FINISH_ERROR); NULL */
-    bool fail_pending; /* error set this step: the scheduler aborts it after the step */
+    char *error;           /* why a worker failed it (DUET_FINISH_ERROR); NULL */
+    bool fail_pending;     /* error set this step: the scheduler aborts it after the step */
+    bool penalized;        /* penalties or a logit bias: its sequences carry pen */
+    bool count_seen;       /* repetition, frequency or presence: pen needs seen lists */
+    duet_penalties pen;    /* the request's settings; seen is set per sequence and step */
+    duet_token_bias *bias; /* [pen.n_bias] its logit_bias sorted by token (pen.bias) */
 };
 
 /* Per-step buffers, grown to the largest step seen. */
@@ -124,6 +128,12 @@ struct duet__scratch {
     uint32_t cap_prompt_top, cap_prompt;
     duet_request_output *out; /* [cap_out] */
     uint32_t cap_out;
+    duet_penalties *pens; /* [cap_pens] each penalised sequence's, pointed at by its seq */
+    uint32_t cap_pens;
+    duet_token_count *seen; /* [cap_seen] their seen lists, one after another */
+    uint32_t cap_seen;
+    uint64_t *keys; /* [cap_keys] sort scratch: token << 1 | generated */
+    uint32_t cap_keys;
 };
 
 /* What a sequence of a speculative step keeps across the updates (which invalidate the

@@ -35,6 +35,7 @@ void duet_request_params_init(duet_request_params *p)
     p->sampling.top_p = 1.0f;
     p->max_tokens = 16;
     p->n = 1;
+    p->repetition_penalty = 1.0f;
 }
 
 const char *duet_finish_reason_str(duet_finish_reason f)
@@ -481,6 +482,81 @@ static duet_status check_n_priority(duet_engine *e, const duet_request_params *p
     return DUET_STATUS_OK;
 }
 
+static bool request_penalized(const duet_request_params *p)
+{
+    return p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f ||
+           p->repetition_penalty != 1.0f || p->n_logit_bias > 0;
+}
+
+/* vLLM's ranges (SamplingParams._verify_args; OpenAI's for logit_bias), and workers that apply
+ * them: a worker without DUET_CAP_PENALTIES would refuse every batch of the request. */
+static duet_status check_penalties(duet_engine *e, const duet_request_params *p)
+{
+    uint32_t vocab = e->workers[0].info.vocab_size;
+
+    if (!(p->presence_penalty >= -2 && p->presence_penalty <= 2) ||
+        !(p->frequency_penalty >= -2 && p->frequency_penalty <= 2) ||
+        !(p->repetition_penalty > 0 && isfinite(p->repetition_penalty)))
+        return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT,
+                                 "bad penalties: presence_penalty %g [-2, 2], frequency_penalty "
+                                 "%g [-2, 2], repetition_penalty %g (> 0)",
+                                 (double)p->presence_penalty, (double)p->frequency_penalty,
+                                 (double)p->repetition_penalty);
+    if (p->n_logit_bias && !p->logit_bias)
+        return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT, "logit_bias is NULL");
+    for (uint32_t i = 0; i < p->n_logit_bias; i++) {
+        const duet_token_bias *b = &p->logit_bias[i];
+
+        if (b->token < 0 || (uint32_t)b->token >= vocab || !(b->bias >= -100 && b->bias <= 100))
+            return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT,
+                                     "logit_bias[%u]: token %d must be in [0, %u) and its bias "
+                                     "%g in [-100, 100]",
+                                     i, b->token, vocab, (double)b->bias);
+        for (uint32_t j = 0; j < i; j++)
+            if (p->logit_bias[j].token == b->token)
+                return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT,
+                                         "logit_bias: token %d is given twice", b->token);
+    }
+    if (!request_penalized(p))
+        return DUET_STATUS_OK;
+    for (uint32_t i = 0; i < e->n_workers; i++)
+        if (!(e->workers[i].t->caps & DUET_CAP_PENALTIES))
+            return duet__engine_fail(e, DUET_STATUS_UNSUPPORTED,
+                                     "penalties and logit_bias need DUET_CAP_PENALTIES: the %s "
+                                     "worker '%s' does not apply them",
+                                     i ? "draft" : "target", e->workers[i].t->name);
+    return DUET_STATUS_OK;
+}
+
+static int cmp_bias(const void *a, const void *b)
+{
+    int32_t x = ((const duet_token_bias *)a)->token, y = ((const duet_token_bias *)b)->token;
+
+    return (x > y) - (x < y);
+}
+
+/* The request's penalties as the workers get them (a sorted copy of logit_bias). */
+static duet_status penalties_init(struct duet__req *r, const duet_request_params *p)
+{
+    r->penalized = request_penalized(p);
+    r->count_seen = p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f ||
+                    p->repetition_penalty != 1.0f;
+    r->pen = (duet_penalties){.struct_size = sizeof(r->pen),
+                              .repetition = p->repetition_penalty,
+                              .frequency = p->frequency_penalty,
+                              .presence = p->presence_penalty,
+                              .n_bias = p->n_logit_bias};
+    if (!p->n_logit_bias)
+        return DUET_STATUS_OK;
+    r->bias = malloc(p->n_logit_bias * sizeof(*r->bias));
+    if (!r->bias)
+        return DUET_STATUS_OUT_OF_MEMORY;
+    memcpy(r->bias, p->logit_bias, p->n_logit_bias * sizeof(*r->bias));
+    qsort(r->bias, p->n_logit_bias, sizeof(*r->bias), cmp_bias);
+    r->pen.bias = r->bias;
+    return DUET_STATUS_OK;
+}
+
 static duet_status check_request(duet_engine *e, const duet_request_params *p)
 {
     const duet_sampling_params *s = &p->sampling;
@@ -513,7 +589,9 @@ static duet_status check_request(duet_engine *e, const duet_request_params *p)
                                  s->n_logprobs, s->n_prompt_logprobs, vocab);
     if (p->n_stop_token_ids && !p->stop_token_ids)
         return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT, "stop_token_ids is NULL");
-    return check_n_priority(e, p);
+    duet_status st = check_n_priority(e, p);
+
+    return st ? st : check_penalties(e, p);
 }
 
 static duet_status reqs_push(duet_engine *e, struct duet__req *r)
@@ -565,7 +643,7 @@ duet_status duet_engine_add_request(duet_engine *e, const duet_request_params *p
         duet__req_free(r);
         return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
     }
-    if (p->sampling.n_prompt_logprobs && prompt_lp_init(r, p)) {
+    if ((p->sampling.n_prompt_logprobs && prompt_lp_init(r, p)) || penalties_init(r, p)) {
         e->n_reqs--;
         duet__req_free(r);
         return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");

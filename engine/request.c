@@ -84,5 +84,6 @@ void duet__req_free(struct duet__req *r)
     free(r->prompt_lp);
     free(r->prompt_top);
     free(r->error);
+    free(r->bias);
     free(r);
 }

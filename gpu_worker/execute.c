@@ -34,6 +34,9 @@ struct step {
     const duet_batch *b;
     bool want_probs;
     uint32_t max_top;
+    bool penalized;   /* a row has penalties: sample the penalised copy (see sample()) */
+    uint32_t n_edits; /* duet_gpu_penalty_edit entries in the arena */
+    size_t off_edits; /* their offset in the arena (after the plan) */
 };
 
 /* ---- device scratch ---------------------------------------------------------------------- */
@@ -47,7 +50,7 @@ void duet__gpu_scratch_free(duet_gpu_rank *r)
     cudaFree(s->logits), cudaFree(s->gathered), cudaFree(s->all_logits);
     cudaFree(s->part_out), cudaFree(s->part_ml), cudaFree(s->arena);
     cudaFree(s->tokens), cudaFree(s->probs), cudaFree(s->token_logprob);
-    cudaFree(s->next_logprob), cudaFree(s->top);
+    cudaFree(s->next_logprob), cudaFree(s->top), cudaFree(s->pen_logits), cudaFree(s->tokens2);
     memset(s, 0, sizeof(*s));
 }
 
@@ -108,6 +111,8 @@ static duet_status scratch_grow(duet_gpu_rank *r, const struct step *st)
             DGROW(r, s->token_logprob, out * sizeof(float));
             DGROW(r, s->next_logprob, out * sizeof(float));
             DGROW(r, s->top, out * (top ? top : 1) * sizeof(duet_logprob));
+            DGROW(r, s->pen_logits, out * V * sizeof(float));
+            DGROW(r, s->tokens2, out * sizeof(int32_t));
         }
         s->out_rows = out;
         s->top_cap = (uint32_t)top;
@@ -342,6 +347,46 @@ static struct out_layout out_layout(uint32_t n, uint32_t max_top, uint32_t vocab
     return L;
 }
 
+/*
+ * Rank 0, a step with penalties (ABI minor 3): the tokens and probability rows come from a
+ * penalised copy of the logit rows (the arena's edits applied to it), the log-probabilities from
+ * the raw rows, as the CPU worker's duet__sample_row_penalized does:
+ *
+ *   logits ─copy─► pen_logits ─edits─► sampler: tokens, probs
+ *   logits ─► sampler (its draws discarded): top-N, prompt log-probabilities
+ *          ─► token_logprob_kernel at the tokens drawn above: token_logprob
+ */
+static duet_status sample_penalized(duet_gpu_rank *r, const struct step *st, const struct dplan *dp,
+                                    const float *logits, const duet_gpu_sample_out *so)
+{
+    duet_gpu_worker *w = r->w;
+    duet_gpu_scratch *s = &r->s;
+    uint32_t n = st->p.n_out, V = w->d->vocab_size;
+    const duet_gpu_sample_row *h_rows =
+        (const duet_gpu_sample_row *)((const char *)w->h_arena.base + st->p.off_rows);
+    const duet_gpu_penalty_edit *edits =
+        (const duet_gpu_penalty_edit *)((const char *)s->arena + st->off_edits);
+    duet_gpu_sample_out drawn = {.tokens = so->tokens, .probs = so->probs};
+    duet_gpu_sample_out raw = *so;
+    duet_status ss;
+
+    raw.tokens = s->tokens2;
+    raw.probs = NULL;
+    raw.token_logprob = NULL;
+    GPU_TRY(r, cudaMemcpyAsync(s->pen_logits, logits, (size_t)n * V * sizeof(float),
+                               cudaMemcpyDeviceToDevice, r->stream));
+    GPU_TRY(r, duet__gpu_penalize(r->stream, s->pen_logits, V, edits, st->n_edits));
+    ss = duet__gpu_sample(w->sampler, r->stream, s->pen_logits, n, dp->rows, h_rows, &drawn, r->err,
+                          sizeof(r->err));
+    if (!ss)
+        ss = duet__gpu_sample(w->sampler, r->stream, logits, n, dp->rows, h_rows, &raw, r->err,
+                              sizeof(r->err));
+    if (ss)
+        return ss;
+    GPU_TRY(r, duet__gpu_token_logprobs(r->stream, logits, V, n, so->tokens, so->token_logprob));
+    return DUET_STATUS_OK;
+}
+
 /* Rank 0: sample the logit rows and copy the results to w->h_out. */
 static duet_status sample(duet_gpu_rank *r, const struct step *st, const struct dplan *dp,
                           const float *logits)
@@ -359,8 +404,9 @@ static duet_status sample(duet_gpu_rank *r, const struct step *st, const struct 
                               .next_logprob = s->next_logprob,
                               .max_top = st->max_top};
     char *h = w->h_out.base;
-    duet_status ss = duet__gpu_sample(w->sampler, r->stream, logits, n, dp->rows, h_rows, &so,
-                                      r->err, sizeof(r->err));
+    duet_status ss = st->penalized ? sample_penalized(r, st, dp, logits, &so)
+                                   : duet__gpu_sample(w->sampler, r->stream, logits, n, dp->rows,
+                                                      h_rows, &so, r->err, sizeof(r->err));
 
     if (ss)
         return r->st = ss;
@@ -480,6 +526,9 @@ void duet__gpu_host_scratch_free(duet_gpu_worker *w)
     duet_kit_arena_fini(&w->h_out);
     duet_kit_arena_fini(&w->book);
     duet_kit_rows_fini(&w->plan);
+    free(w->edit_scratch);
+    w->edit_scratch = NULL;
+    w->cap_edit_scratch = 0;
 }
 
 /* Room for the rows of n_seqs sequences and n_fed fed tokens, and the plan's sequences. */
@@ -514,11 +563,14 @@ static duet_gpu_sample_row sample_row(const duet_batch *b, const duet_kit_row *d
 
 /* Lays out the plan of seqs in w->h_arena with room for n_out logit rows. */
 static duet_status plan_make(duet_gpu_worker *w, struct step *st, const duet_gpu_plan_seq *seqs,
-                             uint32_t n, uint32_t n_out)
+                             uint32_t n, uint32_t n_out, size_t max_edits)
 {
     duet__gpu_plan_count(&st->p, seqs, n, w->block_size, w->pcfg.q_rows);
     st->p.n_out = n_out;
     duet__gpu_plan_layout(&st->p);
+    st->off_edits = (st->p.bytes + 15) & ~(size_t)15;
+    if (max_edits)
+        st->p.bytes = st->off_edits + max_edits * sizeof(duet_gpu_penalty_edit);
     if (!host_grow(w, &w->h_arena, st->p.bytes))
         return DUET_STATUS_OUT_OF_MEMORY;
     duet__gpu_plan_fill(&st->p, w->h_arena.base, seqs, n, w->block_size);
@@ -566,14 +618,70 @@ static duet_status run_step(duet_gpu_worker *w, struct step *st, duet_batch_outp
     return DUET_STATUS_OK;
 }
 
-/* The plan of n_out rows over n plan sequences, their logit rows and their sampler settings. */
-static duet_status step_make(duet_gpu_worker *w, struct step *st, uint32_t n, uint32_t n_out)
+/* The most penalty edits a logit row can have: its seen and bias lists, and every fed or drafted
+ * token of its sequence (0 without penalties or without a sampled token). */
+static size_t row_edits_bound(const duet_batch *b, const duet_kit_row *d)
+{
+    const duet_penalties *p = duet_seq_penalties(b, d->q);
+
+    if (!p || d->out_row < 0)
+        return 0;
+    return (size_t)p->n_seen + p->n_bias + d->q->n_tokens + d->q->n_draft_steps;
+}
+
+/* The edits of the penalised sampled rows into the arena (o: the rows drafted so far). */
+static void edits_fill(duet_gpu_worker *w, struct step *st, const duet_batch_output *o,
+                       uint32_t n_out)
+{
+    duet_gpu_penalty_edit *e = (duet_gpu_penalty_edit *)((char *)w->h_arena.base + st->off_edits);
+    duet__penalty_edit *one = w->edit_scratch;
+
+    st->n_edits = 0;
+    st->penalized = false;
+    for (uint32_t i = 0; i < n_out; i++) {
+        const duet_kit_row *d = &w->plan.rows[i];
+        duet__recent rc;
+        uint32_t m;
+
+        if (!duet_seq_penalties(st->b, d->q) || d->out_row < 0)
+            continue;
+        st->penalized = true;
+        rc = duet__penalty_recent(d->q, d->pos, o->tokens, d->out_row);
+        m = duet__penalty_edits(duet_seq_penalties(st->b, d->q), &rc, w->d->vocab_size, one);
+        for (uint32_t j = 0; j < m; j++)
+            e[st->n_edits++] = (duet_gpu_penalty_edit){.row = i,
+                                                       .token = one[j].token,
+                                                       .bias = one[j].bias,
+                                                       .repetition = one[j].repetition,
+                                                       .subtract = one[j].subtract};
+    }
+}
+
+/* The plan of n_out rows over n plan sequences, their logit rows, their sampler settings and
+ * their penalty edits. */
+static duet_status step_make(duet_gpu_worker *w, struct step *st, const duet_batch_output *o,
+                             uint32_t n, uint32_t n_out)
 {
     duet_gpu_sample_row *rows;
     uint32_t *out;
-    duet_status ps = plan_make(w, st, w->book.base, n, n_out);
+    size_t max_edits = 0, per_row = 0;
+    duet_status ps;
 
-    if (ps)
+    for (uint32_t i = 0; i < n_out; i++) {
+        size_t m = row_edits_bound(st->b, &w->plan.rows[i]);
+
+        max_edits += m;
+        per_row = m > per_row ? m : per_row;
+    }
+    if (per_row > w->cap_edit_scratch) {
+        duet__penalty_edit *p = realloc(w->edit_scratch, per_row * sizeof(*p));
+
+        if (!p)
+            return fail(w, DUET_STATUS_OUT_OF_MEMORY, "gpu worker: out of memory");
+        w->edit_scratch = p;
+        w->cap_edit_scratch = per_row;
+    }
+    if ((ps = plan_make(w, st, w->book.base, n, n_out, max_edits)))
         return ps;
     out = (uint32_t *)((char *)w->h_arena.base + st->p.off_out);
     rows = (duet_gpu_sample_row *)((char *)w->h_arena.base + st->p.off_rows);
@@ -581,6 +689,7 @@ static duet_status step_make(duet_gpu_worker *w, struct step *st, uint32_t n, ui
         out[i] = w->plan.rows[i].fed;
         rows[i] = sample_row(st->b, &w->plan.rows[i]);
     }
+    edits_fill(w, st, o, n_out);
     return DUET_STATUS_OK;
 }
 
@@ -597,7 +706,7 @@ static duet_status feed(duet_gpu_worker *w, const duet_batch *b, duet_batch_outp
 
         seqs[i] = (duet_gpu_plan_seq){q->tokens, q->n_tokens, q->pos, q->block_table};
     }
-    if ((fs = step_make(w, st, b->n_seqs, n_out)))
+    if ((fs = step_make(w, st, o, b->n_seqs, n_out)))
         return fs;
     return run_step(w, st, o);
 }
@@ -618,7 +727,7 @@ static duet_status draft_step(duet_gpu_worker *w, const duet_batch *b, duet_batc
         seqs[i] = (duet_gpu_plan_seq){&w->plan.draft_tok[i], 1, (uint32_t)(r->pos - 1),
                                       r->q->block_table};
     }
-    if ((ds = step_make(w, st, n, n)) || (ds = run_step(w, st, o)))
+    if ((ds = step_make(w, st, o, n, n)) || (ds = run_step(w, st, o)))
         return ds;
     duet_kit_rows_repeat_nonfinite(&w->plan, n, b, o, w->d->vocab_size);
     return DUET_STATUS_OK;
@@ -641,7 +750,8 @@ duet_status duet__gpu_execute(duet_gpu_worker *w, const duet_batch *b, duet_batc
                               .max_position = w->d->max_position,
                               .block_size = w->block_size,
                               .num_blocks = w->num_blocks,
-                              .num_swap_blocks = w->num_swap_blocks};
+                              .num_swap_blocks = w->num_swap_blocks,
+                              .penalties = true};
     if ((es = duet_kit_batch_check(&lim, b, o, &rows, &fed, w->err.msg, sizeof(w->err.msg))))
         return es;
     if ((b->n_swap_in || b->n_swap_out || b->n_copy) &&

@@ -144,6 +144,22 @@ duet_status duet__gpu_sample(duet_gpu_sampler *s, cudaStream_t stream, const flo
                              const duet_gpu_sample_row *h_rows, const duet_gpu_sample_out *out,
                              char *err, size_t err_size);
 
+/* Minor 3 penalties: one edit of one logit row (sampling.h's duet__penalty_edit), and the
+ * kernels around the sampler: the edits on a copy of the rows before it, the raw rows'
+ * log-probability of the tokens it drew after it. Enqueued on stream. */
+typedef struct duet_gpu_penalty_edit {
+    uint32_t row;     /* logit row of the call */
+    int32_t token;    /* the logit edited: sampling.h's duet__penalty_edit from here on */
+    float bias;       /* added first */
+    float repetition; /* then divides a positive value, multiplies a negative one */
+    double subtract;  /* then subtracted */
+} duet_gpu_penalty_edit;
+
+cudaError_t duet__gpu_penalize(cudaStream_t s, float *logits, uint32_t vocab,
+                               const duet_gpu_penalty_edit *edits, uint32_t n);
+cudaError_t duet__gpu_token_logprobs(cudaStream_t s, const float *logits, uint32_t vocab,
+                                     uint32_t n, const int32_t *tokens, float *out);
+
 #ifdef __cplusplus
 }
 #endif

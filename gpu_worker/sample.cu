@@ -726,6 +726,72 @@ static duet_status sample_pass(duet_gpu_sampler *s, cudaStream_t stream, const f
     return DUET_STATUS_OK;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Penalties (ABI minor 3): sparse edits before the sampler, raw log-probabilities after it     */
+/* ------------------------------------------------------------------------------------------ */
+
+/* logits[row][token] = duet__penalty_apply(...) for each edit (one token per row at most once:
+ * no two threads write one element). */
+static __global__ void penalize_kernel(float *logits, uint32_t vocab,
+                                       const duet_gpu_penalty_edit *e, uint32_t n)
+{
+    size_t first = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+
+    for (size_t i = first; i < n; i += stride) {
+        const duet__penalty_edit pe = {e[i].token, e[i].bias, e[i].repetition, e[i].subtract};
+        float *l = logits + (size_t)e[i].row * vocab + (uint32_t)e[i].token;
+
+        *l = duet__penalty_apply(*l, &pe);
+    }
+}
+
+extern "C" cudaError_t duet__gpu_penalize(cudaStream_t stream, float *logits, uint32_t vocab,
+                                          const duet_gpu_penalty_edit *edits, uint32_t n)
+{
+    size_t blocks = ((size_t)n + PREPARE_THREADS - 1) / PREPARE_THREADS;
+
+    if (n == 0)
+        return cudaSuccess;
+    if (blocks > PREPARE_MAX_BLOCKS)
+        blocks = PREPARE_MAX_BLOCKS;
+    penalize_kernel<<<(unsigned)blocks, PREPARE_THREADS, 0, stream>>>(logits, vocab, edits, n);
+    return cudaGetLastError();
+}
+
+/* out[r] = raw log-softmax of row r at tokens[r] (NAN for a negative token), one block per row:
+ * the token was drawn from the penalised row, its log-probability is the raw row's. */
+static __global__ void __launch_bounds__(THREADS)
+    token_logprob_kernel(const float *logits, uint32_t vocab, const int32_t *tokens, float *out)
+{
+    __shared__ block_shared sh;
+    const uint32_t r = blockIdx.x;
+    const float *row = logits + (size_t)r * vocab;
+    const int32_t t = tokens[r];
+    best_tok best;
+    row_norm rn;
+
+    if (t < 0 || (uint32_t)t >= vocab) { /* block-uniform */
+        if (threadIdx.x == 0)
+            out[r] = NAN;
+        return;
+    }
+    best = row_best(row, vocab, sh);
+    rn = row_norm_of(row, vocab, best.key, sh);
+    if (threadIdx.x == 0)
+        out[r] = logprob_of(rn, sort_key(row[t]), (uint32_t)t);
+}
+
+extern "C" cudaError_t duet__gpu_token_logprobs(cudaStream_t stream, const float *logits,
+                                                uint32_t vocab, uint32_t n, const int32_t *tokens,
+                                                float *out)
+{
+    if (n == 0)
+        return cudaSuccess;
+    token_logprob_kernel<<<n, THREADS, 0, stream>>>(logits, vocab, tokens, out);
+    return cudaGetLastError();
+}
+
 extern "C" duet_status duet__gpu_sampler_create(uint32_t vocab, duet_gpu_sampler **out, char *err,
                                                 size_t err_size)
 {

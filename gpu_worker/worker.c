@@ -670,7 +670,7 @@ static duet_kit_details details = DUET_KIT_DETAILS_INIT;
 static const duet_worker_plugin plugin = {
     DUET_KIT_PLUGIN_HEADER("gpu", GPU_WORKER_VERSION),
     .caps = DUET_CAP_TARGET | DUET_CAP_DRAFT | DUET_CAP_SWAP | DUET_CAP_F32 | DUET_CAP_BF16 |
-            DUET_CAP_F16 | DUET_CAP_PREFIX_CACHE
+            DUET_CAP_F16 | DUET_CAP_PREFIX_CACHE | DUET_CAP_PENALTIES
 #ifdef DUET_HAVE_NCCL
             | DUET_CAP_TP
 #endif

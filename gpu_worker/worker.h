@@ -68,6 +68,8 @@ typedef struct duet_gpu_scratch {
     float *token_logprob; /* [out_rows] */
     float *next_logprob;  /* [out_rows] */
     duet_logprob *top;    /* [out_rows][top_cap] */
+    float *pen_logits;    /* [out_rows][vocab] penalised copy of the logit rows (rank 0) */
+    int32_t *tokens2;     /* [out_rows] the raw rows' pass draws, discarded (rank 0) */
     uint32_t top_cap;     /* entries per row of top */
 } duet_gpu_scratch;
 
@@ -113,10 +115,12 @@ struct duet_worker {
     uint32_t num_blocks, num_swap_blocks, block_size; /* the cache (0 before init_cache) */
     duet_gpu_sampler *sampler;                        /* on rank 0 */
     /* host side of a step (execute.c's), grown like the device scratch */
-    duet_kit_arena h_arena; /* pinned: the plan */
-    duet_kit_arena h_out;   /* pinned: sampler outputs copied back */
-    duet_kit_rows plan;     /* which logit row goes where */
-    duet_kit_arena book;    /* the plan's sequences (duet_gpu_plan_seq) */
+    duet_kit_arena h_arena;                  /* pinned: the plan */
+    duet_kit_arena h_out;                    /* pinned: sampler outputs copied back */
+    duet_kit_rows plan;                      /* which logit row goes where */
+    duet_kit_arena book;                     /* the plan's sequences (duet_gpu_plan_seq) */
+    struct duet__penalty_edit *edit_scratch; /* [cap_edit_scratch] one row's penalty edits */
+    size_t cap_edit_scratch;
     /* rank threads (tp > 1) */
     pthread_mutex_t mu;
     pthread_cond_t go, done;

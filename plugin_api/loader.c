@@ -377,8 +377,9 @@ const char *duet_plugin_path(const duet_plugin *plugin)
 
 size_t duet_caps_str(uint64_t caps, char *buf, size_t size)
 {
-    static const char *const names[] = {"target", "draft", "swap", "tp",     "f32",         "bf16",
-                                        "f16",    "int8",  "int4", "verify", "prefix-cache"};
+    static const char *const names[] = {"target", "draft",  "swap",         "tp",
+                                        "f32",    "bf16",   "f16",          "int8",
+                                        "int4",   "verify", "prefix-cache", "penalties"};
     const size_t n_names = sizeof(names) / sizeof(names[0]);
     size_t len = 0;
 

@@ -1,7 +1,7 @@
 # sampling: logits → token (temperature, top-k, top-p, min-p, seeded draws, log-probabilities),
 # shared by the workers and the engine.
 # A convenience library linked into each of them.
-SAMPLING_SOURCES = sampling/sampling.c sampling/sampling.h
+SAMPLING_SOURCES = sampling/sampling.c sampling/penalty.c sampling/sampling.h
 noinst_LTLIBRARIES += sampling/libduet_sampling.la
 sampling_libduet_sampling_la_SOURCES = $(SAMPLING_SOURCES)
 sampling_libduet_sampling_la_LIBADD = -lm

@@ -58,6 +58,7 @@ struct duet__sampler {
     struct cand *cand;           /* [vocab] heaps, then the candidates of the row */
     struct cand *spill;          /* [vocab] the boundary bucket of cut()'s first level */
     float *probs;                /* [vocab] the row drawn from when the caller passes none */
+    float *penalized;            /* [vocab] a row's logits after its penalties */
     uint32_t count[CUT_BUCKETS]; /* cut(): tokens per bucket */
     double mass[CUT_BUCKETS];    /* cut(): weight per bucket */
 };
@@ -84,9 +85,14 @@ duet_status duet__sampler_create(uint32_t vocab, duet__sampler **out)
     s->probs = malloc(sizeof(*s->probs) * vocab);
     if (!s->probs)
         goto out_free_spill;
+    s->penalized = malloc(sizeof(*s->penalized) * vocab);
+    if (!s->penalized)
+        goto out_free_probs;
     *out = s;
     return DUET_STATUS_OK;
 
+out_free_probs:
+    free(s->probs);
 out_free_spill:
     free(s->spill);
 out_free_cand:
@@ -100,6 +106,7 @@ void duet__sampler_destroy(duet__sampler *sampler)
 {
     if (!sampler)
         return;
+    free(sampler->penalized);
     free(sampler->probs);
     free(sampler->spill);
     free(sampler->cand);
@@ -664,17 +671,31 @@ int32_t duet__sample_row(duet__sampler *sampler, const float *logits,
                          const duet_sampling_params *sp, uint64_t position, float *probs,
                          float *token_logprob, duet_logprob *top, uint32_t n_top)
 {
+    return duet__sample_row_penalized(sampler, logits, sp, NULL, NULL, position, probs,
+                                      token_logprob, top, n_top);
+}
+
+int32_t duet__sample_row_penalized(duet__sampler *sampler, const float *logits,
+                                   const duet_sampling_params *sp, const duet_penalties *pen,
+                                   const duet__recent *recent, uint64_t position, float *probs,
+                                   float *token_logprob, duet_logprob *top, uint32_t n_top)
+{
     struct row_norm rn;
+    const float *keys = logits;
     int32_t token;
 
     if (!sampler || !logits || !sp)
         return -1;
+    if (pen) {
+        duet__penalize(logits, sampler->vocab, pen, recent, sampler->penalized);
+        keys = sampler->penalized;
+    }
     if (!token_logprob && !(top && n_top))
-        return sample_token(sampler, logits, sp, position, probs);
+        return sample_token(sampler, keys, sp, position, probs);
     row_norm(logits, sampler->vocab, &rn);
     if (top)
         top_logprobs(sampler, logits, &rn, top, n_top);
-    token = sample_token(sampler, logits, sp, position, probs);
+    token = sample_token(sampler, keys, sp, position, probs);
     if (token_logprob && token >= 0)
         *token_logprob = logprob_of(&rn, clean_key(logits[token]), (uint32_t)token);
     return token;

@@ -88,6 +88,73 @@ int32_t duet__sample_row(duet__sampler *sampler, const float *logits,
 void duet__row_logprobs(duet__sampler *sampler, const float *logits, uint32_t n_top,
                         duet_logprob *top, int32_t next, float *next_logprob);
 
+/* Minor 3 penalties (plugin.h: duet_penalties). The tokens a row counts as generated beyond
+ * pen->seen: fed tokens after the first output position, then tokens sampled by earlier drafting
+ * steps (negative ones, DUET_TOKEN_NONFINITE, are skipped). */
+typedef struct duet__recent {
+    const int32_t *fed;   /* [n_fed] */
+    uint32_t n_fed;       /* scoring row j: j */
+    const int32_t *drawn; /* [n_drawn] */
+    uint32_t n_drawn;     /* drafting step s: s */
+} duet__recent;
+
+/* The recent tokens of the row of sequence q that chooses the token at `position` (the kit's
+ * row pos) and writes output row out_row of out_tokens (the batch output's tokens, whose earlier
+ * rows of q are already sampled). */
+static inline duet__recent duet__penalty_recent(const duet_seq *q, uint64_t position,
+                                                const int32_t *out_tokens, int64_t out_row)
+{
+    uint64_t first = (uint64_t)q->pos + q->n_tokens - q->n_outputs; /* fed pos of output row 0 */
+    uint64_t d = position - 1 - first;
+    duet__recent rc = {q->tokens + (q->n_tokens - q->n_outputs) + 1, 0, NULL, 0};
+
+    if (q->n_outputs == 0 || position < first + 1)
+        return rc;
+    if (d < q->n_outputs) {
+        rc.n_fed = (uint32_t)d;
+    } else {
+        rc.n_fed = q->n_outputs - 1;
+        rc.n_drawn = (uint32_t)(d - q->n_outputs + 1);
+        rc.drawn = out_tokens + out_row - rc.n_drawn;
+    }
+    return rc;
+}
+
+/* What the penalties do to one token's logit l: v = l + bias; v = v > 0 ? v / repetition :
+ * v * repetition (repetition 1 when the token is in neither prompt nor output); v - subtract
+ * (frequency × count + presence × (count > 0)). In double, rounded once: the same on a device. */
+typedef struct duet__penalty_edit {
+    int32_t token;
+    float bias;
+    float repetition;
+    double subtract;
+} duet__penalty_edit;
+
+static inline DUET_RNG_HD float duet__penalty_apply(float l, const duet__penalty_edit *e)
+{
+    double v = (double)l + (double)e->bias;
+
+    v = v > 0 ? v / (double)e->repetition : v * (double)e->repetition;
+    return (float)(v - e->subtract);
+}
+
+/* The edits of one row (each token of seen ∪ bias ∪ recent once, tokens outside [0, vocab)
+ * skipped) into out, which has room for n_seen + n_bias + n_fed + n_drawn; returns how many. */
+uint32_t duet__penalty_edits(const duet_penalties *pen, const duet__recent *recent, uint32_t vocab,
+                             duet__penalty_edit *out);
+
+/* Writes logits[vocab] with pen applied (plugin.h's formula; recent as above, may be NULL) into
+ * out[vocab]: duet__penalty_apply over duet__penalty_edits. */
+void duet__penalize(const float *logits, uint32_t vocab, const duet_penalties *pen,
+                    const duet__recent *recent, float *out);
+
+/* duet__sample_row with penalties: the token and probs from the penalised logits, the
+ * log-probabilities from the raw ones. pen NULL: exactly duet__sample_row. */
+int32_t duet__sample_row_penalized(duet__sampler *sampler, const float *logits,
+                                   const duet_sampling_params *sp, const duet_penalties *pen,
+                                   const duet__recent *recent, uint64_t position, float *probs,
+                                   float *token_logprob, duet_logprob *top, uint32_t n_top);
+
 /* The token at which the cumulative sum of probs[vocab] (in id order, non-negative entries that
  * need not sum to 1) first exceeds u × the total; the last token with positive mass when rounding
  * runs past the end; -1 when no entry is positive. */

@@ -93,6 +93,11 @@ static bool check_prompt(duet_server *srv, const struct duet__srv_request *req, 
             return duet__srv_fail(err, 400, NULL, "prompt",
                                   "token id %d is out of vocabulary (vocab size %u)", ids[t],
                                   srv->vocab_size);
+    for (uint32_t i = 0; i < req->n_logit_bias; i++)
+        if ((uint32_t)req->logit_bias[i].token >= srv->vocab_size)
+            return duet__srv_fail(err, 400, NULL, "logit_bias",
+                                  "token id %d is out of vocabulary (vocab size %u)",
+                                  req->logit_bias[i].token, srv->vocab_size);
     if (n >= srv->max_model_len || want > srv->max_model_len) {
         if (req->max_tokens > 0)
             return duet__srv_fail(

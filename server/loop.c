@@ -351,6 +351,11 @@ static void admit(duet_server *srv, struct duet__srv_job *job)
             p.sampling.n_logprobs = job->req.logprobs > 0 ? (uint32_t)job->req.logprobs : 1;
         if (job->req.logprobs >= 0 && job->req.echo)
             p.sampling.n_prompt_logprobs = p.sampling.n_logprobs;
+        p.presence_penalty = (float)job->req.presence_penalty;
+        p.frequency_penalty = (float)job->req.frequency_penalty;
+        p.repetition_penalty = (float)job->req.repetition_penalty;
+        p.logit_bias = job->req.logit_bias;
+        p.n_logit_bias = job->req.n_logit_bias;
         if (duet_engine_add_request(srv->engine, &p, &ch->engine_id)) {
             job->failed = true;
             duet__srv_fail(&job->err, 400, NULL, "prompt", "%s", duet_engine_error(srv->engine));

@@ -13,6 +13,7 @@
  */
 #include "server-int.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
@@ -93,6 +94,7 @@ void duet__srv_request_fini(struct duet__srv_request *r)
     free(r->messages_json);
     free(r->chat_kwargs_json);
     free(r->chat_template);
+    free(r->logit_bias);
     memset(r, 0, sizeof(*r));
 }
 
@@ -355,7 +357,7 @@ static bool neutral(const char *name, json_t *v)
                                                 "allowed_token_ids",
                                                 "bad_words",
                                                 NULL};
-    static const char *const zero[] = {"presence_penalty", "frequency_penalty", "min_tokens", NULL};
+    static const char *const zero[] = {"min_tokens", NULL};
 
     for (const char *const *f = null_or_false; *f; f++)
         if (strcmp(name, *f) == 0)
@@ -368,10 +370,8 @@ static bool neutral(const char *name, json_t *v)
             return json_is_null(v) || (json_is_number(v) && json_number_value(v) == 0);
     if (strcmp(name, "best_of") == 0)
         return json_is_null(v) || (json_is_integer(v) && json_integer_value(v) == 1);
-    if (strcmp(name, "repetition_penalty") == 0 || strcmp(name, "length_penalty") == 0)
+    if (strcmp(name, "length_penalty") == 0)
         return json_is_null(v) || (json_is_number(v) && json_number_value(v) == 1);
-    if (strcmp(name, "logit_bias") == 0)
-        return json_is_null(v) || (json_is_object(v) && json_object_size(v) == 0);
     if (strcmp(name, "skip_special_tokens") == 0)
         return json_is_true(v);
     return false;
@@ -382,10 +382,6 @@ static bool is_deferred(const char *name)
     static const char *const names[] = {"best_of",
                                         "top_logprobs",
                                         "echo",
-                                        "presence_penalty",
-                                        "frequency_penalty",
-                                        "repetition_penalty",
-                                        "logit_bias",
                                         "use_beam_search",
                                         "length_penalty",
                                         "suffix",
@@ -483,6 +479,67 @@ static bool logprobs_field(const char *k, json_t *v, struct duet__srv_request *r
     return true;
 }
 
+/* "logit_bias": an object mapping token ids, as decimal strings, to numbers in [-100, 100]
+ * (OpenAI's form); null or {} is none. */
+static bool get_logit_bias(json_t *v, struct duet__srv_request *r, struct duet__srv_error *err)
+{
+    const char *key;
+    json_t *b;
+    size_t n;
+
+    if (json_is_null(v))
+        return true;
+    if (!json_is_object(v))
+        return bad(err, "logit_bias", "must be an object mapping token ids to numbers");
+    n = json_object_size(v);
+    if (n > 1u << 20)
+        return bad(err, "logit_bias", "has too many entries");
+    if (n && !(r->logit_bias = calloc(n, sizeof(*r->logit_bias))))
+        return oom(err);
+    json_object_foreach(v, key, b)
+    {
+        char *end;
+        long long id;
+
+        errno = 0;
+        id = strtoll(key, &end, 10);
+        if (!*key || *end || errno || id < 0 || id > INT32_MAX || key[0] == '+' || key[0] == ' ')
+            return bad(err, "logit_bias", "keys must be token ids (non-negative integers)");
+        if (!json_is_number(b) || !(json_number_value(b) >= -100 && json_number_value(b) <= 100))
+            return bad(err, "logit_bias", "values must be numbers in [-100, 100]");
+        for (uint32_t i = 0; i < r->n_logit_bias; i++)
+            if (r->logit_bias[i].token == (int32_t)id)
+                return bad(err, "logit_bias", "a token id is given twice");
+        r->logit_bias[r->n_logit_bias++] =
+            (duet_token_bias){.token = (int32_t)id, .bias = (float)json_number_value(b)};
+    }
+    return true;
+}
+
+/* presence_penalty, frequency_penalty, repetition_penalty (null: the default), logit_bias. */
+static bool penalty_field(const char *k, json_t *v, struct duet__srv_request *r,
+                          struct duet__srv_error *err, bool *handled)
+{
+    *handled = true;
+    if (strcmp(k, "logit_bias") == 0)
+        return get_logit_bias(v, r, err);
+    if (json_is_null(v) &&
+        (strcmp(k, "presence_penalty") == 0 || strcmp(k, "frequency_penalty") == 0 ||
+         strcmp(k, "repetition_penalty") == 0))
+        return true;
+    if (strcmp(k, "presence_penalty") == 0)
+        return get_number(v, k, -2.0, 2.0, err, &r->presence_penalty);
+    if (strcmp(k, "frequency_penalty") == 0)
+        return get_number(v, k, -2.0, 2.0, err, &r->frequency_penalty);
+    if (strcmp(k, "repetition_penalty") == 0) {
+        if (!get_number(v, k, 0.0, 1e6, err, &r->repetition_penalty))
+            return false;
+        return r->repetition_penalty > 0 ? true : bad(err, k, "must be > 0");
+    }
+    *handled = false;
+    return true;
+}
+
 static bool sampling_field(const char *k, json_t *v, struct duet__srv_request *r,
                            struct duet__srv_error *err, bool *handled)
 {
@@ -543,7 +600,7 @@ static bool sampling_field(const char *k, json_t *v, struct duet__srv_request *r
     } else if (strcmp(k, "stream_options") == 0) {
         return get_stream_options(v, r, err);
     } else {
-        *handled = false;
+        return penalty_field(k, v, r, err, handled);
     }
     return true;
 }
@@ -635,6 +692,7 @@ static void defaults(struct duet__srv_request *r, enum duet__srv_kind kind)
     r->top_p = 1.0;
     r->n = 1;
     r->logprobs = -1;
+    r->repetition_penalty = 1.0;
     r->add_generation_prompt = true;
     r->add_special_tokens = kind != DUET__SRV_CHAT;
 }

@@ -79,13 +79,19 @@ struct duet__srv_request {
     uint32_t n_stop_token_ids;
     bool ignore_eos;
     bool stream;
-    bool include_usage; /* stream_options.include_usage */
-    uint32_t n;         /* choices per prompt, default 1 */
-    int32_t logprobs;   /* top log-probabilities per token: completions' "logprobs", chat's
-                           "top_logprobs" with "logprobs": true; -1: none */
-    bool echo;          /* completions: the prompt leads each choice's text (and logprobs) */
-    bool chat_logprobs; /* chat: "logprobs": true */
-    int32_t priority;   /* vLLM's request priority, default 0 */
+    bool include_usage;        /* stream_options.include_usage */
+    uint32_t n;                /* choices per prompt, default 1 */
+    int32_t logprobs;          /* top log-probabilities per token: completions' "logprobs", chat's
+                                  "top_logprobs" with "logprobs": true; -1: none */
+    bool echo;                 /* completions: the prompt leads each choice's text (and logprobs) */
+    bool chat_logprobs;        /* chat: "logprobs": true */
+    int32_t priority;          /* vLLM's request priority, default 0 */
+    double presence_penalty;   /* [-2, 2], default 0 */
+    double frequency_penalty;  /* [-2, 2], default 0 */
+    double repetition_penalty; /* > 0, default 1 */
+    duet_token_bias *logit_bias; /* [n_logit_bias] "logit_bias": distinct ids, biases in
+                                    [-100, 100]; ids checked against the vocabulary later */
+    uint32_t n_logit_bias;
 };
 
 /* Reads LEN bytes of JSON text as a request of KIND. On success *OUT is filled and owned by the

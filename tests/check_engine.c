@@ -281,6 +281,21 @@ static void run_all(duet_engine *e, struct run *runs, uint32_t n)
     }
 }
 
+/* Penalties every request of add() and token_counts() gets (NULL: none); a test that sets it
+ * runs in its own process (or resets it: CK_FORK=no). */
+static const duet_request_params *penalties;
+
+static void penalties_apply(duet_request_params *p)
+{
+    if (!penalties)
+        return;
+    p->presence_penalty = penalties->presence_penalty;
+    p->frequency_penalty = penalties->frequency_penalty;
+    p->repetition_penalty = penalties->repetition_penalty;
+    p->logit_bias = penalties->logit_bias;
+    p->n_logit_bias = penalties->n_logit_bias;
+}
+
 static uint64_t add(duet_engine *e, const int32_t *prompt, uint32_t n, uint32_t max_tokens,
                     bool ignore_eos)
 {
@@ -288,6 +303,7 @@ static uint64_t add(duet_engine *e, const int32_t *prompt, uint32_t n, uint32_t 
     uint64_t id = 0;
 
     duet_request_params_init(&p);
+    penalties_apply(&p);
     p.prompt = prompt;
     p.n_prompt = n;
     p.max_tokens = max_tokens;
@@ -1016,6 +1032,27 @@ static void engine_greedy(const char *const *sets, uint32_t n, uint32_t max_toke
     duet_config_destroy(cfg);
 }
 
+/* engine_greedy, returning the engine's metrics. */
+static duet_engine_metrics greedy_metrics_of(const char *const *sets, uint32_t n,
+                                             uint32_t max_tokens, struct run *runs)
+{
+    duet_config *cfg = config_of(sets);
+    duet_engine *e = engine_of(cfg);
+    int32_t prompt[64];
+    duet_engine_metrics m;
+
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t len = prompt_of(i, prompt);
+
+        runs[i] = (struct run){.id = add(e, prompt, len, max_tokens, true)};
+    }
+    run_all(e, runs, n);
+    duet_engine_metrics_get(e, &m);
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
+    return m;
+}
+
 /* bf16 weights computed in f32 (what an AVX2-only CPU runs: prefill on the widened f32 GEMM,
  * decode and scoring on the own kernels) in target and draft: speculative greedy output equals
  * plain decoding of the same weights, one request and four. */
@@ -1128,6 +1165,7 @@ static void sampled_outputs(const char *const *sets, uint32_t n, uint32_t max_to
         p.ignore_eos = true;
         p.sampling.temperature = 0.8f;
         p.sampling.seed = 100 + i;
+        penalties_apply(&p);
         ck_assert_int_eq(duet_engine_add_request(e, &p, &runs[i].id), DUET_STATUS_OK);
     }
     run_all(e, runs, n);
@@ -1398,6 +1436,7 @@ static void token_counts(const char *const *sets, uint32_t n, uint64_t seed0,
         p.ignore_eos = true;
         p.sampling.temperature = 1.0f;
         p.sampling.seed = seed0 + i;
+        penalties_apply(&p);
         ck_assert_int_eq(duet_engine_add_request(e, &p, &id), DUET_STATUS_OK);
     }
     while (duet_engine_has_unfinished(e)) {
@@ -1505,6 +1544,178 @@ START_TEST(test_speculative_sampling_keeps_the_target_distribution)
                t, chi2, df, crit, m.acceptance_rate);
         ck_assert_msg(chi2 < crit, "position %u: chi2 %.2f >= %.2f (df %u)", t, chi2, crit, df);
     }
+}
+END_TEST
+
+/* ---- penalties and logit bias --------------------------------------------------------------- */
+
+/* Strong settings, so that a row that miscounts changes the output: the largest presence and
+ * frequency penalties vLLM allows, repetition 1.5, and a bias on two tokens. */
+static const duet_token_bias strong_bias[] = {{.token = 4, .bias = 1.5f}, {.token = 9, .bias = -3}};
+static const duet_request_params strong = {.presence_penalty = 2.0f,
+                                           .frequency_penalty = 2.0f,
+                                           .repetition_penalty = 1.5f,
+                                           .logit_bias = strong_bias,
+                                           .n_logit_bias = 2};
+
+/*
+ * Greedy speculative output equals plain decoding with penalties on, for k = 1..4 and a draft
+ * that is not the target: the target's scored row j must count the drafts x1..xj as generated
+ * tokens (a row that ignored them would pick another argmax where a draft repeats). The
+ * penalties must change the output (else the comparison proves nothing), and with the target as
+ * its own draft every proposal is accepted: the draft's rows are penalised exactly as the
+ * target's, its own earlier drafts counted.
+ */
+START_TEST(test_speculative_greedy_output_with_penalties_equals_plain_decoding)
+{
+    static struct run plain[4], spec[4], none[4];
+    bool changed = false;
+    duet_engine_metrics m;
+
+    engine_greedy(NULL, 4, 24, none);
+    penalties = &strong;
+    engine_greedy(NULL, 4, 24, plain);
+    for (uint32_t i = 0; i < 4; i++)
+        changed = changed || memcmp(none[i].ids, plain[i].ids, 24 * sizeof(int32_t));
+    ck_assert_msg(changed, "the penalties did not change any greedy output");
+    for (uint32_t k = 1; k <= 4; k++) {
+        engine_greedy(spec_sets(false, k, NULL), 4, 24, spec);
+        for (uint32_t i = 0; i < 4; i++) {
+            ck_assert_uint_eq(spec[i].n_ids, 24);
+            for (uint32_t j = 0; j < 24; j++)
+                ck_assert_msg(spec[i].ids[j] == plain[i].ids[j],
+                              "k %u request %u token %u: speculative %d, plain %d", k, i, j,
+                              spec[i].ids[j], plain[i].ids[j]);
+        }
+    }
+    m = greedy_metrics_of(spec_sets(true, 3, NULL), 2, 24, spec);
+    ck_assert_uint_gt(m.proposed, 0);
+    ck_assert_uint_eq(m.accepted, m.proposed);
+    for (uint32_t i = 0; i < 2; i++)
+        ck_assert(!memcmp(spec[i].ids, plain[i].ids, 24 * sizeof(int32_t)));
+    penalties = NULL;
+}
+END_TEST
+
+/*
+ * Sampling (temperature 0.8) with the target as its own draft and penalties on: the draft's row
+ * at every drafting step must be the target's row at that position (p = q), so every proposal
+ * is accepted and the output is plain sampling's. A draft that penalised its rows differently
+ * (not counting the tokens it drafted before a step, say) still samples exactly — rejection
+ * sampling is exact for any proposal that reports its distribution — but is caught here by its
+ * rejections.
+ */
+START_TEST(test_sampling_with_penalties_and_the_target_as_its_own_draft_accepts_everything)
+{
+    static struct run plain[4], spec[4];
+    duet_engine_metrics m;
+
+    penalties = &strong;
+    sampled_outputs(NULL, 4, 40, plain, &m);
+    sampled_outputs(spec_sets(true, 4, NULL), 4, 40, spec, &m);
+    penalties = NULL;
+    ck_assert_uint_gt(m.proposed, 0);
+    ck_assert_msg(m.accepted == m.proposed, "accepted %llu of %llu", (unsigned long long)m.accepted,
+                  (unsigned long long)m.proposed);
+    for (uint32_t i = 0; i < 4; i++)
+        for (uint32_t j = 0; j < 40; j++)
+            ck_assert_msg(spec[i].ids[j] == plain[i].ids[j], "request %u token %u: %d vs %d", i, j,
+                          spec[i].ids[j], plain[i].ids[j]);
+}
+END_TEST
+
+/* A logit_bias of +100 forces its token at every position, plain and speculative, even against
+ * the penalties its repetition earns. */
+START_TEST(test_a_logit_bias_of_100_forces_its_token)
+{
+    static const duet_token_bias force[] = {{.token = 77, .bias = 100.0f}};
+    static const duet_request_params forced = {.frequency_penalty = 0.5f,
+                                               .repetition_penalty = 1.3f,
+                                               .logit_bias = force,
+                                               .n_logit_bias = 1};
+    static struct run runs[2];
+
+    penalties = &forced;
+    for (uint32_t k = 0; k <= 2; k += 2) {
+        engine_greedy(k ? spec_sets(false, k, NULL) : NULL, 2, 20, runs);
+        for (uint32_t i = 0; i < 2; i++)
+            for (uint32_t j = 0; j < 20; j++)
+                ck_assert_int_eq(runs[i].ids[j], 77);
+    }
+    penalties = NULL;
+}
+END_TEST
+
+/* Out-of-range penalties are refused with a message, as vLLM refuses them. */
+START_TEST(test_penalties_out_of_range_are_refused)
+{
+    static const int32_t prompt[] = {3, 4, 5};
+    duet_token_bias twice[] = {{5, 1.0f}, {5, 2.0f}}, outside[] = {{VOCAB, 1.0f}},
+                    big[] = {{5, 100.5f}};
+    duet_config *cfg = config_of(NULL);
+    duet_engine *e = engine_of(cfg);
+
+    for (int c = 0; c < 7; c++) {
+        duet_request_params p;
+        uint64_t id;
+
+        duet_request_params_init(&p);
+        p.prompt = prompt;
+        p.n_prompt = 3;
+        p.presence_penalty = c == 0 ? 2.5f : 0.0f;
+        p.frequency_penalty = c == 1 ? -2.01f : 0.0f;
+        p.repetition_penalty = c == 2 ? 0.0f : c == 3 ? NAN : 1.0f;
+        p.logit_bias = c == 4 ? twice : c == 5 ? outside : big;
+        p.n_logit_bias = c == 4 ? 2 : c >= 5 ? 1 : 0;
+        ck_assert_int_eq(duet_engine_add_request(e, &p, &id), DUET_STATUS_INVALID_ARGUMENT);
+        ck_assert_ptr_nonnull(strstr(duet_engine_error(e), c < 4 ? "penalt" : "logit_bias"));
+    }
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+/*
+ * With penalties on, speculative sampling (a draft that is not the target, k = 3) still gives the
+ * target's distribution: the chi-square test of homogeneity of
+ * test_speculative_sampling_keeps_the_target_distribution, plain with penalties against
+ * speculative with penalties. Positions 1.. come from scored rows that count the drafts before
+ * them, so a target row that ignored them, or a draft row that did not report the distribution
+ * its token was drawn from, fails here. The penalties are strong enough that plain sampling with
+ * and without them differ detectably (the same test fails between those two).
+ */
+START_TEST(test_speculative_sampling_with_penalties_keeps_the_target_distribution)
+{
+    static const char *const batch[] = {"scheduler.max_num_seqs=256", "cache.cpu_kv_space_gib=0.05",
+                                        NULL};
+    static uint32_t none[STAT_POSITIONS][SMALL_VOCAB], plain[STAT_POSITIONS][SMALL_VOCAB],
+        spec[STAT_POSITIONS][SMALL_VOCAB];
+    uint32_t n = getenv("DUET_TEST_VALGRIND") ? 64 : 3000, df;
+    double worst = 0;
+    duet_engine_metrics m;
+
+    token_counts(batch, n, 5000, none, &m);
+    penalties = &strong;
+    token_counts(batch, n, 1000, plain, &m);
+    token_counts(spec_sets_of(small_draft_dir, 3, batch), n, 1000000, spec, &m);
+    penalties = NULL;
+    ck_assert_uint_gt(m.proposed, 0);
+    ck_assert_msg(m.acceptance_rate < 0.9, "acceptance rate %.3f", m.acceptance_rate);
+    if (n < 1000) {
+        printf("check_engine: under valgrind: %u requests, chi-square test not applied\n", n);
+        return;
+    }
+    for (uint32_t t = 0; t < STAT_POSITIONS; t++) {
+        double chi2 = chi2_homogeneity(plain[t], spec[t], &df), crit = chi2_critical_001(df);
+        double off = chi2_homogeneity(none[t], plain[t], &df) / chi2_critical_001(df);
+
+        printf("check_engine: penalties, position %u: chi2 %.2f, df %u, critical (0.001) %.2f; "
+               "without penalties %.1f x critical\n",
+               t, chi2, df, crit, off);
+        ck_assert_msg(chi2 < crit, "position %u: chi2 %.2f >= %.2f", t, chi2, crit);
+        worst = off > worst ? off : worst;
+    }
+    ck_assert_msg(worst > 1.0, "penalties made no detectable difference (%.2f)", worst);
 }
 END_TEST
 
@@ -1947,6 +2158,13 @@ static Suite *engine_suite(void)
         {"overlap-abort",
          test_overlapped_abort_frees_every_block_and_destroy_joins_the_draft_thread},
         {"distribution", test_speculative_sampling_keeps_the_target_distribution},
+        {"penalties-greedy", test_speculative_greedy_output_with_penalties_equals_plain_decoding},
+        {"penalties-self-draft",
+         test_sampling_with_penalties_and_the_target_as_its_own_draft_accepts_everything},
+        {"logit-bias", test_a_logit_bias_of_100_forces_its_token},
+        {"penalties-refused", test_penalties_out_of_range_are_refused},
+        {"penalties-distribution",
+         test_speculative_sampling_with_penalties_keeps_the_target_distribution},
         {"soak", test_random_engines_finish_every_request_once_with_its_solo_tokens},
         {"n greedy", test_greedy_sequences_of_one_prompt_all_equal_the_worker_alone},
         {"n seeded", test_seeded_sequences_are_reproducible_differ_and_draw_as_seed_plus_index},

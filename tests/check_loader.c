@@ -359,7 +359,7 @@ START_TEST(test_settings_the_plugin_lacks_are_refused)
         DUET_STATUS_UNSUPPORTED); /* the mock has f32 */
     ck_assert_msg(strstr(err, "--set: target.weights: plugin ") == err, "%s", err);
     ck_assert_ptr_nonnull(strstr(err, "cannot use weights bf16 (its capabilities: "
-                                      "target,draft,swap,f32)"));
+                                      "target,draft,swap,f32,penalties)"));
     ck_assert_int_eq(duet_config_set(cfg, "target.weights=auto"), DUET_STATUS_OK);
     ck_assert_int_eq(duet_config_set(cfg, "target.dtype=bf16"), DUET_STATUS_OK);
     ck_assert_int_eq(

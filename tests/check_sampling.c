@@ -903,6 +903,199 @@ START_TEST(test_create_refuses_an_empty_vocabulary)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------------------------ */
+/* Penalties and logit bias                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The penalised logits in double precision, dense and naive: vLLM's logit bias, then its
+ * repetition, frequency and presence penalties over count[] (generated occurrences, recent
+ * tokens included) and in_set[] (prompt or generated). */
+static void ref_penalize(const float *logits, uint32_t vocab, const double *bias,
+                         const uint32_t *count, const bool *in_set, double rep, double freq,
+                         double pres, double *out)
+{
+    for (uint32_t t = 0; t < vocab; t++) {
+        double v = (double)logits[t] + bias[t];
+
+        if (in_set[t]) {
+            v = v > 0 ? v / rep : v * rep;
+            v -= freq * count[t] + (count[t] > 0 ? pres : 0.0);
+        }
+        out[t] = v;
+    }
+}
+
+struct pen_case {
+    uint32_t vocab;
+    float logits[1000];
+    double bias_d[1000], ref[1000];
+    uint32_t count[1000];
+    bool in_set[1000];
+    duet_token_bias bias[16];
+    duet_token_count seen[1000];
+    int32_t fed[8], drawn[8];
+    duet_penalties pen;
+    duet__recent rc;
+};
+
+/* A random case: prompt and output tokens, a bias list, recent fed and drawn tokens. */
+static void pen_case_fill(struct pen_case *c, uint32_t vocab)
+{
+    uint32_t n_prompt = 1 + rng_below(40), n_out = rng_below(40), n_bias = rng_below(16);
+    bool prompt[1000] = {false};
+
+    memset(c, 0, sizeof(*c));
+    c->vocab = vocab;
+    for (uint32_t t = 0; t < vocab; t++)
+        c->logits[t] = (float)(rng_gauss() * 4.0);
+    for (uint32_t i = 0; i < n_prompt; i++)
+        prompt[rng_below(vocab)] = true;
+    for (uint32_t i = 0; i < n_out; i++)
+        c->count[rng_below(vocab)]++;
+    for (uint32_t t = 0; t < vocab; t++) {
+        c->in_set[t] = prompt[t] || c->count[t];
+        if (c->in_set[t])
+            c->seen[c->pen.n_seen++] = (duet_token_count){(int32_t)t, c->count[t]};
+    }
+    for (uint32_t t = 0; t < vocab && c->pen.n_bias < n_bias; t++)
+        if (rng_below(vocab) < 2 * n_bias) {
+            float b = (float)(rng_below(2) ? rng_unit() * 200.0 - 100.0 : rng_gauss());
+
+            c->bias[c->pen.n_bias++] = (duet_token_bias){(int32_t)t, b};
+            c->bias_d[t] = b;
+        }
+    c->rc.n_fed = rng_below(5);
+    c->rc.n_drawn = rng_below(5);
+    for (uint32_t i = 0; i < c->rc.n_fed; i++) {
+        c->fed[i] = (int32_t)rng_below(vocab);
+        c->count[c->fed[i]]++;
+        c->in_set[c->fed[i]] = true;
+    }
+    for (uint32_t i = 0; i < c->rc.n_drawn; i++) {
+        c->drawn[i] = rng_below(6) ? (int32_t)rng_below(vocab) : DUET_TOKEN_NONFINITE;
+        if (c->drawn[i] >= 0) {
+            c->count[c->drawn[i]]++;
+            c->in_set[c->drawn[i]] = true;
+        }
+    }
+    c->rc.fed = c->fed;
+    c->rc.drawn = c->drawn;
+    c->pen.struct_size = sizeof(c->pen);
+    c->pen.repetition = (float)(0.5 + 1.5 * rng_unit());
+    c->pen.frequency = (float)(4.0 * rng_unit() - 2.0);
+    c->pen.presence = (float)(4.0 * rng_unit() - 2.0);
+    c->pen.seen = c->seen;
+    c->pen.bias = c->bias;
+    ref_penalize(c->logits, vocab, c->bias_d, c->count, c->in_set, c->pen.repetition,
+                 c->pen.frequency, c->pen.presence, c->ref);
+}
+
+/* Penalised logits agree with the dense double reference to float rounding: a relative 1e-6
+ * (one rounding of the double result is 6e-8; the tolerance leaves room, a wrong count or a
+ * missed token is off by at least min(|frequency|, |presence|, the repetition factor)). */
+START_TEST(test_penalties_match_a_double_precision_reference)
+{
+    static const uint32_t vocabs[] = {2, 7, 97, 1000};
+    static struct pen_case c;
+    static float out[1000], again[1000];
+    static duet__penalty_edit edits[1100];
+    uint32_t n_edits;
+
+    seed_inputs(0x9e7a1);
+    for (uint32_t v = 0; v < 4; v++)
+        for (uint32_t row = 0; row < 300; row++) {
+            pen_case_fill(&c, vocabs[v]);
+            duet__penalize(c.logits, c.vocab, &c.pen, &c.rc, out);
+            /* the edit list a device applies gives the same row, bit for bit */
+            n_edits = duet__penalty_edits(&c.pen, &c.rc, c.vocab, edits);
+            ck_assert_uint_le(n_edits, c.pen.n_seen + c.pen.n_bias + c.rc.n_fed + c.rc.n_drawn);
+            memcpy(again, c.logits, c.vocab * sizeof(float));
+            for (uint32_t i = 0; i < n_edits; i++) {
+                for (uint32_t j = 0; j < i; j++)
+                    EXPECT(edits[j].token != edits[i].token, "token %d edited twice",
+                           edits[i].token);
+                again[edits[i].token] = duet__penalty_apply(again[edits[i].token], &edits[i]);
+            }
+            EXPECT(!memcmp(again, out, c.vocab * sizeof(float)), "vocab %u row %u: edits differ",
+                   c.vocab, row);
+            for (uint32_t t = 0; t < c.vocab; t++)
+                EXPECT(fabs(out[t] - c.ref[t]) <= 1e-6 * fmax(1.0, fabs(c.ref[t])),
+                       "vocab %u row %u token %u: %.9g, reference %.9g (rep %g freq %g pres %g)",
+                       c.vocab, row, t, (double)out[t], c.ref[t], (double)c.pen.repetition,
+                       (double)c.pen.frequency, (double)c.pen.presence);
+        }
+}
+END_TEST
+
+/* Sampling with penalties draws from the penalised row (the same token and probs as sampling
+ * that row directly) and reports the raw row's log-probabilities. */
+START_TEST(test_penalised_sampling_draws_from_the_penalised_row_with_raw_logprobs)
+{
+    static struct pen_case c;
+    static float pen[1000], probs_a[1000], probs_b[1000];
+    duet_logprob top_a[4], top_b[4];
+    float lp_a, lp_b;
+    duet_sampling_params sp = {.temperature = 0.9f, .top_p = 0.95f, .top_k = 50, .seed = 7};
+
+    seed_inputs(0x9e7a2);
+    make_sampler(1000);
+    for (uint32_t row = 0; row < 200; row++) {
+        int32_t a, b;
+
+        pen_case_fill(&c, 1000);
+        sp.temperature = row % 4 ? 0.9f : 0.0f;
+        duet__penalize(c.logits, c.vocab, &c.pen, &c.rc, pen);
+        a = duet__sample_row_penalized(sampler, c.logits, &sp, &c.pen, &c.rc, row, probs_a, &lp_a,
+                                       top_a, 4);
+        b = duet__sample_row(sampler, pen, &sp, row, probs_b, NULL, NULL, 0);
+        EXPECT(a == b, "row %u: token %d, from the penalised row %d", row, a, b);
+        EXPECT(!memcmp(probs_a, probs_b, sizeof(probs_a)), "row %u: probs differ", row);
+        duet__sample_row(sampler, c.logits, &sp, row, NULL, &lp_b, top_b, 4);
+        duet__row_logprobs(sampler, c.logits, 4, top_b, a, &lp_b);
+        EXPECT(fabs(lp_a - lp_b) <= LOGPROB_TOL * fmax(1.0, fabs(lp_b)),
+               "row %u: token logprob %g, raw %g", row, (double)lp_a, (double)lp_b);
+        EXPECT(!memcmp(top_a, top_b, sizeof(top_a)), "row %u: top logprobs are not raw", row);
+    }
+    /* and a bias of +100 forces its token, greedy or not */
+    c.pen = (duet_penalties){.struct_size = sizeof(c.pen),
+                             .repetition = 1.0f,
+                             .n_bias = 1,
+                             .bias = &(duet_token_bias){.token = 613, .bias = 100.0f}};
+    for (uint32_t row = 0; row < 20; row++) {
+        sp.temperature = row % 2 ? 1.0f : 0.0f;
+        ck_assert_int_eq(duet__sample_row_penalized(sampler, c.logits, &sp, &c.pen, NULL, row, NULL,
+                                                    NULL, NULL, 0),
+                         613);
+    }
+}
+END_TEST
+
+/* Which tokens a row counts beyond seen: scoring row j the drafts x1..xj, drafting step s the
+ * tokens steps 0..s-1 sampled. */
+START_TEST(test_penalty_recent_tokens_follow_the_rows_of_scoring_and_drafting)
+{
+    static const int32_t score[] = {5, 11, 12, 13}, draft[] = {3, 4};
+    static const int32_t out[] = {-1, 21, 22, 23, 24};
+    duet_seq q = {.tokens = score, .n_tokens = 4, .pos = 10, .n_outputs = 4};
+    duet__recent rc;
+
+    for (uint32_t j = 0; j < 4; j++) {
+        rc = duet__penalty_recent(&q, 11 + j, out, j);
+        ck_assert_uint_eq(rc.n_fed, j);
+        ck_assert_uint_eq(rc.n_drawn, 0);
+        ck_assert_ptr_eq(rc.fed, score + 1);
+    }
+    q = (duet_seq){.tokens = draft, .n_tokens = 2, .pos = 6, .n_outputs = 1, .n_draft_steps = 3};
+    for (uint32_t s = 0; s < 4; s++) {
+        rc = duet__penalty_recent(&q, 8 + s, out, 1 + s);
+        ck_assert_uint_eq(rc.n_fed, 0);
+        ck_assert_uint_eq(rc.n_drawn, s);
+        if (s)
+            ck_assert_ptr_eq(rc.drawn, out + 1);
+    }
+}
+END_TEST
+
 static Suite *sampling_suite(void)
 {
     Suite *s = suite_create("sampling");
@@ -925,6 +1118,10 @@ static Suite *sampling_suite(void)
         {"past vocab", test_top_entries_past_the_vocabulary_have_token_minus_one},
         {"from probs", test_sample_from_probs_inverts_the_cdf_at_its_edges},
         {"create", test_create_refuses_an_empty_vocabulary},
+        {"penalties reference", test_penalties_match_a_double_precision_reference},
+        {"penalised sampling",
+         test_penalised_sampling_draws_from_the_penalised_row_with_raw_logprobs},
+        {"penalty recent", test_penalty_recent_tokens_follow_the_rows_of_scoring_and_drafting},
     };
 
     duet_test_add_cases(s, cases, sizeof(cases) / sizeof(cases[0]), NULL, teardown, 120);

@@ -83,10 +83,6 @@ START_TEST(test_fields_not_built_yet_are_refused_unless_neutral)
     expect_refused(DUET__SRV_CHAT,
                    "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"echo\": true}",
                    "echo", "not supported yet");
-    expect_refused(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"frequency_penalty\": 0.1}",
-                   "frequency_penalty", "not supported yet");
-    expect_refused(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"logit_bias\": {\"5\": 1}}",
-                   "logit_bias", "not supported yet");
 }
 END_TEST
 
@@ -148,6 +144,46 @@ START_TEST(test_n_and_priority_are_read)
                    "must be an integer");
     expect_refused(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"priority\": 2147483648}",
                    "priority", "must be in");
+}
+END_TEST
+
+START_TEST(test_penalties_and_logit_bias_are_read_and_checked_as_vllm)
+{
+    ck_assert(parse(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\"}"));
+    ck_assert(req.presence_penalty == 0 && req.frequency_penalty == 0);
+    ck_assert(req.repetition_penalty == 1 && req.n_logit_bias == 0);
+    duet__srv_request_fini(&req);
+    ck_assert(parse(DUET__SRV_CHAT,
+                    "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], "
+                    "\"presence_penalty\": -1.5, \"frequency_penalty\": 2, "
+                    "\"repetition_penalty\": 1.3, \"logit_bias\": {\"5\": 100, \"17\": -2.5}}"));
+    ck_assert(req.presence_penalty == -1.5 && req.frequency_penalty == 2);
+    ck_assert(req.repetition_penalty == 1.3);
+    ck_assert_uint_eq(req.n_logit_bias, 2);
+    ck_assert(req.logit_bias[0].token == 5 && req.logit_bias[0].bias == 100.0f);
+    ck_assert(req.logit_bias[1].token == 17 && req.logit_bias[1].bias == -2.5f);
+    duet__srv_request_fini(&req);
+    ck_assert(parse(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"presence_penalty\": null, "
+                                           "\"repetition_penalty\": null, \"logit_bias\": null}"));
+    ck_assert(req.repetition_penalty == 1 && req.n_logit_bias == 0);
+    duet__srv_request_fini(&req);
+    expect_refused(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"presence_penalty\": 2.5}",
+                   "presence_penalty", "[-2, 2]");
+    expect_refused(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"frequency_penalty\": -3}",
+                   "frequency_penalty", "[-2, 2]");
+    expect_refused(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"repetition_penalty\": 0}",
+                   "repetition_penalty", "> 0");
+    expect_refused(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"logit_bias\": [1]}", "logit_bias",
+                   "object");
+    expect_refused(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"logit_bias\": {\"a\": 1}}",
+                   "logit_bias", "token ids");
+    expect_refused(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"logit_bias\": {\"-1\": 1}}",
+                   "logit_bias", "token ids");
+    expect_refused(DUET__SRV_COMPLETIONS, "{\"prompt\": \"x\", \"logit_bias\": {\"5\": 101}}",
+                   "logit_bias", "[-100, 100]");
+    expect_refused(DUET__SRV_COMPLETIONS,
+                   "{\"prompt\": \"x\", \"logit_bias\": {\"5\": 1, \"05\": 2}}", "logit_bias",
+                   "twice");
 }
 END_TEST
 
@@ -255,6 +291,7 @@ static Suite *server_suite(void)
         {"not built yet", test_fields_not_built_yet_are_refused_unless_neutral},
         {"n and priority", test_n_and_priority_are_read},
         {"logprobs and echo", test_logprobs_and_echo_are_read_per_endpoint},
+        {"penalties", test_penalties_and_logit_bias_are_read_and_checked_as_vllm},
         {"bad fields", test_unknown_fields_and_bad_values_name_the_field},
         {"stop", test_stop_strings_record_the_longest},
         {"utf-8", test_messages_stay_valid_utf8_when_cut},

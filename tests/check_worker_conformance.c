@@ -674,6 +674,192 @@ START_TEST(test_scoring_k_plus_one_positions_equals_single_decodes)
 }
 END_TEST
 
+/* ==== penalties and logit bias (minor 3) =================================================== */
+
+static void assert_seq_refused(struct wk *k, const duet_seq *bad, const char *what);
+
+/* The penalties of the penalty cases: seen from tokens[0 .. n) of which the first n_prompt are
+ * the prompt (sorted, distinct), plus a bias on two tokens. */
+struct pen_fixture {
+    duet_token_count seen[64];
+    duet_token_bias bias[2];
+    duet_penalties pen;
+};
+
+static void pen_fixture_init(struct pen_fixture *f, const int32_t *tokens, uint32_t n,
+                             uint32_t n_prompt, uint32_t vocab)
+{
+    memset(f, 0, sizeof(*f));
+    for (int32_t t = 0; t < (int32_t)vocab; t++) {
+        bool in = false;
+        uint32_t c = 0;
+
+        for (uint32_t i = 0; i < n; i++) {
+            in = in || tokens[i] == t;
+            c += i >= n_prompt && tokens[i] == t;
+        }
+        if (in)
+            f->seen[f->pen.n_seen++] = (duet_token_count){t, c};
+    }
+    f->bias[0] = (duet_token_bias){1, 2.5f};
+    f->bias[1] = (duet_token_bias){(int32_t)vocab - 2, -4.0f};
+    f->pen = (duet_penalties){.struct_size = sizeof(f->pen),
+                              .repetition = 1.4f,
+                              .frequency = 0.7f,
+                              .presence = 0.3f,
+                              .bias = f->bias,
+                              .n_bias = 2,
+                              .n_seen = f->pen.n_seen,
+                              .seen = f->seen};
+}
+
+/* Reference row `pos` of logits penalised as plugin.h says, the history tokens[0 .. n) with the
+ * first n_prompt the prompt, in double precision, into out[vocab]. */
+static void pen_reference_row(const double *logits, uint32_t vocab, const int32_t *tokens,
+                              uint32_t n, uint32_t n_prompt, const duet_penalties *p, double *out)
+{
+    for (uint32_t t = 0; t < vocab; t++) {
+        double v = logits[t];
+        uint32_t c = 0;
+        bool in = false;
+
+        for (uint32_t i = 0; i < p->n_bias; i++)
+            v += p->bias[i].token == (int32_t)t ? p->bias[i].bias : 0.0;
+        for (uint32_t i = 0; i < n; i++) {
+            in = in || tokens[i] == (int32_t)t;
+            c += i >= n_prompt && tokens[i] == (int32_t)t;
+        }
+        if (in) {
+            v = v > 0 ? v / p->repetition : v * p->repetition;
+            v -= p->frequency * c + (c ? p->presence : 0.0);
+        }
+        out[t] = v;
+    }
+}
+
+/*
+ * Scoring K + 1 positions and drafting K tokens with repetition, frequency and presence
+ * penalties and a logit bias: every row is the penalised reference row, where scored row j counts
+ * the fed x1..xj as generated and drafting step s the tokens steps 0..s-1 drew (so a target and a
+ * draft penalise each position alike, as exact speculative sampling needs).
+ */
+START_TEST(test_penalised_scoring_and_drafting_rows_match_the_penalised_reference)
+{
+    enum { L = 10, P = 6, K = 4 };
+    const struct tmodel *tm = &models[M_LLAMA_F32];
+    struct wk_opts o = {.dtype = dtypes[0], .block_size = 8, .num_blocks = 8, .draft = true};
+    duet_sampling_params warm = {.temperature = 0.8f, .top_p = 1.0f, .seed = 77};
+    uint32_t vocab = tm->desc.vocab_size, ta[2] = {0, 1}, tb[2] = {2, 3};
+    int32_t tokens[L + K], drafted[L + K];
+    struct pen_fixture f;
+    struct outs scored, draft;
+    double *logits, *pen_logits = calloc((size_t)(L + K) * vocab, sizeof(double));
+    duet_seq s;
+    struct wk k;
+
+    ck_assert_ptr_nonnull(pen_logits);
+    wk_open(&k, tm, &o);
+    if (!(k.t->caps & DUET_CAP_PENALTIES)) { /* "penalties capability" checks the refusal */
+        free(pen_logits);
+        wk_close(&k);
+        return;
+    }
+    make_tokens(tokens, L + K, vocab, 120);
+    tokens[L - 2] = tokens[1]; /* repeats: generated tokens counted more than once */
+    tokens[L + 1] = tokens[L - 1];
+    tokens[L + 2] = tokens[L];
+    pen_fixture_init(&f, tokens, L, P, vocab);
+    prefill_silent(&k, tokens, L - 1, 0, ta, 2);
+    prefill_silent(&k, tokens, L - 1, 0, tb, 2);
+    s = seq_make(31, tokens + L - 1, K + 1, L - 1, ta, 2, K + 1, warm);
+    s.sampling.n_logprobs = 3;
+    s.penalties = &f.pen;
+    exec_ok(&k, &s, 1, DUET_BATCH_WANT_PROBS | DUET_BATCH_WANT_LOGPROBS, NULL, &scored);
+    logits = reference(tm, tokens, L + K);
+    for (uint32_t j = 0; j <= K; j++) {
+        const double *raw_row = logits + (size_t)(L - 1 + j) * vocab;
+        struct ref_row raw;
+
+        pen_reference_row(raw_row, vocab, tokens, L + j, P, &f.pen,
+                          pen_logits + (size_t)(L - 1 + j) * vocab);
+        /* log-probabilities stay the raw row's */
+        assert_top_list(scored.lp + (size_t)j * scored.stride, 3, raw_row, vocab, k.tol,
+                        "penalised scoring, raw top", j);
+        ref_row_init(&raw, raw_row, vocab, 1.0, k.tol);
+        ck_assert_msg(fabs(scored.token_lp[j] - raw.lp[scored.tokens[j]]) <= raw.lim,
+                      "row %u: token logprob %.6f, raw reference %.6f", j,
+                      (double)scored.token_lp[j], raw.lp[scored.tokens[j]]);
+        ref_row_fini(&raw);
+    }
+    assert_rows_match(&scored, 0, K + 1, pen_logits, L - 1, 0.8, warm.seed, k.tol,
+                      "penalised scoring");
+    free(logits);
+
+    s = seq_make(32, tokens + L - 1, 1, L - 1, tb, 2, 1, warm);
+    s.n_draft_steps = K - 1;
+    s.penalties = &f.pen;
+    exec_ok(&k, &s, 1, DUET_BATCH_WANT_PROBS, NULL, &draft);
+    memcpy(drafted, tokens, L * sizeof(int32_t));
+    memcpy(drafted + L, draft.tokens, K * sizeof(int32_t));
+    logits = reference(tm, drafted, L + K - 1);
+    for (uint32_t j = 0; j < K; j++)
+        pen_reference_row(logits + (size_t)(L - 1 + j) * vocab, vocab, drafted, L + j, P, &f.pen,
+                          pen_logits + (size_t)(L - 1 + j) * vocab);
+    assert_rows_match(&draft, 0, K, pen_logits, L - 1, 0.8, warm.seed, k.tol, "penalised drafting");
+    free(logits);
+    outs_free(&scored);
+    outs_free(&draft);
+    free(pen_logits);
+    wk_close(&k);
+}
+END_TEST
+
+/* Penalties reach only a worker that declares DUET_CAP_PENALTIES; one without refuses them
+ * (UNSUPPORTED, naming the sequence) rather than ignore them. Malformed lists are refused. */
+START_TEST(test_penalties_are_applied_only_where_declared_and_malformed_ones_refused)
+{
+    const struct tmodel *tm = &models[M_LLAMA_F32];
+    struct wk_opts o = {.num_blocks = 4};
+    const uint32_t table[1] = {1};
+    const int32_t tokens[3] = {4, 5, 6};
+    duet_token_bias unsorted[2] = {{7, 1.0f}, {3, 1.0f}};
+    duet_penalties pen = {.struct_size = sizeof(pen),
+                          .repetition = 1.0f,
+                          .n_bias = 1,
+                          .bias = (duet_token_bias[]){{3, 5.0f}}};
+    duet_seq s = seq_make(4343, tokens, 3, 0, table, 1, 1, sp_greedy());
+    struct outs out;
+    struct wk k;
+
+    wk_open(&k, tm, &o);
+    s.penalties = &pen;
+    if (!(k.t->caps & DUET_CAP_PENALTIES)) {
+        assert_refused(&k, exec_full(&k, &s, 1, DUET_BATCH_WANT_PROBS, NULL, &out, UINT32_MAX, 0),
+                       DUET_STATUS_UNSUPPORTED, s.seq_id, "penalties without the capability");
+        outs_free(&out);
+        wk_close(&k);
+        return;
+    }
+    pen.bias = (duet_token_bias[]){{3, 100.0f}}; /* forces token 3 */
+    exec_ok(&k, &s, 1, DUET_BATCH_WANT_PROBS, NULL, &out);
+    ck_assert_int_eq(out.tokens[0], 3);
+    outs_free(&out);
+    if (strcmp(profile->name, "mock") == 0) { /* the mock is lenient on purpose */
+        wk_close(&k);
+        return;
+    }
+    pen.bias = unsorted;
+    pen.n_bias = 2;
+    assert_seq_refused(&k, &s, "bias tokens not increasing");
+    pen.n_bias = 0;
+    pen.repetition = 0.0f;
+    assert_seq_refused(&k, &s, "repetition 0");
+    pen.repetition = 1.2f; /* counting penalties without a seen list */
+    assert_seq_refused(&k, &s, "no seen list");
+    wk_close(&k);
+}
+END_TEST
+
 /* ==== sampling ============================================================================= */
 
 /* Filtered rows: at most top_k tokens kept, and the kept ones are the reference's likeliest,
@@ -1132,6 +1318,10 @@ static Suite *conformance_suite(void)
         {"seeded sampling", test_seeded_sampling_is_reproducible_and_drawn_from_the_row, true},
         {"sampled frequencies", test_sampled_frequencies_follow_the_softmax, true},
         {"prompt logprobs", test_prompt_logprobs_cover_every_fed_position, true},
+        {"penalties vs reference",
+         test_penalised_scoring_and_drafting_rows_match_the_penalised_reference, true},
+        {"penalties capability",
+         test_penalties_are_applied_only_where_declared_and_malformed_ones_refused, false},
         {"bad tokens", test_out_of_vocabulary_tokens_are_refused, false},
         {"bad positions", test_positions_beyond_the_model_limit_are_refused, false},
         {"short block tables", test_short_block_tables_and_bad_block_ids_are_refused, false},

@@ -307,6 +307,53 @@ START_TEST(test_draft_steps_feed_the_previous_token_and_repeat_the_nonfinite_mar
 }
 END_TEST
 
+/* A host of minor 2 passes a duet_seq that ends before `penalties`: the batch is accepted and
+ * duet_seq_penalties() reads none, whatever lies past the host's struct; a minor-3 host's
+ * penalties are read, and refused by a worker that does not apply them. */
+START_TEST(test_penalties_are_read_only_where_the_hosts_seq_size_covers_them)
+{
+    static const int32_t toks[] = {3, 4};
+    static const uint32_t blocks[1] = {0};
+    duet_penalties pen = {.struct_size = sizeof(pen), .repetition = 1.0f};
+    duet_seq seqs[2];
+    duet_batch b;
+    duet_batch_limits lim = {
+        .who = "kit test", .vocab = 50, .max_position = 64, .block_size = 16, .num_blocks = 2};
+    int32_t tokens[1];
+    duet_batch_output o = {.struct_size = sizeof(o), .n_rows = 1, .tokens = tokens};
+    uint64_t rows, fed;
+    char err[256];
+
+    memset(seqs, 0, sizeof(seqs));
+    seqs[0] = (duet_seq){.seq_id = 7,
+                         .tokens = toks,
+                         .n_tokens = 2,
+                         .block_table = blocks,
+                         .n_blocks = 1,
+                         .n_outputs = 1,
+                         .sampling = {.top_p = 1.0f},
+                         .penalties = &pen};
+    b = (duet_batch){.struct_size = sizeof(b),
+                     .n_seqs = 1,
+                     .seq_size = (uint32_t)offsetof(duet_seq, penalties),
+                     .seqs = seqs};
+    ck_assert_ptr_null(duet_seq_penalties(&b, &seqs[0]));
+    ck_assert_int_eq(duet_kit_batch_check(&lim, &b, &o, &rows, &fed, err, sizeof(err)),
+                     DUET_STATUS_OK);
+    b.seq_size = sizeof(duet_seq);
+    ck_assert_ptr_eq(duet_seq_penalties(&b, &seqs[0]), &pen);
+    ck_assert_int_eq(duet_kit_batch_check(&lim, &b, &o, &rows, &fed, err, sizeof(err)),
+                     DUET_STATUS_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(err, "sequence 7"));
+    lim.penalties = true;
+    ck_assert_int_eq(duet_kit_batch_check(&lim, &b, &o, &rows, &fed, err, sizeof(err)),
+                     DUET_STATUS_OK);
+    b.seq_size = (uint32_t)offsetof(duet_seq, penalties) - 1;
+    ck_assert_int_eq(duet_kit_batch_check(&lim, &b, &o, &rows, &fed, err, sizeof(err)),
+                     DUET_STATUS_INVALID_ARGUMENT);
+}
+END_TEST
+
 START_TEST(test_top_lists_are_copied_and_padded)
 {
     duet_logprob src[2] = {{5, -0.1f}, {6, -2.0f}}, top[4];
@@ -374,6 +421,7 @@ static Suite *kit_suite(void)
         {"checks", test_create_describe_and_cache_arguments_are_checked},
         {"feed rows", test_feed_rows_are_the_outputs_and_with_prompt_logprobs_every_fed_token},
         {"draft rows", test_draft_steps_feed_the_previous_token_and_repeat_the_nonfinite_mark},
+        {"seq size", test_penalties_are_read_only_where_the_hosts_seq_size_covers_them},
         {"top lists", test_top_lists_are_copied_and_padded},
         {"arena", test_the_arena_grows_to_the_largest_request_through_its_allocator},
     };

@@ -4,9 +4,9 @@ EXTRA_DIST += tests/fixtures/duet_notelf_worker.so tests/configs tests/run_check
 # ---- test-only plugins (never installed) ------------------------------------------------
 check_LTLIBRARIES += tests/duet_mock_worker.la
 tests_duet_mock_worker_la_SOURCES = tests/fixtures/mock_worker.c
-tests_duet_mock_worker_la_CPPFLAGS = $(AM_CPPFLAGS) $(WORKER_KIT_CPPFLAGS)
+tests_duet_mock_worker_la_CPPFLAGS = $(AM_CPPFLAGS) $(WORKER_KIT_CPPFLAGS) -I$(top_srcdir)/sampling
 tests_duet_mock_worker_la_LDFLAGS = $(TEST_PLUGIN_LDFLAGS)
-tests_duet_mock_worker_la_LIBADD = worker_kit/libduet_worker_kit.la -lm
+tests_duet_mock_worker_la_LIBADD = worker_kit/libduet_worker_kit.la sampling/libduet_sampling.la -lm
 
 check_LTLIBRARIES += tests/duet_badmajor_worker.la tests/duet_badfingerprint_worker.la \
 	tests/duet_small_worker.la tests/duet_nullexecute_worker.la tests/duet_nullname_worker.la \

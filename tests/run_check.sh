@@ -47,7 +47,7 @@ spec="$srcdir/examples/mock-speculative.cfg"
 expect "check prints the plugin" 0 "^  name: +mock$" --config "$mock" --check
 expect "check prints the path" 0 "^  path: +$DUET_TEST_PLUGIN_DIR/duet_mock_worker.so$" \
     --config "$mock" --check
-expect "check prints abi and caps" 0 "^  capabilities: target,draft,swap,f32$" --config "$mock" --check
+expect "check prints abi and caps" 0 "^  capabilities: target,draft,swap,f32,penalties$" --config "$mock" --check
 expect "check prints the resolved config" 0 "block_size = 16;" --config "$mock" --check
 expect "check ends with ok" 0 "^check: ok$" --config "$mock" --check
 expect "override shows in the config" 0 "block_size = 64; +# --set" --config "$mock" --check \
@@ -285,6 +285,24 @@ expect "config is required" 2 "--config FILE is required" --check
 expect "bad prompt ids" 2 "invalid value for --prompt-ids: '1,,2'" --config "$mock" \
     --prompt-ids 1,,2
 expect "bad top-p" 2 "invalid value for --top-p" --config "$mock" --top-p 1.5
+expect "bad repetition penalty" 2 "invalid value for --repetition-penalty" --config "$mock" \
+    --repetition-penalty 0
+expect "bad presence penalty" 2 "invalid value for --presence-penalty" --config "$mock" \
+    --presence-penalty 2.5
+# Penalties reach the workers: greedy ids change, and speculative equals plain with them.
+pen="--prompt-ids 5,6,7 --max-tokens 24 --ignore-eos --json"
+strong="--repetition-penalty 1.5 --frequency-penalty 2 --presence-penalty 1"
+ids_of() { head -n 1 | sed -n 's/.*"ids": \(\[[0-9, ]*\]\).*/\1/p'; }
+plain=$("$run" --config "$mock" $pen | ids_of)
+penalised=$("$run" --config "$mock" $pen $strong | ids_of)
+spec_penalised=$("$run" --config "$spec" --set cache.prefix_caching=false $pen $strong | ids_of)
+if [ -n "$plain" ] && [ -n "$penalised" ] && [ "$plain" != "$penalised" ] &&
+    [ "$penalised" = "$spec_penalised" ]; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1))
+    echo "FAIL: penalties: plain $plain, penalised $penalised, speculative $spec_penalised"
+fi
 expect "unknown flag" 2 "Try 'duet-run --help'" --config "$mock" --bogus
 expect "help" 0 "^Usage: duet-run --config FILE" --help
 expect "version" 0 "^duet-run [0-9.]+ \\(plugin ABI 1\\.[0-9]+\\)$" --version

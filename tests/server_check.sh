@@ -2,11 +2,12 @@
 # duet-server end to end with curl: a tiny generated target and draft (speculative decoding on
 # the CPU worker) with the byte-level fixture tokenizer, an API key, port 0. Health and models,
 # greedy completions equal to duet-run's ids, SSE framing, usage, stop strings and stop token
-# ids, several prompts, seeds, tokenize / detokenize, every error status, 16 concurrent streams,
-# a client leaving mid-stream, /metrics (strict exposition format, counters and histograms moved
-# by exactly the requests served, vLLM's per-request metrics.speculative_decoding), chat (the tokenizer's error while templates are a placeholder,
-# the rendered prompt's completion once they work) and SIGTERM. JSON is read with node; every
-# curl has a timeout and the server is killed on any exit.
+# ids, several prompts, seeds, n choices, logprobs and echo, priorities, penalties and logit_bias,
+# tokenize / detokenize, every error status, 16 concurrent streams, a client leaving mid-stream,
+# /metrics (strict exposition format, counters and histograms moved by exactly the requests
+# served, vLLM's per-request metrics.speculative_decoding), chat (the rendered prompt's
+# completion) and SIGTERM. JSON is read with node; every curl has a timeout and the server is
+# killed on any exit.
 set -u
 top_builddir=${DUET_TEST_BUILDDIR:-.}
 srcdir=${DUET_TEST_SRCDIR:-.}
@@ -364,6 +365,32 @@ expect_error "top_logprobs without logprobs" 400 "'logprobs' must be set to true
 expect_error "logprobs above 20" 400 "'logprobs' must be in" /v1/completions '{"prompt": "x", "logprobs": 21}'
 expect_error "chat echo" 400 "'echo' is not supported yet" /v1/chat/completions "{$msgs, \"echo\": true}"
 
+# ---- penalties and logit bias ---------------------------------------------------------------
+# A bias of 100 forces its token at every position, greedy and sampled.
+printf '[65, 65, 65, 65, 65, 65, 65, 65]' | "$tokenize" --model "$tmp/t" --decode --skip-special \
+    >"$tmp/want.json" || exit 99
+forced=$(js "$tmp/want.json" 'd.text')
+for t in 0 1; do
+    post /v1/completions "{\"prompt\": [5, 6, 7, 8], \"max_tokens\": 8, \"temperature\": $t, \"ignore_eos\": true, \"logit_bias\": {\"65\": 100}}"
+    [ "$code" = 200 ] && [ -n "$forced" ] && [ "$(js "$tmp/body" 'd.choices[0].text')" = "$forced" ] &&
+        pass || fail "logit_bias at temperature $t: $code $(cat "$tmp/body") (want '$forced')"
+done
+# Penalties change greedy output, and the server's equals duet-run's with the same flags.
+"$run" --config "$tmp/spec.cfg" --prompt-ids 5,6,7,8 --max-tokens 24 --temperature 0 --ignore-eos \
+    --json --repetition-penalty 1.3 --frequency-penalty 0.5 --presence-penalty 0.5 \
+    >"$tmp/runpen.json" 2>"$tmp/run.err" || { cat "$tmp/run.err"; exit 99; }
+head -n 1 "$tmp/runpen.json" >"$tmp/runpen1.json"
+js "$tmp/runpen1.json" 'd.ids' | "$tokenize" --model "$tmp/t" --decode --skip-special \
+    >"$tmp/want.json" || exit 99
+pen_text=$(js "$tmp/want.json" 'd.text')
+post /v1/completions "{$greedy, \"repetition_penalty\": 1.3, \"frequency_penalty\": 0.5, \"presence_penalty\": 0.5}"
+got=$(js "$tmp/body" 'd.choices[0].text')
+[ "$code" = 200 ] && [ "$got" = "$pen_text" ] && [ "$got" != "$greedy_text" ] && pass ||
+    fail "penalties: $code '$got' (duet-run '$pen_text', without penalties '$greedy_text')"
+post /v1/chat/completions '{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "presence_penalty": 0.5, "logit_bias": {"65": 100}}'
+[ "$code" = 200 ] && [ "$(js "$tmp/body" 'd.choices[0].message.content')" = "$(printf '%s' "$forced" | head -c 4)" ] && pass ||
+    fail "chat with logit_bias: $code $(cat "$tmp/body")"
+
 # ---- tokenize / detokenize ------------------------------------------------------------------
 post /tokenize '{"prompt": "Hello world", "add_special_tokens": false}'
 toks=$(js "$tmp/body" 'd.tokens')
@@ -380,7 +407,10 @@ expect_error "malformed JSON" 400 "invalid JSON" /v1/completions '{"prompt": "x"
 expect_error "wrong type" 400 "'max_tokens' must be an integer" /v1/completions '{"prompt": "x", "max_tokens": "8"}'
 expect_error "out of range" 400 "'top_p' must be in" /v1/completions '{"prompt": "x", "top_p": 2}'
 expect_error "best_of" 400 "'best_of' is not supported yet" /v1/completions '{"prompt": "x", "best_of": 2}'
-expect_error "penalty" 400 "'presence_penalty' is not supported yet" /v1/chat/completions '{"messages": [{"role": "user", "content": "x"}], "presence_penalty": 0.5}'
+expect_error "penalty out of range" 400 "'presence_penalty' must be in \\[-2, 2\\]" /v1/chat/completions '{"messages": [{"role": "user", "content": "x"}], "presence_penalty": 2.5}'
+expect_error "repetition penalty 0" 400 "'repetition_penalty' must be > 0" /v1/completions '{"prompt": "x", "repetition_penalty": 0}'
+expect_error "logit_bias not an object" 400 "'logit_bias' must be an object" /v1/completions '{"prompt": "x", "logit_bias": [1]}'
+expect_error "logit_bias outside the vocabulary" 400 "token id 300 is out of vocabulary" /v1/completions '{"prompt": "x", "logit_bias": {"300": 5}}'
 expect_error "unknown field" 400 "unknown field 'frobnicate'" /v1/completions '{"prompt": "x", "frobnicate": 1}'
 expect_error "no prompt" 400 "'prompt' is required" /v1/completions '{"max_tokens": 3}'
 expect_error "out of vocabulary" 400 "token id 300 is out of vocabulary" /v1/completions '{"prompt": [1, 300]}'

@@ -35,7 +35,8 @@ static const struct worker_profile profiles[] = {
         .name = "mock",
         .env = "DUET_TEST_PLUGIN_DIR",
         .cache_settings = "cpu_kv_space_gib = 0.25;",
-        .caps = DUET_CAP_TARGET | DUET_CAP_DRAFT | DUET_CAP_SWAP | DUET_CAP_F32,
+        .caps =
+            DUET_CAP_TARGET | DUET_CAP_DRAFT | DUET_CAP_SWAP | DUET_CAP_F32 | DUET_CAP_PENALTIES,
         .budget_zero_bytes = 64ull << 20, /* its own default; it reads no cache settings */
         .dtypes = dtypes_f32,
         .n_dtypes = 1,
@@ -50,7 +51,8 @@ static const struct worker_profile profiles[] = {
         .tol_f32 = TOL_F32,
         .cache_settings = "cpu_kv_space_gib = 0.25;",
         .caps = DUET_CAP_TARGET | DUET_CAP_DRAFT | DUET_CAP_SWAP | DUET_CAP_F32 | DUET_CAP_BF16 |
-                DUET_CAP_F16 | DUET_CAP_INT8 | DUET_CAP_INT4 | DUET_CAP_PREFIX_CACHE,
+                DUET_CAP_F16 | DUET_CAP_INT8 | DUET_CAP_INT4 | DUET_CAP_PREFIX_CACHE |
+                DUET_CAP_PENALTIES,
         .budget_zero_bytes = 1ull << 28, /* cache.cpu_kv_space_gib */
         .dtypes = dtypes_cpu,
         .n_dtypes = 2,
@@ -65,7 +67,7 @@ static const struct worker_profile profiles[] = {
         /* budget 0 sizes the cache from free device memory; a small pinned swap pool */
         .cache_settings = "memory_fraction = 0.5; swap_space_gib = 0.0625;",
         .caps = DUET_CAP_TARGET | DUET_CAP_DRAFT | DUET_CAP_SWAP | DUET_CAP_F32 | DUET_CAP_BF16 |
-                DUET_CAP_F16 | DUET_CAP_PREFIX_CACHE,
+                DUET_CAP_F16 | DUET_CAP_PREFIX_CACHE | DUET_CAP_PENALTIES,
         .caps_optional = DUET_CAP_TP,    /* with NCCL */
         .details_names = "CUDA runtime", /* and the driver; no context is created for it */
         .dtypes = dtypes_gpu,

@@ -53,6 +53,9 @@ struct options {
     double temperature;
     long top_k;
     double top_p;
+    double presence_penalty;   /* [-2, 2] */
+    double frequency_penalty;  /* [-2, 2] */
+    double repetition_penalty; /* > 0, 1 = off */
     unsigned long long seed;
     bool ignore_eos;
     long logprobs;
@@ -96,6 +99,14 @@ static void usage(FILE *f)
             "      --temperature T      0 = greedy (default 0)\n"
             "      --top-k K            0 = off (default 0)\n"
             "      --top-p P            1 = off (default 1)\n"
+            "      --presence-penalty X [-2, 2]: subtracted once from every generated token\n"
+            "                           (default 0)\n"
+            "      --frequency-penalty X\n"
+            "                           [-2, 2]: subtracted per occurrence in the output\n"
+            "                           (default 0)\n"
+            "      --repetition-penalty X\n"
+            "                           > 0: divides positive logits of prompt and generated\n"
+            "                           tokens, multiplies negative ones (default 1: off)\n"
             "      --seed S             request i is seeded with S + i x n; its sequence j\n"
             "                           draws as S + i x n + j (default 0)\n"
             "      --n N                sequences sampled from each prompt (default 1): the\n"
@@ -168,6 +179,9 @@ enum {
     OPT_PROMPTS_TEXT,
     OPT_CHAT,
     OPT_TOKENIZER,
+    OPT_PRESENCE_PENALTY,
+    OPT_FREQUENCY_PENALTY,
+    OPT_REPETITION_PENALTY,
 };
 
 static const struct option long_options[] = {
@@ -191,6 +205,9 @@ static const struct option long_options[] = {
     {"prompts-text", required_argument, NULL, OPT_PROMPTS_TEXT},
     {"chat", required_argument, NULL, OPT_CHAT},
     {"tokenizer", required_argument, NULL, OPT_TOKENIZER},
+    {"presence-penalty", required_argument, NULL, OPT_PRESENCE_PENALTY},
+    {"frequency-penalty", required_argument, NULL, OPT_FREQUENCY_PENALTY},
+    {"repetition-penalty", required_argument, NULL, OPT_REPETITION_PENALTY},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -228,6 +245,13 @@ static bool parse_run_option(int c, const char *arg, struct options *o)
         return parse_long(arg, 0, INT32_MAX, &o->top_k);
     case OPT_TOP_P:
         return duet__cli_parse_double(arg, 0.0, 1.0, &o->top_p) && o->top_p > 0.0;
+    case OPT_PRESENCE_PENALTY:
+        return duet__cli_parse_double(arg, -2.0, 2.0, &o->presence_penalty);
+    case OPT_FREQUENCY_PENALTY:
+        return duet__cli_parse_double(arg, -2.0, 2.0, &o->frequency_penalty);
+    case OPT_REPETITION_PENALTY:
+        return duet__cli_parse_double(arg, 0.0, 1e6, &o->repetition_penalty) &&
+               o->repetition_penalty > 0.0;
     case OPT_SEED:
         if (!parse_long(arg, 0, LONG_MAX, &seed_hi))
             return false;
@@ -265,7 +289,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 {
     int c;
 
-    *o = (struct options){.max_tokens = 16, .top_p = 1.0, .n = 1};
+    *o = (struct options){.max_tokens = 16, .top_p = 1.0, .n = 1, .repetition_penalty = 1.0};
     o->sets = calloc((size_t)argc, sizeof(*o->sets));
     if (!o->sets)
         return EXIT_FAILURE;
@@ -736,6 +760,9 @@ static int add_requests(const struct run *run, uint64_t *ids)
         p.sampling.top_p = (float)o->top_p;
         p.sampling.seed = o->seed + (unsigned long long)i * (unsigned long long)o->n;
         p.n = (uint32_t)o->n;
+        p.presence_penalty = (float)o->presence_penalty;
+        p.frequency_penalty = (float)o->frequency_penalty;
+        p.repetition_penalty = (float)o->repetition_penalty;
         p.sampling.n_logprobs = (uint32_t)o->logprobs;
         p.sampling.n_prompt_logprobs = (uint32_t)o->prompt_logprobs;
         if (duet_engine_add_request(run->e, &p, &ids[i])) {

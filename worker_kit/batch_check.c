@@ -69,11 +69,58 @@ static duet_status check_sampling(struct ctx *c, const duet_batch *b, const duet
     return DUET_STATUS_OK;
 }
 
+/* Minor 3 penalties: present only where the worker applies them; values in range; both lists
+ * sorted by token, unique, inside the vocabulary. */
+static duet_status check_penalties(struct ctx *c, const duet_batch *b, const duet_seq *q)
+{
+    const duet_penalties *p = duet_seq_penalties(b, q);
+    unsigned long long id = (unsigned long long)q->seq_id;
+    bool neutral;
+
+    if (!p)
+        return DUET_STATUS_OK;
+    if (!c->lim->penalties)
+        return fail(c, DUET_STATUS_UNSUPPORTED,
+                    "%s: sequence %llu: penalties / logit_bias are not supported by this worker",
+                    c->lim->who, id);
+    if (p->struct_size < sizeof(*p))
+        return fail(c, DUET_STATUS_INVALID_ARGUMENT,
+                    "%s: sequence %llu: penalties struct_size %u < %zu", c->lim->who, id,
+                    p->struct_size, sizeof(*p));
+    if (!(p->repetition > 0) || !isfinite(p->repetition) || !isfinite(p->frequency) ||
+        !isfinite(p->presence))
+        return fail(c, DUET_STATUS_INVALID_ARGUMENT,
+                    "%s: sequence %llu: repetition %g must be finite and > 0, frequency %g and "
+                    "presence %g finite",
+                    c->lim->who, id, (double)p->repetition, (double)p->frequency,
+                    (double)p->presence);
+    neutral = p->repetition == 1.0f && p->frequency == 0.0f && p->presence == 0.0f;
+    if ((p->n_bias && !p->bias) || (p->n_seen && !p->seen) || (!neutral && !p->n_seen))
+        return fail(c, DUET_STATUS_INVALID_ARGUMENT,
+                    "%s: sequence %llu: penalties: a list is missing", c->lim->who, id);
+    for (uint32_t i = 0; i < p->n_bias; i++)
+        if (p->bias[i].token < 0 || (uint32_t)p->bias[i].token >= c->lim->vocab ||
+            (i && p->bias[i].token <= p->bias[i - 1].token) || !isfinite(p->bias[i].bias))
+            return fail(c, DUET_STATUS_INVALID_ARGUMENT,
+                        "%s: sequence %llu: bias[%u] (token %d): tokens must increase, lie in "
+                        "the vocabulary and have finite biases",
+                        c->lim->who, id, i, p->bias[i].token);
+    for (uint32_t i = 0; i < p->n_seen; i++)
+        if (p->seen[i].token < 0 || (uint32_t)p->seen[i].token >= c->lim->vocab ||
+            (i && p->seen[i].token <= p->seen[i - 1].token))
+            return fail(c, DUET_STATUS_INVALID_ARGUMENT,
+                        "%s: sequence %llu: seen[%u] (token %d): tokens must increase and lie "
+                        "in the vocabulary",
+                        c->lim->who, id, i, p->seen[i].token);
+    return DUET_STATUS_OK;
+}
+
 /* One sequence: counts, tokens, positions, block table. */
 static duet_status check_seq(struct ctx *c, const duet_batch *b, const duet_seq *q)
 {
     unsigned long long id = (unsigned long long)q->seq_id;
     uint64_t last = (uint64_t)q->pos + q->n_tokens - 1 + q->n_draft_steps, need;
+    duet_status st;
 
     if (!q->tokens || q->n_tokens == 0)
         return fail(c, DUET_STATUS_INVALID_ARGUMENT, "%s: sequence %llu: no tokens", c->lim->who,
@@ -111,7 +158,8 @@ static duet_status check_seq(struct ctx *c, const duet_batch *b, const duet_seq 
                         "cache has %u)",
                         c->lim->who, id, (unsigned long long)i, q->block_table[i],
                         c->lim->num_blocks);
-    return check_sampling(c, b, q);
+    st = check_penalties(c, b, q);
+    return st ? st : check_sampling(c, b, q);
 }
 
 /* The output arrays the batch's flags and sizes call for. */
@@ -142,7 +190,9 @@ duet_status duet_kit_batch_check(const duet_batch_limits *lim, const duet_batch 
     struct ctx cx = {lim, err, err_size}, *c = &cx;
     duet_status st;
 
-    if (b->struct_size < sizeof(*b) || (b->n_seqs && (!b->seqs || b->seq_size < sizeof(duet_seq))))
+    /* a host of minor 2 passes duet_seq without penalties: duet_seq_penalties() reads NULL */
+    if (b->struct_size < sizeof(*b) ||
+        (b->n_seqs && (!b->seqs || b->seq_size < offsetof(duet_seq, penalties))))
         return fail(c, DUET_STATUS_INVALID_ARGUMENT,
                     "%s: batch struct_size %u / seq_size %u too small, or no seqs", c->lim->who,
                     b->struct_size, b->seq_size);

@@ -134,6 +134,8 @@ typedef struct duet_batch_limits {
     uint32_t block_size;      /* positions per block */
     uint32_t num_blocks;      /* device (KV) blocks; 0 before init_cache (refused) */
     uint32_t num_swap_blocks; /* swap blocks */
+    bool penalties;           /* the worker applies duet_seq.penalties (DUET_CAP_PENALTIES);
+                                 false: a sequence that has them is refused */
 } duet_batch_limits;
 
 /* Checks the batch and the output against lim before anything is touched: pointers, counts,

@@ -53,6 +53,15 @@ typedef struct duet_request_params {
                            draws as a request seeded sampling.seed + i (vLLM's child requests) */
     int32_t priority;   /* smaller runs first; only under scheduler.policy = "priority" (the
                            engine refuses a non-zero priority under another policy, as vLLM) */
+    /* vLLM's penalties (docs/engine.md, "Penalties"), applied by the target and the draft alike
+     * before temperature, top-k, top-p and min-p; they need workers with DUET_CAP_PENALTIES. */
+    float presence_penalty;            /* [-2, 2]: subtracted once from every generated token */
+    float frequency_penalty;           /* [-2, 2]: subtracted per occurrence in the output */
+    float repetition_penalty;          /* > 0, 1 = off (init): divides positive logits of
+                                          prompt and generated tokens, multiplies negative */
+    const duet_token_bias *logit_bias; /* [n_logit_bias] distinct ids < vocab_size, bias in
+                                          [-100, 100], added to the logits first; copied */
+    uint32_t n_logit_bias;
 } duet_request_params;
 
 /* Why a request finished. */

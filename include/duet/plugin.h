@@ -46,7 +46,7 @@ extern "C" {
 /* ABI version. The major changes when a layout or a meaning changes; the minor when fields or
  * capabilities are appended. A host refuses a plugin of another major. */
 #define DUET_ABI_MAJOR 1u
-#define DUET_ABI_MINOR 2u
+#define DUET_ABI_MINOR 3u
 
 /* The one symbol a plugin exports, and its type. */
 #define DUET_PLUGIN_QUERY_SYMBOL "duet_plugin_query"
@@ -101,6 +101,9 @@ typedef struct duet_host_services {
 #define DUET_CAP_INT4 (1ull << 8)   /* weight-only int4 */
 #define DUET_CAP_VERIFY (1ull << 9) /* runs the rejection sampler itself (DUET_BATCH_VERIFY) */
 #define DUET_CAP_PREFIX_CACHE (1ull << 10) /* prefill may start after a cached prefix (pos > 0) */
+#define DUET_CAP_PENALTIES                                                                         \
+    (1ull << 11) /* minor 3: applies duet_seq.penalties (the host sends                            \
+                    none to a worker without it) */
 
 /* The role a worker is created for. */
 typedef enum duet_worker_role {
@@ -180,6 +183,49 @@ typedef struct duet_sampling_params {
     uint32_t n_prompt_logprobs; /* top-N per fed position (DUET_BATCH_WANT_PROMPT_LOGPROBS) */
 } duet_sampling_params;
 
+/* Minor 3: one logit_bias entry: `bias` is added to the logit of `token`. */
+typedef struct duet_token_bias {
+    int32_t token; /* 0 .. vocab_size - 1 */
+    float bias;    /* finite; the host allows -100 .. 100 */
+} duet_token_bias;
+
+/* Minor 3: a token the sequence holds before its first output row (see duet_penalties). */
+typedef struct duet_token_count {
+    int32_t token;  /* 0 .. vocab_size - 1 */
+    uint32_t count; /* occurrences among the generated tokens; 0: only in the prompt */
+} duet_token_count;
+
+/*
+ * Minor 3: vLLM's penalties and logit bias (vllm-semantics §4.7; docs/plugin-abi.md). Every
+ * sampled row of the sequence (decode, each scored position, each drafting step) turns its raw
+ * logits l into
+ *
+ *     l' = l + bias[t]                                     (logit_bias; 0 for unlisted tokens)
+ *     l' = l' > 0 ? l' / repetition : l' * repetition       when t is in prompt ∪ generated
+ *     l' = l' - frequency × count[t] - presence × (count[t] > 0)
+ *
+ * before temperature, top-k, top-p and min-p; probs rows and the token are drawn from l'. The
+ * log-probabilities (token_logprobs, top-N, prompt log-probabilities) stay those of the raw
+ * logits. `seen` describes the sequence up to and including the fed position of its first
+ * output row (the prompt and the tokens generated so far). A later row of the same sequence also
+ * counts, as generated, the fed tokens after that position (scoring: row j sees x1..xj) and the
+ * tokens its earlier drafting steps sampled, so the target's row j and the draft's step j are
+ * penalised alike (duet__penalty_recent() in sampling/sampling.h). Sparse: no vocab-sized array
+ * crosses the boundary.
+ */
+typedef struct duet_penalties {
+    uint32_t struct_size;        /* sizeof(duet_penalties) as the host was built */
+    float repetition;            /* > 0; 1 = off */
+    float frequency;             /* 0 = off (the host allows -2 .. 2) */
+    float presence;              /* 0 = off (the host allows -2 .. 2) */
+    const duet_token_bias *bias; /* [n_bias] strictly increasing token ids; NULL when 0 */
+    uint32_t n_bias;
+    uint32_t n_seen;              /* entries of seen */
+    const duet_token_count *seen; /* [n_seen] strictly increasing token ids: every distinct
+                                     token of the sequence so far; NULL when 0 (allowed only
+                                     when repetition is 1 and frequency, presence 0) */
+} duet_penalties;
+
 /*
  * One sequence of a batch.
  *
@@ -213,6 +259,9 @@ typedef struct duet_seq {
     const int32_t *draft_tokens; /* VERIFY: [n_outputs - 1] proposals x1..xk; else NULL */
     const float *draft_probs;    /* VERIFY: [n_outputs - 1][vocab_size] the rows they were
                                     sampled from; else NULL */
+    /* ---- minor 3 (read it when batch->seq_size covers it) ---- */
+    const duet_penalties *penalties; /* NULL: none; else only for a DUET_CAP_PENALTIES worker;
+                                        read with duet_seq_penalties() */
 } duet_seq;
 
 /* Batch flags. */
@@ -286,6 +335,14 @@ static inline const duet_seq *duet_batch_seq(const duet_batch *batch, uint32_t i
 {
     return (const duet_seq *)(const void *)((const char *)batch->seqs +
                                             (size_t)i * batch->seq_size);
+}
+
+/* The penalties of sequence q of batch (minor 3): NULL when the host's duet_seq (seq_size) is
+ * older than the field or has none. Readers use this, never q->penalties directly. */
+static inline const duet_penalties *duet_seq_penalties(const duet_batch *batch, const duet_seq *q)
+{
+    return batch->seq_size >= offsetof(duet_seq, penalties) + sizeof(q->penalties) ? q->penalties
+                                                                                   : NULL;
 }
 
 /* ------------------------------------------------------------------------------------------ */
