@@ -31,12 +31,9 @@ export DUET_PLUGIN_PATH="$top_builddir/cpu_worker/.libs"
 passed=0 failed=0
 key=sekret
 
-"$mk" --out "$tmp/t" --arch llama --hidden 64 --layers 2 --heads 4 --kv-heads 2 \
-    --intermediate 128 --vocab 270 --max-positions 256 --dtype f32 >/dev/null &&
-    "$mk" --out "$tmp/d" --draft-of "$tmp/t" --layers 1 --noise 0.05 >/dev/null || exit 99
-cp "$srcdir/tests/fixtures/tokenizers/bytelevel/tokenizer.json" \
-    "$srcdir/tests/fixtures/tokenizers/bytelevel/tokenizer_config.json" "$tmp/t/" || exit 99
-# A chat template for when templates work (a placeholder returns an error meanwhile).
+. "$srcdir/tests/server_lib.sh"
+server_lib_models "$tmp" || exit 99
+# The chat template (the fixture tokenizer has none).
 printf '%s' '{% for m in messages %}### {{ m.role }}
 {{ m.content }}
 {% endfor %}{% if add_generation_prompt %}### assistant

@@ -1,4 +1,4 @@
-# Sourced by the duet-server tests (tests/server_load.sh) and bench/run-server.sh: builds a tiny
+# Sourced by the duet-server tests (tests/server_check.sh, tests/server_load.sh) and bench/run-server.sh: builds a tiny
 # generated target and draft with the byte-level fixture tokenizer, starts duet-server on a free
 # port and waits until it serves. The caller sets top_builddir and srcdir and kills $pid on exit.
 
