@@ -1,6 +1,7 @@
 /*
  * Exported symbols: each worker plugin's dynamic symbol table defines exactly one global symbol,
- * duet_plugin_query (DESIGN §3), and libduet exports its public API but none of its internals.
+ * duet_plugin_query (DESIGN §3) and refers to none of libduet's, and libduet exports its public
+ * API but none of its internals.
  * The ELF file is read directly (what `nm -D --defined-only` would print), so the test needs no
  * external tool.
  */
@@ -21,6 +22,8 @@
 struct exports {
     size_t n;                   /* defined global or weak symbols */
     char names[MAX_NAMES][128]; /* their names, truncated */
+    size_t n_api_undef;         /* undefined references to libduet's API (duet_ + a letter) */
+    char api_undef[128];        /* the first of them */
 };
 
 static struct exports ex;
@@ -44,6 +47,7 @@ static void read_exports(const char *path)
                   "%s is not a 64-bit ELF file", path);
     sh = (const Elf64_Shdr *)(map + eh->e_shoff);
     ex.n = 0;
+    ex.n_api_undef = 0;
     for (unsigned i = 0; i < eh->e_shnum; i++) {
         const Elf64_Sym *sym = (const Elf64_Sym *)(map + sh[i].sh_offset);
         const char *strtab = (const char *)(map + sh[sh[i].sh_link].sh_offset);
@@ -53,10 +57,15 @@ static void read_exports(const char *path)
         for (size_t k = 0; k < sh[i].sh_size / sizeof(Elf64_Sym); k++) {
             unsigned bind = ELF64_ST_BIND(sym[k].st_info);
 
+            const char *name = strtab + sym[k].st_name;
+
+            if (sym[k].st_shndx == SHN_UNDEF && strncmp(name, "duet_", 5) == 0 && name[5] != '_' &&
+                ex.n_api_undef++ == 0)
+                snprintf(ex.api_undef, sizeof(ex.api_undef), "%s", name);
             if (sym[k].st_shndx == SHN_UNDEF || (bind != STB_GLOBAL && bind != STB_WEAK))
                 continue;
             ck_assert_uint_lt(ex.n, MAX_NAMES);
-            snprintf(ex.names[ex.n++], sizeof(ex.names[0]), "%s", strtab + sym[k].st_name);
+            snprintf(ex.names[ex.n++], sizeof(ex.names[0]), "%s", name);
         }
     }
     munmap(map, (size_t)st.st_size);
@@ -83,6 +92,12 @@ START_TEST(test_each_plugin_exports_only_duet_plugin_query)
         ck_assert_msg(ex.n == 1 && exported("duet_plugin_query"),
                       "%s exports %zu symbols (first: %s); expected only duet_plugin_query", path,
                       ex.n, ex.n ? ex.names[0] : "none");
+        /* A plugin is self-contained: a host that loads libduet with RTLD_LOCAL (Python's
+         * ctypes, another dlopen) gives it none of libduet's symbols. */
+        ck_assert_msg(ex.n_api_undef == 0,
+                      "%s needs %zu libduet symbols (first: %s); a plugin must not depend on "
+                      "libduet",
+                      path, ex.n_api_undef, ex.api_undef);
         checked++;
     }
     free(copy);
