@@ -8,7 +8,7 @@ duet_include_HEADERS += include/duet/duet.h
 ENGINE_SOURCES = engine/rejection.h engine/rejection.c
 libduet_la_SOURCES += $(ENGINE_SOURCES) engine/engine-int.h engine/engine.c engine/step.c \
 	engine/spec.c engine/adapt.c engine/batch.c engine/run.c engine/verify.c engine/commit.c \
-	engine/request.c engine/util.c
+	engine/request.c engine/util.c engine/flat.c
 libduet_la_LIBADD += sampling/libduet_sampling.la
 
 if HAVE_CHECK

@@ -243,6 +243,22 @@ duet_status duet_tokenizer_apply_chat_template(const duet_tokenizer *tok, const 
     return st;
 }
 
+duet_status duet_tokenizer_render_chat(const duet_tokenizer *tok, const char *messages_json,
+                                       size_t len, bool add_generation_prompt,
+                                       const char *chat_template, const char *kwargs_json,
+                                       char **prompt, size_t *prompt_len, char *err,
+                                       size_t err_size)
+{
+    duet_chat_options opts;
+
+    duet_chat_options_init(&opts);
+    opts.add_generation_prompt = add_generation_prompt;
+    opts.chat_template = chat_template;
+    opts.kwargs_json = kwargs_json;
+    return duet_tokenizer_apply_chat_template(tok, messages_json, len, &opts, prompt, prompt_len,
+                                              err, err_size);
+}
+
 duet_status duet_chat_template_render(const char *tmpl, size_t tmpl_len, const char *context_json,
                                       size_t context_len, char **out, size_t *out_len, char *err,
                                       size_t err_size)

@@ -224,6 +224,95 @@ DUET_API void duet_engine_metrics_get(const duet_engine *e, duet_engine_metrics 
 /* "stop", "length", "abort", "ignored", "none"; never NULL. */
 DUET_API const char *duet_finish_reason_str(duet_finish_reason f);
 
+/* ---- Flat access, for bindings (Python's ctypes, other FFIs) -------------------------------
+ * The engine's requests and outputs through functions alone: a binding shares no struct layout
+ * with the library (beyond opaque pointers), so a field appended to a struct above cannot
+ * shift what it reads. Fields are named by strings; a name this library does not know is
+ * DUET_STATUS_NOT_FOUND, so a binding can find out what the library it loaded offers. The
+ * duet Python package (python/duet, docs/python.md) is built on these, on duet/config.h and on
+ * duet/tokenizer.h. */
+
+/* A request being built: a duet_request_params that owns copies of its arrays. */
+typedef struct duet_request duet_request;
+
+/* A request with duet_request_params_init()'s defaults and no prompt. The caller owns *out and
+ * releases it with duet_request_destroy(). OUT_OF_MEMORY or INVALID_ARGUMENT (out NULL). */
+DUET_API duet_status duet_request_create(duet_request **out);
+/* NULL is allowed. */
+DUET_API void duet_request_destroy(duet_request *r);
+
+/* Integer fields: "max_tokens", "n", "top_k", "seed" (taken as uint64), "logprobs",
+ * "prompt_logprobs", "priority", "ignore_eos" and "spec_disabled" (0 or 1). A value outside
+ * the field's C type is INVALID_ARGUMENT; ranges are the engine's to check when the request is
+ * added (duet_engine_add), with its messages. */
+DUET_API duet_status duet_request_set_int(duet_request *r, const char *field, int64_t value);
+
+/* Floating-point fields: "temperature", "top_p", "min_p", "presence_penalty",
+ * "frequency_penalty", "repetition_penalty". */
+DUET_API duet_status duet_request_set_float(duet_request *r, const char *field, double value);
+
+/* Token lists, copied: "prompt", "stop_token_ids". ids may be NULL when n is 0. */
+DUET_API duet_status duet_request_set_tokens(duet_request *r, const char *field, const int32_t *ids,
+                                             size_t n);
+
+/* The logit bias, copied: bias[i] is added to the logit of ids[i]. n = 0 clears it. */
+DUET_API duet_status duet_request_set_logit_bias(duet_request *r, const int32_t *ids,
+                                                 const float *bias, size_t n);
+
+/* duet_engine_add_request() of the request r holds; r may be reused or destroyed after. */
+DUET_API duet_status duet_engine_add(duet_engine *e, const duet_request *r, uint64_t *request_id);
+
+/* The requests a step reported (duet_step_output.n_requests), and the i-th of them (NULL past
+ * the last). Both live as long as the step's output (see the top). */
+DUET_API uint32_t duet_step_output_count(const duet_step_output *s);
+DUET_API const duet_request_output *duet_step_output_request(const duet_step_output *s, uint32_t i);
+
+/* Integer fields of a request's output: "request_id", "n_prompt", "finish" (a
+ * duet_finish_reason), "n_outputs", "logprobs" (n_logprobs), "prompt_logprobs",
+ * "num_preemptions", "num_proposed", "num_accepted", "num_drafts". */
+DUET_API duet_status duet_request_output_int(const duet_request_output *r, const char *field,
+                                             int64_t *value);
+
+/* The message of a request that failed (DUET_FINISH_ERROR), else NULL. */
+DUET_API const char *duet_request_output_error(const duet_request_output *r);
+
+/* Integer fields of its sequence seq (0 .. n_outputs - 1): "index", "n_ids", "first_new",
+ * "finish". INVALID_ARGUMENT for a sequence past the last. */
+DUET_API duet_status duet_request_output_seq_int(const duet_request_output *r, uint32_t seq,
+                                                 const char *field, int64_t *value);
+
+/* Copies tokens [from, from + n) of sequence seq: their ids into ids[n], and when the request
+ * asked for logprobs (L = its "logprobs" > 0) and the pointers are not NULL, each token's
+ * log-probability into logprobs[n] and its top-L list into top_ids[n * L] / top_logprobs[n * L]
+ * (most likely first; token -1 marks an unused entry). Any pointer may be NULL to skip it.
+ * INVALID_ARGUMENT when the range is outside the sequence's n_ids. */
+DUET_API duet_status duet_request_output_tokens(const duet_request_output *r, uint32_t seq,
+                                                uint32_t from, uint32_t n, int32_t *ids,
+                                                float *logprobs, int32_t *top_ids,
+                                                float *top_logprobs);
+
+/* With prompt_logprobs (P > 0): copies the log-probability of each prompt token given the ones
+ * before into logprobs[n_prompt] (NAN for the first and where unknown) and the top-P lists into
+ * top_ids[n_prompt * P] / top_logprobs[n_prompt * P]; pointers may be NULL. NOT_FOUND when the
+ * request did not ask for them. */
+DUET_API duet_status duet_request_output_prompt_logprobs(const duet_request_output *r,
+                                                         float *logprobs, int32_t *top_ids,
+                                                         float *top_logprobs);
+
+/* The request's proposals accepted at each lookahead position: copies min(max,
+ * DUET_MAX_SPEC_TOKENS) counts into counts and returns how many it copied (0 without
+ * speculation). */
+DUET_API uint32_t duet_request_output_accepted_at(const duet_request_output *r, uint32_t *counts,
+                                                  uint32_t max);
+
+/* One counter of duet_engine_metrics by its field name ("generated_tokens", "acceptance_rate",
+ * "num_free_blocks", "speculative", ...; booleans read 0 or 1; the per-position arrays are not
+ * offered). NOT_FOUND for another name. */
+DUET_API duet_status duet_engine_metric(const duet_engine *e, const char *name, double *value);
+
+/* The name of the index-th metric duet_engine_metric() knows, or NULL past the last. */
+DUET_API const char *duet_engine_metric_name(size_t index);
+
 #ifdef __cplusplus
 }
 #endif

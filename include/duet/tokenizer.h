@@ -115,6 +115,15 @@ DUET_API duet_status duet_tokenizer_apply_chat_template(const duet_tokenizer *to
                                                         char **prompt, size_t *prompt_len,
                                                         char *err, size_t err_size);
 
+/* duet_tokenizer_apply_chat_template() with the options as arguments, for bindings that share
+ * no struct layout with the library (duet.h, "Flat access"). */
+DUET_API duet_status duet_tokenizer_render_chat(const duet_tokenizer *tok,
+                                                const char *messages_json, size_t len,
+                                                bool add_generation_prompt,
+                                                const char *chat_template, const char *kwargs_json,
+                                                char **prompt, size_t *prompt_len, char *err,
+                                                size_t err_size);
+
 /* Renders a Jinja template TMPL (TMPL_LEN bytes) with the variables of CONTEXT_JSON (a JSON
  * object; NULL means none) under the same rules, without a tokenizer. */
 DUET_API duet_status duet_chat_template_render(const char *tmpl, size_t tmpl_len,
