@@ -19,17 +19,25 @@ duet_status duet__commit(duet_engine *e, uint32_t i, const int32_t *tokens, uint
                          const float *token_logprobs, const duet_logprob *logprobs, uint32_t stride)
 {
     struct duet__req *r = e->sc.owner[i];
-    duet_status st = duet__req_append(r, e->sc.rec[i], tokens, n, token_logprobs, logprobs, stride);
+    struct duet__seqrec *s = e->sc.rec[i];
+    uint64_t seq_id = e->sc.seqs[i].seq_id;
+    uint32_t kept;
+    duet_status st = duet_scheduler_update(e->sched, seq_id, tokens, n);
 
+    if (st)
+        return duet__engine_fail(e, DUET_STATUS_INTERNAL, "scheduler update: %s",
+                                 duet_scheduler_error(e->sched));
+    /* The tokens after a stop or past max_tokens never reach the output, not even for the
+     * steps until the rest of an n > 1 group finishes (retire_seq sets the final list). */
+    if (duet_scheduler_seq_output_len(e->sched, seq_id, &kept) == DUET_STATUS_OK &&
+        kept >= s->n_ids && kept - s->n_ids < n)
+        n = kept - s->n_ids;
+    st = duet__req_append(r, s, tokens, n, token_logprobs, logprobs, stride);
     if (st)
         return duet__engine_fail(e, st, "out of memory");
     r->touched = true;
     e->m.generated_tokens += n;
     e->m.decode_seq_steps++;
-    st = duet_scheduler_update(e->sched, e->sc.seqs[i].seq_id, tokens, n);
-    if (st)
-        return duet__engine_fail(e, DUET_STATUS_INTERNAL, "scheduler update: %s",
-                                 duet_scheduler_error(e->sched));
     return DUET_STATUS_OK;
 }
 

@@ -123,3 +123,16 @@ duet_status duet_scheduler_update(duet_scheduler *s, uint64_t seq_id, const int3
         duet__sched_finish_group(s, g, DUET_SCHED_FINISH_NONE);
     return DUET_STATUS_OK;
 }
+
+duet_status duet_scheduler_seq_output_len(const duet_scheduler *s, uint64_t seq_id, uint32_t *out)
+{
+    const struct duet__group *g;
+
+    if (!s || !out)
+        return DUET_STATUS_INVALID_ARGUMENT;
+    g = duet__sched_map_get(&s->seq_map, seq_id);
+    if (!g || seq_id - g->seq_base >= g->n_seqs)
+        return DUET_STATUS_NOT_FOUND;
+    *out = g->seqs[seq_id - g->seq_base].len - g->prompt_len;
+    return DUET_STATUS_OK;
+}

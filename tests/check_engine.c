@@ -1888,9 +1888,11 @@ END_TEST
 
 #define MAX_N 4
 
-/* The sequences of one request (prompt 1, max_tokens 16, ignore_eos) with n sequences at
- * temperature temp and seed, on an engine built with sets; checks the output's shape, that every
+/* The sequences of one request (prompt 1, max_tokens group_max_tokens, ignore_eos) with n sequences
+ * at temperature temp and seed, on an engine built with sets; checks the output's shape, that every
  * block is free after, and returns the engine's metrics. */
+static uint32_t group_max_tokens = 16; /* group_run's max_tokens */
+
 static duet_engine_metrics group_run(const char *const *sets, uint32_t n, float temp, uint64_t seed,
                                      int32_t out[MAX_N][MAX_GEN], bool companion)
 {
@@ -1906,7 +1908,7 @@ static duet_engine_metrics group_run(const char *const *sets, uint32_t n, float 
     duet_request_params_init(&p);
     p.prompt = prompt;
     p.n_prompt = prompt_of(1, prompt);
-    p.max_tokens = 16;
+    p.max_tokens = group_max_tokens;
     p.ignore_eos = true;
     p.n = n;
     p.sampling.temperature = temp;
@@ -1931,7 +1933,7 @@ static duet_engine_metrics group_run(const char *const *sets, uint32_t n, float 
                 const duet_completion_output *c = &ro->outputs[i];
                 ck_assert_uint_eq(c->index, i);
                 ck_assert_uint_le(c->first_new, c->n_ids);
-                ck_assert_uint_le(c->n_ids, 16);
+                ck_assert_uint_le(c->n_ids, group_max_tokens);
                 streamed[i] += c->n_ids - c->first_new;
                 if (c->n_ids)
                     memcpy(out[i], c->ids, c->n_ids * sizeof(int32_t));
@@ -1944,12 +1946,12 @@ static duet_engine_metrics group_run(const char *const *sets, uint32_t n, float 
     }
     ck_assert(finished);
     for (uint32_t i = 0; i < n; i++) {
-        ck_assert_uint_eq(n_ids[i], 16);
-        ck_assert_uint_eq(streamed[i], 16);
+        ck_assert_uint_eq(n_ids[i], group_max_tokens);
+        ck_assert_uint_eq(streamed[i], group_max_tokens);
     }
     duet_engine_metrics_get(e, &m);
     ck_assert_uint_eq(m.num_free_blocks, m.num_total_blocks);
-    ck_assert_uint_eq(m.generated_tokens, 16 * (n + companion));
+    ck_assert_uint_eq(m.generated_tokens, group_max_tokens * (n + companion));
     duet_engine_destroy(e);
     duet_config_destroy(cfg);
     return m;
@@ -1991,6 +1993,147 @@ START_TEST(test_seeded_sequences_are_reproducible_differ_and_draw_as_seed_plus_i
             differ += memcmp(a[i], a[j], 16 * sizeof(int32_t)) != 0;
     }
     ck_assert_uint_eq(differ, 6);
+}
+END_TEST
+
+/* Sampled sequences of one request end at different steps under speculation: a sequence that
+ * reached max_tokens while its siblings run never shows the tokens its last verification
+ * accepted past the limit (group_run checks every step's output). */
+START_TEST(test_speculative_sampled_sequences_never_show_tokens_past_max_tokens)
+{
+    int32_t out[MAX_N][MAX_GEN];
+
+    group_max_tokens = 8;
+    for (uint64_t seed = 1; seed <= 6; seed++)
+        group_outputs(spec_sets(false, 3, NULL), 3, 1.0f, seed, out);
+    group_max_tokens = 16;
+}
+END_TEST
+
+/* duet.h's flat access: a request built field by field runs as the same request given as a
+ * struct, and every output field and array read by name equals the struct's. */
+START_TEST(test_flat_access_equals_the_structs)
+{
+    duet_config *cfg = config_of(spec_sets(false, 3, NULL));
+    duet_engine *e = engine_of(cfg);
+    int32_t prompt[64], stop = 7, bias_id = 5;
+    float bias = -2.0f;
+    uint32_t n = prompt_of(2, prompt), steps = 0;
+    duet_request *rq;
+    uint64_t id_flat, id_struct;
+    duet_request_params p;
+    int32_t got[2][MAX_GEN];
+    uint32_t n_got[2] = {0, 0};
+    int64_t v;
+    double d;
+
+    ck_assert_int_eq(duet_request_create(&rq), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_request_set_tokens(rq, "prompt", prompt, n), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_request_set_tokens(rq, "stop_token_ids", &stop, 1), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_request_set_logit_bias(rq, &bias_id, &bias, 1), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_request_set_int(rq, "max_tokens", 12), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_request_set_int(rq, "logprobs", 2), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_request_set_int(rq, "prompt_logprobs", 1), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_request_set_int(rq, "seed", 9), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_request_set_float(rq, "temperature", 0.7), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_request_set_float(rq, "top_p", 0.9), DUET_STATUS_OK);
+    ck_assert_int_eq(duet_request_set_int(rq, "nonsense", 1), DUET_STATUS_NOT_FOUND);
+    ck_assert_int_eq(duet_request_set_int(rq, "max_tokens", -1), DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_int_eq(duet_engine_add(e, rq, &id_flat), DUET_STATUS_OK);
+    duet_request_destroy(rq);
+
+    duet_request_params_init(&p);
+    p.prompt = prompt;
+    p.n_prompt = n;
+    p.stop_token_ids = &stop;
+    p.n_stop_token_ids = 1;
+    p.logit_bias = &(duet_token_bias){.token = bias_id, .bias = bias};
+    p.n_logit_bias = 1;
+    p.max_tokens = 12;
+    p.sampling.n_logprobs = 2;
+    p.sampling.n_prompt_logprobs = 1;
+    p.sampling.seed = 9;
+    p.sampling.temperature = 0.7f;
+    p.sampling.top_p = 0.9f;
+    ck_assert_int_eq(duet_engine_add_request(e, &p, &id_struct), DUET_STATUS_OK);
+
+    while (duet_engine_has_unfinished(e)) {
+        const duet_step_output *so;
+
+        ck_assert_uint_lt(steps++, 200);
+        ck_assert_int_eq(duet_engine_step(e, &so), DUET_STATUS_OK);
+        ck_assert_uint_eq(duet_step_output_count(so), so->n_requests);
+        ck_assert_ptr_null(duet_step_output_request(so, so->n_requests));
+        for (uint32_t i = 0; i < so->n_requests; i++) {
+            const duet_request_output *r = duet_step_output_request(so, i);
+            const duet_completion_output *o = &r->outputs[0];
+            uint32_t k = r->request_id == id_flat ? 0 : 1, nl = r->n_logprobs;
+            int32_t ids[MAX_GEN], top_ids[MAX_GEN * 2];
+            float lps[MAX_GEN], top_lps[MAX_GEN * 2];
+
+            ck_assert_ptr_eq(r, &so->requests[i]);
+            ck_assert_int_eq(duet_request_output_int(r, "request_id", &v), DUET_STATUS_OK);
+            ck_assert_int_eq(v, (int64_t)r->request_id);
+            ck_assert_int_eq(duet_request_output_int(r, "finish", &v), DUET_STATUS_OK);
+            ck_assert_int_eq(v, r->finish);
+            ck_assert_int_eq(duet_request_output_int(r, "num_proposed", &v), DUET_STATUS_OK);
+            ck_assert_int_eq(v, r->num_proposed);
+            ck_assert_int_eq(duet_request_output_int(r, "logprobs", &v), DUET_STATUS_OK);
+            ck_assert_int_eq(v, 2);
+            ck_assert_int_eq(duet_request_output_int(r, "bogus", &v), DUET_STATUS_NOT_FOUND);
+            ck_assert_int_eq(duet_request_output_seq_int(r, 0, "n_ids", &v), DUET_STATUS_OK);
+            ck_assert_int_eq(v, o->n_ids);
+            ck_assert_int_eq(duet_request_output_seq_int(r, 0, "first_new", &v), DUET_STATUS_OK);
+            ck_assert_int_eq(v, o->first_new);
+            ck_assert_int_eq(duet_request_output_seq_int(r, 1, "n_ids", &v),
+                             DUET_STATUS_INVALID_ARGUMENT);
+            ck_assert_int_eq(
+                duet_request_output_tokens(r, 0, 0, o->n_ids, ids, lps, top_ids, top_lps),
+                DUET_STATUS_OK);
+            ck_assert_int_eq(duet_request_output_tokens(r, 0, 1, o->n_ids, ids, NULL, NULL, NULL),
+                             DUET_STATUS_INVALID_ARGUMENT);
+            for (uint32_t t = 0; t < o->n_ids; t++) {
+                ck_assert_int_eq(ids[t], o->ids[t]);
+                ck_assert_mem_eq(&lps[t], &o->token_logprobs[t], sizeof(float)); /* NAN too */
+                for (uint32_t j = 0; j < nl; j++) {
+                    ck_assert_int_eq(top_ids[t * nl + j], o->logprobs[t * nl + j].token);
+                    ck_assert_mem_eq(&top_lps[t * nl + j], &o->logprobs[t * nl + j].logprob,
+                                     sizeof(float));
+                }
+            }
+            if (o->n_ids)
+                memcpy(got[k], o->ids, o->n_ids * sizeof(int32_t));
+            n_got[k] = o->n_ids;
+            if (r->finish != DUET_FINISH_NONE) {
+                float plp[64];
+                int32_t ptop[64];
+                uint32_t acc[DUET_MAX_SPEC_TOKENS];
+
+                ck_assert_int_eq(duet_request_output_prompt_logprobs(r, plp, ptop, NULL),
+                                 DUET_STATUS_OK);
+                for (uint32_t t = 1; t < r->n_prompt; t++) {
+                    ck_assert(plp[t] == r->prompt_token_logprobs[t] ||
+                              (isnan(plp[t]) && isnan(r->prompt_token_logprobs[t])));
+                    ck_assert_int_eq(ptop[t], r->prompt_logprobs[t].token);
+                }
+                ck_assert_uint_eq(duet_request_output_accepted_at(r, acc, 4), 4);
+                for (uint32_t j = 0; j < 4; j++)
+                    ck_assert_uint_eq(acc[j], r->accepted_at[j]);
+                ck_assert_ptr_eq(duet_request_output_error(r), r->error);
+            }
+        }
+    }
+    ck_assert_uint_eq(n_got[0], n_got[1]);
+    ck_assert_mem_eq(got[0], got[1], n_got[0] * sizeof(int32_t));
+    ck_assert_int_eq(duet_engine_metric(e, "generated_tokens", &d), DUET_STATUS_OK);
+    ck_assert(d == (double)(n_got[0] + n_got[1]));
+    ck_assert_int_eq(duet_engine_metric(e, "speculative", &d), DUET_STATUS_OK);
+    ck_assert(d == 1.0);
+    ck_assert_int_eq(duet_engine_metric(e, "nope", &d), DUET_STATUS_NOT_FOUND);
+    for (size_t i = 0; duet_engine_metric_name(i); i++)
+        ck_assert_int_eq(duet_engine_metric(e, duet_engine_metric_name(i), &d), DUET_STATUS_OK);
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
 }
 END_TEST
 
@@ -2169,6 +2312,9 @@ static Suite *engine_suite(void)
         {"n greedy", test_greedy_sequences_of_one_prompt_all_equal_the_worker_alone},
         {"n seeded", test_seeded_sequences_are_reproducible_differ_and_draw_as_seed_plus_index},
         {"n speculative", test_speculative_sequences_of_one_prompt_equal_plain_decoding},
+        {"n speculative max_tokens",
+         test_speculative_sampled_sequences_never_show_tokens_past_max_tokens},
+        {"flat access", test_flat_access_equals_the_structs},
         {"n preemption", test_sequences_of_one_prompt_survive_preemption},
         {"n priority checks", test_n_and_priority_are_checked},
         {"priority", test_a_more_important_request_runs_first_under_the_priority_policy},

@@ -300,6 +300,12 @@ DUET_API duet_status duet_scheduler_step(duet_scheduler *s, uint64_t now,
 DUET_API duet_status duet_scheduler_update(duet_scheduler *s, uint64_t seq_id,
                                            const int32_t *tokens, uint32_t n_tokens);
 
+/* The tokens sequence seq_id holds after its prompt: what duet_scheduler_update() kept (the
+ * tokens after a stop or past the length limit are dropped). DUET_STATUS_NOT_FOUND for an
+ * unknown sequence, or one whose request was taken with duet_scheduler_take_finished(). */
+DUET_API duet_status duet_scheduler_seq_output_len(const duet_scheduler *s, uint64_t seq_id,
+                                                   uint32_t *out);
+
 /* Ends a request in any state: its blocks are freed at once and it goes to
  * duet_scheduler_take_finished() with DUET_SCHED_FINISH_ABORT. A request that already finished
  * is left as it is (DUET_STATUS_OK); an unknown one gives DUET_STATUS_NOT_FOUND. */
