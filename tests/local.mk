@@ -42,6 +42,7 @@ AM_TESTS_ENVIRONMENT = \
 	DUET_TEST_PLUGIN_DIR='$(abs_top_builddir)/tests/.libs'; export DUET_TEST_PLUGIN_DIR; \
 	DUET_TEST_PLUGINS='$(EXPORT_CHECKED_PLUGINS)'; export DUET_TEST_PLUGINS; \
 	DUET_TEST_LIBDUET='$(abs_top_builddir)/.libs/libduet.so'; export DUET_TEST_LIBDUET; \
+	DUET_TEST_PYTHON='$(PYTHON)'; export DUET_TEST_PYTHON; \
 	DUET_TEST_CPU_WORKER='$(abs_top_builddir)/cpu_worker/.libs/duet_cpu_worker.so'; \
 	export DUET_TEST_CPU_WORKER; \
 	DUET_TEST_GPU_WORKER='$(abs_top_builddir)/gpu_worker/.libs/duet_gpu_worker.so'; \
