@@ -5,7 +5,9 @@
 # generate a llama-160m-shaped target with it and a derived 1-layer draft (duet-mkmodel
 # --tokenizer), validate the draft (duet-model-info), then decode the same text prompt on the CPU
 # worker twice, with speculative decoding and without (duet-run --json; the greedy outputs are
-# identical), and print the generated text, the speed-up and the acceptance rate. Last,
+# identical), and print the generated text, the speed-up and the acceptance rate; run the same
+# models through the Python package (examples/python/taco_llm.py, vLLM's LLM(...) with
+# cpu_draft_worker=True) when configure found Python and the tokenizer is there. Last,
 # duet-bench times the CPU worker's prefill and decode of the llama-68m shape, f32 and bf16
 # weights, against the machine's memory bandwidth. Every step that fails ends the script with a
 # non-zero status, and so do greedy outputs that differ. Without npm or the registry (offline)
@@ -105,5 +107,13 @@ fi
 echo "speed-up of speculative decoding: $(awk -v s="$spec_rate" -v p="$plain_rate" \
     'BEGIN { printf "%.2f", s / p }')x, acceptance rate $acceptance, identical tokens: $same"
 [ "$same" = yes ] || fail "greedy speculative decoding gave other tokens than the target alone"
+# The same from Python: vLLM's offline example with TACO-LLM's cpu_draft_worker=True
+# (examples/python/taco_llm.py) through the duet package this build staged in python/.
+if [ -n "$tokenizer" ] && [ -f python/duet/_paths.py ]; then
+    echo "== from Python: duet.LLM(..., cpu_draft_worker=True).generate(...)"
+    python=$(sed -n 's/^PYTHON = //p' Makefile)
+    PYTHONPATH="$PWD/python" "$python" ../examples/python/taco_llm.py models/llama-160m \
+        models/llama-160m-draft 2>/dev/null || fail "the Python example failed"
+fi
 ./tools/duet-bench --seconds 0.5 --repeats 3 --preset llama-68m --dtype f32,bf16 --batch 1,4 \
     --models models cpu-worker
