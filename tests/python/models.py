@@ -52,14 +52,16 @@ class Models:
         subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
         subprocess.run([tool("duet-mkmodel"), "--out", self.draft, "--draft-of", self.target,
                         "--layers", "1"], check=True, stdout=subprocess.DEVNULL)
-        self.config = os.path.join(self.dir, "run.cfg")
+        common = (f'model = "{self.target}";\n'
+                  f'target: {{ worker = "{CPU_WORKER}"; threads = 2; }};\n'
+                  'cache: { block_size = 16; cpu_kv_space_gib = 0.05; prefix_caching = true; };\n')
+        self.config = os.path.join(self.dir, "run.cfg")          # speculative, k = 3
+        self.plain_config = os.path.join(self.dir, "plain.cfg")  # the target alone
         with open(self.config, "w") as f:
-            f.write(f'model = "{self.target}";\n'
-                    f'target: {{ worker = "{CPU_WORKER}"; threads = 2; }};\n'
-                    f'speculative: {{ draft_model = "{self.draft}"; worker = "{CPU_WORKER}"; '
-                    'num_tokens = 3; };\n'
-                    'cache: { block_size = 16; cpu_kv_space_gib = 0.05; '
-                    'prefix_caching = true; };\n')
+            f.write(common + f'speculative: {{ draft_model = "{self.draft}"; '
+                    f'worker = "{CPU_WORKER}"; num_tokens = 3; }};\n')
+        with open(self.plain_config, "w") as f:
+            f.write(common)
 
     def close(self):
         shutil.rmtree(self.dir, ignore_errors=True)

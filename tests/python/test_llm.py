@@ -44,24 +44,26 @@ class GenerateTest(unittest.TestCase):
 
     def test_greedy_equals_duet_run_speculative_and_plain(self):
         greedy = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
-        path = "\n".join(PROMPTS) + "\n"
         with open(f"{M.dir}/prompts.txt", "w") as f:
-            f.write(path)
-        outs = self.llm.generate(PROMPTS, greedy, use_tqdm=False)
-        for flags in ([], ["--no-speculative"]):
-            want = duet_run("--prompts-text", f"{M.dir}/prompts.txt", "--max-tokens", "24",
-                            "--temperature", "0", "--ignore-eos", *flags)
-            self.assertEqual(len(want), len(outs))
-            for o, w in zip(outs, want):
-                self.assertEqual(o.prompt_token_ids, w["prompt_ids"])
-                self.assertEqual(o.outputs[0].token_ids, w["ids"], flags)
-                self.assertEqual(o.outputs[0].text, w["text"], flags)
-        plain = LLM(M.target, config=M.config, speculative_config=None,
-                    enable_prefix_caching=False, **{})
-        try:
-            self.assertGreater(outs[0].metrics.num_draft_tokens, 0)
-        finally:
-            plain.close()
+            f.write("\n".join(PROMPTS) + "\n")
+        with LLM(M.target, config=M.plain_config) as plain:
+            for llm, flags in ((self.llm, []), (plain, ["--no-speculative"])):
+                outs = llm.generate(PROMPTS, greedy, use_tqdm=False)
+                want = duet_run("--prompts-text", f"{M.dir}/prompts.txt", "--max-tokens", "24",
+                                "--temperature", "0", "--ignore-eos", *flags)
+                self.assertEqual(len(want), len(outs))
+                for o, w in zip(outs, want):
+                    self.assertEqual(o.prompt, w["prompt"])
+                    self.assertEqual(o.prompt_token_ids, w["prompt_ids"])
+                    self.assertEqual(o.outputs[0].token_ids, w["ids"], flags)
+                    self.assertEqual(o.outputs[0].text, w["text"], flags)
+                    self.assertEqual(o.metrics.num_draft_tokens > 0, not flags)
+                    self.assertEqual(o.metrics.num_draft_tokens, w.get("proposed", 0))
+                    self.assertEqual(o.metrics.num_accepted_tokens, w.get("accepted", 0))
+        # and speculative greedy equals plain greedy
+        self.assertEqual([o.outputs[0].token_ids for o in outs],
+                         [o.outputs[0].token_ids
+                          for o in self.llm.generate(PROMPTS, greedy, use_tqdm=False)])
 
     def test_keywords_equal_the_config_file(self):
         greedy = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
