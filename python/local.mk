@@ -65,7 +65,7 @@ installcheck-python:
 	  DUET_TEST_SRCDIR='$(abs_top_srcdir)' $(SHELL) $(top_srcdir)/tests/python_installed.sh; \
 	fi
 .PHONY: clean-python install-python-paths uninstall-python-paths installcheck-python
-EXTRA_DIST += tests/python_run.sh tests/python_pip.sh tests/python_installed.sh \
+EXTRA_DIST += tests/python_run.sh tests/python_pip.sh tests/sanitizer_preload.sh tests/python_installed.sh \
 	tests/python/test_abi.py tests/python/test_sampling_params.py \
 	tests/python/test_llm.py tests/python/test_errors.py tests/python/models.py \
 	examples/python/taco_llm.py

@@ -34,14 +34,8 @@ fi
     --heads 4 --kv-heads 2 --intermediate 128 --vocab 256 >/dev/null || exit 99
 cd "$tmp" || exit 99
 unset PYTHONPATH
-# A sanitizer build's libduet needs its runtimes loaded first (as tests/python_run.sh).
-runtimes=$(ldd "$top_builddir/.libs/libduet.so" 2>/dev/null |
-    awk '/lib(asan|ubsan)\.so/ { printf "%s ", $3 }')
-if [ -n "$runtimes" ]; then
-    LD_PRELOAD="$runtimes"
-    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
-    export LD_PRELOAD ASAN_OPTIONS
-fi
+. "${DUET_TEST_SRCDIR:-.}/tests/sanitizer_preload.sh"
+sanitizer_preload "$top_builddir/.libs/libduet.so"
 if ! "$tmp/venv/bin/python" - "$tmp/m" <<'PY'
 import sys
 import duet
