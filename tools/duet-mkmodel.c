@@ -107,13 +107,28 @@ static void usage(FILE *f)
            "(including a model already in DIR without --force).\n");
 }
 
+static const char *const arch_names[][2] = {{"llama", "LlamaForCausalLM"},
+                                            {"mistral", "MistralForCausalLM"},
+                                            {"qwen2", "Qwen2ForCausalLM"},
+                                            {"qwen3", "Qwen3ForCausalLM"},
+                                            {"opt", "OPTForCausalLM"}};
+
+/* The --arch name of a description. */
+static const char *arch_flag(const duet_model_desc *d)
+{
+    for (size_t i = 0; i < sizeof(arch_names) / sizeof(arch_names[0]); i++)
+        if (strcmp(d->architecture, arch_names[i][1]) == 0)
+            return arch_names[i][0];
+    return duet_arch_name(d->arch);
+}
+
 static void list_presets(void)
 {
     for (size_t i = 0; i < duet__preset_count(); i++) {
         const struct duet__preset *p = duet__preset_at(i);
 
         printf("%-16s %-36s %6.2fB params  %s, %u layers, hidden %u\n", p->name, p->source,
-               (double)p->params / 1e9, duet_arch_name(p->desc.arch), p->desc.num_layers,
+               (double)p->params / 1e9, arch_flag(&p->desc), p->desc.num_layers,
                p->desc.hidden_size);
     }
 }
@@ -239,16 +254,10 @@ static bool parse_dtype(const char *s, duet_dtype *out)
 /* --arch: the architecture and its class name into d. */
 static bool parse_arch(const char *s, duet_model_desc *d)
 {
-    static const char *const names[][2] = {{"llama", "LlamaForCausalLM"},
-                                           {"mistral", "MistralForCausalLM"},
-                                           {"qwen2", "Qwen2ForCausalLM"},
-                                           {"qwen3", "Qwen3ForCausalLM"},
-                                           {"opt", "OPTForCausalLM"}};
-
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (strcmp(s, names[i][0]) == 0) {
+    for (size_t i = 0; i < sizeof(arch_names) / sizeof(arch_names[0]); i++) {
+        if (strcmp(s, arch_names[i][0]) == 0) {
             d->arch = strcmp(s, "opt") == 0 ? DUET_ARCH_OPT : DUET_ARCH_LLAMA;
-            snprintf(d->architecture, sizeof(d->architecture), "%s", names[i][1]);
+            snprintf(d->architecture, sizeof(d->architecture), "%s", arch_names[i][1]);
             return true;
         }
     }
