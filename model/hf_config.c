@@ -326,11 +326,49 @@ static duet_status read_count(const struct reader *r, const char *key, uint32_t 
 }
 
 /*
+ * Qwen's explicit layer_types (transformers >= 4.53 writes them; they replace max_window_layers):
+ * "sliding_attention" on every layer gives the window, "full_attention" on every layer none, a
+ * mix is refused by name.
+ */
+static duet_status read_layer_types(const struct reader *r, duet_model_desc *d, uint32_t window)
+{
+    json_t *types = get(r, "layer_types"), *t;
+    uint32_t sliding = 0;
+    size_t i;
+
+    if (!json_is_array(types) || json_array_size(types) != d->num_layers)
+        return duet__fail(r->msg, DUET_STATUS_BAD_FORMAT,
+                          "%s: \"layer_types\" must list one string per layer (%u)", r->path,
+                          d->num_layers);
+    json_array_foreach(types, i, t)
+    {
+        const char *name = json_is_string(t) ? json_string_value(t) : "";
+
+        if (strcmp(name, "sliding_attention") == 0)
+            sliding++;
+        else if (strcmp(name, "full_attention") != 0)
+            return duet__fail(r->msg, DUET_STATUS_UNSUPPORTED,
+                              "%s: layer_types[%zu] '%s' is not supported (sliding_attention or "
+                              "full_attention)",
+                              r->path, i, name);
+    }
+    if (sliding && sliding < d->num_layers)
+        return duet__fail(r->msg, DUET_STATUS_UNSUPPORTED,
+                          "%s: layer_types with a sliding window on %u of %u layers is not "
+                          "supported (duet runs a window on every layer or on none)",
+                          r->path, sliding, d->num_layers);
+    d->sliding_window = sliding ? window : 0;
+    return DUET_STATUS_OK;
+}
+
+/*
  * The sliding window. Mistral: sliding_window (null: none) on every layer. Qwen2 / Qwen3: only
  * with use_sliding_window, and then, as transformers' layer_types has it, on layers
  * max_window_layers .. L - 1 (the first max_window_layers attend to everything): duet runs the
- * uniform cases (max_window_layers 0: every layer; >= L: none) and refuses a mix by name. Llama
- * has no window.
+ * uniform cases (max_window_layers 0: every layer; >= L: none) and refuses a mix by name; an
+ * explicit layer_types decides instead. Without use_sliding_window Qwen has no window, whatever
+ * sliding_window and layer_types say (transformers sets sliding_window to None). Llama has no
+ * window.
  */
 static duet_status read_window(const struct reader *r, duet_model_desc *d)
 {
@@ -353,6 +391,8 @@ static duet_status read_window(const struct reader *r, duet_model_desc *d)
         return duet__fail(r->msg, DUET_STATUS_BAD_FORMAT,
                           "%s: use_sliding_window is true but sliding_window is not a size",
                           r->path);
+    if (use && get(r, "layer_types"))
+        return read_layer_types(r, d, window);
     if (use && max_window_layers >= d->num_layers)
         window = 0; /* no layer reaches max_window_layers: full attention everywhere */
     else if (use && max_window_layers > 0)

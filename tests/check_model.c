@@ -1307,6 +1307,25 @@ START_TEST(test_sliding_windows_follow_transformers_and_refuse_a_mix)
     json_object_set_new(o, "max_window_layers", json_integer(0));
     json_object_set_new(o, "sliding_window", json_null());
     config_refused(o, DUET_STATUS_BAD_FORMAT, "sliding_window is not a size");
+    o = qwen2_json(); /* layer_types replace max_window_layers */
+    json_object_set_new(o, "use_sliding_window", json_true());
+    json_object_set_new(o, "layer_types", json_array());
+    for (int i = 0; i < 24; i++)
+        json_array_append_new(json_object_get(o, "layer_types"), json_string("sliding_attention"));
+    ck_assert_int_eq(parse_config(o, &d), DUET_STATUS_OK);
+    ck_assert_uint_eq(d.sliding_window, 32768);
+    o = qwen2_json();
+    json_object_set_new(o, "use_sliding_window", json_true());
+    json_object_set_new(o, "layer_types", json_array());
+    for (int i = 0; i < 24; i++)
+        json_array_append_new(json_object_get(o, "layer_types"),
+                              json_string(i < 2 ? "full_attention" : "sliding_attention"));
+    config_refused(o, DUET_STATUS_UNSUPPORTED,
+                   "layer_types with a sliding window on 22 of 24 layers is not supported");
+    o = qwen2_json(); /* without use_sliding_window the types do not matter */
+    json_object_set_new(o, "layer_types", json_pack("[s]", "sliding_attention"));
+    ck_assert_int_eq(parse_config(o, &d), DUET_STATUS_OK);
+    ck_assert_uint_eq(d.sliding_window, 0);
     o = llama_json();
     json_object_set_new(o, "use_sliding_window", json_true());
     config_refused(o, DUET_STATUS_UNSUPPORTED, "use_sliding_window true is not supported");
