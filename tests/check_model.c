@@ -1365,6 +1365,7 @@ START_TEST(test_presets_have_the_shapes_of_their_public_models)
         {"tinyllama-1.1b", "model.layers.21.self_attn.k_proj.weight", 256, 2048},
         {"llama-2-7b", "model.layers.31.mlp.gate_proj.weight", 11008, 4096},
         {"llama-3.2-1b", "model.embed_tokens.weight", 128256, 2048},
+        {"mistral-7b-v0.1", "model.layers.31.mlp.up_proj.weight", 14336, 4096},
         {"qwen2.5-0.5b", "model.layers.23.self_attn.k_proj.bias", 128, 0},
         {"qwen3-0.6b", "model.layers.27.self_attn.q_proj.weight", 2048, 1024},
         {"opt-125m", "model.decoder.embed_positions.weight", 2050, 768},
