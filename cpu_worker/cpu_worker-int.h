@@ -96,6 +96,8 @@ typedef struct duet_cpu_kv {
     uint32_t num_kv_heads; /* key/value heads */
     uint32_t head_dim;     /* elements per head */
     bool bf16;             /* elements are bf16 (else f32) */
+    uint32_t window;       /* sliding window: position p reads p - window + 1 .. p (0: all);
+                              set after duet__cpu_kv_layout */
     size_t block_elems;    /* num_layers × 2 × num_kv_heads × block_size × head_dim */
     size_t block_bytes;    /* block_elems × element size */
 } duet_cpu_kv;
@@ -121,8 +123,10 @@ void duet__cpu_kv_write(const duet_cpu_kv *kv, uint32_t layer, const duet_cpu_se
 
 /*
  * Causal paged attention of layer `layer` for every row of every segment: row r at position p
- * attends to positions 0 .. p of its own sequence, read from the cache (so the layer's K and V
- * for the rows must have been written first). q: row r's heads at q + r × q_stride
+ * attends to positions 0 .. p of its own sequence (p - kv->window + 1 .. p with a sliding window:
+ * the blocks before it may be gone, replaced by the block manager's null block), read from the
+ * cache (so the layer's K and V for the rows must have been written first). q: row r's heads at q +
+ * r × q_stride
  * ([num_heads][head_dim], RoPE applied); out likewise at out + r × out_stride. Query head h reads
  * kv head h / (num_heads / num_kv_heads). softmax(scale × q·k) weights V. Online softmax over
  * blocks: no scratch, any block size, any context length.
@@ -148,6 +152,10 @@ void duet__cpu_kv_copy_block(const duet_cpu_kv *from, uint32_t src, const duet_c
  * y may equal x). */
 void duet__cpu_rmsnorm(const float *x, size_t x_stride, const float *w, float eps, float *y,
                        size_t y_stride, uint32_t n_rows, uint32_t dim);
+/* RMSNorm of each of the n_heads heads of head_dim in each row of x (row stride `stride`), in
+ * place, with the weights w[head_dim] (Qwen3's q_norm / k_norm). */
+void duet__cpu_head_rmsnorm(float *x, size_t stride, uint32_t n_rows, uint32_t n_heads,
+                            uint32_t head_dim, const float *w, float eps);
 /* y[r] = (x[r] − mean) / sqrt(var + eps) × w + b (biased variance; y may equal x). */
 void duet__cpu_layernorm(const float *x, size_t x_stride, const float *w, const float *b, float eps,
                          float *y, size_t y_stride, uint32_t n_rows, uint32_t dim);
@@ -274,6 +282,7 @@ typedef struct duet_cpu_layer {
     duet_cpu_mat *fc2;        /* OPT */
     float *norm1_w, *norm1_b; /* input_layernorm / self_attn_layer_norm ([hidden]) */
     float *norm2_w, *norm2_b; /* post_attention_layernorm / final_layer_norm of the layer */
+    float *q_norm, *k_norm;   /* Qwen3: RMSNorm weights of each q / k head ([head_dim]) */
 } duet_cpu_layer;
 
 /* Per-step scratch, grown (never shrunk) to the largest step seen. */

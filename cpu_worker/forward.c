@@ -4,8 +4,10 @@
  *   tokens ─► embed (+ OPT positions, project_in) ─► x [rows][hidden]
  *   per layer:
  *     h = norm1(x)                         (OPT post-LN: h = x)
- *     qkv = h·Wqkvᵀ (+ b) ─► RoPE on q, k (Llama) ─► K, V into the paged cache
+ *     qkv = h·Wqkvᵀ (+ b: OPT, Qwen2) ─► Qwen3: RMSNorm of each q and k head
+ *         ─► RoPE on q, k (Llama family) ─► K, V into the paged cache
  *     att = paged causal attention(q)      every row sees its own sequence's positions 0 .. p
+ *                                          (p - W + 1 .. p with a sliding window W)
  *     x += att·Woᵀ (+ b)                   (post-LN: x = norm1(x))
  *     h = norm2(x)                         (post-LN: h = x)
  *     Llama: x += down(silu(gate(h)) × up(h))    OPT: x += fc2(relu(fc1(h)))
@@ -190,6 +192,12 @@ static duet_status attention_block(duet_worker *w, uint32_t l, const duet_cpu_se
         if (pre)
             norm(w, s->x, L->norm1_w, L->norm1_b, s->h, hidden, n_rows);
         RUN(L->qkv, pre ? s->h : s->x, hidden, n_rows, s->qkv);
+    }
+    if (L->q_norm) {
+        duet__cpu_head_rmsnorm(s->qkv, stride, n_rows, d->num_heads, hd, L->q_norm,
+                               (float)d->norm_eps);
+        duet__cpu_head_rmsnorm(s->qkv + q, stride, n_rows, d->num_kv_heads, hd, L->k_norm,
+                               (float)d->norm_eps);
     }
     if (d->arch == DUET_ARCH_LLAMA)
         duet__cpu_rope_kv_write(&w->kv, l, segs, n_segs, s->qkv, stride, d->num_heads, s->cos_sin);

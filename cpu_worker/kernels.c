@@ -384,7 +384,8 @@ static void tile_values(const attn_args *a, attn_state *st, uint32_t nh, size_t 
     }
 }
 
-/* Query heads h0 .. h0 + nh − 1 (kv head g) of batch row `row`, over positions 0 .. ctx − 1. */
+/* Query heads h0 .. h0 + nh − 1 (kv head g) of batch row `row`, over positions 0 .. ctx − 1
+ * (the last kv->window of them with a sliding window). */
 static void attend_heads(const attn_args *a, attn_state *st, const uint32_t *block_table,
                          uint32_t ctx, uint32_t row, uint32_t g, uint32_t h0, uint32_t nh)
 {
@@ -397,7 +398,7 @@ static void attend_heads(const attn_args *a, attn_state *st, const uint32_t *blo
         st->sum[j] = 0.0f;
     }
     memset(st->acc, 0, (size_t)nh * d * sizeof(float));
-    for (uint32_t pos = 0; pos < ctx;) {
+    for (uint32_t pos = kv->window && ctx > kv->window ? ctx - kv->window : 0; pos < ctx;) {
         uint32_t block = block_table[pos / bs], slot0 = pos % bs;
         uint32_t nt = bs - slot0;
 
@@ -507,6 +508,18 @@ void duet__cpu_rmsnorm(const float *x, size_t x_stride, const float *w, float ep
 #pragma omp parallel for if ((size_t)n_rows * dim >= PAR_MIN_ELEMS) schedule(static)
     for (uint32_t r = 0; r < n_rows; r++)
         rmsnorm_row(x + r * x_stride, w, eps, y + r * y_stride, dim);
+}
+
+void duet__cpu_head_rmsnorm(float *x, size_t stride, uint32_t n_rows, uint32_t n_heads,
+                            uint32_t head_dim, const float *w, float eps)
+{
+#pragma omp parallel for if ((size_t)n_rows * n_heads * head_dim >= PAR_MIN_ELEMS) schedule(static)
+    for (uint32_t r = 0; r < n_rows; r++)
+        for (uint32_t h = 0; h < n_heads; h++) {
+            float *head = x + r * stride + (size_t)h * head_dim;
+
+            rmsnorm_row(head, w, eps, head, head_dim);
+        }
 }
 
 static void layernorm_row(const float *x, const float *restrict w, const float *restrict b,

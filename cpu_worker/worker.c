@@ -282,12 +282,16 @@ static duet_status vec(duet_worker *w, int32_t layer, const char *name, float **
     return duet_tensor_read_f32(t, 0, t->numel, *out);
 }
 
+/* Llama, Mistral, Qwen2 (q/k/v biases, kept in f32 in every weight format) and Qwen3 (q/k
+ * norms, f32). */
 static duet_status load_llama_layer(duet_worker *w, int32_t l, duet_cpu_layer *L)
 {
     static const char *const qkv[] = {"self_attn.q_proj.weight", "self_attn.k_proj.weight",
                                       "self_attn.v_proj.weight"};
+    static const char *const qkv_b[] = {"self_attn.q_proj.bias", "self_attn.k_proj.bias",
+                                        "self_attn.v_proj.bias"};
     static const char *const gate_up[] = {"mlp.gate_proj.weight", "mlp.up_proj.weight"};
-    duet_status st = pack(w, l, qkv, NULL, 3, false, &L->qkv);
+    duet_status st = pack(w, l, qkv, w->d->attention_bias ? qkv_b : NULL, 3, false, &L->qkv);
 
     if (!st)
         st = pack1(w, l, "self_attn.o_proj.weight", NULL, &L->o);
@@ -299,6 +303,10 @@ static duet_status load_llama_layer(duet_worker *w, int32_t l, duet_cpu_layer *L
         st = vec(w, l, "input_layernorm.weight", &L->norm1_w);
     if (!st)
         st = vec(w, l, "post_attention_layernorm.weight", &L->norm2_w);
+    if (!st && w->d->qk_norm)
+        st = vec(w, l, "self_attn.q_norm.weight", &L->q_norm);
+    if (!st && w->d->qk_norm)
+        st = vec(w, l, "self_attn.k_norm.weight", &L->k_norm);
     return st;
 }
 
@@ -393,6 +401,8 @@ static void free_layer(duet_cpu_layer *L)
     free(L->norm1_b);
     free(L->norm2_w);
     free(L->norm2_b);
+    free(L->q_norm);
+    free(L->k_norm);
 }
 
 static void free_pool(duet_cpu_kv *kv)
@@ -540,6 +550,7 @@ static duet_status worker_init_cache(duet_worker *w, const duet_cache_config *c)
         return st;
     duet__cpu_kv_layout(&w->kv, c->block_size, d->num_layers, d->num_kv_heads, d->head_dim,
                         w->bf16);
+    w->kv.window = d->sliding_window;
     w->swap = w->kv;
     st = alloc_pool(w, &w->kv, c->num_blocks, "KV cache");
     if (!st)

@@ -284,6 +284,22 @@ static duet_status fit_max_model_len(duet_engine *e, const duet_block_manager_pa
     return DUET_STATUS_OK;
 }
 
+/* The sliding window the shared block tables may honour: blocks can go only when every model
+ * has a window, and then only those outside the widest (0: keep every block). */
+static uint32_t shared_window(const duet_engine *e)
+{
+    uint32_t window = 0;
+
+    for (uint32_t i = 0; i < e->n_workers; i++) {
+        uint32_t w = e->workers[i].info.sliding_window; /* 0 from a plugin before minor 4 */
+
+        if (!w)
+            return 0;
+        window = w > window ? w : window;
+    }
+    return window;
+}
+
 static void bm_params(const duet_engine *e, duet_block_manager_params *bp)
 {
     duet_block_manager_params_init(bp);
@@ -291,6 +307,7 @@ static void bm_params(const duet_engine *e, duet_block_manager_params *bp)
     bp->num_device_blocks = e->num_blocks;
     bp->num_host_blocks = e->num_swap;
     bp->prefix_caching = e->settings->cache.prefix_caching;
+    bp->sliding_window = shared_window(e);
 }
 
 /* max_model_len: the least max_position of the models, scheduler.max_model_len when lower, and
@@ -318,6 +335,12 @@ static duet_status sched_init(duet_engine *e)
     duet_status st;
 
     bm_params(e, &bp);
+    if (bp.prefix_caching && bp.sliding_window)
+        return duet__engine_fail(e, DUET_STATUS_UNSUPPORTED,
+                                 "cache.prefix_caching: the model has a sliding window of %u "
+                                 "positions, whose freed blocks a cached prefix could not be "
+                                 "rebuilt from (as in vLLM); set cache.prefix_caching = false",
+                                 bp.sliding_window);
     for (uint32_t i = 0; i < e->n_workers && bp.prefix_caching; i++)
         if (!(e->workers[i].t->caps & DUET_CAP_PREFIX_CACHE))
             return duet__engine_fail(e, DUET_STATUS_UNSUPPORTED,

@@ -233,7 +233,8 @@ static duet_status attention_block(duet_gpu_rank *r, uint32_t l, const struct st
                              .out = s->att,
                              .out_stride = qn,
                              .segs = dp->segs,
-                             .block_tables = dp->bt};
+                             .block_tables = dp->bt,
+                             .window = d->sliding_window};
 
     if (pre)
         GPU_TRY(r, norm(r, s->x, H, L->norm1_w, L->norm1_b, w->dt, s->h, wide, rows));
@@ -243,6 +244,10 @@ static duet_status attention_block(duet_gpu_rank *r, uint32_t l, const struct st
     if (L->qkv.bias)
         GPU_TRY(r,
                 duet__gpu_add_bias(r->stream, s->qkv, qkv_n, L->qkv.bias, rows, (uint32_t)qkv_n));
+    if (L->q_norm)
+        GPU_TRY(r, duet__gpu_head_rmsnorm(r->stream, s->qkv, qkv_n, rows, r->sh.n_heads,
+                                          r->sh.n_kv_heads, hd, L->q_norm, L->k_norm,
+                                          (float)d->norm_eps));
     GPU_TRY(r, duet__gpu_rope_kv_write(r->stream, &ra));
     if (st->p.n_dec)
         GPU_TRY(r, duet__gpu_attn_decode(r->stream, &aa, dp->dec, st->p.n_dec, st->p.max_parts,

@@ -42,6 +42,11 @@ cudaError_t duet__gpu_gather_rows(cudaStream_t s, duet_gpu_dtype dt, const void 
 cudaError_t duet__gpu_rmsnorm(cudaStream_t s, const float *x, size_t x_stride, const float *w,
                               float eps, duet_gpu_dtype y_dt, void *y, size_t y_stride,
                               uint32_t rows, uint32_t dim);
+/* Qwen3's q/k norms, in place: RMSNorm of each head_dim-wide head of each row of qkv (row stride
+ * `stride`), the first q_heads with q_w, the next k_heads with k_w ([head_dim] each, f32). */
+cudaError_t duet__gpu_head_rmsnorm(cudaStream_t s, float *qkv, size_t stride, uint32_t rows,
+                                   uint32_t q_heads, uint32_t k_heads, uint32_t head_dim,
+                                   const float *q_w, const float *k_w, float eps);
 /* y[r] = (x[r] − mean) / sqrt(var + eps) × w + b (biased variance), as rmsnorm for types. */
 cudaError_t duet__gpu_layernorm(cudaStream_t s, const float *x, size_t x_stride, const float *w,
                                 const float *b, float eps, duet_gpu_dtype y_dt, void *y,
@@ -98,6 +103,8 @@ typedef struct duet_gpu_attn_args {
     size_t out_stride;
     const duet_gpu_seg *segs;     /* device */
     const uint32_t *block_tables; /* device */
+    uint32_t window;              /* sliding window: position p attends to p − window + 1 .. p
+                                     (0: to every position) */
 } duet_gpu_attn_args;
 
 /* Decode: one query row per listed segment (segs[dec[i]].n == 1), grid (heads, n_dec,

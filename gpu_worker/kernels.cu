@@ -239,6 +239,41 @@ extern "C" cudaError_t duet__gpu_rmsnorm(cudaStream_t s, const float *x, size_t 
     return cudaGetLastError();
 }
 
+/* A warp per (row, head): the head's sum of squares by lane-strided partial sums, then the scaled
+ * head written back by the lanes that read it. */
+static __global__ void head_rmsnorm_kernel(float *qkv, size_t stride, uint32_t rows,
+                                           uint32_t q_heads, uint32_t k_heads, uint32_t hd,
+                                           const float *q_w, const float *k_w, float eps)
+{
+    const uint32_t lane = threadIdx.x % 32, warps = blockDim.x / 32, heads = q_heads + k_heads;
+
+    for (uint32_t r = blockIdx.x; r < rows; r += gridDim.x)
+        for (uint32_t h = threadIdx.x / 32; h < heads; h += warps) {
+            float *x = qkv + (size_t)r * stride + (size_t)h * hd, ss = 0.0f, inv;
+            const float *w = h < q_heads ? q_w : k_w;
+
+            for (uint32_t d = lane; d < hd; d += 32)
+                ss += x[d] * x[d];
+            inv = (float)(1.0 / sqrt((double)warp_sum(ss) / hd + eps));
+            for (uint32_t d = lane; d < hd; d += 32)
+                x[d] = x[d] * inv * w[d];
+        }
+}
+
+extern "C" cudaError_t duet__gpu_head_rmsnorm(cudaStream_t s, float *qkv, size_t stride,
+                                              uint32_t rows, uint32_t q_heads, uint32_t k_heads,
+                                              uint32_t head_dim, const float *q_w, const float *k_w,
+                                              float eps)
+{
+    if (rows == 0 || q_heads + k_heads == 0)
+        return cudaSuccess;
+    if (head_dim == 0)
+        return cudaErrorInvalidValue;
+    head_rmsnorm_kernel<<<row_blocks(rows), NORM_THREADS, 0, s>>>(qkv, stride, rows, q_heads,
+                                                                  k_heads, head_dim, q_w, k_w, eps);
+    return cudaGetLastError();
+}
+
 extern "C" cudaError_t duet__gpu_layernorm(cudaStream_t s, const float *x, size_t x_stride,
                                            const float *w, const float *b, float eps,
                                            duet_gpu_dtype y_dt, void *y, size_t y_stride,
@@ -513,9 +548,16 @@ static __device__ float decode_value(const duet_gpu_attn_args &a, const uint32_t
     return acc;
 }
 
+/* The first position a row at pos reads: pos − window + 1 with a sliding window, else 0. */
+static __device__ __forceinline__ uint32_t window_start(const duet_gpu_attn_args &a, uint32_t pos)
+{
+    return a.window && pos + 1 > a.window ? pos + 1 - a.window : 0;
+}
+
 /* One block per (query head, decode sequence, partition): scores into shared memory, their
  * softmax, then the weighted values, normalised into out (one partition) or left for the merge
- * with the partition's (max, sum). */
+ * with the partition's (max, sum). Partitions split the positions the row reads: from its
+ * window's start (0 without a window) to its own. */
 template <typename T>
 static __global__ void attn_decode_kernel(duet_gpu_attn_args a, const uint32_t *dec, uint32_t n_dec,
                                           uint32_t max_parts, float *part_out, float *part_ml)
@@ -530,14 +572,16 @@ static __global__ void attn_decode_kernel(duet_gpu_attn_args a, const uint32_t *
         const duet_gpu_seg seg = a.segs[dec[i]];
         const uint32_t *bt = a.block_tables + seg.bt;
         const float *q = a.q + (size_t)seg.row0 * a.q_stride + (size_t)h * hd;
-        const uint32_t len = seg.pos + 1, p0 = part * DUET_GPU_DECODE_PARTITION;
+        const uint32_t first = window_start(a, seg.pos), len = seg.pos + 1 - first;
+        const uint32_t p0 = first + part * DUET_GPU_DECODE_PARTITION;
         const size_t e = ((size_t)i * a.num_heads + h) * max_parts + part;
         uint32_t n;
         float mx, sum;
 
         if (part >= duet__gpu_decode_parts(len)) /* the same for the whole block */
             continue;
-        n = len - p0 < DUET_GPU_DECODE_PARTITION ? len - p0 : DUET_GPU_DECODE_PARTITION;
+        n = first + len - p0 < DUET_GPU_DECODE_PARTITION ? first + len - p0
+                                                         : DUET_GPU_DECODE_PARTITION;
         __syncthreads(); /* the previous sequence's threads are done with q_s and p_s */
         for (uint32_t d = threadIdx.x; d < hd; d += blockDim.x)
             q_s[d] = q[d];
@@ -572,7 +616,7 @@ static __global__ void attn_merge_kernel(duet_gpu_attn_args a, const uint32_t *d
 
     for (uint32_t i = blockIdx.y; i < n_dec; i += gridDim.y) {
         const duet_gpu_seg seg = a.segs[dec[i]];
-        uint32_t parts = duet__gpu_decode_parts(seg.pos + 1);
+        uint32_t parts = duet__gpu_decode_parts(seg.pos + 1 - window_start(a, seg.pos));
         size_t e0 = ((size_t)i * a.num_heads + h) * max_parts;
         T *o = (T *)a.out + (size_t)seg.row0 * a.out_stride + (size_t)h * hd;
         float m = -INFINITY, l = 0.0f;
@@ -638,8 +682,9 @@ extern "C" cudaError_t duet__gpu_attn_decode(cudaStream_t s, const duet_gpu_attn
  *   s_s [q_rows][kv_rows]        the chunk's scores, then their weights exp(s − m)
  *   m_s, l_s, a_s [q_rows]       running maximum, running Σ exp(s − m), the chunk's rescale
  *
- * Keys run from position 0 to the tile's last row's position, kv_rows at a time; a row ignores
- * the positions after its own. Rows past the segment's end (a partial tile) are never computed.
+ * Keys run from position 0 (with a sliding window: the first row's window start) to the tile's
+ * last row's position, kv_rows at a time; a row ignores the positions after its own and those
+ * before its window. Rows past the segment's end (a partial tile) are never computed.
  */
 typedef struct prefill_smem {
     float *q, *k, *v, *o, *s, *m, *l, *alpha;
@@ -701,7 +746,8 @@ static __device__ void prefill_stage_kv(const duet_gpu_attn_args &a, const prefi
     }
 }
 
-/* s_s[qi][j] = scale × q·k, or −∞ for positions past the row's own or the chunk's end. */
+/* s_s[qi][j] = scale × q·k, or −∞ for positions past the row's own, before its window, or past
+ * the chunk's end. */
 static __device__ void prefill_scores(const duet_gpu_attn_args &a, const prefill_smem &sm,
                                       const prefill_tile &t, uint32_t kv_rows, uint32_t c0,
                                       uint32_t nk)
@@ -712,7 +758,7 @@ static __device__ void prefill_scores(const duet_gpu_attn_args &a, const prefill
         uint32_t qi = x / kv_rows, j = x % kv_rows;
         float dot = -INFINITY;
 
-        if (j < nk && c0 + j <= t.pos0 + qi) {
+        if (j < nk && c0 + j <= t.pos0 + qi && c0 + j >= window_start(a, t.pos0 + qi)) {
             const float *q = sm.q + (size_t)qi * hd, *k = sm.k + (size_t)j * (hd + 1);
 
             dot = 0.0f;
@@ -808,7 +854,7 @@ static __global__ void attn_prefill_kernel(duet_gpu_attn_args a, const duet_gpu_
         n_keys = t.pos0 + t.rows; /* the last row's position + 1 */
         __syncthreads();          /* the previous tile's threads are done with shared memory */
         prefill_stage_q(a, sm, t, h);
-        for (uint32_t c0 = 0; c0 < n_keys; c0 += kv_rows) {
+        for (uint32_t c0 = window_start(a, t.pos0); c0 < n_keys; c0 += kv_rows) {
             uint32_t nk = n_keys - c0 < kv_rows ? n_keys - c0 : kv_rows;
 
             prefill_stage_kv<T>(a, sm, t, kvh, c0, nk);

@@ -221,15 +221,19 @@ static duet_status vec_load(struct loader *ld, int32_t layer, const char *name, 
     return st ? st : upload(ld, t, 0, 1, 0, t->numel, *out, DUET_GPU_F32);
 }
 
+/* Llama, Mistral, Qwen2 (q/k/v biases: column-parallel, each rank's rows) and Qwen3 (q/k norms:
+ * per head, every rank the whole vector). */
 static duet_status load_llama_layer(struct loader *ld, int32_t l, duet_gpu_layer *L)
 {
     const duet_model_desc *d = ld->r->w->d;
     const duet_gpu_shard *sh = &ld->r->sh;
     uint64_t hd = d->head_dim, q0 = sh->head0 * hd, nq = sh->n_heads * hd;
     uint64_t k0 = sh->kv_head0 * hd, nk = sh->n_kv_heads * hd;
-    struct piece qkv[] = {{"self_attn.q_proj.weight", NULL, q0, nq, 0, 0},
-                          {"self_attn.k_proj.weight", NULL, k0, nk, 0, 0},
-                          {"self_attn.v_proj.weight", NULL, k0, nk, 0, 0}};
+    bool b = d->attention_bias;
+    struct piece qkv[] = {
+        {"self_attn.q_proj.weight", b ? "self_attn.q_proj.bias" : NULL, q0, nq, 0, 0},
+        {"self_attn.k_proj.weight", b ? "self_attn.k_proj.bias" : NULL, k0, nk, 0, 0},
+        {"self_attn.v_proj.weight", b ? "self_attn.v_proj.bias" : NULL, k0, nk, 0, 0}};
     struct piece o = {"self_attn.o_proj.weight", NULL, 0, d->hidden_size, q0, nq};
     struct piece gate_up[] = {{"mlp.gate_proj.weight", NULL, sh->inter0, sh->n_inter, 0, 0},
                               {"mlp.up_proj.weight", NULL, sh->inter0, sh->n_inter, 0, 0}};
@@ -246,6 +250,10 @@ static duet_status load_llama_layer(struct loader *ld, int32_t l, duet_gpu_layer
         st = vec_load(ld, l, "input_layernorm.weight", &L->norm1_w);
     if (!st)
         st = vec_load(ld, l, "post_attention_layernorm.weight", &L->norm2_w);
+    if (!st && d->qk_norm)
+        st = vec_load(ld, l, "self_attn.q_norm.weight", &L->q_norm);
+    if (!st && d->qk_norm)
+        st = vec_load(ld, l, "self_attn.k_norm.weight", &L->k_norm);
     return st;
 }
 
@@ -433,6 +441,7 @@ static void rank_free(duet_gpu_rank *r, uint32_t num_layers)
         mat_free(&L->qkv), mat_free(&L->o), mat_free(&L->gate_up), mat_free(&L->down);
         mat_free(&L->fc1), mat_free(&L->fc2);
         cudaFree(L->norm1_w), cudaFree(L->norm1_b), cudaFree(L->norm2_w), cudaFree(L->norm2_b);
+        cudaFree(L->q_norm), cudaFree(L->k_norm);
     }
     free(r->layers);
     mat_free(&r->lm_head); /* before the embeddings it may share */

@@ -40,6 +40,7 @@ typedef struct duet_gpu_mat {
 typedef struct duet_gpu_layer {
     duet_gpu_mat qkv, o, gate_up, down, fc1, fc2;
     float *norm1_w, *norm1_b, *norm2_w, *norm2_b;
+    float *q_norm, *k_norm; /* Qwen3: RMSNorm weights of each q / k head ([head_dim]) */
 } duet_gpu_layer;
 
 /* Device buffers of one step, grown (never shrunk) to the largest step seen. */

@@ -2,12 +2,13 @@
  * hf_config.c — a Hugging Face model's config.json and generation_config.json → duet_model_desc.
  * (Not duet's own configuration: that is plugin_api/, duet/config.h.)
  *
- * The keys and defaults are those of Hugging Face's LlamaConfig (which MistralForCausalLM
- * configs also fit when sliding_window is null) and OPTConfig. Keys duet does not need are
- * ignored, as transformers ignores them; keys that change the computation in a way duet does not
- * implement are refused by name (UNSUPPORTED): a sliding window, attention or MLP biases in
- * Llama, another activation, rope_scaling types other than linear and llama3, OPT without
- * biases or without LayerNorm affine parameters, and any quantization_config.
+ * The keys and defaults are those of Hugging Face's LlamaConfig, MistralConfig (a sliding window
+ * on every layer), Qwen2Config (q/k/v biases), Qwen3Config (per-head q/k RMSNorm, head_dim 128 by
+ * default) and OPTConfig. Keys duet does not need are ignored, as transformers ignores them; keys
+ * that change the computation in a way duet does not implement are refused by name
+ * (UNSUPPORTED): a sliding window on some layers only, attention or MLP biases in Llama, another
+ * activation, rope_scaling types other than linear and llama3, OPT without biases or without
+ * LayerNorm affine parameters, and any quantization_config.
  *
  *   config.json ──► architecture (architectures[0], else model_type) ──► defaults of that class
  *     ──► sizes (integers in range) ──► switches ──► refused fields ──► rope_scaling (Llama)
@@ -71,6 +72,8 @@ static const struct {
 } known_archs[] = {
     {"LlamaForCausalLM", "llama", DUET_ARCH_LLAMA},
     {"MistralForCausalLM", "mistral", DUET_ARCH_LLAMA},
+    {"Qwen2ForCausalLM", "qwen2", DUET_ARCH_LLAMA},
+    {"Qwen3ForCausalLM", "qwen3", DUET_ARCH_LLAMA},
     {"OPTForCausalLM", "opt", DUET_ARCH_OPT},
 };
 
@@ -230,6 +233,7 @@ static duet_status find_arch(const struct reader *r, duet_model_desc *d)
              strcmp(json_string_value(type), known_archs[i].model_type) == 0)) {
             duet__desc_defaults(d, known_archs[i].arch);
             snprintf(d->architecture, sizeof(d->architecture), "%s", known_archs[i].architecture);
+            duet__desc_family_defaults(d);
             return DUET_STATUS_OK;
         }
     }
@@ -240,7 +244,7 @@ static duet_status find_arch(const struct reader *r, duet_model_desc *d)
                           r->path);
     return duet__fail(r->msg, DUET_STATUS_UNSUPPORTED,
                       "%s: architecture '%s' is not supported (duet runs LlamaForCausalLM, "
-                      "MistralForCausalLM and OPTForCausalLM)",
+                      "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM and OPTForCausalLM)",
                       r->path, name ? name : json_string_value(type));
 }
 
@@ -304,6 +308,105 @@ static duet_status read_rope(const struct reader *r, duet_model_desc *d)
                       r->path, name);
 }
 
+/* An integer of key in 0 .. hi into *out (absent or null: kept). */
+static duet_status read_count(const struct reader *r, const char *key, uint32_t hi, uint32_t *out)
+{
+    json_t *v = get(r, key);
+
+    if (!v)
+        return DUET_STATUS_OK;
+    if (!json_is_integer(v))
+        return duet__fail(r->msg, DUET_STATUS_BAD_FORMAT, "%s: \"%s\" must be an integer, not %s",
+                          r->path, key, type_name(v));
+    if (json_integer_value(v) < 0 || json_integer_value(v) > hi)
+        return duet__fail(r->msg, DUET_STATUS_BAD_FORMAT, "%s: %s %lld is out of range (0 .. %u)",
+                          r->path, key, (long long)json_integer_value(v), hi);
+    *out = (uint32_t)json_integer_value(v);
+    return DUET_STATUS_OK;
+}
+
+/*
+ * Qwen's explicit layer_types (transformers >= 4.53 writes them; they replace max_window_layers):
+ * "sliding_attention" on every layer gives the window, "full_attention" on every layer none, a
+ * mix is refused by name.
+ */
+static duet_status read_layer_types(const struct reader *r, duet_model_desc *d, uint32_t window)
+{
+    json_t *types = get(r, "layer_types"), *t;
+    uint32_t sliding = 0;
+    size_t i;
+
+    if (!json_is_array(types) || json_array_size(types) != d->num_layers)
+        return duet__fail(r->msg, DUET_STATUS_BAD_FORMAT,
+                          "%s: \"layer_types\" must list one string per layer (%u)", r->path,
+                          d->num_layers);
+    json_array_foreach(types, i, t)
+    {
+        const char *name = json_is_string(t) ? json_string_value(t) : "";
+
+        if (strcmp(name, "sliding_attention") == 0)
+            sliding++;
+        else if (strcmp(name, "full_attention") != 0)
+            return duet__fail(r->msg, DUET_STATUS_UNSUPPORTED,
+                              "%s: layer_types[%zu] '%s' is not supported (sliding_attention or "
+                              "full_attention)",
+                              r->path, i, name);
+    }
+    if (sliding && sliding < d->num_layers)
+        return duet__fail(r->msg, DUET_STATUS_UNSUPPORTED,
+                          "%s: layer_types with a sliding window on %u of %u layers is not "
+                          "supported (duet runs a window on every layer or on none)",
+                          r->path, sliding, d->num_layers);
+    d->sliding_window = sliding ? window : 0;
+    return DUET_STATUS_OK;
+}
+
+/*
+ * The sliding window. Mistral: sliding_window (null: none) on every layer. Qwen2 / Qwen3: only
+ * with use_sliding_window, and then, as transformers' layer_types has it, on layers
+ * max_window_layers .. L - 1 (the first max_window_layers attend to everything): duet runs the
+ * uniform cases (max_window_layers 0: every layer; >= L: none) and refuses a mix by name; an
+ * explicit layer_types decides instead. Without use_sliding_window Qwen has no window, whatever
+ * sliding_window and layer_types say (transformers sets sliding_window to None). Llama has no
+ * window.
+ */
+static duet_status read_window(const struct reader *r, duet_model_desc *d)
+{
+    bool qwen = strncmp(d->architecture, "Qwen", 4) == 0, use = false;
+    uint32_t window = 0, max_window_layers = 28; /* Qwen2Config's and Qwen3Config's default */
+    duet_status st;
+
+    if (strcmp(d->architecture, "LlamaForCausalLM") == 0) {
+        st = require_bool(r, "use_sliding_window", false);
+        return st ? st : require_absent(r, "sliding_window", "sliding-window attention");
+    }
+    st = read_bool(r, "use_sliding_window", &use);
+    if (!st && (use || !qwen))
+        st = read_count(r, "sliding_window", DUET__MAX_DIM, &window);
+    if (!st && use)
+        st = read_count(r, "max_window_layers", DUET__MAX_LAYERS, &max_window_layers);
+    if (st || !qwen)
+        goto out;
+    if (use && !window)
+        return duet__fail(r->msg, DUET_STATUS_BAD_FORMAT,
+                          "%s: use_sliding_window is true but sliding_window is not a size",
+                          r->path);
+    if (use && get(r, "layer_types"))
+        return read_layer_types(r, d, window);
+    if (use && max_window_layers >= d->num_layers)
+        window = 0; /* no layer reaches max_window_layers: full attention everywhere */
+    else if (use && max_window_layers > 0)
+        return duet__fail(r->msg, DUET_STATUS_UNSUPPORTED,
+                          "%s: use_sliding_window with max_window_layers %u of %u layers is not "
+                          "supported (a sliding window on layers %u .. %u only; duet runs a window "
+                          "on every layer, max_window_layers 0, or on none)",
+                          r->path, max_window_layers, d->num_layers, max_window_layers,
+                          d->num_layers - 1);
+out:
+    d->sliding_window = window;
+    return st;
+}
+
 static duet_status read_llama(const struct reader *r, duet_model_desc *d)
 {
     duet_status st = read_sizes(r, llama_sizes, sizeof(llama_sizes) / sizeof(llama_sizes[0]), d);
@@ -319,9 +422,7 @@ static duet_status read_llama(const struct reader *r, duet_model_desc *d)
     if (!st)
         st = require_bool(r, "mlp_bias", false);
     if (!st)
-        st = require_bool(r, "use_sliding_window", false);
-    if (!st)
-        st = require_absent(r, "sliding_window", "sliding-window attention");
+        st = read_window(r, d);
     if (!st)
         st = read_rope(r, d);
     if (st)

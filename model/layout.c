@@ -17,6 +17,8 @@
  *     post_attention_layernorm.weight [H]           final_layer_norm.{weight,bias} [H]
  *   model.norm.weight                [H]          final_layer_norm.{weight,bias}  [H]  (pre-LN)
  *   lm_head.weight (untied)          [V, H]       lm_head.weight (untied)         [V, W]
+ *   Qwen2 adds self_attn.{q,k,v}_proj.bias [Q] [K] [K] to each layer; Qwen3 adds
+ *   self_attn.{q,k}_norm.weight [head_dim] (RMSNorm of each head of q and k, before RoPE).
  *
  * Also here: the defaults of each config class and the cross-field rules of a description.
  */
@@ -25,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum dim { D_H = 1, D_I, D_Q, D_K, D_V, D_W, D_P };
+enum dim { D_H = 1, D_I, D_Q, D_K, D_V, D_W, D_P, D_D };
 
 struct spec {
     const char *suffix;
@@ -44,6 +46,18 @@ static const struct spec llama_layer[] = {
     {"mlp.down_proj.weight", DUET__ROLE_OUTPUT, D_H, D_I},
     {"input_layernorm.weight", DUET__ROLE_NORM, D_H, 0},
     {"post_attention_layernorm.weight", DUET__ROLE_NORM, D_H, 0},
+};
+
+/* Qwen2's q/k/v biases and Qwen3's per-head q/k norms, after a layer's Llama tensors. */
+static const struct spec qkv_bias[] = {
+    {"self_attn.q_proj.bias", DUET__ROLE_BIAS, D_Q, 0},
+    {"self_attn.k_proj.bias", DUET__ROLE_BIAS, D_K, 0},
+    {"self_attn.v_proj.bias", DUET__ROLE_BIAS, D_K, 0},
+};
+
+static const struct spec qk_norm[] = {
+    {"self_attn.q_norm.weight", DUET__ROLE_NORM, D_D, 0},
+    {"self_attn.k_norm.weight", DUET__ROLE_NORM, D_D, 0},
 };
 
 static const struct spec opt_layer[] = {
@@ -88,6 +102,16 @@ void duet__desc_defaults(duet_model_desc *d, duet_arch arch)
              arch == DUET_ARCH_OPT ? "OPTForCausalLM" : "LlamaForCausalLM");
 }
 
+void duet__desc_family_defaults(duet_model_desc *d)
+{
+    if (strcmp(d->architecture, "Qwen2ForCausalLM") == 0)
+        d->attention_bias = true; /* Qwen2Attention: bias on q, k and v, none on o */
+    if (strcmp(d->architecture, "Qwen3ForCausalLM") == 0) {
+        d->qk_norm = true;
+        d->head_dim = 128; /* Qwen3Config's default: independent of hidden / heads */
+    }
+}
+
 static uint64_t dim(const duet_model_desc *d, unsigned which)
 {
     switch (which) {
@@ -105,6 +129,8 @@ static uint64_t dim(const duet_model_desc *d, unsigned which)
         return d->word_embed_proj_dim;
     case D_P:
         return (uint64_t)d->max_position + d->position_offset;
+    case D_D:
+        return d->head_dim;
     }
     return 0;
 }
@@ -148,9 +174,14 @@ static void build_llama(const duet_model_desc *d, struct duet__slot *out, size_t
     static const struct spec head = {"lm_head.weight", DUET__ROLE_HEAD, D_V, D_H};
 
     add(d, out, n, -1, &embed);
-    for (uint32_t l = 0; l < d->num_layers; l++)
+    for (uint32_t l = 0; l < d->num_layers; l++) {
         for (size_t i = 0; i < COUNT(llama_layer); i++)
             add(d, out, n, (int32_t)l, &llama_layer[i]);
+        for (size_t i = 0; d->attention_bias && i < COUNT(qkv_bias); i++)
+            add(d, out, n, (int32_t)l, &qkv_bias[i]);
+        for (size_t i = 0; d->qk_norm && i < COUNT(qk_norm); i++)
+            add(d, out, n, (int32_t)l, &qk_norm[i]);
+    }
     add(d, out, n, -1, &norm);
     if (!d->tie_word_embeddings)
         add(d, out, n, -1, &head);
@@ -188,7 +219,9 @@ static void build_opt(const duet_model_desc *d, struct duet__slot *out, size_t *
 
 duet_status duet__layout_build(const duet_model_desc *d, struct duet__slot **out, size_t *n)
 {
-    size_t per_layer = d->arch == DUET_ARCH_OPT ? COUNT(opt_layer) : COUNT(llama_layer);
+    size_t per_layer = d->arch == DUET_ARCH_OPT
+                           ? COUNT(opt_layer)
+                           : COUNT(llama_layer) + COUNT(qkv_bias) + COUNT(qk_norm);
 
     *n = 0;
     *out = calloc((size_t)d->num_layers * per_layer + 8, sizeof(**out));

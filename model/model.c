@@ -455,6 +455,7 @@ duet_status duet_model_fill_info(const duet_model *m, duet_model_info *info)
         for (uint32_t i = 0; i < DUET_MODEL_MAX_EOS; i++)
             info->eos_token_ids[i] = i < d->n_eos ? d->eos_token_ids[i] : -1;
     SET_IF_FITS(info, weight_bytes, m->weight_bytes);
+    SET_IF_FITS(info, sliding_window, d->sliding_window);
     return DUET_STATUS_OK;
 }
 

@@ -29,8 +29,9 @@ struct duet__msg {
 
 /* Defaults of an architecture, as Hugging Face's config classes have them. */
 void duet__desc_defaults(duet_model_desc *desc, duet_arch arch);
-/* Defaults of an architecture, as Hugging Face's config classes have them. */
-void duet__desc_defaults(duet_model_desc *desc, duet_arch arch);
+/* What desc->architecture adds to the Llama family's defaults: Qwen2's q/k/v biases, Qwen3's
+ * q/k norms and head_dim 128. */
+void duet__desc_family_defaults(duet_model_desc *desc);
 
 /* ---- layout.c: the tensors an architecture needs ----------------------------------------- */
 

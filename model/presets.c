@@ -14,6 +14,15 @@
         .activation = DUET_ACTIVATION_SILU, __VA_ARGS__                                            \
     }
 
+/* Qwen2.5 and Qwen3's common settings: their vocabulary, θ 1e6, tied (the small sizes), bf16. */
+#define QWEN(class_name, ...)                                                                      \
+    {                                                                                              \
+        .arch = DUET_ARCH_LLAMA, .architecture = class_name, .activation = DUET_ACTIVATION_SILU,   \
+        .vocab_size = 151936, .norm_eps = 1e-6, .rope_theta = 1000000.0, .rope_factor = 1.0,       \
+        .tie_word_embeddings = true, .torch_dtype = DUET_DTYPE_BF16, .bos_token_id = 151643,       \
+        .pad_token_id = -1, __VA_ARGS__                                                            \
+    }
+
 #define OPT(...)                                                                                   \
     {                                                                                              \
         .arch = DUET_ARCH_OPT, .architecture = "OPTForCausalLM", .norm_eps = 1e-5,                 \
@@ -57,6 +66,37 @@ static const struct duet__preset presets[] = {
            .rope_original_max_position = 8192, .torch_dtype = DUET_DTYPE_BF16,
            .bos_token_id = 128000, .pad_token_id = -1, .n_eos = 3,
            .eos_token_ids = {128001, 128008, 128009})},
+    {"mistral-7b-v0.1",
+     "mistralai/Mistral-7B-v0.1",
+     7241732096,
+     {.arch = DUET_ARCH_LLAMA,
+      .architecture = "MistralForCausalLM",
+      .activation = DUET_ACTIVATION_SILU,
+      .hidden_size = 4096,
+      .intermediate_size = 14336,
+      .num_layers = 32,
+      .num_heads = 32,
+      .num_kv_heads = 8,
+      .head_dim = 128,
+      .vocab_size = 32000,
+      .max_position = 32768,
+      .norm_eps = 1e-5,
+      .rope_theta = 10000.0,
+      .rope_factor = 1.0,
+      .torch_dtype = DUET_DTYPE_BF16,
+      .bos_token_id = 1,
+      .pad_token_id = -1,
+      .n_eos = 1,
+      .eos_token_ids = {2},
+      .sliding_window = 4096}},
+    {"qwen2.5-0.5b", "Qwen/Qwen2.5-0.5B", 494032768,
+     QWEN("Qwen2ForCausalLM", .hidden_size = 896, .intermediate_size = 4864, .num_layers = 24,
+          .num_heads = 14, .num_kv_heads = 2, .head_dim = 64, .max_position = 32768,
+          .attention_bias = true, .n_eos = 1, .eos_token_ids = {151643})},
+    {"qwen3-0.6b", "Qwen/Qwen3-0.6B", 596049920,
+     QWEN("Qwen3ForCausalLM", .hidden_size = 1024, .intermediate_size = 3072, .num_layers = 28,
+          .num_heads = 16, .num_kv_heads = 8, .head_dim = 128, .max_position = 40960,
+          .qk_norm = true, .n_eos = 2, .eos_token_ids = {151645, 151643})},
     {"opt-125m", "facebook/opt-125m", 125239296,
      OPT(.hidden_size = 768, .intermediate_size = 3072, .num_layers = 12, .num_heads = 12,
          .num_kv_heads = 12, .head_dim = 64, .word_embed_proj_dim = 768,

@@ -285,21 +285,52 @@ static json_t *rope_json(const duet_model_desc *d)
     return json_null();
 }
 
+static const char *llama_model_type(const duet_model_desc *d)
+{
+    static const char *const names[][2] = {{"MistralForCausalLM", "mistral"},
+                                           {"Qwen2ForCausalLM", "qwen2"},
+                                           {"Qwen3ForCausalLM", "qwen3"}};
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(d->architecture, names[i][0]) == 0)
+            return names[i][1];
+    return "llama";
+}
+
+/* Mistral's sliding_window (null: none); Qwen's use_sliding_window, sliding_window and
+ * max_window_layers 0 (a window on every layer). */
+static void set_window(json_t *o, const duet_model_desc *d)
+{
+    if (strncmp(d->architecture, "Qwen", 4) == 0) {
+        json_object_set_new(o, "use_sliding_window", json_boolean(d->sliding_window != 0));
+        json_object_set_new(o, "sliding_window",
+                            d->sliding_window ? json_integer(d->sliding_window) : json_null());
+        json_object_set_new(o, "max_window_layers", json_integer(0));
+    } else if (strcmp(d->architecture, "MistralForCausalLM") == 0) {
+        json_object_set_new(o, "sliding_window",
+                            d->sliding_window ? json_integer(d->sliding_window) : json_null());
+    }
+}
+
 static json_t *llama_json(const duet_model_desc *d)
 {
-    bool mistral = strcmp(d->architecture, "MistralForCausalLM") == 0;
     json_t *o = json_pack(
-        "{s:[s], s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:o, s:b, s:s, s:b, s:b}",
-        "architectures", d->architecture, "model_type", mistral ? "mistral" : "llama",
-        "hidden_size", (int)d->hidden_size, "intermediate_size", (int)d->intermediate_size,
-        "num_hidden_layers", (int)d->num_layers, "num_attention_heads", (int)d->num_heads,
-        "num_key_value_heads", (int)d->num_kv_heads, "vocab_size", (int)d->vocab_size,
-        "max_position_embeddings", (int)d->max_position, "rms_norm_eps", d->norm_eps, "rope_theta",
-        d->rope_theta, "rope_scaling", rope_json(d), "tie_word_embeddings", d->tie_word_embeddings,
-        "hidden_act", "silu", "attention_bias", 0, "mlp_bias", 0);
+        "{s:[s], s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:o, s:b, s:s, s:b}",
+        "architectures", d->architecture, "model_type", llama_model_type(d), "hidden_size",
+        (int)d->hidden_size, "intermediate_size", (int)d->intermediate_size, "num_hidden_layers",
+        (int)d->num_layers, "num_attention_heads", (int)d->num_heads, "num_key_value_heads",
+        (int)d->num_kv_heads, "vocab_size", (int)d->vocab_size, "max_position_embeddings",
+        (int)d->max_position, "rms_norm_eps", d->norm_eps, "rope_theta", d->rope_theta,
+        "rope_scaling", rope_json(d), "tie_word_embeddings", d->tie_word_embeddings, "hidden_act",
+        "silu", "mlp_bias", 0);
 
-    if (o && d->head_dim * d->num_heads != d->hidden_size)
+    if (!o)
+        return NULL;
+    if (!d->attention_bias) /* Qwen2 has its biases without the key */
+        json_object_set_new(o, "attention_bias", json_false());
+    if (d->qk_norm || d->head_dim * d->num_heads != d->hidden_size)
         json_object_set_new(o, "head_dim", json_integer(d->head_dim));
+    set_window(o, d);
     return o;
 }
 

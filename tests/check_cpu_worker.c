@@ -39,7 +39,8 @@ static const char *const quant_settings[] = {
 
 START_TEST(test_quantised_weights_match_reference_within_tolerance)
 {
-    static const int ms[] = {M_LLAMA_F32, M_LLAMA3, M_OPT_PRE, M_OPT_POST};
+    static const int ms[] = {M_LLAMA_F32, M_LLAMA3, M_OPT_PRE,   M_OPT_POST,
+                             M_QWEN2,     M_QWEN3,  M_MISTRAL_SW};
     double w8 = 0, w4 = 0;
 
     for (size_t m = 0; m < sizeof(ms) / sizeof(ms[0]); m++)
@@ -341,9 +342,12 @@ START_TEST(test_two_byte_weights_computed_in_f32_match_reference)
     check_prefill_with(&models[M_LLAMA_BF16], bf, 40, 21);
     check_prefill_with(&models[M_OPT_POST], bf, 40, 22);
     check_prefill_with(&models[M_LLAMA3], bf, 100, 23);
+    check_prefill_with(&models[M_QWEN3], bf, 40, 26);
     hf.tol = TOL_F16;
     check_prefill_with(&models[M_LLAMA_F32], hf, 40, 24);
     check_prefill_with(&models[M_OPT_PRE], hf, 40, 25);
+    check_prefill_with(&models[M_QWEN2], hf, 40, 27);
+    check_prefill_with(&models[M_MISTRAL_SW], hf, 45, 28);
     if (!under_valgrind) /* no preset-sized models there */
         check_preset(&models[M_LLAMA_68M], bf);
 }

@@ -41,8 +41,12 @@ static char target_dir[4200];
 static char draft_dir[4200];
 static char small_target_dir[4200]; /* SMALL_VOCAB tokens, for the statistical test */
 static char small_draft_dir[4200];
-static char nan_target_dir[4200]; /* the target, NaN in one embedding row */
-static char nan_draft_dir[4200];  /* the draft, the same */
+static char nan_target_dir[4200];  /* the target, NaN in one embedding row */
+static char nan_draft_dir[4200];   /* the draft, the same */
+static char qwen_target_dir[4200]; /* Qwen3: per-head q/k norms, head_dim 32 */
+static char qwen_draft_dir[4200];
+static char window_target_dir[4200]; /* Qwen2 with a sliding window of WINDOW positions */
+static char window_draft_dir[4200];
 static const char *plugin_path;
 static char err[4096];
 
@@ -66,6 +70,41 @@ static duet_model_desc small_llama(uint32_t vocab)
     d.eos_token_ids[0] = 2;
     d.torch_dtype = DUET_DTYPE_F32;
     return d;
+}
+
+#define WINDOW 8 /* positions the window model attends to */
+
+/* The Qwen models: Qwen3's q/k norms, or Qwen2's biases and a sliding window of WINDOW. */
+static duet_model_desc small_qwen(const char *architecture)
+{
+    duet_model_desc d = small_llama(VOCAB);
+
+    snprintf(d.architecture, sizeof(d.architecture), "%s", architecture);
+    duet__desc_family_defaults(&d);
+    d.head_dim = d.qk_norm ? 32 : 16;
+    d.sliding_window = d.attention_bias ? WINDOW : 0;
+    d.tie_word_embeddings = d.attention_bias;
+    return d;
+}
+
+/* A target of desc in dir and its 1-layer draft in draft_dir. */
+static bool pair_generate(const duet_model_desc *desc, const char *dir, const char *draft_dir_)
+{
+    struct duet__msg msg = {err, sizeof(err)};
+    struct duet__gen_params p = {.desc = *desc, .seed = 77, .flags = DUET_MODEL_QUIET, .dir = dir};
+    struct duet__draft_params dp = {.num_layers = 1,
+                                    .noise = 0.05,
+                                    .seed = 8,
+                                    .flags = DUET_MODEL_QUIET,
+                                    .target_dir = dir,
+                                    .dir = draft_dir_};
+
+    p.tail_from = 1;
+    p.tail_log2 = -4; /* the draft agrees often enough to accept some proposals */
+    if (duet__gen_model(&p, &msg) == DUET_STATUS_OK && duet__gen_draft(&dp, &msg) == DUET_STATUS_OK)
+        return true;
+    fprintf(stderr, "check_engine: generating %s: %s\n", dir, err);
+    return false;
 }
 
 #define NAN_TOKEN 7 /* the token whose embedding the nan-* models poison */
@@ -148,7 +187,15 @@ static bool models_generate(void)
         fprintf(stderr, "check_engine: generating the NaN models: %s\n", err);
         return false;
     }
-    return true;
+    snprintf(qwen_target_dir, sizeof(qwen_target_dir), "%s/qwen3", tmpdir);
+    snprintf(qwen_draft_dir, sizeof(qwen_draft_dir), "%s/qwen3-draft", tmpdir);
+    snprintf(window_target_dir, sizeof(window_target_dir), "%s/qwen2-window", tmpdir);
+    snprintf(window_draft_dir, sizeof(window_draft_dir), "%s/qwen2-window-draft", tmpdir);
+    p.desc = small_qwen("Qwen3ForCausalLM");
+    if (!pair_generate(&p.desc, qwen_target_dir, qwen_draft_dir))
+        return false;
+    p.desc = small_qwen("Qwen2ForCausalLM");
+    return pair_generate(&p.desc, window_target_dir, window_draft_dir);
 }
 
 /* ---- configuration ------------------------------------------------------------------------- */
@@ -251,33 +298,39 @@ struct run {
     char error[512];   /* its error (DUET_FINISH_ERROR); "" otherwise */
 };
 
+/* One step of e, recording results by request id (runs[i].id). */
+static void run_step(duet_engine *e, struct run *runs, uint32_t n)
+{
+    const duet_step_output *so;
+
+    ck_assert_msg(duet_engine_step(e, &so) == DUET_STATUS_OK, "%s", duet_engine_error(e));
+    for (uint32_t j = 0; j < so->n_requests; j++) {
+        const duet_request_output *ro = &so->requests[j];
+        for (uint32_t i = 0; i < n; i++) {
+            if (runs[i].id != ro->request_id)
+                continue;
+            ck_assert_uint_le(ro->n_ids, MAX_GEN + 8);
+            ck_assert_uint_le(ro->first_new, ro->n_ids);
+            runs[i].streamed += ro->n_ids - ro->first_new;
+            if (ro->n_ids) /* ids may be NULL without tokens */
+                memcpy(runs[i].ids, ro->ids, ro->n_ids * sizeof(int32_t));
+            runs[i].n_ids = ro->n_ids;
+            runs[i].finish = ro->finish;
+            runs[i].proposed = ro->num_proposed;
+            /* an error exactly when the request failed */
+            ck_assert_int_eq(ro->error != NULL, ro->finish == DUET_FINISH_ERROR);
+            if (ro->error)
+                snprintf(runs[i].error, sizeof(runs[i].error), "%s", ro->error);
+        }
+    }
+}
+
 /* Steps e until every request finished, recording results by request id (runs[i].id). */
 static void run_all(duet_engine *e, struct run *runs, uint32_t n)
 {
     for (int steps = 0; duet_engine_has_unfinished(e); steps++) {
-        const duet_step_output *so;
-
         ck_assert_int_lt(steps, 10000);
-        ck_assert_msg(duet_engine_step(e, &so) == DUET_STATUS_OK, "%s", duet_engine_error(e));
-        for (uint32_t j = 0; j < so->n_requests; j++) {
-            const duet_request_output *ro = &so->requests[j];
-            for (uint32_t i = 0; i < n; i++) {
-                if (runs[i].id != ro->request_id)
-                    continue;
-                ck_assert_uint_le(ro->n_ids, MAX_GEN + 8);
-                ck_assert_uint_le(ro->first_new, ro->n_ids);
-                runs[i].streamed += ro->n_ids - ro->first_new;
-                if (ro->n_ids) /* ids may be NULL without tokens */
-                    memcpy(runs[i].ids, ro->ids, ro->n_ids * sizeof(int32_t));
-                runs[i].n_ids = ro->n_ids;
-                runs[i].finish = ro->finish;
-                runs[i].proposed = ro->num_proposed;
-                /* an error exactly when the request failed */
-                ck_assert_int_eq(ro->error != NULL, ro->finish == DUET_FINISH_ERROR);
-                if (ro->error)
-                    snprintf(runs[i].error, sizeof(runs[i].error), "%s", ro->error);
-            }
-        }
+        run_step(e, runs, n);
     }
 }
 
@@ -1052,6 +1105,102 @@ static duet_engine_metrics greedy_metrics_of(const char *const *sets, uint32_t n
     duet_config_destroy(cfg);
     return m;
 }
+
+/*
+ * Greedy tokens of n requests on the target in dir (sets as config_for takes them), stepping the
+ * engine by hand to record the most device blocks in use at once (*peak).
+ */
+static void dir_greedy(const char *dir, const char *const *sets, uint32_t n, uint32_t max_tokens,
+                       struct run *runs, uint32_t *peak)
+{
+    duet_config *cfg = config_for(dir, sets);
+    duet_engine *e = engine_of(cfg);
+    int32_t prompt[64];
+    duet_engine_metrics m;
+
+    *peak = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t len = prompt_of(i, prompt);
+
+        runs[i] = (struct run){.id = add(e, prompt, len, max_tokens, true)};
+    }
+    for (int steps = 0; duet_engine_has_unfinished(e); steps++) {
+        ck_assert_int_lt(steps, 10000);
+        run_step(e, runs, n);
+        duet_engine_metrics_get(e, &m);
+        if (m.num_total_blocks - m.num_free_blocks > *peak)
+            *peak = m.num_total_blocks - m.num_free_blocks;
+    }
+    duet_engine_metrics_get(e, &m);
+    /* every block back, but the null block a sliding window's tables share: the block manager
+     * keeps it once it has been needed */
+    ck_assert_uint_eq(m.num_free_blocks + (dir == window_target_dir), m.num_total_blocks);
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
+}
+
+/* Qwen3 target and draft (q/k norms, head_dim apart from hidden / heads): speculative greedy
+ * output equals plain decoding, k = 1 and 3, one request and four. */
+START_TEST(test_speculative_greedy_output_equals_plain_with_qwen_models)
+{
+    for (uint32_t n = 1; n <= 4; n += 3) {
+        struct run plain[4], spec[4];
+        uint32_t peak;
+
+        dir_greedy(qwen_target_dir, NULL, n, 40, plain, &peak);
+        for (uint32_t k = 1; k <= 3; k += 2) {
+            dir_greedy(qwen_target_dir, spec_sets_of(qwen_draft_dir, k, NULL), n, 40, spec, &peak);
+            for (uint32_t i = 0; i < n; i++) {
+                ck_assert_uint_eq(spec[i].n_ids, 40);
+                ck_assert_mem_eq(spec[i].ids, plain[i].ids, 40 * sizeof(int32_t));
+                ck_assert_uint_gt(spec[i].proposed, 0);
+            }
+        }
+    }
+}
+END_TEST
+
+/*
+ * A sliding window of WINDOW positions with blocks of 4: a generation many windows long keeps
+ * only the blocks of its window (the block manager frees the others and lends the null block),
+ * plain and speculative alike, and the two give the same greedy tokens. Without the window the
+ * same request would hold (5 + 60) / 4 = 17 blocks.
+ */
+START_TEST(test_sliding_window_generation_keeps_its_kv_blocks_bounded)
+{
+    static const char *const small_blocks[] = {"cache.block_size=4", NULL};
+    const uint32_t bound = WINDOW / 4 + 2 + 2 + 1; /* window blocks, the partial block, the
+                                                      lookahead of k = 3, the null block */
+    struct run plain[1], spec[1];
+    uint32_t peak_plain, peak_spec;
+
+    dir_greedy(window_target_dir, small_blocks, 1, 60, plain, &peak_plain);
+    dir_greedy(window_target_dir, spec_sets_of(window_draft_dir, 3, small_blocks), 1, 60, spec,
+               &peak_spec);
+    fprintf(stderr,
+            "sliding window %u, blocks of 4, 5 + 60 tokens: at most %u blocks plain, %u "
+            "speculative (17 without the window)\n",
+            WINDOW, peak_plain, peak_spec);
+    ck_assert_uint_le(peak_plain, bound);
+    ck_assert_uint_le(peak_spec, bound);
+    ck_assert_uint_eq(spec[0].n_ids, 60);
+    ck_assert_mem_eq(spec[0].ids, plain[0].ids, 60 * sizeof(int32_t));
+}
+END_TEST
+
+START_TEST(test_prefix_caching_with_a_sliding_window_is_refused_by_name)
+{
+    duet_config *cfg =
+        config_for(window_target_dir, (const char *const[]){"cache.prefix_caching=true", NULL});
+    duet_engine *e = NULL;
+
+    ck_assert_int_eq(duet_engine_create(cfg, &e, err, sizeof(err)), DUET_STATUS_UNSUPPORTED);
+    ck_assert_ptr_null(e);
+    ck_assert_msg(strstr(err, "cache.prefix_caching") && strstr(err, "sliding window of 8"), "%s",
+                  err);
+    duet_config_destroy(cfg);
+}
+END_TEST
 
 /* bf16 weights computed in f32 (what an AVX2-only CPU runs: prefill on the widened f32 GEMM,
  * decode and scoring on the own kernels) in target and draft: speculative greedy output equals
@@ -2280,6 +2429,10 @@ static Suite *engine_suite(void)
         {"unvalidated", test_a_configuration_changed_after_validation_is_refused},
         {"prompt-logprobs", test_prompt_logprobs_agree_with_decoding},
         {"speculative", test_speculative_greedy_output_equals_plain_decoding_for_k_1_to_4},
+        {"speculative qwen", test_speculative_greedy_output_equals_plain_with_qwen_models},
+        {"sliding window blocks", test_sliding_window_generation_keeps_its_kv_blocks_bounded},
+        {"sliding window prefix caching",
+         test_prefix_caching_with_a_sliding_window_is_refused_by_name},
         {"speculative bf16 in f32",
          test_speculative_greedy_output_equals_plain_with_bf16_weights_computed_in_f32},
         {"speculative matrix",

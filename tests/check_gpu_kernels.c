@@ -331,6 +331,50 @@ static void run_norms(bool layer)
             }
 }
 
+/* Qwen3's q/k norms: each head of q (q_w) and k (k_w) of rows of qkv normalised in place; the
+ * v heads and the padding after them untouched. */
+static void run_head_norm(uint32_t rows, uint32_t qh, uint32_t kh, uint32_t hd)
+{
+    size_t stride = (size_t)(qh + 2 * kh) * hd + 3, n = rows * stride;
+    float *x = rand_floats(n, 2.0f, 0.5f), *got = xmalloc(n * sizeof(float));
+    float *qw = rand_floats(hd, 0.5f, 1.0f), *kw = rand_floats(hd, 0.5f, 1.0f);
+    float *d_x = to_dev(x, n * 4), *d_q = to_dev(qw, hd * 4), *d_k = to_dev(kw, hd * 4);
+    const float eps = 1e-6f;
+
+    CUDA_OK(duet__gpu_head_rmsnorm(0, d_x, stride, rows, qh, kh, hd, d_q, d_k, eps));
+    from_dev(got, d_x, n * 4);
+    for (uint32_t r = 0; r < rows; r++)
+        for (uint32_t h = 0; h < qh + 2 * kh; h++) {
+            const float *xr = x + r * stride + (size_t)h * hd, *w = h < qh ? qw : kw;
+            double ss = 0.0, inv;
+
+            for (uint32_t i = 0; i < hd; i++)
+                ss += (double)xr[i] * xr[i];
+            inv = 1.0 / sqrt(ss / hd + eps);
+            for (uint32_t i = 0; i < hd; i++) {
+                double want = h < qh + kh ? xr[i] * inv * w[i] : xr[i];
+
+                CHECK_CLOSE(got[r * stride + (size_t)h * hd + i], want, 1e-5 * (1 + fabs(want)),
+                            "head rmsnorm rows %u heads %u/%u hd %u: row %u head %u dim %u", rows,
+                            qh, kh, hd, r, h, i);
+            }
+        }
+    cudaFree(d_x), cudaFree(d_q), cudaFree(d_k);
+    free(x), free(got), free(qw), free(kw);
+}
+
+START_TEST(test_head_rmsnorm_normalises_each_q_and_k_head)
+{
+    static const uint32_t hds[] = {16, 64, 128, 256};
+
+    for (int ri = 0; ri < N_ROW_COUNTS; ri++)
+        for (int hi = 0; hi < 4; hi++) {
+            run_head_norm(row_counts[ri], 4, 2, hds[hi]);
+            run_head_norm(row_counts[ri], 16, 8, hds[hi]);
+        }
+}
+END_TEST
+
 START_TEST(test_rmsnorm_matches_the_reference)
 {
     run_norms(false);
@@ -616,6 +660,8 @@ END_TEST
 
 #define MAX_SEGS 8
 
+static uint32_t attn_window; /* the sliding window world_init gives its worlds (0: none) */
+
 /* One layer's cache filled at random, sequences with shuffled block tables, queries, and the
  * device copies of all of it. */
 typedef struct attn_world {
@@ -669,6 +715,7 @@ static void world_init(attn_world *w, duet_gpu_dtype dt, uint32_t hd, uint32_t b
     CUDA_OK(cudaMemset(w->a.out, 0, w->out_bytes));
     w->a.segs = to_dev(w->segs, n_segs * sizeof(duet_gpu_seg));
     w->a.block_tables = to_dev(w->bt, n_bt * sizeof(uint32_t));
+    w->a.window = attn_window;
 }
 
 static void world_fini(attn_world *w)
@@ -686,9 +733,10 @@ static void attn_reference(const attn_world *w, uint32_t g, uint32_t row, uint32
     const uint32_t hd = kv->head_dim, kvh = h / (w->a.num_heads / kv->kv_heads);
     const uint32_t *bt = w->bt + w->segs[g].bt;
     const float *q = w->q + row * w->a.q_stride + (size_t)h * hd;
+    const uint32_t win = w->a.window, first = win && p + 1 > win ? p + 1 - win : 0;
     double mx = -INFINITY, sum = 0.0;
 
-    for (uint32_t j = 0; j <= p; j++) {
+    for (uint32_t j = first; j <= p; j++) {
         size_t k = duet__gpu_kv_pos_offset(kv, bt, w->a.layer, 0, kvh, j);
         double dot = 0.0;
 
@@ -699,7 +747,7 @@ static void attn_reference(const attn_world *w, uint32_t g, uint32_t row, uint32
     }
     for (uint32_t d = 0; d < hd; d++)
         out[d] = 0.0;
-    for (uint32_t j = 0; j <= p; j++) {
+    for (uint32_t j = first; j <= p; j++) {
         size_t v = duet__gpu_kv_pos_offset(kv, bt, w->a.layer, 1, kvh, j);
         double e = exp(score[j] - mx);
 
@@ -853,6 +901,34 @@ START_TEST(test_prefill_attention_matches_the_reference)
 }
 END_TEST
 
+/* A sliding window: decode partitions from each row's window start (a window of 600 over 1500
+ * positions spans two partitions), and prefill tiles whose rows start their windows at different
+ * chunks (window 13 and 40, 70 rows from position 30). The cache before each window holds random
+ * values: reading them would show. */
+START_TEST(test_windowed_attention_reads_only_the_window)
+{
+    static const uint32_t lens[] = {1, 7, 599, 600, 601, 1500};
+    static const uint32_t windows[] = {13, 40, 600};
+    attn_case c = {DUET_GPU_F32, 64, 16, 8, 2};
+    int optin = 0;
+    duet_gpu_prefill_cfg cfg[2];
+
+    CUDA_OK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+    ck_assert_int_eq(duet__gpu_prefill_config(c.hd, (size_t)optin, &cfg[0]), DUET_STATUS_OK);
+    cfg[1] = (duet_gpu_prefill_cfg){8, 16, 96, duet__gpu_prefill_shared(8, 16, c.hd)};
+    CUDA_OK(duet__gpu_attn_prefill_setup(cfg[0].shared_bytes));
+    for (int t = 0; t < N_DTYPES; t++)
+        for (int wi = 0; wi < 3; wi++) {
+            c.dt = dtypes[t];
+            attn_window = windows[wi];
+            run_decode(&c, lens, 6);
+            run_prefill(&c, &cfg[0]);
+            run_prefill(&c, &cfg[1]);
+        }
+    attn_window = 0;
+}
+END_TEST
+
 int main(void)
 {
     /* The device tests, each its own TCase with the launch arithmetic's beside them. */
@@ -867,6 +943,8 @@ int main(void)
         {"rope", test_rope_rotates_q_and_k_and_writes_the_cache_slots},
         {"decode", test_decode_attention_matches_the_reference},
         {"prefill", test_prefill_attention_matches_the_reference},
+        {"head rmsnorm", test_head_rmsnorm_normalises_each_q_and_k_head},
+        {"windowed attention", test_windowed_attention_reads_only_the_window},
     };
     Suite *s;
     SRunner *sr;

@@ -879,6 +879,9 @@ static void assert_desc_eq(const duet_model_desc *a, const duet_model_desc *b)
     ck_assert_uint_eq(a->n_eos, b->n_eos);
     for (uint32_t i = 0; i < a->n_eos; i++)
         ck_assert_int_eq(a->eos_token_ids[i], b->eos_token_ids[i]);
+    ck_assert_int_eq(a->attention_bias, b->attention_bias);
+    ck_assert_int_eq(a->qk_norm, b->qk_norm);
+    ck_assert_uint_eq(a->sliding_window, b->sliding_window);
 }
 
 /* ==== config.json ============================================================================ */
@@ -1140,8 +1143,8 @@ START_TEST(test_unsupported_architecture_is_refused_by_name)
 {
     json_t *o = llama_json();
 
-    json_object_set_new(o, "architectures", json_pack("[s]", "Qwen2ForCausalLM"));
-    config_refused(o, DUET_STATUS_UNSUPPORTED, "architecture 'Qwen2ForCausalLM' is not supported");
+    json_object_set_new(o, "architectures", json_pack("[s]", "GemmaForCausalLM"));
+    config_refused(o, DUET_STATUS_UNSUPPORTED, "architecture 'GemmaForCausalLM' is not supported");
     o = llama_json();
     json_object_del(o, "architectures");
     json_object_set_new(o, "model_type", json_string("gpt2"));
@@ -1161,7 +1164,6 @@ START_TEST(test_unsupported_fields_are_refused_by_name)
     json_t *o = llama_json();
     duet_model_desc d;
 
-    json_object_set_new(o, "architectures", json_pack("[s]", "MistralForCausalLM"));
     json_object_set_new(o, "sliding_window", json_integer(4096));
     config_refused(o, DUET_STATUS_UNSUPPORTED, "sliding_window 4096 is not supported");
     o = llama_json();
@@ -1234,6 +1236,102 @@ START_TEST(test_head_dim_may_differ_from_hidden_over_heads)
 }
 END_TEST
 
+/* Qwen2.5-0.5B's config.json as published (the keys duet reads). */
+static json_t *qwen2_json(void)
+{
+    return json_pack("{s:[s], s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:b, s:b, "
+                     "s:i, s:i, s:s, s:i, s:i}",
+                     "architectures", "Qwen2ForCausalLM", "model_type", "qwen2", "hidden_size", 896,
+                     "intermediate_size", 4864, "num_hidden_layers", 24, "num_attention_heads", 14,
+                     "num_key_value_heads", 2, "vocab_size", 151936, "max_position_embeddings",
+                     32768, "max_window_layers", 24, "rms_norm_eps", 1e-6, "rope_theta", 1000000.0,
+                     "tie_word_embeddings", 1, "use_sliding_window", 0, "sliding_window", 32768,
+                     "bos_token_id", 151643, "torch_dtype", "bfloat16", "eos_token_id", 151643,
+                     "attention_dropout", 0);
+}
+
+START_TEST(test_qwen_configs_give_biases_norms_and_head_dim)
+{
+    json_t *o = qwen2_json();
+    duet_model_desc d;
+
+    ck_assert_int_eq(parse_config(o, &d), DUET_STATUS_OK);
+    ck_assert_int_eq(d.arch, DUET_ARCH_LLAMA);
+    ck_assert_str_eq(d.architecture, "Qwen2ForCausalLM");
+    ck_assert(d.attention_bias && !d.qk_norm && d.tie_word_embeddings);
+    ck_assert_uint_eq(d.head_dim, 64);
+    ck_assert_uint_eq(d.sliding_window, 0); /* use_sliding_window false: ignored */
+    o = qwen2_json();
+    json_object_set_new(o, "architectures", json_pack("[s]", "Qwen3ForCausalLM"));
+    ck_assert_int_eq(parse_config(o, &d), DUET_STATUS_OK);
+    ck_assert(!d.attention_bias && d.qk_norm);
+    ck_assert_uint_eq(d.head_dim, 128); /* Qwen3Config's default, not 896 / 14 */
+    o = qwen2_json();
+    json_object_set_new(o, "architectures", json_pack("[s]", "Qwen3ForCausalLM"));
+    json_object_set_new(o, "head_dim", json_integer(32));
+    ck_assert_int_eq(parse_config(o, &d), DUET_STATUS_OK);
+    ck_assert_uint_eq(d.head_dim, 32);
+    o = qwen2_json();
+    json_object_set_new(o, "architectures", json_pack("[s]", "Qwen3ForCausalLM"));
+    json_object_set_new(o, "attention_bias", json_true()); /* Qwen3 would add an o_proj bias */
+    config_refused(o, DUET_STATUS_UNSUPPORTED, "attention_bias true is not supported");
+}
+END_TEST
+
+START_TEST(test_sliding_windows_follow_transformers_and_refuse_a_mix)
+{
+    json_t *o = llama_json();
+    duet_model_desc d;
+
+    json_object_set_new(o, "architectures", json_pack("[s]", "MistralForCausalLM"));
+    json_object_set_new(o, "sliding_window", json_integer(4096));
+    ck_assert_int_eq(parse_config(o, &d), DUET_STATUS_OK);
+    ck_assert_uint_eq(d.sliding_window, 4096);
+    o = qwen2_json(); /* 24 layers, max_window_layers 24: no layer has the window */
+    json_object_set_new(o, "use_sliding_window", json_true());
+    ck_assert_int_eq(parse_config(o, &d), DUET_STATUS_OK);
+    ck_assert_uint_eq(d.sliding_window, 0);
+    o = qwen2_json();
+    json_object_set_new(o, "use_sliding_window", json_true());
+    json_object_set_new(o, "max_window_layers", json_integer(0));
+    json_object_set_new(o, "sliding_window", json_integer(512));
+    ck_assert_int_eq(parse_config(o, &d), DUET_STATUS_OK);
+    ck_assert_uint_eq(d.sliding_window, 512);
+    o = qwen2_json();
+    json_object_set_new(o, "use_sliding_window", json_true());
+    json_object_set_new(o, "max_window_layers", json_integer(21));
+    config_refused(o, DUET_STATUS_UNSUPPORTED,
+                   "use_sliding_window with max_window_layers 21 of 24 layers is not supported");
+    o = qwen2_json();
+    json_object_set_new(o, "use_sliding_window", json_true());
+    json_object_set_new(o, "max_window_layers", json_integer(0));
+    json_object_set_new(o, "sliding_window", json_null());
+    config_refused(o, DUET_STATUS_BAD_FORMAT, "sliding_window is not a size");
+    o = qwen2_json(); /* layer_types replace max_window_layers */
+    json_object_set_new(o, "use_sliding_window", json_true());
+    json_object_set_new(o, "layer_types", json_array());
+    for (int i = 0; i < 24; i++)
+        json_array_append_new(json_object_get(o, "layer_types"), json_string("sliding_attention"));
+    ck_assert_int_eq(parse_config(o, &d), DUET_STATUS_OK);
+    ck_assert_uint_eq(d.sliding_window, 32768);
+    o = qwen2_json();
+    json_object_set_new(o, "use_sliding_window", json_true());
+    json_object_set_new(o, "layer_types", json_array());
+    for (int i = 0; i < 24; i++)
+        json_array_append_new(json_object_get(o, "layer_types"),
+                              json_string(i < 2 ? "full_attention" : "sliding_attention"));
+    config_refused(o, DUET_STATUS_UNSUPPORTED,
+                   "layer_types with a sliding window on 22 of 24 layers is not supported");
+    o = qwen2_json(); /* without use_sliding_window the types do not matter */
+    json_object_set_new(o, "layer_types", json_pack("[s]", "sliding_attention"));
+    ck_assert_int_eq(parse_config(o, &d), DUET_STATUS_OK);
+    ck_assert_uint_eq(d.sliding_window, 0);
+    o = llama_json();
+    json_object_set_new(o, "use_sliding_window", json_true());
+    config_refused(o, DUET_STATUS_UNSUPPORTED, "use_sliding_window true is not supported");
+}
+END_TEST
+
 START_TEST(test_written_configs_read_back_the_same)
 {
     for (size_t i = 0; i < duet__preset_count(); i++) {
@@ -1267,6 +1365,9 @@ START_TEST(test_presets_have_the_shapes_of_their_public_models)
         {"tinyllama-1.1b", "model.layers.21.self_attn.k_proj.weight", 256, 2048},
         {"llama-2-7b", "model.layers.31.mlp.gate_proj.weight", 11008, 4096},
         {"llama-3.2-1b", "model.embed_tokens.weight", 128256, 2048},
+        {"mistral-7b-v0.1", "model.layers.31.mlp.up_proj.weight", 14336, 4096},
+        {"qwen2.5-0.5b", "model.layers.23.self_attn.k_proj.bias", 128, 0},
+        {"qwen3-0.6b", "model.layers.27.self_attn.q_proj.weight", 2048, 1024},
         {"opt-125m", "model.decoder.embed_positions.weight", 2050, 768},
         {"opt-350m", "model.decoder.project_in.weight", 1024, 512},
     };
@@ -2088,6 +2189,8 @@ static Suite *model_suite(void)
         {"unsupported fields", test_unsupported_fields_are_refused_by_name},
         {"bad values", test_bad_values_name_their_key},
         {"head dim", test_head_dim_may_differ_from_hidden_over_heads},
+        {"qwen configs", test_qwen_configs_give_biases_norms_and_head_dim},
+        {"sliding windows", test_sliding_windows_follow_transformers_and_refuse_a_mix},
         {"configs round trip", test_written_configs_read_back_the_same},
         {"preset shapes", test_presets_have_the_shapes_of_their_public_models},
         {"small presets", test_small_presets_round_trip},

@@ -162,6 +162,65 @@ START_TEST(test_opt_with_pre_and_post_layer_norm_matches_reference)
 }
 END_TEST
 
+START_TEST(test_qwen2_biases_and_qwen3_head_norms_match_reference)
+{
+    for (int di = 0; di < n_dtypes; di++) {
+        check_prefill_against_reference(&models[M_QWEN2], dtypes[di], 40, 16);
+        check_prefill_against_reference(&models[M_QWEN3], dtypes[di], 40, 17);
+    }
+}
+END_TEST
+
+START_TEST(test_sliding_window_prefill_matches_reference)
+{
+    for (int di = 0; di < n_dtypes; di++)
+        check_prefill_against_reference(&models[M_MISTRAL_SW], dtypes[di], 45, 18);
+}
+END_TEST
+
+/*
+ * A windowed decode reads no block before its window: the block manager hands those back and
+ * puts its null block, which another sequence may have written, in their place. Decoding the
+ * last positions with the early entries of the table pointing at a block full of another
+ * sequence's K and V must still give the reference's rows.
+ */
+START_TEST(test_sliding_window_decode_reads_no_block_before_the_window)
+{
+    const struct tmodel *tm = &models[M_MISTRAL_SW];
+    enum { N = 40, BS = 4 };
+    uint32_t vocab = tm->desc.vocab_size, window = tm->desc.sliding_window;
+    int32_t tokens[N], other[BS];
+    double *logits;
+
+    make_tokens(tokens, N, vocab, 31);
+    make_tokens(other, BS, vocab, 32);
+    logits = reference(tm, tokens, N);
+    for (int di = 0; di < n_dtypes; di++) {
+        struct wk_opts o = {.dtype = dtypes[di], .block_size = BS, .num_blocks = N / BS + 2};
+        uint32_t table[N / BS], junk = N / BS + 1;
+        struct outs out;
+        duet_seq s;
+        struct wk k;
+
+        wk_open(&k, tm, &o);
+        table_range(table, N / BS, 1);
+        prefill_silent(&k, other, BS, 0, &junk, 1); /* the stand-in null block's content */
+        prefill_silent(&k, tokens, N - 3, 0, table, N / BS);
+        for (uint32_t p = N - 3; p < N; p++) {
+            /* entries wholly before position p's window: p - window + 1 > (b + 1) × BS - 1 */
+            for (uint32_t b = 0; (b + 1) * BS + window <= p + 1; b++)
+                table[b] = junk;
+            s = seq_make(7, tokens + p, 1, p, table, N / BS, 1, sp_plain(33));
+            exec_ok(&k, &s, 1, DUET_BATCH_WANT_PROBS, NULL, &out);
+            assert_rows_match(&out, 0, 1, logits, p, 1.0, 33, k.tol, "windowed decode");
+            outs_free(&out);
+        }
+        wk_close(&k);
+    }
+    free(logits);
+}
+END_TEST
+
 START_TEST(test_llama_68m_and_opt_125m_shapes_match_reference)
 {
     check_preset(&models[M_LLAMA_68M], (struct wk_opts){0});
@@ -1330,6 +1389,11 @@ static Suite *conformance_suite(void)
         {"no cache", test_execute_before_init_cache_is_refused, false},
         {"cache too large", test_cache_too_large_to_allocate_is_out_of_memory, false},
         {"missing model", test_missing_model_directory_fails_create_with_its_path, true},
+        {"qwen2 and qwen3 vs reference", test_qwen2_biases_and_qwen3_head_norms_match_reference,
+         true},
+        {"sliding window prefill", test_sliding_window_prefill_matches_reference, true},
+        {"sliding window decode", test_sliding_window_decode_reads_no_block_before_the_window,
+         true},
     };
     const struct duet_test_case presets[] = {
         {"preset shapes vs reference", test_llama_68m_and_opt_125m_shapes_match_reference},

@@ -52,6 +52,23 @@ expect "mkmodel hidden not a multiple of heads" 2 "hidden size must be a multipl
 expect "mkmodel noise needs a target" 2 "--noise and --draft-layers need --draft-of" \
     "$mk" $tiny --noise 0.1 --out "$tmp/x"
 
+expect "mkmodel unknown arch" 2 "invalid value for --arch: 'gemma'" "$mk" --arch gemma --out "$tmp/x"
+expect "mkmodel window needs a windowed arch" 2 "--sliding-window needs --arch mistral, qwen2 or qwen3" \
+    "$mk" $tiny --sliding-window 8 --out "$tmp/x"
+expect "mkmodel lists the qwen presets" 0 "^qwen3-0.6b +Qwen/Qwen3-0.6B +0.60B params  qwen3, 28 layers" \
+    "$mk" --list-presets
+qwen="--hidden 16 --layers 2 --heads 4 --kv-heads 2 --intermediate 24 --vocab 64"
+expect "mkmodel writes qwen2" 0 "wrote $tmp/q2: Qwen2ForCausalLM, 2 layers, 27 tensors" \
+    "$mk" --arch qwen2 $qwen --sliding-window 8 --out "$tmp/q2"
+expect "model-info shows qwen2's biases and window" 0 "^attention: +q/k/v biases, sliding window$" \
+    "$info" --no-tensors "$tmp/q2"
+expect "mkmodel writes qwen3 with its own head_dim" 0 "wrote $tmp/q3: Qwen3ForCausalLM, 2 layers, 25 tensors" \
+    "$mk" --arch qwen3 $qwen --head-dim 8 --out "$tmp/q3"
+expect "model-info shows qwen3's head norms" 0 "^  model.layers.1.self_attn.k_norm.weight +BF16 +\[8\]" \
+    "$info" "$tmp/q3"
+expect "mkmodel derives a qwen3 draft" 0 "Qwen3ForCausalLM, 1 layers" \
+    "$mk" --draft-of "$tmp/q3" --layers 1 --out "$tmp/q3d"
+
 expect "mkmodel writes a model" 0 "wrote $tmp/t: LlamaForCausalLM, 3 layers, 30 tensors" \
     "$mk" $tiny --dtype f16 --seed 3 --out "$tmp/t"
 expect "model-info prints the architecture" 0 "^heads: +4 \(kv heads 2, head_dim 4\)$" "$info" "$tmp/t"

@@ -22,7 +22,8 @@
 
 struct ref_layer {
     const double *q, *k, *v, *o;                /* attention projections [out][in] */
-    const double *q_b, *k_b, *v_b, *o_b;        /* OPT biases */
+    const double *q_b, *k_b, *v_b, *o_b;        /* OPT biases; Qwen2's q, k, v biases */
+    const double *q_norm, *k_norm;              /* Qwen3: RMSNorm of each q / k head */
     const double *gate, *up, *down, *fc1, *fc2; /* MLP (Llama: gate/up/down; OPT: fc1/fc2) */
     const double *fc1_b, *fc2_b;                /* OPT biases */
     const double *norm1_w, *norm1_b;            /* before (or OPT post-LN: after) attention */
@@ -60,6 +61,8 @@ static const double **slot_field(duet_ref *r, const struct duet__slot *s)
         F("self_attn.k_proj.bias", k_b),
         F("self_attn.v_proj.bias", v_b),
         F("self_attn.out_proj.bias", o_b),
+        F("self_attn.q_norm.weight", q_norm),
+        F("self_attn.k_norm.weight", k_norm),
         F("mlp.gate_proj.weight", gate),
         F("mlp.up_proj.weight", up),
         F("mlp.down_proj.weight", down),
@@ -301,7 +304,8 @@ void duet_ref_rope(const double *inv_freq, uint32_t head_dim, uint32_t pos, doub
     }
 }
 
-/* Causal attention of r->q against the cached K/V of layer l, positions 0 .. pos, into
+/* Causal attention of r->q against the cached K/V of layer l, positions 0 .. pos (with a
+ * sliding window W: pos - W + 1 .. pos, transformers' mask keeping keys at p' > pos - W), into
  * r->att. q is already scaled (OPT) or divided here (Llama) by √head_dim. */
 static void attend(duet_ref *r, uint32_t l, double scale)
 {
@@ -310,13 +314,14 @@ static void attend(duet_ref *r, uint32_t l, double scale)
     size_t kv = (size_t)d->num_kv_heads * hd;
     const double *kc = r->k_cache + (size_t)l * r->max_tokens * kv;
     const double *vc = r->v_cache + (size_t)l * r->max_tokens * kv;
+    uint32_t w = d->sliding_window, first = w && r->pos >= w ? r->pos - w + 1 : 0;
 
     for (uint32_t h = 0; h < d->num_heads; h++) {
         const double *q = r->q + (size_t)h * hd;
         size_t off = (size_t)(h / group) * hd;
         double max = -INFINITY, sum = 0;
 
-        for (uint32_t t = 0; t <= r->pos; t++) {
+        for (uint32_t t = first; t <= r->pos; t++) {
             double s = 0;
 
             for (uint32_t i = 0; i < hd; i++)
@@ -324,12 +329,12 @@ static void attend(duet_ref *r, uint32_t l, double scale)
             r->scores[t] = s * scale;
             max = r->scores[t] > max ? r->scores[t] : max;
         }
-        for (uint32_t t = 0; t <= r->pos; t++)
+        for (uint32_t t = first; t <= r->pos; t++)
             sum += r->scores[t] = exp(r->scores[t] - max);
         for (uint32_t i = 0; i < hd; i++) {
             double acc = 0;
 
-            for (uint32_t t = 0; t <= r->pos; t++)
+            for (uint32_t t = first; t <= r->pos; t++)
                 acc += r->scores[t] * vc[t * kv + off + i];
             r->att[(size_t)h * hd + i] = acc / sum;
         }
@@ -347,6 +352,12 @@ static void qkv(duet_ref *r, uint32_t l)
     matvec(w->q, w->q_b, r->h, q, d->hidden_size, r->q);
     matvec(w->k, w->k_b, r->h, kv, d->hidden_size, r->k);
     matvec(w->v, w->v_b, r->h, kv, d->hidden_size, r->v);
+    for (uint32_t h = 0; w->q_norm && h < d->num_heads; h++)
+        rms_norm(r->q + (size_t)h * d->head_dim, w->q_norm, d->head_dim, d->norm_eps,
+                 r->q + (size_t)h * d->head_dim);
+    for (uint32_t h = 0; w->k_norm && h < d->num_kv_heads; h++)
+        rms_norm(r->k + (size_t)h * d->head_dim, w->k_norm, d->head_dim, d->norm_eps,
+                 r->k + (size_t)h * d->head_dim);
     if (d->arch == DUET_ARCH_LLAMA) {
         for (uint32_t h = 0; h < d->num_heads; h++)
             duet_ref_rope(r->inv_freq, d->head_dim, r->pos, r->q + (size_t)h * d->head_dim);

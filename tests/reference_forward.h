@@ -1,6 +1,7 @@
 /*
  * reference_forward.h — a plain double-precision forward pass of the models duet runs (Llama:
- * RMSNorm, RoPE with linear / llama3 scaling, grouped-query attention, SwiGLU; OPT: LayerNorm
+ * RMSNorm, RoPE with linear / llama3 scaling, grouped-query attention, SwiGLU, and the family's
+ * Qwen2 q/k/v biases, Qwen3 per-head q/k RMSNorm, Mistral / Qwen sliding window; OPT: LayerNorm
  * before or after each block, learned positions with offset 2, ReLU, project_in / project_out,
  * biases), read straight from a duet_model. It is the reference the workers' kernels are
  * compared against, so it favours obviousness over speed: every weight converted to double

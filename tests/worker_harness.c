@@ -173,6 +173,25 @@ static duet_model_desc tiny_vocab_llama(void)
     return d;
 }
 
+/* The Llama family's variants: Qwen2 (biases, tied), Qwen3 (q/k norms, wide heads), Mistral
+ * with a sliding window. */
+static duet_model_desc family(const char *architecture, duet_dtype dtype)
+{
+    duet_model_desc d = small_llama(2, dtype);
+
+    snprintf(d.architecture, sizeof(d.architecture), "%s", architecture);
+    duet__desc_family_defaults(&d);
+    d.head_dim = 16;
+    if (d.attention_bias)
+        d.tie_word_embeddings = true;
+    if (d.qk_norm)
+        d.head_dim = 32;
+    if (strcmp(architecture, "MistralForCausalLM") == 0)
+        d.sliding_window = 12;
+    d.rope_theta = 1000000.0;
+    return d;
+}
+
 static duet_model_desc preset(const char *name, duet_dtype dtype)
 {
     duet_model_desc d = duet__preset_find(name)->desc;
@@ -198,6 +217,10 @@ static void models_describe(void)
     models[M_SMALL_VOCAB] = model_entry("small-vocab", tiny_vocab_llama(), false);
     models[M_LLAMA_68M] = model_entry("llama-68m", preset("llama-68m", DUET_DTYPE_F32), true);
     models[M_OPT_125M] = model_entry("opt-125m", preset("opt-125m", DUET_DTYPE_BF16), true);
+    models[M_QWEN2] = model_entry("qwen2", family("Qwen2ForCausalLM", DUET_DTYPE_F32), false);
+    models[M_QWEN3] = model_entry("qwen3", family("Qwen3ForCausalLM", DUET_DTYPE_BF16), false);
+    models[M_MISTRAL_SW] =
+        model_entry("mistral-window", family("MistralForCausalLM", DUET_DTYPE_F32), false);
 }
 
 /* Writes the models of want (the presets only outside valgrind); false with a message on

@@ -91,6 +91,9 @@ enum {
     M_SMALL_VOCAB, /* 12 tokens: the chi-square test */
     M_LLAMA_68M,   /* preset shape, f32 file */
     M_OPT_125M,    /* preset shape, bf16 file */
+    M_QWEN2,       /* q/k/v biases, tied embeddings, f32 file */
+    M_QWEN3,       /* per-head q/k RMSNorm, head_dim 32 != hidden / heads, GQA, bf16 file */
+    M_MISTRAL_SW,  /* sliding window of 12 positions (not a multiple of any block size), f32 */
     N_MODELS
 };
 #define MODEL_BIT(m) (1u << (m))

@@ -46,7 +46,7 @@ struct options {
 static void usage(FILE *f)
 {
     fprintf(
-        f, "Usage: duet-mkmodel --out DIR (--preset NAME | --arch llama|opt SHAPE) [options]\n"
+        f, "Usage: duet-mkmodel --out DIR (--preset NAME | --arch ARCH SHAPE) [options]\n"
            "       duet-mkmodel --out DIR --draft-of TARGET --layers N [--noise X] [options]\n"
            "       duet-mkmodel --list-presets\n"
            "\n"
@@ -56,16 +56,21 @@ static void usage(FILE *f)
            "Model:\n"
            "      --preset NAME          shapes of a public model (--list-presets); the shape\n"
            "                             options below override single values\n"
-           "      --arch llama|opt       architecture for explicit shapes\n"
+           "      --arch ARCH            architecture for explicit shapes: llama, mistral,\n"
+           "                             qwen2 (q/k/v biases), qwen3 (q/k norms) or opt\n"
            "      --hidden N             hidden size\n"
            "      --layers N             transformer layers (with --draft-of: layers kept)\n"
            "      --heads N              attention heads\n"
-           "      --kv-heads N           key/value heads (llama; default: --heads)\n"
+           "      --kv-heads N           key/value heads (llama family; default: --heads)\n"
+           "      --head-dim N           elements per head (llama family; default: hidden /\n"
+           "                             heads, a preset's own unless --hidden or --heads)\n"
            "      --intermediate N       MLP width (llama intermediate_size, OPT ffn_dim)\n"
            "      --vocab N              vocabulary size (with --tokenizer: at least its ids,\n"
            "                             default exactly its ids)\n"
            "      --max-positions N      max_position_embeddings (default 2048)\n"
-           "      --tie-embeddings       llama: lm_head shares embed_tokens\n"
+           "      --tie-embeddings       llama family: lm_head shares embed_tokens\n"
+           "      --sliding-window N     mistral, qwen2, qwen3: every layer attends to the\n"
+           "                             last N positions only\n"
            "      --word-embed-proj-dim N  opt: embedding width (adds project_in/out)\n"
            "      --post-layer-norm      opt: LayerNorm after each block (OPT-350m style)\n"
            "Tokenizer:\n"
@@ -102,13 +107,28 @@ static void usage(FILE *f)
            "(including a model already in DIR without --force).\n");
 }
 
+static const char *const arch_names[][2] = {{"llama", "LlamaForCausalLM"},
+                                            {"mistral", "MistralForCausalLM"},
+                                            {"qwen2", "Qwen2ForCausalLM"},
+                                            {"qwen3", "Qwen3ForCausalLM"},
+                                            {"opt", "OPTForCausalLM"}};
+
+/* The --arch name of a description. */
+static const char *arch_flag(const duet_model_desc *d)
+{
+    for (size_t i = 0; i < sizeof(arch_names) / sizeof(arch_names[0]); i++)
+        if (strcmp(d->architecture, arch_names[i][1]) == 0)
+            return arch_names[i][0];
+    return duet_arch_name(d->arch);
+}
+
 static void list_presets(void)
 {
     for (size_t i = 0; i < duet__preset_count(); i++) {
         const struct duet__preset *p = duet__preset_at(i);
 
         printf("%-16s %-36s %6.2fB params  %s, %u layers, hidden %u\n", p->name, p->source,
-               (double)p->params / 1e9, duet_arch_name(p->desc.arch), p->desc.num_layers,
+               (double)p->params / 1e9, arch_flag(&p->desc), p->desc.num_layers,
                p->desc.hidden_size);
     }
 }
@@ -124,6 +144,8 @@ enum {
     OPT_VOCAB,
     OPT_MAX_POSITIONS,
     OPT_TIE,
+    OPT_HEAD_DIM,
+    OPT_SLIDING_WINDOW,
     OPT_WORD_EMBED,
     OPT_POST_LN,
     OPT_DTYPE,
@@ -152,6 +174,8 @@ static const struct option long_options[] = {
     {"vocab", required_argument, NULL, OPT_VOCAB},
     {"max-positions", required_argument, NULL, OPT_MAX_POSITIONS},
     {"tie-embeddings", no_argument, NULL, OPT_TIE},
+    {"head-dim", required_argument, NULL, OPT_HEAD_DIM},
+    {"sliding-window", required_argument, NULL, OPT_SLIDING_WINDOW},
     {"word-embed-proj-dim", required_argument, NULL, OPT_WORD_EMBED},
     {"post-layer-norm", no_argument, NULL, OPT_POST_LN},
     {"dtype", required_argument, NULL, OPT_DTYPE},
@@ -227,6 +251,19 @@ static bool parse_dtype(const char *s, duet_dtype *out)
     return true;
 }
 
+/* --arch: the architecture and its class name into d. */
+static bool parse_arch(const char *s, duet_model_desc *d)
+{
+    for (size_t i = 0; i < sizeof(arch_names) / sizeof(arch_names[0]); i++) {
+        if (strcmp(s, arch_names[i][0]) == 0) {
+            d->arch = strcmp(s, "opt") == 0 ? DUET_ARCH_OPT : DUET_ARCH_LLAMA;
+            snprintf(d->architecture, sizeof(d->architecture), "%s", arch_names[i][1]);
+            return true;
+        }
+    }
+    return false;
+}
+
 /* A shape option into o->desc. */
 static bool parse_shape(int c, const char *arg, struct options *o)
 {
@@ -249,6 +286,10 @@ static bool parse_shape(int c, const char *arg, struct options *o)
         return parse_u32(arg, DUET__MAX_DIM - 2, &d->max_position);
     case OPT_WORD_EMBED:
         return parse_u32(arg, DUET__MAX_DIM, &d->word_embed_proj_dim);
+    case OPT_HEAD_DIM:
+        return parse_u32(arg, DUET__MAX_DIM, &d->head_dim);
+    case OPT_SLIDING_WINDOW:
+        return parse_u32(arg, DUET__MAX_DIM, &d->sliding_window);
     }
     return false;
 }
@@ -265,8 +306,7 @@ static bool parse_value(int c, const char *arg, struct options *o)
         return duet__preset_find(arg) != NULL;
     case OPT_ARCH:
         o->has_arch = true;
-        o->desc.arch = strcmp(arg, "opt") == 0 ? DUET_ARCH_OPT : DUET_ARCH_LLAMA;
-        return strcmp(arg, "opt") == 0 || strcmp(arg, "llama") == 0;
+        return parse_arch(arg, &o->desc);
     case OPT_DTYPE:
         o->has_dtype = true;
         return parse_dtype(arg, &o->dtype);
@@ -380,6 +420,12 @@ static void apply_shapes(const struct options *o, duet_model_desc *d)
         d->max_position = g->max_position;
     if (g->word_embed_proj_dim)
         d->word_embed_proj_dim = g->word_embed_proj_dim;
+    if (g->hidden_size || g->num_heads || !d->head_dim)
+        d->head_dim = d->hidden_size / d->num_heads;
+    if (g->head_dim)
+        d->head_dim = g->head_dim;
+    if (g->sliding_window)
+        d->sliding_window = g->sliding_window;
     if (o->tie)
         d->tie_word_embeddings = true;
     if (o->post_ln)
@@ -396,6 +442,9 @@ static int explicit_desc(const struct options *o, duet_model_desc *d)
         return usage_error("explicit shapes need --hidden, --layers, --heads, --intermediate "
                            "and --vocab (or --tokenizer)");
     duet__desc_defaults(d, g->arch);
+    snprintf(d->architecture, sizeof(d->architecture), "%s", g->architecture);
+    duet__desc_family_defaults(d);
+    d->head_dim = 0; /* hidden / heads unless --head-dim (Qwen3's 128 is for its real sizes) */
     if (g->arch == DUET_ARCH_OPT) {
         d->bos_token_id = g->vocab_size > 2 ? 2 : 0;
         d->pad_token_id = g->vocab_size > 1 ? 1 : -1;
@@ -413,10 +462,11 @@ static int explicit_desc(const struct options *o, duet_model_desc *d)
 static int target_desc(const struct options *o, duet_model_desc *d)
 {
     int rc = -1;
+    bool derived; /* head_dim = hidden / heads */
 
     if (o->preset) {
         *d = duet__preset_find(o->preset)->desc;
-        if (o->has_arch && o->desc.arch != d->arch)
+        if (o->has_arch && strcmp(o->desc.architecture, d->architecture) != 0)
             return usage_error("--arch contradicts --preset");
     } else if (o->has_arch) {
         rc = explicit_desc(o, d);
@@ -425,12 +475,17 @@ static int target_desc(const struct options *o, duet_model_desc *d)
     }
     if (rc >= 0)
         return rc;
+    if (d->arch == DUET_ARCH_OPT && (o->desc.head_dim || o->desc.sliding_window))
+        return usage_error("--head-dim and --sliding-window are for the llama family");
+    if (o->desc.sliding_window && strcmp(d->architecture, "LlamaForCausalLM") == 0)
+        return usage_error("--sliding-window needs --arch mistral, qwen2 or qwen3");
+    derived = !o->desc.head_dim && (o->desc.hidden_size || o->desc.num_heads || !d->head_dim);
     apply_shapes(o, d);
-    if (d->hidden_size % d->num_heads)
-        return usage_error("the hidden size must be a multiple of the number of heads");
+    if (derived && d->hidden_size % d->num_heads)
+        return usage_error("the hidden size must be a multiple of the number of heads (or give "
+                           "--head-dim)");
     if (d->arch == DUET_ARCH_OPT)
         d->num_kv_heads = d->num_heads;
-    d->head_dim = d->hidden_size / d->num_heads;
     d->torch_dtype = o->has_dtype ? o->dtype : DUET_DTYPE_BF16;
     return -1;
 }

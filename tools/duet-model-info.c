@@ -139,6 +139,12 @@ static void print_arch(const duet_model *m)
                d->do_layer_norm_before ? "before" : "after", d->final_layer_norm ? "a" : "no",
                d->word_embed_proj_dim, d->position_offset);
     printf("tied embeddings:  %s\n", d->tie_word_embeddings ? "yes" : "no");
+    if (d->arch == DUET_ARCH_LLAMA)
+        printf("attention:        %s%s, %s\n", d->attention_bias ? "q/k/v biases" : "no biases",
+               d->qk_norm ? ", per-head q/k RMSNorm" : "",
+               d->sliding_window ? "sliding window" : "full (no sliding window)");
+    if (d->sliding_window)
+        printf("sliding_window:   %u\n", d->sliding_window);
     printf("torch_dtype:      %s\n", duet_dtype_name(d->torch_dtype));
     print_ids(d);
 }

@@ -48,7 +48,8 @@ typedef enum duet_dtype {
 } duet_dtype;
 
 typedef enum duet_arch {
-    DUET_ARCH_LLAMA = 0, /* LlamaForCausalLM, MistralForCausalLM without sliding window */
+    DUET_ARCH_LLAMA = 0, /* LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM and
+                            Qwen3ForCausalLM (the Llama family: flags below tell them apart) */
     DUET_ARCH_OPT = 1,   /* OPTForCausalLM */
 } duet_arch;
 
@@ -99,6 +100,11 @@ typedef struct duet_model_desc {
     int32_t pad_token_id;                      /* -1 when the model has none */
     uint32_t n_eos;                            /* valid entries of eos_token_ids */
     int32_t eos_token_ids[DUET_MODEL_MAX_EOS]; /* generation_config.json, else config.json */
+    /* Llama family: Qwen2, Qwen3, Mistral */
+    bool attention_bias;     /* q, k and v projections have biases (Qwen2) */
+    bool qk_norm;            /* RMSNorm over each head of q and k before RoPE (Qwen3) */
+    uint32_t sliding_window; /* a position attends to the last sliding_window positions, itself
+                                included (keys at p' > p - sliding_window); 0: all of them */
 } duet_model_desc;
 
 /* One tensor of a safetensors file. Read-only: the model owns it and everything it points to. */

@@ -46,7 +46,7 @@ extern "C" {
 /* ABI version. The major changes when a layout or a meaning changes; the minor when fields or
  * capabilities are appended. A host refuses a plugin of another major. */
 #define DUET_ABI_MAJOR 1u
-#define DUET_ABI_MINOR 3u
+#define DUET_ABI_MINOR 4u
 
 /* The one symbol a plugin exports, and its type. */
 #define DUET_PLUGIN_QUERY_SYMBOL "duet_plugin_query"
@@ -133,6 +133,9 @@ typedef struct duet_model_info {
     uint32_t n_eos;           /* valid entries of eos_token_ids */
     int32_t eos_token_ids[8]; /* end-of-sequence ids (generation_config.json may list several) */
     uint64_t weight_bytes;    /* bytes the weights occupy where they live */
+    /* ---- minor 4 ---- */
+    uint32_t sliding_window; /* position p attends to p - sliding_window + 1 .. p only, so the
+                                host may free KV blocks before that; 0: all positions */
 } duet_model_info;
 
 /* KV-cache sizing (cache_geometry()). */
