@@ -109,7 +109,7 @@ static int count_params(const char *dir, struct params *out)
         .num_layers = d->num_layers, .num_heads = d->num_heads, .head_dim = d->head_dim};
     for (size_t i = 0; i < duet_model_num_tensors(m); i++) {
         const duet_tensor *t = duet_model_tensor_at(m, i);
-        uint64_t numel = t->nbytes / duet_dtype_size(t->dtype);
+        uint64_t numel = t->numel;
         bool tok = strstr(t->name, "embed_tokens") != NULL;
 
         if (strncmp(t->name, "lm_head", 7) == 0 || (tok && d->tie_word_embeddings))

@@ -12,6 +12,7 @@ MODEL_SOURCES = \
 	model/model_gen.h \
 	model/hf_config.c \
 	model/dtype.c \
+	model/gguf.c \
 	model/index.c \
 	model/layout.c \
 	model/model.c \
@@ -20,6 +21,7 @@ MODEL_SOURCES = \
 MODEL_GEN_SOURCES = \
 	model/draft.c \
 	model/generate.c \
+	model/gguf_write.c \
 	model/presets.c \
 	model/write.c
 
