@@ -502,6 +502,8 @@ static duet_status check_ranges(struct parse *p)
     duet_status st = DUET_STATUS_OK;
 
     p->data_start = (c->pos + p->alignment - 1) / p->alignment * p->alignment;
+    if (p->n_t == 0 && p->data_start > c->size) /* no data: the padding may be left out */
+        p->data_start = c->size;
     if (p->data_start > c->size)
         return duet__fail(c->msg, DUET_STATUS_BAD_FORMAT,
                           "%s: the data area would start at byte %llu, past the end of the file "

@@ -61,6 +61,14 @@ tests_check_model_LDADD = tests/fault-model_gen.a tests/fault-model.a $(CHECK_LI
 CHECK_TESTS += tests/check_model
 tests_check_abi_SOURCES += tests/headers/model.c
 
+# GGUF files: the parser's refusals on images built byte by byte, files written and read back.
+check_PROGRAMS += tests/check_gguf
+tests_check_gguf_SOURCES = tests/check_gguf.c tests/check_util.h tests/test_dirs.h
+tests_check_gguf_CFLAGS = $(TEST_CFLAGS) $(JANSSON_CFLAGS)
+tests_check_gguf_LDADD = model/libduet_model_gen.la model/libduet_model.la $(CHECK_LIBS) \
+	$(JANSSON_LIBS) -lm
+CHECK_TESTS += tests/check_gguf
+
 # Greedy agreement of a draft with its target (docs/models.md): a measuring tool, not a test.
 check_PROGRAMS += tests/model_agreement
 tests_model_agreement_SOURCES = tests/model_agreement.c tests/reference_forward.c \
