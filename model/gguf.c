@@ -162,7 +162,8 @@ static duet_status rd_str(struct cur *c, const char **s, uint64_t *len, const ch
         return st;
     if (*len > left(c))
         return duet__fail(c->msg, DUET_STATUS_BAD_FORMAT,
-                          "%s: %s: string length %llu is more than the %llu bytes left in the file",
+                          "%s: %s: string length %llu is more than the %llu bytes left in the file "
+                          "(truncated?)",
                           c->path, what, (unsigned long long)*len, (unsigned long long)left(c));
     *s = (const char *)c->buf + c->pos;
     c->pos += *len;
