@@ -27,8 +27,17 @@
 #define ALIGN 32u
 #define CHUNK_ELEMS (1u << 20)
 
-enum { T_U32 = 4, T_F32 = 6, T_STRING = 8 };                        /* GGUF value types */
-enum { G_F32 = 0, G_F16 = 1, G_Q4_0 = 2, G_Q8_0 = 8, G_BF16 = 30 }; /* ggml types */
+enum { T_U32 = 4, T_F32 = 6, T_STRING = 8 }; /* GGUF value types */
+enum {
+    G_F32 = 0,
+    G_F16 = 1,
+    G_Q4_0 = 2,
+    G_Q8_0 = 8,
+    G_Q4_K = 12,
+    G_Q5_K = 13,
+    G_Q6_K = 14,
+    G_BF16 = 30
+}; /* ggml types */
 
 struct gw {
     FILE *f;
@@ -90,6 +99,12 @@ static uint32_t ggml_type(duet_dtype dt)
         return G_Q8_0;
     case DUET_DTYPE_Q4_0:
         return G_Q4_0;
+    case DUET_DTYPE_Q4_K:
+        return G_Q4_K;
+    case DUET_DTYPE_Q5_K:
+        return G_Q5_K;
+    case DUET_DTYPE_Q6_K:
+        return G_Q6_K;
     default:
         return G_F32;
     }
@@ -107,6 +122,12 @@ static uint32_t file_type(duet_dtype dt)
         return 7;
     case DUET_DTYPE_Q4_0:
         return 2;
+    case DUET_DTYPE_Q4_K:
+        return 15; /* Q4_K_M */
+    case DUET_DTYPE_Q5_K:
+        return 17; /* Q5_K_M */
+    case DUET_DTYPE_Q6_K:
+        return 18;
     default:
         return 0;
     }
@@ -163,7 +184,7 @@ struct wt {
 static uint64_t row_bytes(duet_dtype dt, uint64_t k)
 {
     if (duet__dtype_is_block(dt))
-        return k / 32 * duet_dtype_block_bytes(dt);
+        return k / duet_dtype_block_elems(dt) * duet_dtype_block_bytes(dt);
     return k * duet_dtype_size(dt);
 }
 
@@ -205,12 +226,115 @@ static void quant_q4_0(const float *x, uint8_t *b)
     }
 }
 
+/*
+ * K-quants, for test files only: plain round-to-nearest quantisers that produce valid blocks of
+ * ggml's layouts (llama.cpp's own search for the best scales is not reproduced, so its files
+ * come out slightly more accurate than these).
+ */
+static uint16_t put_f16(uint8_t *p, float v)
+{
+    uint16_t h = duet_f32_to_f16(v);
+
+    memcpy(p, &h, 2);
+    return h;
+}
+
+static int clampi(long v, int lo, int hi)
+{
+    return v < lo ? lo : v > hi ? hi : (int)v;
+}
+
+/* Q6_K: 16 sub-blocks of 16, int8 scales of an f16 d, codes −32 .. 31 stored + 32. */
+static void quant_q6_k(const float *x, uint8_t *b)
+{
+    float s[16], smax = 0.0f, d, dd;
+    int8_t *sc = (int8_t *)(b + 192);
+
+    memset(b, 0, 208);
+    for (int j = 0; j < 16; j++) {
+        float amax = 0.0f, vmax = 0.0f;
+
+        for (int i = 0; i < 16; i++)
+            if (fabsf(x[16 * j + i]) > amax) {
+                amax = fabsf(x[16 * j + i]);
+                vmax = x[16 * j + i];
+            }
+        s[j] = vmax / -32.0f;
+        smax = fabsf(s[j]) > fabsf(smax) ? s[j] : smax;
+    }
+    d = smax / -128.0f;
+    dd = duet_f16_to_f32(put_f16(b + 208, d));
+    for (int j = 0; j < 16; j++)
+        sc[j] = (int8_t)(dd != 0.0f ? clampi(lrintf(s[j] / dd), -128, 127) : 0);
+    for (int p = 0; p < 256; p++) {
+        int half = p / 128, in = p % 128, quarter = in / 32, l = in % 32;
+        float step = dd * (float)sc[p / 16];
+        int q = (step != 0.0f ? clampi(lrintf(x[p] / step), -32, 31) : 0) + 32;
+        uint8_t *ql = b + 64 * half + l + (quarter & 1) * 32, *qh = b + 128 + 32 * half + l;
+
+        *ql |= (uint8_t)(quarter < 2 ? q & 15 : (q & 15) << 4);
+        *qh |= (uint8_t)((q >> 4) << (2 * quarter));
+    }
+}
+
+/* Q4_K / Q5_K: 8 sub-blocks of 32, w = d·sc·q − dmin·m with 6-bit sc and m, q of 4 or 5 bits. */
+static void quant_q45_k(const float *x, bool five, uint8_t *b)
+{
+    float scale[8], min[8], smax = 0.0f, mmax = 0.0f, d, dmin, qmax = five ? 31.0f : 15.0f;
+    int sc[8], m[8];
+    uint8_t *scales = b + 4, *qh = b + 16, *ql = b + (five ? 48 : 16);
+
+    memset(b, 0, five ? 176 : 144);
+    for (int j = 0; j < 8; j++) {
+        float lo = 0.0f, hi = 0.0f;
+
+        for (int i = 0; i < 32; i++) {
+            lo = fminf(lo, x[32 * j + i]);
+            hi = fmaxf(hi, x[32 * j + i]);
+        }
+        scale[j] = (hi - lo) / qmax;
+        min[j] = -lo;
+        smax = fmaxf(smax, scale[j]);
+        mmax = fmaxf(mmax, min[j]);
+    }
+    d = duet_f16_to_f32(put_f16(b, smax / 63.0f));
+    dmin = duet_f16_to_f32(put_f16(b + 2, mmax / 63.0f));
+    for (int j = 0; j < 8; j++) {
+        sc[j] = d > 0.0f ? clampi(lrintf(scale[j] / d), 0, 63) : 0;
+        m[j] = dmin > 0.0f ? clampi(lrintf(min[j] / dmin), 0, 63) : 0;
+        if (j < 4) {
+            scales[j] |= (uint8_t)sc[j];
+            scales[j + 4] |= (uint8_t)m[j];
+        } else {
+            scales[j + 4] = (uint8_t)((sc[j] & 15) | (m[j] & 15) << 4);
+            scales[j - 4] |= (uint8_t)((sc[j] >> 4) << 6);
+            scales[j] |= (uint8_t)((m[j] >> 4) << 6);
+        }
+    }
+    for (int p = 0; p < 256; p++) {
+        int j = p / 32, l = p % 32, chunk = p / 64;
+        float step = d * (float)sc[j];
+        int q = step > 0.0f ? clampi(lrintf((x[p] + dmin * (float)m[j]) / step), 0, (int)qmax) : 0;
+
+        ql[32 * chunk + l] |= (uint8_t)(j & 1 ? (q & 15) << 4 : q & 15);
+        if (five && q > 15)
+            qh[l] |= (uint8_t)(1u << j);
+    }
+}
+
 /* Converts rows floats of k elements each into the file's dtype. */
 static void encode(duet_dtype dt, const float *x, uint64_t rows, uint64_t k, uint8_t *out)
 {
     uint64_t nb = rows * k / 32;
 
-    if (dt == DUET_DTYPE_Q8_0)
+    if (dt == DUET_DTYPE_Q6_K || dt == DUET_DTYPE_Q4_K || dt == DUET_DTYPE_Q5_K) {
+        for (uint64_t b = 0; b < rows * k / 256; b++)
+            if (dt == DUET_DTYPE_Q6_K)
+                quant_q6_k(x + 256 * b, out + 210 * b);
+            else
+                quant_q45_k(x + 256 * b, dt == DUET_DTYPE_Q5_K,
+                            out + duet_dtype_block_bytes(dt) * b);
+    } else if (dt == DUET_DTYPE_Q8_0)
         for (uint64_t b = 0; b < nb; b++)
             quant_q8_0(x + 32 * b, out + 34 * b);
     else if (dt == DUET_DTYPE_Q4_0)
@@ -279,10 +403,11 @@ static duet_status plan(const duet_model *m, duet_dtype dtype, struct wt **out, 
         if (!t->src || !duet__gguf_name(slots[i].name, t->name, sizeof(t->name)))
             st = duet__fail(msg, DUET_STATUS_UNSUPPORTED, "tensor '%s' has no GGUF name",
                             slots[i].name);
-        else if (duet__dtype_is_block(t->dtype) && t->k % 32)
+        else if (duet__dtype_is_block(t->dtype) && t->k % duet_dtype_block_elems(t->dtype))
             st = duet__fail(msg, DUET_STATUS_UNSUPPORTED,
-                            "tensor '%s': rows of %llu elements are not whole %s blocks of 32",
-                            slots[i].name, (unsigned long long)t->k, duet_dtype_name(dtype));
+                            "tensor '%s': rows of %llu elements are not whole %s blocks of %u",
+                            slots[i].name, (unsigned long long)t->k, duet_dtype_name(dtype),
+                            duet_dtype_block_elems(t->dtype));
         t->offset = at;
         t->nbytes = row_bytes(t->dtype, t->k) * t->rows;
         at += (t->nbytes + ALIGN - 1) / ALIGN * ALIGN;

@@ -92,10 +92,12 @@ static void usage(FILE *f)
            "      --noise X              relative noise on every other weight (0 .. 1, default 0)\n"
            "      --draft-layers first|spread  the first N layers (default) or N evenly spaced\n"
            "Output:\n"
-           "      --gguf f32|f16|bf16|q8_0|q4_0  also write DIR/model.gguf (Llama), the same\n"
-           "                             model as llama.cpp's converter lays it out (q/k rows\n"
-           "                             permuted, norms F32, Q8_0 / Q4_0 quantised as ggml's\n"
-           "                             reference quantisers do); duet reads it given the file\n"
+           "      --gguf TYPE            also write DIR/model.gguf (Llama), the same model as\n"
+           "                             llama.cpp's converter lays it out (q/k rows permuted,\n"
+           "                             norms F32): TYPE f32, f16, bf16, q8_0, q4_0 (quantised\n"
+           "                             as ggml's reference quantisers do), q4_k, q5_k, q6_k\n"
+           "                             (plain round-to-nearest: test files; rows of whole\n"
+           "                             blocks of 256); duet reads it given the file\n"
            "      --out DIR              output folder (created if needed)\n"
            "      --shard-size SIZE      shards of at most SIZE bytes (suffix K, M, G) and\n"
            "                             model.safetensors.index.json; default one file\n"
@@ -241,6 +243,12 @@ static bool parse_gguf(const char *s, duet_dtype *out)
         *out = DUET_DTYPE_Q8_0;
     else if (strcmp(s, "q4_0") == 0)
         *out = DUET_DTYPE_Q4_0;
+    else if (strcmp(s, "q4_k") == 0)
+        *out = DUET_DTYPE_Q4_K;
+    else if (strcmp(s, "q5_k") == 0)
+        *out = DUET_DTYPE_Q5_K;
+    else if (strcmp(s, "q6_k") == 0)
+        *out = DUET_DTYPE_Q6_K;
     else
         return parse_dtype(s, out);
     return true;
