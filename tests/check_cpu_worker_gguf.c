@@ -8,7 +8,9 @@
  *   - Q8_0 and Q4_0 files, packed from their codes, match the double-precision reference run on
  *     the dequantised weights (the reference reads the same file) within the tolerances of the
  *     worker's own int8 / int4 tests; the worst error seen is printed;
- *   - a weights setting that would requantise them is refused by name.
+ *   - a weights setting that would requantise them is refused by name;
+ *   - Q4_K / Q5_K / Q6_K files, dequantised at load, against the same reference: the error the
+ *     worker's weights setting adds is measured and printed.
  *
  * Exit 77 (automake's SKIP) when the plugin is not there.
  */
@@ -16,6 +18,7 @@
 #include "worker_harness.h"
 
 #include "check_util.h"
+#include "test_dirs.h"
 
 #include <check.h>
 #include <math.h>
@@ -166,6 +169,99 @@ START_TEST(test_settings_that_would_requantise_gguf_blocks_are_refused)
 }
 END_TEST
 
+/* Max and mean over rows and counted tokens of |log p_worker − log p_ref| / max(1, max |logit|). */
+struct err_stats {
+    double max, mean;
+};
+
+static struct err_stats logit_error(const struct tmodel *tm, struct wk_opts o, uint32_t n,
+                                    uint64_t seed)
+{
+    uint32_t vocab = tm->desc.vocab_size;
+    int32_t *tokens = malloc(n * sizeof(*tokens));
+    struct err_stats e = {0, 0};
+    double *logits, sum = 0;
+    uint64_t count = 0;
+    struct outs out;
+
+    ck_assert_ptr_nonnull(tokens);
+    make_tokens(tokens, n, vocab, seed);
+    logits = reference(tm, tokens, n);
+    prefill_rows(tm, o, tokens, n, &out);
+    for (uint32_t r = 0; r < n; r++) {
+        struct ref_row rr;
+
+        ref_row_init(&rr, logits + (size_t)r * vocab, vocab, 1.0, 1.0);
+        for (uint32_t v = 0; v < vocab; v++)
+            if (ref_row_counts(&rr, v)) {
+                double d = fabs(log(out.probs[(size_t)r * vocab + v]) - rr.lp[v]) / rr.lim;
+
+                e.max = fmax(e.max, d);
+                sum += d;
+                count++;
+            }
+        ref_row_fini(&rr);
+    }
+    e.mean = count ? sum / (double)count : 0;
+    outs_free(&out);
+    free(logits);
+    free(tokens);
+    return e;
+}
+
+/*
+ * K-quant files (Q4_K, Q5_K, Q6_K: what Q4_K_M / Q5_K_M files hold) are dequantised at load and
+ * stored as `weights` says; the reference runs on the same dequantised weights, so what is
+ * measured is what the worker adds: nothing beyond f32 rounding with weights f32 (auto), its
+ * own int8 / int4 rounding of those floats otherwise. Bounds: the worker's f32, int8 and int4
+ * tolerances. A model of hidden 256 (rows of whole super-blocks).
+ */
+START_TEST(test_k_quant_files_requantised_error_is_measured)
+{
+    static const duet_dtype types[] = {DUET_DTYPE_Q4_K, DUET_DTYPE_Q5_K, DUET_DTYPE_Q6_K};
+    static const struct {
+        const char *weights;
+        double tol;
+    } ws[] = {{"f32", 1e-4}, {"int8", 4e-2}, {"int4", 3e-1}};
+    struct tmodel base = models[M_LLAMA_F32];
+    struct duet__gen_params p = {.seed = 17, .force = true, .flags = DUET_MODEL_QUIET};
+    char e[512];
+    struct duet__msg msg = {e, sizeof(e)};
+
+    snprintf(base.dir, sizeof(base.dir), "%.4000s-k256", models[M_LLAMA_F32].dir);
+    base.name = "llama-k256";
+    base.desc.hidden_size = 256;
+    base.desc.intermediate_size = 512;
+    base.desc.head_dim = 64;
+    base.desc.torch_dtype = DUET_DTYPE_F32;
+    p.desc = base.desc;
+    p.dir = base.dir;
+    ck_assert_msg(duet__gen_model(&p, &msg) == DUET_STATUS_OK, "%s", e);
+    for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
+        struct tmodel g = base;
+        duet_model *src;
+
+        snprintf(g.dir, sizeof(g.dir), "%.4000s/model-%s.gguf", base.dir,
+                 duet_dtype_name(types[t]));
+        ck_assert(duet_model_create(base.dir, DUET_MODEL_QUIET, &src, e, sizeof(e)) == 0);
+        ck_assert_msg(duet__gguf_write(src, g.dir, types[t], DUET_MODEL_QUIET, &msg) == 0, "%s", e);
+        duet_model_destroy(src);
+        for (size_t w = 0; w < sizeof(ws) / sizeof(ws[0]); w++) {
+            struct err_stats st = logit_error(
+                &g, (struct wk_opts){.weights = ws[w].weights, .tol = ws[w].tol}, 40, 90 + w);
+
+            fprintf(stderr,
+                    "%s GGUF, weights %-4s: |dlogp|/max(1,|logit|) vs the dequantised "
+                    "reference: max %.2e, mean %.2e (bound %g)\n",
+                    duet_dtype_name(types[t]), ws[w].weights, st.max, st.mean, ws[w].tol);
+            ck_assert_msg(st.max <= ws[w].tol, "%s, weights %s: %g", duet_dtype_name(types[t]),
+                          ws[w].weights, st.max);
+        }
+    }
+    duet_test_rmtree(base.dir);
+}
+END_TEST
+
 static Suite *gguf_worker_suite(void)
 {
     Suite *s = suite_create("cpu_worker_gguf");
@@ -175,6 +271,7 @@ static Suite *gguf_worker_suite(void)
          test_q8_0_and_q4_0_gguf_match_the_reference_on_dequantised_weights},
         {"q4_0 packing", test_q4_0_weights_auto_and_int4_are_the_same_packing},
         {"requantising refused", test_settings_that_would_requantise_gguf_blocks_are_refused},
+        {"k-quants", test_k_quant_files_requantised_error_is_measured},
     };
 
     duet_test_add_cases(s, cases, sizeof(cases) / sizeof(cases[0]), NULL, NULL,
