@@ -3,7 +3,8 @@
 # types, a malformed file's message), and duet-run serves them: a Q4_0 GGUF draft for a
 # safetensors target of the same vocabulary gives, greedy, exactly the target's plain output
 # (requests sorted: they may finish in another order);
-# an F32 GGUF target gives the output of the folder it was written from.
+# an F32 GGUF target gives the output of the folder it was written from; a text prompt uses the
+# tokenizer.json beside a GGUF file.
 set -u
 top_builddir=${DUET_TEST_BUILDDIR:-.}
 run="$top_builddir/tools/duet-run"
@@ -47,4 +48,14 @@ speculative: { draft_model = \"$tmp/d/model.gguf\"; worker = \"cpu\"; num_tokens
 cmp -s "$tmp/plain" "$tmp/spec" || fail "Q4_0 GGUF draft changed the greedy output"
 serve "model = \"$tmp/t/model.gguf\"; target: { worker = \"cpu\"; threads = 2; };" "$tmp/gguf"
 cmp -s "$tmp/plain" "$tmp/gguf" || fail "the F32 GGUF target differs from its folder"
+# text: the tokenizer.json beside a GGUF file is the model's tokenizer
+tok="${DUET_TEST_SRCDIR:-.}/tests/fixtures/tokenizers/bytelevel"
+[ -f "$tok/tokenizer.json" ] || fail "no tokenizer fixture at $tok"
+"$mk" --out "$tmp/tk" --arch llama --hidden 64 --layers 1 --heads 4 --intermediate 128 \
+    --tokenizer "$tok" --dtype f32 --gguf q8_0 --quiet || exit 99
+printf '%s\n' "model = \"$tmp/tk/model.gguf\"; target: { worker = \"cpu\"; threads = 2; };" \
+    >"$tmp/c.cfg"
+"$run" --config "$tmp/c.cfg" --prompt "Hello world" --max-tokens 4 --ignore-eos --json \
+    >"$tmp/out" 2>"$tmp/err" || fail "a text prompt on a GGUF file: $(cat "$tmp/err")"
+grep -q '"text": ' "$tmp/out" || fail "no text for a GGUF file: $(cat "$tmp/out")"
 echo "gguf_check: PASS ($(wc -l <"$tmp/plain") requests, speculative and GGUF outputs identical)"
