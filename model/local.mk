@@ -63,9 +63,10 @@ tests_check_abi_SOURCES += tests/headers/model.c
 
 # GGUF files: the parser's refusals on images built byte by byte, files written and read back.
 check_PROGRAMS += tests/check_gguf
-tests_check_gguf_SOURCES = tests/check_gguf.c tests/check_util.h tests/test_dirs.h
+tests_check_gguf_SOURCES = tests/check_gguf.c tests/check_util.h tests/test_dirs.h \
+	tests/fault.c tests/fault.h
 tests_check_gguf_CFLAGS = $(TEST_CFLAGS) $(JANSSON_CFLAGS)
-tests_check_gguf_LDADD = model/libduet_model_gen.la model/libduet_model.la $(CHECK_LIBS) \
+tests_check_gguf_LDADD = tests/fault-model_gen.a tests/fault-model.a $(CHECK_LIBS) \
 	$(JANSSON_LIBS) -lm
 CHECK_TESTS += tests/check_gguf
 

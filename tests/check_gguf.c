@@ -9,6 +9,7 @@
 #include "../model/model-int.h"
 
 #include "check_util.h"
+#include "fault.h"
 #include "test_dirs.h"
 
 #include <check.h>
@@ -732,6 +733,36 @@ START_TEST(test_k_quant_files_hold_the_values_within_their_code_widths)
 }
 END_TEST
 
+/* Every allocation of duet_model_create on a GGUF file failed in turn: a status, never a model
+ * half made (ASan and valgrind runs see leaks). */
+START_TEST(test_create_of_a_gguf_file_survives_every_allocation_failure)
+{
+    char path[4300];
+    duet_model *src;
+    duet_status st;
+    long n = 0;
+
+    gen_llama(gen_dir());
+    src = open_model(gen_dir());
+    duet_model_destroy(write_gguf(src, DUET_DTYPE_Q8_0, path, sizeof(path)));
+    duet_model_destroy(src);
+    do {
+        duet_model *m = NULL;
+
+        duet_test_injected = false;
+        duet_test_fail_countdown = n++;
+        st = duet_model_create(path, DUET_MODEL_QUIET, &m, err, sizeof(err));
+        duet_test_fail_countdown = -1;
+        ck_assert_msg(st != DUET_STATUS_OK || !duet_test_injected, "failure %ld was ignored", n);
+        ck_assert_msg(st == DUET_STATUS_OK || duet_test_injected, "failure without injection: %s",
+                      err);
+        ck_assert_msg(st == DUET_STATUS_OK || m == NULL, "failed create returned a model");
+        duet_model_destroy(m);
+    } while (st != DUET_STATUS_OK && n < 100000);
+    ck_assert_int_gt(n, 10);
+}
+END_TEST
+
 /* A K-quant super-block built by hand dequantises as ggml's layout says. */
 START_TEST(test_q6_k_block_dequantises_as_laid_out)
 {
@@ -784,6 +815,7 @@ static Suite *gguf_suite(void)
         {"block files", test_q8_0_and_q4_0_files_hold_the_values_within_a_step},
         {"q6_k", test_q6_k_block_dequantises_as_laid_out},
         {"k-quant files", test_k_quant_files_hold_the_values_within_their_code_widths},
+        {"allocation failures", test_create_of_a_gguf_file_survives_every_allocation_failure},
     };
 
     duet_test_add_cases(s, cases, sizeof(cases) / sizeof(cases[0]), setup, teardown, 60);
