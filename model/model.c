@@ -553,7 +553,7 @@ static duet_status scan_tensor(const duet_tensor *t, float *buf, size_t cap,
                 return duet__fail(
                     msg, DUET_STATUS_BAD_FORMAT, "%s: tensor '%s': element %llu is %s", t->file,
                     t->name, (unsigned long long)(first + i), isnan(buf[i]) ? "NaN" : "infinite");
-        duet__progress_add(p, n * duet_dtype_size(t->dtype));
+        duet__progress_add(p, n * t->nbytes / t->numel); /* block types: bytes pro rata */
     }
     return DUET_STATUS_OK;
 }
