@@ -494,13 +494,37 @@ static duet_status read_alignment(struct parse *p)
     return DUET_STATUS_OK;
 }
 
-/* Every tensor aligned and inside the data area; none overlapping another. */
+/* No two tensors share a byte (sorted by offset, each must start at or after the end of the one
+ * before; padding between them is allowed). */
+static duet_status check_overlaps(struct parse *p)
+{
+    const struct tinfo **by = malloc(((size_t)p->n_t + 1) * sizeof(*by));
+    duet_status st = DUET_STATUS_OK;
+    uint64_t end = 0;
+
+    if (!by)
+        return duet__fail(p->c.msg, DUET_STATUS_OUT_OF_MEMORY, "%s: out of memory", p->c.path);
+    for (uint64_t i = 0; i < p->n_t; i++)
+        by[i] = &p->ts[i];
+    qsort(by, (size_t)p->n_t, sizeof(*by), tinfo_offset_cmp);
+    for (uint64_t i = 0; !st && i < p->n_t; i++) {
+        if (i && by[i]->offset < end)
+            st = duet__fail(p->c.msg, DUET_STATUS_BAD_FORMAT,
+                            "%s: tensors '%s' and '%s' overlap (bytes %llu .. %llu of the data "
+                            "area)",
+                            p->c.path, by[i - 1]->name, by[i]->name,
+                            (unsigned long long)by[i]->offset, (unsigned long long)end);
+        end = by[i]->offset + by[i]->nbytes;
+    }
+    free(by);
+    return st;
+}
+
+/* The data area inside the file; every tensor aligned and inside it; none overlapping another. */
 static duet_status check_ranges(struct parse *p)
 {
     struct cur *c = &p->c;
-    uint64_t data_size, end = 0;
-    const struct tinfo **by = NULL;
-    duet_status st = DUET_STATUS_OK;
+    uint64_t data_size;
 
     p->data_start = (c->pos + p->alignment - 1) / p->alignment * p->alignment;
     if (p->n_t == 0 && p->data_start > c->size) /* no data: the padding may be left out */
@@ -525,22 +549,7 @@ static duet_status check_ranges(struct parse *p)
                               c->path, t->name, (unsigned long long)t->offset,
                               (unsigned long long)t->nbytes, (unsigned long long)data_size);
     }
-    if (!(by = malloc(((size_t)p->n_t + 1) * sizeof(*by))))
-        return duet__fail(c->msg, DUET_STATUS_OUT_OF_MEMORY, "%s: out of memory", c->path);
-    for (uint64_t i = 0; i < p->n_t; i++)
-        by[i] = &p->ts[i];
-    qsort(by, (size_t)p->n_t, sizeof(*by), tinfo_offset_cmp);
-    for (uint64_t i = 0; !st && i < p->n_t; i++) {
-        if (i && by[i]->offset < end)
-            st = duet__fail(c->msg, DUET_STATUS_BAD_FORMAT,
-                            "%s: tensors '%s' and '%s' overlap (bytes %llu .. %llu of the data "
-                            "area)",
-                            c->path, by[i - 1]->name, by[i]->name,
-                            (unsigned long long)by[i]->offset, (unsigned long long)end);
-        end = by[i]->offset + by[i]->nbytes;
-    }
-    free(by);
-    return st;
+    return check_overlaps(p);
 }
 
 /* ---- metadata → description --------------------------------------------------------------- */
