@@ -758,6 +758,44 @@ static duet_status read_ids(const struct parse *p, duet_model_desc *d)
     return DUET_STATUS_OK;
 }
 
+/*
+ * The embedded tokenizer's arrays, when present (duet does not read them yet, but a file whose
+ * vocabulary disagrees with its embeddings is malformed, as llama.cpp would find): tokens an
+ * array of strings of one entry per embedding row; scores (float32) and token_type (int32) of
+ * the same length; merges an array of strings.
+ */
+static duet_status check_tokenizer_keys(const struct parse *p, uint32_t vocab)
+{
+    static const struct {
+        const char *key;
+        uint32_t elem; /* enum vtype */
+        bool per_token;
+    } arrays[] = {
+        {"tokenizer.ggml.tokens", V_STRING, true},
+        {"tokenizer.ggml.scores", V_F32, true},
+        {"tokenizer.ggml.token_type", V_I32, true},
+        {"tokenizer.ggml.merges", V_STRING, false},
+    };
+
+    for (size_t i = 0; i < COUNT(arrays); i++) {
+        const struct kv *kv = find_kv(p, arrays[i].key);
+
+        if (!kv)
+            continue;
+        if (kv->type != V_ARRAY || kv->elem != arrays[i].elem)
+            return duet__fail(
+                p->c.msg, DUET_STATUS_BAD_FORMAT,
+                "%s: key '%s' is of type %s%s%s; it must be an array of %s", p->c.path,
+                arrays[i].key, vtype_names[kv->type], kv->type == V_ARRAY ? " of " : "",
+                kv->type == V_ARRAY ? vtype_names[kv->elem] : "", vtype_names[arrays[i].elem]);
+        if (arrays[i].per_token && kv->n != vocab)
+            return duet__fail(p->c.msg, DUET_STATUS_BAD_FORMAT,
+                              "%s: key '%s' has %llu entries but token_embd.weight has %u rows",
+                              p->c.path, arrays[i].key, (unsigned long long)kv->n, vocab);
+    }
+    return DUET_STATUS_OK;
+}
+
 /* The float type of the matrices, as config.json's torch_dtype would say (F32 for block types). */
 static duet_dtype file_dtype(const struct parse *p)
 {
@@ -795,6 +833,8 @@ static duet_status read_desc(const struct parse *p, duet_model_desc *d)
         return duet__fail(p->c.msg, DUET_STATUS_BAD_FORMAT, "%s: tensor 'token_embd.weight' is %s",
                           p->c.path, embd ? "not 2-dimensional" : "missing");
     d->vocab_size = embd->ne[1] > UINT32_MAX ? 0 : (uint32_t)embd->ne[1];
+    if ((st = check_tokenizer_keys(p, d->vocab_size)))
+        return st;
     d->tie_word_embeddings = !find_tinfo(p, "output.weight");
     d->torch_dtype = file_dtype(p);
     return duet__desc_check(d, p->c.path, p->c.msg);

@@ -486,6 +486,41 @@ START_TEST(test_qwen_and_unknown_architectures_are_unsupported_by_name)
 }
 END_TEST
 
+/* tokenizer arrays: the right element types, one entry per embedding row. */
+static struct img with_tokens(uint64_t n, uint32_t elem)
+{
+    struct img b = start(1, LLAMA_KVS + 1);
+
+    llama_kvs(&b, "llama");
+    str(&b, "tokenizer.ggml.tokens");
+    u32(&b, 9);
+    u32(&b, elem);
+    u64(&b, n);
+    for (uint64_t i = 0; i < n; i++)
+        if (elem == 8)
+            str(&b, "t");
+        else
+            u32(&b, (uint32_t)i);
+    embd_info(&b);
+    data(&b, EMBD_BYTES);
+    return b;
+}
+
+START_TEST(test_tokenizer_arrays_must_match_the_vocabulary)
+{
+    struct img b = with_tokens(VOCAB, 8);
+    struct duet__gguf g;
+
+    ck_assert_msg(parse(&b, &g) == DUET_STATUS_OK, "%s", err);
+    duet__gguf_fini(&g);
+    free(b.p);
+    b = with_tokens(VOCAB - 1, 8);
+    refused(&b, DUET_STATUS_BAD_FORMAT, "'tokenizer.ggml.tokens' has 7 entries");
+    b = with_tokens(VOCAB, 4);
+    refused(&b, DUET_STATUS_BAD_FORMAT, "'tokenizer.ggml.tokens' is of type array of uint32");
+}
+END_TEST
+
 START_TEST(test_q_rows_not_heads_times_head_dim_are_refused)
 {
     const uint64_t ne[2] = {HIDDEN, 16};
@@ -811,6 +846,7 @@ static Suite *gguf_suite(void)
         {"tensor names", test_duplicate_and_bad_tensor_names_are_refused},
         {"architectures", test_qwen_and_unknown_architectures_are_unsupported_by_name},
         {"q rows", test_q_rows_not_heads_times_head_dim_are_refused},
+        {"tokenizer arrays", test_tokenizer_arrays_must_match_the_vocabulary},
         {"float files", test_float_gguf_files_read_back_the_folders_values},
         {"block files", test_q8_0_and_q4_0_files_hold_the_values_within_a_step},
         {"q6_k", test_q6_k_block_dequantises_as_laid_out},
