@@ -269,29 +269,34 @@ static duet_status use_codes(duet_worker *w, const duet_tensor *const *t, size_t
     return DUET_STATUS_OK;
 }
 
-/* Packs GGUF Q8_0 / Q4_0 tensors t[0..n) stacked, from their codes and scales: no rounding. */
-static duet_status pack_codes(duet_worker *w, const duet_tensor *const *t, size_t n, uint64_t rows,
-                              uint64_t k, duet_cpu_mat **out)
+/* Packs GGUF Q8_0 / Q4_0 tensors t[0..n) stacked, from their codes and scales: no rounding; their
+ * biases b[0..n) (all or none) as f32. */
+static duet_status pack_codes(duet_worker *w, const duet_tensor *const *t,
+                              const duet_tensor *const *b, size_t n, uint64_t rows, uint64_t k,
+                              duet_cpu_mat **out)
 {
     uint8_t *codes = malloc(rows * k);
     uint16_t *scales = malloc(rows * (k / 32) * sizeof(uint16_t));
+    float *bias = b[0] ? malloc(rows * sizeof(float)) : NULL;
     duet_cpu_mat *mat = calloc(1, sizeof(*mat));
     duet_status st;
     uint64_t at = 0;
 
     *out = NULL;
-    if (!codes || !scales || !mat) {
+    if (!codes || !scales || !mat || (b[0] && !bias)) {
         st = fail(w, DUET_STATUS_OUT_OF_MEMORY, "cpu worker: out of memory packing %s", t[0]->name);
         goto out_free;
     }
     for (size_t i = 0; i < n; i++) {
         duet_tensor_read_codes(t[i], 0, t[i]->shape[0], codes + at * k, scales + at * (k / 32));
+        if (bias)
+            duet_tensor_read_f32(b[i], 0, b[i]->numel, bias + at);
         at += t[i]->shape[0];
     }
     mat->n = (uint32_t)rows;
     mat->k = (uint32_t)k;
     st = duet__gemv_weight_pack_codes(
-        &mat->gemv, t[0]->name, codes, scales, NULL, (uint32_t)rows, (uint32_t)k,
+        &mat->gemv, t[0]->name, codes, scales, bias, (uint32_t)rows, (uint32_t)k,
         w->quant == DUET_CPU_QUANT_INT8 ? DUET_GEMV_INT8 : DUET_GEMV_INT4, 32, w->err.msg,
         sizeof(w->err.msg));
     if (!st) {
@@ -303,6 +308,7 @@ out_free:
     mat_destroy(mat);
     free(codes);
     free(scales);
+    free(bias);
     return st;
 }
 
@@ -330,8 +336,8 @@ static duet_status pack(duet_worker *w, int32_t layer, const char *const *names,
     }
     if ((st = use_codes(w, t, n, lm_head, &codes)))
         return st;
-    if (codes && !b[0])
-        return pack_codes(w, t, n, rows, k, out);
+    if (codes)
+        return pack_codes(w, t, b, n, rows, k, out);
     wt = malloc(rows * k * sizeof(float));
     if (b[0])
         bias = malloc(rows * sizeof(float));
