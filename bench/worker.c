@@ -109,7 +109,7 @@ static int count_params(const char *dir, struct params *out)
         .num_layers = d->num_layers, .num_heads = d->num_heads, .head_dim = d->head_dim};
     for (size_t i = 0; i < duet_model_num_tensors(m); i++) {
         const duet_tensor *t = duet_model_tensor_at(m, i);
-        uint64_t numel = t->nbytes / duet_dtype_size(t->dtype);
+        uint64_t numel = t->numel;
         bool tok = strstr(t->name, "embed_tokens") != NULL;
 
         if (strncmp(t->name, "lm_head", 7) == 0 || (tok && d->tie_word_embeddings))
@@ -160,6 +160,8 @@ static int worker_load(struct bench_worker *wk, const struct duet_bench_opts *o,
     bool quant = strcmp(precision, "int8") == 0 || strcmp(precision, "int4") == 0;
     char err[1024];
 
+    if (strncmp(precision, "gguf-", 5) == 0) /* a GGUF file's Q8_0 / Q4_0: weights auto */
+        precision = "auto";
     /* the CPU worker: the precision is the weights' storage, computed in what dtype auto picks
      * here (plugin_details says which); the GPU worker computes in the precision */
     if (duet_config_create(&wk->cfg) || config_setf(wk->cfg, "model=\"%s\"", dir) ||
@@ -667,10 +669,12 @@ static void run_sizes(struct run *r)
     r->prefill_blocks = ceil_div(r->prompt_len, BLOCK_SIZE);
     r->tmpl_blocks = ceil_div(r->context, BLOCK_SIZE);
     r->seq_blocks = ceil_div(r->context + r->window, BLOCK_SIZE);
-    r->weight_bytes = strcmp(r->dtype, "f32") == 0    ? 4.0
-                      : strcmp(r->dtype, "int8") == 0 ? 1.0 + 2.0 / r->group
-                      : strcmp(r->dtype, "int4") == 0 ? 0.5 + 2.0 / r->group
-                                                      : 2.0;
+    r->weight_bytes = strcmp(r->dtype, "f32") == 0         ? 4.0
+                      : strcmp(r->dtype, "int8") == 0      ? 1.0 + 2.0 / r->group
+                      : strcmp(r->dtype, "int4") == 0      ? 0.5 + 2.0 / r->group
+                      : strcmp(r->dtype, "gguf-q8_0") == 0 ? 1.0 + 2.0 / 32
+                      : strcmp(r->dtype, "gguf-q4_0") == 0 ? 0.5 + 2.0 / 32
+                                                           : 2.0;
 }
 
 static int check_positions(const struct run *r)
@@ -745,6 +749,33 @@ static int check_dtypes(const struct duet_bench_worker_opts *w)
         }
     return 0;
 }
+/* gguf-q8_0 / gguf-q4_0: DIR/model-Q8_0.gguf (written from DIR once) into path; else DIR. */
+static int model_of(const char *dir, const char *dtype, char *path, size_t size)
+{
+    duet_dtype type = strcmp(dtype, "gguf-q8_0") == 0 ? DUET_DTYPE_Q8_0 : DUET_DTYPE_Q4_0;
+    char err[1024];
+    struct duet__msg msg = {err, sizeof(err)};
+    duet_model *m;
+    FILE *f;
+
+    if (strncmp(dtype, "gguf-", 5) != 0) {
+        snprintf(path, size, "%s", dir);
+        return 0;
+    }
+    snprintf(path, size, "%s/model-%s.gguf", dir, duet_dtype_name(type));
+    if ((f = fopen(path, "rb"))) {
+        fclose(f);
+        return 0;
+    }
+    if (duet_model_create(dir, DUET_MODEL_QUIET, &m, err, sizeof(err)) ||
+        (duet__gguf_write(m, path, type, 0, &msg) && (duet_model_destroy(m), 1))) {
+        fprintf(stderr, "duet-bench: %s: %s\n", bench_name, err);
+        return 1;
+    }
+    duet_model_destroy(m);
+    return 0;
+}
+
 static int bench_preset(const struct duet_bench_opts *o, const char *preset, uint32_t threads,
                         double *bandwidth, json_t *results)
 {
@@ -766,7 +797,7 @@ static int bench_preset(const struct duet_bench_opts *o, const char *preset, uin
     if (duet__bench_ensure_model(bench_name, o->worker.models, dir, &gen))
         return 1;
     for (int i = 0; i < o->worker.n_dtypes; i++) {
-        char when[160];
+        char when[160], model[4300];
         struct run r = {.o = o,
                         .results = results,
                         .preset = preset,
@@ -774,8 +805,9 @@ static int bench_preset(const struct duet_bench_opts *o, const char *preset, uin
                         .threads = threads,
                         .group = o->gemv.group ? o->gemv.group : 32};
         snprintf(when, sizeof(when), "before %s %s", preset, r.dtype);
-        if ((rc = mode->bandwidth(o, bench_name, threads, when, results, bandwidth)) != 0 ||
-            (rc = run_one(&r, dir)) != 0)
+        if ((rc = model_of(dir, r.dtype, model, sizeof(model))) != 0 ||
+            (rc = mode->bandwidth(o, bench_name, threads, when, results, bandwidth)) != 0 ||
+            (rc = run_one(&r, model)) != 0)
             return rc;
     }
     return 0;

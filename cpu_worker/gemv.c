@@ -230,11 +230,32 @@ static bool weight_shape(duet_gemv_weight *w, const char *name, uint32_t n, uint
     return true;
 }
 
+/* Allocates w->data (and w->bias, copied) for the shape weight_shape set. */
+static duet_status weight_alloc(duet_gemv_weight *w, const char *name, const float *bias, char *err,
+                                size_t err_size)
+{
+    size_t data_bytes = (size_t)(w->n_pad / TILE) * w->tile_bytes;
+
+    w->data = aligned_alloc(DUET_GEMV_ALIGN, round_up(data_bytes, DUET_GEMV_ALIGN));
+    if (bias)
+        w->bias = malloc((size_t)w->n * sizeof(float));
+    if (!w->data || (bias && !w->bias)) {
+        snprintf(err, err_size, "%s: out of memory packing %zu bytes of GEMV weights", name,
+                 data_bytes);
+        duet__gemv_weight_free(w);
+        return DUET_STATUS_OUT_OF_MEMORY;
+    }
+    if (bias)
+        memcpy(w->bias, bias, (size_t)w->n * sizeof(float));
+    w->bytes = data_bytes + (bias ? (size_t)w->n * sizeof(float) : 0);
+    return DUET_STATUS_OK;
+}
+
 duet_status duet__gemv_weight_pack(duet_gemv_weight *w, const char *name, const float *W,
                                    const float *bias, uint32_t n, uint32_t k, duet_gemv_fmt fmt,
                                    uint32_t group, bool asym, char *err, size_t err_size)
 {
-    size_t data_bytes;
+    duet_status st;
     int tiles, bad = 0;
 
     memset(w, 0, sizeof(*w));
@@ -246,19 +267,9 @@ duet_status duet__gemv_weight_pack(duet_gemv_weight *w, const char *name, const 
         memset(w, 0, sizeof(*w));
         return DUET_STATUS_INVALID_ARGUMENT;
     }
+    if ((st = weight_alloc(w, name, bias, err, err_size)))
+        return st;
     tiles = (int)(w->n_pad / TILE);
-    data_bytes = (size_t)tiles * w->tile_bytes;
-    w->data = aligned_alloc(DUET_GEMV_ALIGN, round_up(data_bytes, DUET_GEMV_ALIGN));
-    if (bias)
-        w->bias = malloc((size_t)n * sizeof(float));
-    if (!w->data || (bias && !w->bias)) {
-        snprintf(err, err_size, "%s: out of memory packing %zu bytes of GEMV weights", name,
-                 data_bytes);
-        duet__gemv_weight_free(w);
-        return DUET_STATUS_OUT_OF_MEMORY;
-    }
-    if (bias)
-        memcpy(w->bias, bias, (size_t)n * sizeof(float));
 #pragma omp parallel for schedule(dynamic, 4) reduction(| : bad)
     for (int t = 0; t < tiles; t++)
         bad |= !pack_tile(w, W, (uint32_t)t);
@@ -271,7 +282,70 @@ duet_status duet__gemv_weight_pack(duet_gemv_weight *w, const char *name, const 
         duet__gemv_weight_free(w);
         return DUET_STATUS_INVALID_ARGUMENT;
     }
-    w->bytes = data_bytes + (bias ? (size_t)n * sizeof(float) : 0);
+    return DUET_STATUS_OK;
+}
+
+/* Tile t from codes and scales as given (padded lanes stay zero). */
+static void pack_codes_tile(const duet_gemv_weight *w, const uint8_t *codes, const uint16_t *scales,
+                            uint32_t t)
+{
+    uint8_t *tile = (uint8_t *)w->data + (size_t)t * w->tile_bytes;
+    uint32_t groups = w->k / w->group;
+    size_t cb = codes_bytes(w->fmt, w->group);
+
+    memset(tile, 0, w->tile_bytes);
+    for (uint32_t j = 0; j < TILE && t * TILE + j < w->n; j++) {
+        size_t row = (size_t)t * TILE + j;
+
+        for (uint32_t g = 0; g < groups; g++) {
+            uint8_t *blk = tile + (size_t)g * w->group_bytes;
+            const uint8_t *u = codes + row * w->k + (size_t)g * w->group;
+
+            for (uint32_t e = 0; e < w->group; e++) {
+                unsigned nib;
+                size_t off = code_offset(w->fmt, j, e, &nib);
+
+                blk[off] |= (uint8_t)(nib ? u[e] << 4 : u[e]);
+            }
+            store_u16(blk + cb + 2u * j, scales[row * groups + g]);
+        }
+    }
+}
+
+duet_status duet__gemv_weight_pack_codes(duet_gemv_weight *w, const char *name,
+                                         const uint8_t *codes, const uint16_t *scales,
+                                         const float *bias, uint32_t n, uint32_t k,
+                                         duet_gemv_fmt fmt, uint32_t group, char *err,
+                                         size_t err_size)
+{
+    duet_status st;
+    int tiles;
+
+    memset(w, 0, sizeof(*w));
+    if (!codes || !scales || (fmt != DUET_GEMV_INT8 && fmt != DUET_GEMV_INT4) || !group ||
+        k % group) {
+        snprintf(err, err_size,
+                 "%s: pre-quantised weights need codes, scales, int8 or int4, and k %u a "
+                 "multiple of the group %u",
+                 name, k, group);
+        return DUET_STATUS_INVALID_ARGUMENT;
+    }
+    if (!weight_shape(w, name, n, k, fmt, group, false, err, err_size)) {
+        memset(w, 0, sizeof(*w));
+        return DUET_STATUS_INVALID_ARGUMENT;
+    }
+    for (size_t i = 0; fmt == DUET_GEMV_INT4 && i < (size_t)n * k; i++)
+        if (codes[i] > 15) {
+            snprintf(err, err_size, "%s: int4 code %u at %zu is above 15", name, codes[i], i);
+            memset(w, 0, sizeof(*w));
+            return DUET_STATUS_INVALID_ARGUMENT;
+        }
+    if ((st = weight_alloc(w, name, bias, err, err_size)))
+        return st;
+    tiles = (int)(w->n_pad / TILE);
+#pragma omp parallel for schedule(dynamic, 4)
+    for (int t = 0; t < tiles; t++)
+        pack_codes_tile(w, codes, scales, (uint32_t)t);
     return DUET_STATUS_OK;
 }
 

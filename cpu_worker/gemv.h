@@ -169,6 +169,17 @@ const char *duet__gemv_isa_name(duet_gemv_isa isa);
 duet_status duet__gemv_weight_pack(duet_gemv_weight *w, const char *name, const float *W,
                                    const float *bias, uint32_t n, uint32_t k, duet_gemv_fmt fmt,
                                    uint32_t group, bool asym, char *err, size_t err_size);
+/*
+ * Packs weights quantised elsewhere (a GGUF file's Q8_0 / Q4_0 blocks, duet_tensor_read_codes),
+ * exactly: codes[n][k] the unsigned codes (zero point 128 for int8, 8 for int4: symmetric) and
+ * scales[n][k / group] their f16 bits, so that each weight is s · (u − z) as stored. k must be
+ * a multiple of group (32, 64 or 128); int4 codes must be below 16.
+ */
+duet_status duet__gemv_weight_pack_codes(duet_gemv_weight *w, const char *name,
+                                         const uint8_t *codes, const uint16_t *scales,
+                                         const float *bias, uint32_t n, uint32_t k,
+                                         duet_gemv_fmt fmt, uint32_t group, char *err,
+                                         size_t err_size);
 void duet__gemv_weight_free(duet_gemv_weight *w);
 /* The weight W'[row][col] the packed matrix represents (dequantised), for tests and checks. */
 float duet__gemv_weight_get(const duet_gemv_weight *w, uint32_t row, uint32_t col);

@@ -62,6 +62,12 @@ tests_check_cpu_worker_SOURCES = tests/check_cpu_worker.c $(WORKER_HARNESS_SOURC
 tests_check_cpu_worker_CFLAGS = $(TEST_CFLAGS) $(JANSSON_CFLAGS)
 tests_check_cpu_worker_LDADD = $(WORKER_HARNESS_LIBS)
 CHECK_TESTS += tests/check_cpu_worker
+# GGUF files (model/gguf.c) through the CPU worker: identical rows, exact Q8_0 / Q4_0 packing.
+check_PROGRAMS += tests/check_cpu_worker_gguf
+tests_check_cpu_worker_gguf_SOURCES = tests/check_cpu_worker_gguf.c $(WORKER_HARNESS_SOURCES)
+tests_check_cpu_worker_gguf_CFLAGS = $(TEST_CFLAGS) $(JANSSON_CFLAGS)
+tests_check_cpu_worker_gguf_LDADD = $(WORKER_HARNESS_LIBS)
+CHECK_TESTS += tests/check_cpu_worker_gguf
 TESTS += $(AVX2_EMULATED_TESTS)
 endif
 endif

@@ -117,7 +117,12 @@ static duet_status resolve_types(duet_worker *w)
     bool dnn_bf16 = duet__cpu_dnn_has_bf16(w->dnn);
     bool bf16_here = dnn_bf16 && w->gemv == &duet__gemv_avx512_ops;
     const char *dt = w->req_dtype, *wt = w->req_weights;
+    const duet_tensor *q = duet_model_layer_tensor(w->model, 0, "self_attn.q_proj.weight");
 
+    if (strcmp(wt, "auto") == 0 && q && q->dtype == DUET_DTYPE_Q8_0)
+        w->quant = DUET_CPU_QUANT_INT8; /* a GGUF file's int8 groups, run as they are */
+    else if (strcmp(wt, "auto") == 0 && q && q->dtype == DUET_DTYPE_Q4_0)
+        w->quant = DUET_CPU_QUANT_INT4;
     if (strcmp(wt, "auto") == 0)
         w->store = strcmp(dt, "bf16") == 0 ? DUET_CPU_STORE_BF16 : file_store(w);
     else if (w->quant == DUET_CPU_QUANT_NONE)
@@ -221,6 +226,92 @@ static duet_status mat_create(duet_worker *w, const char *name, const float *wt,
     return DUET_STATUS_OK;
 }
 
+/* The GGUF block type that the worker's quantised format runs exactly (Q8_0 for int8, Q4_0 for
+ * int4). */
+static duet_dtype exact_block(const duet_worker *w)
+{
+    return w->quant == DUET_CPU_QUANT_INT8 ? DUET_DTYPE_Q8_0 : DUET_DTYPE_Q4_0;
+}
+
+/*
+ * Whether tensors t[0..n) are packed from their stored codes: when the worker quantises this
+ * matrix and they are all GGUF blocks of its format. A Q8_0 / Q4_0 tensor that the worker would
+ * requantise to another int format or group is refused (as float storage, it is dequantised).
+ */
+static duet_status use_codes(duet_worker *w, const duet_tensor *const *t, size_t n, bool lm_head,
+                             bool *codes)
+{
+    bool quant = w->quant != DUET_CPU_QUANT_NONE && (!lm_head || w->quant_lm_head);
+    size_t exact = 0;
+
+    *codes = false;
+    for (size_t i = 0; quant && i < n; i++) {
+        bool block = t[i]->dtype == DUET_DTYPE_Q8_0 || t[i]->dtype == DUET_DTYPE_Q4_0;
+
+        exact += t[i]->dtype == exact_block(w);
+        if (block && (t[i]->dtype != exact_block(w) || w->group != 32 || w->zero_point))
+            return fail(w, DUET_STATUS_UNSUPPORTED,
+                        "cpu worker: %s: tensor %s is stored as %s (symmetric groups of 32); "
+                        "%s.weights = \"%s\" with group_size %u%s would requantise it: use "
+                        "weights \"auto\" (or \"%s\") with group_size 32 and zero_point false, or "
+                        "a float type (dequantised)",
+                        duet_model_dir(w->model), t[i]->name, duet_dtype_name(t[i]->dtype),
+                        w->section, w->req_weights, w->group,
+                        w->zero_point ? " and zero_point" : "",
+                        t[i]->dtype == DUET_DTYPE_Q8_0 ? "int8" : "int4");
+    }
+    if (exact && exact != n)
+        return fail(w, DUET_STATUS_UNSUPPORTED,
+                    "cpu worker: %s: %s and the tensors fused with it are stored in different "
+                    "types; duet packs them as one matrix",
+                    duet_model_dir(w->model), t[0]->name);
+    *codes = exact == n && n > 0;
+    return DUET_STATUS_OK;
+}
+
+/* Packs GGUF Q8_0 / Q4_0 tensors t[0..n) stacked, from their codes and scales: no rounding; their
+ * biases b[0..n) (all or none) as f32. */
+static duet_status pack_codes(duet_worker *w, const duet_tensor *const *t,
+                              const duet_tensor *const *b, size_t n, uint64_t rows, uint64_t k,
+                              duet_cpu_mat **out)
+{
+    uint8_t *codes = malloc(rows * k);
+    uint16_t *scales = malloc(rows * (k / 32) * sizeof(uint16_t));
+    float *bias = b[0] ? malloc(rows * sizeof(float)) : NULL;
+    duet_cpu_mat *mat = calloc(1, sizeof(*mat));
+    duet_status st;
+    uint64_t at = 0;
+
+    *out = NULL;
+    if (!codes || !scales || !mat || (b[0] && !bias)) {
+        st = fail(w, DUET_STATUS_OUT_OF_MEMORY, "cpu worker: out of memory packing %s", t[0]->name);
+        goto out_free;
+    }
+    for (size_t i = 0; i < n; i++) {
+        duet_tensor_read_codes(t[i], 0, t[i]->shape[0], codes + at * k, scales + at * (k / 32));
+        if (bias)
+            duet_tensor_read_f32(b[i], 0, b[i]->numel, bias + at);
+        at += t[i]->shape[0];
+    }
+    mat->n = (uint32_t)rows;
+    mat->k = (uint32_t)k;
+    st = duet__gemv_weight_pack_codes(
+        &mat->gemv, t[0]->name, codes, scales, bias, (uint32_t)rows, (uint32_t)k,
+        w->quant == DUET_CPU_QUANT_INT8 ? DUET_GEMV_INT8 : DUET_GEMV_INT4, 32, w->err.msg,
+        sizeof(w->err.msg));
+    if (!st) {
+        w->weight_bytes += mat->gemv.bytes;
+        *out = mat;
+        mat = NULL;
+    }
+out_free:
+    mat_destroy(mat);
+    free(codes);
+    free(scales);
+    free(bias);
+    return st;
+}
+
 /* Packs the rows of tensors names[0..n) (each [rows_i][k]) stacked into one linear map, with
  * their biases (bias_names may be NULL, or hold NULL entries for none). */
 static duet_status pack(duet_worker *w, int32_t layer, const char *const *names,
@@ -230,6 +321,7 @@ static duet_status pack(duet_worker *w, int32_t layer, const char *const *names,
     uint64_t rows = 0, k = 0, at = 0;
     float *wt = NULL, *bias = NULL;
     duet_status st = DUET_STATUS_OK;
+    bool codes;
 
     for (size_t i = 0; i < n; i++) {
         t[i] = tensor(w, layer, names[i]);
@@ -242,6 +334,10 @@ static duet_status pack(duet_worker *w, int32_t layer, const char *const *names,
         k = t[i]->shape[1];
         rows += t[i]->shape[0];
     }
+    if ((st = use_codes(w, t, n, lm_head, &codes)))
+        return st;
+    if (codes)
+        return pack_codes(w, t, b, n, rows, k, out);
     wt = malloc(rows * k * sizeof(float));
     if (b[0])
         bias = malloc(rows * sizeof(float));

@@ -12,6 +12,7 @@ MODEL_SOURCES = \
 	model/model_gen.h \
 	model/hf_config.c \
 	model/dtype.c \
+	model/gguf.c \
 	model/index.c \
 	model/layout.c \
 	model/model.c \
@@ -20,6 +21,7 @@ MODEL_SOURCES = \
 MODEL_GEN_SOURCES = \
 	model/draft.c \
 	model/generate.c \
+	model/gguf_write.c \
 	model/presets.c \
 	model/write.c
 
@@ -59,6 +61,15 @@ tests_check_model_LDADD = tests/fault-model_gen.a tests/fault-model.a $(CHECK_LI
 CHECK_TESTS += tests/check_model
 tests_check_abi_SOURCES += tests/headers/model.c
 
+# GGUF files: the parser's refusals on images built byte by byte, files written and read back.
+check_PROGRAMS += tests/check_gguf
+tests_check_gguf_SOURCES = tests/check_gguf.c tests/check_util.h tests/test_dirs.h \
+	tests/fault.c tests/fault.h
+tests_check_gguf_CFLAGS = $(TEST_CFLAGS) $(JANSSON_CFLAGS)
+tests_check_gguf_LDADD = tests/fault-model_gen.a tests/fault-model.a $(CHECK_LIBS) \
+	$(JANSSON_LIBS) -lm
+CHECK_TESTS += tests/check_gguf
+
 # Greedy agreement of a draft with its target (docs/models.md): a measuring tool, not a test.
 check_PROGRAMS += tests/model_agreement
 tests_model_agreement_SOURCES = tests/model_agreement.c tests/reference_forward.c \
@@ -72,11 +83,15 @@ EXTRA_DIST += tests/model_tools.sh
 
 # ---- fuzzing -----------------------------------------------------------------------------
 # make check replays the seed corpus through the fuzz targets, built with the normal compiler.
-check_PROGRAMS += fuzz/replay_safetensors fuzz/replay_config
+check_PROGRAMS += fuzz/replay_safetensors fuzz/replay_config fuzz/replay_gguf
 fuzz_replay_safetensors_SOURCES = fuzz/replay.c fuzz/fuzz_safetensors.c
 fuzz_replay_safetensors_CPPFLAGS = $(AM_CPPFLAGS) -DFUZZ_TARGET='"safetensors"'
 fuzz_replay_safetensors_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
 fuzz_replay_safetensors_LDADD = model/libduet_model.la $(JANSSON_LIBS) -lm
+fuzz_replay_gguf_SOURCES = fuzz/replay.c fuzz/fuzz_gguf.c
+fuzz_replay_gguf_CPPFLAGS = $(AM_CPPFLAGS) -DFUZZ_TARGET='"gguf"'
+fuzz_replay_gguf_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
+fuzz_replay_gguf_LDADD = model/libduet_model.la $(JANSSON_LIBS) -lm
 fuzz_replay_config_SOURCES = fuzz/replay.c fuzz/fuzz_config.c
 fuzz_replay_config_CPPFLAGS = $(AM_CPPFLAGS) -DFUZZ_TARGET='"config"'
 fuzz_replay_config_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
@@ -85,8 +100,9 @@ check_PROGRAMS += fuzz/replay_duet_config
 fuzz_replay_duet_config_SOURCES = fuzz/replay.c fuzz/fuzz_duet_config.c
 fuzz_replay_duet_config_CPPFLAGS = $(AM_CPPFLAGS) -DFUZZ_TARGET='"duet_config"'
 fuzz_replay_duet_config_LDADD = libduet.la
-TESTS += fuzz/replay_safetensors fuzz/replay_config fuzz/replay_duet_config
+TESTS += fuzz/replay_safetensors fuzz/replay_config fuzz/replay_duet_config fuzz/replay_gguf
 EXTRA_DIST += fuzz/corpus fuzz/safetensors.dict fuzz/config.dict fuzz/duet_config.dict \
+	fuzz/gguf.dict \
 	fuzz/lsan.supp
 
 # make fuzz: libFuzzer builds (clang, ASan + UBSan) run FUZZ_SECONDS each; new inputs go to
@@ -101,6 +117,8 @@ FUZZ_BUILD = $(MKDIR_P) fuzz && $(FUZZ_CC) $(FUZZ_CFLAGS) -DHAVE_CONFIG_H -I$(to
 fuzz/fuzz-safetensors: $(top_srcdir)/fuzz/fuzz_safetensors.c $(FUZZ_MODEL_C)
 	$(AM_V_CC)$(FUZZ_BUILD) $(top_srcdir)/fuzz/fuzz_safetensors.c $(FUZZ_MODEL_C) \
 	  $(JANSSON_LIBS) -lm
+fuzz/fuzz-gguf: $(top_srcdir)/fuzz/fuzz_gguf.c $(FUZZ_MODEL_C)
+	$(AM_V_CC)$(FUZZ_BUILD) $(top_srcdir)/fuzz/fuzz_gguf.c $(FUZZ_MODEL_C) $(JANSSON_LIBS) -lm
 fuzz/fuzz-config: $(top_srcdir)/fuzz/fuzz_config.c $(FUZZ_MODEL_C)
 	$(AM_V_CC)$(FUZZ_BUILD) $(top_srcdir)/fuzz/fuzz_config.c $(FUZZ_MODEL_C) $(JANSSON_LIBS) -lm
 
@@ -112,8 +130,8 @@ fuzz/fuzz-duet_config: $(top_srcdir)/fuzz/fuzz_duet_config.c $(FUZZ_DUET_CONFIG_
 	  $(top_srcdir)/fuzz/fuzz_duet_config.c $(FUZZ_DUET_CONFIG_C) $(LIBCONFIG_LIBS) -lm
 
 # Other parts add their targets to FUZZ_TARGETS and fuzz's prerequisites (tokenizer/local.mk).
-FUZZ_TARGETS = safetensors config duet_config
-fuzz: fuzz/fuzz-safetensors fuzz/fuzz-config fuzz/fuzz-duet_config
+FUZZ_TARGETS = safetensors config duet_config gguf
+fuzz: fuzz/fuzz-safetensors fuzz/fuzz-config fuzz/fuzz-duet_config fuzz/fuzz-gguf
 	@for t in $(FUZZ_TARGETS); do \
 	  $(MKDIR_P) fuzz/work/$$t fuzz/artifacts && \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS) s" && \

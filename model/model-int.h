@@ -57,6 +57,7 @@ void duet__progress_end(struct duet__progress *p);
 
 bool duet__dtype_parse(const char *name, duet_dtype *out);
 bool duet__dtype_is_float(duet_dtype dtype); /* F32, F16, BF16, F64 */
+bool duet__dtype_is_block(duet_dtype dtype); /* GGUF's Q8_0, Q4_0, Q4_K, Q5_K, Q6_K */
 
 float duet__bf16_to_f32(uint16_t h);
 uint16_t duet__f32_to_bf16(float f); /* round to nearest, ties to even; NaN stays NaN */
@@ -80,6 +81,35 @@ struct duet__st_header {
 duet_status duet__st_parse(const char *path, const uint8_t *buf, uint64_t size,
                            struct duet__st_header *out, struct duet__msg *msg);
 void duet__st_header_fini(struct duet__st_header *h);
+
+/* ---- gguf.c: one GGUF file -------------------------------------------------------------- */
+
+/* A parsed, validated GGUF file: the description its metadata gives, its tensors under the
+ * Hugging Face names (data in the caller's buffer, or in owned for the un-permuted q / k). */
+struct duet__gguf {
+    duet_model_desc desc; /* from the metadata */
+    duet_tensor *tensors; /* [n] by offset; names malloc'd, file = the path given */
+    size_t n;             /* tensors */
+    void *owned;          /* malloc'd rows of q and k, in Hugging Face order; or NULL */
+    uint32_t alignment;   /* general.alignment (32 when absent) */
+    uint64_t data_start;  /* file offset of the data area */
+    uint64_t n_kv;        /* metadata pairs */
+};
+
+/* True when buf starts with GGUF's magic. */
+bool duet__gguf_magic(const uint8_t *buf, uint64_t size);
+/* Parses and validates the file image buf[size] (gguf.c's opening comment lists the checks);
+ * path is only used in messages and stored in each tensor. On success out owns its tensors and
+ * copies (duet__gguf_fini), pointing into buf otherwise; on failure out is empty. */
+duet_status duet__gguf_parse(const char *path, const uint8_t *buf, uint64_t size,
+                             struct duet__gguf *out, struct duet__msg *msg);
+void duet__gguf_fini(struct duet__gguf *g);
+/* The GGUF name of a Hugging Face Llama tensor name ("model.layers.3.mlp.up_proj.weight" →
+ * "blk.3.ffn_up.weight"); false for names GGUF has none for. */
+bool duet__gguf_name(const char *hf, char *buf, size_t size);
+/* Heads of a q_proj (num_heads) or k_proj (num_kv_heads) weight, whose rows llama.cpp's
+ * converter permutes for its RoPE; 0 for every other tensor. */
+uint32_t duet__gguf_permuted_heads(const duet_model_desc *desc, const char *hf);
 
 /* ---- index.c: model.safetensors.index.json ----------------------------------------------- */
 

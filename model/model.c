@@ -16,6 +16,8 @@
  *   5. the architecture: every tensor duet__layout_build lists is present, F32 / F16 / BF16,
  *      and of the shape the config implies
  *   6. DUET_MODEL_PREFAULT: read every page, with progress
+ * A regular file instead of a folder is a GGUF file (gguf.c): its metadata gives desc, its
+ * tensors answer to the Hugging Face names, and steps 1 to 4 become one parse.
  * Nothing is modified after create, so any number of threads may read a model. A file truncated
  * by someone else while it is mapped raises SIGBUS on access: the mapping cannot prevent that.
  */
@@ -50,6 +52,7 @@ struct duet_model {
     uint64_t weight_bytes;       /* sum of nbytes */
     bool short_names;            /* OPT stored as "decoder.*": lookups drop "model." */
     bool sharded;                /* the weights come from model.safetensors.index.json */
+    void *owned;                 /* GGUF: q / k rows un-permuted (struct duet__gguf), or NULL */
 };
 
 void duet_model_destroy(duet_model *m)
@@ -66,6 +69,7 @@ void duet_model_destroy(duet_model *m)
     free(m->files);
     free(m->tensors);
     free(m->by_name);
+    free(m->owned);
     free(m->dir);
     free(m);
 }
@@ -202,18 +206,18 @@ static duet_status take_tensors(duet_model *m, struct duet__st_header *h, struct
     return DUET_STATUS_OK;
 }
 
-static duet_status map_file(duet_model *m, uint32_t i, const struct duet__index *ix,
-                            struct duet__msg *msg)
+/* Opens and maps file i whole (no mapping below min_size bytes, left to the parser to refuse). */
+static duet_status map_whole(duet_model *m, uint32_t i, const struct duet__index *ix,
+                             uint64_t min_size, struct duet__msg *msg)
 {
     struct duet__file *f = &m->files[i];
-    struct duet__st_header h;
     duet_status st;
     int fd;
 
     st = open_file(m, i, ix, &fd, msg);
     if (st)
         return st;
-    if (f->size >= 8) {
+    if (f->size >= min_size) {
         f->map = mmap(NULL, (size_t)f->size, PROT_READ, MAP_SHARED, fd, 0);
         if (f->map == MAP_FAILED) {
             f->map = NULL;
@@ -221,11 +225,51 @@ static duet_status map_file(duet_model *m, uint32_t i, const struct duet__index 
         }
     }
     close(fd);
+    return st;
+}
+
+static duet_status map_file(duet_model *m, uint32_t i, const struct duet__index *ix,
+                            struct duet__msg *msg)
+{
+    struct duet__file *f = &m->files[i];
+    struct duet__st_header h;
+    duet_status st = map_whole(m, i, ix, 8, msg);
+
     if (!st)
         st = duet__st_parse(f->path, f->map, f->size, &h, msg);
     if (!st)
         st = take_tensors(m, &h, msg);
     return st;
+}
+
+/* A GGUF file instead of steps 1 to 3: its description and tensors taken over. */
+static duet_status load_gguf(duet_model *m, struct duet__msg *msg)
+{
+    struct duet__index none = {0};
+    struct duet__gguf g;
+    duet_status st;
+
+    m->files = calloc(1, sizeof(*m->files));
+    if (!m->files || !(m->files[0].path = duet__strdup(m->dir)))
+        return duet__fail(msg, DUET_STATUS_OUT_OF_MEMORY, "%s: out of memory", m->dir);
+    m->n_files = 1;
+    st = map_whole(m, 0, &none, 4, msg);
+    if (!st)
+        st = duet__gguf_parse(m->files[0].path, m->files[0].map, m->files[0].size, &g, msg);
+    if (st)
+        return st;
+    m->desc = g.desc;
+    m->tensors = g.tensors;
+    m->n_tensors = g.n;
+    m->owned = g.owned;
+    return DUET_STATUS_OK;
+}
+
+static bool is_file(const char *path)
+{
+    struct stat sb;
+
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
 /* ---- step 4: across files ---------------------------------------------------------------- */
@@ -306,10 +350,12 @@ static duet_status check_slot(const duet_model *m, const struct duet__slot *s, c
         return duet__fail(msg, DUET_STATUS_BAD_FORMAT,
                           "%s: tensor '%s' is missing (%s with %u layers needs it)", where, s->name,
                           d->architecture, d->num_layers);
-    if (t->dtype != DUET_DTYPE_F32 && t->dtype != DUET_DTYPE_F16 && t->dtype != DUET_DTYPE_BF16)
+    if (t->dtype != DUET_DTYPE_F32 && t->dtype != DUET_DTYPE_F16 && t->dtype != DUET_DTYPE_BF16 &&
+        !(s->rank == 2 && duet__dtype_is_block(t->dtype)))
         return duet__fail(msg, DUET_STATUS_BAD_FORMAT,
-                          "%s: tensor '%s' has dtype %s; weights must be F32, F16 or BF16", t->file,
-                          t->name, duet_dtype_name(t->dtype));
+                          "%s: tensor '%s' has dtype %s; weights must be F32, F16 or BF16 (or, "
+                          "matrices of a GGUF file, Q8_0, Q4_0, Q4_K, Q5_K or Q6_K)",
+                          t->file, t->name, duet_dtype_name(t->dtype));
     if (t->rank != s->rank || t->shape[0] != s->shape[0] ||
         (s->rank == 2 && t->shape[1] != s->shape[1]))
         return duet__fail(msg, DUET_STATUS_BAD_FORMAT,
@@ -348,14 +394,19 @@ static duet_status load(duet_model *m, uint32_t flags, struct duet__msg *msg)
 {
     struct duet__index ix = {0};
     duet_status st;
+    bool gguf = is_file(m->dir);
 
-    st = parse_json_file(m, "config.json", false, duet__config_parse, &m->desc, msg);
-    if (!st)
-        st = parse_json_file(m, "generation_config.json", true, duet__genconfig_parse, &m->desc,
-                             msg);
-    if (!st)
-        st = list_files(m, &ix, msg);
-    for (uint32_t i = 0; !st && i < m->n_files; i++)
+    if (gguf) {
+        st = load_gguf(m, msg);
+    } else {
+        st = parse_json_file(m, "config.json", false, duet__config_parse, &m->desc, msg);
+        if (!st)
+            st = parse_json_file(m, "generation_config.json", true, duet__genconfig_parse, &m->desc,
+                                 msg);
+        if (!st)
+            st = list_files(m, &ix, msg);
+    }
+    for (uint32_t i = 0; !st && !gguf && i < m->n_files; i++)
         st = map_file(m, i, &ix, msg);
     if (!st)
         st = sort_names(m, msg);
@@ -503,7 +554,7 @@ static duet_status scan_tensor(const duet_tensor *t, float *buf, size_t cap,
                 return duet__fail(
                     msg, DUET_STATUS_BAD_FORMAT, "%s: tensor '%s': element %llu is %s", t->file,
                     t->name, (unsigned long long)(first + i), isnan(buf[i]) ? "NaN" : "infinite");
-        duet__progress_add(p, n * duet_dtype_size(t->dtype));
+        duet__progress_add(p, n * t->nbytes / t->numel); /* block types: bytes pro rata */
     }
     return DUET_STATUS_OK;
 }
@@ -521,7 +572,7 @@ duet_status duet_model_check_values(const duet_model *m, uint32_t flags, char *e
         return duet__fail(&msg, DUET_STATUS_OUT_OF_MEMORY, "%s: out of memory", m->dir);
     duet__progress_start(&p, NULL, flags, "checking values", m->weight_bytes);
     for (size_t i = 0; !st && i < m->n_tensors; i++)
-        if (duet__dtype_is_float(m->tensors[i].dtype))
+        if (duet__dtype_is_float(m->tensors[i].dtype) || duet__dtype_is_block(m->tensors[i].dtype))
             st = scan_tensor(&m->tensors[i], buf, cap, &p, &msg);
     duet__progress_end(&p);
     free(buf);

@@ -129,6 +129,16 @@ struct duet__draft_params {
 void duet__draft_select(uint32_t target_layers, uint32_t n, bool spread, uint32_t *out);
 duet_status duet__gen_draft(const struct duet__draft_params *p, struct duet__msg *msg);
 
+/* ---- gguf_write.c: GGUF files of a model (generator) ------------------------------------- */
+
+/* Writes model m (Llama) as the GGUF file path (through path.partial): metadata from its
+ * description, tensors in dtype (F32, F16, BF16, Q8_0, Q4_0, or for tests Q4_K, Q5_K, Q6_K;
+ * norms always F32, as llama.cpp writes them), q and k rows permuted as llama.cpp's converter
+ * does, Q8_0 / Q4_0 quantised as ggml's reference quantisers do, K-quants by plain rounding.
+ * Streamed one head or chunk of rows at a time. */
+duet_status duet__gguf_write(const duet_model *m, const char *path, duet_dtype dtype,
+                             uint32_t flags, struct duet__msg *msg);
+
 /* ---- presets.c: shapes of public models ------------------------------------------------- */
 
 struct duet__preset {

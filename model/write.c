@@ -419,10 +419,18 @@ static bool is_model_file(const char *name)
     /* the tokenizer's files too (duet-mkmodel --tokenizer): a stale one would not match the new
      * vocabulary */
     static const char *const patterns[] = {
-        "config.json",         "generation_config.json",   "model.safetensors",
-        "model.safetensors.*", "model-*-of-*.safetensors", "model-*-of-*.safetensors.partial",
-        "tokenizer.json",      "tokenizer_config.json",    "special_tokens_map.json",
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "model.safetensors.*",
+        "model-*-of-*.safetensors",
+        "model-*-of-*.safetensors.partial",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
         "chat_template.jinja",
+        "model.gguf",
+        "model.gguf.partial",
     };
 
     for (size_t i = 0; i < sizeof(patterns) / sizeof(patterns[0]); i++)

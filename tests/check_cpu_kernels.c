@@ -1239,6 +1239,57 @@ START_TEST(test_gemv_packed_bytes_follow_the_layout_of_gemv_h)
 }
 END_TEST
 
+/* Pre-quantised codes (a GGUF file's Q8_0 / Q4_0 blocks) are packed as given: in gemv.h's bytes,
+ * every weight is its scale × (code − zero) exactly; bad codes and shapes are refused. */
+START_TEST(test_gemv_codes_are_packed_exactly_as_given)
+{
+    enum { N = 37, K = 96 };
+    uint64_t seed = 77;
+    duet_gemv_weight w2;
+    uint8_t *codes = malloc((size_t)N * K);
+    uint16_t *scales = malloc((size_t)N * K / 32 * sizeof(uint16_t));
+
+    ck_assert(codes && scales);
+    for (int fmt = DUET_GEMV_INT8; fmt <= DUET_GEMV_INT4; fmt++) {
+        int zero = fmt == DUET_GEMV_INT8 ? 128 : 8;
+        duet_gemv_weight w;
+
+        for (size_t i = 0; i < (size_t)N * K; i++)
+            codes[i] = (uint8_t)(duet_test_rng_next(&seed) % (fmt == DUET_GEMV_INT8 ? 256 : 16));
+        for (size_t g = 0; g < (size_t)N * K / 32; g++)
+            scales[g] = duet_f32_to_f16((float)(duet_test_rng_unit(&seed) * 0.02 - 0.01));
+        ck_assert_msg(duet__gemv_weight_pack_codes(&w, "c", codes, scales, NULL, N, K,
+                                                   (duet_gemv_fmt)fmt, 32, err,
+                                                   sizeof(err)) == DUET_STATUS_OK,
+                      "%s", err);
+        for (uint32_t j = 0; j < N; j++)
+            for (uint32_t i = 0; i < K; i++) {
+                double want = (double)duet_f16_to_f32(scales[(j * K + i) / 32]) *
+                              (codes[(size_t)j * K + i] - zero);
+
+                if (layout_weight(&w, j, i) != want || duet__gemv_weight_get(&w, j, i) != want)
+                    ck_abort_msg("%s: W[%u][%u] is %g in the bytes, %g got, want %g",
+                                 fmt_name((duet_gemv_fmt)fmt), j, i, layout_weight(&w, j, i),
+                                 duet__gemv_weight_get(&w, j, i), want);
+            }
+        duet__gemv_weight_free(&w);
+    }
+    codes[5] = 16;
+    ck_assert_int_eq(duet__gemv_weight_pack_codes(&w2, "c", codes, scales, NULL, N, K,
+                                                  DUET_GEMV_INT4, 32, err, sizeof(err)),
+                     DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert(strstr(err, "above 15"));
+    ck_assert_int_eq(duet__gemv_weight_pack_codes(&w2, "c", codes, scales, NULL, N, 80,
+                                                  DUET_GEMV_INT8, 32, err, sizeof(err)),
+                     DUET_STATUS_INVALID_ARGUMENT);
+    ck_assert_int_eq(duet__gemv_weight_pack_codes(&w2, "c", codes, scales, NULL, N, K,
+                                                  DUET_GEMV_BF16, 32, err, sizeof(err)),
+                     DUET_STATUS_INVALID_ARGUMENT);
+    free(codes);
+    free(scales);
+}
+END_TEST
+
 /* Prepared int8 rows: sx = amax / 127 of the group's values v (0 for a zero group), q in range,
  * |q × sx − v| ≤ sx / 2 × (1 + 1e-6), Σ q right, padding 0; bf16 rows the nearest even bf16. */
 static void check_prepared(const duet_gemv_weight *w, const duet_gemv_act *a, const float *v,
@@ -1771,6 +1822,7 @@ static Suite *cpu_kernels_suite(void)
         {"gemv quantisation", test_gemv_quantised_weights_are_within_half_a_step_of_the_originals},
         {"gemv bf16 packing", test_gemv_bf16_weights_are_the_nearest_even_bf16_and_padding_is_zero},
         {"gemv layout", test_gemv_packed_bytes_follow_the_layout_of_gemv_h},
+        {"gemv codes", test_gemv_codes_are_packed_exactly_as_given},
         {"gemv prepare", test_gemv_prepared_activations_are_rounded_per_group_and_zero_padded},
         {"gemv fused rmsnorm", test_gemv_fused_rmsnorm_prepares_what_a_normalised_copy_prepares},
         {"gemv widen", test_gemv_widen_gives_the_packed_weights_exactly},

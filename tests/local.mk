@@ -109,6 +109,9 @@ EXTRA_DIST += tests/fixtures/broken_worker.c
 # duet-run under address-space limits: a clean refusal at load or a full run, never a crash.
 TESTS += tests/limits_check.sh
 EXTRA_DIST += tests/limits_check.sh
+# GGUF files end to end (duet-mkmodel --gguf, duet-model-info, duet-run with a GGUF draft).
+TESTS += tests/gguf_check.sh
+EXTRA_DIST += tests/gguf_check.sh
 
 # The installed tree: duet-run from $(DESTDIR)$(bindir) against the mock plugin of this build.
 installcheck-local: $(check_LTLIBRARIES)

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* TemplateProcessing's "single": SpecialToken items before and after {"Sequence": "A"}. */
 static duet_status load_template(duet_tokenizer *t, json_t *post, const char *path, char *err,
@@ -161,13 +162,30 @@ duet_status duet__tokenizer_from_json(const char *text, size_t len, duet_tokeniz
     return create("tokenizer.json", text, len, out, err, err_size);
 }
 
+/* The folder of a model path: dir itself, or for a GGUF file (a regular file) the folder that
+ * holds it, whose tokenizer.json stands beside the file. */
+static const char *model_folder(const char *dir, char *buf, size_t size)
+{
+    struct stat sb;
+    const char *slash;
+
+    if (stat(dir, &sb) != 0 || !S_ISREG(sb.st_mode))
+        return dir;
+    slash = strrchr(dir, '/');
+    if (!slash)
+        return ".";
+    snprintf(buf, size, "%.*s", (int)(slash - dir ? slash - dir : 1), dir);
+    return buf;
+}
+
 duet_status duet_tokenizer_load(const char *dir, duet_tokenizer **out, char *err, size_t err_size)
 {
-    char path[4096];
+    char path[4096], folder[3072];
     duet_status st;
 
     if (!dir || !out)
         return DUET_STATUS_INVALID_ARGUMENT;
+    dir = model_folder(dir, folder, sizeof(folder));
     snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
     st = create(path, NULL, 0, out, err, err_size);
     if (st == DUET_STATUS_OK && (st = load_config(*out, dir)) != DUET_STATUS_OK) {

@@ -88,7 +88,9 @@ static void usage(FILE *f)
             "                      llama-68m,tinyllama-1.1b; tiny with --quick)\n"
             "  --dtype f32|bf16|f16|int8|int4,...  precisions: the weights' storage, computed\n"
             "                      in what target.dtype = auto picks on this CPU (default\n"
-            "                      bf16,int8,int4)\n"
+            "                      bf16,int8,int4); gguf-q8_0, gguf-q4_0: the model\n"
+            "                      written as a GGUF file of that type (kept beside it) and\n"
+            "                      read with weights auto: its blocks repacked, no rounding\n"
             "  --batch N,...       decode batch sizes (default 1,4)\n"
             "  --threads N         worker and bandwidth-probe threads (default: all CPUs)\n"
             "  --prompt-len N      prefill tokens (default 512; 64 with --quick)\n"
@@ -237,7 +239,8 @@ static bool parse_dtypes(char *arg, struct duet_bench_worker_opts *w)
     for (int i = first; i < w->n_dtypes; i++)
         if (strcmp(w->dtypes[i], "f32") && strcmp(w->dtypes[i], "bf16") &&
             strcmp(w->dtypes[i], "f16") && strcmp(w->dtypes[i], "int8") &&
-            strcmp(w->dtypes[i], "int4"))
+            strcmp(w->dtypes[i], "int4") && strcmp(w->dtypes[i], "gguf-q8_0") &&
+            strcmp(w->dtypes[i], "gguf-q4_0"))
             return false;
     return true;
 }

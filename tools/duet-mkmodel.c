@@ -41,6 +41,8 @@ struct options {
     double noise;                   /* --noise; -1: not given */
     bool spread;                    /* --draft-layers spread */
     bool force, quiet;              /* --force, --quiet */
+    bool has_gguf;                  /* --gguf */
+    duet_dtype gguf;                /* --gguf: the matrices' type in DIR/model.gguf */
 };
 
 static void usage(FILE *f)
@@ -95,6 +97,12 @@ static void usage(FILE *f)
            "      --noise X              relative noise on every other weight (0 .. 1, default 0)\n"
            "      --draft-layers first|spread  the first N layers (default) or N evenly spaced\n"
            "Output:\n"
+           "      --gguf TYPE            also write DIR/model.gguf (Llama), the same model as\n"
+           "                             llama.cpp's converter lays it out (q/k rows permuted,\n"
+           "                             norms F32): TYPE f32, f16, bf16, q8_0, q4_0 (quantised\n"
+           "                             as ggml's reference quantisers do), q4_k, q5_k, q6_k\n"
+           "                             (plain round-to-nearest: test files; rows of whole\n"
+           "                             blocks of 256); duet reads it given the file\n"
            "      --out DIR              output folder (created if needed)\n"
            "      --shard-size SIZE      shards of at most SIZE bytes (suffix K, M, G) and\n"
            "                             model.safetensors.index.json; default one file\n"
@@ -161,6 +169,7 @@ enum {
     OPT_QUIET,
     OPT_LIST,
     OPT_TOKENIZER,
+    OPT_GGUF,
 };
 
 static const struct option long_options[] = {
@@ -191,6 +200,7 @@ static const struct option long_options[] = {
     {"quiet", no_argument, NULL, OPT_QUIET},
     {"list-presets", no_argument, NULL, OPT_LIST},
     {"tokenizer", required_argument, NULL, OPT_TOKENIZER},
+    {"gguf", required_argument, NULL, OPT_GGUF},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -264,6 +274,23 @@ static bool parse_arch(const char *s, duet_model_desc *d)
     return false;
 }
 
+static bool parse_gguf(const char *s, duet_dtype *out)
+{
+    if (strcmp(s, "q8_0") == 0)
+        *out = DUET_DTYPE_Q8_0;
+    else if (strcmp(s, "q4_0") == 0)
+        *out = DUET_DTYPE_Q4_0;
+    else if (strcmp(s, "q4_k") == 0)
+        *out = DUET_DTYPE_Q4_K;
+    else if (strcmp(s, "q5_k") == 0)
+        *out = DUET_DTYPE_Q5_K;
+    else if (strcmp(s, "q6_k") == 0)
+        *out = DUET_DTYPE_Q6_K;
+    else
+        return parse_dtype(s, out);
+    return true;
+}
+
 /* A shape option into o->desc. */
 static bool parse_shape(int c, const char *arg, struct options *o)
 {
@@ -327,6 +354,9 @@ static bool parse_value(int c, const char *arg, struct options *o)
         return o->spread || strcmp(arg, "first") == 0;
     case OPT_SHARD_SIZE:
         return parse_size(arg, &o->shard_bytes);
+    case OPT_GGUF:
+        o->has_gguf = true;
+        return parse_gguf(arg, &o->gguf);
     }
     return parse_shape(c, arg, o);
 }
@@ -611,6 +641,31 @@ static void summary(const struct options *o, double seconds)
     duet_model_destroy(m);
 }
 
+/* DIR/model.gguf from the model just written in DIR. */
+static int write_gguf(const struct options *o, struct duet__msg *msg)
+{
+    size_t len = strlen(o->out) + sizeof("/model.gguf");
+    char *path = malloc(len);
+    duet_model *m = NULL;
+    duet_status st;
+
+    if (!path) {
+        fprintf(stderr, "duet-mkmodel: out of memory\n");
+        return EXIT_FAILURE;
+    }
+    snprintf(path, len, "%s/model.gguf", o->out);
+    st = duet_model_create(o->out, DUET_MODEL_QUIET, &m, msg->buf, msg->size);
+    if (!st)
+        st = duet__gguf_write(m, path, o->gguf, o->quiet ? DUET_MODEL_QUIET : 0, msg);
+    duet_model_destroy(m);
+    free(path);
+    if (st)
+        return report(msg, st == DUET_STATUS_UNSUPPORTED ? EXIT_USAGE : EXIT_FAILURE);
+    if (!o->quiet)
+        printf("duet-mkmodel: wrote %s/model.gguf (%s)\n", o->out, duet_dtype_name(o->gguf));
+    return EXIT_SUCCESS;
+}
+
 int main(int argc, char **argv)
 {
     struct options o;
@@ -625,6 +680,8 @@ int main(int argc, char **argv)
         return rc;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     rc = o.draft_of ? derive(&o, &msg) : generate(&o, &msg);
+    if (rc == EXIT_SUCCESS && o.has_gguf)
+        rc = write_gguf(&o, &msg);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     if (rc == EXIT_SUCCESS)
         summary(&o, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);

@@ -24,12 +24,13 @@ struct options {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "Usage: duet-model-info [options] DIR\n"
+    fprintf(f, "Usage: duet-model-info [options] DIR|FILE.gguf\n"
                "\n"
                "Validates the model folder DIR (config.json, generation_config.json, and\n"
                "model.safetensors or model.safetensors.index.json with its shards: every\n"
-               "tensor's name, dtype, shape and byte range) and prints the architecture and a\n"
-               "tensor table.\n"
+               "tensor's name, dtype, shape and byte range), or a GGUF file (its metadata,\n"
+               "tensor infos, types, offsets and sizes; tensors shown under the Hugging Face\n"
+               "names duet uses), and prints the architecture and a tensor table.\n"
                "\n"
                "      --no-tensors     print the architecture only\n"
                "      --check-values   also read every weight and refuse NaN or infinity\n"
@@ -78,7 +79,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         }
     }
     if (optind + 1 != argc) {
-        fprintf(stderr, "duet-model-info: give exactly one model folder\n"
+        fprintf(stderr, "duet-model-info: give exactly one model folder or GGUF file\n"
                         "Try 'duet-model-info --help'.\n");
         return EXIT_USAGE;
     }

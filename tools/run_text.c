@@ -56,6 +56,8 @@ int duet__run_tokenizer_load(const char *dir, bool needed, bool explicit_dir, co
 {
     size_t len = strlen(dir) + sizeof("/tokenizer.json");
     char *path = malloc(len), err[1024] = "";
+    const char *slash = strrchr(dir, '/');
+    struct stat sb;
     bool present;
 
     *out = NULL;
@@ -63,7 +65,11 @@ int duet__run_tokenizer_load(const char *dir, bool needed, bool explicit_dir, co
         fprintf(stderr, "duet-run: out of memory\n");
         return EXIT_FAILURE;
     }
-    snprintf(path, len, "%s/tokenizer.json", dir);
+    if (stat(dir, &sb) == 0 && S_ISREG(sb.st_mode)) /* a GGUF file: tokenizer.json beside it */
+        snprintf(path, len, "%.*s/tokenizer.json", slash ? (int)(slash - dir) : 1,
+                 slash ? dir : ".");
+    else
+        snprintf(path, len, "%s/tokenizer.json", dir);
     present = access(path, F_OK) == 0;
     free(path);
     if (!present && !explicit_dir) {

@@ -1,7 +1,8 @@
 /*
  * duet/model.h — Hugging Face model folders: config.json, generation_config.json and safetensors
  * weights (model.safetensors, or model.safetensors.index.json and its shards), memory-mapped and
- * validated (docs/models.md).
+ * validated (docs/models.md); or one GGUF file (llama.cpp's format), its metadata standing for
+ * config.json and its tensors answering to the Hugging Face names.
  *
  *     DIR/config.json                 ─► duet_model_desc: the architecture (Llama or OPT)
  *     DIR/generation_config.json      ─► BOS / EOS ids (optional; else config.json's)
@@ -45,6 +46,13 @@ typedef enum duet_dtype {
     DUET_DTYPE_I8 = 7,
     DUET_DTYPE_U8 = 8,
     DUET_DTYPE_BOOL = 9,
+    /* Block-quantised types of GGUF files (ggml's layouts): each row of the tensor (its last
+     * dimension) is a run of blocks of duet_dtype_block_elems() elements. */
+    DUET_DTYPE_Q8_0 = 10, /* 34-byte blocks of 32: f16 scale d, 32 × int8 q; w = d·q */
+    DUET_DTYPE_Q4_0 = 11, /* 18-byte blocks of 32: f16 d, 16 bytes of nibbles u; w = d·(u − 8) */
+    DUET_DTYPE_Q4_K = 12, /* 144-byte super-blocks of 256 (dequantised when read) */
+    DUET_DTYPE_Q5_K = 13, /* 176-byte super-blocks of 256 (dequantised when read) */
+    DUET_DTYPE_Q6_K = 14, /* 210-byte super-blocks of 256 (dequantised when read) */
 } duet_dtype;
 
 typedef enum duet_arch {
@@ -107,12 +115,13 @@ typedef struct duet_model_desc {
                                 included (keys at p' > p - sliding_window); 0: all of them */
 } duet_model_desc;
 
-/* One tensor of a safetensors file. Read-only: the model owns it and everything it points to. */
+/* One tensor of a safetensors or GGUF file. Read-only: the model owns it and everything it points
+ * to. */
 typedef struct duet_tensor {
     const char *name;                    /* as stored, e.g. "model.layers.0.mlp.up_proj.weight" */
     const char *file;                    /* path of the file that holds it */
     const void *data;                    /* first byte, in the read-only mapping; maybe unaligned */
-    uint64_t nbytes;                     /* numel × duet_dtype_size(dtype) */
+    uint64_t nbytes;                     /* numel × duet_dtype_size(dtype); blocks × bytes */
     uint64_t offset;                     /* byte offset of data in the file */
     uint64_t numel;                      /* product of shape (1 for rank 0) */
     uint64_t shape[DUET_MODEL_MAX_RANK]; /* [rank], outermost first (row-major) */
@@ -128,13 +137,14 @@ typedef struct duet_model duet_model; /* opaque */
 #define DUET_MODEL_PREFAULT (1u << 2) /* create: read every page now (duet_model_prefault) */
 
 /*
- * Opens the model folder dir and validates it (see the top of this file). Progress is drawn on
- * stderr only when it is a terminal and the weights are large, unless flags say otherwise. On
- * success *out is a model the caller releases with duet_model_destroy(); on failure *out is NULL
- * and a NUL-terminated message (truncated to fit) is written to errbuf[errbuf_size]. Statuses:
- * NOT_FOUND (no config.json, no weights, a missing shard), IO, BAD_FORMAT (malformed JSON or
- * safetensors, a tensor missing or of the wrong shape), UNSUPPORTED (an architecture, field or
- * value duet cannot run, named in the message), OUT_OF_MEMORY.
+ * Opens the model folder dir (or the GGUF file dir names: a regular file) and validates it (see the
+ * top of this file). Progress is drawn on stderr only when it is a terminal and the weights are
+ * large, unless flags say otherwise. On success *out is a model the caller releases with
+ * duet_model_destroy(); on failure *out is NULL and a NUL-terminated message (truncated to fit) is
+ * written to errbuf[errbuf_size]. Statuses: NOT_FOUND (no config.json, no weights, a missing
+ * shard), IO, BAD_FORMAT (malformed JSON or safetensors, a tensor missing or of the wrong shape),
+ * UNSUPPORTED (an architecture, field or value duet cannot run, named in the message),
+ * OUT_OF_MEMORY.
  */
 DUET_API duet_status duet_model_create(const char *dir, uint32_t flags, duet_model **out,
                                        char *errbuf, size_t errbuf_size);
@@ -168,10 +178,22 @@ DUET_API void duet_model_prefault(const duet_model *model, uint32_t flags);
 DUET_API duet_status duet_model_check_values(const duet_model *model, uint32_t flags, char *errbuf,
                                              size_t errbuf_size);
 
-/* Converts elements first .. first + count - 1 (in row-major order) of a floating-point tensor
- * to float. INVALID_ARGUMENT for a range outside the tensor or an integer dtype. */
+/* Converts elements first .. first + count - 1 (in row-major order) of a floating-point or
+ * block-quantised tensor to float (block types dequantised exactly as ggml does). INVALID_ARGUMENT
+ * for a range outside the tensor or an integer dtype. */
 DUET_API duet_status duet_tensor_read_f32(const duet_tensor *tensor, uint64_t first, uint64_t count,
                                           float *out);
+
+/*
+ * Rows row .. row + rows - 1 of a 2-D Q8_0 or Q4_0 tensor as stored, without rounding anything:
+ * codes[r][c] (rows × shape[1] bytes) the unsigned code of weight c of row r and scales[r][g]
+ * (rows × shape[1] / 32) the IEEE f16 bits of group g's scale, weight = scale × (code − zero)
+ * with zero = 128 (Q8_0: code = q + 128) or 8 (Q4_0): the symmetric int8 / int4 groups of 32
+ * that the CPU worker's kernels run. INVALID_ARGUMENT for another dtype or rank, or a range
+ * outside the tensor.
+ */
+DUET_API duet_status duet_tensor_read_codes(const duet_tensor *tensor, uint64_t row, uint64_t rows,
+                                            uint8_t *codes, uint16_t *scales);
 
 /* Rotary frequencies of a Llama description, its rope scaling (linear, llama3) applied:
  * inv_freq[i] for i < head_dim / 2, the angle of position p being p × inv_freq[i] (what every
@@ -183,10 +205,14 @@ DUET_API void duet_model_rope_inv_freq(const duet_model_desc *desc, double *inv_
 DUET_API float duet_f16_to_f32(uint16_t h);
 DUET_API uint16_t duet_f32_to_f16(float f);
 
-/* "F32", "BF16", ... as safetensors spells them; "?" for other values. */
+/* "F32", "BF16", ... as safetensors spells them, "Q8_0", "Q4_K", ... as ggml does; "?" for other
+ * values. */
 DUET_API const char *duet_dtype_name(duet_dtype dtype);
-/* Bytes per element; 0 for other values. */
+/* Bytes per element; 0 for block-quantised types and other values. */
 DUET_API size_t duet_dtype_size(duet_dtype dtype);
+/* Block-quantised types: elements per block (32 or 256) and bytes per block; 0 for others. */
+DUET_API uint32_t duet_dtype_block_elems(duet_dtype dtype);
+DUET_API size_t duet_dtype_block_bytes(duet_dtype dtype);
 /* "llama", "opt"; "?" for other values. */
 DUET_API const char *duet_arch_name(duet_arch arch);
 
