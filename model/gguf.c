@@ -27,9 +27,10 @@
  * dimension; a known ggml type; rows of whole blocks) → general.alignment (a power of two) →
  * the data start inside the file → each tensor aligned and inside the data area → no overlaps.
  * Then the architecture (general.architecture, its keys with their types), the tensors mapped
- * (blk.N.attn_q.weight → model.layers.N.self_attn.q_proj.weight, ...), and the rotary
- * permutation of llama.cpp's converter undone: q and k rows are copied into `owned`, in the
- * order Hugging Face's rotate_half expects. Everything else stays in the caller's mapping.
+ * (blk.N.attn_q.weight → model.layers.N.self_attn.q_proj.weight, ...), and, in llama files, the
+ * rotary permutation of llama.cpp's converter undone: q and k rows are copied into `owned`, in
+ * the order Hugging Face's rotate_half expects (qwen2 / qwen3 files are converted without it).
+ * Everything else stays in the caller's mapping.
  */
 #include "model-int.h"
 
@@ -554,28 +555,29 @@ static duet_status check_ranges(struct parse *p)
 
 /* ---- metadata → description --------------------------------------------------------------- */
 
-/* The architectures a GGUF file may name: those duet maps, and those it knows but refuses. To
- * add one, give it a row and a tensor map; the key names follow "<arch>.<field>". */
+/* The architectures a GGUF file may name, with what sets them apart; others are refused by
+ * name. To add one, give it a row (and its tensors a line in gguf_names); the key names follow
+ * "<arch>.<field>". Only llama.cpp's LlamaModel converter permutes the q / k rows for ggml's
+ * RoPE: its Qwen2Model (and Qwen3Model, derived from it) keeps the Hugging Face order. */
 struct gguf_arch {
     const char *name;    /* general.architecture */
     const char *hf_name; /* duet_model_desc.architecture */
-    duet_arch arch;      /* what the workers run */
-    const char *refusal; /* NULL: supported */
+    bool permuted;       /* q / k rows interleaved for ggml's RoPE by the converter */
+    bool qkv_bias;       /* blk.N.attn_{q,k,v}.bias (duet_model_desc.attention_bias) */
+    bool qk_norm;        /* blk.N.attn_{q,k}_norm.weight (duet_model_desc.qk_norm) */
 };
 
 static const struct gguf_arch gguf_archs[] = {
-    {"llama", "LlamaForCausalLM", DUET_ARCH_LLAMA, NULL},
-    {"qwen2", "Qwen2ForCausalLM", DUET_ARCH_LLAMA,
-     "Qwen2 (q/k/v biases) is not supported from GGUF yet"},
-    {"qwen3", "Qwen3ForCausalLM", DUET_ARCH_LLAMA,
-     "Qwen3 (per-head q/k norms) is not supported from GGUF yet"},
+    {"llama", "LlamaForCausalLM", true, false, false},
+    {"qwen2", "Qwen2ForCausalLM", false, true, false},
+    {"qwen3", "Qwen3ForCausalLM", false, false, true},
 };
 
-/* Tensor names: GGUF ("blk.N." + suffix for layers) → Hugging Face (Llama). */
+/* Tensor names: GGUF ("blk.N." + suffix for layers) → Hugging Face (the Llama family). */
 static const struct {
     const char *gguf, *hf;
     bool layer;
-} llama_names[] = {
+} gguf_names[] = {
     {"token_embd.weight", "model.embed_tokens.weight", false},
     {"output_norm.weight", "model.norm.weight", false},
     {"output.weight", "lm_head.weight", false},
@@ -588,6 +590,11 @@ static const struct {
     {"ffn_gate.weight", "mlp.gate_proj.weight", true},
     {"ffn_up.weight", "mlp.up_proj.weight", true},
     {"ffn_down.weight", "mlp.down_proj.weight", true},
+    {"attn_q.bias", "self_attn.q_proj.bias", true},          /* qwen2 */
+    {"attn_k.bias", "self_attn.k_proj.bias", true},          /* qwen2 */
+    {"attn_v.bias", "self_attn.v_proj.bias", true},          /* qwen2 */
+    {"attn_q_norm.weight", "self_attn.q_norm.weight", true}, /* qwen3 */
+    {"attn_k_norm.weight", "self_attn.k_norm.weight", true}, /* qwen3 */
 };
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -683,17 +690,15 @@ static duet_status find_arch(const struct parse *p, const struct gguf_arch **out
     for (size_t i = 0; i < COUNT(gguf_archs); i++)
         if (key_is(p, "general.architecture", gguf_archs[i].name, &present)) {
             *out = &gguf_archs[i];
-            if (gguf_archs[i].refusal)
-                return duet__fail(p->c.msg, DUET_STATUS_UNSUPPORTED, "%s: architecture '%s': %s",
-                                  p->c.path, gguf_archs[i].name, gguf_archs[i].refusal);
             return DUET_STATUS_OK;
         }
     len = get_le(p->c.buf + kv->at, 8);
     snprintf(name, sizeof(name), "%.*s", (int)(len < 40 ? len : 40),
              (const char *)p->c.buf + kv->at + 8);
-    return duet__fail(p->c.msg, DUET_STATUS_UNSUPPORTED,
-                      "%s: GGUF architecture '%s' is not supported (duet reads llama)", p->c.path,
-                      name);
+    return duet__fail(
+        p->c.msg, DUET_STATUS_UNSUPPORTED,
+        "%s: GGUF architecture '%s' is not supported (duet reads llama, qwen2 and qwen3)",
+        p->c.path, name);
 }
 
 static const struct tinfo *find_tinfo(const struct parse *p, const char *name)
@@ -805,6 +810,23 @@ static duet_dtype file_dtype(const struct parse *p)
     return dt == DUET_DTYPE_F16 || dt == DUET_DTYPE_BF16 ? (duet_dtype)dt : DUET_DTYPE_F32;
 }
 
+/*
+ * A sliding window is refused: llama.cpp's converters write none for these architectures, and
+ * its key alone would not say on which layers it applies (Qwen's max_window_layers), so a
+ * window that duet ignored or guessed would change the model.
+ */
+static duet_status refuse_window(const struct parse *p, const char *a)
+{
+    char key[128];
+
+    snprintf(key, sizeof(key), "%s.attention.sliding_window", a);
+    if (find_kv(p, key))
+        return duet__fail(p->c.msg, DUET_STATUS_UNSUPPORTED,
+                          "%s: key '%s': sliding-window attention is not supported from GGUF",
+                          p->c.path, key);
+    return DUET_STATUS_OK;
+}
+
 static duet_status read_desc(const struct parse *p, duet_model_desc *d)
 {
     const struct gguf_arch *ga = NULL;
@@ -814,8 +836,12 @@ static duet_status read_desc(const struct parse *p, duet_model_desc *d)
 
     if (st)
         return st;
-    duet__desc_defaults(d, ga->arch);
+    duet__desc_defaults(d, DUET_ARCH_LLAMA);
     snprintf(d->architecture, sizeof(d->architecture), "%s", ga->hf_name);
+    d->attention_bias = ga->qkv_bias;
+    d->qk_norm = ga->qk_norm;
+    if ((st = refuse_window(p, a)))
+        return st;
     if ((st = key_u32(p, a, "block_count", true, &d->num_layers)) ||
         (st = key_u32(p, a, "embedding_length", true, &d->hidden_size)) ||
         (st = key_u32(p, a, "feed_forward_length", true, &d->intermediate_size)) ||
@@ -852,15 +878,15 @@ static void hf_name(const duet_model_desc *d, const char *gguf, char *buf, size_
     if (strncmp(gguf, "blk.", 4) == 0 && gguf[4] >= '0' && gguf[4] <= '9') {
         layer = strtoul(gguf + 4, &end, 10);
         dot = *end == '.' ? end + 1 : NULL;
-        for (size_t i = 0; dot && layer < d->num_layers && i < COUNT(llama_names); i++)
-            if (llama_names[i].layer && strcmp(dot, llama_names[i].gguf) == 0) {
-                snprintf(buf, size, "model.layers.%lu.%s", layer, llama_names[i].hf);
+        for (size_t i = 0; dot && layer < d->num_layers && i < COUNT(gguf_names); i++)
+            if (gguf_names[i].layer && strcmp(dot, gguf_names[i].gguf) == 0) {
+                snprintf(buf, size, "model.layers.%lu.%s", layer, gguf_names[i].hf);
                 return;
             }
     }
-    for (size_t i = 0; i < COUNT(llama_names); i++)
-        if (!llama_names[i].layer && strcmp(gguf, llama_names[i].gguf) == 0) {
-            snprintf(buf, size, "%s", llama_names[i].hf);
+    for (size_t i = 0; i < COUNT(gguf_names); i++)
+        if (!gguf_names[i].layer && strcmp(gguf, gguf_names[i].gguf) == 0) {
+            snprintf(buf, size, "%s", gguf_names[i].hf);
             return;
         }
     snprintf(buf, size, "%s", gguf);
@@ -871,23 +897,37 @@ bool duet__gguf_name(const char *hf, char *buf, size_t size)
     unsigned long layer;
     char *end;
 
-    for (size_t i = 0; i < COUNT(llama_names); i++)
-        if (!llama_names[i].layer && strcmp(hf, llama_names[i].hf) == 0)
-            return snprintf(buf, size, "%s", llama_names[i].gguf) < (int)size;
+    for (size_t i = 0; i < COUNT(gguf_names); i++)
+        if (!gguf_names[i].layer && strcmp(hf, gguf_names[i].hf) == 0)
+            return snprintf(buf, size, "%s", gguf_names[i].gguf) < (int)size;
     if (strncmp(hf, "model.layers.", 13) != 0 || hf[13] < '0' || hf[13] > '9')
         return false;
     layer = strtoul(hf + 13, &end, 10);
-    for (size_t i = 0; *end == '.' && i < COUNT(llama_names); i++)
-        if (llama_names[i].layer && strcmp(end + 1, llama_names[i].hf) == 0)
-            return snprintf(buf, size, "blk.%lu.%s", layer, llama_names[i].gguf) < (int)size;
+    for (size_t i = 0; *end == '.' && i < COUNT(gguf_names); i++)
+        if (gguf_names[i].layer && strcmp(end + 1, gguf_names[i].hf) == 0)
+            return snprintf(buf, size, "blk.%lu.%s", layer, gguf_names[i].gguf) < (int)size;
     return false;
+}
+
+/* The row of a description: its class name's, else llama (Mistral and other Llamas). */
+static const struct gguf_arch *arch_of(const duet_model_desc *d)
+{
+    for (size_t i = 0; i < COUNT(gguf_archs); i++)
+        if (strcmp(d->architecture, gguf_archs[i].hf_name) == 0)
+            return &gguf_archs[i];
+    return &gguf_archs[0];
+}
+
+const char *duet__gguf_arch(const duet_model_desc *d)
+{
+    return arch_of(d)->name;
 }
 
 uint32_t duet__gguf_permuted_heads(const duet_model_desc *d, const char *hf)
 {
     const char *s = strrchr(hf, '.');
 
-    if (strncmp(hf, "model.layers.", 13) != 0 || !s)
+    if (strncmp(hf, "model.layers.", 13) != 0 || !s || !arch_of(d)->permuted)
         return 0;
     if (strstr(hf, ".self_attn.q_proj.weight"))
         return d->num_heads;

@@ -1,17 +1,21 @@
 /*
- * The GGUF writer of the generator: a validated Llama model (any folder duet reads, generated or
- * not) written as one GGUF v3 file, as llama.cpp's convert_hf_to_gguf.py would lay it out:
+ * The GGUF writer of the generator: a validated Llama, Qwen2 or Qwen3 model (any folder duet
+ * reads, generated or not) written as one GGUF v3 file, as llama.cpp's convert_hf_to_gguf.py
+ * would lay it out (A = general.architecture: "qwen2", "qwen3", else "llama"):
  *
  *   header   "GGUF", version 3, tensor count, key/value count
- *   metadata general.architecture = "llama", general.alignment = 32, general.file_type,
- *            llama.{context_length, embedding_length, block_count, feed_forward_length,
+ *   metadata general.architecture = A, general.alignment = 32, general.file_type,
+ *            A.{context_length, embedding_length, block_count, feed_forward_length,
  *            rope.dimension_count, attention.head_count, attention.head_count_kv,
- *            attention.layer_norm_rms_epsilon, rope.freq_base, vocab_size}, the linear rope
- *            scaling when there is one, tokenizer.ggml.{bos,eos,padding}_token_id when set
- *   infos    the tensors in layout order (duet__layout_build), GGUF names, ggml dims
+ *            attention.key_length, attention.value_length, attention.layer_norm_rms_epsilon,
+ *            rope.freq_base, vocab_size}, the linear rope scaling when there is one,
+ *            tokenizer.ggml.{bos,eos,padding}_token_id when set
+ *   infos    the tensors in layout order (duet__layout_build), GGUF names (Qwen2's biases
+ *            blk.N.attn_{q,k,v}.bias, Qwen3's blk.N.attn_{q,k}_norm.weight), ggml dims
  *            (innermost first), offsets aligned to 32
- *   data     each tensor converted a chunk of rows at a time; q_proj and k_proj a head at a
- *            time, its rows permuted (Hugging Face row h·D + s·D/2 + i goes to h·D + 2i + s)
+ *   data     each tensor converted a chunk of rows at a time; for llama, q_proj and k_proj a
+ *            head at a time, its rows permuted (Hugging Face row h·D + s·D/2 + i goes to
+ *            h·D + 2i + s); Qwen's converter permutes nothing
  *
  * Quantisation is ggml's reference one (quantize_row_q8_0_ref / _q4_0_ref): Q8_0 d = max|x| /
  * 127, q = round(x / d); Q4_0 d = −(the value of largest magnitude) / 8, q = min(15, ⌊x/d + 8.5⌋);
@@ -88,6 +92,13 @@ static void kv_str(struct gw *w, const char *key, const char *v)
     put_str(w, v);
 }
 
+/* The key "<arch>.<field>" in buf (for kv_u32, kv_f32, kv_str). */
+static const char *akey(char *buf, size_t size, const char *arch, const char *field)
+{
+    snprintf(buf, size, "%s.%s", arch, field);
+    return buf;
+}
+
 static uint32_t ggml_type(duet_dtype dt)
 {
     switch (dt) {
@@ -136,28 +147,30 @@ static uint32_t file_type(duet_dtype dt)
 /* Writes the metadata; returns how many pairs (called once to count with w->f = NULL). */
 static uint64_t put_metadata(struct gw *w, const duet_model_desc *d, duet_dtype dt)
 {
+    const char *a = duet__gguf_arch(d);
+    char k[96];
     uint64_t n = 0;
 
 #define KV(call) (n++, w->f ? (void)(call) : (void)0)
-    KV(kv_str(w, "general.architecture", "llama"));
+    KV(kv_str(w, "general.architecture", a));
     KV(kv_str(w, "general.name", "duet-mkmodel"));
     KV(kv_u32(w, "general.alignment", ALIGN));
     KV(kv_u32(w, "general.file_type", file_type(dt)));
-    KV(kv_u32(w, "llama.context_length", d->max_position));
-    KV(kv_u32(w, "llama.embedding_length", d->hidden_size));
-    KV(kv_u32(w, "llama.block_count", d->num_layers));
-    KV(kv_u32(w, "llama.feed_forward_length", d->intermediate_size));
-    KV(kv_u32(w, "llama.rope.dimension_count", d->head_dim));
-    KV(kv_u32(w, "llama.attention.head_count", d->num_heads));
-    KV(kv_u32(w, "llama.attention.head_count_kv", d->num_kv_heads));
-    KV(kv_u32(w, "llama.attention.key_length", d->head_dim));
-    KV(kv_u32(w, "llama.attention.value_length", d->head_dim));
-    KV(kv_f32(w, "llama.attention.layer_norm_rms_epsilon", (float)d->norm_eps));
-    KV(kv_f32(w, "llama.rope.freq_base", (float)d->rope_theta));
-    KV(kv_u32(w, "llama.vocab_size", d->vocab_size));
+    KV(kv_u32(w, akey(k, sizeof(k), a, "context_length"), d->max_position));
+    KV(kv_u32(w, akey(k, sizeof(k), a, "embedding_length"), d->hidden_size));
+    KV(kv_u32(w, akey(k, sizeof(k), a, "block_count"), d->num_layers));
+    KV(kv_u32(w, akey(k, sizeof(k), a, "feed_forward_length"), d->intermediate_size));
+    KV(kv_u32(w, akey(k, sizeof(k), a, "rope.dimension_count"), d->head_dim));
+    KV(kv_u32(w, akey(k, sizeof(k), a, "attention.head_count"), d->num_heads));
+    KV(kv_u32(w, akey(k, sizeof(k), a, "attention.head_count_kv"), d->num_kv_heads));
+    KV(kv_u32(w, akey(k, sizeof(k), a, "attention.key_length"), d->head_dim));
+    KV(kv_u32(w, akey(k, sizeof(k), a, "attention.value_length"), d->head_dim));
+    KV(kv_f32(w, akey(k, sizeof(k), a, "attention.layer_norm_rms_epsilon"), (float)d->norm_eps));
+    KV(kv_f32(w, akey(k, sizeof(k), a, "rope.freq_base"), (float)d->rope_theta));
+    KV(kv_u32(w, akey(k, sizeof(k), a, "vocab_size"), d->vocab_size));
     if (d->rope_scaling == DUET_ROPE_SCALING_LINEAR) {
-        KV(kv_str(w, "llama.rope.scaling.type", "linear"));
-        KV(kv_f32(w, "llama.rope.scaling.factor", (float)d->rope_factor));
+        KV(kv_str(w, akey(k, sizeof(k), a, "rope.scaling.type"), "linear"));
+        KV(kv_f32(w, akey(k, sizeof(k), a, "rope.scaling.factor"), (float)d->rope_factor));
     }
     if (d->bos_token_id >= 0)
         KV(kv_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)d->bos_token_id));
@@ -486,8 +499,15 @@ duet_status duet__gguf_write(const duet_model *m, const char *path, duet_dtype d
         return duet__fail(msg, DUET_STATUS_OUT_OF_MEMORY, "%s: out of memory", path);
     if (duet_model_describe(m)->arch != DUET_ARCH_LLAMA) {
         free(partial);
-        return duet__fail(msg, DUET_STATUS_UNSUPPORTED, "%s: GGUF output is for Llama models",
-                          path);
+        return duet__fail(msg, DUET_STATUS_UNSUPPORTED,
+                          "%s: GGUF output is for Llama, Mistral, Qwen2 and Qwen3 models", path);
+    }
+    if (duet_model_describe(m)->sliding_window) { /* the reader refuses the key: see gguf.c */
+        free(partial);
+        return duet__fail(msg, DUET_STATUS_UNSUPPORTED,
+                          "%s: a %s with a sliding window cannot be written as GGUF (llama.cpp's "
+                          "llama, qwen2 and qwen3 files have none)",
+                          path, duet_model_describe(m)->architecture);
     }
     sprintf(partial, "%s.partial", path);
     st = plan(m, dtype, &t, &n, msg);

@@ -104,11 +104,13 @@ bool duet__gguf_magic(const uint8_t *buf, uint64_t size);
 duet_status duet__gguf_parse(const char *path, const uint8_t *buf, uint64_t size,
                              struct duet__gguf *out, struct duet__msg *msg);
 void duet__gguf_fini(struct duet__gguf *g);
-/* The GGUF name of a Hugging Face Llama tensor name ("model.layers.3.mlp.up_proj.weight" →
- * "blk.3.ffn_up.weight"); false for names GGUF has none for. */
+/* The GGUF name of a Hugging Face Llama / Qwen tensor name ("model.layers.3.mlp.up_proj.weight"
+ * → "blk.3.ffn_up.weight"); false for names GGUF has none for. */
 bool duet__gguf_name(const char *hf, char *buf, size_t size);
+/* general.architecture for a Llama-family description: "qwen2", "qwen3", else "llama". */
+const char *duet__gguf_arch(const duet_model_desc *desc);
 /* Heads of a q_proj (num_heads) or k_proj (num_kv_heads) weight, whose rows llama.cpp's
- * converter permutes for its RoPE; 0 for every other tensor. */
+ * converter permutes for its RoPE (llama files only); 0 for every other tensor. */
 uint32_t duet__gguf_permuted_heads(const duet_model_desc *desc, const char *hf);
 
 /* ---- index.c: model.safetensors.index.json ----------------------------------------------- */
