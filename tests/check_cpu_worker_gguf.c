@@ -1,13 +1,14 @@
 /*
  * GGUF files through the CPU worker (duet_cpu_worker.so from $DUET_TEST_CPU_WORKER), on the
- * generated Llama models of worker_harness.c written again as GGUF by duet__gguf_write (what
- * duet-mkmodel --gguf does):
+ * generated Llama, Qwen2 and Qwen3 models of worker_harness.c written again as GGUF by
+ * duet__gguf_write (what duet-mkmodel --gguf does):
  *
  *   - F32 and BF16 GGUF files give the very rows (bit for bit) of the safetensors folder they
- *     were written from: the q/k permutation undone, the same kernels on the same weights;
- *   - Q8_0 and Q4_0 files, packed from their codes, match the double-precision reference run on
- *     the dequantised weights (the reference reads the same file) within the tolerances of the
- *     worker's own int8 / int4 tests; the worst error seen is printed;
+ *     were written from: the q/k permutation undone (llama files; qwen2 / qwen3 files have none),
+ *     Qwen2's biases and Qwen3's q/k norms mapped, the same kernels on the same weights;
+ *   - Q8_0 and Q4_0 files (Llama and Qwen), packed from their codes, match the double-precision
+ *     reference run on the dequantised weights (the reference reads the same file) within the
+ *     tolerances of the worker's own int8 / int4 tests; the worst error seen is printed;
  *   - a weights setting that would requantise them is refused by name;
  *   - Q4_K / Q5_K / Q6_K files, dequantised at load, against the same reference: the error the
  *     worker's weights setting adds is measured and printed.
@@ -121,6 +122,42 @@ START_TEST(test_q8_0_and_q4_0_gguf_match_the_reference_on_dequantised_weights)
     }
     fprintf(stderr, "worst: Q8_0 %.4f (bound %.3g), Q4_0 %.4f (bound %.3g)\n", w8, TOL_Q8_0, w4,
             TOL_Q4_0);
+}
+END_TEST
+
+/* Qwen2 (q/k/v biases, tied embeddings, f32 folder) and Qwen3 (q/k norms, head_dim 32 that is
+ * not hidden / heads, bf16 folder) as f32 GGUF files (Qwen3's bf16 values are exact in f32):
+ * the folder's rows; Qwen3 also as a bf16 file, as the bf16 Llama. */
+START_TEST(test_qwen_gguf_files_give_the_rows_of_the_safetensors_folder)
+{
+    assert_identical_rows(M_QWEN2, DUET_DTYPE_F32, (struct wk_opts){.weights = "f32"});
+    assert_identical_rows(M_QWEN3, DUET_DTYPE_F32, (struct wk_opts){.weights = "f32"});
+    assert_identical_rows(M_QWEN3, DUET_DTYPE_BF16,
+                          (struct wk_opts){.dtype = "f32", .weights = "bf16"});
+}
+END_TEST
+
+START_TEST(test_qwen_q8_0_and_q4_0_gguf_match_the_reference_on_dequantised_weights)
+{
+    static const int ms[] = {M_QWEN2, M_QWEN3};
+    double w8 = 0, w4 = 0;
+
+    for (size_t i = 0; i < sizeof(ms) / sizeof(ms[0]); i++) {
+        struct tmodel q8 = gguf_of(ms[i], DUET_DTYPE_Q8_0), q4 = gguf_of(ms[i], DUET_DTYPE_Q4_0);
+        double d8 = check_prefill_with(&q8, (struct wk_opts){.tol = TOL_Q8_0}, 40, 91 + i);
+        double d4 = check_prefill_with(&q4, (struct wk_opts){.tol = TOL_Q4_0}, 40, 101 + i);
+
+        fprintf(stderr,
+                "%-14s worst |dlogp|/max(1,|logit|) vs dequantised reference: Q8_0 %.4f, Q4_0 "
+                "%.4f\n",
+                models[ms[i]].name, d8, d4);
+        w8 = fmax(w8, d8);
+        w4 = fmax(w4, d4);
+        remove(q8.dir);
+        remove(q4.dir);
+    }
+    fprintf(stderr, "qwen worst: Q8_0 %.4f (bound %.3g), Q4_0 %.4f (bound %.3g)\n", w8, TOL_Q8_0,
+            w4, TOL_Q4_0);
 }
 END_TEST
 
@@ -269,6 +306,9 @@ static Suite *gguf_worker_suite(void)
         {"f32 / bf16 identical", test_f32_and_bf16_gguf_give_the_rows_of_the_safetensors_folder},
         {"q8_0 / q4_0 vs reference",
          test_q8_0_and_q4_0_gguf_match_the_reference_on_dequantised_weights},
+        {"qwen f32 / bf16 identical", test_qwen_gguf_files_give_the_rows_of_the_safetensors_folder},
+        {"qwen q8_0 / q4_0 vs reference",
+         test_qwen_q8_0_and_q4_0_gguf_match_the_reference_on_dequantised_weights},
         {"q4_0 packing", test_q4_0_weights_auto_and_int4_are_the_same_packing},
         {"requantising refused", test_settings_that_would_requantise_gguf_blocks_are_refused},
         {"k-quants", test_k_quant_files_requantised_error_is_measured},
@@ -281,7 +321,8 @@ static Suite *gguf_worker_suite(void)
 
 int main(void)
 {
-    const unsigned want = MODEL_BIT(M_LLAMA_F32) | MODEL_BIT(M_LLAMA_BF16);
+    const unsigned want =
+        MODEL_BIT(M_LLAMA_F32) | MODEL_BIT(M_LLAMA_BF16) | MODEL_BIT(M_QWEN2) | MODEL_BIT(M_QWEN3);
     int status = harness_check("check_cpu_worker_gguf", worker_profile_find("cpu"),
                                getenv("DUET_TEST_CPU_WORKER"));
 

@@ -3,7 +3,9 @@
  * BAD_FORMAT (or UNSUPPORTED for valid files duet cannot run) and a message naming the key or
  * tensor, on images built byte by byte here; and files written from generated models reading
  * back the very values of their safetensors folders (F32 / F16 / BF16 exactly, Q8_0 / Q4_0 as
- * their codes say, within half a step of the originals), the q/k permutation undone.
+ * their codes say, within half a step of the originals), the q/k permutation undone; qwen2 /
+ * qwen3 files (biases, q/k norms, no permutation) described, read back, and refused by tensor
+ * name when one of their tensors is missing or of the wrong shape.
  */
 #define _GNU_SOURCE /* nftw */
 #include "../model/model-int.h"
@@ -88,16 +90,25 @@ static struct img start(uint64_t n_t, uint64_t n_kv)
 #define HIDDEN 32
 #define VOCAB 8
 
-/* A one-layer Llama of hidden 32, one head, vocabulary 8. */
+/* "<arch>.<field>" */
+static const char *akey(const char *arch, const char *field)
+{
+    static char key[128];
+
+    snprintf(key, sizeof(key), "%s.%s", arch, field);
+    return key;
+}
+
+/* A one-layer Llama (or Qwen) of hidden 32, one head, vocabulary 8. */
 static void llama_kvs(struct img *b, const char *arch)
 {
     kv_str(b, "general.architecture", arch);
-    kv_u32(b, "llama.block_count", 1);
-    kv_u32(b, "llama.embedding_length", HIDDEN);
-    kv_u32(b, "llama.feed_forward_length", 64);
-    kv_u32(b, "llama.attention.head_count", 1);
-    kv_u32(b, "llama.context_length", 64);
-    kv_f32(b, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    kv_u32(b, akey(arch, "block_count"), 1);
+    kv_u32(b, akey(arch, "embedding_length"), HIDDEN);
+    kv_u32(b, akey(arch, "feed_forward_length"), 64);
+    kv_u32(b, akey(arch, "attention.head_count"), 1);
+    kv_u32(b, akey(arch, "context_length"), 64);
+    kv_f32(b, akey(arch, "attention.layer_norm_rms_epsilon"), 1e-5f);
 }
 
 static void tinfo(struct img *b, const char *name, uint32_t rank, const uint64_t *ne, uint32_t type,
@@ -465,19 +476,70 @@ START_TEST(test_duplicate_and_bad_tensor_names_are_refused)
 }
 END_TEST
 
-START_TEST(test_qwen_and_unknown_architectures_are_unsupported_by_name)
+/* qwen2 and qwen3 files: their own key prefix, Qwen2's biases and Qwen3's q/k norms (head_dim
+ * from attention.key_length, not hidden / heads) in the description, their tensors mapped to the
+ * Hugging Face names, and nothing copied: no q/k permutation to undo. */
+START_TEST(test_qwen_files_describe_biases_norms_and_head_dim)
 {
-    struct img b = start(1, LLAMA_KVS);
+    const uint64_t bias_ne[1] = {HIDDEN}, norm_ne[1] = {16}, q_ne[2] = {HIDDEN, HIDDEN};
+    struct img b = start(3, LLAMA_KVS);
+    struct duet__gguf g;
 
     llama_kvs(&b, "qwen2");
     embd_info(&b);
-    data(&b, EMBD_BYTES);
-    refused(&b, DUET_STATUS_UNSUPPORTED, "architecture 'qwen2'");
-    b = start(1, LLAMA_KVS);
+    tinfo(&b, "blk.0.attn_q.bias", 1, bias_ne, 0, EMBD_BYTES);
+    tinfo(&b, "blk.0.attn_q.weight", 2, q_ne, 0, EMBD_BYTES + HIDDEN * 4);
+    data(&b, EMBD_BYTES + HIDDEN * 4 + HIDDEN * HIDDEN * 4);
+    ck_assert_msg(parse(&b, &g) == DUET_STATUS_OK, "%s", err);
+    ck_assert_str_eq(g.desc.architecture, "Qwen2ForCausalLM");
+    ck_assert(g.desc.attention_bias && !g.desc.qk_norm);
+    ck_assert_int_eq(g.desc.head_dim, HIDDEN);
+    ck_assert_str_eq(g.tensors[1].name, "model.layers.0.self_attn.q_proj.bias");
+    ck_assert_ptr_null(g.owned); /* q served from the file as it is */
+    ck_assert_ptr_eq(g.tensors[2].data, b.p + g.data_start + EMBD_BYTES + HIDDEN * 4);
+    duet__gguf_fini(&g);
+    free(b.p);
+
+    b = start(3, LLAMA_KVS + 1);
     llama_kvs(&b, "qwen3");
+    kv_u32(&b, "qwen3.attention.key_length", 16);
+    embd_info(&b);
+    tinfo(&b, "blk.0.attn_q_norm.weight", 1, norm_ne, 0, EMBD_BYTES);
+    tinfo(&b, "blk.0.attn_k_norm.weight", 1, norm_ne, 0, EMBD_BYTES + 64);
+    data(&b, EMBD_BYTES + 128);
+    ck_assert_msg(parse(&b, &g) == DUET_STATUS_OK, "%s", err);
+    ck_assert_str_eq(g.desc.architecture, "Qwen3ForCausalLM");
+    ck_assert(g.desc.qk_norm && !g.desc.attention_bias);
+    ck_assert_int_eq(g.desc.head_dim, 16);
+    ck_assert_str_eq(g.tensors[1].name, "model.layers.0.self_attn.q_norm.weight");
+    ck_assert_str_eq(g.tensors[2].name, "model.layers.0.self_attn.k_norm.weight");
+    duet__gguf_fini(&g);
+    free(b.p);
+}
+END_TEST
+
+/* What duet cannot run is refused by name: other architectures, a sliding window (llama.cpp
+ * writes none for these; its layers would be unknown), YaRN rope scaling of Qwen2 files. */
+START_TEST(test_unknown_architectures_windows_and_yarn_are_unsupported_by_name)
+{
+    struct img b = start(1, LLAMA_KVS + 1);
+
+    llama_kvs(&b, "qwen2");
+    kv_u32(&b, "qwen2.attention.sliding_window", 4096);
     embd_info(&b);
     data(&b, EMBD_BYTES);
-    refused(&b, DUET_STATUS_UNSUPPORTED, "architecture 'qwen3'");
+    refused(&b, DUET_STATUS_UNSUPPORTED, "key 'qwen2.attention.sliding_window'");
+    b = start(1, LLAMA_KVS + 1);
+    llama_kvs(&b, "qwen2");
+    kv_str(&b, "qwen2.rope.scaling.type", "yarn");
+    embd_info(&b);
+    data(&b, EMBD_BYTES);
+    refused(&b, DUET_STATUS_UNSUPPORTED, "key 'qwen2.rope.scaling.type'");
+    b = start(1, LLAMA_KVS);
+    llama_kvs(&b, "qwen2moe");
+    embd_info(&b);
+    data(&b, EMBD_BYTES);
+    refused(&b, DUET_STATUS_UNSUPPORTED, "'qwen2moe' is not supported");
     b = start(1, LLAMA_KVS);
     llama_kvs(&b, "falcon");
     embd_info(&b);
@@ -577,6 +639,31 @@ static void gen_llama(const char *dir)
     ck_assert_msg(duet__gen_model(&p, &msg) == DUET_STATUS_OK, "%s", e);
 }
 
+/* A Qwen2 (biases, tied embeddings) or Qwen3 (q/k norms, head_dim 32 != hidden / heads) of
+ * two layers, f32. */
+static void gen_qwen(const char *dir, const char *architecture)
+{
+    struct duet__gen_params p = {.dir = dir, .seed = 13, .force = true, .flags = DUET_MODEL_QUIET};
+    char e[512];
+    struct duet__msg msg = {e, sizeof(e)};
+
+    duet__desc_defaults(&p.desc, DUET_ARCH_LLAMA);
+    snprintf(p.desc.architecture, sizeof(p.desc.architecture), "%s", architecture);
+    duet__desc_family_defaults(&p.desc);
+    p.desc.hidden_size = 64;
+    p.desc.intermediate_size = 96;
+    p.desc.num_layers = 2;
+    p.desc.num_heads = 4;
+    p.desc.num_kv_heads = 2;
+    p.desc.head_dim = p.desc.qk_norm ? 32 : 16;
+    p.desc.tie_word_embeddings = p.desc.attention_bias;
+    p.desc.vocab_size = 100;
+    p.desc.rope_theta = 1000000.0;
+    p.desc.norm_eps = 1e-6;
+    p.desc.torch_dtype = DUET_DTYPE_F32;
+    ck_assert_msg(duet__gen_model(&p, &msg) == DUET_STATUS_OK, "%s", e);
+}
+
 static duet_model *open_model(const char *path)
 {
     duet_model *m;
@@ -641,6 +728,147 @@ START_TEST(test_float_gguf_files_read_back_the_folders_values)
         remove(path);
     }
     duet_model_destroy(src);
+}
+END_TEST
+
+/* A whole file into memory (the caller frees it). */
+static uint8_t *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    uint8_t *p;
+    long len;
+
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fseek(f, 0, SEEK_END), 0);
+    len = ftell(f);
+    ck_assert_int_gt(len, 0);
+    rewind(f);
+    p = malloc((size_t)len);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_eq(fread(p, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    *n = (size_t)len;
+    return p;
+}
+
+/* Every tensor of src (the folder) in g (its GGUF file) with the same shape and values. */
+static void assert_same_tensors(duet_model *src, duet_model *g)
+{
+    for (size_t t = 0; t < duet_model_num_tensors(src); t++) {
+        const duet_tensor *x = duet_model_tensor_at(src, t);
+        const duet_tensor *y = duet_model_tensor(g, x->name);
+        float *vx, *vy;
+
+        ck_assert_msg(y != NULL, "%s missing from the GGUF", x->name);
+        ck_assert_int_eq(x->rank, y->rank);
+        ck_assert_int_eq(x->shape[0], y->shape[0]);
+        vx = values(x);
+        vy = values(y);
+        ck_assert_msg(memcmp(vx, vy, x->numel * sizeof(float)) == 0, "%s differs", x->name);
+        free(vx);
+        free(vy);
+    }
+}
+
+/* Generated Qwen2 / Qwen3 folders written as F32 GGUF: general.architecture qwen2 / qwen3 (the
+ * description reads back), every tensor's values, and no permutation in the file: the q and k
+ * rows lie in the file in the Hugging Face order (the reader copies nothing). */
+START_TEST(test_qwen_gguf_files_read_back_unpermuted)
+{
+    static const char *const archs[] = {"Qwen2ForCausalLM", "Qwen3ForCausalLM"};
+    char path[4300];
+
+    for (size_t i = 0; i < 2; i++) {
+        duet_model *src, *g;
+        const duet_model_desc *a, *b;
+        struct duet__gguf parsed;
+        struct duet__msg msg = {err, sizeof(err)};
+        uint8_t *img;
+        size_t n;
+
+        gen_qwen(gen_dir(), archs[i]);
+        src = open_model(gen_dir());
+        g = write_gguf(src, DUET_DTYPE_F32, path, sizeof(path));
+        a = duet_model_describe(src);
+        b = duet_model_describe(g);
+        ck_assert_str_eq(b->architecture, archs[i]);
+        ck_assert_int_eq(a->attention_bias, b->attention_bias);
+        ck_assert_int_eq(a->qk_norm, b->qk_norm);
+        ck_assert_int_eq(a->head_dim, b->head_dim);
+        ck_assert_int_eq(a->tie_word_embeddings, b->tie_word_embeddings);
+        /* written as float32, as llama.cpp does */
+        ck_assert(a->rope_theta == b->rope_theta && (float)a->norm_eps == (float)b->norm_eps);
+        assert_same_tensors(src, g);
+        img = slurp(path, &n);
+        ck_assert_msg(memmem(img, n, i ? "qwen3.attention.key_length" : "qwen2.block_count",
+                             i ? 26 : 17) != NULL,
+                      "no %s keys", i ? "qwen3" : "qwen2");
+        ck_assert_msg(duet__gguf_parse(path, img, n, &parsed, &msg) == DUET_STATUS_OK, "%s", err);
+        ck_assert_ptr_null(parsed.owned);
+        duet__gguf_fini(&parsed);
+        free(img);
+        duet_model_destroy(g);
+        duet_model_destroy(src);
+        remove(path);
+    }
+}
+END_TEST
+
+/* Patches the written file at path: the first occurrence of from (a tensor name) becomes to (of
+ * the same length); with dim0 nonzero, that tensor's innermost dimension becomes dim0 instead. */
+static void patch_file(const char *path, const char *from, const char *to, uint64_t dim0)
+{
+    size_t n;
+    uint8_t *img = slurp(path, &n), *at = memmem(img, n, from, strlen(from));
+    FILE *f;
+
+    ck_assert_msg(at != NULL, "%s not in %s", from, path);
+    if (dim0)
+        memcpy(at + strlen(from) + 4, &dim0, 8); /* after the name: rank u32, then ne[0] */
+    else
+        memcpy(at, to, strlen(to));
+    f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fwrite(img, 1, n, f), n);
+    fclose(f);
+    free(img);
+}
+
+/* A qwen file without one of its biases or norms, or with one of the wrong shape, is refused
+ * naming the tensor. */
+START_TEST(test_qwen_files_missing_or_misshapen_biases_and_norms_are_refused_by_name)
+{
+    static const struct {
+        const char *arch, *from, *to;
+        uint64_t dim0;
+        const char *needle;
+    } cases[] = {
+        {"Qwen2ForCausalLM", "blk.1.attn_v.bias", "blk.1.attn_v.biaz", 0,
+         "tensor 'model.layers.1.self_attn.v_proj.bias' is missing"},
+        {"Qwen2ForCausalLM", "blk.0.attn_k.bias", NULL, 16,
+         "tensor 'model.layers.0.self_attn.k_proj.bias' has the wrong shape"},
+        {"Qwen3ForCausalLM", "blk.0.attn_k_norm.weight", "blk.0.attn_k_morm.weight", 0,
+         "tensor 'model.layers.0.self_attn.k_norm.weight' is missing"},
+        {"Qwen3ForCausalLM", "blk.1.attn_q_norm.weight", NULL, 16,
+         "tensor 'model.layers.1.self_attn.q_norm.weight' has the wrong shape"},
+    };
+    char path[4300];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        duet_model *src, *m = NULL;
+
+        gen_qwen(gen_dir(), cases[i].arch);
+        src = open_model(gen_dir());
+        duet_model_destroy(write_gguf(src, DUET_DTYPE_Q8_0, path, sizeof(path)));
+        duet_model_destroy(src);
+        patch_file(path, cases[i].from, cases[i].to, cases[i].dim0);
+        ck_assert_int_eq(duet_model_create(path, DUET_MODEL_QUIET, &m, err, sizeof(err)),
+                         DUET_STATUS_BAD_FORMAT);
+        ck_assert_msg(strstr(err, cases[i].needle) && strstr(err, "m-Q8_0.gguf"),
+                      "message '%s' does not name '%s'", err, cases[i].needle);
+        ck_assert_ptr_null(m);
+        remove(path);
+    }
 }
 END_TEST
 
@@ -844,11 +1072,15 @@ static Suite *gguf_suite(void)
         {"ggml types", test_ggml_types_unknown_unsupported_or_partial_blocks_are_refused},
         {"offsets", test_offsets_misaligned_outside_or_overlapping_are_refused},
         {"tensor names", test_duplicate_and_bad_tensor_names_are_refused},
-        {"architectures", test_qwen_and_unknown_architectures_are_unsupported_by_name},
+        {"qwen files", test_qwen_files_describe_biases_norms_and_head_dim},
+        {"architectures", test_unknown_architectures_windows_and_yarn_are_unsupported_by_name},
         {"q rows", test_q_rows_not_heads_times_head_dim_are_refused},
         {"tokenizer arrays", test_tokenizer_arrays_must_match_the_vocabulary},
         {"float files", test_float_gguf_files_read_back_the_folders_values},
         {"block files", test_q8_0_and_q4_0_files_hold_the_values_within_a_step},
+        {"qwen files written", test_qwen_gguf_files_read_back_unpermuted},
+        {"qwen tensors refused",
+         test_qwen_files_missing_or_misshapen_biases_and_norms_are_refused_by_name},
         {"q6_k", test_q6_k_block_dequantises_as_laid_out},
         {"k-quant files", test_k_quant_files_hold_the_values_within_their_code_widths},
         {"allocation failures", test_create_of_a_gguf_file_survives_every_allocation_failure},
