@@ -3,8 +3,9 @@
 # types, a malformed file's message), and duet-run serves them: a Q4_0 GGUF draft for a
 # safetensors target of the same vocabulary gives, greedy, exactly the target's plain output
 # (requests sorted: they may finish in another order);
-# an F32 GGUF target gives the output of the folder it was written from; a text prompt uses the
-# tokenizer.json beside a GGUF file.
+# an F32 GGUF target gives the output of the folder it was written from (Llama, Qwen2, Qwen3,
+# written as general.architecture llama / qwen2 / qwen3); a text prompt uses the tokenizer.json
+# beside a GGUF file.
 set -u
 top_builddir=${DUET_TEST_BUILDDIR:-.}
 run="$top_builddir/tools/duet-run"
@@ -48,6 +49,23 @@ speculative: { draft_model = \"$tmp/d/model.gguf\"; worker = \"cpu\"; num_tokens
 cmp -s "$tmp/plain" "$tmp/spec" || fail "Q4_0 GGUF draft changed the greedy output"
 serve "model = \"$tmp/t/model.gguf\"; target: { worker = \"cpu\"; threads = 2; };" "$tmp/gguf"
 cmp -s "$tmp/plain" "$tmp/gguf" || fail "the F32 GGUF target differs from its folder"
+# qwen2 / qwen3: written under their own architecture, served as their folders
+for a in qwen2 qwen3; do
+    "$mk" --out "$tmp/$a" --arch $a --hidden 64 --layers 2 --heads 4 --kv-heads 2 \
+        --intermediate 128 --vocab 300 --max-positions 256 --dtype f32 --gguf f32 --quiet ||
+        fail "duet-mkmodel --arch $a --gguf f32"
+    "$info" "$tmp/$a/model.gguf" >"$tmp/info" || fail "duet-model-info refused the $a file"
+    grep -q "^architecture: *Qwen${a#qwen}ForCausalLM" "$tmp/info" ||
+        fail "$a: $(head -3 "$tmp/info")"
+    serve "model = \"$tmp/$a\"; target: { worker = \"cpu\"; threads = 2; };" "$tmp/$a.plain"
+    serve "model = \"$tmp/$a/model.gguf\"; target: { worker = \"cpu\"; threads = 2; };" \
+        "$tmp/$a.gguf"
+    cmp -s "$tmp/$a.plain" "$tmp/$a.gguf" || fail "the F32 $a GGUF target differs from its folder"
+done
+"$mk" --out "$tmp/w" --arch qwen2 --hidden 64 --layers 1 --heads 4 --intermediate 128 \
+    --vocab 300 --sliding-window 8 --gguf f32 --quiet 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "sliding window" "$tmp/err" ||
+    fail "a windowed qwen2 written as GGUF: $(cat "$tmp/err")"
 # text: the tokenizer.json beside a GGUF file is the model's tokenizer
 tok="${DUET_TEST_SRCDIR:-.}/tests/fixtures/tokenizers/bytelevel"
 [ -f "$tok/tokenizer.json" ] || fail "no tokenizer fixture at $tok"
@@ -58,4 +76,5 @@ printf '%s\n' "model = \"$tmp/tk/model.gguf\"; target: { worker = \"cpu\"; threa
 "$run" --config "$tmp/c.cfg" --prompt "Hello world" --max-tokens 4 --ignore-eos --json \
     >"$tmp/out" 2>"$tmp/err" || fail "a text prompt on a GGUF file: $(cat "$tmp/err")"
 grep -q '"text": ' "$tmp/out" || fail "no text for a GGUF file: $(cat "$tmp/out")"
-echo "gguf_check: PASS ($(wc -l <"$tmp/plain") requests, speculative and GGUF outputs identical)"
+echo "gguf_check: PASS ($(wc -l <"$tmp/plain") requests, speculative and GGUF outputs identical," \
+    "qwen2 / qwen3 GGUF outputs identical)"
