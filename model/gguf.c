@@ -827,6 +827,36 @@ static duet_status refuse_window(const struct parse *p, const char *a)
     return DUET_STATUS_OK;
 }
 
+/*
+ * A layer tensor the row does not run is refused rather than ignored: llama.cpp's llama
+ * architecture takes optional q/k/v/o biases, which duet's Llama does not add, and no row here
+ * has an o_proj bias; a q/k norm in a file that is not qwen3 likewise.
+ */
+static duet_status refuse_extra_tensors(const struct parse *p, const struct gguf_arch *ga)
+{
+    static const char *const bias[] = {"attn_q.bias", "attn_k.bias", "attn_v.bias"};
+    static const char *const norm[] = {"attn_q_norm.weight", "attn_k_norm.weight"};
+
+    for (uint64_t i = 0; i < p->n_t; i++) {
+        const char *name = p->ts[i].name, *dot;
+        bool extra;
+
+        if (strncmp(name, "blk.", 4) != 0 || !(dot = strchr(name + 4, '.')))
+            continue;
+        extra = strcmp(dot + 1, "attn_output.bias") == 0;
+        for (size_t j = 0; !ga->qkv_bias && j < COUNT(bias); j++)
+            extra = extra || strcmp(dot + 1, bias[j]) == 0;
+        for (size_t j = 0; !ga->qk_norm && j < COUNT(norm); j++)
+            extra = extra || strcmp(dot + 1, norm[j]) == 0;
+        if (extra)
+            return duet__fail(p->c.msg, DUET_STATUS_UNSUPPORTED,
+                              "%s: tensor '%s' is not supported in a %s file (duet's %s has no "
+                              "such weight; it is refused rather than ignored)",
+                              p->c.path, name, ga->name, ga->hf_name);
+    }
+    return DUET_STATUS_OK;
+}
+
 static duet_status read_desc(const struct parse *p, duet_model_desc *d)
 {
     const struct gguf_arch *ga = NULL;
@@ -840,7 +870,7 @@ static duet_status read_desc(const struct parse *p, duet_model_desc *d)
     snprintf(d->architecture, sizeof(d->architecture), "%s", ga->hf_name);
     d->attention_bias = ga->qkv_bias;
     d->qk_norm = ga->qk_norm;
-    if ((st = refuse_window(p, a)))
+    if ((st = refuse_window(p, a)) || (st = refuse_extra_tensors(p, ga)))
         return st;
     if ((st = key_u32(p, a, "block_count", true, &d->num_layers)) ||
         (st = key_u32(p, a, "embedding_length", true, &d->hidden_size)) ||

@@ -519,7 +519,8 @@ START_TEST(test_qwen_files_describe_biases_norms_and_head_dim)
 END_TEST
 
 /* What duet cannot run is refused by name: other architectures, a sliding window (llama.cpp
- * writes none for these; its layers would be unknown), YaRN rope scaling of Qwen2 files. */
+ * writes none for these; its layers would be unknown), YaRN rope scaling of Qwen2 files, a bias
+ * or q/k norm the architecture does not have. */
 START_TEST(test_unknown_architectures_windows_and_yarn_are_unsupported_by_name)
 {
     struct img b = start(1, LLAMA_KVS + 1);
@@ -535,6 +536,24 @@ START_TEST(test_unknown_architectures_windows_and_yarn_are_unsupported_by_name)
     embd_info(&b);
     data(&b, EMBD_BYTES);
     refused(&b, DUET_STATUS_UNSUPPORTED, "key 'qwen2.rope.scaling.type'");
+    b = start(2, LLAMA_KVS);
+    llama_kvs(&b, "llama"); /* llama.cpp's llama takes optional biases; duet's Llama has none */
+    embd_info(&b);
+    tinfo(&b, "blk.0.attn_k.bias", 1, (const uint64_t[1]){HIDDEN}, 0, EMBD_BYTES);
+    data(&b, EMBD_BYTES + HIDDEN * 4);
+    refused(&b, DUET_STATUS_UNSUPPORTED, "tensor 'blk.0.attn_k.bias' is not supported in a llama");
+    b = start(2, LLAMA_KVS);
+    llama_kvs(&b, "qwen2");
+    embd_info(&b);
+    tinfo(&b, "blk.0.attn_output.bias", 1, (const uint64_t[1]){HIDDEN}, 0, EMBD_BYTES);
+    data(&b, EMBD_BYTES + HIDDEN * 4);
+    refused(&b, DUET_STATUS_UNSUPPORTED, "tensor 'blk.0.attn_output.bias'");
+    b = start(2, LLAMA_KVS);
+    llama_kvs(&b, "qwen2");
+    embd_info(&b);
+    tinfo(&b, "blk.0.attn_q_norm.weight", 1, (const uint64_t[1]){HIDDEN}, 0, EMBD_BYTES);
+    data(&b, EMBD_BYTES + HIDDEN * 4);
+    refused(&b, DUET_STATUS_UNSUPPORTED, "tensor 'blk.0.attn_q_norm.weight'");
     b = start(1, LLAMA_KVS);
     llama_kvs(&b, "qwen2moe");
     embd_info(&b);
