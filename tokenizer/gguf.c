@@ -109,32 +109,41 @@ static bool skip_str(struct meta *m)
     return take(m, 8, &len) && len <= m->size - m->pos && (m->pos += len, true);
 }
 
+static duet_status bad_value(struct meta *m, const struct kv *kv, const char *what)
+{
+    duet__set_err(m->err, m->err_size, "%s: key '%.*s': %s", m->path,
+                  (int)(kv->klen < 200 ? kv->klen : 200), kv->key, what);
+    return DUET_STATUS_BAD_FORMAT;
+}
+
 static duet_status read_value(struct meta *m, struct kv *kv)
 {
     uint64_t v;
 
     if (!take(m, 4, &v) || v >= G_COUNT)
-        return bad(m, "a metadata value has an unknown type or the file ends (truncated?)");
+        return bad_value(m, kv, "an unknown value type, or the file ends (truncated?)");
     kv->type = (uint32_t)v;
     if (kv->type == G_ARRAY) {
         if (!take(m, 4, &v) || v >= G_COUNT || v == G_ARRAY || !take(m, 8, &kv->n))
-            return bad(m, "a metadata array has a bad element type or the file ends");
+            return bad_value(m, kv, "a bad array element type, or the file ends (truncated?)");
         kv->atype = (uint32_t)v;
     }
     kv->at = m->buf + m->pos;
     if (kv->type == G_STRING)
-        return skip_str(m) ? DUET_STATUS_OK : bad(m, "a metadata string runs past the file");
+        return skip_str(m) ? DUET_STATUS_OK
+                           : bad_value(m, kv, "the string runs past the file (truncated?)");
     if (kv->type != G_ARRAY)
-        return take(m, gsize(kv->type), NULL) ? DUET_STATUS_OK
-                                              : bad(m, "the file ends (truncated)");
+        return take(m, gsize(kv->type), NULL)
+                   ? DUET_STATUS_OK
+                   : bad_value(m, kv, "the value runs past the file (truncated?)");
     if (kv->atype != G_STRING)
         return kv->n <= (m->size - m->pos) / gsize(kv->atype) &&
                        take(m, kv->n * gsize(kv->atype), NULL)
                    ? DUET_STATUS_OK
-                   : bad(m, "a metadata array runs past the file");
+                   : bad_value(m, kv, "the array runs past the file (truncated?)");
     for (uint64_t i = 0; i < kv->n; i++)
         if (!skip_str(m))
-            return bad(m, "a metadata string array runs past the file");
+            return bad_value(m, kv, "the array's strings run past the file (truncated?)");
     return DUET_STATUS_OK;
 }
 
@@ -159,7 +168,7 @@ static duet_status read_meta(struct meta *m)
         uint64_t len;
 
         if (!take(m, 8, &len) || len == 0 || len > m->size - m->pos)
-            return bad(m, "a metadata key is empty or runs past the file");
+            return bad(m, "a metadata key is empty or runs past the file (truncated?)");
         kv->key = (const char *)m->buf + m->pos;
         kv->klen = (size_t)len;
         m->pos += len;
