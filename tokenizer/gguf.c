@@ -283,6 +283,8 @@ struct gtok {
     uint64_t n;       /* tokens */
     json_t *root;     /* the tokenizer.json-shaped object */
     json_t *added;    /* root's added_tokens */
+    bool add_bos, add_eos;
+    int32_t unk; /* the unknown token's id, or -1 */
 };
 
 static void gtok_fini(struct gtok *g)
@@ -337,6 +339,8 @@ static duet_status read_tokens(struct meta *m, struct gtok *g, bool scores)
             uint32_t bits = (uint32_t)le(sc->at + 4 * i, 4);
 
             memcpy(&g->score[i], &bits, sizeof(float));
+            if (g->score[i] != g->score[i])
+                return tok_err(m, i, "has a NaN score");
         }
         if (len == 0 || len > 1024 || memchr(g->tok[i], '\0', (size_t)len))
             return tok_err(m, i, "is empty, longer than 1024 bytes or holds a NUL byte");
@@ -474,7 +478,8 @@ static duet_status derive_merges(struct meta *m, struct gtok *g)
     for (uint64_t i = 0; i < g->n; i++)
         if (g->type[i] == TT_NORMAL && !spm_splits(g, &map, &ar, (uint32_t)i, &v, &n, &cap))
             goto out_free;
-    qsort(v, n, sizeof(*v), cmp_spm);
+    if (n)
+        qsort(v, n, sizeof(*v), cmp_spm);
     st = DUET_STATUS_OK;
     for (size_t k = 0; k < n && st == DUET_STATUS_OK; k++)
         if (!duet__raw_add(&g->raw[1], g->tok[v[k].left], g->len[v[k].left], -1) ||
@@ -552,7 +557,8 @@ static json_t *gpt2_root(const struct pre *pre)
                      "vocab", "merges", "ignore_merges", pre->ignore_merges, "added_tokens");
 }
 
-static json_t *llama_root(bool prefix, bool byte_fallback, const char *unk, size_t unk_len)
+/* Llama 2's tokenizer.json; the unknown token's id is set on the loaded tokenizer. */
+static json_t *llama_root(bool prefix, bool byte_fallback)
 {
     static const char meta[] = "\xe2\x96\x81";
     json_t *norm = json_pack("[{s:s, s:{s:s}, s:s}]", "type", "Replace", "pattern", "String", " ",
@@ -560,58 +566,44 @@ static json_t *llama_root(bool prefix, bool byte_fallback, const char *unk, size
     json_t *dec = json_pack("[{s:s, s:{s:s}, s:s}, {s:s}, {s:s}]", "type", "Replace", "pattern",
                             "String", meta, "content", " ", "type", "ByteFallback", "type", "Fuse");
 
-    if (prefix) {
-        json_array_insert_new(norm, 0, json_pack("{s:s, s:s}", "type", "Prepend", "prepend", meta));
-        json_array_append_new(dec, json_pack("{s:s, s:s, s:i, s:i}", "type", "Strip", "content",
-                                             " ", "start", 1, "stop", 0));
-    }
-    json_t *root =
-        json_pack("{s:{s:s, s:o}, s:n, s:{s:s, s:o}, s:{s:s, s:{}, s:[], s:b, s:b}, "
-                  "s:[]}",
-                  "normalizer", "type", "Sequence", "normalizers", norm, "pre_tokenizer", "decoder",
-                  "type", "Sequence", "decoders", dec, "model", "type", "BPE", "vocab", "merges",
-                  "byte_fallback", byte_fallback, "fuse_unk", 1, "added_tokens");
-
-    if (root && unk &&
-        json_object_set_new(json_object_get(root, "model"), "unk_token",
-                            json_stringn(unk, unk_len))) {
-        json_decref(root);
+    if (!norm || !dec ||
+        (prefix &&
+         (json_array_insert_new(norm, 0,
+                                json_pack("{s:s, s:s}", "type", "Prepend", "prepend", meta)) ||
+          json_array_append_new(dec, json_pack("{s:s, s:s, s:i, s:i}", "type", "Strip", "content",
+                                               " ", "start", 1, "stop", 0))))) {
+        json_decref(norm);
+        json_decref(dec);
         return NULL;
     }
-    return root;
+    return json_pack("{s:{s:s, s:o}, s:n, s:{s:s, s:o}, s:{s:s, s:{}, s:[], s:b, s:b}, s:[]}",
+                     "normalizer", "type", "Sequence", "normalizers", norm, "pre_tokenizer",
+                     "decoder", "type", "Sequence", "decoders", dec, "model", "type", "BPE",
+                     "vocab", "merges", "byte_fallback", byte_fallback, "fuse_unk", 1,
+                     "added_tokens");
 }
 
-/* add_bos_token / add_eos_token as TemplateProcessing around the sequence. */
-static duet_status add_post(struct meta *m, struct gtok *g, bool add_bos, bool add_eos)
+/* add_bos_token / add_eos_token: BOS / EOS around the sequence, as TemplateProcessing puts them
+ * (set on the loaded tokenizer: a token's bytes need not be valid UTF-8 for jansson). */
+static duet_status add_post(struct meta *m, struct gtok *g, duet_tokenizer *t)
 {
     int32_t bos = -1, eos = -1;
-    json_t *single = json_array(), *post;
     duet_status st;
 
     if ((st = get_id(m, "tokenizer.ggml.bos_token_id", g->n, &bos)) ||
         (st = get_id(m, "tokenizer.ggml.eos_token_id", g->n, &eos)) ||
-        (st = get_bool(m, "tokenizer.ggml.add_bos_token", &add_bos)) ||
-        (st = get_bool(m, "tokenizer.ggml.add_eos_token", &add_eos))) {
-        json_decref(single);
+        (st = get_bool(m, "tokenizer.ggml.add_bos_token", &g->add_bos)) ||
+        (st = get_bool(m, "tokenizer.ggml.add_eos_token", &g->add_eos)))
         return st;
-    }
-    if ((add_bos && bos < 0) || (add_eos && eos < 0)) {
-        json_decref(single);
-        return wrong(
-            m, add_bos && bos < 0 ? "tokenizer.ggml.bos_token_id" : "tokenizer.ggml.eos_token_id",
-            "present when add_bos_token / add_eos_token asks for it");
-    }
-    if (add_bos)
-        json_array_append_new(single, json_pack("{s:{s:s%, s:i}}", "SpecialToken", "id",
-                                                g->tok[bos], (size_t)g->len[bos], "type_id", 0));
-    json_array_append_new(single, json_pack("{s:{s:s, s:i}}", "Sequence", "id", "A", "type_id", 0));
-    if (add_eos)
-        json_array_append_new(single, json_pack("{s:{s:s%, s:i}}", "SpecialToken", "id",
-                                                g->tok[eos], (size_t)g->len[eos], "type_id", 0));
-    post = json_pack("{s:s, s:o}", "type", "TemplateProcessing", "single", single);
-    if (!post || json_array_size(single) != 1u + add_bos + add_eos ||
-        json_object_set_new(g->root, "post_processor", post))
-        return DUET_STATUS_OUT_OF_MEMORY;
+    if (g->add_bos && bos < 0)
+        return wrong(m, "tokenizer.ggml.bos_token_id", "present when add_bos_token is true");
+    if (g->add_eos && eos < 0)
+        return wrong(m, "tokenizer.ggml.eos_token_id", "present when add_eos_token is true");
+    t->n_prefix = g->add_bos;
+    t->prefix[0] = bos;
+    t->n_suffix = g->add_eos;
+    t->suffix[0] = eos;
+    t->unk_id = g->unk;
     return DUET_STATUS_OK;
 }
 
@@ -654,15 +646,16 @@ static duet_status build(struct meta *m, struct gtok *g, const char *model, size
         }
         if ((st = derive_merges(m, g)))
             return st;
-        g->root =
-            llama_root(prefix, bytes, unk >= 0 ? g->tok[unk] : NULL, unk >= 0 ? g->len[unk] : 0);
+        g->root = llama_root(prefix, bytes);
     }
     if (!g->root)
         return DUET_STATUS_OUT_OF_MEMORY;
     g->added = json_object_get(g->root, "added_tokens");
     if ((st = split_vocab(m, g)))
         return st;
-    return add_post(m, g, spm || pre->add_bos, false);
+    g->add_bos = spm || pre->add_bos;
+    g->unk = unk;
+    return DUET_STATUS_OK;
 }
 
 static char *copy_str(const char *s, size_t n)
@@ -727,6 +720,8 @@ static duet_status load_meta(struct meta *m, duet_tokenizer *t)
     st = build(m, &g, model, len);
     if (st == DUET_STATUS_OK)
         st = duet__load_parsed(t, g.root, g.raw, m->path, m->err, m->err_size);
+    if (st == DUET_STATUS_OK)
+        st = add_post(m, &g, t);
     if (st == DUET_STATUS_OK)
         st = load_extras(m, &g, t);
     gtok_fini(&g);

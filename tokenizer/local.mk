@@ -116,6 +116,8 @@ fuzz/fuzz-tokenizer: $(top_srcdir)/fuzz/fuzz_tokenizer.c $(FUZZ_TOKENIZER_C)
 	$(AM_V_CC)$(FUZZ_BUILD) $(PCRE2_CFLAGS) $(UTF8PROC_CFLAGS) $(top_srcdir)/fuzz/fuzz_tokenizer.c \
 	  $(FUZZ_TOKENIZER_C) $(TOKENIZER_LIBS) -lpthread
 fuzz: fuzz/fuzz-tokenizer
+# fuzz/fuzz-gguf (model/local.mk) reads the tokenizer a GGUF embeds too.
+fuzz/fuzz-gguf: $(FUZZ_TOKENIZER_C)
 
 FUZZ_TARGETS += template
 fuzz/fuzz-template: $(top_srcdir)/fuzz/fuzz_template.c $(FUZZ_TOKENIZER_C)
