@@ -808,6 +808,48 @@ START_TEST(test_gguf_sentencepiece_merges_come_from_the_scores)
 }
 END_TEST
 
+/* Loads the GGUF at PATH, encodes and decodes with allocation number N failing: each step works
+ * or says DUET_STATUS_OUT_OF_MEMORY. Returns whether a failure was injected. */
+static bool gguf_with_failure(const char *path, long n)
+{
+    static const char text[] = "hello<|end|> ab c";
+    char err[512] = "", *out;
+    duet_tokenizer *tok = NULL;
+    int32_t *ids = NULL;
+    size_t n_ids;
+    duet_status st;
+
+    duet_test_injected = false;
+    duet_test_fail_countdown = n;
+    st = duet_tokenizer_load(path, &tok, err, sizeof(err));
+    if (st == DUET_STATUS_OK)
+        st = duet_tokenizer_encode(tok, text, strlen(text), true, &ids, &n_ids);
+    if (st == DUET_STATUS_OK &&
+        (st = duet_tokenizer_decode(tok, ids, n_ids, false, &out, NULL)) == DUET_STATUS_OK)
+        duet_tokenizer_free(out);
+    duet_test_fail_countdown = -1;
+    ck_assert_msg(st == DUET_STATUS_OK || (st == DUET_STATUS_OUT_OF_MEMORY && duet_test_injected),
+                  "%s, allocation %ld failing: status %d (%s)", path, n, st, err);
+    duet_tokenizer_free(ids);
+    duet_tokenizer_destroy(tok);
+    return duet_test_injected;
+}
+
+START_TEST(test_every_allocation_failure_of_a_gguf_load_is_reported_cleanly)
+{
+    struct gguf_tok gs[2] = {gpt2_gguf(), spm_gguf()};
+
+    for (int i = 0; i < 2; i++) {
+        const char *path = write_gguf(&gs[i]);
+        long n = 0;
+
+        while (gguf_with_failure(path, n))
+            n++;
+        ck_assert_msg(n > 20, "%s: only %ld allocations", gs[i].model, n);
+    }
+}
+END_TEST
+
 /* Loads G expecting STATUS and a message naming the file and NEEDLE. */
 static void expect_gguf_refusal(const struct gguf_tok *g, duet_status status, const char *needle)
 {
@@ -883,6 +925,8 @@ int main(void)
         {"gguf_byte_level", test_gguf_without_tokenizer_json_gives_its_embedded_byte_level_bpe},
         {"gguf_sentencepiece", test_gguf_sentencepiece_merges_come_from_the_scores},
         {"gguf_malformed", test_malformed_gguf_tokenizer_metadata_is_refused_by_name},
+        {"gguf_allocation_failures",
+         test_every_allocation_failure_of_a_gguf_load_is_reported_cleanly},
     };
     Suite *s = suite_create("tokenizer");
 
