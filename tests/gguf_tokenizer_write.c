@@ -1,7 +1,8 @@
 /*
- * gguf-tokenizer-write DIR OUT.gguf [PRE]: a GGUF file (no tensors) whose tokenizer.ggml.* holds
+ * gguf-tokenizer-write DIR OUT.gguf [PRE [MODEL.gguf]]: a GGUF file whose tokenizer.ggml.* holds
  * DIR/tokenizer.json's tokenizer, as a converter would write it, for the tests of the embedded
- * tokenizer (gguf_tokenizer_ref.sh):
+ * tokenizer (gguf_tokenizer_ref.sh); no tensors, or MODEL.gguf's metadata (but its tokenizer.*
+ * keys and architecture) and tensors after the tokenizer's keys:
  *
  *   byte_fallback BPE ──► "llama": tokens, scores, token_type (byte / unknown / control /
  *                         user-defined / normal); a token's score is minus the rank of the first
@@ -47,6 +48,87 @@ static void key(const char *k, uint32_t type)
     n_kv++;
 }
 
+/* ---- MODEL.gguf's metadata and tensors, copied after the tokenizer's keys ---------------- */
+
+static unsigned char *model;
+static size_t model_size, model_pos;
+
+static uint64_t rd(unsigned n)
+{
+    uint64_t v = 0;
+
+    for (unsigned i = n; i-- > 0;)
+        v = v << 8 | model[model_pos + i];
+    model_pos += n;
+    return v;
+}
+
+static void skip_value(uint32_t type)
+{
+    static const unsigned size[13] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
+
+    if (type == T_STRING) {
+        model_pos += rd(8);
+    } else if (type == T_ARRAY) {
+        uint32_t at = (uint32_t)rd(4);
+        uint64_t n = rd(8);
+
+        for (uint64_t i = 0; i < n; i++)
+            skip_value(at);
+    } else {
+        model_pos += size[type];
+    }
+}
+
+/* Copies MODEL's key/value pairs (but tokenizer.* and general.architecture), then its tensor
+ * infos and data; returns the tensor count. */
+static uint64_t copy_model(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    uint64_t n_t, n, align = 32;
+    size_t start, data;
+
+    if (!f || fseek(f, 0, SEEK_END) != 0 || (model_size = (size_t)ftell(f)) < 24 ||
+        !(model = malloc(model_size)) || fseek(f, 0, SEEK_SET) != 0 ||
+        fread(model, 1, model_size, f) != model_size) {
+        fprintf(stderr, "gguf-tokenizer-write: cannot read %s\n", path);
+        exit(1);
+    }
+    fclose(f);
+    model_pos = 8;
+    n_t = rd(8);
+    n = rd(8);
+    for (uint64_t i = 0; i < n; i++) {
+        size_t at = model_pos, klen = (size_t)rd(8);
+        const char *k = (const char *)model + model_pos;
+        uint32_t type;
+
+        model_pos += klen;
+        type = (uint32_t)rd(4);
+        if (klen == 17 && memcmp(k, "general.alignment", 17) == 0)
+            align = (uint32_t)(model[model_pos] | model[model_pos + 1] << 8 |
+                               model[model_pos + 2] << 16 | (uint32_t)model[model_pos + 3] << 24);
+        skip_value(type);
+        if ((klen >= 10 && memcmp(k, "tokenizer.", 10) == 0) ||
+            (klen == 20 && memcmp(k, "general.architecture", 20) == 0))
+            continue;
+        fwrite(model + at, 1, model_pos - at, out);
+        n_kv++;
+    }
+    start = model_pos;
+    for (uint64_t i = 0; i < n_t; i++) {
+        model_pos += rd(8);
+        model_pos += 8 * rd(4) + 4 + 8;
+    }
+    fwrite(model + start, 1, model_pos - start, out);
+    data = (model_pos + align - 1) / align * align;
+    while (ftell(out) % (long)align)
+        fputc(0, out);
+    fwrite(model + data, 1, model_size - data, out);
+    free(model);
+    return n_t;
+}
+
 static const char *token_str(json_t *v)
 {
     return json_string_value(json_is_object(v) ? json_object_get(v, "content") : v);
@@ -83,9 +165,10 @@ int main(int argc, char **argv)
     size_t n = 0, i;
     bool spm, add_bos;
     long pos;
+    uint64_t n_tensors;
 
     if (argc < 3)
-        return fail("usage: gguf-tokenizer-write DIR OUT.gguf [PRE]");
+        return fail("usage: gguf-tokenizer-write DIR OUT.gguf [PRE [MODEL.gguf]]");
     snprintf(path, sizeof(path), "%s/tokenizer.json", argv[1]);
     if (!(tj = json_load_file(path, 0, NULL)))
         return fail("cannot read tokenizer.json");
@@ -163,7 +246,7 @@ int main(int argc, char **argv)
     wstr("llama", 5);
     key("tokenizer.ggml.model", T_STRING);
     wstr(spm ? "llama" : "gpt2", spm ? 5 : 4);
-    if (!spm && argc > 3) {
+    if (!spm && argc > 3 && *argv[3]) {
         key("tokenizer.ggml.pre", T_STRING);
         wstr(argv[3], strlen(argv[3]));
     }
@@ -210,7 +293,9 @@ int main(int argc, char **argv)
         key("tokenizer.chat_template", T_STRING);
         wstr(k, strlen(k));
     }
-    fseek(out, pos, SEEK_SET);
+    n_tensors = argc > 4 ? copy_model(argv[4]) : 0;
+    fseek(out, pos - 8, SEEK_SET);
+    w64(n_tensors);
     w64(n_kv);
     if (fclose(out) != 0)
         return fail("cannot write the output");
