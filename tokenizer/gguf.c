@@ -13,9 +13,10 @@
  *                                            (Hugging Face's SentencePieceExtractor); Llama 2's
  *                                            Prepend + Replace normalizer, byte_fallback from
  *                                            <0xXX> byte tokens, its decoder chain
- *     add_bos_token / add_eos_token ───────► TemplateProcessing
  *   ──► a tokenizer.json-shaped jansson object (vocab and merges left empty) ──► load.c
- *   then bos / eos / eot ids, tokenizer.chat_template and its special-token strings.
+ *   then, on the loaded tokenizer: add_bos_token / add_eos_token as TemplateProcessing's
+ *   prefix / suffix, the unknown id, bos / eos / eot ids, tokenizer.chat_template and its
+ *   special-token strings (set directly: a token's bytes need not be valid UTF-8 for jansson).
  *
  * Everything is read from the caller's buffer (a mapping of the file: only the metadata pages
  * are touched); each malformed or unsupported key is refused with a message naming it.
@@ -526,7 +527,7 @@ static duet_status find_pre(struct meta *m, const struct pre **out)
     if (st)
         return st;
     if (!s) {
-        *out = &pres[6]; /* files from before the key: llama.cpp's "default" */
+        *out = &pres[sizeof(pres) / sizeof(pres[0]) - 1]; /* before the key: "default" */
         return DUET_STATUS_OK;
     }
     for (size_t i = 0; i < sizeof(pres) / sizeof(pres[0]); i++)
@@ -607,13 +608,39 @@ static duet_status add_post(struct meta *m, struct gtok *g, duet_tokenizer *t)
     return DUET_STATUS_OK;
 }
 
+/* "llama": the keys of SentencePiece's normalizer, the unknown token, merges from the scores. */
+static duet_status build_spm(struct meta *m, struct gtok *g)
+{
+    bool prefix = true, ws = false, bytes = false;
+    duet_status st;
+
+    g->unk = -1;
+    if ((st = get_bool(m, "tokenizer.ggml.add_space_prefix", &prefix)) ||
+        (st = get_bool(m, "tokenizer.ggml.remove_extra_whitespaces", &ws)) ||
+        (st = get_id(m, "tokenizer.ggml.unknown_token_id", g->n, &g->unk)))
+        return st;
+    if (ws) {
+        duet__set_err(m->err, m->err_size,
+                      "%s: tokenizer.ggml.remove_extra_whitespaces is not supported", m->path);
+        return DUET_STATUS_UNSUPPORTED;
+    }
+    for (uint64_t i = 0; i < g->n; i++) {
+        bytes |= g->type[i] == TT_BYTE;
+        if (g->unk < 0 && g->type[i] == TT_UNKNOWN)
+            g->unk = (int32_t)i;
+    }
+    if ((st = derive_merges(m, g)))
+        return st;
+    g->root = llama_root(prefix, bytes);
+    g->add_bos = true;
+    return DUET_STATUS_OK;
+}
+
 /* The "llama" (SentencePiece) or "gpt2" (byte-level BPE) object and its tables. */
 static duet_status build(struct meta *m, struct gtok *g, const char *model, size_t model_len)
 {
-    bool spm = model_len == 5 && memcmp(model, "llama", 5) == 0, prefix = true, ws = false;
+    bool spm = model_len == 5 && memcmp(model, "llama", 5) == 0;
     const struct pre *pre = NULL;
-    int32_t unk = -1;
-    bool bytes = false;
     duet_status st;
 
     if (!spm && !(model_len == 4 && memcmp(model, "gpt2", 4) == 0)) {
@@ -625,37 +652,19 @@ static duet_status build(struct meta *m, struct gtok *g, const char *model, size
     }
     if ((st = read_tokens(m, g, spm)))
         return st;
+    if (spm && (st = build_spm(m, g)))
+        return st;
     if (!spm) {
         if ((st = find_pre(m, &pre)) || (st = read_merges(m, g)))
             return st;
         g->root = gpt2_root(pre);
-    } else {
-        if ((st = get_bool(m, "tokenizer.ggml.add_space_prefix", &prefix)) ||
-            (st = get_bool(m, "tokenizer.ggml.remove_extra_whitespaces", &ws)) ||
-            (st = get_id(m, "tokenizer.ggml.unknown_token_id", g->n, &unk)))
-            return st;
-        if (ws) {
-            duet__set_err(m->err, m->err_size,
-                          "%s: tokenizer.ggml.remove_extra_whitespaces is not supported", m->path);
-            return DUET_STATUS_UNSUPPORTED;
-        }
-        for (uint64_t i = 0; i < g->n; i++) {
-            bytes |= g->type[i] == TT_BYTE;
-            if (unk < 0 && g->type[i] == TT_UNKNOWN)
-                unk = (int32_t)i;
-        }
-        if ((st = derive_merges(m, g)))
-            return st;
-        g->root = llama_root(prefix, bytes);
+        g->add_bos = pre->add_bos;
+        g->unk = -1;
     }
     if (!g->root)
         return DUET_STATUS_OUT_OF_MEMORY;
     g->added = json_object_get(g->root, "added_tokens");
-    if ((st = split_vocab(m, g)))
-        return st;
-    g->add_bos = spm || pre->add_bos;
-    g->unk = unk;
-    return DUET_STATUS_OK;
+    return split_vocab(m, g);
 }
 
 static char *copy_str(const char *s, size_t n)
