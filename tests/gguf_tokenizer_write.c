@@ -286,7 +286,7 @@ int main(int argc, char **argv)
         w32((uint32_t)eos);
     }
     key("tokenizer.ggml.add_bos_token", T_BOOL);
-    fputc(add_bos, out);
+    fputc(add_bos ? 1 : 0, out);
     key("tokenizer.ggml.add_eos_token", T_BOOL);
     fputc(0, out);
     if ((k = json_string_value(json_object_get(cfg, "chat_template")))) {
