@@ -660,6 +660,7 @@ struct gguf_tok {
     const char *const *merges;
     size_t n_merges;
     int64_t bos, eos; /* -1: absent */
+    int add_bos;      /* 0: absent, 1: false, 2: true */
     size_t truncate;  /* bytes cut from the end */
 };
 
@@ -696,6 +697,10 @@ static const char *write_gguf(const struct gguf_tok *g)
     if (g->eos >= 0) {
         gb_key(&b, "tokenizer.ggml.eos_token_id", GG_U32);
         gb_u32(&b, (uint32_t)g->eos);
+    }
+    if (g->add_bos) {
+        gb_key(&b, "tokenizer.ggml.add_bos_token", GG_BOOL);
+        gb_put(&b, g->add_bos == 2 ? "\1" : "\0", 1);
     }
     if (g->chat_template) {
         gb_key(&b, "tokenizer.chat_template", GG_STRING);
@@ -805,6 +810,15 @@ START_TEST(test_gguf_sentencepiece_merges_come_from_the_scores)
     ck_assert_ptr_null(duet_tokenizer_chat_template(tok));
     expect_text(tok, ids, 3, true, "abc");
     duet_tokenizer_destroy(tok);
+    g.add_bos = 1; /* add_bos_token false */
+    tok = load_gguf(&g);
+    EXPECT(tok, "ab", true, 8);
+    duet_tokenizer_destroy(tok);
+    g.add_bos = 0, g.bos = -1; /* no BOS id: no default BOS either */
+    tok = load_gguf(&g);
+    EXPECT(tok, "ab", true, 8);
+    ck_assert_int_eq(duet_tokenizer_bos_id(tok), -1);
+    duet_tokenizer_destroy(tok);
 }
 END_TEST
 
@@ -895,6 +909,8 @@ START_TEST(test_malformed_gguf_tokenizer_metadata_is_refused_by_name)
     g = spm_gguf(), g.scores = flat;
     expect_gguf_refusal(&g, DUET_STATUS_BAD_FORMAT, "tokenizer.ggml.scores");
     g = spm_gguf(), g.bos = 10;
+    expect_gguf_refusal(&g, DUET_STATUS_BAD_FORMAT, "tokenizer.ggml.bos_token_id");
+    g = spm_gguf(), g.add_bos = 2, g.bos = -1;
     expect_gguf_refusal(&g, DUET_STATUS_BAD_FORMAT, "tokenizer.ggml.bos_token_id");
 }
 END_TEST

@@ -596,6 +596,8 @@ static duet_status add_post(struct meta *m, struct gtok *g, duet_tokenizer *t)
         (st = get_bool(m, "tokenizer.ggml.add_bos_token", &g->add_bos)) ||
         (st = get_bool(m, "tokenizer.ggml.add_eos_token", &g->add_eos)))
         return st;
+    if (bos < 0 && !find(m, "tokenizer.ggml.add_bos_token"))
+        g->add_bos = false; /* the default BOS of a file that names none */
     if (g->add_bos && bos < 0)
         return wrong(m, "tokenizer.ggml.bos_token_id", "present when add_bos_token is true");
     if (g->add_eos && eos < 0)
