@@ -764,8 +764,9 @@ static duet_status read_ids(const struct parse *p, duet_model_desc *d)
 }
 
 /*
- * The embedded tokenizer's arrays, when present (duet does not read them yet, but a file whose
- * vocabulary disagrees with its embeddings is malformed, as llama.cpp would find): tokens an
+ * The embedded tokenizer's arrays, when present (the tokenizer part reads them, tokenizer/gguf.c;
+ * here a file whose vocabulary disagrees with its embeddings is malformed, as llama.cpp would
+ * find): tokens an
  * array of strings of one entry per embedding row; scores (float32) and token_type (int32) of
  * the same length; merges an array of strings.
  */

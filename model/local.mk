@@ -91,7 +91,8 @@ fuzz_replay_safetensors_LDADD = model/libduet_model.la $(JANSSON_LIBS) -lm
 fuzz_replay_gguf_SOURCES = fuzz/replay.c fuzz/fuzz_gguf.c
 fuzz_replay_gguf_CPPFLAGS = $(AM_CPPFLAGS) -DFUZZ_TARGET='"gguf"'
 fuzz_replay_gguf_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
-fuzz_replay_gguf_LDADD = model/libduet_model.la $(JANSSON_LIBS) -lm
+fuzz_replay_gguf_LDADD = model/libduet_model.la tokenizer/libduet_tokenizer.la $(JANSSON_LIBS) \
+	$(TOKENIZER_LIBS) $(PTHREAD_LIBS) -lm
 fuzz_replay_config_SOURCES = fuzz/replay.c fuzz/fuzz_config.c
 fuzz_replay_config_CPPFLAGS = $(AM_CPPFLAGS) -DFUZZ_TARGET='"config"'
 fuzz_replay_config_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
@@ -118,7 +119,8 @@ fuzz/fuzz-safetensors: $(top_srcdir)/fuzz/fuzz_safetensors.c $(FUZZ_MODEL_C)
 	$(AM_V_CC)$(FUZZ_BUILD) $(top_srcdir)/fuzz/fuzz_safetensors.c $(FUZZ_MODEL_C) \
 	  $(JANSSON_LIBS) -lm
 fuzz/fuzz-gguf: $(top_srcdir)/fuzz/fuzz_gguf.c $(FUZZ_MODEL_C)
-	$(AM_V_CC)$(FUZZ_BUILD) $(top_srcdir)/fuzz/fuzz_gguf.c $(FUZZ_MODEL_C) $(JANSSON_LIBS) -lm
+	$(AM_V_CC)$(FUZZ_BUILD) $(PCRE2_CFLAGS) $(UTF8PROC_CFLAGS) $(top_srcdir)/fuzz/fuzz_gguf.c \
+	  $(FUZZ_MODEL_C) $(FUZZ_TOKENIZER_C) $(JANSSON_LIBS) $(TOKENIZER_LIBS) -lpthread -lm
 fuzz/fuzz-config: $(top_srcdir)/fuzz/fuzz_config.c $(FUZZ_MODEL_C)
 	$(AM_V_CC)$(FUZZ_BUILD) $(top_srcdir)/fuzz/fuzz_config.c $(FUZZ_MODEL_C) $(JANSSON_LIBS) -lm
 

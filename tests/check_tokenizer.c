@@ -580,6 +580,341 @@ START_TEST(test_malformed_files_are_refused_with_the_place)
 }
 END_TEST
 
+/* ---- the tokenizer a GGUF file embeds ------------------------------------------------------ */
+
+/* A GGUF metadata writer: key/value pairs into a growing buffer, no tensors. */
+struct gguf_buf {
+    unsigned char *p;
+    size_t n, cap;
+    uint64_t kvs;
+};
+
+static void gb_put(struct gguf_buf *b, const void *s, size_t n)
+{
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2;
+        b->p = realloc(b->p, b->cap);
+        ck_assert_ptr_nonnull(b->p);
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+}
+
+static void gb_u32(struct gguf_buf *b, uint32_t v)
+{
+    unsigned char le[4] = {v & 0xff, v >> 8 & 0xff, v >> 16 & 0xff, v >> 24};
+
+    gb_put(b, le, 4);
+}
+
+static void gb_u64(struct gguf_buf *b, uint64_t v)
+{
+    gb_u32(b, (uint32_t)v);
+    gb_u32(b, (uint32_t)(v >> 32));
+}
+
+static void gb_str(struct gguf_buf *b, const char *s)
+{
+    gb_u64(b, strlen(s));
+    gb_put(b, s, strlen(s));
+}
+
+static void gb_key(struct gguf_buf *b, const char *key, uint32_t type)
+{
+    gb_str(b, key);
+    gb_u32(b, type);
+    b->kvs++;
+}
+
+enum { GG_U32 = 4, GG_I32 = 5, GG_F32 = 6, GG_BOOL = 7, GG_STRING = 8, GG_ARRAY = 9 };
+
+static void gb_strs(struct gguf_buf *b, const char *key, const char *const *v, size_t n)
+{
+    gb_key(b, key, GG_ARRAY);
+    gb_u32(b, GG_STRING);
+    gb_u64(b, n);
+    for (size_t i = 0; i < n; i++)
+        gb_str(b, v[i]);
+}
+
+static void gb_nums(struct gguf_buf *b, const char *key, uint32_t type, const void *v, size_t n)
+{
+    gb_key(b, key, GG_ARRAY);
+    gb_u32(b, type);
+    gb_u64(b, n);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t x;
+
+        memcpy(&x, (const char *)v + 4 * i, 4);
+        gb_u32(b, x);
+    }
+}
+
+/* What a test GGUF holds; a NULL or zero field is left out. */
+struct gguf_tok {
+    const char *model, *pre, *chat_template;
+    const char *const *tokens;
+    size_t n_tokens, n_types, n_scores;
+    const int32_t *types;
+    const float *scores;
+    const char *const *merges;
+    size_t n_merges;
+    int64_t bos, eos; /* -1: absent */
+    int add_bos;      /* 0: absent, 1: false, 2: true */
+    size_t truncate;  /* bytes cut from the end */
+};
+
+/* Writes G as scratch/model.gguf and returns its path (a static buffer). */
+static const char *write_gguf(const struct gguf_tok *g)
+{
+    static char path[4200];
+    struct gguf_buf b = {0};
+    unsigned char head[24] = "GGUF\3\0\0\0";
+    FILE *f;
+
+    gb_put(&b, head, sizeof(head));
+    gb_key(&b, "general.architecture", GG_STRING);
+    gb_str(&b, "llama");
+    if (g->model) {
+        gb_key(&b, "tokenizer.ggml.model", GG_STRING);
+        gb_str(&b, g->model);
+    }
+    if (g->pre) {
+        gb_key(&b, "tokenizer.ggml.pre", GG_STRING);
+        gb_str(&b, g->pre);
+    }
+    gb_strs(&b, "tokenizer.ggml.tokens", g->tokens, g->n_tokens);
+    if (g->types)
+        gb_nums(&b, "tokenizer.ggml.token_type", GG_I32, g->types, g->n_types);
+    if (g->scores)
+        gb_nums(&b, "tokenizer.ggml.scores", GG_F32, g->scores, g->n_scores);
+    if (g->merges)
+        gb_strs(&b, "tokenizer.ggml.merges", g->merges, g->n_merges);
+    if (g->bos >= 0) {
+        gb_key(&b, "tokenizer.ggml.bos_token_id", GG_U32);
+        gb_u32(&b, (uint32_t)g->bos);
+    }
+    if (g->eos >= 0) {
+        gb_key(&b, "tokenizer.ggml.eos_token_id", GG_U32);
+        gb_u32(&b, (uint32_t)g->eos);
+    }
+    if (g->add_bos) {
+        gb_key(&b, "tokenizer.ggml.add_bos_token", GG_BOOL);
+        gb_put(&b, g->add_bos == 2 ? "\1" : "\0", 1);
+    }
+    if (g->chat_template) {
+        gb_key(&b, "tokenizer.chat_template", GG_STRING);
+        gb_str(&b, g->chat_template);
+    }
+    for (int i = 0; i < 8; i++)
+        b.p[16 + i] = (unsigned char)(b.kvs >> 8 * i);
+    snprintf(path, sizeof(path), "%s/model.gguf", scratch);
+    f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(b.p, 1, b.n - g->truncate, f), b.n - g->truncate);
+    fclose(f);
+    free(b.p);
+    return path;
+}
+
+/* Byte-level BPE ("gpt2"): "hello" in four merges, "<|end|>" a control token. */
+static const char *const gpt2_tokens[] = {"h",  "e",    "l",     "o",      "he",
+                                          "ll", "hell", "hello", "<|end|>"};
+static const int32_t gpt2_types[] = {1, 1, 1, 1, 1, 1, 1, 1, 3};
+static const char *const gpt2_merges[] = {"h e", "l l", "he ll", "hell o"};
+
+static struct gguf_tok gpt2_gguf(void)
+{
+    return (struct gguf_tok){.model = "gpt2",
+                             .pre = "gpt-2",
+                             .tokens = gpt2_tokens,
+                             .n_tokens = 9,
+                             .types = gpt2_types,
+                             .n_types = 9,
+                             .merges = gpt2_merges,
+                             .n_merges = 4,
+                             .bos = -1,
+                             .eos = 8,
+                             .chat_template = "{{ eos_token }}!"};
+}
+
+/* SentencePiece ("llama"): merges come from the scores; 'c' only as the byte token <0x63>. */
+static const char *const spm_tokens[] = {"<unk>",
+                                         "<s>",
+                                         "</s>",
+                                         "\xe2\x96\x81",
+                                         "a",
+                                         "b",
+                                         "\xe2\x96\x81"
+                                         "a",
+                                         "ab",
+                                         "\xe2\x96\x81"
+                                         "ab",
+                                         "<0x63>"};
+static const int32_t spm_types[] = {2, 3, 3, 1, 1, 1, 1, 1, 1, 6};
+static const float spm_scores[] = {0, 0, 0, -100, -100, -100, -1, -2, -3, 0};
+
+static struct gguf_tok spm_gguf(void)
+{
+    return (struct gguf_tok){.model = "llama",
+                             .tokens = spm_tokens,
+                             .n_tokens = 10,
+                             .types = spm_types,
+                             .n_types = 10,
+                             .scores = spm_scores,
+                             .n_scores = 10,
+                             .bos = 1,
+                             .eos = 2};
+}
+
+static duet_tokenizer *load_gguf(const struct gguf_tok *g)
+{
+    char err[512] = "";
+    duet_tokenizer *tok = NULL;
+    const char *path = write_gguf(g);
+
+    ck_assert_msg(duet_tokenizer_load(path, &tok, err, sizeof(err)) == DUET_STATUS_OK,
+                  "loading %s: %s", path, err);
+    return tok;
+}
+
+START_TEST(test_gguf_without_tokenizer_json_gives_its_embedded_byte_level_bpe)
+{
+    struct gguf_tok g = gpt2_gguf();
+    duet_tokenizer *tok = load_gguf(&g);
+    int32_t eos[DUET_TOKENIZER_MAX_EOS];
+    const int32_t ids[] = {7, 8};
+
+    EXPECT(tok, "hello<|end|>", true, 7, 8);
+    EXPECT(tok, "hell", true, 6);
+    ck_assert(duet_tokenizer_is_special(tok, 8));
+    ck_assert_int_eq(duet_tokenizer_bos_id(tok), -1);
+    ck_assert_uint_eq(duet_tokenizer_eos_ids(tok, eos, DUET_TOKENIZER_MAX_EOS), 1);
+    ck_assert_int_eq(eos[0], 8);
+    ck_assert_str_eq(duet_tokenizer_chat_template(tok), "{{ eos_token }}!");
+    expect_text(tok, ids, 2, true, "hello");
+    duet_tokenizer_destroy(tok);
+}
+END_TEST
+
+START_TEST(test_gguf_sentencepiece_merges_come_from_the_scores)
+{
+    struct gguf_tok g = spm_gguf();
+    duet_tokenizer *tok = load_gguf(&g);
+    const int32_t ids[] = {1, 8, 9};
+
+    EXPECT(tok, "ab", true, 1, 8);           /* ▁a first (the best score), then ▁a + b */
+    EXPECT(tok, "c", false, 3, 9);           /* no 'c' token: its byte */
+    EXPECT(tok, "b<s>a", false, 3, 5, 1, 6); /* Prepend after the added token too */
+    ck_assert_int_eq(duet_tokenizer_bos_id(tok), 1);
+    ck_assert_ptr_null(duet_tokenizer_chat_template(tok));
+    expect_text(tok, ids, 3, true, "abc");
+    duet_tokenizer_destroy(tok);
+    g.add_bos = 1; /* add_bos_token false */
+    tok = load_gguf(&g);
+    EXPECT(tok, "ab", true, 8);
+    duet_tokenizer_destroy(tok);
+    g.add_bos = 0, g.bos = -1; /* no BOS id: no default BOS either */
+    tok = load_gguf(&g);
+    EXPECT(tok, "ab", true, 8);
+    ck_assert_int_eq(duet_tokenizer_bos_id(tok), -1);
+    duet_tokenizer_destroy(tok);
+}
+END_TEST
+
+/* Loads the GGUF at PATH, encodes and decodes with allocation number N failing: each step works
+ * or says DUET_STATUS_OUT_OF_MEMORY. Returns whether a failure was injected. */
+static bool gguf_with_failure(const char *path, long n)
+{
+    static const char text[] = "hello<|end|> ab c";
+    char err[512] = "", *out;
+    duet_tokenizer *tok = NULL;
+    int32_t *ids = NULL;
+    size_t n_ids;
+    duet_status st;
+
+    duet_test_injected = false;
+    duet_test_fail_countdown = n;
+    st = duet_tokenizer_load(path, &tok, err, sizeof(err));
+    if (st == DUET_STATUS_OK)
+        st = duet_tokenizer_encode(tok, text, strlen(text), true, &ids, &n_ids);
+    if (st == DUET_STATUS_OK &&
+        (st = duet_tokenizer_decode(tok, ids, n_ids, false, &out, NULL)) == DUET_STATUS_OK)
+        duet_tokenizer_free(out);
+    duet_test_fail_countdown = -1;
+    ck_assert_msg(st == DUET_STATUS_OK || (st == DUET_STATUS_OUT_OF_MEMORY && duet_test_injected),
+                  "%s, allocation %ld failing: status %d (%s)", path, n, st, err);
+    duet_tokenizer_free(ids);
+    duet_tokenizer_destroy(tok);
+    return duet_test_injected;
+}
+
+START_TEST(test_every_allocation_failure_of_a_gguf_load_is_reported_cleanly)
+{
+    struct gguf_tok gs[2] = {gpt2_gguf(), spm_gguf()};
+
+    for (int i = 0; i < 2; i++) {
+        const char *path = write_gguf(&gs[i]);
+        long n = 0;
+
+        while (gguf_with_failure(path, n))
+            n++;
+        ck_assert_msg(n > 20, "%s: only %ld allocations", gs[i].model, n);
+    }
+}
+END_TEST
+
+/* Loads G expecting STATUS and a message naming the file and NEEDLE. */
+static void expect_gguf_refusal(const struct gguf_tok *g, duet_status status, const char *needle)
+{
+    char err[512] = "";
+    duet_tokenizer *tok = NULL;
+    const char *path = write_gguf(g);
+
+    ck_assert_int_eq(duet_tokenizer_load(path, &tok, err, sizeof(err)), status);
+    ck_assert_ptr_null(tok);
+    ck_assert_msg(strstr(err, needle) && strstr(err, "model.gguf"),
+                  "message \"%s\" should name \"%s\" and the file", err, needle);
+}
+
+START_TEST(test_malformed_gguf_tokenizer_metadata_is_refused_by_name)
+{
+    static const char *const bad_merge[] = {"h e l"}, *const unknown_merge[] = {"h x"},
+                             *const twice[] = {"h", "h"};
+    static const float flat[10] = {0};
+    struct gguf_tok g;
+
+    g = gpt2_gguf(), g.model = "bert";
+    expect_gguf_refusal(&g, DUET_STATUS_UNSUPPORTED, "tokenizer.ggml.model \"bert\"");
+    g = gpt2_gguf(), g.pre = "mystery";
+    expect_gguf_refusal(&g, DUET_STATUS_UNSUPPORTED, "tokenizer.ggml.pre \"mystery\"");
+    g = gpt2_gguf(), g.model = NULL;
+    expect_gguf_refusal(&g, DUET_STATUS_NOT_FOUND, "tokenizer.ggml.model");
+    g = gpt2_gguf(), g.n_types = 8;
+    expect_gguf_refusal(&g, DUET_STATUS_BAD_FORMAT, "tokenizer.ggml.token_type");
+    g = gpt2_gguf(), g.merges = bad_merge, g.n_merges = 1;
+    expect_gguf_refusal(&g, DUET_STATUS_BAD_FORMAT, "tokenizer.ggml.merges[0]");
+    g = gpt2_gguf(), g.merges = unknown_merge, g.n_merges = 1;
+    expect_gguf_refusal(&g, DUET_STATUS_BAD_FORMAT, "merges[0]");
+    g = gpt2_gguf(), g.merges = NULL;
+    expect_gguf_refusal(&g, DUET_STATUS_BAD_FORMAT, "tokenizer.ggml.merges' is missing");
+    g = gpt2_gguf(), g.eos = 9;
+    expect_gguf_refusal(&g, DUET_STATUS_BAD_FORMAT, "tokenizer.ggml.eos_token_id");
+    g = gpt2_gguf(), g.tokens = twice, g.n_tokens = 2, g.n_types = 2, g.n_merges = 0, g.eos = -1;
+    expect_gguf_refusal(&g, DUET_STATUS_BAD_FORMAT, "repeats the token \"h\"");
+    g = gpt2_gguf(), g.truncate = 3;
+    expect_gguf_refusal(&g, DUET_STATUS_BAD_FORMAT, "truncated");
+    g = spm_gguf(), g.scores = NULL;
+    expect_gguf_refusal(&g, DUET_STATUS_BAD_FORMAT, "tokenizer.ggml.scores' is missing");
+    g = spm_gguf(), g.scores = flat;
+    expect_gguf_refusal(&g, DUET_STATUS_BAD_FORMAT, "tokenizer.ggml.scores");
+    g = spm_gguf(), g.bos = 10;
+    expect_gguf_refusal(&g, DUET_STATUS_BAD_FORMAT, "tokenizer.ggml.bos_token_id");
+    g = spm_gguf(), g.add_bos = 2, g.bos = -1;
+    expect_gguf_refusal(&g, DUET_STATUS_BAD_FORMAT, "tokenizer.ggml.bos_token_id");
+}
+END_TEST
+
 int main(void)
 {
     const struct duet_test_case fixtures[] = {
@@ -603,6 +938,11 @@ int main(void)
         {"malformed", test_malformed_files_are_refused_with_the_place},
         {"fast_and_jansson", test_fast_and_jansson_loading_agree},
         {"single_word", test_single_word_and_unicode_whitespace_stripping},
+        {"gguf_byte_level", test_gguf_without_tokenizer_json_gives_its_embedded_byte_level_bpe},
+        {"gguf_sentencepiece", test_gguf_sentencepiece_merges_come_from_the_scores},
+        {"gguf_malformed", test_malformed_gguf_tokenizer_metadata_is_refused_by_name},
+        {"gguf_allocation_failures",
+         test_every_allocation_failure_of_a_gguf_load_is_reported_cleanly},
     };
     Suite *s = suite_create("tokenizer");
 

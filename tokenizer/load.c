@@ -24,7 +24,7 @@ int32_t duet__lookup(const duet_tokenizer *t, const char *s, size_t len)
     return id >= 0 ? id : duet__strmap_get(&t->vocab, &t->arena, s, len);
 }
 
-static bool raw_add(duet__raw *r, const char *s, size_t len, int64_t id)
+bool duet__raw_add(duet__raw *r, const char *s, size_t len, int64_t id)
 {
     if (r->n == r->cap) {
         size_t cap = r->cap ? r->cap * 2 : 1024;
@@ -61,7 +61,7 @@ static duet_status vocab_from_json(json_t *vocab, duet__raw *r, const char *path
                           key, DUET__MAX_IDS);
             return DUET_STATUS_BAD_FORMAT;
         }
-        if (!raw_add(r, key, strlen(key), json_integer_value(v)))
+        if (!duet__raw_add(r, key, strlen(key), json_integer_value(v)))
             return DUET_STATUS_OUT_OF_MEMORY;
     }
     return DUET_STATUS_OK;
@@ -108,7 +108,7 @@ static duet_status merges_from_json(json_t *merges, duet__raw *r, const char *pa
             duet__set_err(err, err_size, "%s: model.merges[%zu] is not a pair of tokens", path, i);
             return DUET_STATUS_BAD_FORMAT;
         }
-        if (!raw_add(r, l, ll, -1) || !raw_add(r, rt, rl, -1))
+        if (!duet__raw_add(r, l, ll, -1) || !duet__raw_add(r, rt, rl, -1))
             return DUET_STATUS_OUT_OF_MEMORY;
     }
     return DUET_STATUS_OK;
@@ -493,6 +493,13 @@ static duet_status parse(duet_tokenizer *t, const char *text, size_t len, const 
     duet__raw_fini(&raw[0]);
     duet__raw_fini(&raw[1]);
     return st;
+}
+
+/* A tokenizer.json-shaped ROOT whose model.vocab and model.merges are already in RAW (gguf.c). */
+duet_status duet__load_parsed(duet_tokenizer *t, void *root, duet__raw *raw, const char *path,
+                              char *err, size_t err_size)
+{
+    return load_root(t, root, raw, path, err, err_size);
 }
 
 /* tokenizer.json from PATH, or (TEXT not NULL) from LEN bytes of TEXT named PATH in messages. */

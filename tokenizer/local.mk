@@ -10,6 +10,7 @@ TOKENIZER_SOURCES = \
 	tokenizer/components.c \
 	tokenizer/decode.c \
 	tokenizer/encode.c \
+	tokenizer/gguf.c \
 	tokenizer/jinja_builtin.c \
 	tokenizer/jinja_eval.c \
 	tokenizer/jinja_filter.c \
@@ -70,6 +71,15 @@ TESTS += tests/tokenizer_ref.sh
 EXTRA_DIST += tests/tokenizer_ref.sh tests/tokenizer_ref.mjs tests/fixtures/tokenizer_corpus.jsonl \
 	tests/fixtures/tokenizers
 
+# The tokenizer a GGUF file embeds (tokenizer.ggml.*), written from the same real tokenizers by
+# a test tool: duet-tokenize on the .gguf gives the ids and text of the tokenizer.json.
+check_PROGRAMS += tests/gguf-tokenizer-write
+tests_gguf_tokenizer_write_SOURCES = tests/gguf_tokenizer_write.c
+tests_gguf_tokenizer_write_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
+tests_gguf_tokenizer_write_LDADD = $(JANSSON_LIBS)
+TESTS += tests/gguf_tokenizer_ref.sh
+EXTRA_DIST += tests/gguf_tokenizer_ref.sh
+
 # Chat prompts of duet-tokenize --chat against Python's jinja2 (as transformers renders them) on
 # the Llama 3 / Qwen templates of the same npm cache and the fixture templates (Llama 2, 3.1,
 # 3.2, Mistral); a SKIP without python3-jinja2.
@@ -106,6 +116,8 @@ fuzz/fuzz-tokenizer: $(top_srcdir)/fuzz/fuzz_tokenizer.c $(FUZZ_TOKENIZER_C)
 	$(AM_V_CC)$(FUZZ_BUILD) $(PCRE2_CFLAGS) $(UTF8PROC_CFLAGS) $(top_srcdir)/fuzz/fuzz_tokenizer.c \
 	  $(FUZZ_TOKENIZER_C) $(TOKENIZER_LIBS) -lpthread
 fuzz: fuzz/fuzz-tokenizer
+# fuzz/fuzz-gguf (model/local.mk) reads the tokenizer a GGUF embeds too.
+fuzz/fuzz-gguf: $(FUZZ_TOKENIZER_C)
 
 FUZZ_TARGETS += template
 fuzz/fuzz-template: $(top_srcdir)/fuzz/fuzz_template.c $(FUZZ_TOKENIZER_C)

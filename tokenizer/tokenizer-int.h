@@ -183,6 +183,8 @@ typedef struct duet__raw {
 bool duet__raw_split(const char *text, size_t len, duet__raw *vocab, duet__raw *merges,
                      char **rest);
 void duet__raw_fini(duet__raw *r);
+/* Appends string S (LEN bytes) with ID (-1 for merges); false when out of memory. */
+bool duet__raw_add(duet__raw *r, const char *s, size_t len, int64_t id);
 /* Set by the fuzz target only (single-threaded): every load takes jansson's path, so that it can
  * compare the two. */
 extern bool duet__raw_disabled;
@@ -190,6 +192,20 @@ extern bool duet__raw_disabled;
 /* Loading (load.c, components.c). */
 duet_status duet__load_json(duet_tokenizer *t, const char *path, const char *text, size_t len,
                             char *err, size_t err_size);
+/* A tokenizer.json-shaped ROOT (json_t *) whose model.vocab and model.merges (left empty in
+ * ROOT) were decoded into RAW[0] and RAW[1] by the caller (gguf.c). */
+duet_status duet__load_parsed(duet_tokenizer *t, void *root, duet__raw *raw, const char *path,
+                              char *err, size_t err_size);
+/* The tokenizer embedded in a GGUF file's tokenizer.ggml.* metadata (gguf.c): from the SIZE
+ * bytes at BUF named PATH in messages. DUET_STATUS_NOT_FOUND when the file holds no
+ * tokenizer.ggml.model. The caller owns *OUT (duet_tokenizer_destroy). */
+duet_status duet__tokenizer_from_gguf(const char *path, const uint8_t *buf, uint64_t size,
+                                      duet_tokenizer **out, char *err, size_t err_size);
+/* The same from the GGUF file PATH (mapped, only its metadata read). */
+duet_status duet__tokenizer_load_gguf(const char *path, duet_tokenizer **out, char *err,
+                                      size_t err_size);
+/* True when PATH is a file that starts with GGUF's magic. */
+bool duet__is_gguf(const char *path);
 /* A tokenizer from tokenizer.json's text alone (the fuzz target): no companion files. */
 duet_status duet__tokenizer_from_json(const char *text, size_t len, duet_tokenizer **out, char *err,
                                       size_t err_size);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* TemplateProcessing's "single": SpecialToken items before and after {"Sequence": "A"}. */
 static duet_status load_template(duet_tokenizer *t, json_t *post, const char *path, char *err,
@@ -181,12 +182,17 @@ static const char *model_folder(const char *dir, char *buf, size_t size)
 duet_status duet_tokenizer_load(const char *dir, duet_tokenizer **out, char *err, size_t err_size)
 {
     char path[4096], folder[3072];
+    const char *gguf;
     duet_status st;
 
     if (!dir || !out)
         return DUET_STATUS_INVALID_ARGUMENT;
+    gguf = dir;
     dir = model_folder(dir, folder, sizeof(folder));
     snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+    /* A GGUF file without a tokenizer.json beside it: the tokenizer it embeds. */
+    if (dir != gguf && access(path, F_OK) != 0 && duet__is_gguf(gguf))
+        return duet__tokenizer_load_gguf(gguf, out, err, err_size);
     st = create(path, NULL, 0, out, err, err_size);
     if (st == DUET_STATUS_OK && (st = load_config(*out, dir)) != DUET_STATUS_OK) {
         duet__set_err(err, err_size, "%s: out of memory reading the chat template", dir);

@@ -58,7 +58,8 @@ int duet__run_tokenizer_load(const char *dir, bool needed, bool explicit_dir, co
     char *path = malloc(len), err[1024] = "";
     const char *slash = strrchr(dir, '/');
     struct stat sb;
-    bool present;
+    bool present, gguf;
+    duet_status st;
 
     *out = NULL;
     if (!path) {
@@ -70,7 +71,9 @@ int duet__run_tokenizer_load(const char *dir, bool needed, bool explicit_dir, co
                  slash ? dir : ".");
     else
         snprintf(path, len, "%s/tokenizer.json", dir);
-    present = access(path, F_OK) == 0;
+    /* A GGUF file may embed its tokenizer: duet_tokenizer_load says NOT_FOUND when it does not. */
+    gguf = stat(dir, &sb) == 0 && S_ISREG(sb.st_mode);
+    present = access(path, F_OK) == 0 || gguf;
     free(path);
     if (!present && !explicit_dir) {
         if (!needed)
@@ -82,9 +85,19 @@ int duet__run_tokenizer_load(const char *dir, bool needed, bool explicit_dir, co
                 flag, dir);
         return EXIT_FAILURE;
     }
-    if (duet_tokenizer_load(dir, out, err, sizeof(err)) == DUET_STATUS_OK)
+    st = duet_tokenizer_load(dir, out, err, sizeof(err));
+    if (st == DUET_STATUS_OK)
         return 0;
     *out = NULL;
+    if (st == DUET_STATUS_NOT_FOUND && gguf && !explicit_dir && !needed)
+        return 0;
+    if (st == DUET_STATUS_NOT_FOUND && gguf && !explicit_dir) {
+        fprintf(stderr,
+                "duet-run: %s needs a tokenizer, and the target model %s has neither a "
+                "tokenizer.json beside it nor tokenizer.ggml.* in it: pass --tokenizer DIR\n",
+                flag, dir);
+        return EXIT_FAILURE;
+    }
     if (!explicit_dir && !needed) {
         fprintf(stderr,
                 "duet-run: warning: the target model's tokenizer is not used (%s); the "

@@ -34,7 +34,9 @@ extern "C" {
 typedef struct duet_tokenizer duet_tokenizer;
 typedef struct duet_detok duet_detok;
 
-/* Loads DIR/tokenizer.json and its companions. On failure, ERR (when not NULL) holds a message
+/* Loads DIR/tokenizer.json and its companions. DIR may be a GGUF file: then the tokenizer.json
+ * of its folder, or without one the tokenizer the file embeds (tokenizer.ggml.*;
+ * DUET_STATUS_NOT_FOUND when it has none). On failure, ERR (when not NULL) holds a message
  * that names the file and the key or component. The caller owns *OUT and releases it with
  * duet_tokenizer_destroy. */
 DUET_API duet_status duet_tokenizer_load(const char *dir, duet_tokenizer **out, char *err,

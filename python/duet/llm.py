@@ -243,13 +243,17 @@ class LLM:
         if not overrides.get("skip_tokenizer_init", False):
             folder = overrides.get("tokenizer") or model
             folder = _check_folder("tokenizer", os.fspath(folder))
-            if os.path.isfile(folder):
-                folder = os.path.dirname(folder)
-            if not os.path.exists(os.path.join(folder, "tokenizer.json")):
+            gguf = folder if os.path.isfile(folder) else None
+            if gguf:
+                folder = os.path.dirname(folder) or "."
+            if os.path.exists(os.path.join(folder, "tokenizer.json")):
+                self._tokenizer = Tokenizer(folder)
+            elif gguf:  # the tokenizer the GGUF file embeds (tokenizer.ggml.*)
+                self._tokenizer = Tokenizer(gguf)
+            else:
                 raise _lib.DuetOSError(
                     f"{folder}: no tokenizer.json (pass tokenizer=FOLDER, or "
                     "skip_tokenizer_init=True to give prompts as token ids)", "NOT_FOUND", -6)
-            self._tokenizer = Tokenizer(folder)
 
         engine = c_void_p()
         err = ctypes.create_string_buffer(_lib.ERR_SIZE)

@@ -4,7 +4,10 @@ speculative equal to plain, seeded sampling reproducible, n, stop strings and to
 logprobs, chat, the tokenizer, and the TACO-LLM example of the issue."""
 
 import json
+import os
+import shutil
 import subprocess
+import tempfile
 import unittest
 import warnings
 
@@ -279,6 +282,41 @@ class TacoLlmExampleTest(unittest.TestCase):
                            capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("Prompt: 'Hello, my name is'", r.stdout)
+
+
+class GGUFTokenizerTest(unittest.TestCase):
+    """A GGUF model alone in its folder: the LLM takes the tokenizer the file embeds."""
+
+    def test_a_gguf_alone_gives_the_llm_its_embedded_tokenizer(self):
+        d = tempfile.mkdtemp(prefix="duet-py-gguf-")
+        try:
+            beside, alone = os.path.join(d, "beside"), os.path.join(d, "alone")
+            os.mkdir(alone)
+            subprocess.run([models.tool("duet-mkmodel"), "--out", beside, "--arch", "llama",
+                            "--hidden", "64", "--layers", "2", "--heads", "4", "--kv-heads", "2",
+                            "--intermediate", "128", "--max-positions", "512",
+                            "--tie-embeddings", "--tokenizer", TOK, "--gguf", "q8_0"],
+                           check=True, stdout=subprocess.DEVNULL)
+            subprocess.run([os.path.join(models.BUILD, "tests", "gguf-tokenizer-write"), TOK,
+                            os.path.join(alone, "model.gguf"), "llama-bpe",
+                            os.path.join(beside, "model.gguf")], check=True)
+            greedy = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+            out = []
+            for folder in (beside, alone):
+                llm = LLM(os.path.join(folder, "model.gguf"),
+                          config={"cache.cpu_kv_space_gib": 0.05})
+                try:
+                    tok = llm.get_tokenizer()
+                    r = llm.generate(PROMPTS[:2], greedy, use_tqdm=False)
+                    out.append(([tok.encode(p) for p in PROMPTS], tok.chat_template,
+                                [(x.prompt_token_ids, x.outputs[0].token_ids, x.outputs[0].text)
+                                 for x in r]))
+                finally:
+                    llm.close()
+            self.assertEqual(out[0], out[1])
+            self.assertTrue(out[1][1])  # Llama 3's chat template came from the GGUF
+        finally:
+            shutil.rmtree(d)
 
 
 if __name__ == "__main__":
