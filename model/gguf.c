@@ -766,9 +766,8 @@ static duet_status read_ids(const struct parse *p, duet_model_desc *d)
 /*
  * The embedded tokenizer's arrays, when present (the tokenizer part reads them, tokenizer/gguf.c;
  * here a file whose vocabulary disagrees with its embeddings is malformed, as llama.cpp would
- * find): tokens an
- * array of strings of one entry per embedding row; scores (float32) and token_type (int32) of
- * the same length; merges an array of strings.
+ * find): tokens an array of strings of one entry per embedding row; scores (float32) and
+ * token_type (int32) of the same length; merges an array of strings.
  */
 static duet_status check_tokenizer_keys(const struct parse *p, uint32_t vocab)
 {
