@@ -23,7 +23,7 @@
 static const char *const token_keys[DUET__CHAT_TOKENS] = {"bos_token", "eos_token", "unk_token",
                                                           "pad_token"};
 
-static char *copy_str(const char *s, size_t n)
+char *duet__chat_strdup(const char *s, size_t n)
 {
     char *p = malloc(n + 1);
 
@@ -90,14 +90,14 @@ duet_status duet__chat_load(duet_tokenizer *t, const char *dir, void *cfg_)
     if (st != DUET_STATUS_OK)
         return st;
     if (!t->chat_template && (tmpl = config_template(cfg)) &&
-        !(t->chat_template = copy_str(tmpl, strlen(tmpl))))
+        !(t->chat_template = duet__chat_strdup(tmpl, strlen(tmpl))))
         return DUET_STATUS_OUT_OF_MEMORY;
     for (int i = 0; i < DUET__CHAT_TOKENS; i++) {
         json_t *v = json_object_get(cfg, token_keys[i]);
         json_t *s = json_is_object(v) ? json_object_get(v, "content") : v;
 
         if (json_is_string(s) &&
-            !(t->chat_tokens[i] = copy_str(json_string_value(s), json_string_length(s))))
+            !(t->chat_tokens[i] = duet__chat_strdup(json_string_value(s), json_string_length(s))))
             return DUET_STATUS_OUT_OF_MEMORY;
     }
     return DUET_STATUS_OK;

@@ -669,17 +669,6 @@ static duet_status build(struct meta *m, struct gtok *g, const char *model, size
     return split_vocab(m, g);
 }
 
-static char *copy_str(const char *s, size_t n)
-{
-    char *p = malloc(n + 1);
-
-    if (p) {
-        memcpy(p, s, n);
-        p[n] = '\0';
-    }
-    return p;
-}
-
 /* BOS, EOS (then EOT when it differs), the chat template and its special-token strings. */
 static duet_status load_extras(struct meta *m, const struct gtok *g, duet_tokenizer *t)
 {
@@ -699,7 +688,7 @@ static duet_status load_extras(struct meta *m, const struct gtok *g, duet_tokeni
         t->eos_ids[t->n_eos++] = eos;
     if (eot >= 0 && eot != eos)
         t->eos_ids[t->n_eos++] = eot;
-    if (tmpl && (memchr(tmpl, '\0', len) || !(t->chat_template = copy_str(tmpl, len))))
+    if (tmpl && (memchr(tmpl, '\0', len) || !(t->chat_template = duet__chat_strdup(tmpl, len))))
         return memchr(tmpl, '\0', len) ? wrong(m, "tokenizer.chat_template", "free of NUL bytes")
                                        : DUET_STATUS_OUT_OF_MEMORY;
     for (int i = 0; i < DUET__CHAT_TOKENS; i++) {
@@ -707,7 +696,7 @@ static duet_status load_extras(struct meta *m, const struct gtok *g, duet_tokeni
 
         if ((st = get_id(m, keys[i], g->n, &id)))
             return st;
-        if (id >= 0 && !(t->chat_tokens[i] = copy_str(g->tok[id], g->len[id])))
+        if (id >= 0 && !(t->chat_tokens[i] = duet__chat_strdup(g->tok[id], g->len[id])))
             return DUET_STATUS_OUT_OF_MEMORY;
     }
     return DUET_STATUS_OK;

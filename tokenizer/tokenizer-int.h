@@ -251,6 +251,8 @@ bool duet__buf_add(duet__buf *b, const char *s, size_t n);
  * tokenizer_config.json, or NULL); DUET_STATUS_OUT_OF_MEMORY is the only failure. */
 duet_status duet__chat_load(duet_tokenizer *t, const char *dir, void *cfg);
 void duet__chat_free(duet_tokenizer *t);
+/* A NUL-terminated malloc'd copy of S[0 .. N) (chat.c), or NULL when out of memory. */
+char *duet__chat_strdup(const char *s, size_t n);
 
 void duet__set_err(char *err, size_t err_size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
