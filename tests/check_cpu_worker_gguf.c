@@ -32,24 +32,6 @@
 #define TOL_Q8_0 4e-2
 #define TOL_Q4_0 4e-2
 
-/* models[m] written as GGUF of dtype: a tmodel whose dir is the file. */
-static struct tmodel gguf_of(int m, duet_dtype dtype)
-{
-    struct tmodel g = models[m];
-    char err[512];
-    struct duet__msg msg = {err, sizeof(err)};
-    duet_model *src;
-
-    snprintf(g.dir, sizeof(g.dir), "%s/model-%s.gguf", models[m].dir, duet_dtype_name(dtype));
-    ck_assert_msg(duet_model_create(models[m].dir, DUET_MODEL_QUIET, &src, err, sizeof(err)) ==
-                      DUET_STATUS_OK,
-                  "%s", err);
-    ck_assert_msg(duet__gguf_write(src, g.dir, dtype, DUET_MODEL_QUIET, &msg) == DUET_STATUS_OK,
-                  "%s", err);
-    duet_model_destroy(src);
-    return g;
-}
-
 /* The probability rows of a prefill of n tokens (every position), with options o. */
 static void prefill_rows(const struct tmodel *tm, struct wk_opts o, const int32_t *tokens,
                          uint32_t n, struct outs *out)

@@ -178,6 +178,29 @@ START_TEST(test_sliding_window_prefill_matches_reference)
 }
 END_TEST
 
+/* GGUF files (model = "file.gguf"): the GQA Llama (its q / k rows permuted in the file, as
+ * llama.cpp's converter writes them) and Qwen3 as F32, Q8_0 and Q4_0 files against the reference
+ * on the file's weights (block types dequantised). The weights are held in the compute dtype, as
+ * every worker can (the CPU worker's own int8 / int4 runs of Q8_0 / Q4_0 blocks:
+ * check_cpu_worker_gguf). */
+START_TEST(test_gguf_files_match_reference)
+{
+    static const int ms[] = {M_LLAMA_F32, M_QWEN3};
+    static const duet_dtype types[] = {DUET_DTYPE_F32, DUET_DTYPE_Q8_0, DUET_DTYPE_Q4_0};
+
+    for (size_t m = 0; m < sizeof(ms) / sizeof(ms[0]); m++)
+        for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
+            struct tmodel g = gguf_of(ms[m], types[t]);
+
+            for (int di = 0; di < n_dtypes; di++) {
+                struct wk_opts o = {.dtype = dtypes[di], .weights = dtypes[di]};
+
+                check_prefill_with(&g, o, 40, 19 + 3 * m + t);
+            }
+        }
+}
+END_TEST
+
 /*
  * A windowed decode reads no block before its window: the block manager hands those back and
  * puts its null block, which another sequence may have written, in their place. Decoding the
@@ -1394,6 +1417,7 @@ static Suite *conformance_suite(void)
         {"sliding window prefill", test_sliding_window_prefill_matches_reference, true},
         {"sliding window decode", test_sliding_window_decode_reads_no_block_before_the_window,
          true},
+        {"gguf vs reference", test_gguf_files_match_reference, true},
     };
     const struct duet_test_case presets[] = {
         {"preset shapes vs reference", test_llama_68m_and_opt_125m_shapes_match_reference},

@@ -874,6 +874,23 @@ void assert_refused(struct wk *k, duet_status st, duet_status want, uint64_t seq
 
 /* ---- checks more than one program runs ----------------------------------------------------- */
 
+struct tmodel gguf_of(int m, duet_dtype dtype)
+{
+    struct tmodel g = models[m];
+    char err[512];
+    struct duet__msg msg = {err, sizeof(err)};
+    duet_model *src;
+
+    snprintf(g.dir, sizeof(g.dir), "%s/model-%s.gguf", models[m].dir, duet_dtype_name(dtype));
+    ck_assert_msg(duet_model_create(models[m].dir, DUET_MODEL_QUIET, &src, err, sizeof(err)) ==
+                      DUET_STATUS_OK,
+                  "%s", err);
+    ck_assert_msg(duet__gguf_write(src, g.dir, dtype, DUET_MODEL_QUIET, &msg) == DUET_STATUS_OK,
+                  "%s", err);
+    duet_model_destroy(src);
+    return g;
+}
+
 /* Prefill of n tokens with a row at every position, each compared with the reference. */
 /* Prefill of n tokens with a row at every position, each asserted against the reference within
  * the worker's tolerance; returns the worst |log p − reference| / max(1, max |logit|) (tokens

@@ -264,6 +264,9 @@ void assert_refused(struct wk *k, duet_status st, duet_status want, uint64_t seq
 /* ---- checks more than one program runs ----------------------------------------------------- */
 
 double check_prefill_with(const struct tmodel *tm, struct wk_opts o, uint32_t n, uint64_t seed);
+/* models[m] written again as a GGUF file of dtype beside its folder (duet__gguf_write, what
+ * duet-mkmodel --gguf does): a tmodel whose dir is the file. */
+struct tmodel gguf_of(int m, duet_dtype dtype);
 void check_preset(const struct tmodel *tm, struct wk_opts base);
 
 /* One create that must end with want: on failure no worker and a message that names `named`
