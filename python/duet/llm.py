@@ -699,10 +699,6 @@ class LLM:
         now = time.time()
         finish = self._out_int(ro, "finish")
         m = r.metrics
-        m.num_drafts = self._out_int(ro, "num_drafts")
-        m.num_draft_tokens = self._out_int(ro, "num_proposed")
-        m.num_accepted_tokens = self._out_int(ro, "num_accepted")
-        m.num_preemptions = self._out_int(ro, "num_preemptions")
         if sp.prompt_logprobs is not None and r.prompt_logprobs is None:
             self._take_prompt_logprobs(r, ro)
         nl = self._out_int(ro, "logprobs")
@@ -740,7 +736,11 @@ class LLM:
         if finish == _lib.FINISH_ERROR:
             err = lib.duet_request_output_error(ro)
             r.error = err.decode("utf-8", "replace") if err else "the model failed the request"
-        if finish:
+        if finish:  # the request's counters, once (they are final now)
+            m.num_drafts = self._out_int(ro, "num_drafts")
+            m.num_draft_tokens = self._out_int(ro, "num_proposed")
+            m.num_accepted_tokens = self._out_int(ro, "num_accepted")
+            m.num_preemptions = self._out_int(ro, "num_preemptions")
             counts = (c_uint32 * _lib.MAX_SPEC_TOKENS)()
             got = lib.duet_request_output_accepted_at(ro, counts, _lib.MAX_SPEC_TOKENS)
             if got and m.num_drafts:

@@ -6,7 +6,7 @@ import json
 import os
 import threading
 
-from ctypes import c_char_p, c_int32, c_size_t, c_void_p
+from ctypes import c_int32, c_size_t, c_void_p
 
 from . import _lib
 
@@ -203,30 +203,23 @@ class Detokenizer:
         if st:
             raise _lib.error(st, "cannot create a detokenizer")
         self._h = h.value
-        self._text = c_char_p()
-        self._n = c_size_t()
 
     def __del__(self):
         if getattr(self, "_h", None):
             self._lib.duet_detok_destroy(self._h)
             self._h = None
 
-    def _result(self, st):
+    def _call(self, fn, *args):
+        """fn(handle, *args, &text, &n): the text it made final."""
+        text = c_void_p()
+        n = c_size_t()
+        st = fn(self._h, *args, ctypes.byref(text), ctypes.byref(n))
         if st:
             raise _lib.error(st, "cannot detokenize")
-        if not self._n.value:
-            return ""
-        return ctypes.string_at(self._text, self._n.value).decode("utf-8", "replace")
+        return ctypes.string_at(text, n.value).decode("utf-8", "replace") if n.value else ""
 
     def push(self, token_id):
-        text = c_void_p()
-        st = self._lib.duet_detok_push(self._h, token_id, ctypes.byref(text),
-                                       ctypes.byref(self._n))
-        self._text = text
-        return self._result(st)
+        return self._call(self._lib.duet_detok_push, token_id)
 
     def finish(self):
-        text = c_void_p()
-        st = self._lib.duet_detok_finish(self._h, ctypes.byref(text), ctypes.byref(self._n))
-        self._text = text
-        return self._result(st)
+        return self._call(self._lib.duet_detok_finish)

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import unittest
 import warnings
@@ -276,8 +277,7 @@ class TacoLlmExampleTest(unittest.TestCase):
                              outputs[0].metrics.num_drafts)
 
     def test_example_script(self):
-        r = subprocess.run(["python3" if not hasattr(__import__("sys"), "executable") else
-                            __import__("sys").executable,
+        r = subprocess.run([sys.executable,
                             f"{models.SRC}/examples/python/taco_llm.py", M.target, M.draft],
                            capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, r.stderr)
