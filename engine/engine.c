@@ -527,18 +527,31 @@ static duet_status check_penalties(duet_engine *e, const duet_request_params *p)
                                  (double)p->repetition_penalty);
     if (p->n_logit_bias && !p->logit_bias)
         return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT, "logit_bias is NULL");
-    for (uint32_t i = 0; i < p->n_logit_bias; i++) {
-        const duet_token_bias *b = &p->logit_bias[i];
+    if (p->n_logit_bias) {
+        /* one bit per vocabulary id: a list as long as the vocabulary checks in linear time */
+        uint8_t *given = calloc(vocab / 8 + 1, 1);
 
-        if (b->token < 0 || (uint32_t)b->token >= vocab || !(b->bias >= -100 && b->bias <= 100))
-            return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT,
-                                     "logit_bias[%u]: token %d must be in [0, %u) and its bias "
-                                     "%g in [-100, 100]",
-                                     i, b->token, vocab, (double)b->bias);
-        for (uint32_t j = 0; j < i; j++)
-            if (p->logit_bias[j].token == b->token)
+        if (!given)
+            return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
+        for (uint32_t i = 0; i < p->n_logit_bias; i++) {
+            const duet_token_bias *b = &p->logit_bias[i];
+            uint32_t t = (uint32_t)b->token;
+
+            if (b->token < 0 || t >= vocab || !(b->bias >= -100 && b->bias <= 100)) {
+                free(given);
+                return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT,
+                                         "logit_bias[%u]: token %d must be in [0, %u) and its "
+                                         "bias %g in [-100, 100]",
+                                         i, b->token, vocab, (double)b->bias);
+            }
+            if (given[t / 8] & (1u << (t % 8))) {
+                free(given);
                 return duet__engine_fail(e, DUET_STATUS_INVALID_ARGUMENT,
                                          "logit_bias: token %d is given twice", b->token);
+            }
+            given[t / 8] |= (uint8_t)(1u << (t % 8));
+        }
+        free(given);
     }
     if (!request_penalized(p))
         return DUET_STATUS_OK;
