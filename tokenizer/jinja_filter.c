@@ -41,30 +41,6 @@ static bool f_case(duet__jctx *c, int line, duet__jv v, char mode, duet__jv *out
     return to_s(c, line, v, &s) && duet__jinja_case(c, s, mode, out);
 }
 
-static bool f_lower(duet__jctx *c, int line, duet__jv v, const duet__jargs *a, duet__jv *out)
-{
-    (void)a;
-    return f_case(c, line, v, 'l', out);
-}
-
-static bool f_upper(duet__jctx *c, int line, duet__jv v, const duet__jargs *a, duet__jv *out)
-{
-    (void)a;
-    return f_case(c, line, v, 'u', out);
-}
-
-static bool f_title(duet__jctx *c, int line, duet__jv v, const duet__jargs *a, duet__jv *out)
-{
-    (void)a;
-    return f_case(c, line, v, 'j', out);
-}
-
-static bool f_capitalize(duet__jctx *c, int line, duet__jv v, const duet__jargs *a, duet__jv *out)
-{
-    (void)a;
-    return f_case(c, line, v, 'c', out);
-}
-
 static bool f_trim(duet__jctx *c, int line, duet__jv v, const duet__jargs *a, duet__jv *out)
 {
     const duet__jstr *s;
@@ -628,26 +604,28 @@ static bool f_sum(duet__jctx *c, int line, duet__jv v, const duet__jargs *a, due
     return true;
 }
 
+/* The case filters have no function of their own: f_case with their mode. */
 static const struct {
     const char *name;
-    filter_fn fn;
+    filter_fn fn; /* NULL: f_case(mode) */
+    char mode;
 } filters[] = {
-    {"abs", f_abs},         {"capitalize", f_capitalize},
-    {"count", f_length},    {"d", f_default},
-    {"default", f_default}, {"e", f_escape},
-    {"escape", f_escape},   {"first", f_first},
-    {"float", f_float},     {"indent", f_indent},
-    {"int", f_int},         {"items", f_items},
-    {"join", f_join},       {"last", f_last},
-    {"length", f_length},   {"list", f_list},
-    {"lower", f_lower},     {"map", f_map},
-    {"reject", f_reject},   {"rejectattr", f_rejectattr},
-    {"replace", f_replace}, {"reverse", f_reverse},
-    {"round", f_round},     {"safe", f_safe},
-    {"select", f_select},   {"selectattr", f_selectattr},
-    {"string", f_string},   {"sum", f_sum},
-    {"title", f_title},     {"tojson", f_tojson},
-    {"trim", f_trim},       {"upper", f_upper},
+    {"abs", f_abs, 0},         {"capitalize", NULL, 'c'},
+    {"count", f_length, 0},    {"d", f_default, 0},
+    {"default", f_default, 0}, {"e", f_escape, 0},
+    {"escape", f_escape, 0},   {"first", f_first, 0},
+    {"float", f_float, 0},     {"indent", f_indent, 0},
+    {"int", f_int, 0},         {"items", f_items, 0},
+    {"join", f_join, 0},       {"last", f_last, 0},
+    {"length", f_length, 0},   {"list", f_list, 0},
+    {"lower", NULL, 'l'},      {"map", f_map, 0},
+    {"reject", f_reject, 0},   {"rejectattr", f_rejectattr, 0},
+    {"replace", f_replace, 0}, {"reverse", f_reverse, 0},
+    {"round", f_round, 0},     {"safe", f_safe, 0},
+    {"select", f_select, 0},   {"selectattr", f_selectattr, 0},
+    {"string", f_string, 0},   {"sum", f_sum, 0},
+    {"title", NULL, 'j'},      {"tojson", f_tojson, 0},
+    {"trim", f_trim, 0},       {"upper", NULL, 'u'},
 };
 
 bool duet__jinja_filter(duet__jctx *c, int line, const char *name, duet__jv v,
@@ -655,6 +633,7 @@ bool duet__jinja_filter(duet__jctx *c, int line, const char *name, duet__jv v,
 {
     for (size_t i = 0; i < sizeof(filters) / sizeof(filters[0]); i++)
         if (strcmp(filters[i].name, name) == 0)
-            return filters[i].fn(c, line, v, args, out);
+            return filters[i].fn ? filters[i].fn(c, line, v, args, out)
+                                 : f_case(c, line, v, filters[i].mode, out);
     return duet__jerr(c, DUET_STATUS_UNSUPPORTED, line, "filter '%s' is not supported", name);
 }
