@@ -375,10 +375,17 @@ static duet_status spec_init(duet_engine *e)
     duet_status st;
 
     e->k = (uint32_t)ss->num_tokens;
-    e->accept.method =
-        ss->acceptance == DUET_ACCEPTANCE_TYPICAL ? DUET__ACCEPT_TYPICAL : DUET__ACCEPT_REJECTION;
+    e->accept.method = ss->acceptance == DUET_ACCEPTANCE_TYPICAL     ? DUET__ACCEPT_TYPICAL
+                       : ss->acceptance == DUET_ACCEPTANCE_SYNTHETIC ? DUET__ACCEPT_SYNTHETIC
+                                                                     : DUET__ACCEPT_REJECTION;
     e->accept.typical_threshold = (float)ss->typical_posterior_threshold;
     e->accept.typical_alpha = (float)ss->typical_posterior_alpha;
+    e->accept.synthetic_rate = e->settings->synthetic_rate;
+    if (ss->acceptance == DUET_ACCEPTANCE_SYNTHETIC)
+        engine_warn(e, "speculative.acceptance = synthetic: each proposal is accepted with "
+                       "probability %g whatever the models say (benchmarks only); the output "
+                       "is not the target's",
+                    e->accept.synthetic_rate);
     e->disable_by_batch_size = (uint32_t)ss->disable_by_batch_size;
     st = worker_open(e, &e->workers[1], "speculative", &ss->draft, DUET_ROLE_DRAFT, draft);
     e->n_workers = 2;
@@ -748,6 +755,7 @@ void duet_engine_metrics_get(const duet_engine *e, duet_engine_metrics *out)
     out->max_model_len = e->max_model_len;
     out->vocab_size = e->workers[0].info.vocab_size;
     out->speculative = e->n_workers > 1;
+    out->synthetic_acceptance = e->spec && e->accept.method == DUET__ACCEPT_SYNTHETIC;
 }
 
 duet_status duet_engine_step(duet_engine *e, const duet_step_output **out)

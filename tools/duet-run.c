@@ -695,14 +695,35 @@ static void json_rate(double v)
         printf("null");
 }
 
-static void print_summary(const struct options *o, const duet_engine_metrics *m, uint32_t n_req)
+/* speculative.acceptance of an engine with a draft ("rejection", "typical", "synthetic"), else
+ * NULL; with "synthetic", speculative.synthetic_rate goes to *rate. */
+static const char *acceptance_of(const duet_config *cfg, const duet_engine_metrics *m,
+                                 double *rate)
 {
+    const char *name = NULL;
+
+    *rate = -1;
+    if (!m->speculative || duet_config_get_string(cfg, "speculative.acceptance", &name))
+        return NULL;
+    if (m->synthetic_acceptance)
+        duet_config_get_float(cfg, "speculative.synthetic_rate", rate);
+    return name;
+}
+
+static void print_summary(const struct options *o, const duet_config *cfg,
+                          const duet_engine_metrics *m, uint32_t n_req)
+{
+    double rate;
+    const char *acceptance = acceptance_of(cfg, m, &rate);
+
     if (!o->json) {
         printf("%u requests, %llu tokens generated in %.3f s (%.1f tokens/s), %llu steps", n_req,
                (unsigned long long)m->generated_tokens, m->elapsed_s, m->tokens_per_s,
                (unsigned long long)m->steps);
         if (m->acceptance_rate >= 0)
             printf(", acceptance rate %.3f", m->acceptance_rate);
+        if (m->synthetic_acceptance)
+            printf(" (synthetic acceptance at %g: not the models')", rate);
         printf(", %.2f tokens per step\n", m->mean_tokens_per_step);
         print_spec_text(m);
         return;
@@ -711,6 +732,13 @@ static void print_summary(const struct options *o, const duet_engine_metrics *m,
            "\"tokens_per_s\": %.3f, \"acceptance_rate\": ",
            n_req, (unsigned long long)m->generated_tokens, m->elapsed_s, m->tokens_per_s);
     json_rate(m->acceptance_rate);
+    printf(", \"acceptance\": ");
+    if (acceptance)
+        printf("\"%s\"", acceptance); /* one of the schema's names: nothing to escape */
+    else
+        printf("null");
+    printf(", \"synthetic_rate\": ");
+    json_rate(rate);
     printf(", \"mean_tokens_per_step\": %.6f, \"steps\": %llu, \"proposed\": %llu, "
            "\"accepted\": %llu, \"preemptions\": %llu, \"emitted\": %llu, "
            "\"system_efficiency\": ",
@@ -993,7 +1021,7 @@ static int generate(const struct options *o, const duet_config *cfg)
     if (add_requests(&run, ids) || run_engine(&run, &t))
         goto out_engine;
     duet_engine_metrics_get(e, &m);
-    print_summary(o, &m, ps.n);
+    print_summary(o, cfg, &m, ps.n);
     if (!flush_results())
         goto out_engine;
     if (stop_signal) {
