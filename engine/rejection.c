@@ -144,8 +144,8 @@ static bool typical_accepts(const struct duet__accept_params *params, const floa
 
 /* SYNTHETIC at one position: true to accept x; otherwise the target's own token goes to *emit
  * (-1 when p has no positive entry). */
-static bool synthetic_step(const float *p, uint32_t vocab, double rate, uint64_t seed,
-                           uint64_t pos, int32_t *emit)
+static bool synthetic_step(const float *p, uint32_t vocab, double rate, uint64_t seed, uint64_t pos,
+                           int32_t *emit)
 {
     /* u < rate: never for rate 0, always for rate 1 (u lies in [0, 1)) */
     if (duet__rng_uniform(seed, pos, DUET_DRAW_ACCEPT) < rate)

@@ -78,8 +78,8 @@ struct duet__proposal {
  *
  * DUET_STATUS_INVALID_ARGUMENT, with the reason in err[err_size] (err may be NULL), for k = 0,
  * vocab = 0, a NULL array the method reads, a draft token outside [0, vocab), typical parameters
- * outside (0, 1], a synthetic rate outside [0, 1], or a target row with no positive entry to draw from; tokens (when not NULL)
- * are then all -1 and *n_accepted 0.
+ * outside (0, 1], a synthetic rate outside [0, 1], or a target row with no positive entry to draw
+ * from; tokens (when not NULL) are then all -1 and *n_accepted 0.
  */
 duet_status duet__verify(const struct duet__accept_params *params, const struct duet__proposal *pr,
                          uint32_t vocab, float *scratch, int32_t *tokens, uint32_t *n_accepted,

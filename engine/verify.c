@@ -3,9 +3,9 @@
  * decoding", steps 3 and 4), sequence by sequence in batch order once both workers are done:
  * a non-finite row of either worker fails the request; otherwise duet__verify (rejection.c)
  * decides the accepted drafts and the recovered or bonus token (greedy requests by argmax
- * matching, except under synthetic acceptance, whose draws ignore the temperature), which are committed (commit.c)
- * with the target's log-probabilities, and the draft cache's length is set. Calls only
- * rejection.c, commit.c and util.c.
+ * matching, except under synthetic acceptance, whose draws ignore the temperature), which are
+ * committed (commit.c) with the target's log-probabilities, and the draft cache's length is set.
+ * Calls only rejection.c, commit.c and util.c.
  */
 #include "build_config.h"
 

@@ -72,8 +72,7 @@ bool duet__cpulist_parse(const char *text, cpu_set_t *set, char *err, size_t err
     return false;
 }
 
-bool duet__cpulist_check(const cpu_set_t *set, const cpu_set_t *allowed, char *err,
-                         size_t err_size)
+bool duet__cpulist_check(const cpu_set_t *set, const cpu_set_t *allowed, char *err, size_t err_size)
 {
     long present = get_nprocs_conf();
     char have[256];

@@ -479,8 +479,7 @@ static duet_status validate_synthetic(duet_config *cfg)
                                  "\"synthetic\" needs speculative.synthetic_rate (the probability "
                                  "of accepting each proposal, 0..1)");
     if (rate && !synthetic)
-        return duet__config_fail(cfg, DUET_STATUS_BAD_CONFIG,
-                                 key_where(cfg, K_SPEC_SYNTHETIC_RATE),
+        return duet__config_fail(cfg, DUET_STATUS_BAD_CONFIG, key_where(cfg, K_SPEC_SYNTHETIC_RATE),
                                  duet__keys[K_SPEC_SYNTHETIC_RATE].path,
                                  "only applies with speculative.acceptance = \"synthetic\" (it is "
                                  "\"%s\")",

@@ -1222,8 +1222,9 @@ END_TEST
 
 START_TEST(test_malformed_cpu_lists_are_refused_with_file_line_and_key)
 {
-    static const char *const bad[] = {"1-0", "0,", ",0", "0,,1", "a", " 0", "0 ", "0-", "-1",
-                                      "0;1", "0-3:2", "+1", "1024", "99999999999999999999"};
+    static const char *const bad[] = {
+        "1-0", "0,", ",0",  "0,,1",  "a",  " 0",   "0 ",
+        "0-",  "-1", "0;1", "0-3:2", "+1", "1024", "99999999999999999999"};
     char text[256], want[512];
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -1323,9 +1324,10 @@ END_TEST
 
 START_TEST(test_synthetic_rates_outside_zero_to_one_are_refused)
 {
-    expect_text_error("model = \"m\";\nspeculative: { draft_model = \"d\";\n acceptance = "
-                      "\"synthetic\";\n synthetic_rate = 1.5; };\n",
-                      "cpus.cfg:4: speculative.synthetic_rate: must be a number in [0, 1], got 1.5");
+    expect_text_error(
+        "model = \"m\";\nspeculative: { draft_model = \"d\";\n acceptance = "
+        "\"synthetic\";\n synthetic_rate = 1.5; };\n",
+        "cpus.cfg:4: speculative.synthetic_rate: must be a number in [0, 1], got 1.5");
     expect_text_error("model = \"m\";\nspeculative: { draft_model = \"d\";\n acceptance = "
                       "\"synthetic\";\n synthetic_rate = -0.25; };\n",
                       "cpus.cfg:4: speculative.synthetic_rate: must be a number in [0, 1], got "

@@ -26,6 +26,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1526,6 +1527,33 @@ START_TEST(test_overlap_is_off_by_default_when_both_workers_share_a_device)
 }
 END_TEST
 
+/* Two CPU workers with disjoint target.cpus / speculative.cpus are two devices, so drafting
+ * overlaps verification on its own; lists that share a CPU are one device. Either way the two
+ * caches share host memory: the block count is that of one device. */
+START_TEST(test_disjoint_cpu_lists_make_two_devices_and_turn_overlap_on)
+{
+    static const char *const apart[] = {"target.cpus=\"0\"", "speculative.cpus=\"1\"", NULL};
+    static const char *const shared[] = {"target.cpus=\"0-1\"", "speculative.cpus=\"1\"", NULL};
+    duet_engine_metrics one, m;
+    cpu_set_t set;
+
+    ck_assert_int_eq(sched_getaffinity(0, sizeof(set), &set), 0);
+    if (!CPU_ISSET(0, &set) || !CPU_ISSET(1, &set)) {
+        printf("check_engine: CPUs 0 and 1 are not both allowed: CPU lists not tested\n");
+        return;
+    }
+    ck_assert_int_eq(unsetenv("DUET_FORCE_OVERLAP"), 0);
+    one = greedy_matches(spec_sets(false, 3, NULL), 4, 16);
+    m = greedy_matches(spec_sets(false, 3, apart), 4, 16);
+    ck_assert_uint_gt(m.overlap_steps, 0);
+    ck_assert_uint_eq(m.num_total_blocks, one.num_total_blocks);
+    spec_metrics_consistent(&m);
+    m = greedy_matches(spec_sets(false, 3, shared), 4, 16);
+    ck_assert_uint_gt(m.spec_steps, 0);
+    ck_assert_uint_eq(m.overlap_steps, 0);
+}
+END_TEST
+
 START_TEST(test_overlapped_greedy_output_equals_plain_decoding_for_one_and_four_requests)
 {
     duet_engine_metrics m;
@@ -2505,6 +2533,7 @@ static Suite *engine_suite(void)
         {"disable-by-batch-size", test_speculation_is_off_above_disable_by_batch_size},
         {"adaptive-k", test_adaptive_k_keeps_greedy_output_and_stays_in_range},
         {"typical", test_typical_acceptance_of_greedy_requests_equals_plain_decoding},
+        {"cpu lists", test_disjoint_cpu_lists_make_two_devices_and_turn_overlap_on},
         {"synthetic zero", test_synthetic_acceptance_at_rate_zero_emits_what_plain_decoding_does},
         {"synthetic rate",
          test_synthetic_acceptance_keeps_proposals_at_its_rate_and_emits_valid_tokens},

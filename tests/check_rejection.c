@@ -738,8 +738,8 @@ END_TEST
  * rows, each with its own seed and position. Every decision is an independent Bernoulli(0.8), so
  * the accepted share of the decisions made (n accepts, plus the rejection when n < k) lies within
  * 4 standard deviations of 0.8 (sd = sqrt(0.8 · 0.2 / decisions) ≈ 0.00165, so within ±0.0066; a
- * failure by chance has probability 6e-5), and the accepted lengths follow the truncated geometric law
- * P(n = i) = 0.8^i · 0.2 (i < k), P(n = k) = 0.8^k: chi-square with k degrees of freedom below
+ * failure by chance has probability 6e-5), and the accepted lengths follow the truncated geometric
+ * law P(n = i) = 0.8^i · 0.2 (i < k), P(n = k) = 0.8^k: chi-square with k degrees of freedom below
  * its 0.001 critical value.
  */
 START_TEST(test_synthetic_acceptance_accepts_each_proposal_with_its_rate)

@@ -697,8 +697,7 @@ static void json_rate(double v)
 
 /* speculative.acceptance of an engine with a draft ("rejection", "typical", "synthetic"), else
  * NULL; with "synthetic", speculative.synthetic_rate goes to *rate. */
-static const char *acceptance_of(const duet_config *cfg, const duet_engine_metrics *m,
-                                 double *rate)
+static const char *acceptance_of(const duet_config *cfg, const duet_engine_metrics *m, double *rate)
 {
     const char *name = NULL;
 
