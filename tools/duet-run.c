@@ -737,13 +737,6 @@ static void print_summary(const struct options *o, const duet_config *cfg,
            "\"tokens_per_s\": %.3f, \"acceptance_rate\": ",
            n_req, (unsigned long long)m->generated_tokens, m->elapsed_s, m->tokens_per_s);
     json_rate(m->acceptance_rate);
-    printf(", \"acceptance\": ");
-    if (acceptance)
-        printf("\"%s\"", acceptance); /* one of the schema's names: nothing to escape */
-    else
-        printf("null");
-    printf(", \"synthetic_rate\": ");
-    json_rate(rate);
     printf(", \"mean_tokens_per_step\": %.6f, \"steps\": %llu, \"proposed\": %llu, "
            "\"accepted\": %llu, \"preemptions\": %llu, \"emitted\": %llu, "
            "\"system_efficiency\": ",
@@ -760,9 +753,16 @@ static void print_summary(const struct options *o, const duet_config *cfg,
     print_per_position(m->accepted_at, m->num_spec_tokens, ", ");
     printf("], \"target_s\": %.6f, \"verify_s\": %.6f, \"draft_s\": %.6f, \"idle_s\": %.6f, "
            "\"target_idle_s\": %.6f, \"draft_idle_s\": %.6f, \"overlap_s\": %.6f, "
-           "\"overlap_steps\": %llu}\n",
+           "\"overlap_steps\": %llu, \"acceptance\": ",
            m->execute_s, m->verify_s, m->draft_s, m->idle_s, m->target_idle_s, m->draft_idle_s,
            m->overlap_s, (unsigned long long)m->overlap_steps);
+    if (acceptance)
+        printf("\"%s\"", acceptance); /* one of the schema's names: nothing to escape */
+    else
+        printf("null");
+    printf(", \"synthetic_rate\": ");
+    json_rate(rate);
+    printf("}\n");
 }
 
 /* Queues every prompt; request i is seeded with seed + i. The tokenizer's EOS ids stop a
