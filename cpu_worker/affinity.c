@@ -249,6 +249,19 @@ duet_status duet__cpu_affinity_enter(duet_cpu_affinity *a, uint32_t threads, cha
     return DUET_STATUS_OK;
 }
 
+void duet__cpu_affinity_leave(duet_cpu_affinity *a, uint32_t threads)
+{
+    const cpu_set_t *mask = &original;
+    bool reset_memory = membound;
+
+    if (!a || applied != a->id)
+        return;
+#pragma omp parallel num_threads((int)threads)
+    unpin_member(a, mask, reset_memory); /* best effort: a destroy cannot fail */
+    applied = 0;
+    membound = false;
+}
+
 uint32_t duet__cpu_affinity_default_threads(void)
 {
     return have_original ? (uint32_t)CPU_COUNT(&original) : (uint32_t)omp_get_num_procs();

@@ -58,6 +58,10 @@ void duet__cpu_affinity_describe(const duet_cpu_affinity *a, char *buf, size_t s
 duet_status duet__cpu_affinity_enter(duet_cpu_affinity *a, uint32_t threads, char *err,
                                      size_t err_size);
 
+/* When the calling thread's team holds a's pinning, gives it back the mask it had before (a
+ * worker's destroy: the host's thread does not stay on the CPUs of a worker that is gone). */
+void duet__cpu_affinity_leave(duet_cpu_affinity *a, uint32_t threads);
+
 /* Threads of a worker without threads or cpus settings: the CPUs the calling thread had before
  * any worker pinned its team (omp_get_num_procs() would count a pinned thread's one CPU). */
 uint32_t duet__cpu_affinity_default_threads(void);

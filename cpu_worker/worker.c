@@ -544,6 +544,7 @@ static void worker_destroy(duet_worker *w)
     free_pool(&w->swap);
     duet__cpu_dnn_destroy(w->dnn);
     duet_model_destroy(w->model);
+    duet__cpu_affinity_leave(w->affinity, w->threads);
     duet__cpu_affinity_destroy(w->affinity);
     free(w);
 }

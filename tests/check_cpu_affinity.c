@@ -115,6 +115,8 @@ START_TEST(test_a_team_pinned_to_one_cpu_runs_there)
     expect_team(2, &cpu, 1, "pinned to one CPU");
     enter(a, 2); /* already held: nothing changes */
     expect_team(2, &cpu, 1, "entered again");
+    duet__cpu_affinity_leave(a, 2); /* a worker's destroy */
+    expect_team(2, NULL, 0, "after the worker left");
     duet__cpu_affinity_destroy(a);
 }
 END_TEST
