@@ -599,8 +599,8 @@ static duet_status worker_create(const duet_worker_params *params, duet_worker *
                  params->model_dir, duet_model_describe(w->model)->head_dim, DUET_CPU_MAX_HEAD_DIM);
     if (!st) {
         w->d = duet_model_describe(w->model);
-        st =
-            duet__cpu_enter_team(w); /* the weights are converted by the pinned team, on its node */
+        /* the weights are converted by the pinned team, so they land on its NUMA node */
+        st = duet__cpu_enter_team(w);
     }
     if (!st) {
         log_affinity(w);
