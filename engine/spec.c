@@ -370,13 +370,14 @@ static void ahead_plan(duet_engine *e, const duet_sched_output *so, struct duet_
 }
 
 /* After verification: the window drafted ahead is held for the next step when all k proposals
- * were accepted and the bonus token is g; else it is thrown away. Either way, after a full
- * accept the draft cache holds x_k (the ahead job fed it): D = T + k. */
+ * were accepted, the bonus token is g and the request goes on; else it is thrown away. Either
+ * way, after a full accept the draft cache holds x_k (the ahead job fed it): D = T + k. */
 static void ahead_after(duet_engine *e, struct duet__spec *sb)
 {
     struct duet__ahead *ah = &sb->ahead;
     const struct duet__spec_seq *s = &sb->ss[0];
-    bool finite = true;
+    duet_sched_request_info info;
+    bool finite = true, live;
 
     if (!ah->ran)
         return;
@@ -385,7 +386,9 @@ static void ahead_after(duet_engine *e, struct duet__spec *sb)
         finite = finite && ah->tok[j] >= 0;
     if (s->a == s->k) /* not UINT32_MAX: verified, so the request did not fail */
         e->sc.rec[0]->draft_computed = s->len + s->k;
-    if (finite && s->a == s->k && s->last_out == ah->tok[0]) {
+    live = duet_scheduler_request_info(e->sched, e->sc.owner[0]->id, &info) == DUET_STATUS_OK &&
+           info.finish == DUET_SCHED_FINISH_NONE && info.num_live_seqs > 0;
+    if (finite && live && s->a == s->k && s->last_out == ah->tok[0]) {
         ah->held = true;
         ah->seq_id = e->sc.seqs[0].seq_id;
         ah->len = s->len + s->k + 1;
