@@ -240,23 +240,29 @@ static duet_status run_serial(duet_engine *e, struct duet__spec_part *a)
  * The overlap (DESIGN §7.5): halves A = [0, h) and B = [h, n), each sequence's work independent
  * of the others' (own block table, own draws), so the order changes no token:
  *
- *     draft:   propose(A) │ propose(B)  │
+ *     draft:   propose(A) │ propose(B)  │ ahead(A)
  *     target:             │ score(A)    │ score(B)
  *
- * The step's cache operations go with the first call on each worker (A's batches).
+ * When A is one sequence its next window is drafted ahead beside score(B) (the draft is idle
+ * there otherwise), and propose(A) is skipped when A's window was drafted ahead in the previous
+ * step: the target then starts scoring at once. The step's cache operations go with the first
+ * call on each worker (A's batches; a held window is only used in a step without them).
  */
 static duet_status run_overlapped(duet_engine *e, struct duet__spec_part *a,
                                   struct duet__spec_part *b)
 {
+    struct duet__ahead *ah = &e->spec->ahead;
     uint64_t t0, t1;
-    duet_status st, st_b;
+    duet_status st = DUET_STATUS_OK, st_b;
+    bool finite;
 
-    e->spec->ahead.ran = false;
-    st = duet__worker_run(e, 1, &a->propose, &a->propose_out);
+    ah->ran = false;
+    if (a->proposed)
+        st = duet__worker_run(e, 1, &a->propose, &a->propose_out);
     if (st)
         return st;
     duet__draft_post(e, &b->propose, &b->propose_out);
-    feed_proposals(e->spec, a->lo, a->hi);
+    finite = feed_proposals(e->spec, a->lo, a->hi);
     t0 = duet__now_ns();
     st = duet__worker_run(e, 0, &a->score, &a->score_out);
     t1 = duet__now_ns();
@@ -266,7 +272,16 @@ static duet_status run_overlapped(duet_engine *e, struct duet__spec_part *a,
     if (st || st_b)
         return st ? st : st_b;
     feed_proposals(e->spec, b->lo, b->hi);
-    return duet__worker_run(e, 0, &b->score, &b->score_out);
+    if (!ah->n || !finite)
+        return duet__worker_run(e, 0, &b->score, &b->score_out);
+    duet__draft_post(e, &ah->b, &ah->o);
+    t0 = duet__now_ns();
+    st = duet__worker_run(e, 0, &b->score, &b->score_out);
+    t1 = duet__now_ns();
+    st_b = duet__draft_wait(e, t0, t1);
+    ah->ran = true;
+    e->m.ahead_windows++;
+    return st ? st : st_b;
 }
 
 duet_status duet__run_spec(duet_engine *e, struct duet__spec_part *parts, uint32_t n_parts)

@@ -26,7 +26,8 @@
  * with the same cache operations.
  *
  * With overlap (e->dt) the batch is split in two halves (split_parts) and the draft proposes for
- * the second while the target scores the first (run.c); verify and commit are the same.
+ * the second while the target scores the first (run.c); verify and commit are the same. When
+ * the first half is one sequence (batch 1 to 3) it drafts its next window ahead (ahead_*).
  */
 #include "build_config.h"
 
@@ -291,8 +292,16 @@ static void part_init(duet_engine *e, const duet_sched_output *so, uint32_t lo, 
     score_init(e, so, sb, lo, hi, last->trow + last->k + 1, max_lp, &p->score, &p->score_out);
 }
 
+/* Sequences of part A with the draft thread (n >= 1): all of one, else n / 2 (A = the first
+ * sequence alone for a batch of 2 or 3, which then drafts ahead beside B's scoring). */
+static uint32_t half_a(uint32_t n)
+{
+    return n == 1 ? 1 : n / 2;
+}
+
 /*
- * Draft-ahead (docs/engine.md, "Draft-ahead"), for a step of one sequence with the draft thread.
+ * Draft-ahead (docs/engine.md, "Draft-ahead"), for sequence 0 of a step when it is part A alone
+ * (batch 1 to 3) with the draft thread.
  *
  * ahead_take: whether the window drafted ahead by the previous step is this step's proposals.
  * It is when this step runs that sequence right after the step that drafted it, with the token
@@ -309,9 +318,9 @@ static bool ahead_take(duet_engine *e, const duet_sched_output *so, struct duet_
 
     if (!ah->held)
         return false;
-    if (n != 1 || e->sc.seqs[0].seq_id != ah->seq_id || e->sc.seqs[0].pos + 1 != ah->len ||
-        ah->step + 1 != e->m.steps || s->k == 0 || so->num_swap_in || so->num_swap_out ||
-        so->num_copy) {
+    if (!e->dt || half_a(n) != 1 || e->sc.seqs[0].seq_id != ah->seq_id ||
+        e->sc.seqs[0].pos + 1 != ah->len || ah->step + 1 != e->m.steps || s->k == 0 ||
+        so->num_swap_in || so->num_swap_out || so->num_copy) {
         duet__spec_ahead_drop(e);
         return false;
     }
@@ -353,7 +362,7 @@ static void ahead_plan(duet_engine *e, const duet_sched_output *so, struct duet_
 
     ah->n = 0;
     ah->ran = false;
-    if (!e->dt || !ah->tok || n != 1 || k == 0 || so->num_groups != 1 ||
+    if (!e->dt || !ah->tok || half_a(n) != 1 || k == 0 || so->num_groups == 0 ||
         so->groups[0].num_lookahead_slots < 2 * k || s->len + 2 * k >= e->max_model_len ||
         sb->dseqs[0].penalties)
         return;
@@ -400,13 +409,13 @@ static void ahead_after(duet_engine *e, struct duet__spec *sb)
 }
 
 /* The step's parts (n >= 1 sequences): the whole batch, or with the draft thread the halves
- * A = [0, ceil(n / 2)) and B = the rest, B's proposals made while A is scored (run.c). The
- * step's cache operations go with A, the first call on each worker. With one sequence B is
- * empty: the step is serial. */
+ * A = [0, n / 2) and B = the rest, B's proposals made while A is scored (run.c). The step's
+ * cache operations go with A, the first call on each worker. With one sequence B is empty: the
+ * step is serial (and drafts ahead). */
 static uint32_t split_parts(duet_engine *e, const duet_sched_output *so, uint32_t n,
                             uint32_t max_lp, struct duet__spec_part *parts)
 {
-    uint32_t h = e->dt ? (n + 1) / 2 : n;
+    uint32_t h = e->dt ? half_a(n) : n;
 
     part_init(e, so, 0, h, max_lp, &parts[0]);
     if (h == n)
@@ -433,7 +442,7 @@ duet_status duet__spec_decode(duet_engine *e, const duet_sched_output *so)
         return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
     seq_lookahead(e, so, sb, k);
     held = ahead_take(e, so, sb, n);
-    if (held)
+    if (held && n == 1)
         k = sb->ss[0].k;
     n_spec = build_batches(e, n, sb);
     if (held)

@@ -1799,6 +1799,45 @@ START_TEST(test_draft_ahead_sampling_equals_plain_and_serial_sampling)
 }
 END_TEST
 
+/*
+ * Batches of 2 and 3 (half A is the first sequence alone): it drafts ahead beside B's scoring,
+ * and greedy output equals plain decoding, seeded output the serial speculative path's (with
+ * the target as its own draft: plain sampling's).
+ */
+START_TEST(test_draft_ahead_in_batches_of_two_and_three_keeps_the_output)
+{
+    struct run plain[3] = {0}, self[3] = {0}, serial[3] = {0}, ahead[3] = {0};
+    duet_engine_metrics m;
+
+    force_overlap(true);
+    m = greedy_matches(spec_sets(false, 3, NULL), 3, 40);
+    ahead_metrics_consistent(&m);
+    ck_assert_uint_gt(m.ahead_windows, 0);
+    m = greedy_matches(spec_sets(true, 2, NULL), 2, 40);
+    ahead_metrics_consistent(&m);
+    ck_assert_uint_eq(m.accepted, m.proposed);
+    ck_assert_uint_gt(m.ahead_kept, 0);
+    m = greedy_matches(spec_sets(true, 3, NULL), 3, 40);
+    ahead_metrics_consistent(&m);
+    ck_assert_uint_gt(m.ahead_kept, 0);
+    sampled_outputs(NULL, 3, 30, plain, &m);
+    sampled_outputs(spec_sets(true, 3, NULL), 3, 30, self, &m);
+    ck_assert_uint_gt(m.ahead_kept, 0);
+    sampled_outputs(spec_sets(false, 3, NULL), 3, 30, ahead, &m);
+    ck_assert_uint_gt(m.ahead_windows, 0);
+    ck_assert_uint_lt(m.accepted, m.proposed);
+    force_overlap(false);
+    sampled_outputs(spec_sets(false, 3, NULL), 3, 30, serial, &m);
+    for (uint32_t i = 0; i < 3; i++)
+        for (uint32_t j = 0; j < 30; j++) {
+            ck_assert_msg(self[i].ids[j] == plain[i].ids[j], "request %u token %u: %d vs %d", i, j,
+                          self[i].ids[j], plain[i].ids[j]);
+            ck_assert_msg(ahead[i].ids[j] == serial[i].ids[j], "request %u token %u: %d vs %d", i,
+                          j, ahead[i].ids[j], serial[i].ids[j]);
+        }
+}
+END_TEST
+
 /* counts[pos][token] of n requests of one prompt (request i seeded seed0 + i) with the given
  * sampling settings on the small model, with `sets`. */
 static void sampled_counts(const char *const *sets, uint32_t n, uint64_t seed0, float temperature,
@@ -2677,6 +2716,7 @@ static Suite *engine_suite(void)
         {"distribution", test_speculative_sampling_keeps_the_target_distribution},
         {"ahead-greedy", test_draft_ahead_greedy_output_equals_plain_decoding},
         {"ahead-sampling", test_draft_ahead_sampling_equals_plain_and_serial_sampling},
+        {"ahead-batch", test_draft_ahead_in_batches_of_two_and_three_keeps_the_output},
         {"ahead-distribution", test_draft_ahead_sampling_keeps_the_target_distribution},
         {"overlap-prefill", test_overlapped_prefill_keeps_greedy_output},
         {"penalties-greedy", test_speculative_greedy_output_with_penalties_equals_plain_decoding},
