@@ -46,6 +46,11 @@
  *
  * The engine's own work (scheduling, verification, the speculative step's buffers) is outside
  * both workers' execute() and so counts against every achieved fraction.
+ *
+ * With DUET_FORCE_OVERLAP=1 in the environment the engine runs the draft on its own thread even
+ * with the CPU worker as both models (docs/engine.md, "Overlap"); every speculative result then
+ * carries overlap_steps, overlap_s and the draft-ahead counts of its timed steps (batch 1 drafts
+ * ahead). With --threads 1 each worker uses one core, so the two fit a 2-core machine.
  */
 #define _GNU_SOURCE
 #include "bench.h"
@@ -98,6 +103,10 @@ struct totals {
     uint64_t judged;           /* proposals verification judged: accepted, and a rejected one */
     uint64_t judged_accepted;  /* of those, accepted (steps that finished a request left out) */
     double execute_s, draft_s; /* inside the target's, the draft's execute() */
+    double overlap_s;          /* both inside execute() at once (DUET_FORCE_OVERLAP=1 or two
+                                  devices: docs/engine.md, "Overlap") */
+    uint64_t overlap_steps;    /* steps that ran the draft beside the target */
+    uint64_t ahead_windows, ahead_kept, ahead_partial, ahead_discarded; /* draft-ahead */
 };
 
 /* One engine: plain (k = 0) or speculative with k proposals. */
@@ -201,6 +210,12 @@ static void add_step(struct totals *t, const duet_engine_metrics *a, const duet_
     t->accepted += b->accepted - a->accepted;
     t->execute_s += b->execute_s - a->execute_s;
     t->draft_s += b->draft_s - a->draft_s;
+    t->overlap_s += b->overlap_s - a->overlap_s;
+    t->overlap_steps += b->overlap_steps - a->overlap_steps;
+    t->ahead_windows += b->ahead_windows - a->ahead_windows;
+    t->ahead_kept += b->ahead_kept - a->ahead_kept;
+    t->ahead_partial += b->ahead_partial - a->ahead_partial;
+    t->ahead_discarded += b->ahead_discarded - a->ahead_discarded;
 }
 
 /* Proposals judged in a speculative step: a sequence that gained n tokens had n - 1 proposals
@@ -351,6 +366,19 @@ static json_t *spec_fractions(const struct spec_run *r, const struct plain_ref *
         m > 0 ? speedup * cost / m : 0.0);
 }
 
+/* The overlap of the draft with the target in the timed decode steps (none unless the engine
+ * runs the draft thread: DUET_FORCE_OVERLAP=1 with the CPU worker as both). */
+static json_t *spec_overlap(const struct spec_run *r)
+{
+    const struct totals *t = &r->tot;
+
+    return json_pack("{s:b, s:I, s:f, s:I, s:I, s:I, s:I}", "overlap", t->overlap_steps > 0,
+                     "overlap_steps", (json_int_t)t->overlap_steps, "overlap_s", t->overlap_s,
+                     "ahead_windows", (json_int_t)t->ahead_windows, "ahead_kept",
+                     (json_int_t)t->ahead_kept, "ahead_partial", (json_int_t)t->ahead_partial,
+                     "ahead_discarded", (json_int_t)t->ahead_discarded);
+}
+
 /* Adds both to extra, stealing them. */
 static void merge(json_t *extra, json_t *a, json_t *b)
 {
@@ -392,6 +420,8 @@ static void spec_report(const struct spec_run *r, const char *preset, const stru
 
         merge(extra, costs, spec_fractions(r, plain, &r->res, cost));
     }
+    if (r->k)
+        merge(extra, spec_overlap(r), NULL);
     duet__bench_report(results, &r->res, extra);
 }
 

@@ -139,10 +139,33 @@ struct duet__scratch {
 /* What a sequence of a speculative step keeps across the updates (which invalidate the
  * scheduler's pointers). */
 struct duet__spec_seq {
-    uint32_t len;  /* T: tokens before the step */
-    uint32_t k;    /* proposals, 0 for a plain decode */
-    uint32_t trow; /* first target row */
-    uint32_t drow; /* first draft row */
+    uint32_t len;     /* T: tokens before the step */
+    uint32_t k;       /* proposals, 0 for a plain decode */
+    uint32_t trow;    /* first target row */
+    uint32_t drow;    /* first draft row */
+    uint32_t a;       /* accepted by verification; UINT32_MAX when not verified (failed) */
+    int32_t last_out; /* the last emitted token (the recovered or bonus one) once verified */
+};
+
+/*
+ * Draft-ahead for a step of one sequence (docs/engine.md, "Draft-ahead"): while the target
+ * scores window N (x1..xk at T..T+k-1) the draft thread feeds x_k at T+k-1 and drafts n + 1 more
+ * tokens: g, its guess of the bonus token at T+k, then y1..yn at T+k+1..T+k+n. When verification
+ * accepts all k and the bonus token is g, y1..yn (and their rows) are the next step's proposals
+ * (`held`); otherwise they are thrown away and the draft's cached length lowered.
+ */
+struct duet__ahead {
+    int32_t *tok;        /* [k_max + 1] g, y1..yn */
+    float *probs;        /* [(k_max + 1) * vocab] the rows they were sampled from */
+    duet_seq seq;        /* the job's sequence: [x_k] at T+k-1, 1 output, n drafting steps */
+    duet_batch b;        /* the job */
+    duet_batch_output o; /* its output: tok, probs */
+    uint32_t n;          /* y tokens drafted (the window's proposals); 0: no job this step */
+    bool ran;            /* the job ran this step (set by run.c) */
+    bool held;           /* y1..yn wait for the next step */
+    uint64_t seq_id;     /* held: the sequence */
+    uint32_t len;        /* held: its token count when they apply (T + k + 1) */
+    uint64_t step;       /* held: e->m.steps of the step that drafted them */
 };
 
 /* Adaptive k (adapt.c; docs/engine.md) keeps, per sequence of a step: alpha, an exponential
@@ -179,12 +202,17 @@ struct duet__spec {
     float *scratch; /* [V] */
     uint32_t vocab, k_max;
     struct duet__adapt ad;
+    struct duet__ahead ahead; /* with the draft thread */
+    duet_batch pb;            /* the draft's batch of a plain (prefill) step, over dseqs */
+    duet_batch_output po;     /* its (empty) output */
+    bool pb_posted;           /* pb runs on the draft thread: duet__spec_draft_prefill_wait */
 };
 
 /* A part of a speculative step (spec.c builds it, run.c runs it): sequences [lo, hi) of
  * e->sc.seqs, the draft's batch that proposes for them and the target's that scores them. */
 struct duet__spec_part {
     uint32_t lo, hi;
+    bool proposed; /* the draft proposes in this step; false: proposals held from draft-ahead */
     duet_batch propose, score;
     duet_batch_output propose_out, score_out;
 };
@@ -199,7 +227,8 @@ struct duet_engine {
     uint32_t num_blocks; /* device blocks of each cache */
     uint32_t num_swap;   /* swap blocks of each cache */
     uint32_t max_model_len;
-    uint32_t k; /* speculative.num_tokens (0 without a draft) */
+    uint32_t k;         /* speculative.num_tokens (0 without a draft) */
+    uint32_t lookahead; /* KV slots the scheduler reserves per decode: k, 2k with draft-ahead */
     struct duet__accept_params accept;
     uint32_t disable_by_batch_size; /* speculation off in steps running more sequences; 0 never */
     struct duet__spec *spec;        /* the speculative state, with a draft */
@@ -227,14 +256,24 @@ duet_status duet__engine_step(duet_engine *e, const duet_step_output **out);
  * of memory. adaptive: choose k per step (docs/engine.md). */
 struct duet__spec *duet__spec_create(uint32_t k_max, uint32_t vocab, bool adaptive);
 void duet__spec_destroy(struct duet__spec *sp);
+/* The draft-ahead buffers (with the draft thread); false when out of memory. */
+bool duet__spec_ahead_init(struct duet__spec *sp);
 /* Reserves the buffers of a step of max_seqs sequences (their probability rows: the largest
  * allocations of a step), so that a step of any size allocates nothing that could fail. */
 bool duet__spec_reserve_max(struct duet__spec *sp, uint32_t max_seqs);
 /* The speculative decode of a step (DESIGN §7): propose, score, verify, commit. */
 duet_status duet__spec_decode(duet_engine *e, const duet_sched_output *so);
 /* Runs the step's cache operations on the draft and feeds it what its cache lacks up to the end
- * of what the target is fed (e->sc.seqs, built by duet__batch_seqs), without sampling. */
+ * of what the target is fed (e->sc.seqs, built by duet__batch_seqs), without sampling. With the
+ * draft thread the job is only posted (it runs beside the target's half of the step) and
+ * duet__spec_draft_prefill_wait waits for it; without, it has run on return. A draft-ahead
+ * window held for the next step is dropped (a plain step comes between). */
 duet_status duet__spec_draft_prefill(duet_engine *e, const duet_sched_output *so);
+/* Waits for the posted draft prefill (none: returns OK), counting its time inside the target's
+ * execute() interval [t0_ns, t1_ns) as overlap. */
+duet_status duet__spec_draft_prefill_wait(duet_engine *e, uint64_t t0_ns, uint64_t t1_ns);
+/* Counts a held draft-ahead window as thrown away (the step will not use it). */
+void duet__spec_ahead_drop(duet_engine *e);
 
 /* adapt.c: k_max proposals at first; with on, duet__adapt_update picks each next k. */
 void duet__adapt_init(struct duet__adapt *ad, uint32_t k_max, bool on);
@@ -262,10 +301,17 @@ duet_status duet__batch_plain(duet_engine *e, const duet_sched_output *so, duet_
  * With the draft thread the draft's execute() runs there, waited for at once. */
 duet_status duet__worker_run(duet_engine *e, uint32_t which, const duet_batch *b,
                              duet_batch_output *o);
-/* Runs a speculative step's parts (1, or 2 with the draft thread): each part's proposals, then
- * its scores, the proposals copied into the target's fed tokens in between; with two parts the
- * second part's proposals run beside the first part's scoring. Every job has ended on return. */
+/* Runs a speculative step's parts (1, or 2 with the draft thread): each part's proposals (unless
+ * held from draft-ahead), then its scores, the proposals copied into the target's fed tokens in
+ * between; with two parts the second part's proposals run beside the first part's scoring. With
+ * one part and e->spec->ahead.n > 0 the draft-ahead job runs beside the scoring, when every
+ * proposal is finite (ahead.ran says). Every job has ended on return. */
 duet_status duet__run_spec(duet_engine *e, struct duet__spec_part *parts, uint32_t n_parts);
+/* The draft thread's job queue of one: post hands it b into o (kept alive by the caller until
+ * the wait); wait blocks until it is done, adds its seconds to draft_s and those inside
+ * [t0_ns, t1_ns) (the target's execute(); 0, 0: none) to overlap_s. */
+void duet__draft_post(duet_engine *e, const duet_batch *b, duet_batch_output *o);
+duet_status duet__draft_wait(duet_engine *e, uint64_t t0_ns, uint64_t t1_ns);
 /* The draft thread (docs/engine.md, "Overlap"): start creates it (e->dt), stop joins and frees
  * it (NULL is allowed). */
 duet_status duet__draft_thread_start(duet_engine *e);

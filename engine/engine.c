@@ -270,7 +270,7 @@ static duet_status sched_params(duet_engine *e, duet_scheduler_params *sp)
     sp->policy = ss->policy;
     sp->preemption = ss->preemption;
     sp->chunked_prefill = ss->chunked_prefill;
-    sp->num_lookahead_slots = e->k;
+    sp->num_lookahead_slots = e->lookahead;
     for (uint32_t i = 0; i < ti->n_eos && i < 8 && i < DUET_SCHED_MAX_EOS; i++)
         sp->eos_token_ids[sp->num_eos_token_ids++] = ti->eos_token_ids[i];
     return DUET_STATUS_OK;
@@ -289,7 +289,7 @@ static duet_status fit_max_model_len(duet_engine *e, const duet_block_manager_pa
     uint64_t slots = (uint64_t)bp->num_device_blocks * bp->block_size;
     uint64_t prompt =
         wm < bp->num_device_blocks ? (bp->num_device_blocks - wm) * bp->block_size : 0;
-    uint64_t fit = slots > e->k ? slots - e->k : 0;
+    uint64_t fit = slots > e->lookahead ? slots - e->lookahead : 0;
     const char *key = budget_key(&e->workers[0]);
 
     fit = prompt < fit ? prompt : fit;
@@ -304,8 +304,8 @@ static duet_status fit_max_model_len(duet_engine *e, const duet_block_manager_pa
                 "max_model_len %u does not fit the KV cache (%u blocks of %u tokens%s%s): using "
                 "%llu; raise %s or set scheduler.max_model_len to at most that",
                 e->max_model_len, bp->num_device_blocks, bp->block_size,
-                e->k ? ", lookahead of speculative.num_tokens" : "", wm ? ", watermark" : "",
-                (unsigned long long)fit, key);
+                e->lookahead ? ", lookahead of speculative.num_tokens" : "",
+                wm ? ", watermark" : "", (unsigned long long)fit, key);
     e->max_model_len = (uint32_t)fit;
     return DUET_STATUS_OK;
 }
@@ -432,9 +432,14 @@ static duet_status spec_init(duet_engine *e)
                                  "target %s has %u: they must be equal",
                                  draft, e->workers[1].info.vocab_size, e->settings->model,
                                  e->workers[0].info.vocab_size);
-    if (overlap_wanted(e))
-        return duet__draft_thread_start(e);
-    return DUET_STATUS_OK;
+    e->lookahead = e->k;
+    if (!overlap_wanted(e))
+        return DUET_STATUS_OK;
+    /* Draft-ahead writes the draft's KV up to 2k positions past the last token. */
+    e->lookahead = 2 * e->k;
+    if (!duet__spec_ahead_init(e->spec))
+        return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
+    return duet__draft_thread_start(e);
 }
 
 static duet_status engine_build(duet_engine *e)

@@ -349,6 +349,12 @@ static const struct {
     M(speculative, M_BOOL),
     M(adaptive, M_BOOL),
     M(synthetic_acceptance, M_BOOL),
+    M(ahead_windows, M_U64),
+    M(ahead_kept, M_U64),
+    M(ahead_partial, M_U64),
+    M(ahead_discarded, M_U64),
+    M(ahead_thrown_tokens, M_U64),
+    M(overlap_prefill_steps, M_U64),
 };
 #undef M
 

@@ -119,8 +119,8 @@ void duet__draft_thread_stop(duet_engine *e)
 }
 
 /* Hands the draft worker one execute() of b into o, which the caller keeps alive until
- * draft_wait. */
-static void draft_post(duet_engine *e, const duet_batch *b, duet_batch_output *o)
+ * duet__draft_wait. */
+void duet__draft_post(duet_engine *e, const duet_batch *b, duet_batch_output *o)
 {
     struct duet__draft_thread *dt = e->dt;
 
@@ -136,7 +136,7 @@ static void draft_post(duet_engine *e, const duet_batch *b, duet_batch_output *o
 /* Blocks until the posted job is done, adds its seconds to draft_s and those inside the target's
  * interval [t0_ns, t1_ns) (0, 0: none) to overlap_s, and returns its status (a failure is named
  * in e->error). */
-static duet_status draft_wait(duet_engine *e, uint64_t t0_ns, uint64_t t1_ns)
+duet_status duet__draft_wait(duet_engine *e, uint64_t t0_ns, uint64_t t1_ns)
 {
     struct duet__draft_thread *dt = e->dt;
     uint64_t lo, hi;
@@ -165,8 +165,8 @@ duet_status duet__worker_run(duet_engine *e, uint32_t which, const duet_batch *b
     duet_status st;
 
     if (which == 1 && e->dt) { /* with overlap only the draft thread calls the draft */
-        draft_post(e, b, o);
-        return draft_wait(e, 0, 0);
+        duet__draft_post(e, b, o);
+        return duet__draft_wait(e, 0, 0);
     }
     t0 = duet__now_s();
     st = wk->t->execute(wk->w, b, o);
@@ -182,59 +182,106 @@ duet_status duet__worker_run(duet_engine *e, uint32_t which, const duet_batch *b
 }
 
 /* The target scores what the draft proposed: each sequence's proposals of [lo, hi) follow its
- * last token in the target's fed tokens. */
-static void feed_proposals(struct duet__spec *sb, uint32_t lo, uint32_t hi)
+ * last token in the target's fed tokens. Returns whether every proposal was finite. */
+static bool feed_proposals(struct duet__spec *sb, uint32_t lo, uint32_t hi)
 {
+    bool finite = true;
+
     for (uint32_t i = lo; i < hi; i++) {
         int32_t *f = &sb->feed[sb->ss[i].trow + 1];
 
         memcpy(f, &sb->dtok[sb->ss[i].drow], sb->ss[i].k * sizeof(int32_t));
-        for (uint32_t j = 0; j < sb->ss[i].k; j++)
+        for (uint32_t j = 0; j < sb->ss[i].k; j++) {
+            finite = finite && f[j] >= 0;
             f[j] = f[j] < 0 ? 0 : f[j]; /* a failed draft row: scored, then dropped */
+        }
     }
+    return finite;
 }
 
-/* Propose, then score, for the whole batch. */
+/*
+ * Propose (unless the proposals are held from draft-ahead), then score, for the whole batch.
+ * With the draft thread and an ahead job (docs/engine.md, "Draft-ahead") the draft drafts the
+ * next window while the target scores this one:
+ *
+ *     draft:   propose(N) │ ahead(N+1)  │
+ *     target:             │ score(N)    │ verify
+ *
+ * and propose(N) is skipped when window N was drafted ahead in the previous step.
+ */
 static duet_status run_serial(duet_engine *e, struct duet__spec_part *a)
 {
-    duet_status st = duet__worker_run(e, 1, &a->propose, &a->propose_out);
+    struct duet__spec *sb = e->spec;
+    struct duet__ahead *ah = &sb->ahead;
+    duet_status st = DUET_STATUS_OK, st_a;
+    uint64_t t0, t1;
+    bool finite;
 
+    ah->ran = false;
+    if (a->proposed)
+        st = duet__worker_run(e, 1, &a->propose, &a->propose_out);
     if (st)
         return st;
-    feed_proposals(e->spec, a->lo, a->hi);
-    return duet__worker_run(e, 0, &a->score, &a->score_out);
+    finite = feed_proposals(sb, a->lo, a->hi);
+    if (!e->dt || !ah->n || !finite)
+        return duet__worker_run(e, 0, &a->score, &a->score_out);
+    duet__draft_post(e, &ah->b, &ah->o);
+    t0 = duet__now_ns();
+    st = duet__worker_run(e, 0, &a->score, &a->score_out);
+    t1 = duet__now_ns();
+    st_a = duet__draft_wait(e, t0, t1); /* always: the job's buffers must be idle */
+    ah->ran = true;
+    e->m.overlap_steps++;
+    e->m.ahead_windows++;
+    return st ? st : st_a;
 }
 
 /*
  * The overlap (DESIGN §7.5): halves A = [0, h) and B = [h, n), each sequence's work independent
  * of the others' (own block table, own draws), so the order changes no token:
  *
- *     draft:   propose(A) │ propose(B)  │
+ *     draft:   propose(A) │ propose(B)  │ ahead(A)
  *     target:             │ score(A)    │ score(B)
  *
- * The step's cache operations go with the first call on each worker (A's batches).
+ * When A is one sequence its next window is drafted ahead beside score(B) (the draft is idle
+ * there otherwise), and propose(A) is skipped when A's window was drafted ahead in the previous
+ * step: the target then starts scoring at once. The step's cache operations go with the first
+ * call on each worker (A's batches; a held window is only used in a step without them).
  */
 static duet_status run_overlapped(duet_engine *e, struct duet__spec_part *a,
                                   struct duet__spec_part *b)
 {
+    struct duet__ahead *ah = &e->spec->ahead;
     uint64_t t0, t1;
-    duet_status st, st_b;
+    duet_status st = DUET_STATUS_OK, st_b;
+    bool finite;
 
-    st = duet__worker_run(e, 1, &a->propose, &a->propose_out);
+    ah->ran = false;
+    if (a->proposed)
+        st = duet__worker_run(e, 1, &a->propose, &a->propose_out);
     if (st)
         return st;
-    draft_post(e, &b->propose, &b->propose_out);
-    feed_proposals(e->spec, a->lo, a->hi);
+    duet__draft_post(e, &b->propose, &b->propose_out);
+    finite = feed_proposals(e->spec, a->lo, a->hi);
     t0 = duet__now_ns();
     st = duet__worker_run(e, 0, &a->score, &a->score_out);
     t1 = duet__now_ns();
     /* Always waited for: B's buffers must be idle before anything returns. */
-    st_b = draft_wait(e, t0, t1);
+    st_b = duet__draft_wait(e, t0, t1);
     e->m.overlap_steps++;
     if (st || st_b)
         return st ? st : st_b;
     feed_proposals(e->spec, b->lo, b->hi);
-    return duet__worker_run(e, 0, &b->score, &b->score_out);
+    if (!ah->n || !finite)
+        return duet__worker_run(e, 0, &b->score, &b->score_out);
+    duet__draft_post(e, &ah->b, &ah->o);
+    t0 = duet__now_ns();
+    st = duet__worker_run(e, 0, &b->score, &b->score_out);
+    t1 = duet__now_ns();
+    st_b = duet__draft_wait(e, t0, t1);
+    ah->ran = true;
+    e->m.ahead_windows++;
+    return st ? st : st_b;
 }
 
 duet_status duet__run_spec(duet_engine *e, struct duet__spec_part *parts, uint32_t n_parts)

@@ -26,13 +26,15 @@
  * with the same cache operations.
  *
  * With overlap (e->dt) the batch is split in two halves (split_parts) and the draft proposes for
- * the second while the target scores the first (run.c); verify and commit are the same.
+ * the second while the target scores the first (run.c); verify and commit are the same. When
+ * the first half is one sequence (batch 1 to 3) it drafts its next window ahead (ahead_*).
  */
 #include "build_config.h"
 
 #include "engine-int.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 struct duet__spec *duet__spec_create(uint32_t k_max, uint32_t vocab, bool adaptive)
 {
@@ -65,7 +67,16 @@ void duet__spec_destroy(struct duet__spec *sp)
     free(sp->tprobs);
     free(sp->dprobs);
     free(sp->scratch);
+    free(sp->ahead.tok);
+    free(sp->ahead.probs);
     free(sp);
+}
+
+bool duet__spec_ahead_init(struct duet__spec *sp)
+{
+    sp->ahead.tok = malloc((sp->k_max + 1) * sizeof(int32_t));
+    sp->ahead.probs = malloc((size_t)(sp->k_max + 1) * sp->vocab * sizeof(float));
+    return sp->ahead.tok && sp->ahead.probs;
 }
 
 static bool grow_floats(float **p, size_t *cap, size_t want)
@@ -142,13 +153,23 @@ static duet_seq draft_seq(const duet_engine *e, uint32_t i, uint32_t end)
     return ds;
 }
 
+void duet__spec_ahead_drop(duet_engine *e)
+{
+    struct duet__ahead *ah = &e->spec->ahead;
+
+    if (!ah->held)
+        return;
+    ah->held = false;
+    e->m.ahead_discarded++;
+    e->m.ahead_thrown_tokens += ah->n;
+}
+
 duet_status duet__spec_draft_prefill(duet_engine *e, const duet_sched_output *so)
 {
     struct duet__spec *sp = e->spec;
-    duet_batch b;
-    duet_batch_output o = {.struct_size = sizeof(o)};
     duet_seq *ds;
 
+    duet__spec_ahead_drop(e);
     if (!spec_reserve(sp, so->num_seqs ? so->num_seqs : 1, 1, 1, 0))
         return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
     ds = sp->dseqs;
@@ -158,8 +179,24 @@ duet_status duet__spec_draft_prefill(duet_engine *e, const duet_sched_output *so
         ds[i] = draft_seq(e, i, q->pos + q->n_tokens);
         e->sc.rec[i]->draft_computed = q->pos + q->n_tokens;
     }
-    duet__batch_init(so, ds, so->num_seqs, 0, 0, &b);
-    return duet__worker_run(e, 1, &b, &o);
+    duet__batch_init(so, ds, so->num_seqs, 0, 0, &sp->pb);
+    sp->po = (duet_batch_output){.struct_size = sizeof(sp->po)};
+    if (!e->dt)
+        return duet__worker_run(e, 1, &sp->pb, &sp->po);
+    duet__draft_post(e, &sp->pb, &sp->po);
+    sp->pb_posted = true;
+    return DUET_STATUS_OK;
+}
+
+duet_status duet__spec_draft_prefill_wait(duet_engine *e, uint64_t t0_ns, uint64_t t1_ns)
+{
+    struct duet__spec *sp = e->spec;
+
+    if (!sp->pb_posted)
+        return DUET_STATUS_OK;
+    sp->pb_posted = false;
+    e->m.overlap_prefill_steps++;
+    return duet__draft_wait(e, t0_ns, t1_ns);
 }
 
 /* Lookahead of each scheduled sequence, from its group, capped at the step's k and at the
@@ -192,6 +229,8 @@ static uint32_t build_batches(duet_engine *e, uint32_t n, struct duet__spec *sb)
         struct duet__spec_seq *s = &sb->ss[i];
 
         s->len = q->pos + 1;
+        s->a = UINT32_MAX;
+        s->last_out = -1;
         s->trow = rt;
         s->drow = rd;
         sb->dseqs[i] = draft_seq(e, i, s->len);
@@ -253,14 +292,130 @@ static void part_init(duet_engine *e, const duet_sched_output *so, uint32_t lo, 
     score_init(e, so, sb, lo, hi, last->trow + last->k + 1, max_lp, &p->score, &p->score_out);
 }
 
+/* Sequences of part A with the draft thread (n >= 1): all of one, else n / 2 (A = the first
+ * sequence alone for a batch of 2 or 3, which then drafts ahead beside B's scoring). */
+static uint32_t half_a(uint32_t n)
+{
+    return n == 1 ? 1 : n / 2;
+}
+
+/*
+ * Draft-ahead (docs/engine.md, "Draft-ahead"), for sequence 0 of a step when it is part A alone
+ * (batch 1 to 3) with the draft thread.
+ *
+ * ahead_take: whether the window drafted ahead by the previous step is this step's proposals.
+ * It is when this step runs that sequence right after the step that drafted it, with the token
+ * count the window assumed (every proposal and the bonus guess were right: ahead_after), k >= 1,
+ * and no cache operations (they go with the draft's first call, which a held window skips). The
+ * sequence's k is lowered to the window's length; a shorter k uses its prefix. Counts what is
+ * kept and what is thrown away.
+ */
+static bool ahead_take(duet_engine *e, const duet_sched_output *so, struct duet__spec *sb,
+                       uint32_t n)
+{
+    struct duet__ahead *ah = &sb->ahead;
+    struct duet__spec_seq *s = &sb->ss[0];
+
+    if (!ah->held)
+        return false;
+    if (!e->dt || half_a(n) != 1 || e->sc.seqs[0].seq_id != ah->seq_id ||
+        e->sc.seqs[0].pos + 1 != ah->len || ah->step + 1 != e->m.steps || s->k == 0 ||
+        so->num_swap_in || so->num_swap_out || so->num_copy) {
+        duet__spec_ahead_drop(e);
+        return false;
+    }
+    ah->held = false;
+    if (s->k > ah->n)
+        s->k = ah->n;
+    if (s->k == ah->n) {
+        e->m.ahead_kept++;
+    } else {
+        e->m.ahead_partial++;
+        e->m.ahead_thrown_tokens += ah->n - s->k;
+    }
+    return true;
+}
+
+/* The held window y1..yk (rows 1..k of the ahead job) as sequence 0's proposals. */
+static void ahead_use(struct duet__spec *sb)
+{
+    const struct duet__spec_seq *s = &sb->ss[0];
+
+    memcpy(&sb->dtok[s->drow], &sb->ahead.tok[1], s->k * sizeof(int32_t));
+    memcpy(&sb->dprobs[(size_t)s->drow * sb->vocab], &sb->ahead.probs[sb->vocab],
+           (size_t)s->k * sb->vocab * sizeof(float));
+}
+
+/* Plans the ahead job of this step (ah->n = 0: none): feed x_k at T+k-1, then draft k + 1
+ * tokens, g (the guess of the bonus token) at T+k and y1..yk at T+k+1..T+2k. Only when the
+ * block table has those slots (the group's lookahead covers 2k positions past T - 1: the engine
+ * reserves 2 num_tokens with the draft thread), the window stays below max_model_len, and the
+ * request is not penalised (the draft's rows would not count x1..xk among the tokens seen: the
+ * output would stay exact, the acceptance would drop). run.c posts it once the proposals are
+ * known and finite. */
+static void ahead_plan(duet_engine *e, const duet_sched_output *so, struct duet__spec *sb,
+                       uint32_t n)
+{
+    struct duet__ahead *ah = &sb->ahead;
+    const struct duet__spec_seq *s = &sb->ss[0];
+    uint32_t k = s->k;
+
+    ah->n = 0;
+    ah->ran = false;
+    if (!e->dt || !ah->tok || half_a(n) != 1 || k == 0 || so->num_groups == 0 ||
+        so->groups[0].num_lookahead_slots < 2 * k || s->len + 2 * k >= e->max_model_len ||
+        sb->dseqs[0].penalties)
+        return;
+    ah->n = k;
+    ah->seq = sb->dseqs[0];
+    ah->seq.tokens = &sb->dtok[s->drow + k - 1];
+    ah->seq.n_tokens = 1;
+    ah->seq.pos = s->len + k - 1;
+    ah->seq.n_outputs = 1;
+    ah->seq.n_draft_steps = k;
+    duet__batch_init(NULL, &ah->seq, 1, DUET_BATCH_WANT_PROBS, 0, &ah->b);
+    ah->o = (duet_batch_output){
+        .struct_size = sizeof(ah->o), .n_rows = k + 1, .tokens = ah->tok, .probs = ah->probs};
+}
+
+/* After verification: the window drafted ahead is held for the next step when all k proposals
+ * were accepted, the bonus token is g and the request goes on; else it is thrown away. Either
+ * way, after a full accept the draft cache holds x_k (the ahead job fed it): D = T + k. */
+static void ahead_after(duet_engine *e, struct duet__spec *sb)
+{
+    struct duet__ahead *ah = &sb->ahead;
+    const struct duet__spec_seq *s = &sb->ss[0];
+    duet_sched_request_info info;
+    bool finite = true, live;
+
+    if (!ah->ran)
+        return;
+    ah->ran = false;
+    for (uint32_t j = 0; j <= ah->n; j++)
+        finite = finite && ah->tok[j] >= 0;
+    if (s->a == s->k) /* not UINT32_MAX: verified, so the request did not fail */
+        e->sc.rec[0]->draft_computed = s->len + s->k;
+    live = duet_scheduler_request_info(e->sched, e->sc.owner[0]->id, &info) == DUET_STATUS_OK &&
+           info.finish == DUET_SCHED_FINISH_NONE && info.num_live_seqs > 0;
+    if (finite && live && s->a == s->k && s->last_out == ah->tok[0]) {
+        ah->held = true;
+        ah->seq_id = e->sc.seqs[0].seq_id;
+        ah->len = s->len + s->k + 1;
+        ah->step = e->m.steps;
+        return;
+    }
+    e->m.ahead_discarded++;
+    e->m.ahead_thrown_tokens += ah->n + 1;
+}
+
 /* The step's parts (n >= 1 sequences): the whole batch, or with the draft thread the halves
- * A = [0, ceil(n / 2)) and B = the rest, B's proposals made while A is scored (run.c). The
- * step's cache operations go with A, the first call on each worker. With one sequence B is
- * empty: the step is serial. */
+ * A = [0, n / 2) and B = the rest, B's proposals made while A is scored (run.c). The step's
+ * cache operations go with A, the first call on each worker. With one sequence B is empty: the
+ * step is serial (and drafts ahead). */
 static uint32_t split_parts(duet_engine *e, const duet_sched_output *so, uint32_t n,
                             uint32_t max_lp, struct duet__spec_part *parts)
 {
-    uint32_t h = e->dt ? (n + 1) / 2 : n;
+    uint32_t h = e->dt ? half_a(n) : n;
 
     part_init(e, so, 0, h, max_lp, &parts[0]);
     if (h == n)
@@ -277,6 +432,7 @@ duet_status duet__spec_decode(duet_engine *e, const duet_sched_output *so)
     uint64_t p0 = e->m.proposed, a0 = e->m.accepted;
     double d0 = e->m.draft_s, t0 = e->m.execute_s;
     duet_status st = duet__batch_seqs(e, so, &n_rows, &max_lp);
+    bool held;
 
     if (st)
         return st;
@@ -285,14 +441,24 @@ duet_status duet__spec_decode(duet_engine *e, const duet_sched_output *so)
     if (!spec_reserve(sb, n ? n : 1, n * (k + 1) + 1, n * k + 1, max_lp))
         return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
     seq_lookahead(e, so, sb, k);
+    held = ahead_take(e, so, sb, n);
+    if (held && n == 1)
+        k = sb->ss[0].k;
     n_spec = build_batches(e, n, sb);
+    if (held)
+        ahead_use(sb);
+    ahead_plan(e, so, sb, n);
     e->m.spec_steps++;
     e->m.last_k = k;
     n_parts = split_parts(e, so, n, max_lp, parts);
+    parts[0].proposed = !held;
+    parts[1].proposed = true;
     st = duet__run_spec(e, parts, n_parts);
     e->m.verify_s += e->m.execute_s - t0;
     if (!st)
         st = duet__verify_commit(e, n, max_lp);
+    if (!st)
+        ahead_after(e, sb);
     if (!st)
         duet__adapt_update(&sb->ad, n_spec, k, e->m.proposed - p0, e->m.accepted - a0,
                            e->m.draft_s - d0, e->m.execute_s - t0);

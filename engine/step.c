@@ -15,19 +15,28 @@
 #include <string.h>
 
 /* Plain decoding: the target alone runs the batch and samples one token per sampling sequence;
- * the draft, when there is one, is fed the same tokens so that its cache stays in step. */
+ * the draft, when there is one, is fed the same tokens so that its cache stays in step. With the
+ * draft thread the draft's feed runs beside the target's execute() (docs/engine.md, "Overlap"),
+ * and both are waited for before anything is committed. */
 static duet_status run_plain(duet_engine *e, const duet_sched_output *so)
 {
     duet_batch b;
     duet_batch_output o;
-    duet_status st = duet__batch_plain(e, so, &b, &o);
+    uint64_t t0 = 0, t1 = 0;
+    duet_status st = duet__batch_plain(e, so, &b, &o), st_d = DUET_STATUS_OK;
 
-    if (!st)
-        st = duet__worker_run(e, 0, &b, &o);
-    if (!st && (b.flags & DUET_BATCH_WANT_PROMPT_LOGPROBS))
-        duet__commit_prompt_lp(e, so->num_seqs, b.max_logprobs);
     if (!st && e->n_workers > 1)
         st = duet__spec_draft_prefill(e, so);
+    if (!st) {
+        t0 = duet__now_ns();
+        st = duet__worker_run(e, 0, &b, &o);
+        t1 = duet__now_ns();
+    }
+    if (e->n_workers > 1)
+        st_d = duet__spec_draft_prefill_wait(e, t0, t1); /* always: its buffers must be idle */
+    st = st ? st : st_d;
+    if (!st && (b.flags & DUET_BATCH_WANT_PROMPT_LOGPROBS))
+        duet__commit_prompt_lp(e, so->num_seqs, b.max_logprobs);
     if (!st)
         st = duet__commit_rows(e, so->num_seqs, b.max_logprobs);
     return st;

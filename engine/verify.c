@@ -110,6 +110,8 @@ duet_status duet__verify_commit(duet_engine *e, uint32_t n, uint32_t max_lp)
         if (max_lp)
             emitted_logprobs(sb, s->trow, emitted, m, max_lp, lp);
         e->sc.rec[i]->draft_computed = s->len + (s->k ? (m - 1 < s->k - 1 ? m - 1 : s->k - 1) : 0);
+        e->spec->ss[i].a = m - 1;
+        e->spec->ss[i].last_out = emitted[m - 1];
         st = duet__commit(e, i, emitted, m, max_lp ? lp : NULL,
                           max_lp ? &sb->lps[(size_t)s->trow * max_lp] : NULL, max_lp);
     }

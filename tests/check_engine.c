@@ -1561,7 +1561,7 @@ START_TEST(test_overlapped_greedy_output_equals_plain_decoding_for_one_and_four_
     force_overlap(true);
     m = greedy_matches(spec_sets(false, 3, NULL), 1, 24); /* half B is always empty */
     ck_assert_uint_gt(m.proposed, 0);
-    ck_assert_uint_eq(m.overlap_steps, 0);
+    ck_assert_uint_eq(m.overlap_steps, m.ahead_windows); /* one sequence: it drafts ahead */
     spec_metrics_consistent(&m);
     m = greedy_matches(spec_sets(false, 3, NULL), 4, 24);
     ck_assert_uint_gt(m.overlap_steps, 0);
@@ -1781,6 +1781,266 @@ START_TEST(test_speculative_sampling_keeps_the_target_distribution)
                t, chi2, df, crit, m.acceptance_rate);
         ck_assert_msg(chi2 < crit, "position %u: chi2 %.2f >= %.2f (df %u)", t, chi2, crit, df);
     }
+}
+END_TEST
+
+/* ---- draft-ahead: one sequence, overlapped (docs/engine.md, "Draft-ahead") ----------------- */
+
+/* The draft-ahead counters agree, once every request finished: every window drafted ahead was
+ * kept, used in part or thrown away (the last one of a request at once). */
+static void ahead_metrics_consistent(const duet_engine_metrics *m)
+{
+    uint64_t settled = m->ahead_kept + m->ahead_partial + m->ahead_discarded;
+
+    ck_assert_uint_eq(settled, m->ahead_windows);
+    ck_assert_uint_le(m->ahead_windows, m->overlap_steps);
+    ck_assert_uint_ge(m->ahead_thrown_tokens, m->ahead_discarded);
+}
+
+static const char *const one_seq[] = {"scheduler.max_num_seqs=1", NULL};
+static const char *const one_seq_adaptive[] = {"scheduler.max_num_seqs=1",
+                                               "speculative.adaptive=true", NULL};
+
+/*
+ * Greedy output of a single sequence drafting ahead equals plain decoding for k = 1..4 with a
+ * draft that is not the target (rejections throw windows away) and with the target as its own
+ * draft (every window is kept: each step after the first proposes without waiting for the
+ * draft), with adaptive k (the next k may be shorter than the window: used in part), and for
+ * requests that run one after another (max_num_seqs = 1).
+ */
+START_TEST(test_draft_ahead_greedy_output_equals_plain_decoding)
+{
+    duet_engine_metrics m;
+
+    force_overlap(true);
+    for (uint32_t k = 1; k <= 4; k++) {
+        m = greedy_matches(spec_sets(false, k, NULL), 1, 40);
+        spec_metrics_consistent(&m);
+        ahead_metrics_consistent(&m);
+        ck_assert_uint_gt(m.ahead_windows, 0);
+        ck_assert_uint_gt(m.ahead_discarded, 0);
+        ck_assert_uint_lt(m.accepted, m.proposed);
+        printf("check_engine: draft-ahead, k %u: %llu windows, %llu kept, %llu in part, %llu "
+               "thrown away (%llu tokens); acceptance %.3f\n",
+               k, (unsigned long long)m.ahead_windows, (unsigned long long)m.ahead_kept,
+               (unsigned long long)m.ahead_partial, (unsigned long long)m.ahead_discarded,
+               (unsigned long long)m.ahead_thrown_tokens, m.acceptance_rate);
+    }
+    m = greedy_matches(spec_sets(true, 3, NULL), 1, 40);
+    ahead_metrics_consistent(&m);
+    ck_assert_uint_eq(m.accepted, m.proposed);
+    ck_assert_uint_le(m.ahead_discarded, 1); /* the last window, past max_tokens */
+    ck_assert_uint_gt(m.ahead_kept, 0);
+    /* Each kept window saves the step's proposing: the draft ran once per step, not twice. */
+    ck_assert_uint_eq(m.ahead_kept + 1, m.spec_steps);
+    m = greedy_matches(spec_sets(false, 4, one_seq_adaptive), 3, 40);
+    ahead_metrics_consistent(&m);
+    ck_assert_uint_gt(m.ahead_windows, 0);
+    m = greedy_matches(spec_sets(true, 4, one_seq_adaptive), 3, 40);
+    ahead_metrics_consistent(&m);
+    ck_assert_uint_gt(m.ahead_kept + m.ahead_partial, 0);
+    m = greedy_matches(spec_sets(false, 2, one_seq), 4, 24);
+    ahead_metrics_consistent(&m);
+    ck_assert_uint_gt(m.ahead_windows, 0);
+}
+END_TEST
+
+/*
+ * Seeded sampling of single sequences drafting ahead: with the target as its own draft every
+ * window is kept and the output equals plain sampling token for token (the window's draws are
+ * keyed by seed and position, as a fresh proposal's would be); with another draft the output
+ * equals the serial speculative path's, and a second run repeats it.
+ */
+START_TEST(test_draft_ahead_sampling_equals_plain_and_serial_sampling)
+{
+    struct run plain[4] = {0}, self[4] = {0}, serial[4] = {0}, ahead[4] = {0}, again[4] = {0};
+    duet_engine_metrics m;
+
+    force_overlap(true);
+    sampled_outputs(one_seq, 4, 30, plain, &m);
+    sampled_outputs(spec_sets(true, 3, one_seq), 4, 30, self, &m);
+    ck_assert_uint_eq(m.accepted, m.proposed);
+    ck_assert_uint_gt(m.ahead_kept, 0);
+    /* Only the last window of each request, drafted past its end. */
+    ck_assert_uint_le(m.ahead_discarded, 4);
+    sampled_outputs(spec_sets(false, 3, one_seq), 4, 30, ahead, &m);
+    ahead_metrics_consistent(&m);
+    ck_assert_uint_gt(m.ahead_windows, 0);
+    ck_assert_uint_lt(m.accepted, m.proposed);
+    sampled_outputs(spec_sets(false, 3, one_seq), 4, 30, again, &m);
+    force_overlap(false);
+    sampled_outputs(spec_sets(false, 3, one_seq), 4, 30, serial, &m);
+    ck_assert_uint_eq(m.ahead_windows, 0);
+    for (uint32_t i = 0; i < 4; i++) {
+        ck_assert_uint_eq(plain[i].n_ids, 30);
+        ck_assert_uint_eq(self[i].n_ids, 30);
+        ck_assert_uint_eq(ahead[i].n_ids, 30);
+        for (uint32_t j = 0; j < 30; j++) {
+            ck_assert_msg(self[i].ids[j] == plain[i].ids[j], "request %u token %u: %d vs %d", i, j,
+                          self[i].ids[j], plain[i].ids[j]);
+            ck_assert_msg(ahead[i].ids[j] == again[i].ids[j], "request %u token %u: %d vs %d", i, j,
+                          ahead[i].ids[j], again[i].ids[j]);
+            ck_assert_msg(ahead[i].ids[j] == serial[i].ids[j], "request %u token %u: %d vs %d", i,
+                          j, ahead[i].ids[j], serial[i].ids[j]);
+        }
+    }
+}
+END_TEST
+
+/*
+ * Batches of 2 and 3 (half A is the first sequence alone): it drafts ahead beside B's scoring,
+ * and greedy output equals plain decoding, seeded output the serial speculative path's (with
+ * the target as its own draft: plain sampling's).
+ */
+START_TEST(test_draft_ahead_in_batches_of_two_and_three_keeps_the_output)
+{
+    struct run plain[3] = {0}, self[3] = {0}, serial[3] = {0}, ahead[3] = {0};
+    duet_engine_metrics m;
+
+    force_overlap(true);
+    m = greedy_matches(spec_sets(false, 3, NULL), 3, 40);
+    ahead_metrics_consistent(&m);
+    ck_assert_uint_gt(m.ahead_windows, 0);
+    m = greedy_matches(spec_sets(true, 2, NULL), 2, 40);
+    ahead_metrics_consistent(&m);
+    ck_assert_uint_eq(m.accepted, m.proposed);
+    ck_assert_uint_gt(m.ahead_kept, 0);
+    m = greedy_matches(spec_sets(true, 3, NULL), 3, 40);
+    ahead_metrics_consistent(&m);
+    ck_assert_uint_gt(m.ahead_kept, 0);
+    sampled_outputs(NULL, 3, 30, plain, &m);
+    sampled_outputs(spec_sets(true, 3, NULL), 3, 30, self, &m);
+    ck_assert_uint_gt(m.ahead_kept, 0);
+    sampled_outputs(spec_sets(false, 3, NULL), 3, 30, ahead, &m);
+    ck_assert_uint_gt(m.ahead_windows, 0);
+    ck_assert_uint_lt(m.accepted, m.proposed);
+    force_overlap(false);
+    sampled_outputs(spec_sets(false, 3, NULL), 3, 30, serial, &m);
+    for (uint32_t i = 0; i < 3; i++)
+        for (uint32_t j = 0; j < 30; j++) {
+            ck_assert_msg(self[i].ids[j] == plain[i].ids[j], "request %u token %u: %d vs %d", i, j,
+                          self[i].ids[j], plain[i].ids[j]);
+            ck_assert_msg(ahead[i].ids[j] == serial[i].ids[j], "request %u token %u: %d vs %d", i,
+                          j, ahead[i].ids[j], serial[i].ids[j]);
+        }
+}
+END_TEST
+
+/* counts[pos][token] of n requests of one prompt (request i seeded seed0 + i) with the given
+ * sampling settings on the small model, with `sets`. */
+static void sampled_counts(const char *const *sets, uint32_t n, uint64_t seed0, float temperature,
+                           int32_t top_k, float top_p, uint32_t counts[STAT_POSITIONS][SMALL_VOCAB],
+                           duet_engine_metrics *m)
+{
+    static const int32_t prompt[] = {3, 9, 4, 17, 5, 11};
+    duet_config *cfg = config_for(small_target_dir, sets);
+    duet_engine *e = engine_of(cfg);
+
+    memset(counts, 0, sizeof(uint32_t) * STAT_POSITIONS * SMALL_VOCAB);
+    for (uint32_t i = 0; i < n; i++) {
+        duet_request_params p;
+        uint64_t id;
+
+        duet_request_params_init(&p);
+        p.prompt = prompt;
+        p.n_prompt = 6;
+        p.max_tokens = STAT_POSITIONS;
+        p.ignore_eos = true;
+        p.sampling.temperature = temperature;
+        p.sampling.top_k = top_k;
+        p.sampling.top_p = top_p;
+        p.sampling.seed = seed0 + i;
+        ck_assert_int_eq(duet_engine_add_request(e, &p, &id), DUET_STATUS_OK);
+    }
+    while (duet_engine_has_unfinished(e)) {
+        const duet_step_output *so;
+        ck_assert_msg(duet_engine_step(e, &so) == DUET_STATUS_OK, "%s", duet_engine_error(e));
+        for (uint32_t j = 0; j < so->n_requests; j++) {
+            const duet_request_output *ro = &so->requests[j];
+            if (ro->finish == DUET_FINISH_NONE)
+                continue;
+            ck_assert_uint_eq(ro->n_ids, STAT_POSITIONS);
+            for (uint32_t t = 0; t < STAT_POSITIONS; t++)
+                counts[t][ro->ids[t]]++;
+        }
+    }
+    duet_engine_metrics_get(e, m);
+    duet_engine_destroy(e);
+    duet_config_destroy(cfg);
+}
+
+/*
+ * Draft-ahead keeps the target's distribution: as test_speculative_sampling_keeps_the_target_
+ * distribution, with one sequence at a time (max_num_seqs = 1) drafting ahead, k = 1 and 2, at
+ * temperature 1 and at temperature 0.7 with top-k 12 and top-p 0.9. With k = 1 positions 3 and 4
+ * come from kept windows whenever the first proposal and the bonus guess were right (the test
+ * requires hundreds of such windows).
+ */
+START_TEST(test_draft_ahead_sampling_keeps_the_target_distribution)
+{
+    static const char *const batch[] = {"scheduler.max_num_seqs=256", "cache.cpu_kv_space_gib=0.05",
+                                        NULL};
+    static const char *const alone[] = {"scheduler.max_num_seqs=1", "cache.cpu_kv_space_gib=0.05",
+                                        NULL};
+    static const struct {
+        float temperature, top_p;
+        int32_t top_k;
+        uint32_t k;
+    } cfgs[] = {{1.0f, 1.0f, 0, 1}, {1.0f, 1.0f, 0, 2}, {0.7f, 0.9f, 12, 1}};
+    static uint32_t plain[STAT_POSITIONS][SMALL_VOCAB], spec[STAT_POSITIONS][SMALL_VOCAB];
+    uint32_t n = getenv("DUET_TEST_VALGRIND") ? 64 : 3000, df;
+    duet_engine_metrics m;
+
+    force_overlap(true);
+    for (uint32_t c = 0; c < sizeof(cfgs) / sizeof(cfgs[0]); c++) {
+        sampled_counts(batch, n, 1000 + 10000000ull * c, cfgs[c].temperature, cfgs[c].top_k,
+                       cfgs[c].top_p, plain, &m);
+        sampled_counts(spec_sets_of(small_draft_dir, cfgs[c].k, alone), n,
+                       5000000 + 10000000ull * c, cfgs[c].temperature, cfgs[c].top_k, cfgs[c].top_p,
+                       spec, &m);
+        spec_metrics_consistent(&m);
+        ahead_metrics_consistent(&m);
+        ck_assert_msg(m.acceptance_rate < 0.9, "acceptance rate %.3f", m.acceptance_rate);
+        printf("check_engine: draft-ahead distribution, T %.1f top-k %d top-p %.1f k %u: %llu "
+               "windows, %llu kept, %llu thrown away; acceptance %.3f\n",
+               cfgs[c].temperature, cfgs[c].top_k, cfgs[c].top_p, cfgs[c].k,
+               (unsigned long long)m.ahead_windows, (unsigned long long)m.ahead_kept,
+               (unsigned long long)m.ahead_discarded, m.acceptance_rate);
+        if (n < 1000)
+            continue;
+        ck_assert_uint_gt(m.ahead_kept, cfgs[c].k == 1 ? 300 : 50);
+        for (uint32_t t = 0; t < STAT_POSITIONS; t++) {
+            double chi2 = chi2_homogeneity(plain[t], spec[t], &df), crit;
+
+            ck_assert_uint_ge(df, 1);
+            crit = chi2_critical_001(df);
+            printf("check_engine: position %u: chi2 %.2f, df %u, critical (0.001) %.2f\n", t, chi2,
+                   df, crit);
+            ck_assert_msg(chi2 < crit, "config %u position %u: chi2 %.2f >= %.2f (df %u)", c, t,
+                          chi2, crit, df);
+        }
+    }
+}
+END_TEST
+
+/* A prefill step's draft feed runs beside the target's on the draft thread, and greedy output
+ * stays the worker's alone, chunked prefill and preemption included. */
+START_TEST(test_overlapped_prefill_keeps_greedy_output)
+{
+    static const char *const chunked[] = {"scheduler.chunked_prefill=true",
+                                          "scheduler.max_num_batched_tokens=8",
+                                          "scheduler.max_num_seqs=4", NULL};
+    duet_engine_metrics m;
+
+    force_overlap(true);
+    m = greedy_matches(spec_sets(false, 3, chunked), 4, 24);
+    ck_assert_uint_gt(m.overlap_prefill_steps, 0);
+    m = greedy_matches(spec_sets(false, 3, spec_tiny_pool_recompute), 4, 40);
+    ck_assert_uint_gt(m.preemptions, 0);
+    ck_assert_uint_gt(m.overlap_prefill_steps, 0);
+    force_overlap(false);
+    m = greedy_matches(spec_sets(false, 3, NULL), 2, 8);
+    ck_assert_uint_eq(m.overlap_prefill_steps, 0);
 }
 END_TEST
 
@@ -2546,6 +2806,11 @@ static Suite *engine_suite(void)
         {"overlap-abort",
          test_overlapped_abort_frees_every_block_and_destroy_joins_the_draft_thread},
         {"distribution", test_speculative_sampling_keeps_the_target_distribution},
+        {"ahead-greedy", test_draft_ahead_greedy_output_equals_plain_decoding},
+        {"ahead-sampling", test_draft_ahead_sampling_equals_plain_and_serial_sampling},
+        {"ahead-batch", test_draft_ahead_in_batches_of_two_and_three_keeps_the_output},
+        {"ahead-distribution", test_draft_ahead_sampling_keeps_the_target_distribution},
+        {"overlap-prefill", test_overlapped_prefill_keeps_greedy_output},
         {"penalties-greedy", test_speculative_greedy_output_with_penalties_equals_plain_decoding},
         {"penalties-self-draft",
          test_sampling_with_penalties_and_the_target_as_its_own_draft_accepts_everything},

@@ -182,6 +182,16 @@ typedef struct duet_engine_metrics {
     bool synthetic_acceptance;   /* speculative.acceptance = synthetic: the acceptance counters
                                     follow speculative.synthetic_rate, drawn, not the models
                                     (benchmarks); appended in the padding: sizeof unchanged */
+    /* Draft-ahead (docs/engine.md): a step of one sequence drafts the next window beside the
+     * target's scoring; the next step uses it when every proposal and the bonus token match. */
+    uint64_t ahead_windows;       /* windows drafted ahead */
+    uint64_t ahead_kept;          /* of those, proposed whole by the next step */
+    uint64_t ahead_partial;       /* proposed in part (the next step's k was smaller) */
+    uint64_t ahead_discarded;     /* thrown away: a rejection, another bonus token, another step */
+    uint64_t ahead_thrown_tokens; /* draft tokens drafted ahead and never proposed (the bonus
+                                     guess counted when it was wrong) */
+    uint64_t overlap_prefill_steps; /* plain steps (prefills) whose draft feed ran beside the
+                                       target's execute() on the draft thread */
 } duet_engine_metrics;
 
 /* Fills p with defaults: greedy (temperature 0), top_p 1, max_tokens 16, n 1, nothing else. */
