@@ -151,6 +151,8 @@ int duet__bench_ensure_draft(const char *bench, const char *root, const char *la
 int duet__bench_block_manager(const struct duet_bench_opts *opts, json_t *results);
 int duet__bench_scheduler(const struct duet_bench_opts *opts, json_t *results);
 int duet__bench_cpu_worker(const struct duet_bench_opts *opts, json_t *results);
+/* The scoring cost curve of the CPU worker (bench/worker.c; the cpu-worker options). */
+int duet__bench_score(const struct duet_bench_opts *opts, json_t *results);
 /* gpu-worker (bench/gpu.c, built with CUDA): 77 (skip) when no CUDA device is present. */
 int duet__bench_gpu_worker(const struct duet_bench_opts *opts, json_t *results);
 int duet__bench_spec(const struct duet_bench_opts *opts, json_t *results);

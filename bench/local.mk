@@ -32,7 +32,7 @@ tools_duet_bench_LDADD += gpu_worker/libduet_gpu_kernels.la $(CUDA_LDFLAGS) $(CU
 else
 EXTRA_DIST += bench/gpu.c
 endif
-EXTRA_DIST += bench/run-block-manager.sh bench/run-scheduler.sh bench/run-cpu-worker.sh bench/run-gemv.sh \
+EXTRA_DIST += bench/run-block-manager.sh bench/run-scheduler.sh bench/run-cpu-worker.sh bench/run-gemv.sh bench/run-score.sh \
 	bench/run-spec.sh bench/run-gpu-worker.sh bench/torch_llama.py bench/run-server.sh \
 	bench/server_load.mjs
 

@@ -714,6 +714,9 @@ out:
     return rc;
 }
 
+/* What bench_preset runs for each (preset, dtype): run_one, or run_score (duet-bench score). */
+static int (*run_preset)(struct run *r, const char *dir) = run_one;
+
 #define APPEND_ALL(list, n, from)                                                                  \
     for (size_t i_ = 0; i_ < sizeof(from) / sizeof(from[0]); i_++)                                 \
     (list)[(n)++] = (from)[i_]
@@ -807,7 +810,7 @@ static int bench_preset(const struct duet_bench_opts *o, const char *preset, uin
         snprintf(when, sizeof(when), "before %s %s", preset, r.dtype);
         if ((rc = model_of(dir, r.dtype, model, sizeof(model))) != 0 ||
             (rc = mode->bandwidth(o, bench_name, threads, when, results, bandwidth)) != 0 ||
-            (rc = run_one(&r, model)) != 0)
+            (rc = run_preset(&r, model)) != 0)
             return rc;
     }
     return 0;
@@ -847,5 +850,187 @@ int duet__bench_cpu_worker(const struct duet_bench_opts *opts, json_t *results)
                                                        .plugin_dir = DUET_BENCH_PLUGIN_DIR,
                                                        .bandwidth = duet__bench_bandwidth};
 
+    run_preset = run_one;
+    return duet__bench_worker(opts, &cpu, results);
+}
+
+/* ---- the scoring cost curve (duet-bench score) ---------------------------------------------
+ *
+ * What a speculative step costs the target: for one sequence holding `context` prefilled
+ * positions, the time of ONE execute that scores k + 1 positions (the last accepted token and k
+ * proposals fed at once, n_outputs k + 1 and WANT_PROBS, as engine/spec.c builds the score batch)
+ * over the time of a plain 1-position decode step (n_outputs 1, no flags), for k = 0 .. 8. The
+ * executes write their KV at positions context .. context + k, the same ones every time, so the
+ * attended context stays put. Every repetition times the decode step and each k in a rotated order
+ * (repetition i starts i variants further on), and the ratio is the median over repetitions of
+ * each repetition's own ratio: drift of the shared machine between the variants cancels.
+ */
+
+#define SCORE_MAX_K 8
+#define SCORE_VARIANTS (SCORE_MAX_K + 2) /* variant 0: the decode step; v ≥ 1: k = v − 1 */
+
+struct score {
+    int32_t tokens[SCORE_MAX_K + 1];  /* fed: the same tokens every execute */
+    int32_t sampled[SCORE_MAX_K + 1]; /* output rows */
+    float *probs;                     /* [SCORE_MAX_K + 1][vocab] WANT_PROBS rows */
+    uint32_t *table;                  /* [n_blocks] */
+    uint32_t n_blocks;
+    double ns[SCORE_VARIANTS][64]; /* per repetition: ns per execute */
+    struct duet_bench_samples s[SCORE_VARIANTS];
+};
+
+/* One execute of variant v. */
+static int score_exec(struct run *r, struct score *sc, int v)
+{
+    uint32_t n = v == 0 ? 1 : (uint32_t)v;
+    duet_seq seq = {.tokens = sc->tokens,
+                    .n_tokens = n,
+                    .pos = r->context,
+                    .block_table = sc->table,
+                    .n_blocks = sc->n_blocks,
+                    .n_outputs = n,
+                    .sampling = greedy};
+    duet_batch b = {.struct_size = sizeof(b),
+                    .flags = v == 0 ? 0 : DUET_BATCH_WANT_PROBS,
+                    .n_seqs = 1,
+                    .seq_size = sizeof(duet_seq),
+                    .seqs = &seq};
+    duet_batch_output out = {.struct_size = sizeof(out),
+                             .n_rows = n,
+                             .tokens = sc->sampled,
+                             .probs = v == 0 ? NULL : sc->probs};
+
+    return worker_run(&r->wk, &b, &out, v == 0 ? "decode step" : "score");
+}
+
+/* Repetition rep: every variant for its share of the budget (at least one execute each). */
+static int score_repetition(struct run *r, struct score *sc, int rep)
+{
+    double budget = r->o->seconds / r->o->repeats / SCORE_VARIANTS * 1e9;
+
+    for (int j = 0; j < SCORE_VARIANTS; j++) {
+        int v = (j + rep) % SCORE_VARIANTS;
+        uint64_t ns = 0, ops = 0, end = duet__bench_now_ns() + (uint64_t)budget;
+
+        do {
+            uint64_t t0 = duet__bench_now_ns();
+
+            if (score_exec(r, sc, v))
+                return 1;
+            ns += duet__bench_now_ns() - t0;
+            ops++;
+        } while (duet__bench_now_ns() < end);
+        duet__bench_sample(&sc->s[v], ns, ops);
+        sc->ns[v][rep] = (double)ns / (double)ops;
+    }
+    return 0;
+}
+
+static json_t *score_extra(const struct run *r, const struct score *sc, int v, int reps)
+{
+    double ratio[64];
+
+    for (int i = 0; i < reps; i++)
+        ratio[i] = sc->ns[v][i] / sc->ns[0][i];
+    return json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:f, s:s}", "preset", r->preset, "dtype",
+                     r->dtype, "phase", v == 0 ? "score_decode" : "score", "threads", r->threads,
+                     "context", r->context, "positions", v == 0 ? 1 : v, "ratio_to_decode",
+                     median(ratio, reps), "ratio_model",
+                     v == 0 ? "the 1-position decode step every ratio divides by"
+                            : "median over repetitions of (ns of one execute scoring k + 1 "
+                              "positions, n_outputs k + 1, WANT_PROBS) / (ns of a 1-position "
+                              "decode step in the same repetition)");
+}
+
+/* Reports every variant, and the curve as one line per k on stderr. */
+static void score_report(struct run *r, struct score *sc, int reps)
+{
+    fprintf(stderr, "duet-bench: score: %s %s:", r->preset, r->dtype);
+    for (int v = 0; v < SCORE_VARIANTS; v++) {
+        struct duet_bench_result res;
+        json_t *extra = score_extra(r, sc, v, reps);
+        char name[160];
+
+        if (v == 0)
+            snprintf(name, sizeof(name), "%s_%s_score_decode", r->preset, r->dtype);
+        else
+            snprintf(name, sizeof(name), "%s_%s_score_k%d", r->preset, r->dtype, v - 1);
+        duet__bench_finish(&sc->s[v], name, &res);
+        if (v == 0)
+            fprintf(stderr, " decode %.2f ms, k+1/decode", res.ns_median / 1e6);
+        else
+            fprintf(stderr, " %.2f", json_real_value(json_object_get(extra, "ratio_to_decode")));
+        duet__bench_report(r->results, &res, extra);
+    }
+    fprintf(stderr, "\n");
+}
+
+static int score_measure(struct run *r, struct score *sc)
+{
+    int reps = r->o->repeats < 64 ? r->o->repeats : 64;
+
+    for (int v = 0; v < SCORE_VARIANTS; v++) /* warm-up: every shape once */
+        if (score_exec(r, sc, v))
+            return 1;
+    for (int rep = 0; rep < reps; rep++)
+        if (score_repetition(r, sc, rep))
+            return 1;
+    score_report(r, sc, reps);
+    return 0;
+}
+
+/* One (preset, dtype) of the score benchmark: the context prefilled into blocks 0.., then the
+ * curve measured on the blocks that follow it. */
+static int run_score(struct run *r, const char *dir)
+{
+    struct score *sc = calloc(1, sizeof(*sc));
+    int rc = 1;
+
+    run_sizes(r);
+    r->prefill_blocks = 0; /* the template is the scored sequence's start */
+    r->window = SCORE_MAX_K + 1;
+    r->prompt_len = 0; /* no prefill measurement */
+    fprintf(stderr, "duet-bench: score: %s %s, %u threads, context %u\n", r->preset, r->dtype,
+            r->threads, r->context);
+    if (!sc)
+        goto out;
+    sc->n_blocks = ceil_div(r->context + SCORE_MAX_K + 1, BLOCK_SIZE);
+    if (count_params(dir, &r->params) ||
+        worker_load(&r->wk, r->o, dir, r->dtype, r->group, r->threads) ||
+        worker_open(&r->wk, dir, sc->n_blocks) || check_positions(r) || prefill_template(r))
+        goto out;
+    sc->probs = malloc((size_t)(SCORE_MAX_K + 1) * r->wk.info.vocab_size * sizeof(float));
+    sc->table = malloc(sc->n_blocks * sizeof(uint32_t));
+    if (!sc->probs || !sc->table)
+        goto out;
+    for (uint32_t i = 0; i < sc->n_blocks; i++)
+        sc->table[i] = i;
+    sc->tokens[0] = r->first_token;
+    fill_tokens(sc->tokens + 1, SCORE_MAX_K, r->wk.info.vocab_size, 3);
+    rc = score_measure(r, sc);
+out:
+    worker_close(&r->wk);
+    if (sc) {
+        free(sc->probs);
+        free(sc->table);
+    }
+    free(sc);
+    return rc;
+}
+
+/* The score curve is a ratio of two times: no bandwidth probe. */
+static int no_bandwidth(const struct duet_bench_opts *o, const char *bench, uint32_t threads,
+                        const char *when, json_t *results, double *best)
+{
+    (void)o, (void)bench, (void)threads, (void)when, (void)results, (void)best;
+    return 0;
+}
+
+int duet__bench_score(const struct duet_bench_opts *opts, json_t *results)
+{
+    static const struct duet__bench_worker_mode cpu = {
+        .bench = "score", .plugin_dir = DUET_BENCH_PLUGIN_DIR, .bandwidth = no_bandwidth};
+
+    run_preset = run_score;
     return duet__bench_worker(opts, &cpu, results);
 }

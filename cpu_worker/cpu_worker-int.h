@@ -240,8 +240,11 @@ duet_status duet__cpu_widened_run(const duet_gemv_weight *w, const float *x, siz
  * 48, docs/performance.md) or to the widened f32 GEMM (2-byte weights computed in f32: there
  * the two prefill 16 and 48 tokens alike, 20.7 / 21.3 and 44.0 / 43.6 tokens/s on tinyllama
  * as on an AVX2 CPU, 2026-12-07, so the crossover is flat). int8 / int4 matrices have no GEMM
- * path and always run on the own kernels. */
-#define DUET_CPU_GEMV_MAX_M 8u
+ * path and always run on the own kernels. 16 rather than 8 so that scoring k = 8 .. 15 proposals
+ * stays on the kernels that decode runs: a float row is then summed in the same order as in a
+ * 1-row step (greedy speculation reproduces the target), and f16 at k = 8 no longer widens the
+ * whole matrix for 9 rows (`duet-bench score`: 11x a decode step before, docs/performance.md). */
+#define DUET_CPU_GEMV_MAX_M 16u
 
 /* One weight matrix y = x·Wᵀ + b, packed for oneDNN, for the own kernels, or both (bf16: the own
  * kernels for M ≤ DUET_CPU_GEMV_MAX_M, oneDNN above). */

@@ -48,8 +48,11 @@
  *    was kept.
  *  - SPLIT: one row alone runs latency-bound (4 chains per tile gave m = 1 at 95 GB/s int8,
  *    99 GB/s bf16, 62 GB/s int4 from L2, 2.5x what one core gets from DRAM); bf16 with 4 rows
- *    and one chain each ran at 75 GMAC/s, at 110 with 2 or 4. The integer blocks of 5..8 rows
- *    keep one chain per row: with two, 16 + 8 accumulators spilled to the stack.
+ *    and one chain each ran at 75 GMAC/s, at 110 with 2 or 4. The integer blocks of 3 or 4 rows
+ *    take 2 chains a row (each extra chain costs an add per row and group, and 8 chains already
+ *    cover vpdpbusd's latency): 2026-12-07, one thread on this Xeon, n 256, k 2048 in L2 (min of
+ *    300 calls), m = 4 int8 36-37 GB/s against 34 with 4 chains, int4 19.8 against 18.4. Those of
+ *    5..8 rows keep one chain per row: with two, 16 + 8 accumulators spilled to the stack.
  *  - PF_DIST 4096 bytes ahead for blocks of 3+ rows (first row block only): streaming tinyllama's
  *    gate_up (11264 x 2048), int4 m = 4 took 640-920 us against 910-1400 without, m = 8
  *    1180-1460 against 1750-2200, int8 m = 4 1100-1590 against 1430-2160; at m = 1 it cost
@@ -58,7 +61,7 @@
  */
 #define ROW_BLOCK 8 /* rows per block; the register file holds 8 × (int acc + f32 sum) */
 #define SPLIT_LO 4  /* accumulators per row for blocks of 1 or 2 rows */
-#define SPLIT_MID 4 /* ... of 3 or 4 rows */
+#define SPLIT_MID 2 /* ... of 3 or 4 rows */
 #define SPLIT_HI_INT                                                                               \
     1 /* ... of 5 to 8 rows, int8 and int4 (floats keep blocks of 4: FLOAT_ROWS)                   \
        */
@@ -226,9 +229,11 @@ static void f16_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float 
 
 /* ---- int8 and int4 ------------------------------------------------------------------------- */
 
-/* Σ u·q of one group for R rows into acc[r][s] (zeroed here). */
+/* Σ u·q of one group for R rows into acc[r][s], chain 0 of row r starting at init[r] and the
+ * others at zero. */
 INLINE void int_group_dots(const uint8_t *codes, const int8_t *const *q, uint32_t chunks, size_t pf,
-                           __m512i acc[][4], const int R, const int S, const bool int4)
+                           const __m512i *init, __m512i acc[][4], const int R, const int S,
+                           const bool int4)
 {
     const __m512i low = _mm512_set1_epi8(0x0f);
 
@@ -236,7 +241,7 @@ INLINE void int_group_dots(const uint8_t *codes, const int8_t *const *q, uint32_
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
         for (int s = 0; s < S; s++)
-            acc[r][s] = _mm512_setzero_si512();
+            acc[r][s] = s == 0 ? init[r] : _mm512_setzero_si512();
     for (uint32_t c = 0; c < chunks; c += (uint32_t)S) {
 #pragma GCC unroll 4
         for (int s = 0; s < S; s++) {
@@ -265,9 +270,14 @@ INLINE void int_group_dots(const uint8_t *codes, const int8_t *const *q, uint32_
     }
 }
 
-/* Rows r0 .. r0 + R − 1 of tile t. */
+/* Rows r0 .. r0 + R − 1 of tile t. Per row and group, after the dot products: the chains'
+ * integer sum (symmetric weights: started at −z·Σq, which folds the zero point into the exact
+ * integer part), one convert, one product s · sx and one multiply-add, in the same order whatever
+ * R is, so a row's result does not depend on the rows beside it. The weights' scale (and offset)
+ * are converted once per group for all R rows. */
 INLINE void int_block(const duet_gemv_weight *w, const duet_gemv_act *a, float *y, size_t y_stride,
-                      uint32_t t, uint32_t r0, const int R, const int S, const bool int4)
+                      uint32_t t, uint32_t r0, const int R, const int S, const bool int4,
+                      const bool asym)
 {
     const uint8_t *tile = (const uint8_t *)w->data + (size_t)t * w->tile_bytes;
     const uint32_t group = w->group, groups = w->k_pad / group;
@@ -278,7 +288,7 @@ INLINE void int_block(const duet_gemv_weight *w, const duet_gemv_act *a, float *
     const int8_t *q[ROW_BLOCK];
     const float *sx[ROW_BLOCK];
     const int32_t *qsum[ROW_BLOCK];
-    __m512i acc[ROW_BLOCK][4];
+    __m512i acc[ROW_BLOCK][4], init[ROW_BLOCK];
     __m512 out[ROW_BLOCK];
     const size_t pf = prefetch_distance(r0, R);
 
@@ -292,13 +302,17 @@ INLINE void int_block(const duet_gemv_weight *w, const duet_gemv_act *a, float *
     for (uint32_t g = 0; g < groups; g++) {
         const uint8_t *block = tile + (size_t)g * w->group_bytes;
         const int8_t *qg[ROW_BLOCK];
-        __m512 s;
+        __m512 s, m = _mm512_setzero_ps();
 
 #pragma GCC unroll 8
-        for (int r = 0; r < R; r++)
+        for (int r = 0; r < R; r++) {
             qg[r] = q[r] + (size_t)g * group;
-        int_group_dots(block, qg, chunks, pf, acc, R, S, int4);
+            init[r] = asym ? _mm512_setzero_si512() : _mm512_set1_epi32(-z * qsum[r][g]);
+        }
+        int_group_dots(block, qg, chunks, pf, init, acc, R, S, int4);
         s = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(block + code_bytes)));
+        if (asym)
+            m = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(block + code_bytes + 32)));
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
             __m512i sum = acc[r][0];
@@ -307,18 +321,10 @@ INLINE void int_block(const duet_gemv_weight *w, const duet_gemv_act *a, float *
 #pragma GCC unroll 4
             for (int i = 1; i < S; i++)
                 sum = _mm512_add_epi32(sum, acc[r][i]);
-            if (w->asym) {
-                __m512 m =
-                    _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(block + code_bytes + 32)));
-
-                out[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum),
-                                         _mm512_mul_ps(s, _mm512_set1_ps(xs)), out[r]);
+            out[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(s, _mm512_set1_ps(xs)),
+                                     out[r]);
+            if (asym)
                 out[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(xs * (float)qsum[r][g]), out[r]);
-            } else {
-                sum = _mm512_sub_epi32(sum, _mm512_set1_epi32(z * qsum[r][g]));
-                out[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum),
-                                         _mm512_mul_ps(s, _mm512_set1_ps(xs)), out[r]);
-            }
         }
     }
 #pragma GCC unroll 8
@@ -327,58 +333,71 @@ INLINE void int_block(const duet_gemv_weight *w, const duet_gemv_act *a, float *
                               out[r]);
 }
 
+/* The remainder block of R = m mod ROW_BLOCK rows (1 .. ROW_BLOCK − 1). */
+INLINE void int_tail(const duet_gemv_weight *w, const duet_gemv_act *a, float *y, size_t y_stride,
+                     uint32_t t, uint32_t r0, uint32_t R, const bool int4, const bool asym)
+{
+    switch (R) {
+#if ROW_BLOCK > 7
+    case 7:
+        int_block(w, a, y, y_stride, t, r0, 7, SPLIT_INT(7), int4, asym);
+        break;
+#endif
+#if ROW_BLOCK > 6
+    case 6:
+        int_block(w, a, y, y_stride, t, r0, 6, SPLIT_INT(6), int4, asym);
+        break;
+#endif
+#if ROW_BLOCK > 5
+    case 5:
+        int_block(w, a, y, y_stride, t, r0, 5, SPLIT_INT(5), int4, asym);
+        break;
+#endif
+#if ROW_BLOCK > 4
+    case 4:
+        int_block(w, a, y, y_stride, t, r0, 4, SPLIT_INT(4), int4, asym);
+        break;
+#endif
+    case 3:
+        int_block(w, a, y, y_stride, t, r0, 3, SPLIT_INT(3), int4, asym);
+        break;
+    case 2:
+        int_block(w, a, y, y_stride, t, r0, 2, SPLIT_INT(2), int4, asym);
+        break;
+    case 1:
+        int_block(w, a, y, y_stride, t, r0, 1, SPLIT_INT(1), int4, asym);
+        break;
+    }
+}
+
 INLINE void int_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y, size_t y_stride,
-                       uint32_t t0, uint32_t t1, const bool int4)
+                       uint32_t t0, uint32_t t1, const bool int4, const bool asym)
 {
     for (uint32_t t = t0; t < t1; t++) {
         uint32_t r0 = 0;
 
         for (; r0 + ROW_BLOCK <= a->m; r0 += ROW_BLOCK)
-            int_block(w, a, y, y_stride, t, r0, ROW_BLOCK, SPLIT_INT(ROW_BLOCK), int4);
-        switch (a->m - r0) {
-#if ROW_BLOCK > 7
-        case 7:
-            int_block(w, a, y, y_stride, t, r0, 7, SPLIT_INT(7), int4);
-            break;
-#endif
-#if ROW_BLOCK > 6
-        case 6:
-            int_block(w, a, y, y_stride, t, r0, 6, SPLIT_INT(6), int4);
-            break;
-#endif
-#if ROW_BLOCK > 5
-        case 5:
-            int_block(w, a, y, y_stride, t, r0, 5, SPLIT_INT(5), int4);
-            break;
-#endif
-#if ROW_BLOCK > 4
-        case 4:
-            int_block(w, a, y, y_stride, t, r0, 4, SPLIT_INT(4), int4);
-            break;
-#endif
-        case 3:
-            int_block(w, a, y, y_stride, t, r0, 3, SPLIT_INT(3), int4);
-            break;
-        case 2:
-            int_block(w, a, y, y_stride, t, r0, 2, SPLIT_INT(2), int4);
-            break;
-        case 1:
-            int_block(w, a, y, y_stride, t, r0, 1, SPLIT_INT(1), int4);
-            break;
-        }
+            int_block(w, a, y, y_stride, t, r0, ROW_BLOCK, SPLIT_INT(ROW_BLOCK), int4, asym);
+        int_tail(w, a, y, y_stride, t, r0, a->m - r0, int4, asym);
     }
 }
 
 static void int8_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
                         size_t y_stride, uint32_t t0, uint32_t t1)
 {
-    int_kernel(w, a, y, y_stride, t0, t1, false);
+    if (w->asym)
+        int_kernel(w, a, y, y_stride, t0, t1, false, true);
+    else
+        int_kernel(w, a, y, y_stride, t0, t1, false, false);
 }
 
 static void int4_kernel(const duet_gemv_weight *w, const duet_gemv_act *a, float *y,
                         size_t y_stride, uint32_t t0, uint32_t t1)
 {
-    int_kernel(w, a, y, y_stride, t0, t1, true);
+    if (w->asym)
+        int_kernel(w, a, y, y_stride, t0, t1, true, true);
+    else
+        int_kernel(w, a, y, y_stride, t0, t1, true, false);
 }
 
 const duet_gemv_ops duet__gemv_avx512_ops = {"avx512",    bf16_kernel,     int8_kernel,

@@ -124,6 +124,29 @@ if [ -n "${DUET_TEST_CPU_WORKER:-}" ] && [ -f "$DUET_TEST_CPU_WORKER" ]; then
 else
     echo "SKIP: spec with the CPU worker: not built (DUET_TEST_CPU_WORKER)"
 fi
+# score: the scoring cost curve of the CPU worker on the tiny model, k = 0..8, in two precisions.
+if [ -n "${DUET_TEST_CPU_WORKER:-}" ] && [ -f "$DUET_TEST_CPU_WORKER" ]; then
+    out=$("$top_builddir/tools/duet-bench" --quick --repeats 2 --seconds 0.01 \
+        --plugin "$DUET_TEST_CPU_WORKER" --models "$models" --threads 1 --dtype bf16,int4 \
+        score 2>/dev/null) || {
+        echo "FAIL: score with $DUET_TEST_CPU_WORKER exited $?"
+        exit 1
+    }
+    for name in tiny_bf16_score_decode tiny_bf16_score_k0 tiny_bf16_score_k8 \
+        tiny_int4_score_k4; do
+        printf '%s\n' "$out" | grep -q "\"name\": \"$name\"" || {
+            echo "FAIL: no result named $name"
+            printf '%s\n' "$out"
+            exit 1
+        }
+    done
+    printf '%s\n' "$out" | grep -q '"ratio_to_decode": [0-9]' || {
+        echo "FAIL: score reports no ratio_to_decode"
+        exit 1
+    }
+else
+    echo "SKIP: score with the CPU worker: not built (DUET_TEST_CPU_WORKER)"
+fi
 # gemv: the CPU worker's GEMV kernels on tiny shapes, every ISA this CPU runs (generic included
 # with --quick), when duet-bench was built with them (with the CPU worker).
 if "$top_builddir/tools/duet-bench" --list | grep -qx gemv; then

@@ -882,7 +882,7 @@ END_TEST
  */
 enum { GEMV_MAX_M = 33, GEMV_YPAD = 3 };
 
-static const uint32_t gemv_ms[] = {1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 33};
+static const uint32_t gemv_ms[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 16, 17, 33};
 static const struct {
     uint32_t n, k;
     bool bias;
@@ -1632,38 +1632,43 @@ END_TEST
  * scoring, a batch): greedy speculative decoding then reproduces the target's own tokens. */
 START_TEST(test_gemv_rows_give_the_same_bits_alone_and_among_others)
 {
-    enum { N = 70, K = 512, MAX_M = 13 };
+    enum { N = 70, K = 512, MAX_M = 17 };
     float *W = rand_floats((size_t)N * K, 1.0f, 0.0f),
           *x = rand_floats((size_t)MAX_M * K, 1.0f, 0.0f);
     float *y1 = malloc(N * sizeof(float)), *ym = malloc((size_t)MAX_M * N * sizeof(float));
 
     ck_assert(y1 && ym);
-    for (int fmt = DUET_GEMV_BF16; fmt < DUET_GEMV_NUM_FMTS; fmt++) {
-        const duet_gemv_ops *isas[3];
-        duet_gemv_weight w;
-        duet_gemv_act a1, am;
-        void *b1, *bm;
+    for (int fmt = DUET_GEMV_BF16; fmt < DUET_GEMV_NUM_FMTS; fmt++)
+        for (int asym = 0; asym < 2; asym++) {
+            const duet_gemv_ops *isas[3];
+            unsigned n_isas = gemv_isas((duet_gemv_fmt)fmt, isas);
+            duet_gemv_weight w;
+            duet_gemv_act a1, am;
+            void *b1, *bm;
 
-        gemv_isas((duet_gemv_fmt)fmt, isas);
-        ck_assert(duet__gemv_weight_pack(&w, "r", W, NULL, N, K, (duet_gemv_fmt)fmt, 32, false, err,
-                                         sizeof(err)) == DUET_STATUS_OK);
-        b1 = gemv_act_alloc(&w, 1);
-        bm = gemv_act_alloc(&w, MAX_M);
-        for (uint32_t m = 2; m <= MAX_M; m++) {
-            duet__gemv_act_prepare(&w, x, K, m, NULL, 0.0f, bm, &am);
-            duet__gemv_run(isas[0], &w, &am, ym, N);
-            for (uint32_t r = 0; r < m; r++) {
-                duet__gemv_act_prepare(&w, x + (size_t)r * K, K, 1, NULL, 0.0f, b1, &a1);
-                duet__gemv_run(isas[0], &w, &a1, y1, N);
-                if (memcmp(y1, ym + (size_t)r * N, N * sizeof(float)) != 0)
-                    ck_abort_msg("%s %s: row %u of %u differs from the row alone", isas[0]->name,
-                                 fmt_name((duet_gemv_fmt)fmt), r, m);
-            }
+            if (asym && duet__gemv_fmt_16bit((duet_gemv_fmt)fmt))
+                continue;
+            ck_assert(duet__gemv_weight_pack(&w, "r", W, NULL, N, K, (duet_gemv_fmt)fmt, 32, asym,
+                                             err, sizeof(err)) == DUET_STATUS_OK);
+            b1 = gemv_act_alloc(&w, 1);
+            bm = gemv_act_alloc(&w, MAX_M);
+            for (unsigned i = 0; i < n_isas; i++)
+                for (uint32_t m = 2; m <= MAX_M; m++) {
+                    duet__gemv_act_prepare(&w, x, K, m, NULL, 0.0f, bm, &am);
+                    duet__gemv_run(isas[i], &w, &am, ym, N);
+                    for (uint32_t r = 0; r < m; r++) {
+                        duet__gemv_act_prepare(&w, x + (size_t)r * K, K, 1, NULL, 0.0f, b1, &a1);
+                        duet__gemv_run(isas[i], &w, &a1, y1, N);
+                        if (memcmp(y1, ym + (size_t)r * N, N * sizeof(float)) != 0)
+                            ck_abort_msg("%s %s%s: row %u of %u differs from the row alone",
+                                         isas[i]->name, fmt_name((duet_gemv_fmt)fmt),
+                                         asym ? " asym" : "", r, m);
+                    }
+                }
+            free(b1);
+            free(bm);
+            duet__gemv_weight_free(&w);
         }
-        free(b1);
-        free(bm);
-        duet__gemv_weight_free(&w);
-    }
     free(ym);
     free(y1);
     free(x);

@@ -47,6 +47,8 @@ static const struct {
      duet__bench_scheduler},
     {"cpu-worker", "worker plugin: prefill and decode tokens/s, memory bandwidth, its limit",
      duet__bench_cpu_worker},
+    {"score", "CPU worker: one execute scoring k+1 positions over a decode step, k = 0..8",
+     duet__bench_score},
     {"spec", "speculative decoding: tokens/s plain and at several k, acceptance, cost model",
      duet__bench_spec},
     {"gpu-worker", "GPU worker plugin: the same, against a device-to-device copy's bandwidth",
@@ -96,6 +98,11 @@ static void usage(FILE *f)
             "  --prompt-len N      prefill tokens (default 512; 64 with --quick)\n"
             "  --context N         decode context before the timed steps (default 128;\n"
             "                      32 with --quick)\n"
+            "\n"
+            "score (the CPU worker's scoring cost curve: one execute feeding k+1 tokens\n"
+            "with k+1 output rows and their probabilities, as a speculative step scores, over\n"
+            "a 1-token decode step, k = 0..8, after --context tokens; the cpu-worker options,\n"
+            "--batch unused; a line per precision on stderr)\n"
             "\n"
             "gpu-worker (built with CUDA; exits 77 without CUDA or without a device): the\n"
             "options above, with the defaults --preset llama-2-7b (tiny with --quick),\n"
