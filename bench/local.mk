@@ -35,7 +35,7 @@ EXTRA_DIST += bench/gpu.c
 endif
 EXTRA_DIST += bench/run-block-manager.sh bench/run-scheduler.sh bench/run-cpu-worker.sh bench/run-gemv.sh \
 	bench/run-spec.sh bench/run-gpu-worker.sh bench/torch_llama.py bench/run-server.sh \
-	bench/server_load.mjs
+	bench/server_load.mjs bench/run-overlap.sh
 
 # overlap's target: a worker plugin that pads a real worker's execute() to a modelled GPU time
 # (bench/modelled_worker.c). Built with the tree (duet-bench overlap uses it from there), never
