@@ -213,6 +213,7 @@ bool duet__cpu_dnn_has_bf16(duet_cpu_dnn *dnn);
  * no oneDNN set-up happens while serving. */
 duet_status duet__cpu_dnn_prepare(duet_cpu_dnn *dnn, char *err, size_t err_size);
 
+#include "affinity.h"
 #include "gemv.h"
 
 /*
@@ -327,6 +328,7 @@ struct duet_worker {
     bool quant_lm_head;             /* the lm_head quantised too (setting quantize_lm_head) */
     const duet_gemv_ops *gemv;      /* the own kernels CPUID chose */
     uint32_t threads;               /* OpenMP threads of every step */
+    duet_cpu_affinity *affinity;    /* setting cpus: where the team runs (affinity.h) */
     uint64_t kv_budget;             /* cache bytes for a budget of 0 (cache.cpu_kv_space_gib) */
     duet_cpu_dnn *dnn;              /* oneDNN engine, stream, scratch */
     const duet_tensor *embed;       /* [vocab][width] read row by row from the mapping */
@@ -344,6 +346,11 @@ struct duet_worker {
     duet__sampler **samplers;       /* [threads] one per OpenMP thread */
     duet_kit_error err;             /* last_error() */
 };
+
+/* Sets the calling thread's OpenMP team to the worker's thread count and pins it to the worker's
+ * CPUs when it does not hold them already (affinity.h). Every entry point that runs the team
+ * calls it first; DEVICE with w->err when a thread cannot be pinned. */
+duet_status duet__cpu_enter_team(duet_worker *w);
 
 /* Runs the model over rows of tokens (segments as duet__cpu_kv_write describes, rows numbered
  * 0 .. n_rows - 1 in segment order) and writes the logits of rows out_rows[0 .. n_out - 1] into

@@ -251,9 +251,8 @@ duet_status duet__cpu_execute(duet_worker *w, const duet_batch *b, duet_batch_ou
     w->err.msg[0] = '\0';
     if (!b || !o)
         return fail(w, DUET_STATUS_INVALID_ARGUMENT, "cpu worker: execute: NULL batch or output");
-    if ((st = check_batch(w, b, o, &rows, &fed)))
+    if ((st = check_batch(w, b, o, &rows, &fed)) || (st = duet__cpu_enter_team(w)))
         return st;
-    omp_set_num_threads((int)w->threads);
     cache_ops(w, b);
     if (!b->n_seqs)
         return DUET_STATUS_OK;

@@ -1,6 +1,6 @@
 # CPU worker plugin (docs/cpu-worker.md): oneDNN GEMMs, paged attention, OpenMP threads.
 # Built when configure finds oneDNN and OpenMP; installed in $(pkglibdir).
-EXTRA_DIST += cpu_worker/cpu_worker-int.h cpu_worker/gemv.h
+EXTRA_DIST += cpu_worker/cpu_worker-int.h cpu_worker/gemv.h cpu_worker/affinity.h
 # tests/gemv-<isa>.isa: check_cpu_kernels' GEMV cases for one ISA (tests/gemv_isa.sh).
 ISA_LOG_COMPILER = $(SHELL) $(top_srcdir)/tests/gemv_isa.sh
 GEMV_ISA_TESTS = tests/gemv-generic.isa tests/gemv-avx2.isa tests/gemv-avx512.isa
@@ -13,8 +13,9 @@ EXTRA_DIST += tests/as_avx2.sh $(AVX2_EMULATED_TESTS)
 CPU_WORKER_KERNEL_SOURCES = cpu_worker/cpu_worker-int.h cpu_worker/kernels.c cpu_worker/linear.c \
 	cpu_worker/gemv.h cpu_worker/gemv.c
 CPU_WORKER_CFLAGS = $(AM_CFLAGS) $(OPENMP_CFLAGS)
-CPU_WORKER_CPPFLAGS = $(AM_CPPFLAGS) $(ONEDNN_CPPFLAGS) -I$(top_srcdir)/sampling $(WORKER_KIT_CPPFLAGS)
-CPU_WORKER_LIBS = $(ONEDNN_LDFLAGS) $(ONEDNN_LIBS) -lm
+CPU_WORKER_CPPFLAGS = $(AM_CPPFLAGS) $(ONEDNN_CPPFLAGS) $(HWLOC_CFLAGS) -I$(top_srcdir)/sampling \
+	$(WORKER_KIT_CPPFLAGS)
+CPU_WORKER_LIBS = $(ONEDNN_LDFLAGS) $(ONEDNN_LIBS) $(HWLOC_LIBS) -lm
 EXTRA_DIST += cpu_worker/gemv_avx2.c cpu_worker/gemv_avx512.c
 
 if BUILD_CPU_WORKER
@@ -31,7 +32,7 @@ CPU_WORKER_ISA_LIBS = cpu_worker/libgemv_avx2.la cpu_worker/libgemv_avx512.la
 
 pkglib_LTLIBRARIES += cpu_worker/duet_cpu_worker.la
 cpu_worker_duet_cpu_worker_la_SOURCES = cpu_worker/worker.c cpu_worker/execute.c cpu_worker/forward.c \
-	$(CPU_WORKER_KERNEL_SOURCES)
+	cpu_worker/affinity.c cpu_worker/affinity.h $(CPU_WORKER_KERNEL_SOURCES)
 cpu_worker_duet_cpu_worker_la_CPPFLAGS = $(CPU_WORKER_CPPFLAGS)
 cpu_worker_duet_cpu_worker_la_CFLAGS = $(CPU_WORKER_CFLAGS)
 # -z nodelete: dlclose must not unmap libgomp and oneDNN under OpenMP's parked pool threads
@@ -55,12 +56,21 @@ CHECK_TESTS += tests/check_cpu_kernels
 # The same program's GEMV cases once per ISA, each a SKIP where the CPU lacks it.
 TESTS += $(GEMV_ISA_TESTS)
 
+# Pinning and NUMA placement (affinity.c compiled in; synthetic hwloc topologies for NUMA).
+check_PROGRAMS += tests/check_cpu_affinity
+tests_check_cpu_affinity_SOURCES = tests/check_cpu_affinity.c tests/check_util.h \
+	cpu_worker/affinity.c cpu_worker/affinity.h plugin_api/cpulist.c plugin_api/cpulist.h
+tests_check_cpu_affinity_CPPFLAGS = $(CPU_WORKER_CPPFLAGS)
+tests_check_cpu_affinity_CFLAGS = $(TEST_CFLAGS) $(OPENMP_CFLAGS)
+tests_check_cpu_affinity_LDADD = $(CHECK_LIBS) $(HWLOC_LIBS) $(PTHREAD_LIBS) $(OPENMP_CFLAGS)
+CHECK_TESTS += tests/check_cpu_affinity
+
 # What only the CPU worker has, through the ABI against tests/reference_forward.c on generated
 # models (its ABI contract: tests/worker-cpu.conformance, tests/local.mk).
 check_PROGRAMS += tests/check_cpu_worker
 tests_check_cpu_worker_SOURCES = tests/check_cpu_worker.c $(WORKER_HARNESS_SOURCES)
-tests_check_cpu_worker_CFLAGS = $(TEST_CFLAGS) $(JANSSON_CFLAGS)
-tests_check_cpu_worker_LDADD = $(WORKER_HARNESS_LIBS)
+tests_check_cpu_worker_CFLAGS = $(TEST_CFLAGS) $(JANSSON_CFLAGS) $(OPENMP_CFLAGS)
+tests_check_cpu_worker_LDADD = $(WORKER_HARNESS_LIBS) $(OPENMP_CFLAGS)
 CHECK_TESTS += tests/check_cpu_worker
 # GGUF files (model/gguf.c) through the CPU worker: identical rows, exact Q8_0 / Q4_0 packing.
 check_PROGRAMS += tests/check_cpu_worker_gguf

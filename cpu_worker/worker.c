@@ -11,7 +11,8 @@
  *
  * Settings (through the host, section = "target" or "speculative"): dtype auto | f32 | bf16,
  * weights auto | f32 | bf16 | f16 | int8 | int4, group_size 32 | 64 | 128, zero_point,
- * quantize_lm_head, threads (0 = every core). resolve_types() turns the two `auto`s into what
+ * quantize_lm_head, threads (0 = every core, or every CPU of cpus), cpus (a CPU list the team is
+ * pinned to, affinity.h). resolve_types() turns the two `auto`s into what
  * this model and this CPU get (docs/cpu-worker.md, "Types").
  */
 #include "build_config.h"
@@ -59,6 +60,7 @@ static duet_status read_settings(duet_worker *w)
     static const char *const weight_types[] = {"auto", "f32", "bf16", "f16", "int8", "int4", NULL};
     duet_kit_settings k;
     duet_status st = duet_kit_settings_read(w->host, w->section, &k, "cpu worker", &w->err);
+    char key[32];
 
     if (st)
         return st;
@@ -83,7 +85,13 @@ static duet_status read_settings(duet_worker *w)
     w->quant = strcmp(k.weights, "int8") == 0   ? DUET_CPU_QUANT_INT8
                : strcmp(k.weights, "int4") == 0 ? DUET_CPU_QUANT_INT4
                                                 : DUET_CPU_QUANT_NONE;
-    w->threads = k.threads > 0 ? (uint32_t)k.threads : (uint32_t)omp_get_num_procs();
+    snprintf(key, sizeof(key), "%s.cpus", w->section);
+    if ((st = duet__cpu_affinity_create(key, k.cpus, &w->affinity, w->err.msg, sizeof(w->err.msg))))
+        return st;
+    /* threads: as set; else one per CPU of the list; else the CPUs this thread may use */
+    w->threads = k.threads > 0                           ? (uint32_t)k.threads
+                 : duet__cpu_affinity_count(w->affinity) ? duet__cpu_affinity_count(w->affinity)
+                                                         : duet__cpu_affinity_default_threads();
     w->group = (uint32_t)k.group_size;
     w->zero_point = k.zero_point;
     w->quant_lm_head = k.quantize_lm_head;
@@ -536,6 +544,8 @@ static void worker_destroy(duet_worker *w)
     free_pool(&w->swap);
     duet__cpu_dnn_destroy(w->dnn);
     duet_model_destroy(w->model);
+    duet__cpu_affinity_leave(w->affinity, w->threads);
+    duet__cpu_affinity_destroy(w->affinity);
     free(w);
 }
 
@@ -547,6 +557,21 @@ static duet_status make_samplers(duet_worker *w)
         if (duet__sampler_create(w->d->vocab_size, &w->samplers[i]))
             return fail(w, DUET_STATUS_OUT_OF_MEMORY, "cpu worker: out of memory for samplers");
     return DUET_STATUS_OK;
+}
+
+duet_status duet__cpu_enter_team(duet_worker *w)
+{
+    omp_set_num_threads((int)w->threads);
+    return duet__cpu_affinity_enter(w->affinity, w->threads, w->err.msg, sizeof(w->err.msg));
+}
+
+static void log_affinity(duet_worker *w)
+{
+    char where[320];
+
+    duet__cpu_affinity_describe(w->affinity, where, sizeof(where));
+    duet_kit_log(w->host, DUET_LOG_INFO, "cpu", "%s: %u threads, %s", w->section, w->threads,
+                 where);
 }
 
 static duet_status worker_create(const duet_worker_params *params, duet_worker **out, char *errbuf,
@@ -574,7 +599,11 @@ static duet_status worker_create(const duet_worker_params *params, duet_worker *
                  params->model_dir, duet_model_describe(w->model)->head_dim, DUET_CPU_MAX_HEAD_DIM);
     if (!st) {
         w->d = duet_model_describe(w->model);
-        omp_set_num_threads((int)w->threads);
+        /* the weights are converted by the pinned team, so they land on its NUMA node */
+        st = duet__cpu_enter_team(w);
+    }
+    if (!st) {
+        log_affinity(w);
         st = duet__cpu_dnn_create(&w->dnn, w->err.msg, sizeof(w->err.msg));
     }
     if (!st)
@@ -651,6 +680,8 @@ static duet_status worker_init_cache(duet_worker *w, const duet_cache_config *c)
     st = alloc_pool(w, &w->kv, c->num_blocks, "KV cache");
     if (!st)
         st = alloc_pool(w, &w->swap, c->num_swap_blocks, "swap space");
+    if (!st)
+        st = duet__cpu_enter_team(w); /* the cache's pages are first touched by the team */
     if (!st && DUET_ABI_HAS_FIELD(c, duet_cache_config, max_out_rows))
         st = duet__cpu_warm_up(w, c->max_rows, c->max_out_rows);
     if (st) {

@@ -3,8 +3,10 @@
  * of the engine's files (engine-int.h has the map). The step itself is step.c, which runs plain
  * decoding and hands speculative steps to spec.c.
  */
+#define _GNU_SOURCE /* cpu_set_t: the CPU lists of same_device() */
 #include "build_config.h"
 
+#include "../plugin_api/cpulist.h"
 #include "engine-int.h"
 
 #include <duet/model.h>
@@ -129,8 +131,9 @@ static duet_status worker_open(duet_engine *e, struct duet__eworker *wk, const c
     return DUET_STATUS_OK;
 }
 
-/* Whether the draft runs on the target's device: the same plugin and the same device string. */
-static bool same_device(const duet_engine *e)
+/* Whether the draft's cache lives in the target's memory: the same plugin and the same device
+ * string (two CPU workers share host memory whatever CPUs they run on). */
+static bool same_memory(const duet_engine *e)
 {
     const char *td = e->settings->target.device;
     const char *dd = e->settings->speculative.draft.device;
@@ -139,9 +142,32 @@ static bool same_device(const duet_engine *e)
            !strcmp(td, dd);
 }
 
+/* Whether two CPU lists (target.cpus, speculative.cpus) keep the workers' threads apart: both
+ * given and no CPU in common. Without a list a CPU worker's threads may run anywhere. */
+static bool disjoint_cpus(const char *a, const char *b)
+{
+    cpu_set_t sa, sb, both;
+    char err[320];
+
+    if (!a || !b || !duet__cpulist_parse(a, &sa, err, sizeof(err)) ||
+        !duet__cpulist_parse(b, &sb, err, sizeof(err)))
+        return false;
+    CPU_AND(&both, &sa, &sb);
+    return CPU_COUNT(&both) == 0;
+}
+
+/* Whether the draft computes on the target's device: the same memory (above) and CPU lists that
+ * share a CPU or are not both given. Two devices compute at once: that is what overlap needs. */
+static bool same_device(const duet_engine *e)
+{
+    return same_memory(e) &&
+           !disjoint_cpus(e->settings->target_cpus, e->settings->speculative_cpus);
+}
+
 /*
- * Both caches get the same block count. On two devices each cache fills its own device's budget
- * and the smaller count wins; on one device the two caches share that device's budget (the
+ * Both caches get the same block count. In two memories (same_memory: another plugin or device
+ * string) each cache fills its own budget and the smaller count wins; in one memory (two CPU
+ * workers, whatever their CPU lists) the two caches share that memory's budget (the
  * target's: num_blocks × block_bytes), so a block costs the sum of the two block sizes. Swap
  * space is host memory for both: cache.swap_space_gib over the sum of the block sizes.
  */
@@ -159,7 +185,7 @@ static duet_status caches_size(duet_engine *e)
         can_swap = can_swap && (wk->t->caps & DUET_CAP_SWAP);
         all_cpu = all_cpu && !strcmp(wk->t->name, "cpu");
     }
-    if (same_device(e)) /* long double: num_blocks × block_bytes may pass 2^64 */
+    if (same_memory(e)) /* long double: num_blocks × block_bytes may pass 2^64 */
         blocks = (uint64_t)((long double)e->workers[0].geom.num_blocks *
                             e->workers[0].geom.block_bytes / bytes_sum);
     if (!blocks)
@@ -358,7 +384,8 @@ static duet_status sched_init(duet_engine *e)
 }
 
 /* Overlap (docs/engine.md) when speculative.overlap is on and the two workers are on different
- * devices: another plugin, or other device strings. DUET_FORCE_OVERLAP=1 / 0 overrides both. */
+ * devices: another plugin, other device strings, or disjoint CPU lists. DUET_FORCE_OVERLAP=1 / 0
+ * overrides both. */
 static bool overlap_wanted(const duet_engine *e)
 {
     const char *force = getenv("DUET_FORCE_OVERLAP");
@@ -375,10 +402,18 @@ static duet_status spec_init(duet_engine *e)
     duet_status st;
 
     e->k = (uint32_t)ss->num_tokens;
-    e->accept.method =
-        ss->acceptance == DUET_ACCEPTANCE_TYPICAL ? DUET__ACCEPT_TYPICAL : DUET__ACCEPT_REJECTION;
+    e->accept.method = ss->acceptance == DUET_ACCEPTANCE_TYPICAL     ? DUET__ACCEPT_TYPICAL
+                       : ss->acceptance == DUET_ACCEPTANCE_SYNTHETIC ? DUET__ACCEPT_SYNTHETIC
+                                                                     : DUET__ACCEPT_REJECTION;
     e->accept.typical_threshold = (float)ss->typical_posterior_threshold;
     e->accept.typical_alpha = (float)ss->typical_posterior_alpha;
+    e->accept.synthetic_rate = e->settings->synthetic_rate;
+    if (ss->acceptance == DUET_ACCEPTANCE_SYNTHETIC)
+        engine_warn(e,
+                    "speculative.acceptance = synthetic: each proposal is accepted with "
+                    "probability %g whatever the models say (benchmarks only); the output "
+                    "is not the target's",
+                    e->accept.synthetic_rate);
     e->disable_by_batch_size = (uint32_t)ss->disable_by_batch_size;
     st = worker_open(e, &e->workers[1], "speculative", &ss->draft, DUET_ROLE_DRAFT, draft);
     e->n_workers = 2;
@@ -748,6 +783,7 @@ void duet_engine_metrics_get(const duet_engine *e, duet_engine_metrics *out)
     out->max_model_len = e->max_model_len;
     out->vocab_size = e->workers[0].info.vocab_size;
     out->speculative = e->n_workers > 1;
+    out->synthetic_acceptance = e->spec && e->accept.method == DUET__ACCEPT_SYNTHETIC;
 }
 
 duet_status duet_engine_step(duet_engine *e, const duet_step_output **out)

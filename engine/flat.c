@@ -348,6 +348,7 @@ static const struct {
     M(vocab_size, M_U32),
     M(speculative, M_BOOL),
     M(adaptive, M_BOOL),
+    M(synthetic_acceptance, M_BOOL),
 };
 #undef M
 

@@ -55,9 +55,10 @@ static int32_t argmax(const float *row, uint32_t vocab)
 
 static const char *method_name(enum duet__accept_method m)
 {
-    return m == DUET__ACCEPT_TYPICAL  ? "typical"
-           : m == DUET__ACCEPT_GREEDY ? "greedy"
-                                      : "rejection";
+    return m == DUET__ACCEPT_TYPICAL     ? "typical"
+           : m == DUET__ACCEPT_GREEDY    ? "greedy"
+           : m == DUET__ACCEPT_SYNTHETIC ? "synthetic"
+                                         : "rejection";
 }
 
 /* Checks what every method reads. Returns false with the message written. */
@@ -67,7 +68,7 @@ static bool valid(const struct duet__accept_params *params, const struct duet__p
     bool rejection = params->method == DUET__ACCEPT_REJECTION;
     const char *m = method_name(params->method);
 
-    if ((unsigned)params->method > DUET__ACCEPT_GREEDY) {
+    if ((unsigned)params->method > DUET__ACCEPT_SYNTHETIC) {
         errf(err, err_size, "verify: unknown acceptance method %d", (int)params->method);
         return false;
     }
@@ -89,6 +90,12 @@ static bool valid(const struct duet__accept_params *params, const struct duet__p
         errf(err, err_size,
              "verify (typical): posterior threshold %g and alpha %g must lie in (0, 1]",
              (double)params->typical_threshold, (double)params->typical_alpha);
+        return false;
+    }
+    if (params->method == DUET__ACCEPT_SYNTHETIC &&
+        !(params->synthetic_rate >= 0.0 && params->synthetic_rate <= 1.0)) {
+        errf(err, err_size, "verify (synthetic): rate %g must lie in [0, 1]",
+             params->synthetic_rate);
         return false;
     }
     for (uint32_t j = 0; j < pr->k; j++) {
@@ -135,6 +142,18 @@ static bool typical_accepts(const struct duet__accept_params *params, const floa
     return (double)p[x] > fmin(params->typical_threshold, params->typical_alpha * exp(-h));
 }
 
+/* SYNTHETIC at one position: true to accept x; otherwise the target's own token goes to *emit
+ * (-1 when p has no positive entry). */
+static bool synthetic_step(const float *p, uint32_t vocab, double rate, uint64_t seed, uint64_t pos,
+                           int32_t *emit)
+{
+    /* u < rate: never for rate 0, always for rate 1 (u lies in [0, 1)) */
+    if (duet__rng_uniform(seed, pos, DUET_DRAW_ACCEPT) < rate)
+        return true;
+    *emit = duet__sample_from_probs(p, vocab, duet__rng_uniform(seed, pos, DUET_DRAW_SAMPLE));
+    return false;
+}
+
 static void finish(int32_t *tokens, uint32_t k, uint32_t n, uint32_t *n_accepted)
 {
     for (uint32_t i = n + 1; i <= k; i++)
@@ -173,6 +192,8 @@ duet_status duet__verify(const struct duet__accept_params *params, const struct 
         if (params->method == DUET__ACCEPT_REJECTION) {
             ok = rejection_step(p, pr->draft_probs + (size_t)j * vocab, x, vocab, pr->seed,
                                 pr->position + j, scratch, &t);
+        } else if (params->method == DUET__ACCEPT_SYNTHETIC) {
+            ok = synthetic_step(p, vocab, params->synthetic_rate, pr->seed, pr->position + j, &t);
         } else {
             ok = params->method == DUET__ACCEPT_GREEDY ? x == argmax(p, vocab)
                                                        : typical_accepts(params, p, x, vocab);

@@ -26,6 +26,13 @@
  *   TYPICAL    accept x_j iff p_j(x_j) > min(threshold, alpha * exp(-H(p_j))) (Medusa; vLLM's
  *              TypicalAcceptanceSampler); emit argmax p_j at the first rejection; bonus as
  *              REJECTION. Deterministic per row and not distribution-preserving; q is not read.
+ *   SYNTHETIC  accept x_j iff u < rate, u = U(seed, P_j, DUET_DRAW_ACCEPT): each proposal
+ *              independently with probability rate, whatever the rows say (benchmarks: acceptance
+ *              set by hand, speculative.acceptance = synthetic). At the first rejection emit the
+ *              target's own token at P_j, the draw from p_j with U(seed, P_j, DUET_DRAW_SAMPLE)
+ *              that plain decoding makes there; bonus as REJECTION. The accepted drafts are the
+ *              draft's tokens, so the output is not the target's distribution. q is not read; a
+ *              greedy (one-hot) p_j makes the emitted token its argmax.
  *   GREEDY     accept x_j iff x_j == argmax p_j; emit argmax p_j at the first mismatch; the bonus
  *              is argmax p_{k+1}. q is not read. (REJECTION on one-hot rows gives the same.)
  * argmax takes the lowest id among tied maxima, as the sampler's greedy path does.
@@ -42,12 +49,15 @@ enum duet__accept_method {
     DUET__ACCEPT_REJECTION, /* modified rejection sampling (speculative.acceptance = rejection) */
     DUET__ACCEPT_TYPICAL,   /* typical acceptance (speculative.acceptance = typical) */
     DUET__ACCEPT_GREEDY,    /* exact argmax matching on the target rows */
+    DUET__ACCEPT_SYNTHETIC, /* accepted with a fixed probability (speculative.acceptance =
+                               synthetic) */
 };
 
 struct duet__accept_params {
     enum duet__accept_method method;
     float typical_threshold; /* TYPICAL: posterior threshold, (0, 1] */
     float typical_alpha;     /* TYPICAL: posterior alpha, (0, 1] */
+    double synthetic_rate;   /* SYNTHETIC: probability of accepting each proposal, [0, 1] */
 };
 
 /* One sequence's proposal and its scores. */
@@ -68,8 +78,8 @@ struct duet__proposal {
  *
  * DUET_STATUS_INVALID_ARGUMENT, with the reason in err[err_size] (err may be NULL), for k = 0,
  * vocab = 0, a NULL array the method reads, a draft token outside [0, vocab), typical parameters
- * outside (0, 1], or a target row with no positive entry to draw from; tokens (when not NULL)
- * are then all -1 and *n_accepted 0.
+ * outside (0, 1], a synthetic rate outside [0, 1], or a target row with no positive entry to draw
+ * from; tokens (when not NULL) are then all -1 and *n_accepted 0.
  */
 duet_status duet__verify(const struct duet__accept_params *params, const struct duet__proposal *pr,
                          uint32_t vocab, float *scratch, int32_t *tokens, uint32_t *n_accepted,

@@ -2,9 +2,10 @@
  * verify.c — a speculative step's verification (DESIGN §7.3; docs/engine.md, "Speculative
  * decoding", steps 3 and 4), sequence by sequence in batch order once both workers are done:
  * a non-finite row of either worker fails the request; otherwise duet__verify (rejection.c)
- * decides the accepted drafts and the recovered or bonus token, which are committed (commit.c)
- * with the target's log-probabilities, and the draft cache's length is set. Calls only
- * rejection.c, commit.c and util.c.
+ * decides the accepted drafts and the recovered or bonus token (greedy requests by argmax
+ * matching, except under synthetic acceptance, whose draws ignore the temperature), which are
+ * committed (commit.c) with the target's log-probabilities, and the draft cache's length is set.
+ * Calls only rejection.c, commit.c and util.c.
  */
 #include "build_config.h"
 
@@ -50,7 +51,8 @@ static duet_status verify_one(duet_engine *e, uint32_t i, const struct duet__spe
         *n_emitted = 1;
         return DUET_STATUS_OK;
     }
-    if (q->sampling.temperature < DUET_SAMPLING_EPS)
+    /* synthetic acceptance draws its decisions whatever the temperature */
+    if (q->sampling.temperature < DUET_SAMPLING_EPS && ap.method != DUET__ACCEPT_SYNTHETIC)
         ap.method = DUET__ACCEPT_GREEDY;
     if (duet__verify(&ap, &pr, v, sb->scratch, emitted, &a, msg, sizeof(msg)))
         return duet__engine_fail(e, DUET_STATUS_INTERNAL, "verify, sequence %llu: %s",

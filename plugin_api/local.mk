@@ -2,6 +2,8 @@
 lib_LTLIBRARIES += libduet.la
 libduet_la_SOURCES = \
 	plugin_api/plugin_api-int.h \
+	plugin_api/cpulist.h \
+	plugin_api/cpulist.c \
 	plugin_api/host.c \
 	plugin_api/loader.c \
 	plugin_api/schema.c \

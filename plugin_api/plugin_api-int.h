@@ -73,6 +73,7 @@ enum key_id {
     K_TARGET_ZERO_POINT,
     K_TARGET_QUANT_LM_HEAD,
     K_TARGET_THREADS,
+    K_TARGET_CPUS,
     K_TARGET_TP,
     K_TARGET_CHECK_VALUES,
     K_SPEC_DRAFT_MODEL,
@@ -84,12 +85,14 @@ enum key_id {
     K_SPEC_ZERO_POINT,
     K_SPEC_QUANT_LM_HEAD,
     K_SPEC_THREADS,
+    K_SPEC_CPUS,
     K_SPEC_TP,
     K_SPEC_CHECK_VALUES,
     K_SPEC_NUM_TOKENS,
     K_SPEC_ACCEPTANCE,
     K_SPEC_TYPICAL_THRESHOLD,
     K_SPEC_TYPICAL_ALPHA,
+    K_SPEC_SYNTHETIC_RATE,
     K_SPEC_DISABLE_BY_BATCH,
     K_SPEC_OVERLAP,
     K_SPEC_ADAPTIVE,
@@ -124,6 +127,7 @@ enum key_flag {
     KEY_PLUGIN = 1 << 4,     /* a plugin name [a-z0-9_]+ or a path containing '/' */
     KEY_MIN_OPEN = 1 << 5,   /* a float range that excludes its minimum: (min, max] */
     KEY_ENUM = 1 << 6,       /* a string whose typed field is an enum: its index in allowed[] */
+    KEY_CPULIST = 1 << 7,    /* a CPU list ("0-3,8") of CPUs this process may run on */
 };
 
 struct key {

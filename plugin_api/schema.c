@@ -15,7 +15,8 @@
  *
  * Rules between keys (what one key alone cannot say) are duet_config_validate(), at the end.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE
+#include "cpulist.h"
 #include "plugin_api-int.h"
 
 #include <assert.h>
@@ -25,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sysinfo.h>
 
 /* ---- the keys ---------------------------------------------------------------------------- */
 
@@ -36,7 +38,7 @@ const char *const duet__group_names[N_GROUPS] = {"target", "speculative", "cache
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 static const char *const dtypes[] = {"auto", "bf16", "f16", "f32", NULL};
 static const char *const weight_types[] = {"auto", "bf16", "f16", "f32", "int8", "int4", NULL};
-static const char *const acceptances[] = {"rejection", "typical", NULL};
+static const char *const acceptances[] = {"rejection", "typical", "synthetic", NULL};
 static const char *const preemptions[] = {"auto", "recompute", "swap", NULL};
 static const char *const policies[] = {"fcfs", "priority", NULL};
 static const char *const spec_metrics_levels[] = {"none", "summary", NULL};
@@ -79,6 +81,8 @@ const struct key duet__keys[N_KEYS] = {
     [K_TARGET_QUANT_LM_HEAD] =
         BOOL("target.quantize_lm_head", GROUP_TARGET, true, target.quantize_lm_head),
     [K_TARGET_THREADS] = INT("target.threads", GROUP_TARGET, 0, 0, 4096, 0, target.threads),
+    [K_TARGET_CPUS] =
+        STR("target.cpus", GROUP_TARGET, KEY_NO_DEFAULT | KEY_CPULIST, NULL, NULL, target_cpus),
     [K_TARGET_TP] =
         INT("target.tensor_parallel", GROUP_TARGET, 0, 1, 64, 1, target.tensor_parallel),
     [K_TARGET_CHECK_VALUES] = BOOL("target.check_values", GROUP_TARGET, false, target.check_values),
@@ -100,6 +104,8 @@ const struct key duet__keys[N_KEYS] = {
                                   speculative.draft.quantize_lm_head),
     [K_SPEC_THREADS] =
         INT("speculative.threads", GROUP_SPECULATIVE, 0, 0, 4096, 0, speculative.draft.threads),
+    [K_SPEC_CPUS] = STR("speculative.cpus", GROUP_SPECULATIVE, KEY_NO_DEFAULT | KEY_CPULIST, NULL,
+                        NULL, speculative_cpus),
     [K_SPEC_TP] = INT("speculative.tensor_parallel", GROUP_SPECULATIVE, 0, 1, 64, 1,
                       speculative.draft.tensor_parallel),
     [K_SPEC_CHECK_VALUES] =
@@ -113,6 +119,9 @@ const struct key duet__keys[N_KEYS] = {
             0.09, speculative.typical_posterior_threshold),
     [K_SPEC_TYPICAL_ALPHA] = FLT("speculative.typical_posterior_alpha", GROUP_SPECULATIVE,
                                  KEY_MIN_OPEN, 0.0, 1.0, 0.3, speculative.typical_posterior_alpha),
+    /* no default: NAN in the typed field; required by, and only allowed with, synthetic */
+    [K_SPEC_SYNTHETIC_RATE] = FLT("speculative.synthetic_rate", GROUP_SPECULATIVE, KEY_NO_DEFAULT,
+                                  0.0, 1.0, NAN, synthetic_rate),
     [K_SPEC_DISABLE_BY_BATCH] = INT("speculative.disable_by_batch_size", GROUP_SPECULATIVE, 0, 0,
                                     1000000, 0, speculative.disable_by_batch_size),
     [K_SPEC_OVERLAP] = BOOL("speculative.overlap", GROUP_SPECULATIVE, true, speculative.overlap),
@@ -363,9 +372,39 @@ static bool is_plugin_name(const char *v)
     return true;
 }
 
+/*
+ * The CPUs this process may run on, read once when libduet is loaded: the workers pin the threads
+ * that call them (docs/cpu-worker.md, "Threads"), so a later sched_getaffinity of the calling
+ * thread could answer one worker's CPUs instead of the process's.
+ */
+static cpu_set_t process_cpus;
+
+__attribute__((constructor)) static void read_process_cpus(void)
+{
+    if (sched_getaffinity(0, sizeof(process_cpus), &process_cpus) == 0)
+        return;
+    CPU_ZERO(&process_cpus); /* not known: every present CPU */
+    for (long c = 0; c < get_nprocs_conf() && c < CPU_SETSIZE; c++)
+        CPU_SET((size_t)c, &process_cpus);
+}
+
+static duet_status check_cpulist(duet_config *cfg, const char *where, const struct key *key,
+                                 const char *v)
+{
+    char err[320];
+    cpu_set_t set;
+
+    if (!duet__cpulist_parse(v, &set, err, sizeof(err)) ||
+        !duet__cpulist_check(&set, &process_cpus, err, sizeof(err)))
+        return duet__config_fail(cfg, DUET_STATUS_BAD_CONFIG, where, key->path, "%s", err);
+    return DUET_STATUS_OK;
+}
+
 static duet_status check_string(duet_config *cfg, const char *where, const struct key *key,
                                 const char *v)
 {
+    if (key->flags & KEY_CPULIST)
+        return check_cpulist(cfg, where, key, v);
     if ((key->flags & (KEY_NONEMPTY | KEY_PLUGIN)) && v[0] == '\0')
         return duet__config_fail(cfg, DUET_STATUS_BAD_CONFIG, where, key->path,
                                  "must not be empty");
@@ -427,6 +466,27 @@ static duet_status validate_scheduler(duet_config *cfg)
     return DUET_STATUS_OK;
 }
 
+/* speculative.synthetic_rate is given exactly when speculative.acceptance is "synthetic". */
+static duet_status validate_synthetic(duet_config *cfg)
+{
+    const struct slot *acc = &cfg->t.slots[K_SPEC_ACCEPTANCE];
+    bool synthetic = acc->set && strcmp(acc->v.s, "synthetic") == 0;
+    bool rate = cfg->t.slots[K_SPEC_SYNTHETIC_RATE].set;
+
+    if (synthetic && !rate)
+        return duet__config_fail(cfg, DUET_STATUS_BAD_CONFIG, key_where(cfg, K_SPEC_ACCEPTANCE),
+                                 duet__keys[K_SPEC_ACCEPTANCE].path,
+                                 "\"synthetic\" needs speculative.synthetic_rate (the probability "
+                                 "of accepting each proposal, 0..1)");
+    if (rate && !synthetic)
+        return duet__config_fail(cfg, DUET_STATUS_BAD_CONFIG, key_where(cfg, K_SPEC_SYNTHETIC_RATE),
+                                 duet__keys[K_SPEC_SYNTHETIC_RATE].path,
+                                 "only applies with speculative.acceptance = \"synthetic\" (it is "
+                                 "\"%s\")",
+                                 acc->set ? acc->v.s : duet__keys[K_SPEC_ACCEPTANCE].def_s);
+    return DUET_STATUS_OK;
+}
+
 DUET_API duet_status duet_config_validate(duet_config *cfg)
 {
     duet_status st;
@@ -443,6 +503,8 @@ DUET_API duet_status duet_config_validate(duet_config *cfg)
             cfg, DUET_STATUS_BAD_CONFIG, cfg->t.groups[GROUP_SPECULATIVE].where,
             duet__keys[K_SPEC_DRAFT_MODEL].path, "required when the speculative group is present");
     st = validate_scheduler(cfg);
+    if (!st)
+        st = validate_synthetic(cfg);
     if (!st)
         duet__settings_fill(cfg);
     return st;

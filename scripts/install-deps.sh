@@ -4,7 +4,7 @@
 # are not fetched again, so a second run is quick and needs no network.
 set -eu
 packages="build-essential autoconf automake libtool pkg-config libconfig-dev check \
-libsubunit-dev libdnnl-dev libjansson-dev libmicrohttpd-dev curl libpcre2-dev libutf8proc-dev valgrind clang-format git clang libclang-rt-14-dev python3-jinja2 python3-venv python3-pip python3-setuptools python3-wheel $*"
+libsubunit-dev libdnnl-dev libhwloc-dev libjansson-dev libmicrohttpd-dev curl libpcre2-dev libutf8proc-dev valgrind clang-format git clang libclang-rt-14-dev python3-jinja2 python3-venv python3-pip python3-setuptools python3-wheel $*"
 missing=
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

@@ -125,6 +125,10 @@ static void write_spec(FILE *f, const char *model, const duet_engine_metrics *m)
                 "duet:spec_decode_num_accepted_tokens_per_pos_total{model_name=\"%s\","
                 "position=\"%u\"} %llu\n",
                 model, j, (unsigned long long)m->accepted_at[j]);
+    metric(f, "spec_decode_synthetic_acceptance", "gauge",
+           "1 when speculative.acceptance = synthetic: acceptance is drawn at a configured rate "
+           "(benchmarks), not measured.",
+           model, m->synthetic_acceptance);
 }
 
 static void write_metrics(FILE *f, const char *model, const struct snapshot *s)

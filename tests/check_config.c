@@ -9,14 +9,17 @@
 #define _GNU_SOURCE /* test_dirs.h: nftw */
 #include <duet/config.h>
 
+#include "../plugin_api/cpulist.h"
 #include "check_util.h"
 #include "test_dirs.h"
 
 #include <sys/stat.h>
+#include <sys/sysinfo.h>
 
 #include <check.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +36,7 @@ static const char *const all_keys[] = {
     "target.zero_point",
     "target.quantize_lm_head",
     "target.threads",
+    "target.cpus",
     "target.tensor_parallel",
     "speculative.draft_model",
     "speculative.worker",
@@ -43,11 +47,13 @@ static const char *const all_keys[] = {
     "speculative.zero_point",
     "speculative.quantize_lm_head",
     "speculative.threads",
+    "speculative.cpus",
     "speculative.tensor_parallel",
     "speculative.num_tokens",
     "speculative.acceptance",
     "speculative.typical_posterior_threshold",
     "speculative.typical_posterior_alpha",
+    "speculative.synthetic_rate",
     "speculative.disable_by_batch_size",
     "speculative.overlap",
     "speculative.adaptive",
@@ -404,6 +410,7 @@ START_TEST(test_full_file_sets_every_key)
     expect_string(cfg, "target.dtype", "f16");
     expect_string(cfg, "target.weights", "int8");
     expect_int(cfg, "target.threads", 12);
+    expect_string(cfg, "target.cpus", "0");
     expect_int(cfg, "target.group_size", 64);
     expect_bool(cfg, "target.zero_point", true);
     expect_bool(cfg, "target.quantize_lm_head", false);
@@ -414,14 +421,16 @@ START_TEST(test_full_file_sets_every_key)
     expect_string(cfg, "speculative.dtype", "f32");
     expect_string(cfg, "speculative.weights", "int4");
     expect_int(cfg, "speculative.threads", 8);
+    expect_string(cfg, "speculative.cpus", "0,0-0");
     expect_int(cfg, "speculative.group_size", 128);
     expect_bool(cfg, "speculative.zero_point", true);
     expect_bool(cfg, "speculative.quantize_lm_head", false);
     expect_int(cfg, "speculative.tensor_parallel", 4);
     expect_int(cfg, "speculative.num_tokens", 7);
-    expect_string(cfg, "speculative.acceptance", "typical");
+    expect_string(cfg, "speculative.acceptance", "synthetic");
     expect_float(cfg, "speculative.typical_posterior_threshold", 0.25);
     expect_float(cfg, "speculative.typical_posterior_alpha", 0.5);
+    expect_float(cfg, "speculative.synthetic_rate", 0.75);
     expect_int(cfg, "speculative.disable_by_batch_size", 32);
     expect_bool(cfg, "speculative.overlap", false);
     expect_bool(cfg, "speculative.adaptive", true);
@@ -501,8 +510,8 @@ START_TEST(test_source_names_file_and_line_of_each_key)
 {
     duet_config *cfg = load_good("good-full.cfg");
     char *path = config_path("good-full.cfg");
-    char *block_size = concat(path, ":42");
-    char *draft = concat(path, ":21");
+    char *block_size = concat(path, ":45");
+    char *draft = concat(path, ":22");
 
     ck_assert_str_eq(duet_config_source(cfg, "cache.block_size"), block_size);
     ck_assert_str_eq(duet_config_source(cfg, "speculative.draft_model"), draft);
@@ -1152,6 +1161,201 @@ START_TEST(test_print_to_a_failing_stream_is_an_io_error)
 }
 END_TEST
 
+/* ---- CPU lists and synthetic acceptance ---------------------------------------------------- */
+
+/* Loads text under the name "cpus.cfg", expecting BAD_CONFIG and the message expected. */
+static void expect_text_error(const char *text, const char *expected)
+{
+    duet_config *cfg = new_config();
+
+    ck_assert_int_eq(duet_config_load_string(cfg, text, "cpus.cfg"), DUET_STATUS_BAD_CONFIG);
+    ck_assert_str_eq(duet_config_error(cfg), expected);
+    duet_config_destroy(cfg);
+}
+
+/* Loads and validates text, expecting validation to fail with the message expected. */
+static void expect_text_validate_error(const char *text, const char *expected)
+{
+    duet_config *cfg = new_config();
+
+    ck_assert_msg(duet_config_load_string(cfg, text, "synthetic.cfg") == DUET_STATUS_OK, "%s",
+                  duet_config_error(cfg));
+    ck_assert_int_eq(duet_config_validate(cfg), DUET_STATUS_BAD_CONFIG);
+    ck_assert_str_eq(duet_config_error(cfg), expected);
+    duet_config_destroy(cfg);
+}
+
+/* The lowest CPU this process may run on. */
+static int first_allowed_cpu(void)
+{
+    cpu_set_t set;
+
+    ck_assert_int_eq(sched_getaffinity(0, sizeof(set), &set), 0);
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &set))
+            return c;
+    ck_abort_msg("the affinity mask is empty");
+    return -1;
+}
+
+START_TEST(test_cpu_lists_in_cpulist_syntax_are_accepted)
+{
+    int c = first_allowed_cpu();
+    char text[256], list[64];
+    duet_config *cfg = new_config();
+    const duet_settings *s;
+
+    snprintf(list, sizeof(list), "%d,%d-%d,%d", c, c, c, c);
+    snprintf(text, sizeof(text),
+             "model = \"m\";\ntarget: { cpus = \"%d\"; };\n"
+             "speculative: { draft_model = \"d\"; cpus = \"%s\"; };\n",
+             c, list);
+    ck_assert_msg(duet_config_load_string(cfg, text, "cpus.cfg") == DUET_STATUS_OK, "%s",
+                  duet_config_error(cfg));
+    ck_assert_int_eq(duet_config_validate(cfg), DUET_STATUS_OK);
+    s = duet_config_settings(cfg);
+    ck_assert_int_eq(atoi(s->target_cpus), c);
+    ck_assert_str_eq(s->speculative_cpus, list);
+    duet_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(test_malformed_cpu_lists_are_refused_with_file_line_and_key)
+{
+    static const char *const bad[] = {
+        "1-0", "0,", ",0",  "0,,1",  "a",  " 0",   "0 ",
+        "0-",  "-1", "0;1", "0-3:2", "+1", "1024", "99999999999999999999"};
+    char text[256], want[512];
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        duet_config *cfg = new_config();
+
+        snprintf(text, sizeof(text), "model = \"m\";\n\ntarget: { cpus = \"%s\"; };\n", bad[i]);
+        ck_assert_int_eq(duet_config_load_string(cfg, text, "cpus.cfg"), DUET_STATUS_BAD_CONFIG);
+        snprintf(want, sizeof(want), "cpus.cfg:3: target.cpus: bad CPU list \"%s\" at", bad[i]);
+        ck_assert_msg(strncmp(duet_config_error(cfg), want, strlen(want)) == 0,
+                      "\"%s\": got \"%s\"", bad[i], duet_config_error(cfg));
+        duet_config_destroy(cfg);
+    }
+    expect_text_error("model = \"m\";\nspeculative: {\n draft_model = \"d\";\n cpus = \"\"; };\n",
+                      "cpus.cfg:4: speculative.cpus: CPU list is empty (expected CPU numbers and "
+                      "ranges: \"0-3,8\")");
+    expect_text_error("model = \"m\";\ntarget: { cpus = \"0-1x\"; };\n",
+                      "cpus.cfg:2: target.cpus: bad CPU list \"0-1x\" at \"0-1x\" (expected CPU "
+                      "numbers below 1024 and ranges A-B with A <= B, separated by commas: "
+                      "\"0-3,8\")");
+}
+END_TEST
+
+START_TEST(test_cpus_this_machine_lacks_are_refused)
+{
+    long n = get_nprocs_conf();
+    char text[128], want[256];
+
+    snprintf(text, sizeof(text), "model = \"m\";\ntarget: { cpus = \"0-%ld\"; };\n", n);
+    snprintf(want, sizeof(want),
+             "cpus.cfg:2: target.cpus: CPU %ld is not present: this machine has CPUs 0-%ld", n,
+             n - 1);
+    expect_text_error(text, want);
+    if (n < 1023) {
+        snprintf(want, sizeof(want),
+                 "--set target.cpus=1023: target.cpus: CPU 1023 is not present: this machine has "
+                 "CPUs 0-%ld",
+                 n - 1);
+        expect_set_error("target.cpus=1023", DUET_STATUS_BAD_CONFIG, want);
+    }
+}
+END_TEST
+
+START_TEST(test_cpus_outside_the_affinity_mask_are_refused)
+{
+    cpu_set_t set, allowed;
+    char err[256];
+
+    /* the checker on its own, with a mask of CPU 0 alone (this process may have just one CPU) */
+    CPU_ZERO(&allowed);
+    CPU_SET(0, &allowed);
+    ck_assert(duet__cpulist_parse("0", &set, err, sizeof(err)));
+    ck_assert(duet__cpulist_check(&set, &allowed, err, sizeof(err)));
+    if (get_nprocs_conf() < 2)
+        return;
+    ck_assert(duet__cpulist_parse("0-1", &set, err, sizeof(err)));
+    ck_assert(!duet__cpulist_check(&set, &allowed, err, sizeof(err)));
+    ck_assert_str_eq(err, "CPU 1 is not allowed by the process's affinity mask (allowed: 0)");
+}
+END_TEST
+
+START_TEST(test_cpu_lists_are_written_back_in_cpulist_syntax)
+{
+    cpu_set_t set;
+    char err[256], buf[64];
+
+    ck_assert(duet__cpulist_parse("8,0-3,2,10-11,12", &set, err, sizeof(err)));
+    ck_assert_int_eq(CPU_COUNT(&set), 8);
+    duet__cpulist_format(&set, buf, sizeof(buf));
+    ck_assert_str_eq(buf, "0-3,8,10-12");
+    ck_assert(duet__cpulist_parse("1023", &set, err, sizeof(err)));
+    duet__cpulist_format(&set, buf, sizeof(buf));
+    ck_assert_str_eq(buf, "1023");
+}
+END_TEST
+
+START_TEST(test_synthetic_acceptance_takes_a_rate_in_zero_to_one)
+{
+    static const double rates[] = {0.0, 0.8, 1.0};
+    char text[256];
+
+    for (size_t i = 0; i < 3; i++) {
+        duet_config *cfg = new_config();
+
+        snprintf(text, sizeof(text),
+                 "model = \"m\";\nspeculative: { draft_model = \"d\"; acceptance = "
+                 "\"synthetic\"; synthetic_rate = %.17g; };\n",
+                 rates[i]);
+        ck_assert_int_eq(duet_config_load_string(cfg, text, "synthetic.cfg"), DUET_STATUS_OK);
+        ck_assert_int_eq(duet_config_validate(cfg), DUET_STATUS_OK);
+        ck_assert_int_eq(duet_config_settings(cfg)->speculative.acceptance,
+                         DUET_ACCEPTANCE_SYNTHETIC);
+        ck_assert(duet_config_settings(cfg)->synthetic_rate == rates[i]);
+        duet_config_destroy(cfg);
+    }
+}
+END_TEST
+
+START_TEST(test_synthetic_rates_outside_zero_to_one_are_refused)
+{
+    expect_text_error(
+        "model = \"m\";\nspeculative: { draft_model = \"d\";\n acceptance = "
+        "\"synthetic\";\n synthetic_rate = 1.5; };\n",
+        "cpus.cfg:4: speculative.synthetic_rate: must be a number in [0, 1], got 1.5");
+    expect_text_error("model = \"m\";\nspeculative: { draft_model = \"d\";\n acceptance = "
+                      "\"synthetic\";\n synthetic_rate = -0.25; };\n",
+                      "cpus.cfg:4: speculative.synthetic_rate: must be a number in [0, 1], got "
+                      "-0.25");
+    expect_set_error("speculative.synthetic_rate=1.0001", DUET_STATUS_BAD_CONFIG,
+                     "--set speculative.synthetic_rate=1.0001: speculative.synthetic_rate: must be "
+                     "a number in [0, 1], got 1.0001");
+}
+END_TEST
+
+START_TEST(test_synthetic_rate_without_synthetic_acceptance_is_refused)
+{
+    expect_text_validate_error(
+        "model = \"m\";\nspeculative: { draft_model = \"d\";\n synthetic_rate = 0.5; };\n",
+        "synthetic.cfg:3: speculative.synthetic_rate: only applies with speculative.acceptance = "
+        "\"synthetic\" (it is \"rejection\")");
+    expect_text_validate_error(
+        "model = \"m\";\nspeculative: { draft_model = \"d\";\n acceptance = \"typical\";\n"
+        " synthetic_rate = 0.5; };\n",
+        "synthetic.cfg:4: speculative.synthetic_rate: only applies with speculative.acceptance = "
+        "\"synthetic\" (it is \"typical\")");
+    expect_text_validate_error(
+        "model = \"m\";\nspeculative: { draft_model = \"d\";\n acceptance = \"synthetic\"; };\n",
+        "synthetic.cfg:3: speculative.acceptance: \"synthetic\" needs speculative.synthetic_rate "
+        "(the probability of accepting each proposal, 0..1)");
+}
+END_TEST
+
 /* ---- typed settings ---------------------------------------------------------------------- */
 
 /*
@@ -1180,6 +1384,7 @@ static const char *const log_level_names[] = {
 static const char *const acceptance_names[] = {
     [DUET_ACCEPTANCE_REJECTION] = "rejection",
     [DUET_ACCEPTANCE_TYPICAL] = "typical",
+    [DUET_ACCEPTANCE_SYNTHETIC] = "synthetic",
     NULL,
 };
 static const char *const preemption_names[] = {
@@ -1211,6 +1416,7 @@ static const struct mirror mirrors[] = {
     MIRROR("target.zero_point", target.zero_point, BOOL, NULL, "true"),
     MIRROR("target.quantize_lm_head", target.quantize_lm_head, BOOL, NULL, "false"),
     MIRROR("target.threads", target.threads, INT, NULL, "6"),
+    MIRROR("target.cpus", target_cpus, STRING, NULL, "0"),
     MIRROR("target.tensor_parallel", target.tensor_parallel, INT, NULL, "2"),
     MIRROR("target.check_values", target.check_values, BOOL, NULL, "true"),
     MIRROR("speculative.draft_model", speculative.draft_model, STRING, NULL, "models/draft"),
@@ -1222,14 +1428,16 @@ static const struct mirror mirrors[] = {
     MIRROR("speculative.zero_point", speculative.draft.zero_point, BOOL, NULL, "true"),
     MIRROR("speculative.quantize_lm_head", speculative.draft.quantize_lm_head, BOOL, NULL, "false"),
     MIRROR("speculative.threads", speculative.draft.threads, INT, NULL, "3"),
+    MIRROR("speculative.cpus", speculative_cpus, STRING, NULL, "0,0"),
     MIRROR("speculative.tensor_parallel", speculative.draft.tensor_parallel, INT, NULL, "4"),
     MIRROR("speculative.check_values", speculative.draft.check_values, BOOL, NULL, "true"),
     MIRROR("speculative.num_tokens", speculative.num_tokens, INT, NULL, "7"),
-    MIRROR("speculative.acceptance", speculative.acceptance, ENUM, acceptance_names, "typical"),
+    MIRROR("speculative.acceptance", speculative.acceptance, ENUM, acceptance_names, "synthetic"),
     MIRROR("speculative.typical_posterior_threshold", speculative.typical_posterior_threshold,
            FLOAT, NULL, "0.25"),
     MIRROR("speculative.typical_posterior_alpha", speculative.typical_posterior_alpha, FLOAT, NULL,
            "0.5"),
+    MIRROR("speculative.synthetic_rate", synthetic_rate, FLOAT, NULL, "0.8"),
     MIRROR("speculative.disable_by_batch_size", speculative.disable_by_batch_size, INT, NULL, "32"),
     MIRROR("speculative.overlap", speculative.overlap, BOOL, NULL, "false"),
     MIRROR("speculative.adaptive", speculative.adaptive, BOOL, NULL, "true"),
@@ -1326,7 +1534,10 @@ static void expect_typed_equals_getter(const duet_config *cfg, const duet_settin
         break;
     case MIRROR_FLOAT:
         memcpy(&got_f, field, sizeof(got_f));
-        ck_assert_int_eq(duet_config_get_float(cfg, m->key, &want_f), DUET_STATUS_OK);
+        if (duet_config_get_float(cfg, m->key, &want_f) == DUET_STATUS_NOT_FOUND) {
+            ck_assert_msg(isnan(got_f), "%s: typed %.17g, the getter has no value", m->key, got_f);
+            break;
+        }
         ck_assert_msg(got_f == want_f, "%s: typed %.17g, getter %.17g", m->key, got_f, want_f);
         break;
     case MIRROR_BOOL:
@@ -1447,7 +1658,7 @@ START_TEST(test_typed_settings_of_a_full_file_match_its_values)
     ck_assert_msg(duet_config_validate(cfg) == DUET_STATUS_OK, "%s", duet_config_error(cfg));
     expect_typed_settings_agree(cfg);
     ck_assert_int_eq(duet_config_settings(cfg)->scheduler.policy, DUET_SCHED_POLICY_PRIORITY);
-    ck_assert_int_eq(duet_config_settings(cfg)->speculative.acceptance, DUET_ACCEPTANCE_TYPICAL);
+    ck_assert_int_eq(duet_config_settings(cfg)->speculative.acceptance, DUET_ACCEPTANCE_SYNTHETIC);
     duet_config_destroy(cfg);
 }
 END_TEST
@@ -1551,6 +1762,14 @@ static Suite *config_suite(void)
     ADD(s, test_typed_settings_hold_every_value_set);
     ADD(s, test_typed_settings_of_a_full_file_match_its_values);
     ADD(s, test_typed_settings_exist_only_while_validated);
+    ADD(s, test_cpu_lists_in_cpulist_syntax_are_accepted);
+    ADD(s, test_malformed_cpu_lists_are_refused_with_file_line_and_key);
+    ADD(s, test_cpus_this_machine_lacks_are_refused);
+    ADD(s, test_cpus_outside_the_affinity_mask_are_refused);
+    ADD(s, test_cpu_lists_are_written_back_in_cpulist_syntax);
+    ADD(s, test_synthetic_acceptance_takes_a_rate_in_zero_to_one);
+    ADD(s, test_synthetic_rates_outside_zero_to_one_are_refused);
+    ADD(s, test_synthetic_rate_without_synthetic_acceptance_is_refused);
     return s;
 }
 

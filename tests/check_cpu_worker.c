@@ -17,6 +17,8 @@
 
 #include <check.h>
 #include <math.h>
+#include <omp.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -261,6 +263,70 @@ START_TEST(test_thread_count_does_not_change_results)
 }
 END_TEST
 
+/* The CPU the process may use last (CPU 1 on a two-CPU machine), and how many it may use. */
+static int last_allowed_cpu(int *n_allowed)
+{
+    cpu_set_t set;
+    int last = -1;
+
+    ck_assert_int_eq(sched_getaffinity(0, sizeof(set), &set), 0);
+    *n_allowed = CPU_COUNT(&set);
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &set))
+            last = c;
+    return last;
+}
+
+/*
+ * target.cpus = "N" with threads = 2: after an execute, every member of the calling thread's
+ * OpenMP team (libgomp's pool of this thread, the one the worker ran on) may run on CPU N alone
+ * and runs there, read with sched_getaffinity / sched_getcpu inside the team. With threads = 0
+ * the team has one member per CPU of the list (the worker leaves its thread count as this
+ * thread's OpenMP default).
+ */
+START_TEST(test_a_worker_pinned_to_a_cpu_runs_its_team_there)
+{
+    const struct tmodel *tm = &models[M_OPT_PRE];
+    enum { N = 8 };
+    uint32_t table[2] = {1, 0};
+    int32_t tokens[N];
+    int n_allowed, cpu = last_allowed_cpu(&n_allowed), bad = 0, members = 0;
+    char extra[64];
+    struct outs out;
+
+    make_tokens(tokens, N, tm->desc.vocab_size, 43);
+    snprintf(extra, sizeof(extra), "cpus = \"%d\";", cpu);
+    for (int threads = 2; threads >= 0; threads -= 2) {
+        struct wk_opts o = {.threads = threads, .num_blocks = 2, .extra = extra};
+        duet_seq s = seq_make(1, tokens, N, 0, table, 2, 1, sp_plain(44));
+        struct wk k;
+
+        wk_open(&k, tm, &o);
+        exec_ok(&k, &s, 1, DUET_BATCH_WANT_PROBS, NULL, &out);
+        outs_free(&out);
+        ck_assert_int_eq(omp_get_max_threads(), threads ? threads : 1);
+        bad = members = 0;
+#pragma omp parallel
+        {
+            cpu_set_t mine;
+
+            sched_getaffinity(0, sizeof(mine), &mine);
+#pragma omp atomic
+            members++;
+            if (CPU_COUNT(&mine) != 1 || !CPU_ISSET(cpu, &mine) || sched_getcpu() != cpu) {
+#pragma omp atomic
+                bad++;
+            }
+        }
+        wk_close(&k);
+        ck_assert_int_eq(members, threads ? threads : 1);
+        ck_assert_msg(bad == 0, "%d of %d members are not on CPU %d alone", bad, members, cpu);
+    }
+    printf("check_cpu_worker: target.cpus = \"%d\": the team ran there (%d CPUs allowed)\n", cpu,
+           n_allowed);
+}
+END_TEST
+
 /* ==== dtypes the CPU worker offers and refuses ============================================= */
 
 /* f16 compute and bf16 compute of f32 / f16 weights are refused, naming what to use instead;
@@ -359,6 +425,7 @@ static Suite *cpu_worker_suite(void)
     Suite *s = suite_create("cpu_worker");
     const struct duet_test_case cases[] = {
         {"threads", test_thread_count_does_not_change_results},
+        {"pinned", test_a_worker_pinned_to_a_cpu_runs_its_team_there},
         {"unsupported dtypes", test_f16_compute_and_mismatched_weights_are_unsupported},
         {"auto dtype", test_auto_dtype_picks_bf16_only_for_bf16_or_quantised_weights_where_it_runs},
         {"two-byte weights in f32", test_two_byte_weights_computed_in_f32_match_reference},

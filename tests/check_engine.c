@@ -26,6 +26,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1402,6 +1403,66 @@ START_TEST(test_typical_acceptance_of_greedy_requests_equals_plain_decoding)
 }
 END_TEST
 
+/* Synthetic acceptance at rate 0 rejects every proposal and emits the target's own token at that
+ * position, the one plain decoding draws: greedy and sampled outputs equal plain decoding's. */
+START_TEST(test_synthetic_acceptance_at_rate_zero_emits_what_plain_decoding_does)
+{
+    static const char *const zero[] = {"speculative.acceptance=\"synthetic\"",
+                                       "speculative.synthetic_rate=0", NULL};
+    duet_engine_metrics m = greedy_matches(spec_sets(false, 3, zero), 4, 24);
+    struct run plain[4] = {0}, spec[4] = {0};
+
+    ck_assert(m.synthetic_acceptance);
+    ck_assert_uint_gt(m.proposed, 0);
+    ck_assert_uint_eq(m.accepted, 0);
+    spec_metrics_consistent(&m);
+    sampled_outputs(NULL, 4, 20, plain, &m);
+    ck_assert(!m.synthetic_acceptance);
+    sampled_outputs(spec_sets(false, 3, zero), 4, 20, spec, &m);
+    ck_assert_uint_eq(m.accepted, 0);
+    for (uint32_t i = 0; i < 4; i++) {
+        ck_assert_uint_eq(spec[i].n_ids, 20);
+        for (uint32_t j = 0; j < 20; j++)
+            ck_assert_msg(spec[i].ids[j] == plain[i].ids[j], "request %u token %u: %d vs %d", i, j,
+                          spec[i].ids[j], plain[i].ids[j]);
+    }
+}
+END_TEST
+
+/* At rate 1 every proposal is kept: with the target as its own draft the greedy output is still
+ * plain decoding's; with another draft the output is the draft's, valid tokens all the same. */
+START_TEST(test_synthetic_acceptance_keeps_proposals_at_its_rate_and_emits_valid_tokens)
+{
+    static const char *const one[] = {"speculative.acceptance=\"synthetic\"",
+                                      "speculative.synthetic_rate=1", NULL};
+    static const char *const most[] = {"speculative.acceptance=\"synthetic\"",
+                                       "speculative.synthetic_rate=0.8", NULL};
+    duet_engine_metrics m = greedy_matches(spec_sets(true, 3, one), 4, 24);
+    struct run runs[4] = {0};
+
+    ck_assert_uint_gt(m.proposed, 0);
+    ck_assert_uint_eq(m.accepted, m.proposed);
+    sampled_outputs(spec_sets(false, 4, most), 4, 40, runs, &m);
+    ck_assert(m.synthetic_acceptance);
+    spec_metrics_consistent(&m);
+    /* position j keeps 0.8^(j+1) of its proposals: some kept, fewer at each later position */
+    ck_assert_uint_gt(m.accepted, 0);
+    ck_assert_uint_lt(m.accepted, m.proposed);
+    ck_assert_uint_gt(m.accepted_at[0], m.accepted_at[3]);
+    for (uint32_t i = 0; i < 4; i++) {
+        ck_assert_uint_eq(runs[i].n_ids, 40);
+        for (uint32_t j = 0; j < 40; j++)
+            ck_assert(runs[i].ids[j] >= 0 && runs[i].ids[j] < VOCAB);
+    }
+    printf("check_engine: synthetic 0.8, k 4: accepted %llu of %llu proposals, per position",
+           (unsigned long long)m.accepted, (unsigned long long)m.proposed);
+    for (uint32_t j = 0; j < 4; j++)
+        printf(" %llu/%llu", (unsigned long long)m.accepted_at[j],
+               (unsigned long long)m.proposed_at[j]);
+    printf("\n");
+}
+END_TEST
+
 START_TEST(test_request_output_counts_its_proposals)
 {
     duet_config *cfg = config_of(spec_sets(false, 3, NULL));
@@ -1463,6 +1524,33 @@ START_TEST(test_overlap_is_off_by_default_when_both_workers_share_a_device)
     ck_assert_uint_gt(m.spec_steps, 0);
     ck_assert_uint_eq(m.overlap_steps, 0);
     ck_assert(m.overlap_s == 0);
+}
+END_TEST
+
+/* Two CPU workers with disjoint target.cpus / speculative.cpus are two devices, so drafting
+ * overlaps verification on its own; lists that share a CPU are one device. Either way the two
+ * caches share host memory: the block count is that of one device. */
+START_TEST(test_disjoint_cpu_lists_make_two_devices_and_turn_overlap_on)
+{
+    static const char *const apart[] = {"target.cpus=\"0\"", "speculative.cpus=\"1\"", NULL};
+    static const char *const shared[] = {"target.cpus=\"0-1\"", "speculative.cpus=\"1\"", NULL};
+    duet_engine_metrics one, m;
+    cpu_set_t set;
+
+    ck_assert_int_eq(sched_getaffinity(0, sizeof(set), &set), 0);
+    if (!CPU_ISSET(0, &set) || !CPU_ISSET(1, &set)) {
+        printf("check_engine: CPUs 0 and 1 are not both allowed: CPU lists not tested\n");
+        return;
+    }
+    ck_assert_int_eq(unsetenv("DUET_FORCE_OVERLAP"), 0);
+    one = greedy_matches(spec_sets(false, 3, NULL), 4, 16);
+    m = greedy_matches(spec_sets(false, 3, apart), 4, 16);
+    ck_assert_uint_gt(m.overlap_steps, 0);
+    ck_assert_uint_eq(m.num_total_blocks, one.num_total_blocks);
+    spec_metrics_consistent(&m);
+    m = greedy_matches(spec_sets(false, 3, shared), 4, 16);
+    ck_assert_uint_gt(m.spec_steps, 0);
+    ck_assert_uint_eq(m.overlap_steps, 0);
 }
 END_TEST
 
@@ -2445,6 +2533,10 @@ static Suite *engine_suite(void)
         {"disable-by-batch-size", test_speculation_is_off_above_disable_by_batch_size},
         {"adaptive-k", test_adaptive_k_keeps_greedy_output_and_stays_in_range},
         {"typical", test_typical_acceptance_of_greedy_requests_equals_plain_decoding},
+        {"cpu lists", test_disjoint_cpu_lists_make_two_devices_and_turn_overlap_on},
+        {"synthetic zero", test_synthetic_acceptance_at_rate_zero_emits_what_plain_decoding_does},
+        {"synthetic rate",
+         test_synthetic_acceptance_keeps_proposals_at_its_rate_and_emits_valid_tokens},
         {"request-counts", test_request_output_counts_its_proposals},
         {"overlap-default", test_overlap_is_off_by_default_when_both_workers_share_a_device},
         {"overlap-greedy",

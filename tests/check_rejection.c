@@ -47,10 +47,12 @@ static const double chi2_crit_001[16] = {
 #define KMAX 8u
 #define VMAX 1000u
 
-static const struct duet__accept_params REJECTION = {DUET__ACCEPT_REJECTION, 0.0f, 0.0f};
-static const struct duet__accept_params GREEDY = {DUET__ACCEPT_GREEDY, 0.0f, 0.0f};
+static const struct duet__accept_params REJECTION = {DUET__ACCEPT_REJECTION, 0.0f, 0.0f, 0.0};
+static const struct duet__accept_params GREEDY = {DUET__ACCEPT_GREEDY, 0.0f, 0.0f, 0.0};
 /* The defaults of speculative.typical_posterior_threshold and typical_posterior_alpha. */
-static const struct duet__accept_params TYPICAL = {DUET__ACCEPT_TYPICAL, 0.09f, 0.3f};
+static const struct duet__accept_params TYPICAL = {DUET__ACCEPT_TYPICAL, 0.09f, 0.3f, 0.0};
+/* speculative.acceptance = synthetic with speculative.synthetic_rate = 0.8. */
+static const struct duet__accept_params SYNTHETIC = {DUET__ACCEPT_SYNTHETIC, 0.0f, 0.0f, 0.8};
 
 /* Buffers of one proposal of up to KMAX drafts over up to VMAX tokens. */
 static int32_t drafts[KMAX], tokens[KMAX + 1];
@@ -183,7 +185,9 @@ static void check_well_formed(const struct duet__accept_params *params, uint32_t
     }
     ck_assert_int_eq(verify(params, &pr, vocab, &n), DUET_STATUS_OK);
     EXPECT(n <= k, "%u accepted of %u", n, k);
-    for (uint32_t i = 0; i <= n; i++)
+    /* synthetic acceptance keeps drafts whatever the target says: only its last token is the
+     * target's */
+    for (uint32_t i = params->method == DUET__ACCEPT_SYNTHETIC ? n : 0; i <= n; i++)
         EXPECT(tokens[i] >= 0 && (uint32_t)tokens[i] < vocab && p_rows[i * vocab + tokens[i]] > 0,
                "V %u k %u: token %u = %d is not in its target row's support", vocab, k, i,
                tokens[i]);
@@ -201,6 +205,7 @@ START_TEST(test_any_shape_gives_a_well_formed_output_with_every_method)
                 check_well_formed(&REJECTION, k, vocabs[vi]);
                 check_well_formed(&TYPICAL, k, vocabs[vi]);
                 check_well_formed(&GREEDY, k, vocabs[vi]);
+                check_well_formed(&SYNTHETIC, k, vocabs[vi]);
             }
 }
 END_TEST
@@ -714,13 +719,124 @@ START_TEST(test_typical_threshold_and_alpha_move_the_bound)
     one_hot(p_rows + V, V, 6); /* bonus */
     for (uint32_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct duet__accept_params params = {DUET__ACCEPT_TYPICAL, cases[i].threshold,
-                                             cases[i].alpha};
+                                             cases[i].alpha, 0.0};
 
         drafts[0] = cases[i].draft;
         ck_assert_int_eq(verify(&params, &pr, V, &n), DUET_STATUS_OK);
         ck_assert_msg(n == cases[i].accepted, "case %u: %u accepted", i, n);
         expect_output(K, n, cases[i].accepted, n ? 6 : 0); /* recovered: the argmax, token 0 */
     }
+}
+END_TEST
+
+/* ------------------------------------------------------------------------------------------ */
+/* Synthetic acceptance                                                                         */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * Rate 0.8, k = 4, 20,000 proposals (about 59,000 accept decisions: 2.95 a proposal) on random
+ * rows, each with its own seed and position. Every decision is an independent Bernoulli(0.8), so
+ * the accepted share of the decisions made (n accepts, plus the rejection when n < k) lies within
+ * 4 standard deviations of 0.8 (sd = sqrt(0.8 · 0.2 / decisions) ≈ 0.00165, so within ±0.0066; a
+ * failure by chance has probability 6e-5), and the accepted lengths follow the truncated geometric
+ * law P(n = i) = 0.8^i · 0.2 (i < k), P(n = k) = 0.8^k: chi-square with k degrees of freedom below
+ * its 0.001 critical value.
+ */
+START_TEST(test_synthetic_acceptance_accepts_each_proposal_with_its_rate)
+{
+    enum { V = 20, K = 4, N = 20000 };
+    const double rate = SYNTHETIC.synthetic_rate;
+    uint64_t lengths[K + 1] = {0}, accepted = 0, decisions = 0;
+    double chi2 = 0.0, share, sd;
+    uint32_t n;
+
+    rng_state = 11;
+    for (uint32_t i = 0; i < N; i++) {
+        struct duet__proposal pr = proposal(K, duet_test_rng_next(&rng_state), 1 + 3u * i);
+
+        for (uint32_t j = 0; j <= K; j++) {
+            random_row(p_rows + j * V, V, 0.3);
+            if (j < K)
+                drafts[j] = (int32_t)rng_below(V);
+        }
+        ck_assert_int_eq(verify(&SYNTHETIC, &pr, V, &n), DUET_STATUS_OK);
+        lengths[n]++;
+        accepted += n;
+        decisions += n + (n < K);
+    }
+    share = (double)accepted / (double)decisions;
+    sd = sqrt(rate * (1.0 - rate) / (double)decisions);
+    ck_assert_msg(fabs(share - rate) < 4.0 * sd,
+                  "accepted %.5f of %llu decisions; rate %.2f, 4 sd = %.5f", share,
+                  (unsigned long long)decisions, rate, 4.0 * sd);
+    for (uint32_t i = 0; i <= K; i++) {
+        double want = (i < K ? pow(rate, i) * (1.0 - rate) : pow(rate, K)) * N;
+
+        chi2 += ((double)lengths[i] - want) * ((double)lengths[i] - want) / want;
+    }
+    ck_assert_msg(chi2 < chi2_crit_001[K], "accepted lengths: chi-square %.2f >= %.3f", chi2,
+                  chi2_crit_001[K]);
+    printf("check_rejection: synthetic 0.8, k 4: accepted %.4f of %llu decisions (4 sd %.4f), "
+           "lengths chi-square %.2f\n",
+           share, (unsigned long long)decisions, 4.0 * sd, chi2);
+}
+END_TEST
+
+/* The token after the accepted drafts is the target's own: the draw from p_j that plain decoding
+ * makes at P_j (a rejection), or from p_{k+1} (all accepted); the same seed and position give the
+ * same output, rates 0 and 1 reject and accept everything. */
+START_TEST(test_synthetic_acceptance_continues_with_the_target_own_token)
+{
+    enum { V = 50, K = 4, N = 2000 };
+    struct duet__accept_params params = SYNTHETIC;
+    int32_t first[K + 1];
+    uint32_t n, n2, rejected = 0;
+
+    mixed_rows();
+    for (uint32_t i = 0; i < N; i++) {
+        struct duet__proposal pr = proposal(K, 7000 + i, 13 + i);
+
+        ck_assert_int_eq(verify(&SYNTHETIC, &pr, V, &n), DUET_STATUS_OK);
+        EXPECT(tokens[n] == worker_sample(p_rows + n * V, V, pr.seed, pr.position + n),
+               "trial %u: token %u is %d, not the target's own", i, n, tokens[n]);
+        expect_output(K, n, n, tokens[n]);
+        rejected += n < K;
+        memcpy(first, tokens, sizeof(first));
+        ck_assert_int_eq(verify(&SYNTHETIC, &pr, V, &n2), DUET_STATUS_OK);
+        EXPECT(n2 == n && memcmp(first, tokens, sizeof(first)) == 0,
+               "trial %u: a repeat gave another output", i);
+    }
+    ck_assert_uint_gt(rejected, N / 4); /* both branches ran: 1 - 0.8^4 = 0.59 reject */
+    ck_assert_uint_lt(rejected, N - N / 4);
+    for (uint32_t i = 0; i < 200; i++) {
+        struct duet__proposal pr = proposal(K, 3 + i, 5 * i);
+
+        params.synthetic_rate = 0.0;
+        ck_assert_int_eq(verify(&params, &pr, V, &n), DUET_STATUS_OK);
+        expect_output(K, n, 0, worker_sample(p_rows, V, pr.seed, pr.position));
+        params.synthetic_rate = 1.0;
+        ck_assert_int_eq(verify(&params, &pr, V, &n), DUET_STATUS_OK);
+        expect_output(K, n, K, worker_sample(p_rows + K * V, V, pr.seed, pr.position + K));
+    }
+}
+END_TEST
+
+START_TEST(test_synthetic_rates_outside_zero_to_one_are_refused)
+{
+    enum { V = 50, K = 4 };
+    static const double bad[] = {-0.01, 1.01, NAN, INFINITY};
+    struct duet__accept_params params = SYNTHETIC;
+    struct duet__proposal pr = proposal(K, 1, 0);
+    uint32_t n;
+
+    mixed_rows();
+    for (uint32_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        params.synthetic_rate = bad[i];
+        expect_refusal(&params, &pr, V, "verify (synthetic): rate");
+    }
+    pr.draft_probs = NULL; /* synthetic reads neither q nor scratch */
+    ck_assert_int_eq(duet__verify(&SYNTHETIC, &pr, V, NULL, tokens, &n, err, sizeof(err)),
+                     DUET_STATUS_OK);
 }
 END_TEST
 
@@ -746,6 +862,9 @@ static Suite *rejection_suite(void)
         {"typical uniform", test_typical_accepts_everything_under_a_uniform_target},
         {"typical one-hot", test_typical_accepts_a_one_hot_target_only_at_its_token_and_emits_it},
         {"typical bound", test_typical_threshold_and_alpha_move_the_bound},
+        {"synthetic rate", test_synthetic_acceptance_accepts_each_proposal_with_its_rate},
+        {"synthetic token", test_synthetic_acceptance_continues_with_the_target_own_token},
+        {"synthetic invalid", test_synthetic_rates_outside_zero_to_one_are_refused},
     };
 
     duet_test_add_cases(s, cases, sizeof(cases) / sizeof(cases[0]), NULL, NULL, 120);

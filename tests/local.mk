@@ -57,7 +57,7 @@ TEST_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
 TEST_LIBS = libduet.la $(CHECK_LIBS)
 
 check_PROGRAMS += tests/check_config tests/check_loader tests/check_exports tests/check_abi
-tests_check_config_SOURCES = tests/check_config.c
+tests_check_config_SOURCES = tests/check_config.c plugin_api/cpulist.c plugin_api/cpulist.h
 tests_check_config_CFLAGS = $(TEST_CFLAGS)
 tests_check_config_LDADD = $(TEST_LIBS)
 

@@ -121,6 +121,26 @@ expect "speculative summary has the metrics" 0 \
     '"emitted": 15, "system_efficiency": 1\.000000, "num_spec_tokens": 4, "adaptive": false, .*"accepted_per_position": \[3, 3, 3, 3\], "target_s": ' \
     --config "$spec" --prompt-ids 5,6,7 --max-tokens 12 --json --ignore-eos \
     --set cache.prefix_caching=false
+expect "summary names the acceptance method" 0 \
+    '"overlap_steps": [0-9]+, "acceptance": "rejection", "synthetic_rate": null\}$' \
+    --config "$spec" --prompt-ids 5,6,7 --max-tokens 12 --json --ignore-eos \
+    --set cache.prefix_caching=false
+expect "synthetic acceptance is said in the JSON summary" 0 \
+    '"acceptance": "synthetic", "synthetic_rate": 0\.500000\}$' \
+    --config "$spec" --prompt-ids 5,6,7 --max-tokens 40 --json --ignore-eos \
+    --set cache.prefix_caching=false --set 'speculative.acceptance="synthetic"' \
+    --set speculative.synthetic_rate=0.5
+expect "synthetic acceptance is said in the text summary" 0 \
+    'acceptance rate 0\.[0-9]+ \(synthetic acceptance at 0\.5: not the models.\)' \
+    --config "$spec" --prompt-ids 5,6,7 --max-tokens 40 --ignore-eos \
+    --set cache.prefix_caching=false --set 'speculative.acceptance="synthetic"' \
+    --set speculative.synthetic_rate=0.5
+expect "synthetic rate without synthetic acceptance is refused" 1 \
+    '^duet-run: --set speculative.synthetic_rate=0.5: speculative.synthetic_rate: only applies with speculative.acceptance = "synthetic" \(it is "rejection"\)$' \
+    --config "$spec" --prompt-ids 5,6,7 --set speculative.synthetic_rate=0.5
+expect "a CPU list this machine lacks is refused" 1 \
+    '^duet-run: --set target.cpus=0-9999: target.cpus: bad CPU list "0-9999" at "0-9999"' \
+    --config "$spec" --prompt-ids 5,6,7 --set target.cpus=0-9999
 expect "speculative text summary has accepted per position" 0 "^accepted per position: 3/3 3/3 3/3 3/3$" \
     --config "$spec" --prompt-ids 5,6,7 --max-tokens 12 --ignore-eos \
     --set cache.prefix_caching=false

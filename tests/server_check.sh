@@ -492,6 +492,7 @@ grep -q '^duet:num_requests_running{model_name="tiny"} 0$' "$tmp/metrics" &&
     grep -q '^# TYPE duet:generation_tokens counter$' "$tmp/metrics" &&
     grep -Eq '^duet:generation_tokens_total\{model_name="tiny"\} [1-9][0-9]*$' "$tmp/metrics" &&
     grep -Eq '^duet:spec_decode_num_draft_tokens_total\{model_name="tiny"\} [1-9][0-9]*$' "$tmp/metrics" &&
+    grep -q '^duet:spec_decode_synthetic_acceptance{model_name="tiny"} 0$' "$tmp/metrics" &&
     grep -q '^duet:time_to_first_token_seconds_bucket{le="0.001",model_name="tiny"} ' "$tmp/metrics" &&
     grep -q '^duet:e2e_request_latency_seconds_bucket{le="7680",model_name="tiny"} ' "$tmp/metrics" &&
     pass || fail "metrics after the clients left: $(cat "$tmp/metrics")"

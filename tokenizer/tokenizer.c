@@ -175,7 +175,7 @@ static const char *model_folder(const char *dir, char *buf, size_t size)
     slash = strrchr(dir, '/');
     if (!slash)
         return ".";
-    snprintf(buf, size, "%.*s", (int)(slash - dir ? slash - dir : 1), dir);
+    snprintf(buf, size, "%.*s", slash > dir ? (int)(slash - dir) : 1, dir); /* "/x" -> "/" */
     return buf;
 }
 

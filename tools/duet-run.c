@@ -75,7 +75,13 @@ static void usage(FILE *f)
             "Configuration:\n"
             "  -c, --config FILE        libconfig file (docs/configuration.md)\n"
             "  -s, --set KEY=VALUE      override a key, e.g. --set cache.block_size=32\n"
-            "                           (repeatable; applied after the file)\n"
+            "                           (repeatable; applied after the file). Among them:\n"
+            "                           target.cpus / speculative.cpus = \"0-3,8\": a CPU\n"
+            "                           worker's threads pinned there (disjoint lists are two\n"
+            "                           devices: drafting overlaps verification);\n"
+            "                           speculative.acceptance = \"synthetic\" with\n"
+            "                           speculative.synthetic_rate = A: each proposal accepted\n"
+            "                           with probability A (benchmarks; the summary says so)\n"
             "      --check              print the resolved configuration and the plugins that\n"
             "                           would run (path, name, version, ABI, capabilities,\n"
             "                           details such as the CPU kernels chosen); exit\n"
@@ -695,14 +701,34 @@ static void json_rate(double v)
         printf("null");
 }
 
-static void print_summary(const struct options *o, const duet_engine_metrics *m, uint32_t n_req)
+/* speculative.acceptance of an engine with a draft ("rejection", "typical", "synthetic"), else
+ * NULL; with "synthetic", speculative.synthetic_rate goes to *rate. */
+static const char *acceptance_of(const duet_config *cfg, const duet_engine_metrics *m, double *rate)
 {
+    const char *name = NULL;
+
+    *rate = -1;
+    if (!m->speculative || duet_config_get_string(cfg, "speculative.acceptance", &name))
+        return NULL;
+    if (m->synthetic_acceptance)
+        duet_config_get_float(cfg, "speculative.synthetic_rate", rate);
+    return name;
+}
+
+static void print_summary(const struct options *o, const duet_config *cfg,
+                          const duet_engine_metrics *m, uint32_t n_req)
+{
+    double rate;
+    const char *acceptance = acceptance_of(cfg, m, &rate);
+
     if (!o->json) {
         printf("%u requests, %llu tokens generated in %.3f s (%.1f tokens/s), %llu steps", n_req,
                (unsigned long long)m->generated_tokens, m->elapsed_s, m->tokens_per_s,
                (unsigned long long)m->steps);
         if (m->acceptance_rate >= 0)
             printf(", acceptance rate %.3f", m->acceptance_rate);
+        if (m->synthetic_acceptance)
+            printf(" (synthetic acceptance at %g: not the models')", rate);
         printf(", %.2f tokens per step\n", m->mean_tokens_per_step);
         print_spec_text(m);
         return;
@@ -727,9 +753,16 @@ static void print_summary(const struct options *o, const duet_engine_metrics *m,
     print_per_position(m->accepted_at, m->num_spec_tokens, ", ");
     printf("], \"target_s\": %.6f, \"verify_s\": %.6f, \"draft_s\": %.6f, \"idle_s\": %.6f, "
            "\"target_idle_s\": %.6f, \"draft_idle_s\": %.6f, \"overlap_s\": %.6f, "
-           "\"overlap_steps\": %llu}\n",
+           "\"overlap_steps\": %llu, \"acceptance\": ",
            m->execute_s, m->verify_s, m->draft_s, m->idle_s, m->target_idle_s, m->draft_idle_s,
            m->overlap_s, (unsigned long long)m->overlap_steps);
+    if (acceptance)
+        printf("\"%s\"", acceptance); /* one of the schema's names: nothing to escape */
+    else
+        printf("null");
+    printf(", \"synthetic_rate\": ");
+    json_rate(rate);
+    printf("}\n");
 }
 
 /* Queues every prompt; request i is seeded with seed + i. The tokenizer's EOS ids stop a
@@ -993,7 +1026,7 @@ static int generate(const struct options *o, const duet_config *cfg)
     if (add_requests(&run, ids) || run_engine(&run, &t))
         goto out_engine;
     duet_engine_metrics_get(e, &m);
-    print_summary(o, &m, ps.n);
+    print_summary(o, cfg, &m, ps.n);
     if (!flush_results())
         goto out_engine;
     if (stop_signal) {

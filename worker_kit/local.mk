@@ -6,7 +6,7 @@ WORKER_KIT_CPPFLAGS = -I$(top_srcdir)/worker_kit
 noinst_LTLIBRARIES += worker_kit/libduet_worker_kit.la
 worker_kit_libduet_worker_kit_la_SOURCES = worker_kit/worker_kit.h worker_kit/plugin.c \
 	worker_kit/settings.c worker_kit/batch_check.c worker_kit/rows.c worker_kit/arena.c \
-	plugin_api/status.c
+	plugin_api/status.c plugin_api/cpulist.h plugin_api/cpulist.c
 worker_kit_libduet_worker_kit_la_LIBADD = -lm
 
 if HAVE_CHECK

@@ -53,11 +53,12 @@ static duet_status read_key(const duet_host_services *h, const char *path, enum 
 duet_status duet_kit_settings_read(const duet_host_services *host, const char *section,
                                    duet_kit_settings *out, const char *who, duet_kit_error *e)
 {
+    char path[96];
+    duet_status st;
+
     *out = (duet_kit_settings){.section = section};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         const struct key *k = &keys[i];
-        char path[96];
-        duet_status st;
 
         snprintf(path, sizeof(path), "%s%s%s", k->in_section ? section : "",
                  k->in_section ? "." : "", k->name);
@@ -66,5 +67,13 @@ duet_status duet_kit_settings_read(const duet_host_services *host, const char *s
             return duet_kit_fail(e, st, "%s: cannot read setting %s (%s)", who, path,
                                  duet_status_str(st));
     }
+    /* optional: no default, and hosts before it do not know it */
+    snprintf(path, sizeof(path), "%s.cpus", section);
+    st = host->config_get_string(host->ctx, path, &out->cpus);
+    if (st == DUET_STATUS_NOT_FOUND)
+        out->cpus = NULL;
+    else if (st)
+        return duet_kit_fail(e, st, "%s: cannot read setting %s (%s)", who, path,
+                             duet_status_str(st));
     return DUET_STATUS_OK;
 }

@@ -87,7 +87,9 @@ typedef struct duet_kit_settings {
     const char *device;      /* SECTION.device: "auto", "cuda:N", "cpu" */
     const char *dtype;       /* SECTION.dtype: compute type, "auto" | "f32" | "bf16" | "f16" */
     const char *weights;     /* SECTION.weights: storage, "auto" | ... | "int8" | "int4" */
-    int64_t threads;         /* SECTION.threads: 0 = every core */
+    int64_t threads;         /* SECTION.threads: 0 = every core (or every CPU of cpus) */
+    const char *cpus;        /* SECTION.cpus: CPU list "0-3,8"; NULL when not given, or when
+                                the host predates the key (it is optional) */
     int64_t tensor_parallel; /* SECTION.tensor_parallel: devices */
     int64_t group_size;      /* SECTION.group_size: weights per quantisation scale */
     bool zero_point;         /* SECTION.zero_point: asymmetric int8 / int4 */
@@ -98,7 +100,8 @@ typedef struct duet_kit_settings {
 
 /* Reads every setting of section through the host's getters (each key's default is the
  * schema's, given by the host). A key the host does not know, or of another type, is an error
- * naming it: a worker never falls back on a default of its own. */
+ * naming it: a worker never falls back on a default of its own. The exception is SECTION.cpus,
+ * which has no default: NOT_FOUND (not given, or a host older than the key) leaves it NULL. */
 duet_status duet_kit_settings_read(const duet_host_services *host, const char *section,
                                    duet_kit_settings *out, const char *who, duet_kit_error *e);
 

@@ -118,6 +118,8 @@ DUET_API const char *duet_config_key_name(size_t index);
 typedef enum duet_acceptance {
     DUET_ACCEPTANCE_REJECTION = 0, /* "rejection": modified rejection sampling (exact) */
     DUET_ACCEPTANCE_TYPICAL = 1,   /* "typical": typical acceptance (Medusa) */
+    DUET_ACCEPTANCE_SYNTHETIC = 2, /* "synthetic": each proposal accepted with probability
+                                      speculative.synthetic_rate (benchmarks only) */
 } duet_acceptance;
 
 /* The keys the target and the draft worker share: "target.KEY" and "speculative.KEY". */
@@ -196,6 +198,10 @@ typedef struct duet_settings {
     duet_cache_settings cache;             /* cache.* */
     duet_scheduler_settings scheduler;     /* scheduler.* */
     duet_server_settings server;           /* server.* (appended) */
+    /* Appended, not in their groups' structs, which are embedded above and so cannot grow. */
+    const char *target_cpus;      /* target.cpus: CPU list ("0-3,8"); NULL when not given */
+    const char *speculative_cpus; /* speculative.cpus: the draft worker's CPU list, or NULL */
+    double synthetic_rate;        /* speculative.synthetic_rate, [0, 1]; NAN when not given */
 } duet_settings;
 
 /* The typed settings of cfg, filled by the last successful duet_config_validate(); NULL before it,

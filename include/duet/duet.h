@@ -179,6 +179,9 @@ typedef struct duet_engine_metrics {
     uint32_t vocab_size;         /* the target's */
     bool speculative;            /* a draft model is loaded */
     bool adaptive;               /* speculative.adaptive: k chosen per step */
+    bool synthetic_acceptance;   /* speculative.acceptance = synthetic: the acceptance counters
+                                    follow speculative.synthetic_rate, drawn, not the models
+                                    (benchmarks); appended in the padding: sizeof unchanged */
 } duet_engine_metrics;
 
 /* Fills p with defaults: greedy (temperature 0), top_p 1, max_tokens 16, n 1, nothing else. */
