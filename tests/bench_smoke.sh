@@ -125,12 +125,11 @@ else
     echo "SKIP: spec with the CPU worker: not built (DUET_TEST_CPU_WORKER)"
 fi
 # overlap: the modelled GPU target (bench/duet_modelled_worker.so over the CPU worker) and a tiny
-# CPU draft, batches 1 and 2, k 2, plain, serial and overlapped; with real acceptance and with
-# tokens/s projected at --alpha (synthetic acceptance needs the engine's speculative.acceptance =
-# "synthetic").
+# CPU draft, batches 1 and 2, k 2, plain, serial and overlapped; with synthetic acceptance (the
+# default, at --alpha), real acceptance, and tokens/s projected at --alpha.
 modelled=$top_builddir/bench/.libs/duet_modelled_worker.so
 if [ -n "${DUET_TEST_CPU_WORKER:-}" ] && [ -f "$DUET_TEST_CPU_WORKER" ] && [ -f "$modelled" ]; then
-    for acceptance in real projected; do
+    for acceptance in synthetic real projected; do
         out=$("$top_builddir/tools/duet-bench" --quick --repeats 1 --models "$models" \
             --acceptance $acceptance overlap) || {
             echo "FAIL: overlap --acceptance $acceptance exited $?"
