@@ -43,6 +43,16 @@ struct duet_bench_spec_opts {
     uint32_t max_tokens; /* --max-tokens: 0 = 128 (16 with --quick) */
 };
 
+/* Options of the overlap benchmark (it also reads --preset (the draft), --dtype (the draft's
+ * weights), --batch, --threads (the draft's), --models, and spec's --k and --max-tokens). */
+struct duet_bench_overlap_opts {
+    const char *acceptance; /* --acceptance synthetic|real: "synthetic" */
+    double alpha;           /* --alpha: synthetic acceptance rate, < 0 = 0.8 */
+    const char *modelled;   /* --modelled PATH: the wrapper plugin (default: the build tree's) */
+    double a_s;             /* --model-a: seconds per forward pass, < 0 = the wrapper's 5.0 ms */
+    double b_s;             /* --model-b: seconds per fed position, < 0 = the wrapper's 28.3 us */
+};
+
 /* Options of the gemv benchmark (it also reads --preset, --batch and --threads). */
 struct duet_bench_gemv_opts {
     uint32_t group;                        /* --group: int8 / int4 group, 0 = 32 */
@@ -68,6 +78,7 @@ struct duet_bench_opts {
     struct duet_bench_worker_opts worker; /* cpu-worker and spec */
     struct duet_bench_spec_opts spec;     /* spec only */
     struct duet_bench_gemv_opts gemv;     /* gemv only */
+    struct duet_bench_overlap_opts ov;    /* overlap only */
     struct duet_bench_tokenizer_opts tok; /* tokenizer only */
 };
 
@@ -156,6 +167,8 @@ int duet__bench_score(const struct duet_bench_opts *opts, json_t *results);
 /* gpu-worker (bench/gpu.c, built with CUDA): 77 (skip) when no CUDA device is present. */
 int duet__bench_gpu_worker(const struct duet_bench_opts *opts, json_t *results);
 int duet__bench_spec(const struct duet_bench_opts *opts, json_t *results);
+/* overlap (bench/overlap.c): the engine with a modelled GPU target and a CPU draft. */
+int duet__bench_overlap(const struct duet_bench_opts *opts, json_t *results);
 int duet__bench_gemv(const struct duet_bench_opts *opts, json_t *results);
 
 #endif /* DUET_BENCH_H */

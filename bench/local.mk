@@ -1,11 +1,12 @@
 # Benchmarks, run through duet-bench (docs/performance.md records their results).
 bin_PROGRAMS += tools/duet-bench
 tools_duet_bench_SOURCES = tools/duet-bench.c tools/cli.c tools/cli.h bench/bench.h bench/harness.c bench/block_manager.c \
-	bench/scheduler.c bench/models.c bench/worker.c bench/spec.c bench/tokenizer.c
+	bench/scheduler.c bench/models.c bench/worker.c bench/spec.c bench/overlap.c bench/tokenizer.c
 # cpu-worker and spec generate its models in-process (the generator and the reader's internals) and
 # finds the "cpu" plugin in the build tree before the install directory.
 tools_duet_bench_CPPFLAGS = $(AM_CPPFLAGS) \
-	-DDUET_BENCH_PLUGIN_DIR='"$(abs_top_builddir)/cpu_worker/.libs"'
+	-DDUET_BENCH_PLUGIN_DIR='"$(abs_top_builddir)/cpu_worker/.libs"' \
+	-DDUET_BENCH_MODELLED='"$(abs_top_builddir)/bench/.libs/duet_modelled_worker.so"'
 tools_duet_bench_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
 tools_duet_bench_LDADD = libduet.la model/libduet_model_gen.la model/libduet_model.la \
 	$(JANSSON_LIBS) $(PTHREAD_LIBS) -lm
@@ -34,7 +35,17 @@ EXTRA_DIST += bench/gpu.c
 endif
 EXTRA_DIST += bench/run-block-manager.sh bench/run-scheduler.sh bench/run-cpu-worker.sh bench/run-gemv.sh bench/run-score.sh \
 	bench/run-spec.sh bench/run-gpu-worker.sh bench/torch_llama.py bench/run-server.sh \
-	bench/server_load.mjs
+	bench/server_load.mjs bench/run-overlap.sh
+
+# overlap's target: a worker plugin that pads a real worker's execute() to a modelled GPU time
+# (bench/modelled_worker.c). Built with the tree (duet-bench overlap uses it from there), never
+# installed; its inner worker defaults to the build tree's CPU worker.
+noinst_LTLIBRARIES += bench/duet_modelled_worker.la
+bench_duet_modelled_worker_la_SOURCES = bench/modelled_worker.c
+bench_duet_modelled_worker_la_CPPFLAGS = $(AM_CPPFLAGS) $(WORKER_KIT_CPPFLAGS) \
+	-DDUET_MODELLED_INNER='"$(abs_top_builddir)/cpu_worker/.libs/duet_cpu_worker.so"'
+bench_duet_modelled_worker_la_LDFLAGS = $(TEST_PLUGIN_LDFLAGS)
+bench_duet_modelled_worker_la_LIBADD = worker_kit/libduet_worker_kit.la
 
 # A smoke run of every benchmark (short budgets, small sizes): they run and print results.
 TESTS += tests/bench_smoke.sh

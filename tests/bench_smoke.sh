@@ -147,6 +147,53 @@ if [ -n "${DUET_TEST_CPU_WORKER:-}" ] && [ -f "$DUET_TEST_CPU_WORKER" ]; then
 else
     echo "SKIP: score with the CPU worker: not built (DUET_TEST_CPU_WORKER)"
 fi
+# overlap: the modelled GPU target (bench/duet_modelled_worker.so over the CPU worker) and a tiny
+# CPU draft, batches 1 and 2, k 2, plain, serial and overlapped; with synthetic acceptance (the
+# default, at --alpha), real acceptance, and tokens/s projected at --alpha.
+modelled=$top_builddir/bench/.libs/duet_modelled_worker.so
+if [ -n "${DUET_TEST_CPU_WORKER:-}" ] && [ -f "$DUET_TEST_CPU_WORKER" ] && [ -f "$modelled" ]; then
+    for acceptance in synthetic real projected; do
+        out=$("$top_builddir/tools/duet-bench" --quick --repeats 1 --models "$models" \
+            --acceptance $acceptance overlap) || {
+            echo "FAIL: overlap --acceptance $acceptance exited $?"
+            exit 1
+        }
+        for name in overlap_batch_1_plain overlap_batch_1_k2_serial overlap_batch_1_k2_overlap \
+            overlap_batch_2_plain overlap_batch_2_k2_serial overlap_batch_2_k2_overlap \
+            overlap_batch_2_summary; do
+            printf '%s\n' "$out" | grep -q "\"name\": \"$name\"" || {
+                echo "FAIL: overlap: no result named $name"
+                printf '%s\n' "$out"
+                exit 1
+            }
+        done
+        for field in hidden_draft_share target_idle_share draft_idle_share ideal_speedup \
+            ideal_speedup_measured projected_tokens_per_s target_excess_share \
+            mean_tokens_per_step best_k_overlap projected_best_speedup_overlap; do
+            printf '%s\n' "$out" | grep -q "\"$field\"" || {
+                echo "FAIL: overlap: no $field"
+                exit 1
+            }
+        done
+        # batch 2 splits into two halves of one sequence: the engine overlaps them
+        printf '%s\n' "$out" | grep -q '"overlap_steps": [1-9]' || {
+            echo "FAIL: overlap: no step overlapped"
+            printf '%s\n' "$out"
+            exit 1
+        }
+    done
+    "$top_builddir/tools/duet-bench" --quick --alpha 2 overlap >/dev/null 2>&1 && {
+        echo "FAIL: overlap accepted alpha 2"
+        exit 1
+    }
+    "$top_builddir/tools/duet-bench" --quick --repeats 1 --models "$models" --acceptance real \
+        --modelled "$models/none.so" overlap >/dev/null 2>&1 && {
+        echo "FAIL: overlap ran without its target plugin"
+        exit 1
+    }
+else
+    echo "SKIP: overlap: the CPU worker or bench/duet_modelled_worker.so not built"
+fi
 # gemv: the CPU worker's GEMV kernels on tiny shapes, every ISA this CPU runs (generic included
 # with --quick), when duet-bench was built with them (with the CPU worker).
 if "$top_builddir/tools/duet-bench" --list | grep -qx gemv; then

@@ -51,6 +51,8 @@ static const struct {
      duet__bench_score},
     {"spec", "speculative decoding: tokens/s plain and at several k, acceptance, cost model",
      duet__bench_spec},
+    {"overlap", "CPU draft beside a modelled GPU target: tokens/s serial and overlapped, idle time",
+     duet__bench_overlap},
     {"gpu-worker", "GPU worker plugin: the same, against a device-to-device copy's bandwidth",
      gpu_worker},
     {"tokenizer", "tokenizer.json: load ms, encode and decode MB/s, streamed ns per token",
@@ -120,6 +122,24 @@ static void usage(FILE *f)
             "                      2^-16..1 (default 0.015625)\n"
             "  --k K,...           proposals per step (default 1,2,3,4,6; 2 with --quick)\n"
             "  --max-tokens N      tokens per request (default 128; 16 with --quick)\n"
+            "\n"
+            "overlap options (also --models; --preset: the draft, default llama-68m (tiny\n"
+            "with --quick); --dtype: its weights, default int4; --threads: its threads,\n"
+            "default 1; --batch default 1,2,4,8,16,32 (1,2 with --quick); --k default\n"
+            "2,3,4,5,6,7,8 (2 with --quick); --max-tokens default 64 (8 with --quick)).\n"
+            "The target is bench/duet_modelled_worker.so: the CPU worker on a 64-wide model\n"
+            "with the draft's vocabulary, each execute() padded to a + b x positions:\n"
+            "  --acceptance synthetic|real|projected  synthetic: speculative.acceptance =\n"
+            "                      synthetic at --alpha; real: the draft's model in bf16 as\n"
+            "                      the target's; projected: the 64-wide target, verified\n"
+            "                      for real (it rarely agrees), and tokens/s projected at\n"
+            "                      --alpha from the step times (default synthetic)\n"
+            "  --alpha A           acceptance rate of synthetic and of every result's\n"
+            "                      projected_tokens_per_s, 0..1 (default 0.8)\n"
+            "  --model-a S         seconds per forward pass (default 0.005: a 7B bf16 target\n"
+            "                      on an H100)\n"
+            "  --model-b S         seconds per fed position (default 2.83e-5)\n"
+            "  --modelled PATH     the wrapper plugin (default: the build tree's)\n"
             "\n"
             "gemv options (also --preset llama-68m,tinyllama-1.1b (tiny with --quick), --batch\n"
             "(rows m, default 1,4,8) and --threads; the table goes to stderr):\n"
@@ -199,6 +219,11 @@ enum {
     OPT_GEMV_PREFILL,
     OPT_TOKENIZER,
     OPT_TEXT,
+    OPT_ACCEPTANCE,
+    OPT_ALPHA,
+    OPT_MODEL_A,
+    OPT_MODEL_B,
+    OPT_MODELLED,
 };
 
 static bool parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
@@ -366,6 +391,26 @@ static bool parse_tokenizer_opt(int c, char *arg, struct duet_bench_tokenizer_op
     return *arg != '\0';
 }
 
+/* The overlap options; false for an invalid value. */
+static bool parse_overlap_opt(int c, char *arg, struct duet_bench_overlap_opts *ov)
+{
+    switch (c) {
+    case OPT_ACCEPTANCE:
+        ov->acceptance = arg;
+        return !strcmp(arg, "synthetic") || !strcmp(arg, "real") || !strcmp(arg, "projected");
+    case OPT_ALPHA:
+        return duet__cli_parse_double(arg, 0, 1, &ov->alpha);
+    case OPT_MODEL_A:
+        return duet__cli_parse_double(arg, 0, 10, &ov->a_s);
+    case OPT_MODEL_B:
+        return duet__cli_parse_double(arg, 0, 10, &ov->b_s);
+    case OPT_MODELLED:
+        ov->modelled = arg;
+        return *arg != '\0';
+    }
+    return false;
+}
+
 /* Returns -1 to go on, or the exit status. */
 static int parse_args(int argc, char **argv, struct duet_bench_opts *o)
 {
@@ -398,6 +443,11 @@ static int parse_args(int argc, char **argv, struct duet_bench_opts *o)
         {"gemv-prefill", required_argument, NULL, OPT_GEMV_PREFILL},
         {"tokenizer", required_argument, NULL, OPT_TOKENIZER},
         {"text", required_argument, NULL, OPT_TEXT},
+        {"acceptance", required_argument, NULL, OPT_ACCEPTANCE},
+        {"alpha", required_argument, NULL, OPT_ALPHA},
+        {"model-a", required_argument, NULL, OPT_MODEL_A},
+        {"model-b", required_argument, NULL, OPT_MODEL_B},
+        {"modelled", required_argument, NULL, OPT_MODELLED},
         {NULL, 0, NULL, 0}};
     char *end;
     int c;
@@ -405,17 +455,19 @@ static int parse_args(int argc, char **argv, struct duet_bench_opts *o)
     *o = (struct duet_bench_opts){.seconds = 1.0,
                                   .repeats = 5,
                                   .worker = {.plugin = "cpu", .models = "bench-models"},
-                                  .spec = {.draft_noise = -1}};
+                                  .spec = {.draft_noise = -1},
+                                  .ov = {.alpha = -1, .a_s = -1, .b_s = -1}};
     while ((c = getopt_long(argc, argv, "t:r:qlhV", longopts, NULL)) != -1) {
         if (c >= OPT_PLUGIN) {
             char shown[256];
             size_t i = 0;
 
             snprintf(shown, sizeof(shown), "%s", optarg); /* parsing splits optarg */
-            if (c < OPT_SPEC_TARGET ? parse_worker_opt(c, optarg, &o->worker)
-                : c < OPT_ISA       ? parse_spec_opt(c, optarg, &o->spec)
-                : c < OPT_TOKENIZER ? parse_gemv_opt(c, optarg, &o->gemv)
-                                    : parse_tokenizer_opt(c, optarg, &o->tok))
+            if (c < OPT_SPEC_TARGET  ? parse_worker_opt(c, optarg, &o->worker)
+                : c < OPT_ISA        ? parse_spec_opt(c, optarg, &o->spec)
+                : c < OPT_TOKENIZER  ? parse_gemv_opt(c, optarg, &o->gemv)
+                : c < OPT_ACCEPTANCE ? parse_tokenizer_opt(c, optarg, &o->tok)
+                                     : parse_overlap_opt(c, optarg, &o->ov))
                 continue;
             while (longopts[i].val != c)
                 i++;
