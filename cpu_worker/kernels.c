@@ -15,15 +15,20 @@
  * slot p % block_size. bf16 elements are rounded to nearest even when stored and widened to f32
  * when read; attention computes in f32.
  *
- * Attention is one OpenMP region over every (row, kv head) of every segment, handed out one at a
- * time from a shared counter because rows differ in context length. An item runs the
- * num_heads / num_kv_heads query heads that share its kv head together, so every K and V row is
- * read once per item, not once per query head, and keeps an online softmax per head (running
- * maximum, running sum, unnormalised output) across tiles of at most ATTN_TILE positions, with
- * all state on the stack. K and V rows are taken ATTN_ROWS at a time (four dot products per pass
- * over q, one load and store of the output per four rows) and the softmax's exponentials are a
- * polynomial GCC vectorises. Limits: head_dim ≤ ATTN_MAX_HEAD_DIM (the worker refuses larger
- * models); any block size, any context length.
+ * Attention is one OpenMP region over items handed out one at a time from a shared counter
+ * (rows differ in context length; a segment's last row blocks, the longest, go first). An item is
+ * a block of up to LANES (row, query head) pairs of one segment and one kv head: the
+ * num_heads / num_kv_heads query heads sharing that kv head times LANES / heads consecutive rows
+ * (16 rows of llama-68m's one head, 2 rows of TinyLlama's 8). With LANE_MIN or more pairs (prefill,
+ * and decode of a group of 8 or more heads) each query sits in one lane of a 16-float vector
+ * ("prefill attention" below): every K and V row of the block's range is widened once for all of
+ * them. With fewer (decode and speculative scoring of small groups) the item runs row by row: all
+ * its query heads together, so every K and V row is read once per row, an online softmax per head
+ * (running maximum, running sum, unnormalised output) across tiles of at most ATTN_TILE
+ * positions, K and V rows taken ATTN_ROWS at a time (four dot products per pass over q). Both keep
+ * all state on the stack, and the softmax's exponentials are a polynomial GCC vectorises. Limits:
+ * head_dim ≤ ATTN_MAX_HEAD_DIM (the worker refuses larger models; above LANE_MAX_HEAD_DIM the
+ * row-by-row path only); any block size, any context length.
  *
  * Kernels over rows fork an OpenMP team only when the work is large enough to pay for it
  * (PAR_MIN_ELEMS elements); they run on the calling thread's team otherwise.
