@@ -19,16 +19,16 @@
  * (rows differ in context length; a segment's last row blocks, the longest, go first). An item is
  * a block of up to LANES (row, query head) pairs of one segment and one kv head: the
  * num_heads / num_kv_heads query heads sharing that kv head times LANES / heads consecutive rows
- * (16 rows of llama-68m's one head, 2 rows of TinyLlama's 8). With LANE_MIN or more pairs (prefill,
- * and decode of a group of 8 or more heads) each query sits in one lane of a 16-float vector
- * ("prefill attention" below): every K and V row of the block's range is widened once for all of
- * them. With fewer (decode and speculative scoring of small groups) the item runs row by row: all
- * its query heads together, so every K and V row is read once per row, an online softmax per head
- * (running maximum, running sum, unnormalised output) across tiles of at most ATTN_TILE
- * positions, K and V rows taken ATTN_ROWS at a time (four dot products per pass over q). Both keep
- * all state on the stack, and the softmax's exponentials are a polynomial GCC vectorises. Limits:
- * head_dim ≤ ATTN_MAX_HEAD_DIM (the worker refuses larger models; above LANE_MAX_HEAD_DIM the
- * row-by-row path only); any block size, any context length.
+ * (16 rows of llama-68m's one head, 2 rows of TinyLlama's 8). In a segment of two or more rows,
+ * an item of LANE_MIN or more pairs (prefill, speculative scoring of groups of 4 or more) puts
+ * each query in one lane of a 16-float vector ("prefill attention" below): every K and V row of
+ * the block's range is widened once for all of them. Otherwise (decode: one row; small blocks)
+ * the item runs row by row: all its query heads together, so every K and V row is read once per
+ * row, an online softmax per head (running maximum, running sum, unnormalised output) across tiles
+ * of at most ATTN_TILE positions, K and V rows taken ATTN_ROWS at a time (four dot products per
+ * pass over q). Both keep all state on the stack, and the softmax's exponentials are a polynomial
+ * GCC vectorises. Limits: head_dim ≤ ATTN_MAX_HEAD_DIM (the worker refuses larger models; above
+ * LANE_MAX_HEAD_DIM the row-by-row path only); any block size, any context length.
  *
  * Kernels over rows fork an OpenMP team only when the work is large enough to pay for it
  * (PAR_MIN_ELEMS elements); they run on the calling thread's team otherwise.
@@ -700,7 +700,7 @@ static void run_item(const attn_args *a, const attn_plan *pl, const duet_cpu_seg
     uint32_t h0 = g * a->group + hs * pl->heads;
     uint32_t nh = a->group - hs * pl->heads < pl->heads ? a->group - hs * pl->heads : pl->heads;
 
-    if (nr * nh >= LANE_MIN && a->kv->head_dim <= LANE_MAX_HEAD_DIM) {
+    if (seg->n >= 2 && nr * nh >= LANE_MIN && a->kv->head_dim <= LANE_MAX_HEAD_DIM) {
         attend_lanes(a, seg, i0, nr, g, h0, nh);
         return;
     }
