@@ -170,5 +170,12 @@ int duet__bench_spec(const struct duet_bench_opts *opts, json_t *results);
 /* overlap (bench/overlap.c): the engine with a modelled GPU target and a CPU draft. */
 int duet__bench_overlap(const struct duet_bench_opts *opts, json_t *results);
 int duet__bench_gemv(const struct duet_bench_opts *opts, json_t *results);
+/* peak (bench/peak.c): the compute peak per instruction kind on 1 and --threads threads. */
+int duet__bench_peak(const struct duet_bench_opts *opts, json_t *results);
+/* The peak of one kind ("fma_f32_ymm", "fma_f32_zmm", "dpbf16_zmm", "dpbusd_zmm", "maddubs_ymm")
+ * on `threads` threads in 10^9 operations per second (2 per multiply-add); 0 where the CPU lacks
+ * it. Takes about opts->seconds (0.05 s with --quick). */
+double duet__bench_peak_gops(const struct duet_bench_opts *opts, const char *kind,
+                             uint32_t threads);
 
 #endif /* DUET_BENCH_H */

@@ -1,7 +1,8 @@
 # Benchmarks, run through duet-bench (docs/performance.md records their results).
 bin_PROGRAMS += tools/duet-bench
 tools_duet_bench_SOURCES = tools/duet-bench.c tools/cli.c tools/cli.h bench/bench.h bench/harness.c bench/block_manager.c \
-	bench/scheduler.c bench/models.c bench/worker.c bench/spec.c bench/overlap.c bench/tokenizer.c
+	bench/scheduler.c bench/models.c bench/worker.c bench/spec.c bench/overlap.c bench/tokenizer.c \
+	bench/peak.c
 # cpu-worker and spec generate its models in-process (the generator and the reader's internals) and
 # finds the "cpu" plugin in the build tree before the install directory.
 tools_duet_bench_CPPFLAGS = $(AM_CPPFLAGS) \

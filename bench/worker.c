@@ -254,6 +254,75 @@ static int worker_run(struct bench_worker *wk, const duet_batch *b, duet_batch_o
     return st ? worker_fail(wk, what, st) : 0;
 }
 
+/* ---- resident memory (cpu-worker) ------------------------------------------------------------ */
+
+/* The process's resident memory from /proc/self/status, in bytes (0 where not reported). */
+struct rss {
+    double total; /* VmRSS */
+    double anon;  /* RssAnon: the heap and anonymous mappings (packed weights, scratch) */
+    double file;  /* RssFile: file mappings' pages in memory (the model file, libraries) */
+};
+
+static void rss_read(struct rss *out)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb;
+
+    *out = (struct rss){0};
+    if (!f)
+        return;
+    while (fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "VmRSS: %lf kB", &kb) == 1)
+            out->total = kb * 1024;
+        else if (sscanf(line, "RssAnon: %lf kB", &kb) == 1)
+            out->anon = kb * 1024;
+        else if (sscanf(line, "RssFile: %lf kB", &kb) == 1)
+            out->file = kb * 1024;
+    }
+    fclose(f);
+}
+
+/* The prefill result's memory fields: what loading the worker added, and the totals. */
+static json_t *rss_extra(const struct rss *before, const struct rss *loaded, double weight_bytes)
+{
+    return json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:s}", "resident_bytes", loaded->total,
+                     "resident_anon_bytes", loaded->anon, "resident_file_bytes", loaded->file,
+                     "resident_added_bytes", loaded->total - before->total,
+                     "resident_added_anon_bytes", loaded->anon - before->anon,
+                     "resident_added_file_bytes", loaded->file - before->file,
+                     "worker_weight_bytes", weight_bytes, "resident_source",
+                     "/proc/self/status VmRSS, RssAnon, RssFile after create and init_cache; "
+                     "added = minus the same before create");
+}
+
+/* ---- the compute peak (cpu-worker) ----------------------------------------------------------- */
+
+/* The instruction kind a CPU worker's prefill runs on, from its details (bench/peak.c): int8 /
+ * int4 weights the integer dot of its GEMV kernels; bf16 weights vdpbf16ps where it computes in
+ * bf16; else f32 FMAs, zmm where oneDNN's ISA is AVX-512. */
+static const char *prefill_peak_kind(const char *dtype, const char *details)
+{
+    bool avx512 = strstr(details, "GEMV kernels avx512") != NULL;
+
+    if (strcmp(dtype, "int8") == 0 || strcmp(dtype, "int4") == 0 || strncmp(dtype, "gguf-", 5) == 0)
+        return avx512 ? "dpbusd_zmm" : "maddubs_ymm";
+    if (strcmp(dtype, "bf16") == 0 && strstr(details, "dtype auto: bf16"))
+        return "dpbf16_zmm";
+    return strstr(details, "(ISA avx512") ? "fma_f32_zmm" : "fma_f32_ymm";
+}
+
+/* The prefill result's peak fields: that kind's peak on the run's threads, measured now. */
+static json_t *peak_extra(const struct duet_bench_opts *o, const char *dtype, const char *details,
+                          uint32_t threads, double gflop_per_s)
+{
+    const char *kind = prefill_peak_kind(dtype, details);
+    double peak = duet__bench_peak_gops(o, kind, threads);
+
+    return json_pack("{s:s, s:f, s:f}", "peak_kind", kind, "peak_gop_per_s", peak,
+                     "fraction_of_peak", peak > 0 ? gflop_per_s / peak : 0.0);
+}
+
 /* ---- the measurements ---------------------------------------------------------------------- */
 
 /* One (preset, dtype): its worker, its sizes and the block ranges of each phase. */
@@ -271,6 +340,8 @@ struct run {
     uint32_t tmpl_blocks;    /* the next ones: the decode prompt, prefilled once */
     uint32_t seq_blocks;     /* then max_batch sequences of seq_blocks each */
     int32_t first_token;     /* sampled after the decode prompt */
+    struct rss rss_before;   /* the process before the worker is created */
+    struct rss rss_loaded;   /* after create and init_cache */
 };
 
 static uint32_t ceil_div(uint32_t a, uint32_t b)
@@ -358,6 +429,24 @@ static json_t *prefill_extra(const struct run *r, const struct duet_bench_result
         n * 1e9 / res->ns_best, "gflop_per_s", flop / res->ns_median, "flop_model", flop_model);
 }
 
+/* extra with the CPU worker's peak share and resident memory merged in. */
+static json_t *prefill_cpu_extra(const struct run *r, json_t *extra)
+{
+    json_t *add[2];
+
+    if (mode->gpu || !extra)
+        return extra;
+    add[0] = peak_extra(r->o, r->dtype, json_string_value(json_object_get(extra, "plugin_details")),
+                        r->threads, json_number_value(json_object_get(extra, "gflop_per_s")));
+    add[1] = rss_extra(&r->rss_before, &r->rss_loaded, (double)r->wk.info.weight_bytes);
+    for (int i = 0; i < 2; i++) {
+        if (add[i])
+            json_object_update(extra, add[i]);
+        json_decref(add[i]);
+    }
+    return extra;
+}
+
 /* One prompt of prompt_len tokens per execute, in blocks 0... */
 static int bench_prefill(struct run *r)
 {
@@ -380,7 +469,7 @@ static int bench_prefill(struct run *r)
         goto out;
     snprintf(name, sizeof(name), "%s_%s_prefill_%u", r->preset, r->dtype, n);
     duet__bench_finish(&s, name, &res);
-    duet__bench_report(r->results, &res, prefill_extra(r, &res));
+    duet__bench_report(r->results, &res, prefill_cpu_extra(r, prefill_extra(r, &res)));
     rc = 0;
 out:
     free(tokens);
@@ -700,10 +789,11 @@ static int run_one(struct run *r, const char *dir)
     blocks = r->prefill_blocks + r->tmpl_blocks + r->max_batch * r->seq_blocks;
     fprintf(stderr, "duet-bench: %s: %s %s, %u threads\n", bench_name, r->preset, r->dtype,
             r->threads);
+    rss_read(&r->rss_before);
     if (count_params(dir, &r->params) ||
         worker_load(&r->wk, r->o, dir, r->dtype, r->group, r->threads) ||
-        worker_open(&r->wk, dir, blocks) || check_positions(r) || bench_prefill(r) ||
-        prefill_template(r))
+        worker_open(&r->wk, dir, blocks) || (rss_read(&r->rss_loaded), 0) || check_positions(r) ||
+        bench_prefill(r) || prefill_template(r))
         goto out;
     for (int i = 0; i < w->n_batches; i++)
         if (bench_decode(r, w->batches[i]))

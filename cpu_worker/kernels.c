@@ -15,15 +15,20 @@
  * slot p % block_size. bf16 elements are rounded to nearest even when stored and widened to f32
  * when read; attention computes in f32.
  *
- * Attention is one OpenMP region over every (row, kv head) of every segment, handed out one at a
- * time from a shared counter because rows differ in context length. An item runs the
- * num_heads / num_kv_heads query heads that share its kv head together, so every K and V row is
- * read once per item, not once per query head, and keeps an online softmax per head (running
- * maximum, running sum, unnormalised output) across tiles of at most ATTN_TILE positions, with
- * all state on the stack. K and V rows are taken ATTN_ROWS at a time (four dot products per pass
- * over q, one load and store of the output per four rows) and the softmax's exponentials are a
- * polynomial GCC vectorises. Limits: head_dim ≤ ATTN_MAX_HEAD_DIM (the worker refuses larger
- * models); any block size, any context length.
+ * Attention is one OpenMP region over items handed out one at a time from a shared counter
+ * (rows differ in context length; a segment's last row blocks, the longest, go first). An item is
+ * a block of up to LANES (row, query head) pairs of one segment and one kv head: the
+ * num_heads / num_kv_heads query heads sharing that kv head times LANES / heads consecutive rows
+ * (16 rows of llama-68m's one head, 2 rows of TinyLlama's 8). In a segment of two or more rows,
+ * an item of LANE_MIN or more pairs (prefill, speculative scoring of groups of 4 or more) puts
+ * each query in one lane of a 16-float vector ("prefill attention" below): every K and V row of
+ * the block's range is widened once for all of them. Otherwise (decode: one row; small blocks)
+ * the item runs row by row: all its query heads together, so every K and V row is read once per
+ * row, an online softmax per head (running maximum, running sum, unnormalised output) across tiles
+ * of at most ATTN_TILE positions, K and V rows taken ATTN_ROWS at a time (four dot products per
+ * pass over q). Both keep all state on the stack, and the softmax's exponentials are a polynomial
+ * GCC vectorises. Limits: head_dim ≤ ATTN_MAX_HEAD_DIM (the worker refuses larger models; above
+ * LANE_MAX_HEAD_DIM the row-by-row path only); any block size, any context length.
  *
  * Kernels over rows fork an OpenMP team only when the work is large enough to pay for it
  * (PAR_MIN_ELEMS elements); they run on the calling thread's team otherwise.
@@ -423,19 +428,284 @@ static void attend_heads(const attn_args *a, attn_state *st, const uint32_t *blo
     }
 }
 
-/* One work item: every query head of kv head g for row i of seg (cloned per ISA: measured 7 %
- * more llama-68m prefill tokens/s, attention's share of a profile down by a third). */
+/* Query heads h0 .. h0 + nh − 1 (of kv head g) for row i of seg, a->sub of them at a time
+ * (cloned per ISA: measured 7 % more llama-68m prefill tokens/s, attention's share of a profile
+ * down by a third). */
 DUET_CPU_CLONES
-static void attend_item(const attn_args *a, const duet_cpu_seg *seg, uint32_t i, uint32_t g)
+static void attend_item(const attn_args *a, const duet_cpu_seg *seg, uint32_t i, uint32_t g,
+                        uint32_t h0, uint32_t nh)
 {
     attn_state st;
     uint32_t ctx = seg->pos + i + 1, row = seg->row0 + i;
 
-    for (uint32_t h = 0; h < a->group; h += a->sub) {
-        uint32_t nh = a->group - h < a->sub ? a->group - h : a->sub;
+    for (uint32_t h = 0; h < nh; h += a->sub) {
+        uint32_t n = nh - h < a->sub ? nh - h : a->sub;
 
-        attend_heads(a, &st, seg->block_table, ctx, row, g, g * a->group + h, nh);
+        attend_heads(a, &st, seg->block_table, ctx, row, g, h0 + h, n);
     }
+}
+
+/* ---- prefill attention: query rows in the SIMD lanes ----------------------------------------- */
+
+/*
+ * A block of query vectors — up to LANES (row, head) pairs of one segment and one kv head: the
+ * group's query heads times consecutive rows — runs as one item with each query vector in one
+ * lane of a 16-float vector. A K row, widened once, scores every lane with head_dim broadcast
+ * FMAs (no horizontal sums); the softmax's running maximum and sum are vectors over the lanes;
+ * the output is kept transposed, ot[e] = the lanes' element e, and each V row's elements are
+ * broadcast against the lanes' weights. The causal limit and the sliding window are per lane
+ * masks over the positions of the block's widest range (lanes whose rows start later skip the
+ * first positions by a weight of exactly 0). GCC's vector extension lowers the 16 lanes to one
+ * zmm (AVX-512), two ymm (AVX2) or four xmm per operation in each clone.
+ */
+#define LANES 16
+#define LANE_MIN 8            /* query vectors below which an item takes the per-row path */
+#define LANE_MAX_HEAD_DIM 256 /* larger heads take the per-row path */
+#define LANE_TILE 128         /* positions per tile at most */
+#define LANE_KV_ELEMS 8192    /* widened K or V rows of a tile: [tile][head_dim] */
+#define LANE_POS 4            /* positions scored together */
+#define LANE_SPLIT 4          /* partial sums per score (lane_scores adds four) */
+#define LANE_COLS 8           /* output elements accumulated together */
+
+/* The helpers below pass vectors by value; they are static and inlined (flatten), so the ABI
+ * note GCC gives for 64-byte vectors outside an AVX-512 clone does not apply. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
+typedef float lane_f __attribute__((vector_size(LANES * sizeof(float))));
+typedef int32_t lane_i __attribute__((vector_size(LANES * sizeof(int32_t))));
+
+typedef struct lane_state {
+    lane_f qt[LANE_MAX_HEAD_DIM]; /* [head_dim] lanes: the queries, transposed */
+    lane_f ot[LANE_MAX_HEAD_DIM]; /* [head_dim] lanes: Σ exp(score − max) × v, transposed */
+    lane_f p[LANE_TILE];          /* [position] lanes: a tile's scores, then their weights */
+    lane_f max, sum;              /* running maximum and Σ exp(score − max) per lane */
+    lane_f scale;                 /* the softmax scale, every lane */
+    lane_i lo, hi;                /* lane reads positions lo .. hi − 1 */
+    float k[LANE_KV_ELEMS];       /* bf16 K rows of a tile widened, [position][head_dim] */
+    float v[LANE_KV_ELEMS];       /* the same for V */
+    uint32_t row[LANES], head[LANES], n; /* each used lane's batch row and query head */
+} lane_state;
+
+static inline lane_f lane_splat(float s)
+{
+    return (lane_f){s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s};
+}
+
+static inline lane_f lane_select(lane_i mask, lane_f a, lane_f b)
+{
+    return (lane_f)(((lane_i)a & mask) | ((lane_i)b & ~mask));
+}
+
+static inline lane_f lane_max(lane_f a, lane_f b)
+{
+    return lane_select(a > b, a, b);
+}
+
+/* exp_nonpositive over the lanes; −∞ (a masked score) gives exactly 0. */
+static inline lane_f lane_exp(lane_f x)
+{
+    const lane_f round = lane_splat(12582912.0f);
+    lane_i live = x > lane_splat(-INFINITY);
+    lane_f m, n, r, y;
+
+    x = lane_max(x, lane_splat(-87.0f));
+    m = x * 1.44269504088896341f + round;
+    n = m - round;
+    r = x - n * 0.693359375f - n * -2.12194440e-4f;
+    y = lane_splat(1.9875691500e-4f);
+    y = y * r + 1.3981999507e-3f;
+    y = y * r + 8.3334519073e-3f;
+    y = y * r + 4.1665795894e-2f;
+    y = y * r + 1.6666665459e-1f;
+    y = y * r + 5.0000001201e-1f;
+    y = y * r * r + r + 1.0f;
+    y *= (lane_f)(((lane_i)m - 0x4b400000 + 127) << 23);
+    return (lane_f)((lane_i)y & live);
+}
+
+/* nt rows of a K or V tile from slot0 as f32 [nt][head_dim]: in place, or widened into buf. */
+static const float *lane_rows(const duet_cpu_kv *kv, size_t tile_off, uint32_t slot0, uint32_t nt,
+                              float *buf)
+{
+    size_t off = tile_off + (size_t)slot0 * kv->head_dim;
+
+    if (!kv->bf16)
+        return (const float *)kv->base + off;
+    bf16_to_f32_row((const uint16_t *)kv->base + off, buf, nt * kv->head_dim);
+    return buf;
+}
+
+/* p[t] = the lanes' scores of positions pos0 + t, −∞ outside each lane's range. Each score sums
+ * LANE_SPLIT interleaved partial sums over head_dim, as the per-row path's vector reduction
+ * does, rather than one running sum (head_dim roundings deep). */
+static void lane_scores(lane_state *st, const float *k, uint32_t d, uint32_t pos0, uint32_t nt)
+{
+    for (uint32_t t = 0; t < nt; t += LANE_POS) {
+        const float *kr[LANE_POS];
+        lane_f s[LANE_POS][LANE_SPLIT];
+        uint32_t e = 0;
+
+        for (uint32_t j = 0; j < LANE_POS; j++) {
+            kr[j] = k + (size_t)(t + j < nt ? t + j : nt - 1) * d;
+            for (uint32_t c = 0; c < LANE_SPLIT; c++)
+                s[j][c] = lane_splat(0.0f);
+        }
+        for (; e + LANE_SPLIT <= d; e += LANE_SPLIT)
+            for (uint32_t c = 0; c < LANE_SPLIT; c++) {
+                lane_f q = st->qt[e + c];
+
+                for (uint32_t j = 0; j < LANE_POS; j++)
+                    s[j][c] += q * kr[j][e + c];
+            }
+        for (; e < d; e++)
+            for (uint32_t j = 0; j < LANE_POS; j++)
+                s[j][0] += st->qt[e] * kr[j][e];
+        for (uint32_t j = 0; j < LANE_POS && t + j < nt; j++) {
+            int32_t pos = (int32_t)(pos0 + t + j);
+            lane_i in = (st->lo <= pos) & (st->hi > pos);
+            lane_f sum = (s[j][0] + s[j][1]) + (s[j][2] + s[j][3]);
+
+            st->p[t + j] = lane_select(in, sum * st->scale, lane_splat(-INFINITY));
+        }
+    }
+}
+
+/* Scores to weights against the new running maximum, rescaling the lanes' state. */
+static void lane_softmax(lane_state *st, uint32_t nt, uint32_t d)
+{
+    lane_f max = st->max, sum = lane_splat(0.0f), c;
+
+    for (uint32_t t = 0; t < nt; t++)
+        max = lane_max(max, st->p[t]);
+    for (uint32_t t = 0; t < nt; t++) {
+        st->p[t] = lane_exp(st->p[t] - max);
+        sum += st->p[t];
+    }
+    /* a lane without a position so far keeps max −∞: its factor is 1, not e^(−∞ + ∞) */
+    c = lane_select(max == st->max, lane_splat(1.0f), lane_exp(st->max - max));
+    for (uint32_t e = 0; e < d; e++)
+        st->ot[e] *= c;
+    st->sum = st->sum * c + sum;
+    st->max = max;
+}
+
+/* ot[e] += Σ_t p[t] × v[t][e], LANE_COLS elements at a time. */
+static void lane_values(lane_state *st, const float *v, uint32_t d, uint32_t nt)
+{
+    uint32_t e0 = 0;
+
+    for (; e0 + LANE_COLS <= d; e0 += LANE_COLS) {
+        lane_f acc[LANE_COLS];
+
+        for (uint32_t j = 0; j < LANE_COLS; j++)
+            acc[j] = st->ot[e0 + j];
+        for (uint32_t t = 0; t < nt; t++) {
+            const float *vr = v + (size_t)t * d + e0;
+            lane_f p = st->p[t];
+
+            for (uint32_t j = 0; j < LANE_COLS; j++)
+                acc[j] += p * vr[j];
+        }
+        for (uint32_t j = 0; j < LANE_COLS; j++)
+            st->ot[e0 + j] = acc[j];
+    }
+    for (; e0 < d; e0++)
+        for (uint32_t t = 0; t < nt; t++)
+            st->ot[e0] += st->p[t] * v[(size_t)t * d + e0];
+}
+
+/* Lanes ← rows i0 .. i0 + nr − 1 of seg × query heads h0 .. h0 + nh − 1; unused lanes copy lane
+ * 0's range with a zero query. Returns the positions the lanes read, [*lo, *hi). */
+static void lane_load(const attn_args *a, lane_state *st, const duet_cpu_seg *seg, uint32_t i0,
+                      uint32_t nr, uint32_t h0, uint32_t nh, uint32_t *lo, uint32_t *hi)
+{
+    uint32_t d = a->kv->head_dim, w = a->kv->window;
+
+    memset(st->qt, 0, d * sizeof(lane_f));
+    memset(st->ot, 0, d * sizeof(lane_f));
+    st->n = nr * nh;
+    for (uint32_t l = 0; l < LANES; l++) {
+        uint32_t ll = l < st->n ? l : 0, ctx = seg->pos + i0 + ll / nh + 1;
+
+        st->row[l] = seg->row0 + i0 + ll / nh;
+        st->head[l] = h0 + ll % nh;
+        st->hi[l] = (int32_t)ctx;
+        st->lo[l] = (int32_t)(w && ctx > w ? ctx - w : 0);
+    }
+    for (uint32_t l = 0; l < st->n; l++) {
+        const float *q = a->q + (size_t)st->row[l] * a->q_stride + (size_t)st->head[l] * d;
+
+        for (uint32_t e = 0; e < d; e++)
+            st->qt[e][l] = q[e];
+    }
+    st->max = lane_splat(-INFINITY);
+    st->scale = lane_splat(a->scale);
+    st->sum = lane_splat(0.0f);
+    *lo = (uint32_t)st->lo[0];
+    *hi = (uint32_t)st->hi[st->n - 1];
+}
+
+/* One lane item: rows i0 .. i0 + nr − 1 of seg, query heads h0 .. h0 + nh − 1 of kv head g. */
+DUET_CPU_CLONES
+static void attend_lanes(const attn_args *a, const duet_cpu_seg *seg, uint32_t i0, uint32_t nr,
+                         uint32_t g, uint32_t h0, uint32_t nh)
+{
+    const duet_cpu_kv *kv = a->kv;
+    uint32_t d = kv->head_dim, bs = kv->block_size, lo, hi;
+    uint32_t tile = LANE_KV_ELEMS / d < LANE_TILE ? LANE_KV_ELEMS / d : LANE_TILE;
+    lane_state st;
+
+    lane_load(a, &st, seg, i0, nr, h0, nh, &lo, &hi);
+    for (uint32_t pos = lo; pos < hi;) {
+        uint32_t block = seg->block_table[pos / bs], slot0 = pos % bs, nt = bs - slot0;
+
+        nt = nt < tile ? nt : tile;
+        nt = nt < hi - pos ? nt : hi - pos;
+        lane_scores(&st, lane_rows(kv, kv_offset(kv, block, a->layer, 0, g, 0), slot0, nt, st.k), d,
+                    pos, nt);
+        lane_softmax(&st, nt, d);
+        lane_values(&st, lane_rows(kv, kv_offset(kv, block, a->layer, 1, g, 0), slot0, nt, st.v), d,
+                    nt);
+        pos += nt;
+    }
+    for (uint32_t l = 0; l < st.n; l++) {
+        float *out = a->out + (size_t)st.row[l] * a->out_stride + (size_t)st.head[l] * d;
+        float inv = 1.0f / st.sum[l];
+
+        for (uint32_t e = 0; e < d; e++)
+            out[e] = st.ot[e][l] * inv;
+    }
+}
+
+/* How the (row, query head) pairs of a segment and kv head are cut into items: blocks of `rows`
+ * rows × `heads` query heads (rows × heads ≤ LANES), `subs` head blocks per kv head. */
+typedef struct attn_plan {
+    uint32_t rows, heads, subs;
+} attn_plan;
+
+static size_t seg_items(const attn_plan *pl, const duet_cpu_seg *seg, uint32_t kvh)
+{
+    return (size_t)(seg->n + pl->rows - 1) / pl->rows * kvh * pl->subs;
+}
+
+/* Item k of seg: the row blocks from the last (the longest contexts first, for balance). */
+static void run_item(const attn_args *a, const attn_plan *pl, const duet_cpu_seg *seg, size_t k)
+{
+    uint32_t kvh = a->kv->num_kv_heads, per = kvh * pl->subs;
+    uint32_t blocks = (seg->n + pl->rows - 1) / pl->rows, blk = blocks - 1 - (uint32_t)(k / per);
+    uint32_t g = (uint32_t)(k % per) / pl->subs, hs = (uint32_t)(k % per) % pl->subs;
+    uint32_t i0 = blk * pl->rows, nr = seg->n - i0 < pl->rows ? seg->n - i0 : pl->rows;
+    uint32_t h0 = g * a->group + hs * pl->heads;
+    uint32_t nh = a->group - hs * pl->heads < pl->heads ? a->group - hs * pl->heads : pl->heads;
+
+    if (seg->n >= 2 && nr * nh >= LANE_MIN && a->kv->head_dim <= LANE_MAX_HEAD_DIM) {
+        attend_lanes(a, seg, i0, nr, g, h0, nh);
+        return;
+    }
+    for (uint32_t r = 0; r < nr; r++)
+        attend_item(a, seg, i0 + r, g, h0, nh);
 }
 
 static size_t attention_macs(const duet_cpu_seg *segs, uint32_t n_segs, size_t per_position)
@@ -452,8 +722,9 @@ void duet__cpu_attention(const duet_cpu_kv *kv, uint32_t layer, const duet_cpu_s
                          size_t q_stride, float *out, size_t out_stride)
 {
     uint32_t kvh = kv->num_kv_heads, d = kv->head_dim;
-    size_t items = total_rows(segs, n_segs) * kvh, next = 0;
+    size_t items = 0, next = 0;
     size_t macs = attention_macs(segs, n_segs, (size_t)num_heads * d * 2);
+    attn_plan pl;
     attn_args a;
 
     assert(kvh > 0 && num_heads % kvh == 0 && d > 0 && d <= ATTN_MAX_HEAD_DIM);
@@ -466,21 +737,24 @@ void duet__cpu_attention(const duet_cpu_kv *kv, uint32_t layer, const duet_cpu_s
                     .q_stride = q_stride,
                     .out = out,
                     .out_stride = out_stride};
+    pl.heads = a.group < LANES ? a.group : LANES;
+    pl.rows = LANES / pl.heads;
+    pl.subs = (a.group + pl.heads - 1) / pl.heads;
+    for (uint32_t s = 0; s < n_segs; s++)
+        items += seg_items(&pl, &segs[s], kvh);
 #pragma omp parallel if (items > 1 && macs >= ATTN_PAR_MIN_MACS)
     {
-        seg_cursor c = {.segs = segs};
+        uint32_t seg = 0;
+        size_t first = 0, id;
 
         for (;;) {
-            const duet_cpu_seg *seg;
-            size_t id;
-            uint32_t i;
-
 #pragma omp atomic capture
             id = next++;
             if (id >= items)
                 break;
-            seg = seg_seek(&c, id / kvh, &i);
-            attend_item(&a, seg, i, (uint32_t)(id % kvh));
+            while (id >= first + seg_items(&pl, &segs[seg], kvh))
+                first += seg_items(&pl, &segs[seg++], kvh);
+            run_item(&a, &pl, &segs[seg], id - first);
         }
     }
 }

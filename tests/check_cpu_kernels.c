@@ -688,6 +688,67 @@ START_TEST(test_attention_handles_blocks_longer_than_one_tile)
 }
 END_TEST
 
+/* Blocks of query rows share each K / V row (the lanes path): the same reference with a sliding
+ * window (row at position p reads p − window + 1 .. p; 0 = all), group sizes that fill the lanes
+ * with heads (8, 24: two head blocks), leave some idle (3: five rows of three heads) or put one
+ * head of sixteen rows in them (1). */
+static void check_attention_window(const struct attn_case *c, uint32_t window)
+{
+    struct attn_batch b;
+    double scale = 1.0 / sqrt(c->head_dim), *ref = malloc(c->head_dim * sizeof(double));
+    double *w = malloc(1024 * sizeof(double));
+    uint32_t kvh = c->num_kv_heads, d = c->head_dim;
+
+    attn_batch_init(&b, c);
+    b.kv.window = window;
+    duet__cpu_attention(&b.kv, ATTN_LAYER, b.segs, ATTN_SEGS, c->num_heads, (float)scale, b.q,
+                        b.q_stride, b.out, b.out_stride);
+    for (uint32_t s = 0; s < ATTN_SEGS; s++) {
+        const duet_cpu_seg *seg = &b.segs[s];
+        double *k = gather_kv(&b, seg->block_table, 0, seg->pos + seg->n);
+        double *v = gather_kv(&b, seg->block_table, 1, seg->pos + seg->n);
+
+        for (uint32_t i = 0; i < seg->n; i++) {
+            uint32_t ctx = seg->pos + i + 1, lo = window && ctx > window ? ctx - window : 0;
+
+            for (uint32_t h = 0; h < c->num_heads; h++) {
+                size_t col = (size_t)h * d, skip = (size_t)lo * kvh * d;
+                const float *got = b.out + (seg->row0 + i) * b.out_stride + col;
+
+                attn_ref(c, b.q + (seg->row0 + i) * b.q_stride + col, k + skip, v + skip, ctx - lo,
+                         h, scale, ref, w);
+                for (uint32_t e = 0; e < d; e++)
+                    CHECK_CLOSE(got[e], ref[e], 1e-5,
+                                "block size %u %s window %u: segment %u (pos %u) row %u head "
+                                "%u, %u",
+                                c->block_size, c->bf16 ? "bf16" : "f32", window, s, seg->pos, i, h,
+                                e);
+            }
+        }
+        free(k);
+        free(v);
+    }
+    attn_batch_fini(&b);
+    free(ref);
+    free(w);
+}
+
+START_TEST(test_attention_blocks_of_query_rows_match_the_reference_with_windows)
+{
+    static const struct {
+        struct attn_case c;
+        uint32_t window;
+    } cases[] = {
+        {{16, 32, 4, 64, true}, 0},   {{16, 8, 2, 32, true}, 12}, {{1, 3, 1, 40, false}, 5},
+        {{32, 24, 1, 16, false}, 30}, {{16, 4, 4, 16, true}, 9},  {{64, 2, 2, 128, false}, 600},
+        {{16, 16, 1, 256, true}, 0},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        check_attention_window(&cases[i].c, cases[i].window);
+}
+END_TEST
+
 /* ---- linear ---------------------------------------------------------------------------------- */
 
 static duet_cpu_dnn *dnn;
@@ -1824,6 +1885,8 @@ static Suite *cpu_kernels_suite(void)
         {"attention gqa", test_attention_matches_the_reference_with_grouped_query_heads},
         {"attention mha mqa", test_attention_matches_the_reference_for_mha_mqa_and_big_groups},
         {"attention tiles", test_attention_handles_blocks_longer_than_one_tile},
+        {"attention query blocks",
+         test_attention_blocks_of_query_rows_match_the_reference_with_windows},
         {"gemv quantisation", test_gemv_quantised_weights_are_within_half_a_step_of_the_originals},
         {"gemv bf16 packing", test_gemv_bf16_weights_are_the_nearest_even_bf16_and_padding_is_zero},
         {"gemv layout", test_gemv_packed_bytes_follow_the_layout_of_gemv_h},

@@ -57,6 +57,8 @@ static const struct {
      gpu_worker},
     {"tokenizer", "tokenizer.json: load ms, encode and decode MB/s, streamed ns per token",
      duet__bench_tokenizer},
+    {"peak", "CPU compute peak: f32 FMA (ymm, zmm), vdpbf16ps, vpdpbusd, AVX2 int8, GOP/s",
+     duet__bench_peak},
 #ifdef DUET_BENCH_GEMV
     {"gemv", "CPU worker GEMV kernels: GB/s of packed bf16/int8/int4 weights per ISA and shape",
      duet__bench_gemv},
@@ -150,6 +152,11 @@ static void usage(FILE *f)
             "  --group N           int8 / int4 group: 32, 64 or 128 (default 32; cpu-worker\n"
             "                      too)\n"
             "  --gemv-prefill M    rows of the int8 prefill call (default 512; 32 with --quick)\n"
+            "\n"
+            "peak (also --threads): GFLOP/s (GOP/s for int8) of independent FMA chains per\n"
+            "instruction kind the CPU has (fma_f32_ymm, fma_f32_zmm, dpbf16_zmm, dpbusd_zmm,\n"
+            "maddubs_ymm) on 1 thread and on --threads (default: all CPUs); cpu-worker\n"
+            "measures the one its prefill runs on and reports fraction_of_peak\n"
             "\n"
             "tokenizer options (exits 77 without --tokenizer):\n"
             "  --tokenizer DIR     the folder with tokenizer.json\n"
