@@ -412,13 +412,11 @@ size_t duet__gemv_act_size(const duet_gemv_weight *w, uint32_t m)
     return total;
 }
 
-/* 1 / sqrt(mean(x²) + eps) over the row's k values, the sum in double (in the vector lanes' order,
- * as kernels.c's RMSNorm). */
+/* 1 / sqrt(mean(x²) + eps) over the row's k values, the sum in double. */
 static float rms_inv(const float *x, uint32_t k, float eps)
 {
     double ss = 0.0;
 
-#pragma omp simd reduction(+ : ss)
     for (uint32_t i = 0; i < k; i++)
         ss += (double)x[i] * x[i];
     return (float)(1.0 / sqrt(ss / k + eps));
@@ -512,30 +510,10 @@ static void prepare_int8_row(const duet_gemv_weight *w, const float *x, const fl
     }
 }
 
-/* Row r of duet__gemv_act_prepare: one function built per ISA (DUET_CPU_CLONES), so that the
- * norm, the group maxima and the rounding run as wide as the CPU allows (a decode step prepares
- * eight rows of llama-68m's 768 and 3072 inputs: 48 µs of its 1.6 ms on one thread at SSE2
- * width). */
-DUET_CPU_CLONES static void prepare_row(const duet_gemv_weight *w, const float *xr,
-                                        const float *norm_w, float eps, const duet_gemv_act *a,
-                                        uint32_t r)
-{
-    size_t groups = w->group ? w->k_pad / w->group : 0;
-    float inv = norm_w ? rms_inv(xr, w->k, eps) : 1.0f;
-
-    if (w->fmt == DUET_GEMV_BF16)
-        prepare_bf16_row(w, xr, norm_w, inv, a->bf16 + (size_t)r * w->k_pad);
-    else if (a->f32)
-        prepare_f32_row(w, xr, norm_w, inv, a->f32 + (size_t)r * w->k_pad);
-    else
-        prepare_int8_row(w, xr, norm_w, inv, a->q + (size_t)r * w->k_pad,
-                         a->scale + (size_t)r * groups, a->qsum + (size_t)r * groups);
-}
-
 void duet__gemv_act_prepare(const duet_gemv_weight *w, const float *x, size_t x_stride, uint32_t m,
                             const float *norm_w, float eps, void *buf, duet_gemv_act *a)
 {
-    size_t scale_off, qsum_off, total;
+    size_t scale_off, qsum_off, total, groups = w->group ? w->k_pad / w->group : 0;
     bool many = (size_t)m * w->k >= 65536;
 
     act_layout(w, m, &scale_off, &qsum_off, &total);
@@ -552,14 +530,19 @@ void duet__gemv_act_prepare(const duet_gemv_weight *w, const float *x, size_t x_
         a->scale = (float *)(void *)((uint8_t *)buf + scale_off);
         a->qsum = (int32_t *)(void *)((uint8_t *)buf + qsum_off);
     }
-    if (!many) { /* a few rows (decode): no parallel region to enter and join */
-        for (uint32_t r = 0; r < m; r++)
-            prepare_row(w, x + (size_t)r * x_stride, norm_w, eps, a, r);
-        return;
+#pragma omp parallel for if (many) schedule(static)
+    for (int r = 0; r < (int)m; r++) {
+        const float *xr = x + (size_t)r * x_stride;
+        float inv = norm_w ? rms_inv(xr, w->k, eps) : 1.0f;
+
+        if (w->fmt == DUET_GEMV_BF16)
+            prepare_bf16_row(w, xr, norm_w, inv, a->bf16 + (size_t)r * w->k_pad);
+        else if (a->f32)
+            prepare_f32_row(w, xr, norm_w, inv, a->f32 + (size_t)r * w->k_pad);
+        else
+            prepare_int8_row(w, xr, norm_w, inv, a->q + (size_t)r * w->k_pad,
+                             a->scale + (size_t)r * groups, a->qsum + (size_t)r * groups);
     }
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < (int)m; r++)
-        prepare_row(w, x + (size_t)r * x_stride, norm_w, eps, a, (uint32_t)r);
 }
 
 /* ---- generic kernels ------------------------------------------------------------------------- */
