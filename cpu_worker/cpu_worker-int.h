@@ -346,7 +346,7 @@ typedef struct duet_cpu_breakdown {
     uint64_t ns[DUET_CPU_NUM_STAGES];  /* ns summed over the decode executes */
     uint64_t total_ns;                 /* ns of those executes, start to end */
     uint64_t steps;                    /* their forward passes (decode steps) */
-    uint64_t rows;                     /* their rows (tokens) */
+    uint64_t seqs;                     /* their sequences (summed over executes) */
     uint64_t executes;                 /* their count */
 } duet_cpu_breakdown;
 

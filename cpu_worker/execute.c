@@ -306,7 +306,7 @@ static void bd_end(duet_worker *w, const duet_batch *b, duet_status st)
         bd->ns[i] += bd->cur[i];
     bd->total_ns += duet__cpu_now_ns() - bd->t0;
     bd->steps += bd->cur_steps;
-    bd->rows += b->n_seqs;
+    bd->seqs += b->n_seqs;
     bd->executes++;
 }
 
@@ -319,11 +319,12 @@ void duet__cpu_bd_report(const duet_worker *w)
 
     if (!bd->on || !bd->steps)
         return;
-    fprintf(stderr,
-            "cpu worker %s breakdown: %llu decode executes, %llu steps, %llu rows, %u threads; "
-            "µs per step (share):",
-            w->section, (unsigned long long)bd->executes, (unsigned long long)bd->steps,
-            (unsigned long long)bd->rows, w->threads);
+    fprintf(
+        stderr,
+        "cpu worker %s breakdown: %llu decode executes, %llu steps, %llu sequences, %u threads; "
+        "µs per step (share):",
+        w->section, (unsigned long long)bd->executes, (unsigned long long)bd->steps,
+        (unsigned long long)bd->seqs, w->threads);
     for (int i = 0; i < DUET_CPU_NUM_STAGES; i++) {
         staged += bd->ns[i];
         fprintf(stderr, " %s %.1f (%.1f%%)", names[i], 1e-3 * (double)bd->ns[i] / (double)bd->steps,
