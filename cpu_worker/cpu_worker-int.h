@@ -178,6 +178,13 @@ void duet__cpu_relu(float *x, size_t stride, uint32_t n_rows, uint32_t dim);
 void duet__cpu_add(float *y, size_t y_stride, const float *x, size_t x_stride, uint32_t n_rows,
                    uint32_t dim);
 
+/* ---- greedy sampling (argmax.c) ----------------------------------------------------------- */
+
+/* When every one of the n logits is finite: true, and *token = the index of the largest (the
+ * lowest on ties, −0 equal to +0): sampling's greedy token, in one vectorised pass. False
+ * (token untouched) when a logit is NaN or ±inf, or n is 0. */
+bool duet__cpu_argmax(const float *logits, size_t n, uint32_t *token);
+
 /* ---- weight GEMMs through oneDNN (linear.c) ------------------------------------------------ */
 
 typedef struct duet_cpu_dnn duet_cpu_dnn;       /* engine, stream, scratch: one per worker */
@@ -316,6 +323,52 @@ typedef struct duet_cpu_scratch {
     uint32_t *logit_rows; /* [fed] rows whose logits a step needs */
 } duet_cpu_scratch;
 
+/* ---- the decode-step breakdown (DUET_CPU_BREAKDOWN, docs/cpu-worker.md) ------------------- */
+
+/* Where the time of a decode step goes, measured on the calling (master) thread around each
+ * stage: a stage's time includes its OpenMP fork and join, so threads waiting at a region's end
+ * barrier count in that stage; "rest" is the execute time outside every stage (the gaps
+ * between them, the forward's bookkeeping). */
+typedef enum duet_cpu_stage {
+    DUET_CPU_STAGE_SETUP = 0, /* execute's checks, cache operations, bookkeeping, segments */
+    DUET_CPU_STAGE_EMBED,     /* positions, RoPE angles, embedding rows */
+    DUET_CPU_STAGE_ACT,       /* activation preparation of the GEMVs (fused RMSNorm, int8 quant) */
+    DUET_CPU_STAGE_GEMV,      /* the layers' GEMVs (qkv, o, gate_up, down) */
+    DUET_CPU_STAGE_ATTENTION, /* RoPE, K / V into the cache, paged attention */
+    DUET_CPU_STAGE_ELEMWISE,  /* SiLU × up, residual adds, norms outside a GEMV's input */
+    DUET_CPU_STAGE_LM_HEAD,   /* final norm, projection, lm_head (its preparation and GEMV) */
+    DUET_CPU_STAGE_SAMPLE,    /* sampling, argmax, log-probabilities over the logit rows */
+    DUET_CPU_NUM_STAGES
+} duet_cpu_stage;
+
+typedef struct duet_cpu_breakdown {
+    bool on;                           /* $DUET_CPU_BREAKDOWN set at create */
+    bool decode;                       /* the execute under way has fed one row a seq */
+    uint64_t t0;                       /* ns: start of the execute under way */
+    uint64_t cur[DUET_CPU_NUM_STAGES]; /* ns of the execute under way, per stage */
+    uint64_t cur_steps;                /* forward passes of the execute under way */
+    uint64_t ns[DUET_CPU_NUM_STAGES];  /* ns summed over the decode executes */
+    uint64_t total_ns;                 /* ns of those executes, start to end */
+    uint64_t steps;                    /* their forward passes (decode steps) */
+    uint64_t seqs;                     /* their sequences (summed over executes) */
+    uint64_t executes;                 /* their count */
+} duet_cpu_breakdown;
+
+/* CLOCK_MONOTONIC in ns. */
+uint64_t duet__cpu_now_ns(void);
+
+/* The stage clock: duet__cpu_bd_start gives a start time (0 when the breakdown is off, without
+ * reading the clock); duet__cpu_bd_add adds the time since it to stage. */
+#define duet__cpu_bd_start(w) ((w)->bd.on ? duet__cpu_now_ns() : 0)
+#define duet__cpu_bd_add(w, stage, t0)                                                             \
+    do {                                                                                           \
+        if ((w)->bd.on)                                                                            \
+            (w)->bd.cur[(stage)] += duet__cpu_now_ns() - (t0);                                     \
+    } while (0)
+
+/* Prints the breakdown of the decode executes so far to stderr (nothing when off or none). */
+void duet__cpu_bd_report(const duet_worker *w);
+
 struct duet_worker {
     const duet_host_services *host; /* settings and logging */
     char section[16];               /* "target" or "speculative" */
@@ -348,6 +401,7 @@ struct duet_worker {
     duet_cpu_scratch s;             /* per-step buffers */
     duet__sampler **samplers;       /* [threads] one per OpenMP thread */
     duet_kit_error err;             /* last_error() */
+    duet_cpu_breakdown bd;          /* decode-step breakdown ($DUET_CPU_BREAKDOWN) */
 };
 
 /* Sets the calling thread's OpenMP team to the worker's thread count and pins it to the worker's

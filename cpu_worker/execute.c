@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #define fail duet__cpu_fail
 
@@ -89,6 +90,31 @@ static bool row_finite(const float *logits, size_t V)
     return !bad;
 }
 
+/* Whether penalties leave every logit as it is (sampling's duet__penalize would copy the row
+ * unchanged): none given, or repetition 1, frequency and presence 0 and no bias. */
+static bool penalties_off(const duet_penalties *p)
+{
+    return !p ||
+           (p->repetition == 1.0f && p->frequency == 0.0f && p->presence == 0.0f && p->n_bias == 0);
+}
+
+/* The greedy token of an output row that asks for nothing but its token (no probabilities, no
+ * log-probabilities, no penalties): duet__cpu_argmax's one pass, which also checks the row is
+ * finite. False when the row needs the full sampler or is not finite. */
+static bool greedy_row(const duet_batch *b, duet_batch_output *o, const duet_kit_row *r,
+                       const float *logits, size_t V)
+{
+    const duet_sampling_params *sp = &r->q->sampling;
+    uint32_t token;
+
+    if (r->out_row < 0 || sp->temperature >= DUET_SAMPLING_EPS || /* NaN: greedy too */
+        (b->flags & (DUET_BATCH_WANT_PROBS | DUET_BATCH_WANT_LOGPROBS)) ||
+        !penalties_off(duet_seq_penalties(b, r->q)) || !duet__cpu_argmax(logits, V, &token))
+        return false;
+    o->tokens[r->out_row] = (int32_t)token;
+    return true;
+}
+
 static void emit_row(duet_worker *w, const duet_batch *b, duet_batch_output *o,
                      const duet_kit_row *r, const float *logits)
 {
@@ -96,7 +122,9 @@ static void emit_row(duet_worker *w, const duet_batch *b, duet_batch_output *o,
     const duet_sampling_params *sp = &r->q->sampling;
     size_t V = w->d->vocab_size, M = b->max_logprobs;
 
-    if (r->out_row >= 0 && !row_finite(logits, V)) {
+    if (greedy_row(b, o, r, logits, V)) {
+        /* the token alone, in one pass */
+    } else if (r->out_row >= 0 && !row_finite(logits, V)) {
         duet_kit_row_nonfinite(b, o, r->out_row, (uint32_t)V);
     } else if (r->out_row >= 0) {
         bool lp = b->flags & DUET_BATCH_WANT_LOGPROBS;
@@ -126,16 +154,19 @@ static void emit_rows(duet_worker *w, const duet_batch *b, duet_batch_output *o,
 {
     size_t V = w->d->vocab_size;
     const duet_kit_row *rows = w->s.plan.rows;
+    uint64_t t0 = duet__cpu_bd_start(w);
 
 #pragma omp parallel for schedule(dynamic, 1) if (n > 1)
     for (uint32_t i = 0; i < n; i++)
         emit_row(w, b, o, &rows[i], w->s.logits + i * V);
+    duet__cpu_bd_add(w, DUET_CPU_STAGE_SAMPLE, t0);
 }
 
 /* The first forward: every fed token, logits for the kit's rows. */
 static duet_status feed(duet_worker *w, const duet_batch *b, duet_batch_output *o)
 {
     duet_cpu_scratch *s = &w->s;
+    uint64_t t0 = duet__cpu_bd_start(w);
     uint32_t row = 0, n_out = duet_kit_rows_feed(&s->plan, b);
     duet_status st;
 
@@ -148,6 +179,7 @@ static duet_status feed(duet_worker *w, const duet_batch *b, duet_batch_output *
     }
     for (uint32_t i = 0; i < n_out; i++)
         s->logit_rows[i] = s->plan.rows[i].fed;
+    duet__cpu_bd_add(w, DUET_CPU_STAGE_SETUP, t0);
     st = duet__cpu_forward(w, s->segs, b->n_seqs, s->tokens, row, s->logit_rows, n_out);
     if (!st)
         emit_rows(w, b, o, n_out);
@@ -159,6 +191,7 @@ static duet_status draft_step(duet_worker *w, const duet_batch *b, duet_batch_ou
                               uint32_t step)
 {
     duet_cpu_scratch *s = &w->s;
+    uint64_t t0 = duet__cpu_bd_start(w);
     uint32_t n = duet_kit_rows_draft(&s->plan, b, o, step);
     duet_status st;
 
@@ -171,6 +204,7 @@ static duet_status draft_step(duet_worker *w, const duet_batch *b, duet_batch_ou
         s->segs[i] = (duet_cpu_seg){r->q->block_table, (uint32_t)(r->pos - 1), 1, i};
         s->logit_rows[i] = i;
     }
+    duet__cpu_bd_add(w, DUET_CPU_STAGE_SETUP, t0);
     st = duet__cpu_forward(w, s->segs, n, s->tokens, n, s->logit_rows, n);
     if (!st) {
         emit_rows(w, b, o, n);
@@ -241,16 +275,74 @@ duet_status duet__cpu_warm_up(duet_worker *w, uint32_t max_rows, uint32_t max_ou
     return st;
 }
 
-duet_status duet__cpu_execute(duet_worker *w, const duet_batch *b, duet_batch_output *o)
+/* ---- the breakdown ---------------------------------------------------------------------- */
+
+uint64_t duet__cpu_now_ns(void)
 {
-    uint64_t rows = 0, fed = 0;
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void bd_begin(duet_worker *w)
+{
+    duet_cpu_breakdown *bd = &w->bd;
+
+    memset(bd->cur, 0, sizeof(bd->cur));
+    bd->cur_steps = 0;
+    bd->decode = true;
+    bd->t0 = duet__cpu_now_ns();
+}
+
+/* Adds the execute that ends to the totals when it was all decode steps. */
+static void bd_end(duet_worker *w, const duet_batch *b, duet_status st)
+{
+    duet_cpu_breakdown *bd = &w->bd;
+
+    if (st || !bd->decode || !bd->cur_steps)
+        return;
+    for (int i = 0; i < DUET_CPU_NUM_STAGES; i++)
+        bd->ns[i] += bd->cur[i];
+    bd->total_ns += duet__cpu_now_ns() - bd->t0;
+    bd->steps += bd->cur_steps;
+    bd->seqs += b->n_seqs;
+    bd->executes++;
+}
+
+void duet__cpu_bd_report(const duet_worker *w)
+{
+    static const char *const names[DUET_CPU_NUM_STAGES] = {
+        "setup", "embed", "act_prep", "gemv", "attention", "elementwise", "lm_head", "sample"};
+    const duet_cpu_breakdown *bd = &w->bd;
+    uint64_t staged = 0;
+
+    if (!bd->on || !bd->steps)
+        return;
+    fprintf(
+        stderr,
+        "cpu worker %s breakdown: %llu decode executes, %llu steps, %llu sequences, %u threads; "
+        "µs per step (share):",
+        w->section, (unsigned long long)bd->executes, (unsigned long long)bd->steps,
+        (unsigned long long)bd->seqs, w->threads);
+    for (int i = 0; i < DUET_CPU_NUM_STAGES; i++) {
+        staged += bd->ns[i];
+        fprintf(stderr, " %s %.1f (%.1f%%)", names[i], 1e-3 * (double)bd->ns[i] / (double)bd->steps,
+                100.0 * (double)bd->ns[i] / (double)bd->total_ns);
+    }
+    fprintf(stderr, " rest %.1f (%.1f%%) total %.1f\n",
+            1e-3 * (double)(bd->total_ns - staged) / (double)bd->steps,
+            100.0 * (double)(bd->total_ns - staged) / (double)bd->total_ns,
+            1e-3 * (double)bd->total_ns / (double)bd->steps);
+}
+
+/* ---- execute ----------------------------------------------------------------------------- */
+
+static duet_status execute(duet_worker *w, const duet_batch *b, duet_batch_output *o)
+{
+    uint64_t rows = 0, fed = 0, t0 = duet__cpu_bd_start(w);
     duet_status st;
 
-    if (!w)
-        return DUET_STATUS_INVALID_ARGUMENT;
-    w->err.msg[0] = '\0';
-    if (!b || !o)
-        return fail(w, DUET_STATUS_INVALID_ARGUMENT, "cpu worker: execute: NULL batch or output");
     if ((st = check_batch(w, b, o, &rows, &fed)) || (st = duet__cpu_enter_team(w)))
         return st;
     cache_ops(w, b);
@@ -258,8 +350,26 @@ duet_status duet__cpu_execute(duet_worker *w, const duet_batch *b, duet_batch_ou
         return DUET_STATUS_OK;
     if ((st = grow_book(w, b->n_seqs, fed)))
         return st;
+    duet__cpu_bd_add(w, DUET_CPU_STAGE_SETUP, t0);
     st = feed(w, b, o);
     for (uint32_t step = 1; !st && step <= w->s.plan.max_steps; step++)
         st = draft_step(w, b, o, step);
+    return st;
+}
+
+duet_status duet__cpu_execute(duet_worker *w, const duet_batch *b, duet_batch_output *o)
+{
+    duet_status st;
+
+    if (!w)
+        return DUET_STATUS_INVALID_ARGUMENT;
+    w->err.msg[0] = '\0';
+    if (!b || !o)
+        return fail(w, DUET_STATUS_INVALID_ARGUMENT, "cpu worker: execute: NULL batch or output");
+    if (!w->bd.on)
+        return execute(w, b, o);
+    bd_begin(w);
+    st = execute(w, b, o);
+    bd_end(w, b, st);
     return st;
 }

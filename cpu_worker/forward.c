@@ -137,9 +137,12 @@ duet_status duet__cpu_mat_run(duet_worker *w, const duet_cpu_mat *mat, const flo
     /* the GEMM for many rows: oneDNN's packed copy, or widening the own kernels' 2-byte weights;
      * int8 / int4 have none */
     bool widen = !mat->dnn && duet__gemv_fmt_f32_act(mat->gemv.fmt), gemm = mat->dnn || widen;
+    /* the head's matrices count in head()'s stage */
+    bool timed = w->bd.on && mat != w->lm_head && mat != w->project_out;
 
     if (mat->gemv.data && (m <= DUET_CPU_GEMV_MAX_M || !gemm)) {
         size_t need = duet__gemv_act_size(&mat->gemv, m);
+        uint64_t t0 = timed ? duet__cpu_now_ns() : 0, t1 = 0;
         duet_gemv_act a;
 
         if (need > w->s.gemv_act_bytes) {
@@ -153,7 +156,13 @@ duet_status duet__cpu_mat_run(duet_worker *w, const duet_cpu_mat *mat, const flo
             w->s.gemv_act_bytes = need;
         }
         duet__gemv_act_prepare(&mat->gemv, x, x_stride, m, norm_w, eps, w->s.gemv_act, &a);
+        if (timed) {
+            t1 = duet__cpu_now_ns();
+            w->bd.cur[DUET_CPU_STAGE_ACT] += t1 - t0;
+        }
         duet__gemv_run(w->gemv, &mat->gemv, &a, y, mat->n);
+        if (timed)
+            w->bd.cur[DUET_CPU_STAGE_GEMV] += duet__cpu_now_ns() - t1;
         return DUET_STATUS_OK;
     }
     if (norm_w) {
@@ -185,14 +194,18 @@ static duet_status attention_block(duet_worker *w, uint32_t l, const duet_cpu_se
     uint32_t hidden = d->hidden_size, hd = d->head_dim;
     size_t q = (size_t)d->num_heads * hd, kv = (size_t)d->num_kv_heads * hd, stride = q + 2 * kv;
     bool pre = d->arch == DUET_ARCH_LLAMA || d->do_layer_norm_before;
+    uint64_t t0;
 
     if (d->arch == DUET_ARCH_LLAMA) {
         RUN_NORMED(L->qkv, s->x, hidden, n_rows, L->norm1_w, s->qkv);
     } else {
+        t0 = duet__cpu_bd_start(w);
         if (pre)
             norm(w, s->x, L->norm1_w, L->norm1_b, s->h, hidden, n_rows);
+        duet__cpu_bd_add(w, DUET_CPU_STAGE_ELEMWISE, t0);
         RUN(L->qkv, pre ? s->h : s->x, hidden, n_rows, s->qkv);
     }
+    t0 = duet__cpu_bd_start(w);
     if (L->q_norm) {
         duet__cpu_head_rmsnorm(s->qkv, stride, n_rows, d->num_heads, hd, L->q_norm,
                                (float)d->norm_eps);
@@ -205,10 +218,13 @@ static duet_status attention_block(duet_worker *w, uint32_t l, const duet_cpu_se
         duet__cpu_kv_write(&w->kv, l, segs, n_segs, s->qkv + q, s->qkv + q + kv, stride);
     duet__cpu_attention(&w->kv, l, segs, n_segs, d->num_heads, (float)(1.0 / sqrt((double)hd)),
                         s->qkv, stride, s->att, q);
+    duet__cpu_bd_add(w, DUET_CPU_STAGE_ATTENTION, t0);
     RUN(L->o, s->att, q, n_rows, s->h);
+    t0 = duet__cpu_bd_start(w);
     duet__cpu_add(s->x, hidden, s->h, hidden, n_rows, hidden);
     if (!pre)
         norm(w, s->x, L->norm1_w, L->norm1_b, s->x, hidden, n_rows);
+    duet__cpu_bd_add(w, DUET_CPU_STAGE_ELEMWISE, t0);
     return DUET_STATUS_OK;
 }
 
@@ -220,21 +236,30 @@ static duet_status mlp_block(duet_worker *w, uint32_t l, uint32_t n_rows)
     duet_cpu_scratch *s = &w->s;
     uint32_t hidden = d->hidden_size, inter = d->intermediate_size;
     bool pre = d->arch == DUET_ARCH_LLAMA || d->do_layer_norm_before;
+    uint64_t t0;
 
     if (d->arch == DUET_ARCH_LLAMA) {
         RUN_NORMED(L->gate_up, s->x, hidden, n_rows, L->norm2_w, s->mlp);
+        t0 = duet__cpu_bd_start(w);
         duet__cpu_silu_mul(s->mlp, 2 * (size_t)inter, s->act, inter, n_rows, inter);
+        duet__cpu_bd_add(w, DUET_CPU_STAGE_ELEMWISE, t0);
         RUN(L->down, s->act, inter, n_rows, s->h);
     } else {
+        t0 = duet__cpu_bd_start(w);
         if (pre)
             norm(w, s->x, L->norm2_w, L->norm2_b, s->h, hidden, n_rows);
+        duet__cpu_bd_add(w, DUET_CPU_STAGE_ELEMWISE, t0);
         RUN(L->fc1, pre ? s->h : s->x, hidden, n_rows, s->act);
+        t0 = duet__cpu_bd_start(w);
         duet__cpu_relu(s->act, inter, n_rows, inter);
+        duet__cpu_bd_add(w, DUET_CPU_STAGE_ELEMWISE, t0);
         RUN(L->fc2, s->act, inter, n_rows, s->h);
     }
+    t0 = duet__cpu_bd_start(w);
     duet__cpu_add(s->x, hidden, s->h, hidden, n_rows, hidden);
     if (!pre)
         norm(w, s->x, L->norm2_w, L->norm2_b, s->x, hidden, n_rows);
+    duet__cpu_bd_add(w, DUET_CPU_STAGE_ELEMWISE, t0);
     return DUET_STATUS_OK;
 }
 
@@ -271,21 +296,27 @@ duet_status duet__cpu_forward(duet_worker *w, const duet_cpu_seg *segs, uint32_t
 {
     const duet_model_desc *d = w->d;
     duet_status st = duet__cpu_grow_scratch(w, n_rows, n_out);
+    uint64_t t0 = duet__cpu_bd_start(w);
 
     if (st)
         return st;
+    w->bd.decode &= n_rows == n_segs;
+    w->bd.cur_steps++;
     for (uint32_t i = 0; i < n_segs; i++)
         for (uint32_t j = 0; j < segs[i].n; j++)
             w->s.pos[segs[i].row0 + j] = segs[i].pos + j;
     if (d->arch == DUET_ARCH_LLAMA)
         duet__cpu_rope_angles(w->inv_freq, d->head_dim, w->s.pos, n_rows, w->s.cos_sin);
     st = embed(w, tokens, n_rows);
+    duet__cpu_bd_add(w, DUET_CPU_STAGE_EMBED, t0);
     for (uint32_t l = 0; !st && l < d->num_layers; l++) {
         st = attention_block(w, l, segs, n_segs, n_rows);
         if (!st)
             st = mlp_block(w, l, n_rows);
     }
+    t0 = duet__cpu_bd_start(w);
     if (!st && n_out)
         st = head(w, out_rows, n_out);
+    duet__cpu_bd_add(w, DUET_CPU_STAGE_LM_HEAD, t0);
     return st;
 }

@@ -11,7 +11,7 @@ AVX2_EMULATED_TESTS = tests/check_cpu_worker_avx2.avx2 tests/worker-cpu_avx2.avx
 	tests/check_engine_avx2.avx2 tests/bench_smoke_avx2.avx2
 EXTRA_DIST += tests/as_avx2.sh $(AVX2_EMULATED_TESTS)
 CPU_WORKER_KERNEL_SOURCES = cpu_worker/cpu_worker-int.h cpu_worker/kernels.c cpu_worker/linear.c \
-	cpu_worker/gemv.h cpu_worker/gemv.c
+	cpu_worker/gemv.h cpu_worker/gemv.c cpu_worker/argmax.c
 CPU_WORKER_CFLAGS = $(AM_CFLAGS) $(OPENMP_CFLAGS)
 CPU_WORKER_CPPFLAGS = $(AM_CPPFLAGS) $(ONEDNN_CPPFLAGS) $(HWLOC_CFLAGS) -I$(top_srcdir)/sampling \
 	$(WORKER_KIT_CPPFLAGS)

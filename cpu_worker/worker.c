@@ -522,6 +522,7 @@ static void worker_destroy(duet_worker *w)
 
     if (!w)
         return;
+    duet__cpu_bd_report(w);
     s = &w->s;
     for (uint32_t l = 0; w->layers && l < w->d->num_layers; l++)
         free_layer(&w->layers[l]);
@@ -589,6 +590,8 @@ static duet_status worker_create(const duet_worker_params *params, duet_worker *
     }
     w->host = params->host;
     strcpy(w->section, params->section);
+    w->bd.on = getenv("DUET_CPU_BREAKDOWN") && *getenv("DUET_CPU_BREAKDOWN") &&
+               strcmp(getenv("DUET_CPU_BREAKDOWN"), "0") != 0;
     st = read_settings(w);
     if (!st)
         st = duet_model_create(params->model_dir, DUET_MODEL_QUIET, &w->model, w->err.msg,

@@ -1737,6 +1737,60 @@ START_TEST(test_gemv_rows_give_the_same_bits_alone_and_among_others)
 }
 END_TEST
 
+/* ---- greedy argmax ----------------------------------------------------------------------------
+ */
+
+/* The first index of the largest of n finite values, compared as floats (sampling's argmax). */
+static uint32_t ref_argmax(const float *x, size_t n)
+{
+    uint32_t best = 0;
+
+    for (size_t i = 1; i < n; i++)
+        if (x[i] > x[best])
+            best = (uint32_t)i;
+    return best;
+}
+
+START_TEST(test_argmax_is_the_first_largest_logit_and_refuses_non_finite_rows)
+{
+    const size_t lens[] = {1, 2, 511, 512, 513, 1024, 1500, 32000};
+    uint64_t seed = 0xa59a3a11u;
+    float *x = malloc(32000 * sizeof(float));
+
+    ck_assert_ptr_nonnull(x);
+    for (size_t li = 0; li < sizeof(lens) / sizeof(lens[0]); li++) {
+        size_t n = lens[li];
+
+        for (int trial = 0; trial < 40; trial++) {
+            uint32_t got = UINT32_MAX, a = (uint32_t)(duet_test_rng_next(&seed) % n),
+                     c = (uint32_t)(duet_test_rng_next(&seed) % n);
+            /* trials: spread values, all negative, small integers (many ties), signed zeros */
+            int kind = trial % 4;
+
+            for (size_t i = 0; i < n; i++) {
+                double u = duet_test_rng_unit(&seed);
+
+                x[i] = kind == 0   ? (float)(40.0 * u - 20.0)
+                       : kind == 1 ? (float)(-1e30 * u - 1.0)
+                       : kind == 2 ? (float)(int)(6.0 * u) - 3.0f
+                                   : (u < 0.5 ? -0.0f : 0.0f) - (u < 0.1 ? 1.0f : 0.0f);
+            }
+            if (kind == 0) /* a planted tie for the largest */
+                x[a] = x[c] = 30.0f;
+            ck_assert(duet__cpu_argmax(x, n, &got));
+            ck_assert_uint_eq(got, ref_argmax(x, n));
+            /* any one non-finite logit refuses the row and leaves the token alone */
+            x[a] = kind == 0 ? NAN : kind == 1 ? INFINITY : -INFINITY;
+            got = UINT32_MAX;
+            ck_assert(!duet__cpu_argmax(x, n, &got));
+            ck_assert_uint_eq(got, UINT32_MAX);
+        }
+    }
+    ck_assert(!duet__cpu_argmax(x, 0, &(uint32_t){0}));
+    free(x);
+}
+END_TEST
+
 START_TEST(test_f16_conversion_rounds_to_nearest_even_with_subnormals_inf_and_nan)
 {
     static const struct {
@@ -1900,6 +1954,7 @@ static Suite *cpu_kernels_suite(void)
         {"f16 nearest", test_f16_conversion_picks_the_nearest_half_of_random_values},
         {"gemv isa", test_gemv_isa_choice_follows_duet_cpu_isa_only_downwards},
         {"gemv pack errors", test_gemv_pack_refuses_bad_groups_sizes_and_values_with_a_message},
+        {"argmax", test_argmax_is_the_first_largest_logit_and_refuses_non_finite_rows},
     };
     const struct duet_test_case dnn_cases[] = {
         {"linear f32", test_linear_f32_matches_the_reference_for_any_m},
