@@ -154,6 +154,8 @@ struct duet__spec_seq {
  * accepts all k and the bonus token is g, y1..yn (and their rows) are the next step's proposals
  * (`held`); otherwise they are thrown away and the draft's cached length lowered.
  */
+#define DUET__SPLIT_SIZES 16
+
 struct duet__ahead {
     int32_t *tok;        /* [k_max + 1] g, y1..yn */
     float *probs;        /* [(k_max + 1) * vocab] the rows they were sampled from */
@@ -166,6 +168,12 @@ struct duet__ahead {
     uint64_t seq_id;     /* held: the sequence */
     uint32_t len;        /* held: its token count when they apply (T + k + 1) */
     uint64_t step;       /* held: e->m.steps of the step that drafted them */
+    /* The window's length fits the target call it runs beside (ahead_plan): moving averages of
+     * that call's seconds and of one draft forward pass of sequence 0 (run.c measures both from
+     * the propose and ahead jobs); 0 until measured. */
+    double beside_s;
+    double pass_s;
+    enum { DUET__AHEAD_FIT, DUET__AHEAD_FULL, DUET__AHEAD_OFF } window; /* $DUET_AHEAD_WINDOW */
 };
 
 /* Adaptive k (adapt.c; docs/engine.md) keeps, per sequence of a step: alpha, an exponential
@@ -203,9 +211,19 @@ struct duet__spec {
     uint32_t vocab, k_max;
     struct duet__adapt ad;
     struct duet__ahead ahead; /* with the draft thread */
-    duet_batch pb;            /* the draft's batch of a plain (prefill) step, over dseqs */
-    duet_batch_output po;     /* its (empty) output */
-    bool pb_posted;           /* pb runs on the draft thread: duet__spec_draft_prefill_wait */
+    /* With the draft thread, a step of n >= 2 sequences runs as halves (run.c's overlap) or whole
+     * (serial), whichever measured the shorter step per sequence and position at that n (sizes
+     * from DUET__SPLIT_SIZES on share the last entry): cost[0] whole, cost[1] halves, moving
+     * averages of seconds, 0 until measured. Halves always with DUET_FORCE_OVERLAP=1. */
+    struct duet__split_cost {
+        double cost[2];
+        uint32_t decisions;
+    } split[DUET__SPLIT_SIZES];
+    bool split_forced;
+    uint32_t part_a;      /* this step's first part: sequences [0, part_a) */
+    duet_batch pb;        /* the draft's batch of a plain (prefill) step, over dseqs */
+    duet_batch_output po; /* its (empty) output */
+    bool pb_posted;       /* pb runs on the draft thread: duet__spec_draft_prefill_wait */
 };
 
 /* A part of a speculative step (spec.c builds it, run.c runs it): sequences [lo, hi) of

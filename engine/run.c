@@ -199,6 +199,58 @@ static bool feed_proposals(struct duet__spec *sb, uint32_t lo, uint32_t hi)
     return finite;
 }
 
+#define AHEAD_EMA_W 0.25 /* weight of the newest measurement in the ahead job's averages */
+
+static void ahead_ema(double *avg, double x)
+{
+    *avg = *avg <= 0 ? x : *avg + AHEAD_EMA_W * (x - *avg);
+}
+
+/* The draft's propose of part a, timed per forward pass when a is sequence 0 alone (the pass
+ * time that ahead_plan sizes the next ahead windows with). */
+static duet_status propose(duet_engine *e, struct duet__spec_part *a)
+{
+    struct duet__spec *sb = e->spec;
+    double d0 = e->m.draft_s;
+    duet_status st = duet__worker_run(e, 1, &a->propose, &a->propose_out);
+    uint32_t k = sb->ss[a->lo].k;
+
+    if (!st && a->lo == 0 && a->hi == 1 && k > 0 && e->m.draft_s > d0)
+        ahead_ema(&sb->ahead.pass_s, (e->m.draft_s - d0) / k);
+    return st;
+}
+
+/* Runs the target's score of part s with the ahead job beside it (posted by the caller), waits
+ * for both, and measures the score's seconds and the job's seconds per draft pass. */
+static duet_status score_beside_ahead(duet_engine *e, struct duet__spec_part *s)
+{
+    struct duet__ahead *ah = &e->spec->ahead;
+    double d0 = e->m.draft_s;
+    uint64_t t0 = duet__now_ns(), t1;
+    duet_status st = duet__worker_run(e, 0, &s->score, &s->score_out), st_a;
+
+    t1 = duet__now_ns();
+    st_a = duet__draft_wait(e, t0, t1); /* always: the job's buffers must be idle */
+    ah->ran = true;
+    e->m.ahead_windows++;
+    ahead_ema(&ah->beside_s, (double)(t1 - t0) * 1e-9);
+    if (e->m.draft_s > d0)
+        ahead_ema(&ah->pass_s, (e->m.draft_s - d0) / (ah->n + 1));
+    return st ? st : st_a;
+}
+
+/* The target's score of part s without an ahead job, timed as the call an ahead job would run
+ * beside when the draft thread exists. */
+static duet_status score_alone(duet_engine *e, struct duet__spec_part *s)
+{
+    uint64_t t0 = duet__now_ns();
+    duet_status st = duet__worker_run(e, 0, &s->score, &s->score_out);
+
+    if (!st && e->dt)
+        ahead_ema(&e->spec->ahead.beside_s, (double)(duet__now_ns() - t0) * 1e-9);
+    return st;
+}
+
 /*
  * Propose (unless the proposals are held from draft-ahead), then score, for the whole batch.
  * With the draft thread and an ahead job (docs/engine.md, "Draft-ahead") the draft drafts the
@@ -213,27 +265,20 @@ static duet_status run_serial(duet_engine *e, struct duet__spec_part *a)
 {
     struct duet__spec *sb = e->spec;
     struct duet__ahead *ah = &sb->ahead;
-    duet_status st = DUET_STATUS_OK, st_a;
-    uint64_t t0, t1;
+    duet_status st = DUET_STATUS_OK;
     bool finite;
 
     ah->ran = false;
     if (a->proposed)
-        st = duet__worker_run(e, 1, &a->propose, &a->propose_out);
+        st = propose(e, a);
     if (st)
         return st;
     finite = feed_proposals(sb, a->lo, a->hi);
     if (!e->dt || !ah->n || !finite)
-        return duet__worker_run(e, 0, &a->score, &a->score_out);
+        return score_alone(e, a);
     duet__draft_post(e, &ah->b, &ah->o);
-    t0 = duet__now_ns();
-    st = duet__worker_run(e, 0, &a->score, &a->score_out);
-    t1 = duet__now_ns();
-    st_a = duet__draft_wait(e, t0, t1); /* always: the job's buffers must be idle */
-    ah->ran = true;
     e->m.overlap_steps++;
-    e->m.ahead_windows++;
-    return st ? st : st_a;
+    return score_beside_ahead(e, a);
 }
 
 /*
@@ -258,7 +303,7 @@ static duet_status run_overlapped(duet_engine *e, struct duet__spec_part *a,
 
     ah->ran = false;
     if (a->proposed)
-        st = duet__worker_run(e, 1, &a->propose, &a->propose_out);
+        st = propose(e, a);
     if (st)
         return st;
     duet__draft_post(e, &b->propose, &b->propose_out);
@@ -273,15 +318,9 @@ static duet_status run_overlapped(duet_engine *e, struct duet__spec_part *a,
         return st ? st : st_b;
     feed_proposals(e->spec, b->lo, b->hi);
     if (!ah->n || !finite)
-        return duet__worker_run(e, 0, &b->score, &b->score_out);
+        return score_alone(e, b);
     duet__draft_post(e, &ah->b, &ah->o);
-    t0 = duet__now_ns();
-    st = duet__worker_run(e, 0, &b->score, &b->score_out);
-    t1 = duet__now_ns();
-    st_b = duet__draft_wait(e, t0, t1);
-    ah->ran = true;
-    e->m.ahead_windows++;
-    return st ? st : st_b;
+    return score_beside_ahead(e, b);
 }
 
 duet_status duet__run_spec(duet_engine *e, struct duet__spec_part *parts, uint32_t n_parts)

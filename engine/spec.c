@@ -74,6 +74,12 @@ void duet__spec_destroy(struct duet__spec *sp)
 
 bool duet__spec_ahead_init(struct duet__spec *sp)
 {
+    const char *w = getenv("DUET_AHEAD_WINDOW"), *force = getenv("DUET_FORCE_OVERLAP");
+
+    sp->ahead.window = !w || !*w || !strcmp(w, "fit") ? DUET__AHEAD_FIT
+                       : !strcmp(w, "full")           ? DUET__AHEAD_FULL
+                                                      : DUET__AHEAD_OFF;
+    sp->split_forced = force && *force && strcmp(force, "0") != 0;
     sp->ahead.tok = malloc((sp->k_max + 1) * sizeof(int32_t));
     sp->ahead.probs = malloc((size_t)(sp->k_max + 1) * sp->vocab * sizeof(float));
     return sp->ahead.tok && sp->ahead.probs;
@@ -310,15 +316,14 @@ static uint32_t half_a(uint32_t n)
  * sequence's k is lowered to the window's length; a shorter k uses its prefix. Counts what is
  * kept and what is thrown away.
  */
-static bool ahead_take(duet_engine *e, const duet_sched_output *so, struct duet__spec *sb,
-                       uint32_t n)
+static bool ahead_take(duet_engine *e, const duet_sched_output *so, struct duet__spec *sb)
 {
     struct duet__ahead *ah = &sb->ahead;
     struct duet__spec_seq *s = &sb->ss[0];
 
     if (!ah->held)
         return false;
-    if (!e->dt || half_a(n) != 1 || e->sc.seqs[0].seq_id != ah->seq_id ||
+    if (!e->dt || sb->part_a != 1 || e->sc.seqs[0].seq_id != ah->seq_id ||
         e->sc.seqs[0].pos + 1 != ah->len || ah->step + 1 != e->m.steps || s->k == 0 ||
         so->num_swap_in || so->num_swap_out || so->num_copy) {
         duet__spec_ahead_drop(e);
@@ -351,31 +356,42 @@ static void ahead_use(struct duet__spec *sb)
  * block table has those slots (the group's lookahead covers 2k positions past T - 1: the engine
  * reserves 2 num_tokens with the draft thread), the window stays below max_model_len, and the
  * request is not penalised (the draft's rows would not count x1..xk among the tokens seen: the
- * output would stay exact, the acceptance would drop). run.c posts it once the proposals are
- * known and finite. */
-static void ahead_plan(duet_engine *e, const duet_sched_output *so, struct duet__spec *sb,
-                       uint32_t n)
+ * output would stay exact, the acceptance would drop). The window is shortened to the draft
+ * passes that fit beside the target call it runs with (measured by run.c), and not drafted when
+ * fewer than two fit ($DUET_AHEAD_WINDOW: fit, the default; full: always k; off: never). run.c
+ * posts it once the proposals are known and finite. */
+static void ahead_plan(duet_engine *e, const duet_sched_output *so, struct duet__spec *sb)
 {
     struct duet__ahead *ah = &sb->ahead;
     const struct duet__spec_seq *s = &sb->ss[0];
-    uint32_t k = s->k;
+    uint32_t k = s->k, m = k;
 
     ah->n = 0;
     ah->ran = false;
-    if (!e->dt || !ah->tok || half_a(n) != 1 || k == 0 || so->num_groups == 0 ||
+    if (!e->dt || !ah->tok || sb->part_a != 1 || k == 0 || so->num_groups == 0 ||
         so->groups[0].num_lookahead_slots < 2 * k || s->len + 2 * k >= e->max_model_len ||
-        sb->dseqs[0].penalties)
+        sb->dseqs[0].penalties || ah->window == DUET__AHEAD_OFF)
         return;
-    ah->n = k;
+    if (ah->window == DUET__AHEAD_FIT && ah->pass_s > 0 && ah->beside_s > 0) {
+        /* The job makes n + 1 draft passes (g, then y1..yn): as many as fit beside the target's
+         * call, so that the target never waits for a window it may throw away. */
+        double fit = ah->beside_s / ah->pass_s;
+
+        if (fit < 2.0)
+            return;
+        if (fit < (double)k + 1)
+            m = (uint32_t)fit - 1;
+    }
+    ah->n = m;
     ah->seq = sb->dseqs[0];
     ah->seq.tokens = &sb->dtok[s->drow + k - 1];
     ah->seq.n_tokens = 1;
     ah->seq.pos = s->len + k - 1;
     ah->seq.n_outputs = 1;
-    ah->seq.n_draft_steps = k;
+    ah->seq.n_draft_steps = m;
     duet__batch_init(NULL, &ah->seq, 1, DUET_BATCH_WANT_PROBS, 0, &ah->b);
     ah->o = (duet_batch_output){
-        .struct_size = sizeof(ah->o), .n_rows = k + 1, .tokens = ah->tok, .probs = ah->probs};
+        .struct_size = sizeof(ah->o), .n_rows = m + 1, .tokens = ah->tok, .probs = ah->probs};
 }
 
 /* After verification: the window drafted ahead is held for the next step when all k proposals
@@ -412,10 +428,47 @@ static void ahead_after(duet_engine *e, struct duet__spec *sb)
  * A = [0, n / 2) and B = the rest, B's proposals made while A is scored (run.c). The step's
  * cache operations go with A, the first call on each worker. With one sequence B is empty: the
  * step is serial (and drafts ahead). */
+static struct duet__split_cost *split_cost(struct duet__spec *sb, uint32_t n)
+{
+    return &sb->split[(n < DUET__SPLIT_SIZES ? n : DUET__SPLIT_SIZES) - 1];
+}
+
+/* The first part of a step of n sequences: halves (A = half_a(n)) or the whole batch, by the
+ * measured cost at n; each is tried first, and every 16th choice tries the other again, so that
+ * both stay measured as the load moves. Halves pay where proposing half B beside score(A) saves
+ * more than a second target call costs (a GPU's fixed cost per forward pass: docs/engine.md). */
+static uint32_t choose_part_a(const duet_engine *e, struct duet__spec *sb, uint32_t n)
+{
+    struct duet__split_cost *c;
+    bool halves;
+
+    if (!e->dt || n < 2)
+        return e->dt ? half_a(n) : n;
+    if (sb->split_forced)
+        return half_a(n);
+    c = split_cost(sb, n);
+    if (c->cost[1] <= 0)
+        return half_a(n);
+    if (c->cost[0] <= 0)
+        return n;
+    halves = c->cost[1] <= c->cost[0];
+    if (++c->decisions % 16 == 0)
+        halves = !halves;
+    return halves ? half_a(n) : n;
+}
+
+static void split_measure(struct duet__spec *sb, uint32_t n, uint32_t k, bool halves, double s)
+{
+    double *c = &split_cost(sb, n)->cost[halves];
+    double x = s / ((double)n * (k + 1));
+
+    *c = *c <= 0 ? x : *c + 0.25 * (x - *c);
+}
+
 static uint32_t split_parts(duet_engine *e, const duet_sched_output *so, uint32_t n,
                             uint32_t max_lp, struct duet__spec_part *parts)
 {
-    uint32_t h = e->dt ? half_a(n) : n;
+    uint32_t h = e->spec->part_a;
 
     part_init(e, so, 0, h, max_lp, &parts[0]);
     if (h == n)
@@ -430,7 +483,7 @@ duet_status duet__spec_decode(duet_engine *e, const duet_sched_output *so)
     struct duet__spec_part parts[2];
     uint32_t n_rows, max_lp, n = so->num_seqs, k = sb->ad.k_next, n_spec, n_parts;
     uint64_t p0 = e->m.proposed, a0 = e->m.accepted;
-    double d0 = e->m.draft_s, t0 = e->m.execute_s;
+    double d0 = e->m.draft_s, t0 = e->m.execute_s, w0 = duet__now_s();
     duet_status st = duet__batch_seqs(e, so, &n_rows, &max_lp);
     bool held;
 
@@ -441,19 +494,22 @@ duet_status duet__spec_decode(duet_engine *e, const duet_sched_output *so)
     if (!spec_reserve(sb, n ? n : 1, n * (k + 1) + 1, n * k + 1, max_lp))
         return duet__engine_fail(e, DUET_STATUS_OUT_OF_MEMORY, "out of memory");
     seq_lookahead(e, so, sb, k);
-    held = ahead_take(e, so, sb, n);
+    sb->part_a = choose_part_a(e, sb, n);
+    held = ahead_take(e, so, sb);
     if (held && n == 1)
         k = sb->ss[0].k;
     n_spec = build_batches(e, n, sb);
     if (held)
         ahead_use(sb);
-    ahead_plan(e, so, sb, n);
+    ahead_plan(e, so, sb);
     e->m.spec_steps++;
     e->m.last_k = k;
     n_parts = split_parts(e, so, n, max_lp, parts);
     parts[0].proposed = !held;
     parts[1].proposed = true;
     st = duet__run_spec(e, parts, n_parts);
+    if (!st && e->dt && n >= 2)
+        split_measure(sb, n, k, n_parts == 2, duet__now_s() - w0);
     e->m.verify_s += e->m.execute_s - t0;
     if (!st)
         st = duet__verify_commit(e, n, max_lp);

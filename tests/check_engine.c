@@ -1510,9 +1510,12 @@ static uint32_t thread_count(void)
     return (uint32_t)st.st_nlink - 2;
 }
 
+/* Also drafts ahead with full windows whatever the timings (the counts below are then exact);
+ * test_draft_ahead_window_fits_or_is_off runs the default that sizes them by time. */
 static void force_overlap(bool on)
 {
     ck_assert_int_eq(setenv("DUET_FORCE_OVERLAP", on ? "1" : "0", 1), 0);
+    ck_assert_int_eq(setenv("DUET_AHEAD_WINDOW", "full", 1), 0);
 }
 
 START_TEST(test_overlap_is_off_by_default_when_both_workers_share_a_device)
@@ -1842,6 +1845,37 @@ START_TEST(test_draft_ahead_greedy_output_equals_plain_decoding)
     m = greedy_matches(spec_sets(false, 2, one_seq), 4, 24);
     ahead_metrics_consistent(&m);
     ck_assert_uint_gt(m.ahead_windows, 0);
+}
+END_TEST
+
+/*
+ * The default ahead window (DUET_AHEAD_WINDOW unset: "fit") is as long as the draft passes that
+ * fit beside the target's scoring, measured as the engine runs, so how many windows there are
+ * depends on the machine; greedy output still equals plain decoding and every window is
+ * settled. "off" drafts nothing ahead and still overlaps nothing for one sequence.
+ */
+START_TEST(test_draft_ahead_window_fits_or_is_off)
+{
+    duet_engine_metrics m;
+
+    force_overlap(true);
+    ck_assert_int_eq(unsetenv("DUET_AHEAD_WINDOW"), 0);
+    for (uint32_t k = 2; k <= 4; k += 2) {
+        m = greedy_matches(spec_sets(false, k, NULL), 1, 40);
+        spec_metrics_consistent(&m);
+        ahead_metrics_consistent(&m);
+        m = greedy_matches(spec_sets(true, k, NULL), 1, 40);
+        ahead_metrics_consistent(&m);
+        ck_assert_uint_eq(m.accepted, m.proposed);
+        printf("check_engine: fitted ahead windows, k %u: %llu windows, %llu kept, %llu in part\n",
+               k, (unsigned long long)m.ahead_windows, (unsigned long long)m.ahead_kept,
+               (unsigned long long)m.ahead_partial);
+    }
+    ck_assert_int_eq(setenv("DUET_AHEAD_WINDOW", "off", 1), 0);
+    m = greedy_matches(spec_sets(false, 3, NULL), 1, 40);
+    ck_assert_uint_eq(m.ahead_windows, 0);
+    ck_assert_uint_eq(m.overlap_steps, 0);
+    ck_assert_int_eq(unsetenv("DUET_AHEAD_WINDOW"), 0);
 }
 END_TEST
 
@@ -2807,6 +2841,7 @@ static Suite *engine_suite(void)
          test_overlapped_abort_frees_every_block_and_destroy_joins_the_draft_thread},
         {"distribution", test_speculative_sampling_keeps_the_target_distribution},
         {"ahead-greedy", test_draft_ahead_greedy_output_equals_plain_decoding},
+        {"ahead-fit", test_draft_ahead_window_fits_or_is_off},
         {"ahead-sampling", test_draft_ahead_sampling_equals_plain_and_serial_sampling},
         {"ahead-batch", test_draft_ahead_in_batches_of_two_and_three_keeps_the_output},
         {"ahead-distribution", test_draft_ahead_sampling_keeps_the_target_distribution},
