@@ -95,6 +95,11 @@ int duet__bench_tokenizer(const struct duet_bench_opts *o, json_t *results);
 
 /* Monotonic time in nanoseconds. */
 uint64_t duet__bench_now_ns(void);
+/* duet_config_set of a printf-formatted "key=value"; on failure prints "duet-bench: BENCH: the
+ * error" and returns 1 (0 on success). */
+struct duet_config;
+int duet__bench_config_setf(struct duet_config *cfg, const char *bench, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Adds a result to the JSON array `results`: name, ns_per_op (median), ns_per_op_best,
  * ops_per_s (from the median), operations; `extra` (may be NULL) is merged in and stolen. */

@@ -2,8 +2,11 @@
 #define _GNU_SOURCE /* MADV_HUGEPAGE */
 #include "bench.h"
 
+#include <duet/config.h>
+
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -207,5 +210,20 @@ int duet__bench_bandwidth(const struct duet_bench_opts *o, const char *bench, ui
                                  "when", when, "buffer_bytes", (json_int_t)bytes, "threads",
                                  threads, "passes", passes, "gb_per_s", (double)bytes / r.ns_median,
                                  "gb_per_s_best", (double)bytes / r.ns_best));
+    return 0;
+}
+
+int duet__bench_config_setf(struct duet_config *cfg, const char *bench, const char *fmt, ...)
+{
+    char buf[4400];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    if (duet_config_set(cfg, buf)) {
+        fprintf(stderr, "duet-bench: %s: %s\n", bench, duet_config_error(cfg));
+        return 1;
+    }
     return 0;
 }

@@ -98,40 +98,24 @@ struct ov_run {
     char name[96];
 };
 
-static int setf(duet_config *cfg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int setf(duet_config *cfg, const char *fmt, ...)
-{
-    char buf[4400];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    if (duet_config_set(cfg, buf)) {
-        fprintf(stderr, "duet-bench: overlap: %s\n", duet_config_error(cfg));
-        return 1;
-    }
-    return 0;
-}
-
 /* The speculative group: the CPU draft, k, overlap, and the acceptance. */
 static int config_draft(const struct ov_run *r)
 {
     const struct duet_bench_overlap_opts *ov = &r->o->ov;
     duet_config *c = r->cfg;
 
-    if (setf(c, "speculative.draft_model=\"%s\"", r->draft_dir) ||
-        setf(c, "speculative.worker=\"cpu\"") ||
-        setf(c, "speculative.weights=%s", r->o->worker.dtypes[0]) ||
-        setf(c, "speculative.threads=%u", r->o->worker.threads) ||
-        setf(c, "speculative.num_tokens=%u", r->k) ||
-        setf(c, "speculative.overlap=%s", r->overlap ? "true" : "false"))
+    if (duet__bench_config_setf(c, "overlap", "speculative.draft_model=\"%s\"", r->draft_dir) ||
+        duet__bench_config_setf(c, "overlap", "speculative.worker=\"cpu\"") ||
+        duet__bench_config_setf(c, "overlap", "speculative.weights=%s", r->o->worker.dtypes[0]) ||
+        duet__bench_config_setf(c, "overlap", "speculative.threads=%u", r->o->worker.threads) ||
+        duet__bench_config_setf(c, "overlap", "speculative.num_tokens=%u", r->k) ||
+        duet__bench_config_setf(c, "overlap", "speculative.overlap=%s",
+                                r->overlap ? "true" : "false"))
         return 1;
     if (strcmp(ov->acceptance, "synthetic") != 0)
         return 0;
-    if (setf(c, "speculative.acceptance=\"synthetic\"") ||
-        setf(c, "speculative.synthetic_rate=%.17g", ov->alpha)) {
+    if (duet__bench_config_setf(c, "overlap", "speculative.acceptance=\"synthetic\"") ||
+        duet__bench_config_setf(c, "overlap", "speculative.synthetic_rate=%.17g", ov->alpha)) {
         fprintf(stderr, "duet-bench: overlap: this build has no synthetic acceptance: "
                         "use --acceptance real\n");
         return 1;
@@ -148,13 +132,17 @@ static int ov_config(struct ov_run *r)
     if (duet_config_create(&r->cfg))
         return 1;
     c = r->cfg;
-    if (setf(c, "model=\"%s\"", r->target_dir) || setf(c, "target.worker=\"%s\"", ov->modelled) ||
-        setf(c, "target.device=\"a=%.17g,b=%.17g\"", ov->a_s, ov->b_s) ||
-        setf(c, "target.weights=bf16") || setf(c, "target.threads=1") ||
-        setf(c, "cache.cpu_kv_space_gib=" KV_SPACE) || setf(c, "cache.swap_space_gib=0") ||
-        setf(c, "scheduler.max_num_seqs=%u", r->batch))
+    if (duet__bench_config_setf(c, "overlap", "model=\"%s\"", r->target_dir) ||
+        duet__bench_config_setf(c, "overlap", "target.worker=\"%s\"", ov->modelled) ||
+        duet__bench_config_setf(c, "overlap", "target.device=\"a=%.17g,b=%.17g\"", ov->a_s,
+                                ov->b_s) ||
+        duet__bench_config_setf(c, "overlap", "target.weights=bf16") ||
+        duet__bench_config_setf(c, "overlap", "target.threads=1") ||
+        duet__bench_config_setf(c, "overlap", "cache.cpu_kv_space_gib=" KV_SPACE) ||
+        duet__bench_config_setf(c, "overlap", "cache.swap_space_gib=0") ||
+        duet__bench_config_setf(c, "overlap", "scheduler.max_num_seqs=%u", r->batch))
         return 1;
-    if (dir && setf(c, "plugin_dir=\"%s\"", dir))
+    if (dir && duet__bench_config_setf(c, "overlap", "plugin_dir=\"%s\"", dir))
         return 1;
     if (r->k && config_draft(r))
         return 1;

@@ -130,30 +130,13 @@ struct plain_ref {
     double decode_step_s; /* t_decode */
 };
 
-static int config_setf(duet_config *cfg, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int config_setf(duet_config *cfg, const char *fmt, ...)
-{
-    char buf[4300];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    if (duet_config_set(cfg, buf)) {
-        fprintf(stderr, "duet-bench: spec: %s\n", duet_config_error(cfg));
-        return 1;
-    }
-    return 0;
-}
-
 /* The worker settings of one section ("target" or "speculative"). */
 static int config_worker(const struct spec_run *r, const char *section)
 {
-    return config_setf(r->cfg, "%s.worker=\"%s\"", section, r->o->worker.plugin) ||
-           config_setf(r->cfg, "%s.weights=%s", section, r->dtype) ||
-           config_setf(r->cfg, "%s.threads=%u", section, r->threads);
+    return duet__bench_config_setf(r->cfg, "spec", "%s.worker=\"%s\"", section,
+                                   r->o->worker.plugin) ||
+           duet__bench_config_setf(r->cfg, "spec", "%s.weights=%s", section, r->dtype) ||
+           duet__bench_config_setf(r->cfg, "spec", "%s.threads=%u", section, r->threads);
 }
 
 /* The engine's configuration: the plugin named as --plugin says (a name is looked up in the
@@ -162,15 +145,19 @@ static int spec_config(struct spec_run *r)
 {
     const char *dir = DUET_BENCH_PLUGIN_DIR;
 
-    if (duet_config_create(&r->cfg) || config_setf(r->cfg, "model=\"%s\"", r->target_dir) ||
-        config_worker(r, "target") || config_setf(r->cfg, "cache.cpu_kv_space_gib=" KV_SPACE) ||
-        config_setf(r->cfg, "scheduler.max_num_seqs=%u", r->batch))
+    if (duet_config_create(&r->cfg) ||
+        duet__bench_config_setf(r->cfg, "spec", "model=\"%s\"", r->target_dir) ||
+        config_worker(r, "target") ||
+        duet__bench_config_setf(r->cfg, "spec", "cache.cpu_kv_space_gib=" KV_SPACE) ||
+        duet__bench_config_setf(r->cfg, "spec", "scheduler.max_num_seqs=%u", r->batch))
         return 1;
-    if (dir && !strchr(r->o->worker.plugin, '/') && config_setf(r->cfg, "plugin_dir=\"%s\"", dir))
+    if (dir && !strchr(r->o->worker.plugin, '/') &&
+        duet__bench_config_setf(r->cfg, "spec", "plugin_dir=\"%s\"", dir))
         return 1;
     if (r->k &&
-        (config_setf(r->cfg, "speculative.draft_model=\"%s\"", r->draft_dir) ||
-         config_worker(r, "speculative") || config_setf(r->cfg, "speculative.num_tokens=%u", r->k)))
+        (duet__bench_config_setf(r->cfg, "spec", "speculative.draft_model=\"%s\"", r->draft_dir) ||
+         config_worker(r, "speculative") ||
+         duet__bench_config_setf(r->cfg, "spec", "speculative.num_tokens=%u", r->k)))
         return 1;
     if (duet_config_validate(r->cfg)) {
         fprintf(stderr, "duet-bench: spec: %s\n", duet_config_error(r->cfg));

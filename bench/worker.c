@@ -135,24 +135,6 @@ struct bench_worker {
     uint32_t num_blocks;  /* allocated */
 };
 
-static int config_setf(duet_config *cfg, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int config_setf(duet_config *cfg, const char *fmt, ...)
-{
-    char buf[4200];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    if (duet_config_set(cfg, buf)) {
-        fprintf(stderr, "duet-bench: %s: %s\n", bench_name, duet_config_error(cfg));
-        return 1;
-    }
-    return 0;
-}
-
 /* Configuration, host services and the loaded, checked plugin. */
 static int worker_load(struct bench_worker *wk, const struct duet_bench_opts *o, const char *dir,
                        const char *precision, uint32_t group, uint32_t threads)
@@ -164,14 +146,19 @@ static int worker_load(struct bench_worker *wk, const struct duet_bench_opts *o,
         precision = "auto";
     /* the CPU worker: the precision is the weights' storage, computed in what dtype auto picks
      * here (plugin_details says which); the GPU worker computes in the precision */
-    if (duet_config_create(&wk->cfg) || config_setf(wk->cfg, "model=\"%s\"", dir) ||
-        config_setf(wk->cfg, "target.%s=%s", mode->gpu ? "dtype" : "weights", precision) ||
-        (quant && (config_setf(wk->cfg, "target.weights=%s", precision) ||
-                   config_setf(wk->cfg, "target.group_size=%u", group))) ||
-        (!mode->gpu && config_setf(wk->cfg, "target.threads=%u", threads)) ||
-        (mode->gpu && config_setf(wk->cfg, "target.device=\"cuda:%u\"", o->worker.device)) ||
+    if (duet_config_create(&wk->cfg) ||
+        duet__bench_config_setf(wk->cfg, bench_name, "model=\"%s\"", dir) ||
+        duet__bench_config_setf(wk->cfg, bench_name, "target.%s=%s",
+                                mode->gpu ? "dtype" : "weights", precision) ||
+        (quant && (duet__bench_config_setf(wk->cfg, bench_name, "target.weights=%s", precision) ||
+                   duet__bench_config_setf(wk->cfg, bench_name, "target.group_size=%u", group))) ||
+        (!mode->gpu &&
+         duet__bench_config_setf(wk->cfg, bench_name, "target.threads=%u", threads)) ||
+        (mode->gpu && duet__bench_config_setf(wk->cfg, bench_name, "target.device=\"cuda:%u\"",
+                                              o->worker.device)) ||
         (mode->gpu && o->worker.tensor_parallel &&
-         config_setf(wk->cfg, "target.tensor_parallel=%u", o->worker.tensor_parallel)))
+         duet__bench_config_setf(wk->cfg, bench_name, "target.tensor_parallel=%u",
+                                 o->worker.tensor_parallel)))
         return 1;
     if (duet_config_validate(wk->cfg)) {
         fprintf(stderr, "duet-bench: %s: %s\n", bench_name, duet_config_error(wk->cfg));
