@@ -2789,6 +2789,15 @@ START_TEST(test_a_more_important_request_runs_first_under_the_priority_policy)
 }
 END_TEST
 
+/* Every case starts with DUET_FORCE_OVERLAP and DUET_AHEAD_WINDOW unset: with CK_FORK=no
+ * (valgrind) the cases share one process, and a setting one case made would otherwise change the
+ * next one's engines (overlap reserves 2k lookahead slots). */
+static void overlap_env_reset(void)
+{
+    ck_assert_int_eq(unsetenv("DUET_FORCE_OVERLAP"), 0);
+    ck_assert_int_eq(unsetenv("DUET_AHEAD_WINDOW"), 0);
+}
+
 static Suite *engine_suite(void)
 {
     Suite *s = suite_create("engine");
@@ -2865,7 +2874,7 @@ static Suite *engine_suite(void)
         {"priority", test_a_more_important_request_runs_first_under_the_priority_policy},
     };
 
-    duet_test_add_cases(s, cases, sizeof(cases) / sizeof(cases[0]), NULL, NULL, 120);
+    duet_test_add_cases(s, cases, sizeof(cases) / sizeof(cases[0]), overlap_env_reset, NULL, 120);
     return s;
 }
 
