@@ -101,7 +101,7 @@ __attribute__((target("avx512f,avx512vnni"))) static void dpbusd_zmm(uint64_t it
     }
     s = _mm512_setzero_si512();
     REP(SUM)
-    sink_i = _mm512_reduce_add_epi32(s);
+    sink_i = _mm512_reduce_or_epi32(s); /* or: the sums wrap, and a C add of them would overflow */
 #undef DECL
 #undef STEP
 #undef SUM
